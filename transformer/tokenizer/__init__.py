@@ -1,0 +1,1 @@
+"""Tokenizers from scratch: normalizer -> pre-tokenizer -> model -> post-processor."""
