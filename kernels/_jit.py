@@ -179,9 +179,13 @@ def jit(func=None, **options):
     """`numba.njit` with the disk cache described above; compiles lazily, on the first call.
 
     Use bare (`@jit`) or with Numba options (`@jit(parallel=True, fastmath=False)`);
-    `cache` is always on (when a directory is writable) and need not be given.
+    `cache` is always on (when a directory is writable) and need not be given;
+    `error_model` defaults to "numpy" (division by zero gives inf/nan, no check, as in NumPy).
     """
     options.pop("cache", None)
+    # NumPy's error model: x / 0 gives inf as in NumPy, instead of a ZeroDivisionError
+    # check on every division, which keeps loops with a division from vectorizing.
+    options.setdefault("error_model", "numpy")
 
     def decorate(py_func):
         dispatcher = numba.njit(**options)(py_func)
