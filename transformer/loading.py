@@ -1,0 +1,506 @@
+"""Checkpoint files -> the parameter dict `transformer.model` computes with.
+
+Three steps, each a function:
+
+    read_checkpoint(model_dir)    model.safetensors (or its shards) -> {checkpoint name: array}
+    load_params(tensors, config)  checkpoint names -> our nested `params` (see transformer.model)
+    find_tensor(tensors, config, name)   one tensor by our name (heads.py loads heads with it)
+
+The safetensors format is simple enough to read directly through a memory map: 8 bytes of
+little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw
+tensor bytes. Reading it ourselves gives float16 *and* bfloat16 (NumPy has no bfloat16) and
+errors that say which tensor of which file is truncated.
+
+The name tables
+---------------
+One table per family maps our flat names to the checkpoint's. `{i}` is the layer index. A
+value may be a tuple: the first name is the usual one, later ones are other spellings found
+in real files (a tied copy, an older name). Base-model names are looked up with and without
+the prefix a task model puts in front (`bert.`, `roberta.`, `distilbert.`, `electra.`,
+`mpnet.`); head names (`masked_lm.*`, `sequence_classification.*`, ...) sit at the top level.
+Old TensorFlow-converted checkpoints call LayerNorm's weight/bias `gamma`/`beta`; both are
+accepted. Buffers such as `embeddings.position_ids` are simply never asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# Name tables: our name -> checkpoint name(s)
+# ---------------------------------------------------------------------------------------
+_BERT_LAYER = {
+    "layers.{i}.query.weight": "encoder.layer.{i}.attention.self.query.weight",
+    "layers.{i}.query.bias": "encoder.layer.{i}.attention.self.query.bias",
+    "layers.{i}.key.weight": "encoder.layer.{i}.attention.self.key.weight",
+    "layers.{i}.key.bias": "encoder.layer.{i}.attention.self.key.bias",
+    "layers.{i}.value.weight": "encoder.layer.{i}.attention.self.value.weight",
+    "layers.{i}.value.bias": "encoder.layer.{i}.attention.self.value.bias",
+    "layers.{i}.attention_output.weight": "encoder.layer.{i}.attention.output.dense.weight",
+    "layers.{i}.attention_output.bias": "encoder.layer.{i}.attention.output.dense.bias",
+    "layers.{i}.attention_layer_norm.weight": "encoder.layer.{i}.attention.output.LayerNorm.weight",
+    "layers.{i}.attention_layer_norm.bias": "encoder.layer.{i}.attention.output.LayerNorm.bias",
+    "layers.{i}.intermediate.weight": "encoder.layer.{i}.intermediate.dense.weight",
+    "layers.{i}.intermediate.bias": "encoder.layer.{i}.intermediate.dense.bias",
+    "layers.{i}.output.weight": "encoder.layer.{i}.output.dense.weight",
+    "layers.{i}.output.bias": "encoder.layer.{i}.output.dense.bias",
+    "layers.{i}.output_layer_norm.weight": "encoder.layer.{i}.output.LayerNorm.weight",
+    "layers.{i}.output_layer_norm.bias": "encoder.layer.{i}.output.LayerNorm.bias",
+}
+
+_BERT_EMBEDDINGS = {
+    "embeddings.word": "embeddings.word_embeddings.weight",
+    "embeddings.position": "embeddings.position_embeddings.weight",
+    "embeddings.token_type": "embeddings.token_type_embeddings.weight",
+    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
+    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
+}
+
+# BERT, and BERT-architecture checkpoints such as MiniLM, bge, e5, gte.
+BERT_NAMES = {
+    **_BERT_EMBEDDINGS,
+    **_BERT_LAYER,
+    "pooler.weight": "pooler.dense.weight",
+    "pooler.bias": "pooler.dense.bias",
+    # heads (BertForMaskedLM / BertForPreTraining, BertFor{Sequence,Token}Classification)
+    "masked_lm.dense.weight": "cls.predictions.transform.dense.weight",
+    "masked_lm.dense.bias": "cls.predictions.transform.dense.bias",
+    "masked_lm.layer_norm.weight": "cls.predictions.transform.LayerNorm.weight",
+    "masked_lm.layer_norm.bias": "cls.predictions.transform.LayerNorm.bias",
+    "masked_lm.decoder.weight": "cls.predictions.decoder.weight",  # used only when not tied
+    "masked_lm.decoder.bias": ("cls.predictions.bias", "cls.predictions.decoder.bias"),
+    "sequence_classification.out.weight": "classifier.weight",
+    "sequence_classification.out.bias": "classifier.bias",
+    "token_classification.out.weight": "classifier.weight",
+    "token_classification.out.bias": "classifier.bias",
+}
+
+# RoBERTa and XLM-RoBERTa: BERT's body names; their own heads.
+ROBERTA_NAMES = {
+    **_BERT_EMBEDDINGS,
+    **_BERT_LAYER,
+    "pooler.weight": "pooler.dense.weight",
+    "pooler.bias": "pooler.dense.bias",
+    "masked_lm.dense.weight": "lm_head.dense.weight",
+    "masked_lm.dense.bias": "lm_head.dense.bias",
+    "masked_lm.layer_norm.weight": "lm_head.layer_norm.weight",
+    "masked_lm.layer_norm.bias": "lm_head.layer_norm.bias",
+    "masked_lm.decoder.weight": "lm_head.decoder.weight",
+    "masked_lm.decoder.bias": ("lm_head.bias", "lm_head.decoder.bias"),
+    "sequence_classification.dense.weight": "classifier.dense.weight",
+    "sequence_classification.dense.bias": "classifier.dense.bias",
+    "sequence_classification.out.weight": "classifier.out_proj.weight",
+    "sequence_classification.out.bias": "classifier.out_proj.bias",
+    "token_classification.out.weight": "classifier.weight",
+    "token_classification.out.bias": "classifier.bias",
+}
+
+# ELECTRA: BERT's body, an optional projection from embedding_size to hidden_size, no pooler.
+ELECTRA_NAMES = {
+    **_BERT_EMBEDDINGS,
+    "embeddings.projection.weight": "embeddings_project.weight",
+    "embeddings.projection.bias": "embeddings_project.bias",
+    **_BERT_LAYER,
+    # the generator's masked-LM head (ElectraForMaskedLM)
+    "masked_lm.dense.weight": "generator_predictions.dense.weight",
+    "masked_lm.dense.bias": "generator_predictions.dense.bias",
+    "masked_lm.layer_norm.weight": "generator_predictions.LayerNorm.weight",
+    "masked_lm.layer_norm.bias": "generator_predictions.LayerNorm.bias",
+    "masked_lm.decoder.weight": "generator_lm_head.weight",
+    "masked_lm.decoder.bias": "generator_lm_head.bias",
+    # the discriminator's replaced-token head (ElectraForPreTraining)
+    "discriminator.dense.weight": "discriminator_predictions.dense.weight",
+    "discriminator.dense.bias": "discriminator_predictions.dense.bias",
+    "discriminator.out.weight": "discriminator_predictions.dense_prediction.weight",
+    "discriminator.out.bias": "discriminator_predictions.dense_prediction.bias",
+    "sequence_classification.dense.weight": "classifier.dense.weight",
+    "sequence_classification.dense.bias": "classifier.dense.bias",
+    "sequence_classification.out.weight": "classifier.out_proj.weight",
+    "sequence_classification.out.bias": "classifier.out_proj.bias",
+    "token_classification.out.weight": "classifier.weight",
+    "token_classification.out.bias": "classifier.bias",
+}
+
+# DistilBERT: its own names, no token types, no pooler.
+DISTILBERT_NAMES = {
+    "embeddings.word": "embeddings.word_embeddings.weight",
+    "embeddings.position": "embeddings.position_embeddings.weight",
+    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
+    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
+    "layers.{i}.query.weight": "transformer.layer.{i}.attention.q_lin.weight",
+    "layers.{i}.query.bias": "transformer.layer.{i}.attention.q_lin.bias",
+    "layers.{i}.key.weight": "transformer.layer.{i}.attention.k_lin.weight",
+    "layers.{i}.key.bias": "transformer.layer.{i}.attention.k_lin.bias",
+    "layers.{i}.value.weight": "transformer.layer.{i}.attention.v_lin.weight",
+    "layers.{i}.value.bias": "transformer.layer.{i}.attention.v_lin.bias",
+    "layers.{i}.attention_output.weight": "transformer.layer.{i}.attention.out_lin.weight",
+    "layers.{i}.attention_output.bias": "transformer.layer.{i}.attention.out_lin.bias",
+    "layers.{i}.attention_layer_norm.weight": "transformer.layer.{i}.sa_layer_norm.weight",
+    "layers.{i}.attention_layer_norm.bias": "transformer.layer.{i}.sa_layer_norm.bias",
+    "layers.{i}.intermediate.weight": "transformer.layer.{i}.ffn.lin1.weight",
+    "layers.{i}.intermediate.bias": "transformer.layer.{i}.ffn.lin1.bias",
+    "layers.{i}.output.weight": "transformer.layer.{i}.ffn.lin2.weight",
+    "layers.{i}.output.bias": "transformer.layer.{i}.ffn.lin2.bias",
+    "layers.{i}.output_layer_norm.weight": "transformer.layer.{i}.output_layer_norm.weight",
+    "layers.{i}.output_layer_norm.bias": "transformer.layer.{i}.output_layer_norm.bias",
+    "masked_lm.dense.weight": "vocab_transform.weight",
+    "masked_lm.dense.bias": "vocab_transform.bias",
+    "masked_lm.layer_norm.weight": "vocab_layer_norm.weight",
+    "masked_lm.layer_norm.bias": "vocab_layer_norm.bias",
+    "masked_lm.decoder.weight": "vocab_projector.weight",
+    "masked_lm.decoder.bias": "vocab_projector.bias",
+    "sequence_classification.dense.weight": "pre_classifier.weight",
+    "sequence_classification.dense.bias": "pre_classifier.bias",
+    "sequence_classification.out.weight": "classifier.weight",
+    "sequence_classification.out.bias": "classifier.bias",
+    "token_classification.out.weight": "classifier.weight",
+    "token_classification.out.bias": "classifier.bias",
+}
+
+# MPNet: its own attention names, one relative position bias table shared by all layers.
+MPNET_NAMES = {
+    "embeddings.word": "embeddings.word_embeddings.weight",
+    "embeddings.position": "embeddings.position_embeddings.weight",
+    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
+    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
+    "relative_attention_bias": "encoder.relative_attention_bias.weight",
+    "layers.{i}.query.weight": "encoder.layer.{i}.attention.attn.q.weight",
+    "layers.{i}.query.bias": "encoder.layer.{i}.attention.attn.q.bias",
+    "layers.{i}.key.weight": "encoder.layer.{i}.attention.attn.k.weight",
+    "layers.{i}.key.bias": "encoder.layer.{i}.attention.attn.k.bias",
+    "layers.{i}.value.weight": "encoder.layer.{i}.attention.attn.v.weight",
+    "layers.{i}.value.bias": "encoder.layer.{i}.attention.attn.v.bias",
+    "layers.{i}.attention_output.weight": "encoder.layer.{i}.attention.attn.o.weight",
+    "layers.{i}.attention_output.bias": "encoder.layer.{i}.attention.attn.o.bias",
+    "layers.{i}.attention_layer_norm.weight": "encoder.layer.{i}.attention.LayerNorm.weight",
+    "layers.{i}.attention_layer_norm.bias": "encoder.layer.{i}.attention.LayerNorm.bias",
+    "layers.{i}.intermediate.weight": "encoder.layer.{i}.intermediate.dense.weight",
+    "layers.{i}.intermediate.bias": "encoder.layer.{i}.intermediate.dense.bias",
+    "layers.{i}.output.weight": "encoder.layer.{i}.output.dense.weight",
+    "layers.{i}.output.bias": "encoder.layer.{i}.output.dense.bias",
+    "layers.{i}.output_layer_norm.weight": "encoder.layer.{i}.output.LayerNorm.weight",
+    "layers.{i}.output_layer_norm.bias": "encoder.layer.{i}.output.LayerNorm.bias",
+    "pooler.weight": "pooler.dense.weight",
+    "pooler.bias": "pooler.dense.bias",
+    "masked_lm.dense.weight": "lm_head.dense.weight",
+    "masked_lm.dense.bias": "lm_head.dense.bias",
+    "masked_lm.layer_norm.weight": "lm_head.layer_norm.weight",
+    "masked_lm.layer_norm.bias": "lm_head.layer_norm.bias",
+    "masked_lm.decoder.weight": "lm_head.decoder.weight",
+    "masked_lm.decoder.bias": ("lm_head.bias", "lm_head.decoder.bias"),
+    "sequence_classification.dense.weight": "classifier.dense.weight",
+    "sequence_classification.dense.bias": "classifier.dense.bias",
+    "sequence_classification.out.weight": "classifier.out_proj.weight",
+    "sequence_classification.out.bias": "classifier.out_proj.bias",
+    "token_classification.out.weight": "classifier.weight",
+    "token_classification.out.bias": "classifier.bias",
+}
+
+NAME_TABLES = {
+    "bert": BERT_NAMES,
+    "roberta": ROBERTA_NAMES,
+    "electra": ELECTRA_NAMES,
+    "distilbert": DISTILBERT_NAMES,
+    "mpnet": MPNET_NAMES,
+}
+
+# The prefixes a task model (XForMaskedLM, ...) puts in front of its base model's names.
+BASE_PREFIXES = ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.")
+
+# Where the word table may also be found: a checkpoint that stored the tied copy only.
+TIED_WORD_TABLE = (
+    "cls.predictions.decoder.weight", "lm_head.decoder.weight",
+    "vocab_projector.weight", "generator_lm_head.weight",
+)
+
+HEAD_KINDS = ("masked_lm", "sequence_classification", "token_classification", "discriminator")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not fit its config."""
+
+
+# ---------------------------------------------------------------------------------------
+# Reading safetensors
+# ---------------------------------------------------------------------------------------
+# safetensors dtype -> (NumPy dtype of the stored bytes, bytes per element)
+_DTYPES = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # bfloat16: read as raw 16-bit words, widened below
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+}
+
+
+def _bfloat16_to_float32(words):
+    """bfloat16 is the top half of a float32: shift the 16 bits up and reinterpret."""
+    return (words.astype(np.uint32) << 16).view(np.float32)
+
+
+def read_safetensors(path) -> dict:
+    """One .safetensors file -> {name: array}. Floating tensors come back as float32 (float16
+    and bfloat16 upcast, float32 memory-mapped without a copy); integer tensors as stored.
+
+    Raises CheckpointError naming the file and the tensor when the file is truncated or its
+    header is not valid safetensors.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        raise CheckpointError(f"{path} is {size} bytes long: too short to be a safetensors file (truncated?)")
+    with open(path, "rb") as file:
+        header_length = int.from_bytes(file.read(8), "little")
+        if header_length > size - 8:
+            raise CheckpointError(
+                f"{path}: the header claims {header_length} bytes but the file has only {size - 8} "
+                f"after the length field; the file is truncated or not safetensors"
+            )
+        try:
+            header = json.loads(file.read(header_length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{path}: the header is not valid JSON ({error}); the file is corrupt") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: the header is not a JSON object; the file is corrupt")
+        data_size = size - 8 - header_length
+        if data_size > 0:
+            buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            data = np.frombuffer(buffer, dtype=np.uint8, offset=8 + header_length)
+        else:
+            data = np.zeros(0, dtype=np.uint8)
+
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype_name, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: header entry for tensor {name!r} is malformed: {entry!r}") from None
+        if dtype_name not in _DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype_name}, which this loader does not read")
+        dtype = _DTYPES[dtype_name]
+        expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if end > data_size or begin > end:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} needs bytes [{begin}, {end}) of the data section, which has only "
+                f"{data_size} bytes; the file is truncated (re-download it)"
+            )
+        if end - begin != expected_bytes:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} of shape {list(shape)} and dtype {dtype_name} needs {expected_bytes} "
+                f"bytes but its offsets span {end - begin}; the file is corrupt"
+            )
+        array = data[begin:end].view(dtype).reshape(shape)
+        if not array.flags.aligned:
+            array = array.copy()
+        if dtype_name == "BF16":
+            array = _bfloat16_to_float32(array)
+        elif dtype_name in ("F16", "F64"):
+            array = array.astype(np.float32)
+        tensors[name] = array
+    return tensors
+
+
+def read_checkpoint(model_dir) -> dict:
+    """A model folder (or a .safetensors file) -> {checkpoint name: array}.
+
+    Reads `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
+    """
+    model_dir = Path(model_dir)
+    if model_dir.is_file():
+        return read_safetensors(model_dir)
+    single = model_dir / "model.safetensors"
+    index = model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return read_safetensors(single)
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {error}") from None
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (model_dir / shard).is_file():
+                raise CheckpointError(f"{index} lists shard {shard}, which is missing from {model_dir}")
+            tensors.update(read_safetensors(model_dir / shard))
+        missing = [name for name in weight_map if name not in tensors]
+        if missing:
+            raise CheckpointError(
+                f"{index} promises {len(missing)} tensors its shards do not hold, e.g. {missing[0]!r}"
+            )
+        return tensors
+    found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    hint = ""
+    if any(name.endswith((".bin", ".pt", ".h5", ".msgpack")) for name in found):
+        hint = " (only PyTorch/TF weights are present; convert them to safetensors)"
+    raise CheckpointError(
+        f"no model.safetensors or model.safetensors.index.json in {model_dir}{hint}; found: {', '.join(found) or 'nothing'}"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Expected shapes (PyTorch's orientation, as stored: linear weights [out, in])
+# ---------------------------------------------------------------------------------------
+def expected_shape(config, ours: str) -> tuple:
+    """The shape the checkpoint must store for our name `ours`, from the config.
+
+    >>> expected_shape(config, "layers.3.intermediate.weight")   # [out, in] as stored
+    (1536, 384)
+    """
+    hidden, emb, inter = config.hidden_size, config.embedding_size, config.intermediate_size
+    name = ours.split(".", 2)[-1] if ours.startswith("layers.") else ours
+    shapes = {
+        "embeddings.word": (config.vocab_size, emb),
+        "embeddings.position": (config.max_position_embeddings, emb),
+        "embeddings.token_type": (config.type_vocab_size, emb),
+        "embeddings.layer_norm.weight": (emb,),
+        "embeddings.layer_norm.bias": (emb,),
+        "embeddings.projection.weight": (hidden, emb),
+        "embeddings.projection.bias": (hidden,),
+        "relative_attention_bias": (config.relative_attention_num_buckets, config.num_attention_heads),
+        "intermediate.weight": (inter, hidden),
+        "intermediate.bias": (inter,),
+        "output.weight": (hidden, inter),
+        "pooler.weight": (hidden, hidden),
+        # the masked-LM transform ends at embedding_size (only ELECTRA's generator differs from hidden)
+        "masked_lm.dense.weight": (emb, hidden),
+        "masked_lm.dense.bias": (emb,),
+        "masked_lm.layer_norm.weight": (emb,),
+        "masked_lm.layer_norm.bias": (emb,),
+        "masked_lm.decoder.weight": (config.vocab_size, emb),
+        "masked_lm.decoder.bias": (config.vocab_size,),
+        "sequence_classification.dense.weight": (hidden, hidden),
+        "sequence_classification.out.weight": (config.num_labels, hidden),
+        "sequence_classification.out.bias": (config.num_labels,),
+        "token_classification.out.weight": (config.num_labels, hidden),
+        "token_classification.out.bias": (config.num_labels,),
+        "discriminator.dense.weight": (hidden, hidden),
+        "discriminator.out.weight": (1, hidden),
+        "discriminator.out.bias": (1,),
+    }
+    if name in shapes:
+        return shapes[name]
+    # query/key/value/attention_output weights, every other bias and LayerNorm: hidden-sized.
+    return (hidden, hidden) if name.endswith("weight") and "layer_norm" not in name else (hidden,)
+
+
+def _describe_config(config) -> str:
+    return (f"{config.model_type}: vocab_size={config.vocab_size}, hidden_size={config.hidden_size}, "
+            f"embedding_size={config.embedding_size}, intermediate_size={config.intermediate_size}, "
+            f"num_attention_heads={config.num_attention_heads}, max_position_embeddings="
+            f"{config.max_position_embeddings}, type_vocab_size={config.type_vocab_size}, "
+            f"num_labels={config.num_labels}")
+
+
+# ---------------------------------------------------------------------------------------
+# Looking names up
+# ---------------------------------------------------------------------------------------
+def _spellings(checkpoint_name: str):
+    """The name itself, then its legacy TensorFlow spelling (LayerNorm gamma/beta)."""
+    yield checkpoint_name
+    if checkpoint_name.endswith("LayerNorm.weight"):
+        yield checkpoint_name[: -len("weight")] + "gamma"
+    elif checkpoint_name.endswith("LayerNorm.bias"):
+        yield checkpoint_name[: -len("bias")] + "beta"
+
+
+def checkpoint_names(config, ours: str) -> list:
+    """Every checkpoint name our name `ours` may be stored under, most usual first."""
+    table = NAME_TABLES[config.family]
+    key = ours
+    layer = None
+    if ours.startswith("layers."):
+        _, layer, rest = ours.split(".", 2)
+        key = "layers.{i}." + rest
+    value = table[key]
+    names = [value] if isinstance(value, str) else list(value)
+    names = [n.format(i=layer) for n in names]
+    is_head = ours.split(".", 1)[0] in HEAD_KINDS
+    candidates = []
+    for name in names:
+        for spelling in _spellings(name):
+            if is_head:
+                candidates.append(spelling)
+            else:
+                # a base model saved alone has no prefix; inside a task model it has one
+                candidates.append(spelling)
+                candidates.extend(prefix + spelling for prefix in BASE_PREFIXES)
+    if ours == "embeddings.word":
+        candidates.extend(TIED_WORD_TABLE)
+    return candidates
+
+
+def find_tensor(tensors, config, ours: str, required: bool = True):
+    """The float32 array stored for our name `ours`, shape-checked, linear weights turned to
+    [in, out]. None when absent and not required; CheckpointError when required and absent
+    or when the shape does not fit the config."""
+    candidates = checkpoint_names(config, ours)
+    for name in candidates:
+        if name in tensors:
+            break
+    else:
+        if not required:
+            return None
+        raise CheckpointError(
+            f"missing tensor {candidates[0]!r} (our {ours!r}); looked for: {', '.join(candidates[:4])}"
+            + (" ..." if len(candidates) > 4 else "")
+        )
+    array = tensors[name]
+    expected = expected_shape(config, ours)
+    if tuple(array.shape) != expected:
+        raise CheckpointError(
+            f"tensor {name!r} has shape {tuple(array.shape)} but the config expects {expected} "
+            f"({_describe_config(config)})"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise CheckpointError(f"tensor {name!r} has dtype {array.dtype}; parameters must be floating point")
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 2 and ours.endswith(".weight"):
+        # PyTorch stores nn.Linear weights [out, in]; we compute x @ weight, so turn them once here.
+        array = np.ascontiguousarray(array.T)
+    return array
+
+
+def linear_params(tensors, config, ours, required=True):
+    """{"weight": [in, out], "bias": [out]} for our name `ours` (a linear or LayerNorm), or
+    None when absent and not required."""
+    weight = find_tensor(tensors, config, ours + ".weight", required)
+    if weight is None:
+        return None
+    return {"weight": weight, "bias": find_tensor(tensors, config, ours + ".bias")}
+
+
+def load_params(tensors, config) -> dict:
+    """Checkpoint tensors -> the nested `params` dict documented in `transformer.model`.
+
+    tensors: {checkpoint name: array} from `read_checkpoint`; config: EncoderConfig.
+    Raises CheckpointError naming any missing tensor or shape that does not fit the config.
+    """
+    has_projection = config.embedding_size != config.hidden_size
+    embeddings = {
+        "word": find_tensor(tensors, config, "embeddings.word"),
+        "position": find_tensor(tensors, config, "embeddings.position"),
+        "token_type": find_tensor(tensors, config, "embeddings.token_type") if config.type_vocab_size else None,
+        "layer_norm": linear_params(tensors, config, "embeddings.layer_norm"),
+        "projection": linear_params(tensors, config, "embeddings.projection") if has_projection else None,
+    }
+    layers = []
+    for i in range(config.num_hidden_layers):
+        layers.append({
+            part: linear_params(tensors, config, f"layers.{i}.{part}")
+            for part in ("query", "key", "value", "attention_output", "attention_layer_norm",
+                         "intermediate", "output", "output_layer_norm")
+        })
+    has_pooler = "pooler.weight" in NAME_TABLES[config.family]
+    return {
+        "embeddings": embeddings,
+        "relative_attention_bias": (find_tensor(tensors, config, "relative_attention_bias")
+                                    if config.family == "mpnet" else None),
+        "layers": layers,
+        # Task models other than sequence classification drop the pooler: absent is fine.
+        "pooler": linear_params(tensors, config, "pooler", required=False) if has_pooler else None,
+    }

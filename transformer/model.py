@@ -1,0 +1,498 @@
+"""The encoder's math in plain NumPy: token ids -> contextual vectors.
+
+Read top to bottom, this file is the whole forward pass of a BERT-family encoder:
+
+    embed          word + token type + position vectors, LayerNorm (+ ELECTRA's projection)
+    attention      each token mixes in the others, weighted by softmax(q . k / sqrt(d))
+    feed_forward   a two-layer MLP applied to every token on its own
+    encoder_layer  attention and feed-forward, each wrapped in residual + LayerNorm
+    encoder_forward   embed, then num_hidden_layers encoder layers
+
+Every function is pure: arrays in, arrays out, float32 throughout. The fast Numba path
+(`transformer.kernels.forward`) computes the same thing on the same parameters.
+
+Parameters (`params`), the same structure for every family
+-----------------------------------------------------------
+`transformer.loading.load_params` turns a checkpoint into this nested dict of C-contiguous
+float32 arrays. Keys are always present; a part the family does not have is None.
+Linear weights are stored [in, out] (transposed once at load from PyTorch's [out, in]), so a
+linear layer is `x @ weight + bias`.
+
+    params = {
+      "embeddings": {
+        "word":        [vocab_size, embedding_size]
+        "position":    [max_position_embeddings, embedding_size]
+        "token_type":  [type_vocab_size, embedding_size]    or None (DistilBERT, MPNet)
+        "layer_norm":  {"weight": [embedding_size], "bias": [embedding_size]}
+        "projection":  {"weight": [embedding_size, hidden_size], "bias": [hidden_size]}
+                       or None (only ELECTRA with embedding_size != hidden_size has one)
+      },
+      "relative_attention_bias": [relative_attention_num_buckets, num_attention_heads]
+                                 or None (only MPNet has one; shared by all layers)
+      "layers": [                                # num_hidden_layers dicts, in order
+        {
+          "query":                {"weight": [hidden, hidden], "bias": [hidden]},
+          "key":                  {"weight": [hidden, hidden], "bias": [hidden]},
+          "value":                {"weight": [hidden, hidden], "bias": [hidden]},
+          "attention_output":     {"weight": [hidden, hidden], "bias": [hidden]},
+          "attention_layer_norm": {"weight": [hidden], "bias": [hidden]},
+          "intermediate":         {"weight": [hidden, intermediate], "bias": [intermediate]},
+          "output":               {"weight": [intermediate, hidden], "bias": [hidden]},
+          "output_layer_norm":    {"weight": [hidden], "bias": [hidden]},
+        },
+        ...
+      ],
+      "pooler": {"weight": [hidden, hidden], "bias": [hidden]}   or None (no pooler in the file)
+    }
+
+The query/key/value columns are laid out head by head: columns [h*head_dim, (h+1)*head_dim)
+belong to head h (that is how `split_heads` reads them).
+
+Everything the math needs besides the arrays is in the `EncoderConfig`: hidden_act,
+layer_norm_eps, num_attention_heads, position_padding_idx (None: positions 0..seq-1; int p:
+RoBERTa/MPNet positions p+1, p+2, ... over non-padding tokens, p on padding tokens).
+
+Inputs and outputs of `encoder_forward`
+---------------------------------------
+input_ids int64 [batch, seq]; attention_mask int64 [batch, seq] of 1 (token) / 0 (padding);
+token_type_ids int64 [batch, seq] (ignored by families without token types). It returns
+`(last_hidden_state, hidden_states, attentions)`: float32 [batch, seq, hidden]; a tuple of
+num_hidden_layers + 1 arrays [batch, seq, hidden] (the embedding output, then each layer's
+output) or None; a tuple of num_hidden_layers arrays [batch, heads, seq, seq] of attention
+probabilities or None. `check_inputs` turns user input into those arrays or raises a clear
+error; `transformer.encoder.Encoder` calls it before either backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# The additive mask value for padding keys. Adding the most negative float32 (not -inf)
+# drives a padded key's softmax weight to exactly 0 while keeping every score finite: a row
+# whose keys are all padding then gets a uniform softmax instead of NaN (0/0).
+MASK_VALUE = np.finfo(np.float32).min
+
+
+# ---------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------
+def linear(x, weight, bias):
+    """x @ weight + bias. x [..., in], weight [in, out], bias [out] -> [..., out]."""
+    # One 2-D matrix product over all tokens: NumPy runs a 3-D @ 2-D product as one BLAS call
+    # per batch row, about half as fast.
+    flat = x.reshape(-1, x.shape[-1])  # [..., in] -> [tokens, in]
+    return (flat @ weight + bias).reshape(*x.shape[:-1], weight.shape[1])  # -> [..., out]
+
+
+def layer_norm(x, weight, bias, eps):
+    """Normalise the last axis to mean 0, variance 1, then scale and shift.
+
+    x [..., d] float32, weight and bias [d] -> [..., d]. The variance is the biased one
+    (divide by d, not d - 1) and eps sits inside the square root, as in torch.nn.LayerNorm;
+    at 1e-5 parity both details matter.
+    """
+    mean = x.mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
+    centered = x - mean
+    variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
+    return centered / np.sqrt(variance + np.float32(eps)) * weight + bias
+
+
+def softmax(x):
+    """Softmax over the last axis, float32. Subtracting the row maximum first keeps exp()
+    from overflowing; it does not change the result."""
+    shifted = x - x.max(axis=-1, keepdims=True)
+    exps = np.exp(shifted)
+    return exps / exps.sum(axis=-1, keepdims=True)
+
+
+# --- activations ------------------------------------------------------------------------
+def _erfc(x):
+    """The complementary error function, float64 in and out, relative error < 1.2e-7.
+
+    NumPy has no erf. This is the Chebyshev fit from Numerical Recipes (`erfcc`); evaluated
+    in float64 it is within about one float32 ulp of the true value everywhere, which is all
+    a float32 GELU can use.
+    """
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    erfc_abs = t * np.exp(poly)
+    return np.where(x >= 0, erfc_abs, 2.0 - erfc_abs)
+
+
+def erf(x):
+    """The error function, elementwise, float32 [...] -> float32 [...]."""
+    return (1.0 - _erfc(np.asarray(x, dtype=np.float64))).astype(np.float32)
+
+
+def gelu(x):
+    """Exact GELU, x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))): `hidden_act="gelu"`.
+
+    Written as 0.5 * x * erfc(-x / sqrt(2)) (the same number) so that large negative x keeps
+    its tiny value instead of cancelling 1 + erf to zero. float32 [...] -> float32 [...].
+    """
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * _erfc(-x64 / math.sqrt(2.0))).astype(np.float32)
+
+
+def gelu_tanh(x):
+    """The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`, `gelu_python_tanh`):
+    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))."""
+    inner = np.float32(math.sqrt(2.0 / math.pi)) * (x + np.float32(0.044715) * x * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
+def gelu_fast(x):
+    """`gelu_fast`: the tanh approximation with the constants folded differently,
+    0.5 * x * (1 + tanh(0.7978845608 * x * (1 + 0.044715 * x^2)))."""
+    inner = x * np.float32(0.7978845608) * (np.float32(1.0) + np.float32(0.044715) * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), float32; exp overflowing to inf for very negative x gives exactly 0."""
+    with np.errstate(over="ignore"):
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+def quick_gelu(x):
+    """`quick_gelu`: x * sigmoid(1.702 * x)."""
+    return x * sigmoid(np.float32(1.702) * x)
+
+
+def relu(x):
+    """max(x, 0)."""
+    return np.maximum(x, np.float32(0.0))
+
+
+def silu(x):
+    """SiLU / swish: x * sigmoid(x)."""
+    return x * sigmoid(x)
+
+
+# config.hidden_act -> the function. The names are `transformers`' (its ACT2FN table).
+ACTIVATIONS = {
+    "gelu": gelu,
+    "gelu_python": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_python_tanh": gelu_tanh,
+    "gelu_fast": gelu_fast,
+    "quick_gelu": quick_gelu,
+    "relu": relu,
+    "silu": silu,
+    "swish": silu,
+    "tanh": np.tanh,
+}
+
+
+def activation(name):
+    """The activation function called `name` in config.json (`hidden_act`)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------
+def position_ids(config, input_ids):
+    """The row of the position table each token reads. int64 [batch, seq] -> [batch, seq].
+
+    BERT-style (position_padding_idx None): 0, 1, ..., seq-1 for every sequence.
+    RoBERTa/MPNet (an int p): fairseq counts real tokens from p + 1 and gives padding
+    tokens p itself, so with p = 1 the ids [0, 5, 7, 1, 1] get positions [2, 3, 4, 1, 1].
+    Padding is recognised by the token id, not by the attention mask, as `transformers` does.
+    """
+    batch, seq = input_ids.shape
+    padding_idx = config.position_padding_idx
+    if padding_idx is None:
+        return np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))  # [seq] -> [batch, seq]
+    is_token = (input_ids != padding_idx).astype(np.int64)  # [batch, seq] of 0/1
+    return np.cumsum(is_token, axis=1) * is_token + padding_idx  # [batch, seq]
+
+
+def embed(embeddings, config, input_ids, token_type_ids):
+    """Token ids -> the first hidden states. int64 [batch, seq] -> float32 [batch, seq, hidden].
+
+    word vector + token-type vector (when the model has them) + position vector, LayerNorm,
+    then ELECTRA's projection from embedding_size up to hidden_size when there is one.
+    """
+    hidden = embeddings["word"][input_ids]  # [batch, seq] -> [batch, seq, embedding_size]
+    if embeddings["token_type"] is not None:
+        hidden = hidden + embeddings["token_type"][token_type_ids]
+    hidden = hidden + embeddings["position"][position_ids(config, input_ids)]
+    hidden = layer_norm(hidden, **embeddings["layer_norm"], eps=config.layer_norm_eps)
+    if embeddings["projection"] is not None:
+        hidden = linear(hidden, **embeddings["projection"])  # [b, s, embedding_size] -> [b, s, hidden]
+    return hidden
+
+
+# ---------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------
+def attention_mask_bias(attention_mask):
+    """1/0 mask -> what is added to attention scores: 0 for tokens, MASK_VALUE for padding.
+
+    int [batch, seq] -> float32 [batch, 1, 1, seq], broadcasting over heads and queries:
+    a padding token is never attended *to*; its own row is still computed (and ignored).
+    """
+    keep = attention_mask[:, None, None, :] != 0  # [batch, seq] -> [batch, 1, 1, seq]
+    return np.where(keep, np.float32(0.0), MASK_VALUE).astype(np.float32)
+
+
+def relative_position_buckets(seq_len, num_buckets=32, max_distance=128):
+    """MPNet's (T5-style) bucket for each (query, key) pair. -> int64 [seq, seq].
+
+    Half the buckets are for keys before the query, half for keys after. Within a half,
+    distances below num_buckets/4 get a bucket each; longer ones share logarithmically wider
+    buckets up to max_distance. The float32 arithmetic mirrors `transformers` so that bucket
+    boundaries fall on the same distances.
+    """
+    query = np.arange(seq_len, dtype=np.int64)[:, None]  # [seq, 1]
+    key = np.arange(seq_len, dtype=np.int64)[None, :]  # [1, seq]
+    distance = query - key  # [seq, seq]: positive when the key comes before the query
+    half = num_buckets // 2
+    buckets = (distance < 0).astype(np.int64) * half  # keys after the query use the upper half
+    distance = np.abs(distance)
+    max_exact = half // 2
+    # max(distance, 1) only avoids log(0); those entries take the exact branch below.
+    log_ratio = np.log(np.maximum(distance, 1).astype(np.float32) / np.float32(max_exact))
+    scaled = log_ratio / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact)
+    far = np.minimum(max_exact + scaled.astype(np.int64), half - 1)
+    return buckets + np.where(distance < max_exact, distance, far)  # [seq, seq]
+
+
+def relative_position_bias(table, seq_len):
+    """MPNet's learned bias added to every layer's attention scores.
+
+    table float32 [num_buckets, heads], -> float32 [1, heads, seq, seq].
+    """
+    # transformers always buckets with num_buckets=32 here, whatever the table's size.
+    buckets = relative_position_buckets(seq_len, num_buckets=32)  # [seq, seq]
+    bias = table[buckets]  # [seq, seq] -> [seq, seq, heads]
+    return np.ascontiguousarray(bias.transpose(2, 0, 1))[None]  # -> [1, heads, seq, seq]
+
+
+def split_heads(x, num_heads):
+    """[batch, seq, hidden] -> [batch, heads, seq, head_dim]; head h owns columns
+    h*head_dim ... (h+1)*head_dim - 1."""
+    batch, seq, hidden = x.shape
+    x = x.reshape(batch, seq, num_heads, hidden // num_heads)  # -> [batch, seq, heads, head_dim]
+    return x.transpose(0, 2, 1, 3)  # -> [batch, heads, seq, head_dim]
+
+
+def merge_heads(x):
+    """[batch, heads, seq, head_dim] -> [batch, seq, hidden], the inverse of split_heads."""
+    batch, heads, seq, head_dim = x.shape
+    x = x.transpose(0, 2, 1, 3)  # -> [batch, seq, heads, head_dim]
+    return x.reshape(batch, seq, heads * head_dim)  # -> [batch, seq, hidden]
+
+
+def attention(query, key, value, mask_bias, position_bias=None):
+    """Scaled dot-product attention, every head at once.
+
+    query, key, value float32 [batch, heads, seq, head_dim]; mask_bias [batch, 1, 1, seq]
+    (from attention_mask_bias); position_bias None or [1, heads, seq, seq] (MPNet).
+    Returns (context [batch, heads, seq, head_dim], probabilities [batch, heads, seq, seq]).
+    The bias and mask are added before the softmax, in float32, as the reference does.
+    """
+    head_dim = query.shape[-1]
+    scores = query @ key.transpose(0, 1, 3, 2)  # -> [batch, heads, seq_q, seq_k]
+    # Dividing by sqrt(head_dim) keeps the scores' variance near 1 whatever the head width,
+    # so the softmax does not saturate.
+    scores = scores * np.float32(1.0 / math.sqrt(head_dim))
+    if position_bias is not None:
+        scores = scores + position_bias
+    scores = scores + mask_bias
+    probabilities = softmax(scores)  # [batch, heads, seq_q, seq_k], rows sum to 1
+    context = probabilities @ value  # -> [batch, heads, seq_q, head_dim]
+    return context, probabilities
+
+
+def self_attention(layer, config, hidden, mask_bias, position_bias=None):
+    """Multi-head self-attention with its output projection (no residual yet).
+
+    hidden float32 [batch, seq, hidden] -> (output [batch, seq, hidden], probabilities
+    [batch, heads, seq, seq]).
+    """
+    heads = config.num_attention_heads
+    query = split_heads(linear(hidden, **layer["query"]), heads)  # -> [batch, heads, seq, head_dim]
+    key = split_heads(linear(hidden, **layer["key"]), heads)  # -> [batch, heads, seq, head_dim]
+    value = split_heads(linear(hidden, **layer["value"]), heads)  # -> [batch, heads, seq, head_dim]
+    context, probabilities = attention(query, key, value, mask_bias, position_bias)
+    output = linear(merge_heads(context), **layer["attention_output"])  # -> [batch, seq, hidden]
+    return output, probabilities
+
+
+def feed_forward(layer, config, hidden):
+    """The per-token MLP: hidden -> intermediate -> activation -> hidden (no residual yet).
+
+    float32 [batch, seq, hidden] -> [batch, seq, hidden].
+    """
+    inner = linear(hidden, **layer["intermediate"])  # [b, s, hidden] -> [b, s, intermediate]
+    inner = activation(config.hidden_act)(inner)
+    return linear(inner, **layer["output"])  # [b, s, intermediate] -> [b, s, hidden]
+
+
+def encoder_layer(layer, config, hidden, mask_bias, position_bias=None):
+    """One post-LayerNorm transformer layer (BERT's arrangement):
+
+        hidden = LayerNorm(hidden + SelfAttention(hidden))
+        hidden = LayerNorm(hidden + FeedForward(hidden))
+
+    float32 [batch, seq, hidden] -> ([batch, seq, hidden], probabilities [batch, heads, seq, seq]).
+    """
+    eps = config.layer_norm_eps
+    attended, probabilities = self_attention(layer, config, hidden, mask_bias, position_bias)
+    hidden = layer_norm(attended + hidden, **layer["attention_layer_norm"], eps=eps)
+    hidden = layer_norm(feed_forward(layer, config, hidden) + hidden, **layer["output_layer_norm"], eps=eps)
+    return hidden, probabilities
+
+
+# ---------------------------------------------------------------------------------------
+# The whole encoder
+# ---------------------------------------------------------------------------------------
+def encoder_forward(params, config, input_ids, attention_mask=None, token_type_ids=None,
+                    output_hidden_states=False, output_attentions=False):
+    """Token ids -> contextual vectors, the NumPy reference forward pass.
+
+    params: the nested dict described in this module's docstring; config: EncoderConfig.
+    input_ids int64 [batch, seq]; attention_mask [batch, seq] of 1/0 (None: all 1);
+    token_type_ids [batch, seq] (None: all 0). Returns (last_hidden_state float32
+    [batch, seq, hidden], hidden_states tuple of num_layers + 1 arrays or None, attentions
+    tuple of num_layers arrays [batch, heads, seq, seq] or None).
+
+        >>> last, _, _ = encoder_forward(params, config, np.array([[101, 7592, 102]]))
+        >>> last.shape
+        (1, 3, 384)
+    """
+    input_ids = np.asarray(input_ids, dtype=np.int64)
+    batch, seq = input_ids.shape
+    if attention_mask is None:
+        attention_mask = np.ones((batch, seq), dtype=np.int64)
+    if token_type_ids is None:
+        token_type_ids = np.zeros((batch, seq), dtype=np.int64)
+
+    hidden = embed(params["embeddings"], config, input_ids, token_type_ids)  # -> [batch, seq, hidden]
+    mask_bias = attention_mask_bias(np.asarray(attention_mask))  # -> [batch, 1, 1, seq]
+    position_bias = None
+    if params["relative_attention_bias"] is not None:
+        position_bias = relative_position_bias(params["relative_attention_bias"], seq)  # -> [1, heads, seq, seq]
+
+    hidden_states = [hidden] if output_hidden_states else None
+    attentions = [] if output_attentions else None
+    for layer in params["layers"]:
+        hidden, probabilities = encoder_layer(layer, config, hidden, mask_bias, position_bias)
+        if output_hidden_states:
+            hidden_states.append(hidden)
+        if output_attentions:
+            attentions.append(probabilities)
+    return (
+        hidden,
+        tuple(hidden_states) if output_hidden_states else None,
+        tuple(attentions) if output_attentions else None,
+    )
+
+
+def pooler(pooler_params, last_hidden_state):
+    """BERT's pooler: tanh(dense(first token)). float32 [batch, seq, hidden] -> [batch, hidden]."""
+    first_token = last_hidden_state[:, 0]  # [batch, seq, hidden] -> [batch, hidden]
+    return np.tanh(linear(first_token, **pooler_params))
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs: what the user passes -> what the forward pass expects, or a clear error
+# ---------------------------------------------------------------------------------------
+def _as_2d_integer_array(values, name):
+    """Lists / arrays of integers -> int64 [batch, seq], or an error naming `name`."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise ValueError(
+            f"{name} rows have different lengths; pad them to one length (tokenizer padding=True) "
+            f"and pass attention_mask"
+        ) from None
+    if array.dtype == object:
+        raise ValueError(
+            f"{name} rows have different lengths or hold non-numbers; pad them to one length "
+            f"(tokenizer padding=True) and pass attention_mask"
+        )
+    if array.ndim != 2:
+        hint = " (wrap a single sequence in a list: [ids])" if array.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D [batch, seq]; found shape {array.shape}{hint}")
+    if array.dtype == bool:
+        array = array.astype(np.int64)
+    if not np.issubdtype(array.dtype, np.integer):
+        if array.size and np.issubdtype(array.dtype, np.floating) and name == "attention_mask" \
+                and np.isin(array, (0.0, 1.0)).all():
+            return array.astype(np.int64)  # a float 0/1 mask is unambiguous
+        raise TypeError(f"{name} must hold integers; found dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):
+    """Validate and normalise what a user passes to the encoder.
+
+    Returns (input_ids, attention_mask, token_type_ids), each int64 [batch, seq], with the
+    defaults filled in (mask all 1, token types all 0). Raises ValueError / TypeError naming
+    the argument and what was expected: not 2-D, not integers, empty, ids outside the
+    vocabulary, sequence longer than the position table, mask values other than 0/1,
+    token types outside type_vocab_size.
+    """
+    input_ids = _as_2d_integer_array(input_ids, "input_ids")
+    batch, seq = input_ids.shape
+    if batch == 0:
+        raise ValueError("input_ids is an empty batch (0 sequences); pass at least one sequence")
+    if seq == 0:
+        raise ValueError("input_ids has sequences of length 0; every sequence needs at least one token")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= config.vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"input_ids holds token id {bad}, outside the vocabulary [0, {config.vocab_size - 1}] "
+            f"(vocab_size={config.vocab_size}); was it made by this model's tokenizer?"
+        )
+    if seq > config.max_sequence_length:
+        raise ValueError(
+            f"sequence length {seq} is longer than this model accepts ({config.max_sequence_length}, "
+            f"from max_position_embeddings={config.max_position_embeddings}); truncate the input "
+            f"(tokenizer truncation=True, max_length={config.max_sequence_length})"
+        )
+
+    if attention_mask is None:
+        attention_mask = np.ones((batch, seq), dtype=np.int64)
+    else:
+        attention_mask = _as_2d_integer_array(attention_mask, "attention_mask")
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {attention_mask.shape}, expected the shape of input_ids {input_ids.shape}"
+            )
+        if not np.isin(attention_mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold only 1 (token) and 0 (padding)")
+
+    if token_type_ids is None:
+        token_type_ids = np.zeros((batch, seq), dtype=np.int64)
+    else:
+        token_type_ids = _as_2d_integer_array(token_type_ids, "token_type_ids")
+        if token_type_ids.shape != input_ids.shape:
+            raise ValueError(
+                f"token_type_ids has shape {token_type_ids.shape}, expected the shape of input_ids {input_ids.shape}"
+            )
+        if config.type_vocab_size == 0:
+            if token_type_ids.any():
+                raise ValueError(
+                    f"token_type_ids holds non-zero types but {config.model_type} models have no "
+                    f"token-type embeddings; pass zeros or leave token_type_ids out"
+                )
+        elif token_type_ids.min() < 0 or token_type_ids.max() >= config.type_vocab_size:
+            raise ValueError(
+                f"token_type_ids holds values outside [0, {config.type_vocab_size - 1}] "
+                f"(type_vocab_size={config.type_vocab_size})"
+            )
+    return input_ids, attention_mask, token_type_ids
