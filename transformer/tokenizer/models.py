@@ -1,0 +1,255 @@
+"""Stage 3, models: split one word into vocabulary tokens.
+
+`model.tokenize(word) -> [(id, token, start, end), ...]` with character spans inside the word.
+
+* WordPiece (BERT): greedy longest match from the left; pieces after the first carry "##".
+* BPE (GPT-2, RoBERTa): start from single characters and apply the learned merges, lowest
+  rank first, until none applies.
+
+Both cache the tokens of every word they have seen: natural text repeats words constantly,
+so most words cost one dict lookup.
+"""
+
+import heapq
+
+_CACHE_LIMIT = 200_000  # words; the cache is cleared when it grows past this
+
+
+class WordPiece:
+    """Greedy longest-match-first subword splitting.
+
+    >>> wp = WordPiece({"[UNK]": 0, "un": 1, "##aff": 2, "##able": 3})
+    >>> [t for _, t, _, _ in wp.tokenize("unaffable")]
+    ['un', '##aff', '##able']
+    >>> wp.tokenize("xyz")  # no piece matches: the whole word is unknown
+    [(0, '[UNK]', 0, 3)]
+    """
+
+    def __init__(self, vocab, unk_token="[UNK]", continuing_subword_prefix="##",
+                 max_input_chars_per_word=100):
+        self.vocab = dict(vocab)
+        self.unk_token = unk_token
+        self.continuing_subword_prefix = continuing_subword_prefix
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.id_to_token_map = {i: t for t, i in self.vocab.items()}
+        # No vocabulary entry is longer than this, so longer candidates need not be tried.
+        prefix = len(continuing_subword_prefix)
+        self._longest = max((len(t) - prefix if t.startswith(continuing_subword_prefix) else len(t))
+                            for t in self.vocab) if self.vocab else 0
+        self._cache = {}
+
+    def _unk(self, word):
+        if self.unk_token not in self.vocab:
+            raise ValueError(f"WordPiece: the unk_token {self.unk_token!r} is not in the vocabulary")
+        return [(self.vocab[self.unk_token], self.unk_token, 0, len(word))]
+
+    def tokenize(self, word):
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        tokens = self._tokenize(word)
+        if len(self._cache) > _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[word] = tokens
+        return tokens
+
+    def _tokenize(self, word):
+        if len(word) > self.max_input_chars_per_word:
+            return self._unk(word)
+        vocab, prefix, tokens = self.vocab, self.continuing_subword_prefix, []
+        start, length = 0, len(word)
+        while start < length:
+            end = min(length, start + self._longest)
+            while end > start:
+                piece = word[start:end] if start == 0 else prefix + word[start:end]
+                token_id = vocab.get(piece)
+                if token_id is not None:
+                    tokens.append((token_id, piece, start, end))
+                    break
+                end -= 1
+            else:
+                return self._unk(word)
+            start = end
+        return tokens
+
+    def token_to_id(self, token):
+        return self.vocab.get(token)
+
+    def id_to_token(self, token_id):
+        return self.id_to_token_map.get(token_id)
+
+
+class BPE:
+    """Byte-pair encoding: merge adjacent symbols by rank, lowest rank (earliest merge) first.
+
+    `merges` is a list of pairs in rank order; the merged token must be in `vocab`.
+
+    >>> bpe = BPE({"l": 0, "o": 1, "w": 2, "lo": 3, "low": 4}, [("l", "o"), ("lo", "w")])
+    >>> [t for _, t, _, _ in bpe.tokenize("lowl")]
+    ['low', 'l']
+    """
+
+    def __init__(self, vocab, merges, unk_token=None, continuing_subword_prefix=None,
+                 end_of_word_suffix=None, fuse_unk=False, byte_fallback=False, ignore_merges=False,
+                 dropout=None):
+        if dropout:
+            raise ValueError(f"BPE dropout={dropout} is random and not supported (tokenization "
+                             "must be deterministic); set it to null")
+        self.vocab = dict(vocab)
+        self.unk_token = unk_token
+        self.continuing_subword_prefix = continuing_subword_prefix or ""
+        self.end_of_word_suffix = end_of_word_suffix or ""
+        self.fuse_unk = fuse_unk
+        self.byte_fallback = byte_fallback
+        self.ignore_merges = ignore_merges
+        self.id_to_token_map = {i: t for t, i in self.vocab.items()}
+        # (left id, right id) -> (rank, merged id), as the reference stores them.
+        prefix_length = len(self.continuing_subword_prefix)
+        self.merges = {}
+        for rank, (left, right) in enumerate(merges):
+            merged = left + (right[prefix_length:] if prefix_length and right.startswith(
+                self.continuing_subword_prefix) else right)
+            for name, token in (("left", left), ("right", right), ("merged", merged)):
+                if token not in self.vocab:
+                    raise ValueError(f"BPE merge #{rank} ({left!r} {right!r}): its {name} token "
+                                     f"{token!r} is not in the vocabulary")
+            self.merges[(self.vocab[left], self.vocab[right])] = (rank, self.vocab[merged])
+        self._cache = {}
+
+    def tokenize(self, word):
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        tokens = self._tokenize(word)
+        if len(self._cache) > _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[word] = tokens
+        return tokens
+
+    def _tokenize(self, word):
+        if not word:
+            return []
+        if self.ignore_merges and word in self.vocab:
+            return [(self.vocab[word], word, 0, len(word))]
+        ids, starts, ends = self._initial_symbols(word)
+        if len(ids) > 1:
+            ids, starts, ends = self._merge(ids, starts, ends)
+        id_to_token = self.id_to_token_map
+        return [(i, id_to_token[i], s, e) for i, s, e in zip(ids, starts, ends)]
+
+    def _initial_symbols(self, word):
+        """One symbol per character (with prefix/suffix), unknown ones -> bytes or unk."""
+        ids, starts, ends = [], [], []
+        last = len(word) - 1
+        unk_id = None
+        previous_unk = False
+        for position, char in enumerate(word):
+            piece = char
+            if position > 0 and self.continuing_subword_prefix:
+                piece = self.continuing_subword_prefix + piece
+            if position == last and self.end_of_word_suffix:
+                piece = piece + self.end_of_word_suffix
+            token_id = self.vocab.get(piece)
+            if token_id is not None:
+                ids.append(token_id), starts.append(position), ends.append(position + 1)
+                previous_unk = False
+                continue
+            if self.byte_fallback:
+                byte_ids = [self.vocab.get(f"<0x{b:02X}>") for b in piece.encode("utf-8")]
+                if all(b is not None for b in byte_ids):
+                    for b in byte_ids:
+                        ids.append(b), starts.append(position), ends.append(position + 1)
+                    previous_unk = False
+                    continue
+            if self.unk_token is None:
+                continue  # the reference drops characters it cannot represent
+            if unk_id is None:
+                if self.unk_token not in self.vocab:
+                    raise ValueError(f"BPE: the unk_token {self.unk_token!r} is not in the vocabulary")
+                unk_id = self.vocab[self.unk_token]
+            if self.fuse_unk and previous_unk:
+                ends[-1] = position + 1
+            else:
+                ids.append(unk_id), starts.append(position), ends.append(position + 1)
+            previous_unk = True
+        return ids, starts, ends
+
+    def _merge(self, ids, starts, ends):
+        """Apply merges exactly like the reference: a heap of (rank, position) candidates,
+        each checked for staleness when popped; symbols form a linked list."""
+        merges = self.merges
+        count = len(ids)
+        next_ = list(range(1, count + 1))
+        prev = list(range(-1, count - 1))
+        alive = [True] * count
+        heap = []
+        for position in range(count - 1):
+            merge = merges.get((ids[position], ids[position + 1]))
+            if merge is not None:
+                heap.append((merge[0], position, merge[1]))
+        heapq.heapify(heap)
+        while heap:
+            _rank, position, new_id = heapq.heappop(heap)
+            if not alive[position] or next_[position] >= count:
+                continue
+            right = next_[position]
+            current = merges.get((ids[position], ids[right]))
+            if current is None or current[1] != new_id:
+                continue  # stale: the pair changed since this candidate was pushed
+            ids[position] = new_id
+            ends[position] = ends[right]
+            alive[right] = False
+            next_[position] = next_[right]
+            if next_[right] < count:
+                prev[next_[right]] = position
+            if prev[position] >= 0:
+                merge = merges.get((ids[prev[position]], new_id))
+                if merge is not None:
+                    heapq.heappush(heap, (merge[0], prev[position], merge[1]))
+            if next_[position] < count:
+                merge = merges.get((new_id, ids[next_[position]]))
+                if merge is not None:
+                    heapq.heappush(heap, (merge[0], position, merge[1]))
+        keep = [i for i in range(count) if alive[i]]
+        return [ids[i] for i in keep], [starts[i] for i in keep], [ends[i] for i in keep]
+
+    def token_to_id(self, token):
+        return self.vocab.get(token)
+
+    def id_to_token(self, token_id):
+        return self.id_to_token_map.get(token_id)
+
+
+def from_config(config, where="model"):
+    """A tokenizer.json "model" object -> WordPiece or BPE."""
+    if not isinstance(config, dict):
+        raise ValueError(f"malformed tokenizer.json: {where} must be an object, got {config!r:.200}")
+    kind = config.get("type")
+    if kind is None:  # old files omit the type: guess from the fields, as the reference does
+        kind = "BPE" if "merges" in config else "WordPiece" if "continuing_subword_prefix" in config else None
+    vocab = config.get("vocab")
+    if kind == "WordPiece":
+        if not isinstance(vocab, dict):
+            raise ValueError(f"malformed tokenizer.json: {where}.vocab must be an object token -> id")
+        return WordPiece(vocab, config.get("unk_token", "[UNK]"), config.get("continuing_subword_prefix", "##"),
+                         config.get("max_input_chars_per_word", 100))
+    if kind == "BPE":
+        if not isinstance(vocab, dict):
+            raise ValueError(f"malformed tokenizer.json: {where}.vocab must be an object token -> id")
+        merges = config.get("merges")
+        if not isinstance(merges, list):
+            raise ValueError(f"malformed tokenizer.json: {where}.merges must be a list")
+        pairs = []
+        for i, merge in enumerate(merges):
+            if isinstance(merge, str):
+                parts = merge.split(" ")
+            else:
+                parts = merge
+            if len(parts) != 2:
+                raise ValueError(f"malformed tokenizer.json: {where}.merges[{i}] = {merge!r} is not a pair")
+            pairs.append((parts[0], parts[1]))
+        return BPE(vocab, pairs, config.get("unk_token"), config.get("continuing_subword_prefix"),
+                   config.get("end_of_word_suffix"), config.get("fuse_unk", False),
+                   config.get("byte_fallback", False), config.get("ignore_merges", False),
+                   config.get("dropout"))
+    raise ValueError(f"unsupported model type {kind!r} in {where}; supported: WordPiece, BPE")

@@ -1,0 +1,378 @@
+"""Stage 1, normalizers: clean up the raw text before it is split into words.
+
+Each normalizer maps `(text, origin) -> (text, origin)`, where `origin` records which original
+character every normalized character came from (see `alignment.py`), so token offsets can
+point into the original text. `normalize_str(text)` gives just the string.
+
+    >>> BertNormalizer().normalize_str("Héllo\\tWORLD 中文")
+    'hello world  中  文 '
+
+The common path (BERT on ASCII text) never loops over characters in Python: it is a couple of
+C-speed `str` methods. Non-ASCII text takes regex passes; only characters that actually change
+length (removed control characters, spaced-out CJK ideographs, decomposed accents) are handled
+one by one.
+"""
+
+import re
+import unicodedata
+
+from .alignment import apply_changes, as_list, replace_chars, sub_origin
+from .unicode import char_class
+from .unicode_tables import DECOMPOSITION, LOWERCASE
+
+_CONTROL = re.compile(f"[{char_class('BERT_CONTROL')}]")
+_WHITESPACE = re.compile(f"[{char_class('WHITESPACE')}]")
+_CHINESE = re.compile(f"[{char_class('CHINESE')}]")
+_NONSPACING_MARK = re.compile(f"[{char_class('NONSPACING_MARK')}]")
+_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ANY_CHAR = re.compile(".", re.DOTALL)
+_ASCII_WHITESPACE = str.maketrans("\t\n\r", "   ")
+# Characters whose reference lowercase str.lower() would get wrong when applied to a whole
+# string: U+0130 (one char -> two), U+03A3 (Python applies the final-sigma rule, the reference
+# lowercases one character at a time) and those where the Unicode versions disagree.
+_LOWER_SPECIAL = re.compile("[\u0130\u03a3" + "".join(chr(c) for c in LOWERCASE) + "]")
+_DECOMPOSE_SPECIAL = re.compile("[" + "".join(chr(c) for c in DECOMPOSITION) + "]") if DECOMPOSITION else None
+
+
+# --- the building blocks, each (text, origin) -> (text, origin) -------------------------------
+
+def clean_text(text, origin):
+    """Remove NUL, U+FFFD and control characters; turn every whitespace character into ' '.
+
+    >>> clean_text("a\\x00b\\tc", 0)
+    ('ab c', [0, 2, 3, 4])
+    """
+    if _CONTROL.search(text):
+        text, origin = replace_chars(text, origin, _CONTROL, lambda ch: "")
+    if text.isascii():
+        return text.translate(_ASCII_WHITESPACE), origin
+    return _WHITESPACE.sub(" ", text), origin
+
+
+def space_chinese_chars(text, origin):
+    """Surround every CJK ideograph with spaces, so each becomes its own word.
+
+    >>> space_chinese_chars("a中b", 0)
+    ('a 中 b', [0, 1, 1, 1, 2])
+    """
+    if text.isascii() or not _CHINESE.search(text):
+        return text, origin
+    return replace_chars(text, origin, _CHINESE, lambda ch: f" {ch} ")
+
+
+def lowercase(text, origin):
+    """Lowercase one character at a time, as the reference does (no final-sigma rule).
+
+    >>> lowercase("ΟΔΟΣ", 0)
+    ('οδοσ', 0)
+    """
+    if text.isascii() or not _LOWER_SPECIAL.search(text):
+        return text.lower(), origin
+    lowered = [_lower_char(ch) for ch in text]
+    if "\u0130" not in text:  # every character still maps to exactly one
+        return "".join(lowered), origin
+    return replace_chars(text, origin, _ANY_CHAR, _lower_char)
+
+
+def _lower_char(ch):
+    return LOWERCASE.get(ord(ch)) or ch.lower()
+
+
+def decompose(text, origin, form="NFD"):
+    """Canonical (NFD) or compatibility (NFKD) decomposition, tracking origins.
+
+    >>> decompose("\u00e9!", 0)
+    ('e\u0301!', [0, 0, 1])
+    """
+    if text.isascii() or (unicodedata.is_normalized(form, text)
+                          and not (_DECOMPOSE_SPECIAL and _DECOMPOSE_SPECIAL.search(text))):
+        return text, origin
+    # One char -> its decomposition: the first piece replaces it (change 0), the rest are
+    # inserted (change 1). Then marks are put in canonical order, carrying their change.
+    stream = []
+    for ch in text:
+        decomposed = DECOMPOSITION.get(ord(ch)) if form == "NFD" else None
+        decomposed = decomposed or unicodedata.normalize(form, ch)
+        stream.extend((piece, 0 if i == 0 else 1) for i, piece in enumerate(decomposed))
+    _canonical_order(stream)
+    return apply_changes(origin, len(text), stream)
+
+
+def _canonical_order(stream):
+    """Stable-sort each run of combining marks (combining class != 0) by combining class."""
+    i = 0
+    while i < len(stream):
+        if unicodedata.combining(stream[i][0]) == 0:
+            i += 1
+            continue
+        j = i
+        while j < len(stream) and unicodedata.combining(stream[j][0]) != 0:
+            j += 1
+        stream[i:j] = sorted(stream[i:j], key=lambda item: unicodedata.combining(item[0]))
+        i = j
+
+
+def compose(text, origin, form="NFC"):
+    """NFC / NFKC. Where characters merge, each output char is aligned with the input char at
+    which it first appears (the reference's exact alignment of merged characters may differ)."""
+    if text.isascii() or unicodedata.is_normalized(form, text):
+        return text, origin
+    result = unicodedata.normalize(form, text)
+    origins_in = as_list(origin, len(text))
+    if len(result) == len(text):
+        return result, origins_in
+    origins, produced = [], 0
+    for k in range(len(text)):
+        length = len(unicodedata.normalize(form, text[: k + 1]))
+        origins.extend([origins_in[k]] * max(0, min(length, len(result)) - produced))
+        produced = max(produced, min(length, len(result)))
+    origins.extend([origins_in[-1]] * (len(result) - len(origins)))
+    return result, origins[: len(result)]
+
+
+def strip_nonspacing_marks(text, origin):
+    """Remove the characters the reference calls non-spacing marks (Mn)."""
+    if text.isascii() or not _NONSPACING_MARK.search(text):
+        return text, origin
+    return replace_chars(text, origin, _NONSPACING_MARK, lambda ch: "")
+
+
+# --- the normalizers a tokenizer.json names ---------------------------------------------------
+
+class Normalizer:
+    """Base: subclasses implement `normalize(text, origin) -> (text, origin)`."""
+
+    def normalize_str(self, text):
+        return self.normalize(text, 0)[0]
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class BertNormalizer(Normalizer):
+    """BERT's cleanup: clean_text, handle_chinese_chars, strip_accents, lowercase.
+
+    strip_accents=None means "strip accents when lowercasing" (the reference's rule).
+
+    >>> BertNormalizer().normalize_str("Crème BRÛLÉE")
+    'creme brulee'
+    """
+
+    def __init__(self, clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True):
+        self.clean_text = clean_text
+        self.handle_chinese_chars = handle_chinese_chars
+        self.strip_accents = strip_accents
+        self.lowercase = lowercase
+
+    def normalize(self, text, origin):
+        strip = self.lowercase if self.strip_accents is None else self.strip_accents
+        if text.isascii():  # the fast path: no CJK, no accents, one pass for each step
+            if self.clean_text:
+                if _ASCII_CONTROL.search(text):
+                    text, origin = replace_chars(text, origin, _ASCII_CONTROL, lambda ch: "")
+                text = text.translate(_ASCII_WHITESPACE)
+            return (text.lower() if self.lowercase else text), origin
+        if self.clean_text:
+            text, origin = clean_text(text, origin)
+        if self.handle_chinese_chars:
+            text, origin = space_chinese_chars(text, origin)
+        if strip:
+            text, origin = decompose(text, origin, "NFD")
+            text, origin = strip_nonspacing_marks(text, origin)
+        if self.lowercase:
+            text, origin = lowercase(text, origin)
+        return text, origin
+
+
+class Lowercase(Normalizer):
+    """Example:
+
+    >>> Lowercase().normalize_str("HeLLo")
+    'hello'
+    """
+
+    def normalize(self, text, origin):
+        return lowercase(text, origin)
+
+
+class NFD(Normalizer):
+    """Example:
+
+    >>> len(NFD().normalize_str("é"))
+    2
+    """
+
+    def normalize(self, text, origin):
+        return decompose(text, origin, "NFD")
+
+
+class NFKD(Normalizer):
+    """Example:
+
+    >>> NFKD().normalize_str("ﬁ")
+    'fi'
+    """
+
+    def normalize(self, text, origin):
+        return decompose(text, origin, "NFKD")
+
+
+class NFC(Normalizer):
+    """Example:
+
+    >>> len(NFC().normalize_str("e\\u0301"))
+    1
+    """
+
+    def normalize(self, text, origin):
+        return compose(text, origin, "NFC")
+
+
+class NFKC(Normalizer):
+    """Example:
+
+    >>> NFKC().normalize_str("Ｈｅｌｌｏ")
+    'Hello'
+    """
+
+    def normalize(self, text, origin):
+        return compose(text, origin, "NFKC")
+
+
+class StripAccents(Normalizer):
+    """Remove non-spacing marks (use after NFD to remove accents).
+
+    >>> StripAccents().normalize_str(NFD().normalize_str("café"))
+    'cafe'
+    """
+
+    def normalize(self, text, origin):
+        return strip_nonspacing_marks(text, origin)
+
+
+class Strip(Normalizer):
+    """Remove whitespace at the left and/or right end.
+
+    >>> Strip().normalize_str("  hi  ")
+    'hi'
+    """
+
+    def __init__(self, left=True, right=True):
+        self.left = left
+        self.right = right
+
+    def normalize(self, text, origin):
+        start, end = 0, len(text)
+        if self.left:
+            match = re.match(f"[{char_class('WHITESPACE')}]*", text)
+            start = match.end()
+        if self.right:
+            while end > start and _WHITESPACE.match(text, end - 1):
+                end -= 1
+        if (start, end) == (0, len(text)):
+            return text, origin
+        return text[start:end], as_list(sub_origin(origin, start, end), end - start)
+
+
+class Replace(Normalizer):
+    """Replace every match of a literal string or a regex by `content`.
+
+    >>> Replace(" ", "▁").normalize_str("a b")
+    'a▁b'
+    """
+
+    def __init__(self, pattern, content, is_regex=False):
+        self.pattern = pattern
+        self.content = content
+        self.is_regex = is_regex
+        self._regex = re.compile(pattern if is_regex else re.escape(pattern))
+
+    def normalize(self, text, origin):
+        if not self._regex.search(text):
+            return text, origin
+        origins_in = as_list(origin, len(text))
+        pieces, origins, last = [], [], 0
+        for match in self._regex.finditer(text):
+            start, end = match.span()
+            pieces.append(text[last:start])
+            origins.extend(origins_in[last:start])
+            # the reference aligns the new content with the last replaced character
+            anchor = origins_in[end - 1] if end > 0 else -1
+            pieces.append(self.content)
+            origins.extend([anchor] * len(self.content))
+            last = end
+        pieces.append(text[last:])
+        origins.extend(origins_in[last:])
+        return "".join(pieces), origins
+
+
+class Prepend(Normalizer):
+    """Put a string in front of non-empty text (SentencePiece-style '▁').
+
+    >>> Prepend("▁").normalize_str("hey")
+    '▁hey'
+    """
+
+    def __init__(self, prepend):
+        self.prepend = prepend
+
+    def normalize(self, text, origin):
+        if not text:
+            return text, origin
+        first = origin if isinstance(origin, int) else origin[0]
+        return self.prepend + text, [first] * len(self.prepend) + as_list(origin, len(text))
+
+
+class Sequence(Normalizer):
+    """Apply normalizers one after another.
+
+    >>> Sequence([NFD(), StripAccents(), Lowercase()]).normalize_str("Ça")
+    'ca'
+    """
+
+    def __init__(self, normalizers):
+        self.normalizers = list(normalizers)
+
+    def normalize(self, text, origin):
+        for normalizer in self.normalizers:
+            text, origin = normalizer.normalize(text, origin)
+        return text, origin
+
+
+def from_config(config, where="normalizer"):
+    """A tokenizer.json "normalizer" object -> a Normalizer (or None for null)."""
+    if config is None:
+        return None
+    kind = _field(config, "type", where)
+    if kind == "BertNormalizer":
+        return BertNormalizer(config.get("clean_text", True), config.get("handle_chinese_chars", True),
+                              config.get("strip_accents"), config.get("lowercase", True))
+    if kind in _SIMPLE:
+        return _SIMPLE[kind]()
+    if kind == "Strip":
+        return Strip(config.get("strip_left", True), config.get("strip_right", True))
+    if kind == "Replace":
+        pattern = _field(config, "pattern", where)
+        if "Regex" in pattern:
+            return Replace(pattern["Regex"], _field(config, "content", where), is_regex=True)
+        return Replace(_field(pattern, "String", f"{where}.pattern"), _field(config, "content", where))
+    if kind == "Prepend":
+        return Prepend(_field(config, "prepend", where))
+    if kind == "Sequence":
+        items = _field(config, "normalizers", where)
+        return Sequence(from_config(item, f"{where}.normalizers[{i}]") for i, item in enumerate(items))
+    raise ValueError(
+        f"unsupported normalizer type {kind!r} in {where}; supported: BertNormalizer, "
+        f"{', '.join(_SIMPLE)}, Strip, Replace, Prepend, Sequence"
+    )
+
+
+_SIMPLE = {"Lowercase": Lowercase, "NFD": NFD, "NFKD": NFKD, "NFC": NFC, "NFKC": NFKC,
+           "StripAccents": StripAccents}
+
+
+def _field(config, name, where):
+    if not isinstance(config, dict) or name not in config:
+        raise ValueError(f"malformed tokenizer.json: {where} has no field {name!r} (got {config!r:.200})")
+    return config[name]

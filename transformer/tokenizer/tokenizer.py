@@ -1,0 +1,359 @@
+"""`Tokenizer`: text -> token ids, through the four stages, with the reference's exact results.
+
+    raw text --added tokens--> pieces --normalizer--> clean text --pre-tokenizer--> words
+             --model--> tokens --truncate--> --post-processor--> [CLS] ... [SEP] --pad--> Encoding
+
+    >>> tok = Tokenizer.from_pretrained("all-MiniLM-L6-v2")        # doctest: +SKIP
+    >>> tok.encode("Hello world!").tokens                           # doctest: +SKIP
+    ['[CLS]', 'hello', 'world', '!', '[SEP]']
+    >>> batch = tok(["Hello", "Hi there"], padding=True)            # doctest: +SKIP
+    >>> batch["input_ids"]                                          # doctest: +SKIP
+    array([[ 101, 7592,  102,    0],
+           [ 101, 7632, 2045,  102]])
+
+`encode` / `encode_batch` behave like Rust `tokenizers.Tokenizer` on the same tokenizer.json,
+including the truncation and padding stored in it (see `enable_truncation`, `no_padding`, ...).
+`tok(texts, ...)` behaves like a Hugging Face `transformers` fast tokenizer call: only the
+arguments you pass decide truncation and padding, and you get int64 NumPy arrays.
+"""
+
+import numpy as np
+
+from . import loaders
+from .added_tokens import AddedVocabulary
+from .encoding import Encoding, truncate_pair
+
+VERY_LARGE_INTEGER = int(1e30)  # what transformers reports when a checkpoint sets no limit
+
+
+class Tokenizer:
+    def __init__(self, model, normalizer=None, pre_tokenizer=None, post_processor=None, decoder=None,
+                 added_tokens=(), truncation=None, padding=None, model_max_length=None,
+                 special_tokens=None):
+        self.model = model
+        self.normalizer = normalizer
+        self.pre_tokenizer = pre_tokenizer
+        self.post_processor = post_processor
+        self.decoder = decoder
+        self.added_vocabulary = AddedVocabulary(added_tokens, normalizer)
+        # Stored settings, applied by encode/encode_batch (as the reference does). Call
+        # arguments of tok(...) override them.
+        self.truncation = truncation   # dict(max_length, stride, strategy, direction) or None
+        self.padding = padding         # dict(length or None, pad_id, pad_type_id, pad_token, direction, pad_to_multiple_of) or None
+        self.model_max_length = model_max_length if model_max_length is not None else VERY_LARGE_INTEGER
+        self.special_tokens = dict(special_tokens or {})  # role ("pad_token", ...) -> token string
+
+    # --- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path):
+        """A model name ("all-MiniLM-L6-v2"), a model directory, or a tokenizer file.
+
+        In a directory: tokenizer.json, else vocab.txt (BERT WordPiece), else vocab.json +
+        merges.txt (GPT-2 / RoBERTa byte-level BPE); tokenizer_config.json and
+        special_tokens_map.json are read when present.
+        """
+        from transformer.store import resolve
+
+        return loaders.load(resolve(name_or_path), cls)
+
+    @classmethod
+    def from_file(cls, path):
+        """A tokenizer.json file, like `tokenizers.Tokenizer.from_file`."""
+        return loaders.load(path, cls)
+
+    @classmethod
+    def from_str(cls, json_text):
+        import json
+
+        return loaders.from_tokenizer_json(json.loads(json_text), cls)
+
+    # --- vocabulary -----------------------------------------------------------------------
+    def token_to_id(self, token):
+        added = self.added_vocabulary.by_content.get(token)
+        return added.id if added is not None else self.model.token_to_id(token)
+
+    def id_to_token(self, token_id):
+        added = self.added_vocabulary.by_id.get(token_id)
+        return added.content if added is not None else self.model.id_to_token(token_id)
+
+    def get_vocab(self, with_added_tokens=True):
+        vocab = dict(self.model.vocab)
+        if with_added_tokens:
+            vocab.update({t.content: t.id for t in self.added_vocabulary.tokens})
+        return vocab
+
+    def get_vocab_size(self, with_added_tokens=True):
+        return len(self.get_vocab(with_added_tokens))
+
+    @property
+    def vocab_size(self):
+        return self.get_vocab_size(True)
+
+    def __len__(self):
+        return self.vocab_size
+
+    def _role_id(self, role):
+        token = self.special_tokens.get(role)
+        return None if token is None else self.token_to_id(token)
+
+    pad_token_id = property(lambda self: self._pad_id())
+    mask_token_id = property(lambda self: self._role_id("mask_token"))
+    cls_token_id = property(lambda self: self._role_id("cls_token"))
+    sep_token_id = property(lambda self: self._role_id("sep_token"))
+    unk_token_id = property(lambda self: self._role_id("unk_token"))
+    bos_token_id = property(lambda self: self._role_id("bos_token"))
+    eos_token_id = property(lambda self: self._role_id("eos_token"))
+
+    def _pad_id(self):
+        if self.padding is not None and self.padding.get("pad_id") is not None:
+            return self.padding["pad_id"]
+        return self._role_id("pad_token")
+
+    # --- stored truncation / padding, as in the reference ----------------------------------
+    def enable_truncation(self, max_length, stride=0, strategy="longest_first", direction="right"):
+        self.truncation = dict(max_length=max_length, stride=stride, strategy=strategy, direction=direction)
+
+    def no_truncation(self):
+        self.truncation = None
+
+    def enable_padding(self, direction="right", pad_id=None, pad_type_id=0, pad_token=None, length=None,
+                       pad_to_multiple_of=None):
+        if pad_id is None:
+            pad_id = self._pad_id() if self._pad_id() is not None else 0
+        if pad_token is None:
+            pad_token = self.special_tokens.get("pad_token") or self.id_to_token(pad_id) or "[PAD]"
+        self.padding = dict(direction=direction, pad_id=pad_id, pad_type_id=pad_type_id, pad_token=pad_token,
+                            length=length, pad_to_multiple_of=pad_to_multiple_of)
+
+    def no_padding(self):
+        self.padding = None
+
+    # --- the pipeline ---------------------------------------------------------------------
+    def _words(self, text):
+        """Raw text -> [(word, origin, added_token_id or None), ...] (stages 1-2)."""
+        added = self.added_vocabulary
+        normalizer, pre_tokenizer = self.normalizer, self.pre_tokenizer
+        words = []
+        for start, end, token_id in added.split_raw(text):
+            if token_id is not None:
+                words.append((text[start:end], start, token_id))
+                continue
+            piece, origin = text[start:end], start
+            if normalizer is not None:
+                piece, origin = normalizer.normalize(piece, origin)
+            for n_start, n_end, n_token_id in added.split_normalized(piece):
+                sub = piece[n_start:n_end]
+                sub_origin = origin + n_start if isinstance(origin, int) else origin[n_start:n_end]
+                if not sub:
+                    continue
+                if n_token_id is not None:
+                    words.append((sub, sub_origin, n_token_id))
+                elif pre_tokenizer is None:
+                    words.append((sub, sub_origin, None))
+                else:
+                    words.extend((w, o, None) for w, o in pre_tokenizer.split(sub, sub_origin) if w)
+        return words
+
+    def _encode_sequence(self, text):
+        """One text -> an Encoding without special tokens (stages 1-3)."""
+        if not isinstance(text, str):
+            raise TypeError(f"expected a str to tokenize, got {type(text).__name__}")
+        ids, tokens, offsets, word_ids = [], [], [], []
+        tokenize = self.model.tokenize
+        for index, (word, origin, token_id) in enumerate(self._words(text)):
+            if token_id is not None:
+                ids.append(token_id)
+                tokens.append(word)  # the matched text, with any lstrip/rstrip spaces
+                offsets.append(_span(origin, 0, len(word)))
+                word_ids.append(index)
+                continue
+            word_tokens = tokenize(word)
+            if isinstance(origin, int):
+                for token_id_, token, start, end in word_tokens:
+                    ids.append(token_id_)
+                    tokens.append(token)
+                    offsets.append((origin + start, origin + end))
+            else:
+                for token_id_, token, start, end in word_tokens:
+                    ids.append(token_id_)
+                    tokens.append(token)
+                    offsets.append(_span(origin, start, end))
+            word_ids.extend([index] * len(word_tokens))
+        return Encoding(ids=ids, tokens=tokens, offsets=offsets, word_ids=word_ids)
+
+    def num_special_tokens_to_add(self, is_pair):
+        if self.post_processor is None:
+            return 0
+        return self.post_processor.added_tokens(is_pair)
+
+    def _post_process(self, encoding, pair, add_special_tokens, truncation, padding_length=None):
+        if truncation is not None:
+            added = self.num_special_tokens_to_add(pair is not None) if add_special_tokens else 0
+            if truncation["max_length"] < added:
+                raise ValueError(f"max_length={truncation['max_length']} leaves no room: the post-processor "
+                                 f"adds {added} special tokens")
+            truncate_pair(encoding, pair, truncation["max_length"] - added, truncation.get("strategy", "longest_first"),
+                          truncation.get("stride", 0), truncation.get("direction", "right"))
+        if self.post_processor is not None:
+            encoding = self.post_processor.process(encoding, pair, add_special_tokens)
+        else:
+            for index, item in enumerate([encoding] if pair is None else [encoding, pair]):
+                item.type_ids = [index] * len(item.ids)
+            encoding = Encoding.merge([encoding] if pair is None else [encoding, pair])
+        return encoding
+
+    def encode(self, text, pair=None, add_special_tokens=True):
+        """One text (and optional pair) -> Encoding, applying the stored truncation/padding."""
+        return self.encode_batch([text], None if pair is None else [pair], add_special_tokens)[0]
+
+    def encode_batch(self, texts, pairs=None, add_special_tokens=True):
+        """Texts (and optional pairs) -> [Encoding], applying the stored truncation/padding."""
+        encodings = self._encode_many(texts, pairs, add_special_tokens, self.truncation)
+        if self.padding is not None:
+            self._pad(encodings, self.padding.get("length"), self.padding)
+        return encodings
+
+    def _encode_many(self, texts, pairs, add_special_tokens, truncation):
+        texts = _check_texts(texts, "texts")
+        if pairs is not None:
+            pairs = _check_texts(pairs, "pairs")
+            if len(pairs) != len(texts):
+                raise ValueError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match one to one")
+        encodings = []
+        for i, text in enumerate(texts):
+            first = self._encode_sequence(text)
+            second = self._encode_sequence(pairs[i]) if pairs is not None else None
+            encodings.append(self._post_process(first, second, add_special_tokens, truncation))
+        return encodings
+
+    def _pad(self, encodings, length, padding):
+        if not encodings:
+            return
+        if length is None:
+            length = max(len(e.ids) for e in encodings)
+        multiple = padding.get("pad_to_multiple_of")
+        if multiple and length % multiple:
+            length += multiple - length % multiple
+        for encoding in encodings:
+            encoding.pad(length, padding["pad_id"], padding.get("pad_type_id", 0), padding["pad_token"],
+                         padding.get("direction", "right"))
+
+    # --- the transformers-style call ------------------------------------------------------
+    def __call__(self, texts, pairs=None, padding=False, truncation=False, max_length=None, stride=0,
+                 return_overflowing_tokens=False, pad_to_multiple_of=None, padding_side=None,
+                 add_special_tokens=True, return_offsets_mapping=False, return_special_tokens_mask=False):
+        """Texts -> dict of int64 arrays [rows, seq]: input_ids, attention_mask, token_type_ids.
+
+        padding: False | True / "longest" (to the longest row) | "max_length".
+        truncation: False | True / "longest_first" | "only_first" | "only_second"; with
+        max_length (default: model_max_length). stride + return_overflowing_tokens=True also
+        return the cut-off windows as extra rows, and "overflow_to_sample_mapping" [rows] says
+        which input each row came from. A single str is a batch of one.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+            pairs = [pairs] if isinstance(pairs, str) else pairs
+        texts = _check_texts(texts, "texts")
+        if not texts:
+            raise ValueError("texts is empty: give at least one text to tokenize")
+        truncation_params = None
+        if truncation not in (False, None):
+            strategy = "longest_first" if truncation is True else truncation
+            if strategy not in ("longest_first", "only_first", "only_second"):
+                raise ValueError(f"truncation={truncation!r}; expected True, False, 'longest_first', "
+                                 "'only_first' or 'only_second'")
+            limit = max_length if max_length is not None else self.model_max_length
+            truncation_params = dict(max_length=limit, stride=stride, strategy=strategy, direction="right")
+        encodings = self._encode_many(texts, pairs, add_special_tokens, truncation_params)
+
+        if padding not in (False, None, "do_not_pad"):
+            if padding is True or padding == "longest":
+                length = None
+            elif padding == "max_length":
+                length = max_length if max_length is not None else self.model_max_length
+            else:
+                raise ValueError(f"padding={padding!r}; expected True, False, 'longest' or 'max_length'")
+            pad_id = self._pad_id()
+            if pad_id is None:
+                raise ValueError("padding was requested but this tokenizer has no pad token "
+                                 "(set tok.special_tokens['pad_token'] or call tok.enable_padding(pad_id=...))")
+            stored = self.padding or {}
+            side = padding_side or stored.get("direction", "right")
+            if side not in ("right", "left"):
+                raise ValueError(f"padding_side={padding_side!r}; expected 'right' or 'left'")
+            pad_token = stored.get("pad_token") or self.special_tokens.get("pad_token") or self.id_to_token(pad_id)
+            self._pad(encodings, length, dict(pad_id=pad_id, pad_type_id=stored.get("pad_type_id", 0),
+                                              pad_token=pad_token, direction=side,
+                                              pad_to_multiple_of=pad_to_multiple_of))
+
+        rows, sample = [], []
+        for index, encoding in enumerate(encodings):
+            rows.append(encoding)
+            sample.append(index)
+            if return_overflowing_tokens:
+                rows.extend(encoding.overflowing)
+                sample.extend([index] * len(encoding.overflowing))
+        lengths = {len(row.ids) for row in rows}
+        if len(lengths) > 1:
+            raise ValueError(f"the rows have different lengths ({min(lengths)}..{max(lengths)} tokens) and "
+                             "cannot form one array: pass padding=True (or 'max_length')")
+        batch = {
+            "input_ids": np.array([row.ids for row in rows], dtype=np.int64).reshape(len(rows), -1),
+            "attention_mask": np.array([row.attention_mask for row in rows], dtype=np.int64).reshape(len(rows), -1),
+            "token_type_ids": np.array([row.type_ids for row in rows], dtype=np.int64).reshape(len(rows), -1),
+        }
+        if return_overflowing_tokens:
+            batch["overflow_to_sample_mapping"] = np.array(sample, dtype=np.int64)
+        if return_offsets_mapping:
+            batch["offset_mapping"] = np.array([row.offsets for row in rows], dtype=np.int64).reshape(len(rows), -1, 2)
+        if return_special_tokens_mask:
+            batch["special_tokens_mask"] = np.array([row.special_tokens_mask for row in rows],
+                                                    dtype=np.int64).reshape(len(rows), -1)
+        return batch
+
+    # --- decoding -------------------------------------------------------------------------
+    def decode(self, ids, skip_special_tokens=True):
+        """Token ids -> text. Round-trips encode for byte-level BPE; for BERT gives the
+        normalized text with the reference's spacing rules."""
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
+        tokens = []
+        for position, token_id in enumerate(ids):
+            if not isinstance(token_id, (int, np.integer)):
+                raise TypeError(f"ids[{position}] is {type(token_id).__name__}; expected an int token id")
+            token = self.id_to_token(int(token_id))
+            if token is None:
+                continue
+            if skip_special_tokens and token in self.added_vocabulary.special:
+                continue
+            tokens.append(token)
+        if self.decoder is None:
+            return " ".join(tokens)
+        return self.decoder.decode(tokens)
+
+    def decode_batch(self, sequences, skip_special_tokens=True):
+        return [self.decode(ids, skip_special_tokens) for ids in sequences]
+
+    def __repr__(self):
+        return (f"Tokenizer(model={type(self.model).__name__}, vocab_size={self.vocab_size}, "
+                f"normalizer={self.normalizer!r}, pre_tokenizer={self.pre_tokenizer!r})")
+
+
+def _span(origin, start, end):
+    if isinstance(origin, int):
+        return origin + start, origin + end
+    first, last = origin[start], origin[end - 1]
+    return (0 if first < 0 else first), (0 if last < 0 else last + 1)
+
+
+def _check_texts(texts, name):
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of str, got a single str (wrap it in a list)")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}") from None
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{index}] is {type(text).__name__}; expected str")
+    return texts
