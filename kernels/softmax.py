@@ -1,0 +1,107 @@
+"""Softmax over the rows of a float32 matrix, and the row pieces attention reuses.
+
+    softmax(x)[i, j] = exp(x[i, j] - max_k x[i, k]) / sum_k exp(x[i, k] - max_k x[i, k])
+
+Layouts: x float32 [rows, cols] C-contiguous -> out float32 [rows, cols].
+The NumPy twin is `transformer.model.softmax`; `softmax_naive` is the reference loop.
+
+Subtracting the row maximum keeps exp from overflowing and does not change the result. A
+row of scores that were all pushed to float32's most negative value by the padding mask
+(`transformer.model.MASK_VALUE`) has all-equal entries, so it comes out uniform, never NaN.
+
+Why the reductions are separate small functions: a float32 sum or max only vectorizes when
+LLVM may reorder it (fastmath `reassoc` / `nnan`), but the same flag inside the exp would
+let LLVM undo its careful range reduction. Numba compiles each jitted function with its
+own flags, so `row_max` and `row_sum` carry the reordering flags and the exp loop does not.
+"""
+
+import numpy as np
+
+from ._jit import jit, prange
+from .activations import exp_f32, max_f32
+
+_F0 = np.float32(0.0)
+_ONE = np.float32(1.0)
+_NEG_INF = np.float32(-np.inf)
+
+
+
+@jit(fastmath={"reassoc", "nsz", "nnan"})
+def row_max(values, start, stop):
+    """max(values[start:stop]) of a 1-D float32 array (stop > start)."""
+    best = values[start]
+    for j in range(start + 1, stop):
+        best = max_f32(best, values[j])
+    return best
+
+
+@jit(fastmath={"reassoc", "nsz"})
+def row_sum(values, start, stop):
+    """sum(values[start:stop]) of a 1-D float32 array, float32 accumulators."""
+    total = _F0
+    for j in range(start, stop):
+        total += values[j]
+    return total
+
+
+@jit
+def exp_shifted_inplace(values, start, stop, shift):
+    """values[j] = exp(values[j] - shift) for j in [start, stop)."""
+    for j in range(start, stop):
+        values[j] = exp_f32(values[j] - shift)
+
+
+@jit
+def softmax_row_inplace(values, start, stop):
+    """Turn values[start:stop] into exp(values - max) in place and return 1 / their sum.
+
+    The caller multiplies by the returned factor where it is cheapest (attention scales
+    the head_dim-wide output row instead of the seq-wide probability row).
+    """
+    largest = row_max(values, start, stop)
+    exp_shifted_inplace(values, start, stop, largest)
+    return _ONE / row_sum(values, start, stop)
+
+
+@jit(parallel=True)
+def _softmax_rows(x, out):
+    rows, cols = x.shape
+    for i in prange(rows):
+        row = out[i]
+        for j in range(cols):
+            row[j] = x[i, j]
+        inverse_sum = softmax_row_inplace(row, 0, cols)
+        for j in range(cols):
+            row[j] *= inverse_sum
+
+
+def softmax(x, out=None):
+    """Softmax over the last axis. float32 [..., cols] -> float32 [..., cols] (`out` may be x)."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"softmax: x must be a float32 array [..., cols] with cols > 0, got {x.dtype} {x.shape}")
+    rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])  # [..., cols] -> [rows, cols]
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float32)
+    if out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"softmax: out must be a C-contiguous float32 array of shape {x.shape}")
+    _softmax_rows(rows, out.reshape(-1, x.shape[-1]))
+    return out
+
+
+@jit
+def softmax_naive(x):
+    """The reference loop: float32 [rows, cols] -> [rows, cols], one element at a time."""
+    rows, cols = x.shape
+    out = np.empty((rows, cols), dtype=np.float32)
+    for i in range(rows):
+        largest = _NEG_INF
+        for j in range(cols):
+            largest = max(largest, x[i, j])
+        total = _F0
+        for j in range(cols):
+            out[i, j] = np.exp(x[i, j] - largest)
+            total += out[i, j]
+        for j in range(cols):
+            out[i, j] = out[i, j] / total
+    return out
