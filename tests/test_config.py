@@ -1,0 +1,120 @@
+"""EncoderConfig: config.json -> one set of names for every family, and clear errors."""
+
+import json
+
+import pytest
+
+from transformer.config import ConfigError, EncoderConfig
+
+
+def bert_dict(**overrides):
+    raw = dict(model_type="bert", vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=37, hidden_act="gelu", max_position_embeddings=64, type_vocab_size=2,
+               layer_norm_eps=1e-12, pad_token_id=0)
+    raw.update(overrides)
+    return raw
+
+
+def test_minilm_config_reads_its_sizes(minilm_dir):
+    config = EncoderConfig.from_file(minilm_dir)
+    assert (config.model_type, config.family) == ("bert", "bert")
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (384, 6, 12)
+    assert config.head_dim == 32
+    assert config.intermediate_size == 1536
+    assert config.hidden_act == "gelu"
+    assert config.layer_norm_eps == 1e-12
+    assert config.type_vocab_size == 2
+    assert config.position_padding_idx is None
+    assert config.max_sequence_length == 512
+    assert config.architectures == ("BertModel",)
+
+
+def test_mpnet_config_has_no_token_types_and_counts_positions_from_one(mpnet_dir):
+    config = EncoderConfig.from_file(mpnet_dir / "config.json")
+    assert config.family == "mpnet"
+    assert config.type_vocab_size == 0
+    assert config.position_padding_idx == 1
+    assert config.relative_attention_num_buckets == 32
+    assert config.max_position_embeddings == 514
+    assert config.max_sequence_length == 512
+    assert config.layer_norm_eps == 1e-5
+
+
+def test_distilbert_spelling_is_folded_into_common_names():
+    config = EncoderConfig.from_dict(dict(model_type="distilbert", vocab_size=50, dim=64, n_heads=4, n_layers=3,
+                                          hidden_dim=99, activation="relu", max_position_embeddings=40))
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (64, 4, 3)
+    assert config.intermediate_size == 99
+    assert config.hidden_act == "relu"
+    assert config.layer_norm_eps == 1e-12  # hard-coded in DistilBERT's LayerNorms
+    assert config.type_vocab_size == 0
+
+
+def test_roberta_and_xlm_roberta_count_positions_from_pad_token():
+    for model_type in ("roberta", "xlm-roberta"):
+        config = EncoderConfig.from_dict(bert_dict(model_type=model_type, pad_token_id=1, max_position_embeddings=66))
+        assert config.family == "roberta"
+        assert config.position_padding_idx == 1
+        assert config.max_sequence_length == 64
+
+
+def test_electra_keeps_its_embedding_size():
+    config = EncoderConfig.from_dict(bert_dict(model_type="electra", embedding_size=16))
+    assert config.embedding_size == 16
+    assert config.hidden_size == 32
+    assert EncoderConfig.from_dict(bert_dict()).embedding_size == 32
+
+
+def test_missing_keys_take_transformers_defaults():
+    config = EncoderConfig.from_dict({"model_type": "bert", "vocab_size": 10})
+    assert config.hidden_size == 768
+    assert config.hidden_act == "gelu"
+    assert config.layer_norm_eps == 1e-12
+    assert config.pad_token_id == 0
+    assert EncoderConfig.from_dict({"model_type": "roberta"}).pad_token_id == 1
+
+
+def test_id2label_sets_num_labels():
+    config = EncoderConfig.from_dict(bert_dict(id2label={"0": "neg", "1": "neutral", "2": "pos"}))
+    assert config.num_labels == 3
+    assert config.id2label[2] == "pos"
+
+
+def test_unsupported_model_type_is_named_and_supported_ones_listed():
+    with pytest.raises(ConfigError, match=r"unsupported model_type 'gpt2'.*bert.*mpnet"):
+        EncoderConfig.from_dict({"model_type": "gpt2"})
+
+
+def test_hidden_size_must_divide_into_heads():
+    with pytest.raises(ConfigError, match="hidden_size 30 is not divisible by num_attention_heads 4"):
+        EncoderConfig.from_dict(bert_dict(hidden_size=30))
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ConfigError, match="unsupported activation 'mish'"):
+        EncoderConfig.from_dict(bert_dict(hidden_act="mish"))
+
+
+def test_relative_key_position_embeddings_are_refused_not_ignored():
+    with pytest.raises(ConfigError, match="position_embedding_type 'relative_key'"):
+        EncoderConfig.from_dict(bert_dict(position_embedding_type="relative_key"))
+
+
+def test_non_positive_sizes_are_refused():
+    with pytest.raises(ConfigError, match="num_hidden_layers must be a positive integer, found 0"):
+        EncoderConfig.from_dict(bert_dict(num_hidden_layers=0))
+
+
+def test_unreadable_config_file_error_names_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"config\.json is not valid JSON"):
+        EncoderConfig.from_file(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        EncoderConfig.from_file(tmp_path / "elsewhere")
+
+
+def test_config_error_from_file_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ConfigError, match=r"config\.json: unsupported model_type 't5'"):
+        EncoderConfig.from_file(tmp_path)

@@ -1,0 +1,161 @@
+"""A loaded encoder: `Encoder.from_pretrained(path)`, then call it on token ids.
+
+    >>> model = Encoder.from_pretrained("all-MiniLM-L6-v2")
+    >>> out = model([[101, 7592, 2088, 102]])
+    >>> out.last_hidden_state.shape, out.last_hidden_state.dtype
+    ((1, 4, 384), dtype('float32'))
+
+The backend is picked once, at load:
+
+  * "numpy": `transformer.model.encoder_forward(params, config, ...)`, the readable reference.
+  * "numba": `transformer.kernels.forward.encoder_forward(prepared, config, ...)` on
+    `prepared = transformer.kernels.forward.prepare(params, config)`, made once at load.
+  * None: "numba" when `transformer.kernels.forward` imports, else "numpy".
+
+Both take (weights, config, input_ids, attention_mask, token_type_ids, output_hidden_states,
+output_attentions) with the inputs already checked by `transformer.model.check_inputs`
+(int64 [batch, seq] arrays, never None), and return (last_hidden_state, hidden_states or None,
+attentions or None). The pooler and the task heads run in NumPy for both.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transformer import model as numpy_model
+from transformer.config import EncoderConfig
+from transformer.heads import head_logits, load_head, top_predictions
+from transformer.loading import load_params, read_checkpoint
+
+BACKENDS = ("numpy", "numba")
+
+
+@dataclass
+class EncoderOutput:
+    """What one call of an `Encoder` returns.
+
+    last_hidden_state  float32 [batch, seq, hidden]: one contextual vector per token.
+    pooler_output      float32 [batch, hidden]: tanh(dense(first token)), where the
+                       checkpoint has a pooler; else None.
+    hidden_states      on request: num_layers + 1 arrays [batch, seq, hidden], the embedding
+                       output first, then each layer's output; else None.
+    attentions         on request: num_layers arrays [batch, heads, seq, seq] of attention
+                       probabilities (each row sums to 1); else None.
+    logits             where a head was loaded: masked LM [batch, seq, vocab], sequence
+                       classification [batch, num_labels], token classification
+                       [batch, seq, num_labels], ELECTRA discriminator [batch, seq]; else None.
+    """
+
+    last_hidden_state: np.ndarray
+    pooler_output: np.ndarray | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    logits: np.ndarray | None = None
+
+
+def _kernels_forward():
+    return importlib.import_module("transformer.kernels.forward")
+
+
+def pick_backend(backend):
+    """"numpy" / "numba" / None -> (name, the module whose encoder_forward runs the model)."""
+    if backend is None:
+        try:
+            return "numba", _kernels_forward()
+        except ImportError:
+            return "numpy", numpy_model
+    if backend == "numpy":
+        return "numpy", numpy_model
+    if backend == "numba":
+        try:
+            return "numba", _kernels_forward()
+        except ImportError as error:
+            raise ImportError(
+                f"backend='numba' needs transformer.kernels.forward, which failed to import ({error}); "
+                f"use backend='numpy'"
+            ) from error
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))} or None (auto)")
+
+
+class Encoder:
+    """An encoder with its weights loaded: config, params, an optional task head, a backend.
+
+    Call it on token ids: `model(input_ids, attention_mask=None, token_type_ids=None,
+    output_hidden_states=False, output_attentions=False)` -> EncoderOutput.
+    """
+
+    def __init__(self, config: EncoderConfig, params: dict, head=None, backend=None, path=None):
+        self.config = config
+        self.params = params
+        self.head = head
+        self.path = Path(path) if path is not None else None
+        self.backend, self._forward_module = pick_backend(backend)
+        # The numba backend lays the weights out its own way, once.
+        if self.backend == "numba":
+            self._weights = self._forward_module.prepare(params, config)
+        else:
+            self._weights = params
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, backend=None) -> "Encoder":
+        """Load a model folder (config.json + model.safetensors or its shards) or a model name
+        that `transformer.store.resolve` knows (e.g. "all-MiniLM-L6-v2")."""
+        from transformer import store
+
+        path = Path(store.resolve(name_or_path))
+        model_dir = path if path.is_dir() else path.parent
+        config = EncoderConfig.from_file(model_dir / "config.json")
+        tensors = read_checkpoint(path)
+        params = load_params(tensors, config)
+        head = load_head(tensors, config, params)
+        return cls(config, params, head=head, backend=backend, path=model_dir)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
+                 output_hidden_states=False, output_attentions=False) -> EncoderOutput:
+        """Token ids -> EncoderOutput. input_ids int [batch, seq] (lists or arrays); attention_mask
+        [batch, seq] of 1/0 (default all 1); token_type_ids [batch, seq] (default all 0)."""
+        input_ids, attention_mask, token_type_ids = numpy_model.check_inputs(
+            self.config, input_ids, attention_mask, token_type_ids)
+        last_hidden_state, hidden_states, attentions = self._forward_module.encoder_forward(
+            self._weights, self.config, input_ids, attention_mask, token_type_ids,
+            bool(output_hidden_states), bool(output_attentions))
+        pooler_output = None
+        if self.params["pooler"] is not None:
+            pooler_output = numpy_model.pooler(self.params["pooler"], last_hidden_state)
+        logits = None
+        if self.head is not None:
+            logits = head_logits(self.head, self.config, last_hidden_state, pooler_output)
+        return EncoderOutput(last_hidden_state, pooler_output, hidden_states, attentions, logits)
+
+    def fill_mask(self, text, tokenizer, top_k=5):
+        """The top_k words for each mask token in `text`, for a masked-LM checkpoint.
+
+        tokenizer: anything with `encode(text)` returning `.ids`, `mask_token_id` (or
+        `token_to_id`) and `id_to_token` (this package's Tokenizer does).
+        Returns one list per mask token of (token, probability), most likely first.
+
+            >>> model.fill_mask("Paris is the [MASK] of France.", tokenizer, top_k=1)
+            [[('capital', 0.99)]]
+        """
+        if self.head is None or self.head.kind != "masked_lm":
+            raise ValueError("fill_mask needs a masked-LM head; this checkpoint was loaded without one "
+                             f"(architectures: {list(self.config.architectures)})")
+        mask_token_id = getattr(tokenizer, "mask_token_id", None)
+        if mask_token_id is None:
+            mask_token_id = tokenizer.token_to_id("[MASK]") if tokenizer.token_to_id("[MASK]") is not None \
+                else tokenizer.token_to_id("<mask>")
+        ids = [tokenizer.encode(text).ids]
+        if mask_token_id not in ids[0]:
+            raise ValueError(f"the text has no mask token (id {mask_token_id}); write it where a word is missing")
+        logits = self(ids).logits
+        return [[(tokenizer.id_to_token(i), p) for i, p in predictions]
+                for predictions in top_predictions(logits, ids, mask_token_id, top_k)[0]]
+
+    def __repr__(self):
+        head = f", head={self.head.kind}" if self.head is not None else ""
+        return (f"Encoder({self.config.model_type}, layers={self.config.num_hidden_layers}, "
+                f"hidden={self.config.hidden_size}, backend={self.backend!r}{head})")

@@ -1,0 +1,214 @@
+"""Task heads on top of the encoder's hidden states.
+
+    masked LM                 every token -> a score for every vocabulary word (fill-mask)
+    sequence classification   the first token (or BERT's pooler output) -> num_labels scores
+    token classification      every token -> num_labels scores (NER, POS tagging)
+    discriminator             ELECTRA's pretraining head: every token -> "was it replaced?" score
+
+`load_head` picks the head from config.json's `architectures` (e.g. "BertForMaskedLM") and
+loads its tensors. When the architecture names a head whose tensors the file does not hold
+(sentence-transformers' all-mpnet-base-v2 says MPNetForMaskedLM but ships only the base
+model), it warns and returns None: the encoder still works, it just has no `logits`.
+
+Head parameters use the layout of `transformer.model`: {"weight": [in, out], "bias": [out]}.
+The masked-LM decoder shares the word embedding table (tied weights): its weight is a
+transposed view of `params["embeddings"]["word"]`, no copy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from transformer.loading import CheckpointError, find_tensor, linear_params
+from transformer.model import activation, layer_norm, linear, softmax
+
+# Architecture name endings -> the head they carry. Anything else (XModel, question answering,
+# multiple choice) loads the base model only.
+_HEAD_OF_SUFFIX = {
+    "ForMaskedLM": "masked_lm",
+    "ForSequenceClassification": "sequence_classification",
+    "ForTokenClassification": "token_classification",
+}
+
+# The activation between a head's dense layer and its output, per family. These are fixed in
+# `transformers`' code, not read from hidden_act, except where noted.
+_MASKED_LM_ACTIVATION = {"bert": None, "distilbert": None,  # None: config.hidden_act
+                         "roberta": "gelu", "mpnet": "gelu", "electra": "gelu"}
+_CLASSIFIER_ACTIVATION = {"roberta": "tanh", "mpnet": "tanh", "electra": "gelu", "distilbert": "relu",
+                          "bert": None}  # BERT classifies its pooler output directly
+
+
+@dataclass
+class Head:
+    """A loaded task head.
+
+    kind: "masked_lm", "sequence_classification", "token_classification" or "discriminator".
+    architecture: the config.json name it came from. params: {part: {"weight", "bias"} or None}
+    with parts "dense", "layer_norm", "out" (the masked LM calls its output "decoder").
+    activation: the hidden_act-style name applied after "dense", or None when there is no dense.
+    uses_pooler: BERT's sequence classifier reads the pooler output instead of the first token.
+    """
+
+    kind: str
+    architecture: str
+    params: dict
+    activation: str | None = None
+    uses_pooler: bool = False
+
+
+def head_kind(config, architecture: str):
+    """"BertForMaskedLM" -> "masked_lm"; a base-model or unsupported architecture -> None."""
+    if architecture.endswith("ForPreTraining"):
+        # BERT pretrains with the masked LM (+ next-sentence prediction, not loaded here);
+        # ELECTRA's pretraining model is its discriminator.
+        return "discriminator" if config.family == "electra" else "masked_lm"
+    for suffix, kind in _HEAD_OF_SUFFIX.items():
+        if architecture.endswith(suffix):
+            return kind
+    return None
+
+
+def load_head(tensors, config, params):
+    """The head named by config.architectures, or None (with a warning when the architecture
+    promises a head that is unsupported or whose tensors are absent from the checkpoint)."""
+    if not config.architectures:
+        return None
+    architecture = config.architectures[0]
+    kind = head_kind(config, architecture)
+    if kind is None:
+        if not architecture.endswith("Model"):
+            warnings.warn(
+                f"{architecture}: this head is not supported (masked LM, sequence and token "
+                f"classification are); loading the base model only", stacklevel=3)
+        return None
+    loader = {"masked_lm": _load_masked_lm, "sequence_classification": _load_sequence_classifier,
+              "token_classification": _load_token_classifier, "discriminator": _load_discriminator}[kind]
+    head = loader(tensors, config, params, architecture)
+    if head is None:
+        warnings.warn(
+            f"config.json names {architecture} but the checkpoint holds no {kind} head tensors; "
+            f"loading the base model only (outputs have no logits)", stacklevel=3)
+    return head
+
+
+def _first_present(tensors, config, ours):
+    """Whether the head's first tensor is in the file: decides 'head absent' vs 'head broken'."""
+    return find_tensor(tensors, config, ours, required=False) is not None
+
+
+def _load_masked_lm(tensors, config, params, architecture):
+    if not _first_present(tensors, config, "masked_lm.dense.weight"):
+        return None
+    if config.tie_word_embeddings:
+        decoder_weight = params["embeddings"]["word"].T  # [vocab, emb] -> [emb, vocab], a view
+    else:
+        decoder_weight = find_tensor(tensors, config, "masked_lm.decoder.weight")
+    head_params = {
+        "dense": linear_params(tensors, config, "masked_lm.dense"),
+        "layer_norm": linear_params(tensors, config, "masked_lm.layer_norm"),
+        "decoder": {"weight": decoder_weight, "bias": find_tensor(tensors, config, "masked_lm.decoder.bias")},
+    }
+    act = _MASKED_LM_ACTIVATION[config.family] or config.hidden_act
+    return Head("masked_lm", architecture, head_params, activation=act)
+
+
+def _load_sequence_classifier(tensors, config, params, architecture):
+    if not _first_present(tensors, config, "sequence_classification.out.weight"):
+        return None
+    act = _CLASSIFIER_ACTIVATION[config.family]
+    if act is None and params["pooler"] is None:
+        raise CheckpointError(f"{architecture} classifies the pooler output but the checkpoint has no "
+                              f"pooler tensors (pooler.dense.weight)")
+    head_params = {
+        "dense": linear_params(tensors, config, "sequence_classification.dense") if act else None,
+        "out": linear_params(tensors, config, "sequence_classification.out"),
+    }
+    return Head("sequence_classification", architecture, head_params, activation=act, uses_pooler=act is None)
+
+
+def _load_token_classifier(tensors, config, params, architecture):
+    if not _first_present(tensors, config, "token_classification.out.weight"):
+        return None
+    return Head("token_classification", architecture,
+                {"out": linear_params(tensors, config, "token_classification.out")})
+
+
+def _load_discriminator(tensors, config, params, architecture):
+    if not _first_present(tensors, config, "discriminator.dense.weight"):
+        return None
+    head_params = {"dense": linear_params(tensors, config, "discriminator.dense"),
+                   "out": linear_params(tensors, config, "discriminator.out")}
+    return Head("discriminator", architecture, head_params, activation=config.hidden_act)
+
+
+# ---------------------------------------------------------------------------------------
+# The math
+# ---------------------------------------------------------------------------------------
+def masked_lm_logits(head_params, activation_name, eps, hidden):
+    """dense -> activation -> LayerNorm -> decoder (tied to the word table) + bias.
+
+    hidden float32 [batch, seq, hidden] -> logits float32 [batch, seq, vocab_size].
+    """
+    x = linear(hidden, **head_params["dense"])  # [b, s, hidden] -> [b, s, embedding_size]
+    x = activation(activation_name)(x)
+    x = layer_norm(x, **head_params["layer_norm"], eps=eps)
+    return linear(x, **head_params["decoder"])  # [b, s, embedding_size] -> [b, s, vocab]
+
+
+def sequence_classification_logits(head_params, activation_name, features):
+    """features float32 [batch, hidden] (first token, or BERT's pooler output) ->
+    (dense -> activation, when the family has them) -> out -> [batch, num_labels]."""
+    x = features
+    if head_params.get("dense") is not None:
+        x = activation(activation_name)(linear(x, **head_params["dense"]))  # [b, hidden] -> [b, hidden]
+    return linear(x, **head_params["out"])  # [b, hidden] -> [b, num_labels]
+
+
+def token_classification_logits(head_params, hidden):
+    """A linear layer on every token: [batch, seq, hidden] -> [batch, seq, num_labels]."""
+    return linear(hidden, **head_params["out"])
+
+
+def discriminator_logits(head_params, activation_name, hidden):
+    """ELECTRA's replaced-token detector: [batch, seq, hidden] -> [batch, seq] scores
+    (positive: the token looks replaced)."""
+    x = activation(activation_name)(linear(hidden, **head_params["dense"]))  # -> [b, s, hidden]
+    return linear(x, **head_params["out"])[..., 0]  # [b, s, 1] -> [b, s]
+
+
+def head_logits(head, config, last_hidden_state, pooler_output):
+    """Run `head` on the encoder's outputs; the shape depends on the kind (see above)."""
+    if head.kind == "masked_lm":
+        return masked_lm_logits(head.params, head.activation, config.layer_norm_eps, last_hidden_state)
+    if head.kind == "sequence_classification":
+        features = pooler_output if head.uses_pooler else last_hidden_state[:, 0]  # -> [batch, hidden]
+        return sequence_classification_logits(head.params, head.activation, features)
+    if head.kind == "token_classification":
+        return token_classification_logits(head.params, last_hidden_state)
+    if head.kind == "discriminator":
+        return discriminator_logits(head.params, head.activation, last_hidden_state)
+    raise ValueError(f"unknown head kind {head.kind!r}")
+
+
+def top_predictions(logits, input_ids, mask_token_id, top_k=5):
+    """For every mask token, the top_k most likely vocabulary ids and their probabilities.
+
+    logits float32 [batch, seq, vocab] (masked LM), input_ids int [batch, seq] ->
+    a list (one per sequence) of lists (one per mask token, in order) of (token_id, probability).
+
+        >>> top_predictions(logits, [[101, 1996, 103, 102]], mask_token_id=103, top_k=2)
+        [[[(3007, 0.41), (2103, 0.12)]]]
+    """
+    input_ids = np.asarray(input_ids)
+    results = []
+    for row_logits, row_ids in zip(logits, input_ids):
+        row = []
+        for position in np.flatnonzero(row_ids == mask_token_id):
+            probabilities = softmax(row_logits[position])  # [vocab]
+            best = np.argsort(-probabilities, kind="stable")[:top_k]
+            row.append([(int(i), float(probabilities[i])) for i in best])
+        results.append(row)
+    return results
