@@ -244,6 +244,8 @@ def _bfloat16_to_float32(words):
 def read_safetensors(path) -> dict:
     """One .safetensors file -> {name: array}. Floating tensors come back as float32 (float16
     and bfloat16 upcast, float32 memory-mapped without a copy); integer tensors as stored.
+    The float32 and integer arrays are read-only views of a memory map of the file: do not
+    overwrite the file in place while holding them (`load_params` copies what it keeps).
 
     Raises CheckpointError naming the file and the tensor when the file is truncated or its
     header is not valid safetensors.
@@ -458,11 +460,12 @@ def find_tensor(tensors, config, ours: str, required: bool = True):
         )
     if not np.issubdtype(array.dtype, np.floating):
         raise CheckpointError(f"tensor {name!r} has dtype {array.dtype}; parameters must be floating point")
-    array = array.astype(np.float32, copy=False)
     if array.ndim == 2 and ours.endswith(".weight"):
         # PyTorch stores nn.Linear weights [out, in]; we compute x @ weight, so turn them once here.
-        array = np.ascontiguousarray(array.T)
-    return array
+        array = array.T
+    # A copy of our own, never a view of the memory-mapped file: a loaded model must not crash
+    # (SIGBUS) when its file is later overwritten in place.
+    return np.array(array, dtype=np.float32, order="C", copy=True)
 
 
 def linear_params(tensors, config, ours, required=True):

@@ -1,0 +1,168 @@
+"""Encoder: real checkpoints against transformers' committed outputs, the API, backend choice."""
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transformer import encoder as encoder_module
+from transformer.encoder import Encoder, EncoderOutput
+
+REFERENCES = Path(__file__).parent / "references"
+FAMILIES = REFERENCES / "families"
+
+
+def batches(reference):
+    """(input_ids, attention_mask, token_type_ids, last_hidden_state of real tokens, pooler_output)."""
+    b = 0
+    while f"input_ids_{b}" in reference:
+        yield (reference[f"input_ids_{b}"], reference[f"attention_mask_{b}"], reference[f"token_type_ids_{b}"],
+               reference[f"last_hidden_state_{b}"], reference[f"pooler_output_{b}"])
+        b += 1
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return Encoder.from_pretrained(minilm_dir, backend="numpy")
+
+
+@pytest.fixture(scope="module")
+def minilm_reference():
+    return dict(np.load(REFERENCES / "all-MiniLM-L6-v2.npz"))
+
+
+@pytest.fixture(scope="module")
+def minilm_batches(minilm, minilm_reference):
+    """Each committed batch with our output on it (computed once for the module)."""
+    return [(batch, minilm(*batch[:3])) for batch in batches(minilm_reference)]
+
+
+def test_minilm_matches_transformers_on_56_sentences_in_padded_batches(minilm_reference, minilm_batches):
+    assert len(minilm_reference["sentences"]) >= 50
+    worst_hidden = worst_pooler = 0.0
+    for (ids, mask, types_, expected, expected_pooler), out in minilm_batches:
+        assert (mask == 0).any()  # real padding in every batch
+        worst_hidden = max(worst_hidden, np.abs(out.last_hidden_state[mask.astype(bool)] - expected).max())
+        worst_pooler = max(worst_pooler, np.abs(out.pooler_output - expected_pooler).max())
+    assert worst_hidden <= 1e-5
+    assert worst_pooler <= 1e-5
+
+
+def test_mpnet_matches_transformers_in_padded_batches(mpnet_dir):
+    model = Encoder.from_pretrained(mpnet_dir, backend="numpy")
+    reference = dict(np.load(REFERENCES / "all-mpnet-base-v2.npz"))
+    for ids, mask, types_, expected, expected_pooler in batches(reference):
+        out = model(ids, mask, types_)
+        assert np.abs(out.last_hidden_state[mask.astype(bool)] - expected).max() <= 5e-5
+        assert np.abs(out.pooler_output - expected_pooler).max() <= 5e-5
+
+
+def test_sentence_alone_agrees_with_it_inside_a_padded_batch(minilm, minilm_batches):
+    # two batches (16 sentences, the longest among them) keep the test quick
+    longest = max(range(len(minilm_batches)), key=lambda b: minilm_batches[b][0][0].shape[1])
+    for b in sorted({0, longest}):
+        (ids, mask, _, _, _), out = minilm_batches[b]
+        for row in range(ids.shape[0]):
+            length = int(mask[row].sum())
+            alone = minilm(ids[row:row + 1, :length]).last_hidden_state
+            assert np.abs(alone[0] - out.last_hidden_state[row, :length]).max() <= 1e-5
+
+
+def test_output_fields_shapes_and_dtypes(minilm):
+    out = minilm([[101, 7592, 2088, 102]], output_hidden_states=True, output_attentions=True)
+    assert isinstance(out, EncoderOutput)
+    assert out.last_hidden_state.shape == (1, 4, 384) and out.last_hidden_state.dtype == np.float32
+    assert out.pooler_output.shape == (1, 384) and out.pooler_output.dtype == np.float32
+    assert len(out.hidden_states) == 7 and all(h.dtype == np.float32 for h in out.hidden_states)
+    assert len(out.attentions) == 6 and out.attentions[0].shape == (1, 12, 4, 4)
+    assert out.logits is None
+    plain = minilm([[101, 7592, 2088, 102]])
+    assert plain.hidden_states is None and plain.attentions is None
+
+
+def test_from_pretrained_resolves_a_model_name_through_the_store(minilm_dir):
+    model = Encoder.from_pretrained("all-MiniLM-L6-v2", backend="numpy")
+    assert model.config.hidden_size == 384
+    assert model.path == Path(minilm_dir)
+
+
+def test_mpnet_checkpoint_without_its_named_head_warns_and_loads_the_base_model(mpnet_dir):
+    with pytest.warns(UserWarning, match="MPNetForMaskedLM but the checkpoint holds no masked_lm head"):
+        model = Encoder.from_pretrained(mpnet_dir, backend="numpy")
+    assert model.head is None
+    assert model([[0, 2000, 2]]).logits is None
+
+
+def test_bad_input_is_refused_before_the_forward_pass(minilm):
+    with pytest.raises(ValueError, match="token id 40000, outside the vocabulary"):
+        minilm([[101, 40000, 102]])
+    with pytest.raises(ValueError, match="sequence length 513 is longer than this model accepts"):
+        minilm([[101] * 513])
+    with pytest.raises(TypeError, match="input_ids must hold integers"):
+        minilm(np.array([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="empty batch"):
+        minilm(np.zeros((0, 4), dtype=np.int64))
+
+
+# --- backends ------------------------------------------------------------------------------
+def test_unknown_backend_is_named():
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; choose one of 'numpy', 'numba'"):
+        Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="cuda")
+
+
+def fake_kernels_forward(calls):
+    """A stand-in for transformer.kernels.forward that records how Encoder uses it."""
+    from transformer import model as numpy_model
+
+    module = types.ModuleType("transformer.kernels.forward")
+
+    def prepare(params, config):
+        calls.append("prepare")
+        return {"prepared": params}
+
+    def encoder_forward(prepared, config, input_ids, attention_mask, token_type_ids,
+                        output_hidden_states, output_attentions):
+        calls.append((input_ids.dtype, attention_mask.dtype, token_type_ids.dtype))
+        return numpy_model.encoder_forward(prepared["prepared"], config, input_ids, attention_mask,
+                                           token_type_ids, output_hidden_states, output_attentions)
+
+    module.prepare, module.encoder_forward = prepare, encoder_forward
+    return module
+
+
+def test_backend_none_picks_numba_when_kernels_forward_imports(monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "transformer.kernels.forward", fake_kernels_forward(calls))
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend=None)
+    assert model.backend == "numba"
+    model([[3, 4, 5]])
+    model([[3, 4]], [[1, 1]], [[0, 1]])
+    # weights prepared once at load; every call gets checked int64 arrays, never None
+    assert calls == ["prepare"] + [(np.dtype(np.int64),) * 3] * 2
+
+
+def test_backend_none_falls_back_to_numpy_without_kernels(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'transformer.kernels.forward'")
+
+    monkeypatch.setattr(encoder_module, "_kernels_forward", missing)
+    assert Encoder.from_pretrained(FAMILIES / "bert_gelu", backend=None).backend == "numpy"
+    with pytest.raises(ImportError, match="backend='numba' needs transformer.kernels.forward"):
+        Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
+
+
+def test_numba_backend_gives_the_numpy_answer_through_the_same_interface(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformer.kernels.forward", fake_kernels_forward([]))
+    reference = np.load(FAMILIES / "bert_masked_lm" / "reference.npz")
+    fast = Encoder.from_pretrained(FAMILIES / "bert_masked_lm", backend="numba")
+    slow = Encoder.from_pretrained(FAMILIES / "bert_masked_lm", backend="numpy")
+    args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    # pooler and heads run in NumPy for both backends
+    np.testing.assert_array_equal(fast(*args).logits, slow(*args).logits)
+
+
+def test_repr_names_family_size_and_backend():
+    model = Encoder.from_pretrained(FAMILIES / "bert_masked_lm", backend="numpy")
+    assert repr(model) == "Encoder(bert, layers=1, hidden=32, backend='numpy', head=masked_lm)"

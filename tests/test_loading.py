@@ -1,0 +1,244 @@
+"""Reading safetensors (single, sharded, fp16/bf16, broken files) and mapping names to params."""
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transformer.config import EncoderConfig
+from transformer.encoder import Encoder
+from transformer.loading import (
+    CheckpointError,
+    checkpoint_names,
+    load_params,
+    read_checkpoint,
+    read_safetensors,
+)
+
+FAMILIES = Path(__file__).parent / "references" / "families"
+
+
+def write_safetensors(path, tensors, dtypes=None):
+    """A minimal safetensors writer: {name: array} -> file. dtypes overrides the dtype tag
+    (used to store bfloat16 words, which NumPy has no type for)."""
+    tags = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64",
+            np.dtype("int64"): "I64"}
+    header, chunks, offset = {}, [], 0
+    for name, array in tensors.items():
+        data = np.ascontiguousarray(array).tobytes()
+        tag = (dtypes or {}).get(name) or tags[array.dtype]
+        header[name] = {"dtype": tag, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    header_bytes = json.dumps(header).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(chunks))
+
+
+def copy_case(name, tmp_path):
+    target = tmp_path / name
+    shutil.copytree(FAMILIES / name, target)
+    return target
+
+
+def config_of(directory):
+    return EncoderConfig.from_file(directory / "config.json")
+
+
+def assert_same_params(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_params(a[key], b[key])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_params(x, y)
+    elif a is None:
+        assert b is None
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+# --- the file format ----------------------------------------------------------------------
+def test_reads_float32_float16_and_bfloat16_as_float32(tmp_path):
+    values = np.array([[1.5, -2.25], [3.0, 0.1]], dtype=np.float32)
+    bfloat16_words = (values.view(np.uint32) >> 16).astype(np.uint16)  # truncate to bfloat16
+    write_safetensors(tmp_path / "m.safetensors",
+                      {"f32": values, "f16": values.astype(np.float16), "bf16": bfloat16_words,
+                       "ids": np.arange(3, dtype=np.int64)}, dtypes={"bf16": "BF16"})
+    tensors = read_safetensors(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(tensors["f32"], values)
+    assert tensors["f16"].dtype == np.float32
+    np.testing.assert_array_equal(tensors["f16"], values.astype(np.float16).astype(np.float32))
+    assert tensors["bf16"].dtype == np.float32
+    np.testing.assert_array_equal(tensors["bf16"], (bfloat16_words.astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_allclose(tensors["bf16"], values, rtol=1e-2)
+    assert tensors["ids"].dtype == np.int64
+
+
+def test_float16_checkpoint_loads_as_its_float32_upcast(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    original = {name: np.array(array) for name, array in read_checkpoint(directory).items()}  # off the mmap
+    write_safetensors(directory / "model.safetensors",
+                      {name: array.astype(np.float16) for name, array in original.items()})
+    config = config_of(directory)
+    half = load_params(read_checkpoint(directory), config)
+    expected = load_params({n: a.astype(np.float16).astype(np.float32) for n, a in original.items()}, config)
+    assert half["layers"][0]["query"]["weight"].dtype == np.float32
+    assert_same_params(half, expected)
+
+
+def test_truncated_file_error_names_the_tensor_and_says_truncated(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    path = directory / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.+' needs bytes .* truncated"):
+        read_checkpoint(directory)
+
+
+def test_corrupt_header_is_reported(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", 12) + b"{not json!!}" + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="header is not valid JSON"):
+        read_safetensors(path)
+    path.write_bytes(struct.pack("<Q", 10 ** 9) + b"{}")
+    with pytest.raises(CheckpointError, match="header claims 1000000000 bytes"):
+        read_safetensors(path)
+    path.write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="too short to be a safetensors file"):
+        read_safetensors(path)
+
+
+def test_tensor_whose_bytes_do_not_fit_its_shape_is_reported(tmp_path):
+    path = tmp_path / "model.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(CheckpointError, match=r"tensor 'w' of shape \[3\] and dtype F32 needs 12 bytes"):
+        read_safetensors(path)
+
+
+def test_sharded_checkpoint_loads_the_same_params(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    tensors = {name: np.array(array) for name, array in read_checkpoint(directory).items()}
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, shard_names in shards.items():
+        write_safetensors(directory / shard, {n: np.array(tensors[n]) for n in shard_names})
+    weight_map = {n: shard for shard, shard_names in shards.items() for n in shard_names}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = config_of(directory)
+    single = load_params(tensors, config)
+    (directory / "model.safetensors").unlink()
+    assert_same_params(load_params(read_checkpoint(directory), config), single)
+
+    (directory / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="lists shard model-00002-of-00002.safetensors, which is missing"):
+        read_checkpoint(directory)
+
+
+def test_folder_without_safetensors_says_what_it_found(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no model\.safetensors.*convert them to safetensors"):
+        read_checkpoint(tmp_path)
+
+
+# --- names and shapes ---------------------------------------------------------------------
+def test_loaded_model_survives_its_file_being_overwritten_in_place(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    model = Encoder.from_pretrained(directory, backend="numpy")
+    before = model([[3, 4, 5]]).last_hidden_state
+    (directory / "model.safetensors").write_bytes(b"")  # truncate in place: a mapped view would SIGBUS
+    np.testing.assert_array_equal(model([[3, 4, 5]]).last_hidden_state, before)
+
+
+def test_linear_weights_are_transposed_to_in_out(minilm_dir):
+    config = config_of(minilm_dir)
+    tensors = read_checkpoint(minilm_dir)
+    params = load_params(tensors, config)
+    stored = tensors["encoder.layer.0.intermediate.dense.weight"]  # [out, in] as PyTorch stores it
+    assert stored.shape == (1536, 384)
+    intermediate = params["layers"][0]["intermediate"]["weight"]
+    assert intermediate.shape == (384, 1536) and intermediate.flags.c_contiguous
+    np.testing.assert_array_equal(intermediate, stored.T)
+    assert params["embeddings"]["word"].shape == (30522, 384)  # tables are not transposed
+    assert "embeddings.position_ids" in tensors  # a buffer in the file, simply never asked for
+
+
+def test_every_param_is_float32(mpnet_dir):
+    config = config_of(mpnet_dir)
+    params = load_params(read_checkpoint(mpnet_dir), config)
+    arrays = [params["relative_attention_bias"], params["embeddings"]["word"], params["pooler"]["weight"]]
+    arrays += [p for layer in params["layers"] for part in layer.values() for p in part.values()]
+    assert len(params["layers"]) == 12
+    assert all(a.dtype == np.float32 for a in arrays)
+    assert params["embeddings"]["token_type"] is None and params["embeddings"]["projection"] is None
+
+
+def test_missing_tensor_is_named(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    tensors = read_checkpoint(directory)
+    del tensors["encoder.layer.1.attention.self.key.weight"]
+    with pytest.raises(CheckpointError, match=r"missing tensor 'encoder\.layer\.1\.attention\.self\.key\.weight'"):
+        load_params(tensors, config_of(directory))
+
+
+def test_shape_that_does_not_fit_the_config_says_expected_and_found(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    raw = json.loads((directory / "config.json").read_text())
+    raw["intermediate_size"] = 64
+    (directory / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"'encoder\.layer\.0\.intermediate\.dense\.weight' has shape "
+                                              r"\(37, 32\) but the config expects \(64, 32\)"):
+        Encoder.from_pretrained(directory, backend="numpy")
+
+
+def test_task_model_prefix_and_plain_base_names_load_alike(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    config = config_of(directory)
+    tensors = read_checkpoint(directory)
+    prefixed = {"bert." + name: array for name, array in tensors.items()}
+    assert_same_params(load_params(prefixed, config), load_params(tensors, config))
+
+
+def test_legacy_layernorm_gamma_beta_names_load(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    config = config_of(directory)
+    tensors = read_checkpoint(directory)
+    legacy = {name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): a
+              for name, a in tensors.items()}
+    assert "embeddings.LayerNorm.gamma" in legacy
+    assert_same_params(load_params(legacy, config), load_params(tensors, config))
+
+
+def test_word_table_stored_only_as_the_tied_decoder_is_found(tmp_path):
+    directory = copy_case("bert_masked_lm", tmp_path)
+    config = config_of(directory)
+    tensors = read_checkpoint(directory)
+    tied = dict(tensors)
+    tied["cls.predictions.decoder.weight"] = tied.pop("bert.embeddings.word_embeddings.weight")
+    np.testing.assert_array_equal(load_params(tied, config)["embeddings"]["word"],
+                                  load_params(tensors, config)["embeddings"]["word"])
+
+
+def test_each_family_table_maps_a_query_weight():
+    names = {
+        "bert": "encoder.layer.2.attention.self.query.weight",
+        "distilbert": "transformer.layer.2.attention.q_lin.weight",
+        "mpnet": "encoder.layer.2.attention.attn.q.weight",
+    }
+    for model_type, expected in names.items():
+        raw = {"model_type": model_type}
+        assert checkpoint_names(EncoderConfig.from_dict(raw), "layers.2.query.weight")[0] == expected
+
+
+def test_electra_projection_is_loaded_only_when_sizes_differ():
+    projected = load_params(read_checkpoint(FAMILIES / "electra_projection"), config_of(FAMILIES / "electra_projection"))
+    assert projected["embeddings"]["projection"]["weight"].shape == (16, 32)
+    assert projected["pooler"] is None
+    same = load_params(read_checkpoint(FAMILIES / "electra_discriminator"), config_of(FAMILIES / "electra_discriminator"))
+    assert same["embeddings"]["projection"] is None
