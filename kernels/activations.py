@@ -11,19 +11,24 @@ and a bit cast, so LLVM turns a loop over them into AVX instructions, 8 floats a
                  <= 2 ulp against math.erf
     tanh_f32     |x| < 0.625: x + x^3 * P(x^2); beyond: 1 - 2 / (exp(2|x|) + 1); <= 2 ulp
 
-The device functions (`gelu_erf`, `gelu_tanh`, ...) are inlined into any kernel that calls
-them: the GEMM epilogue in `gemm.py` applies the feed-forward activation to a tile through
-`apply_activation(values, start, stop, code)`. The standalone kernel here is
-`bias_activation(x, bias, code, out)`, beside its naive loop `bias_activation_naive`.
+The device functions (`gelu_erf`, `gelu_tanh`, ...) are inlined (`inline="always"`) into the
+kernels that call them. Callers must not compile with fastmath `reassoc`: it would let LLVM
+regroup exp's range reduction and lose its accuracy (`contract`, i.e. FMA, is fine).
 
-Activations are picked by an integer code (a jitted loop cannot take a Python function):
+Each activation also has a row loop (`gelu_erf_row(values, count)`, ...) reached through its
+C address, `activation_row_address(code)`, and `call_activation_row`: that is how a kernel
+applies an activation chosen at run time without compiling all seven into itself. The
+standalone kernel is `bias_activation(x, bias, "gelu")`, beside its naive loop
+`bias_activation_naive`:
 
-    >>> code = ACTIVATION_CODES["gelu"]
-    >>> bias_activation(x, bias, code)          # x float32 [rows, cols], bias float32 [cols]
+    >>> out = bias_activation(x, bias, "gelu")   # x float32 [rows, cols], bias float32 [cols]
 
 The NumPy twins are `transformer.model.ACTIVATIONS` (the names `transformers` uses in
-config.json), and the tests hold each of these to them.
+config.json, mapped to kernel codes by `ACTIVATION_CODES`), and the tests hold each of
+these to them.
 """
+
+import functools
 
 import numpy as np
 from llvmlite import ir
@@ -31,7 +36,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import jit, prange
+from ._jit import jit, parallel_chunks, prange
 
 # ---------------------------------------------------------------------------------------
 # Which activation: config.json's `hidden_act` -> the code the kernels branch on.
@@ -153,8 +158,11 @@ def exp_f32(x):
     n = np.floor(clamped * _LOG2E + _HALF)  # nearest integer to x / ln2
     r = clamped - n * _LN2_HIGH  # exact: n * LN2_HIGH has few mantissa bits
     r = r - n * _LN2_LOW  # |r| <= ln2 / 2
-    p = ((((_EP0 * r + _EP1) * r + _EP2) * r + _EP3) * r + _EP4) * r + _EP5
-    p = p * r * r + r + _ONE  # e**r
+    # e**r = 1 + r + r^2 P(r), P of degree 5 in Estrin's scheme (short dependency chains,
+    # so the out-of-order core overlaps neighbouring vectors)
+    r2 = r * r
+    p = (_EP5 + _EP4 * r) + (_EP3 + _EP2 * r) * r2 + (_EP1 + _EP0 * r) * (r2 * r2)
+    p = p * r2 + r + _ONE
     y = _scale_by_pow2(p, n)
     if x < _EXP_MIN:
         y = _F0
@@ -170,20 +178,17 @@ def erf_f32(x):
     """The error function of a float32 x, about 1 ulp (see the module docstring)."""
     t = min(abs(x), _ERF_CLAMP)
     s = x * x
-    # |x| <= 0.92: erf(x) = x + x * P(x^2)
-    p = (((((_ES6 * s + _ES5) * s + _ES4) * s + _ES3) * s + _ES2) * s + _ES1) * s + _ES0
+    # |x| <= 0.92: erf(x) = x + x * P(x^2); both branches are computed (the loop stays
+    # branch-free and vectorizes), each polynomial in Estrin's scheme.
+    s2 = s * s
+    p = (_ES0 + _ES1 * s) + (_ES2 + _ES3 * s) * s2 + ((_ES4 + _ES5 * s) + _ES6 * s2) * (s2 * s2)
     small = x + x * p
     # |x| > 0.92: erf(|x|) = 1 - erfc(|x|) = 1 - exp(Q(|x|))
-    q = _EL9
-    q = q * t + _EL8
-    q = q * t + _EL7
-    q = q * t + _EL6
-    q = q * t + _EL5
-    q = q * t + _EL4
-    q = q * t + _EL3
-    q = q * t + _EL2
-    q = q * t + _EL1
-    q = q * t + _EL0
+    t2 = t * t
+    t4 = t2 * t2
+    q_low = (_EL0 + _EL1 * t) + (_EL2 + _EL3 * t) * t2
+    q_high = (_EL4 + _EL5 * t) + (_EL6 + _EL7 * t) * t2
+    q = q_low + q_high * t4 + (_EL8 + _EL9 * t) * (t4 * t4)
     large = _ONE - exp_f32(q)
     if x < _F0:
         large = -large
@@ -194,7 +199,8 @@ def erf_f32(x):
 def tanh_f32(x):
     """tanh of a float32 x, about 1 ulp."""
     s = x * x
-    p = (((_TP4 * s + _TP3) * s + _TP2) * s + _TP1) * s + _TP0
+    s2 = s * s
+    p = (_TP0 + _TP1 * s) + (_TP2 + _TP3 * s) * s2 + _TP4 * (s2 * s2)
     small = x + x * s * p
     large = _ONE - _TWO / (exp_f32(_TWO * abs(x)) + _ONE)  # exp overflow -> inf -> exactly 1
     if x < _F0:
@@ -240,105 +246,185 @@ def silu(x):
 
 @jit(inline="always")
 def relu(x):
-    """max(x, 0) (`relu`)."""
-    return x if x > _F0 else _F0
-
-
-@jit(inline="always")
-def activate(x, code):
-    """One value through the activation `code` (scalar; loops should use apply_activation)."""
-    if code == GELU_ERF:
-        return gelu_erf(x)
-    if code == GELU_TANH:
-        return gelu_tanh(x)
-    if code == GELU_FAST:
-        return gelu_fast(x)
-    if code == QUICK_GELU:
-        return quick_gelu(x)
-    if code == SILU:
-        return silu(x)
-    if code == RELU:
-        return relu(x)
-    if code == TANH:
-        return tanh_f32(x)
-    return x
-
-
-@jit(inline="always")
-def apply_activation(values, start, stop, code):
-    """values[start:stop] = activation(values[start:stop]) in place (a 1-D float32 view).
-
-    The branch on `code` is outside the loops, so each loop is one straight vectorizable
-    body. This is what the GEMM epilogue calls on each finished row of a tile.
-    """
-    if code == GELU_ERF:
-        for j in range(start, stop):
-            values[j] = gelu_erf(values[j])
-    elif code == GELU_TANH:
-        for j in range(start, stop):
-            values[j] = gelu_tanh(values[j])
-    elif code == GELU_FAST:
-        for j in range(start, stop):
-            values[j] = gelu_fast(values[j])
-    elif code == QUICK_GELU:
-        for j in range(start, stop):
-            values[j] = quick_gelu(values[j])
-    elif code == SILU:
-        for j in range(start, stop):
-            values[j] = silu(values[j])
-    elif code == RELU:
-        for j in range(start, stop):
-            values[j] = relu(values[j])
-    elif code == TANH:
-        for j in range(start, stop):
-            values[j] = tanh_f32(values[j])
+    """max(x, 0) (`relu`). Through maxnum: the `x if x > 0 else 0` form compiles to a
+    masked store (only the changed lanes), which is slow on AMD cores."""
+    return max_f32(x, _F0)
 
 
 # ---------------------------------------------------------------------------------------
-# Standalone kernels: bias + activation over a [rows, cols] matrix.
+# Row loops, one per activation, reached through their C address.
+#
+# Why addresses: a kernel that branches on the activation code compiles all seven loops
+# (about 5 s of LLVM time here), and one specialised on a jitted function argument is not
+# cached by Numba. So each activation has its own tiny loop, compiled (or loaded from the
+# disk cache) the first time it is used, and kernels call it through its address.
+
+
+# FMA (`contract`) shortens the polynomials' dependency chains and rounds less; no `reassoc`.
+_ROW_FLAGS = {"contract"}
+
+
+@jit(fastmath=_ROW_FLAGS)
+def gelu_erf_row(values, count):
+    for j in range(count):
+        values[j] = gelu_erf(values[j])
+
+
+@jit(fastmath=_ROW_FLAGS)
+def gelu_tanh_row(values, count):
+    for j in range(count):
+        values[j] = gelu_tanh(values[j])
+
+
+@jit(fastmath=_ROW_FLAGS)
+def gelu_fast_row(values, count):
+    for j in range(count):
+        values[j] = gelu_fast(values[j])
+
+
+@jit(fastmath=_ROW_FLAGS)
+def quick_gelu_row(values, count):
+    for j in range(count):
+        values[j] = quick_gelu(values[j])
+
+
+@jit(fastmath=_ROW_FLAGS)
+def silu_row(values, count):
+    for j in range(count):
+        values[j] = silu(values[j])
+
+
+@jit(fastmath=_ROW_FLAGS)
+def relu_row(values, count):
+    for j in range(count):
+        values[j] = relu(values[j])
+
+
+@jit(fastmath=_ROW_FLAGS)
+def tanh_row(values, count):
+    for j in range(count):
+        values[j] = tanh_f32(values[j])
+
+
+ROW_FUNCTIONS = {
+    GELU_ERF: gelu_erf_row,
+    GELU_TANH: gelu_tanh_row,
+    GELU_FAST: gelu_fast_row,
+    QUICK_GELU: quick_gelu_row,
+    SILU: silu_row,
+    RELU: relu_row,
+    TANH: tanh_row,
+}
+# The C signature of a row loop: void f(float *values, intp count), values[:count] in place.
+_ROW_SIGNATURE = (types.CPointer(types.float32), types.intp)
+
+
+@functools.lru_cache(maxsize=None)
+def activation_row_address(code):
+    """The C address of the row loop for activation `code`; 0 for IDENTITY (do nothing).
+
+    Compiles the loop, or loads it from the disk cache, on first use.
+    """
+    if code == IDENTITY:
+        return 0
+    row_function = ROW_FUNCTIONS[code]
+    row_function.compile(_ROW_SIGNATURE)
+    compiled = row_function.overloads[_ROW_SIGNATURE]
+    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
+
+
+@intrinsic
+def call_activation_row(typingctx, address, array, start, count):
+    """Apply the row loop at `address` to `count` floats of `array` from flat index `start`."""
+    signature = types.void(types.intp, array, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        address, array_value, start, count = args
+        data = context.make_array(sig.args[1])(context, builder, array_value).data
+        function_type = ir.FunctionType(ir.VoidType(), [data.type, count.type])
+        function = builder.inttoptr(address, function_type.as_pointer())
+        builder.call(function, [builder.gep(data, [start]), count])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+# ---------------------------------------------------------------------------------------
+# The standalone kernel: bias + activation over a [rows, cols] matrix.
+
+# A parallel launch costs tens of microseconds (workqueue layer): small inputs stay serial.
+_ELEMENTS_PER_CHUNK = 32 * 1024
+
+
+@jit
+def _bias_activation_range(x, bias, activation_row, out, first, stop):
+    """Rows first..stop-1: out = activation(x + bias)."""
+    cols = x.shape[1]
+    for i in range(first, stop):
+        _add_bias(x[i], bias, out[i])
+        if activation_row != 0:
+            call_activation_row(activation_row, out, i * cols, cols)
+
+
+@jit
+def _add_bias(row, bias, out_row):
+    for j in range(row.shape[0]):
+        out_row[j] = row[j] + bias[j]
 
 
 @jit(parallel=True)
-def _bias_activation_rows(x, bias, code, out):
-    rows, cols = x.shape
-    for i in prange(rows):
-        row_out = out[i]
-        row_in = x[i]
-        for j in range(cols):
-            row_out[j] = row_in[j] + bias[j]
-        apply_activation(row_out, 0, cols, code)
+def _bias_activation_parallel(x, bias, activation_row, out, chunks):
+    rows = x.shape[0]
+    for chunk in prange(chunks):
+        _bias_activation_range(x, bias, activation_row, out, chunk * rows // chunks, (chunk + 1) * rows // chunks)
 
 
-def bias_activation(x, bias, code, out=None):
-    """out = activation(x + bias), row-parallel, vectorized; `out` may be `x` (in place).
+def bias_activation(x, bias, activation, out=None):
+    """out = activation(x + bias), rows in parallel, vectorized; `out` may be `x` (in place).
 
-    x: float32 [rows, cols] (C-contiguous); bias: float32 [cols]; code: an activation code
-    (`activation_code("gelu")`); out: float32 [rows, cols] or None for a new array.
-    Returns out.
+    x: float32 [rows, cols] C-contiguous; bias: float32 [cols]; activation: a config.json
+    `hidden_act` name ("gelu", "gelu_new", "relu", ...); out: float32 [rows, cols] or None
+    for a new array. Returns out.
     """
+    code = activation_code(activation)
     x = _as_rows_f32(x, "x")
     bias = np.ascontiguousarray(bias, dtype=np.float32)
     if bias.shape != (x.shape[1],):
         raise ValueError(f"bias_activation: bias must have shape ({x.shape[1]},), got {bias.shape}")
     if out is None:
         out = np.empty_like(x)
-    _bias_activation_rows(x, bias, np.int64(code), out)
+    elif out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"bias_activation: out must be a C-contiguous float32 array of shape {x.shape}")
+    address = activation_row_address(code)
+    chunks = parallel_chunks(x.size, _ELEMENTS_PER_CHUNK)
+    if chunks == 1:
+        _bias_activation_range(x, bias, address, out, 0, x.shape[0])
+    else:
+        _bias_activation_parallel(x, bias, address, out, chunks)
     return out
 
 
 @jit
-def bias_activation_naive(x, bias, code):
-    """The reference loop: one element at a time through the scalar `activate`."""
+def _bias_activation_naive_loops(x, bias, activation_row, out):
     rows, cols = x.shape
-    out = np.empty((rows, cols), dtype=np.float32)
     for i in range(rows):
         for j in range(cols):
-            out[i, j] = activate(x[i, j] + bias[j], code)
+            out[i, j] = x[i, j] + bias[j]
+            if activation_row != 0:  # the same scalar activation, one element at a time
+                call_activation_row(activation_row, out, i * cols + j, 1)
+
+
+def bias_activation_naive(x, bias, activation):
+    """The reference loop for bias_activation: one element at a time. For tests."""
+    x = _as_rows_f32(x, "x")
+    out = np.empty_like(x)
+    _bias_activation_naive_loops(x, np.ascontiguousarray(bias, dtype=np.float32),
+                                 activation_row_address(activation_code(activation)), out)
     return out
 
 
 def _as_rows_f32(x, name):
-    """A C-contiguous float32 2-D view, with a clear error for anything else."""
+    """A C-contiguous float32 2-D array, with a clear error for anything else."""
     x = np.asarray(x)
     if x.ndim != 2 or x.dtype != np.float32:
         raise ValueError(f"{name} must be a float32 [rows, cols] array, got {x.dtype} {x.shape}")

@@ -42,7 +42,7 @@ def _sum_and_centered_squares(row):
 
 
 @jit(fastmath={"contract"})
-def _normalize_row(row, weight, bias, eps, out_row):
+def normalize_row(row, weight, bias, eps, out_row):
     """out_row = LayerNorm(row); row and out_row may be the same array."""
     d = row.shape[0]
     total, squares = _sum_and_centered_squares(row)
@@ -64,7 +64,7 @@ def _add(a, b, out):
 def _layer_norm_range(x, weight, bias, eps, out, first, stop):
     """Rows first..stop-1 of layer_norm (one thread's share)."""
     for i in range(first, stop):
-        _normalize_row(x[i], weight, bias, eps, out[i])
+        normalize_row(x[i], weight, bias, eps, out[i])
 
 
 @jit
@@ -72,7 +72,7 @@ def _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop)
     """Rows first..stop-1 of residual_layer_norm (one thread's share)."""
     for i in range(first, stop):
         _add(x[i], residual[i], out[i])
-        _normalize_row(out[i], weight, bias, eps, out[i])
+        normalize_row(out[i], weight, bias, eps, out[i])
 
 
 @jit(parallel=True)

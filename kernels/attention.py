@@ -1,0 +1,382 @@
+"""Scaled dot-product attention, tiled per (sequence, head), padded or variable-length.
+
+    context[i, :] = sum_j softmax_j(q_i . k_j * scale + position_bias[i, j] + mask[j]) v_j
+
+Two entry points, one core:
+
+`attention(query, key, value, mask_bias=None, position_bias=None)` -- the layout of the NumPy
+twin `transformer.model.attention` (which also returns the probabilities; this returns only
+the context):
+    query, key, value   float32 [batch, heads, seq, head_dim]
+    mask_bias           float32 [batch, seq] or [batch, 1, 1, seq]: 0 for tokens, the most
+                        negative float32 (`transformer.model.MASK_VALUE`) for padding
+    position_bias       float32 [heads, seq, seq] or [1, heads, seq, seq] (MPNet) or None
+    -> context          float32 [batch, heads, seq, head_dim]
+Padded keys at either end of a row are skipped (their weight is exactly 0 in the reference
+too); a row whose keys are all padding gets the reference's uniform weights, never NaN.
+
+`attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None)` -- packed
+sequences with no padding at all, straight from the fused QKV projection:
+    qkv          float32 [total_tokens, 3 * hidden]: query | key | value columns, head h
+                 owning columns [h * head_dim, (h + 1) * head_dim) of each third
+    cu_seqlens   int64 [batch + 1]: sequence b is rows cu_seqlens[b] .. cu_seqlens[b+1]-1
+    position_bias float32 [heads, seq, seq] (MPNet, over the padded positions) or None
+    positions    int64 [total_tokens]: each token's index in its padded row (picks its
+                 row/column of position_bias); None means 0, 1, 2, ... per sequence
+    -> context   float32 [total_tokens, hidden]
+Every token attends to the tokens of its own sequence only, so no score is spent on padding.
+
+How the core works (`_attend_head`), for one (sequence, head):
+1. K is copied once, transposed, into key_t [head_dim, keys] (padded to 16 columns), so
+   that the score strip Q K^T is a small GEMM for the micro-kernel of `microkernel.py`.
+2. Queries go in strips of 6 (the micro-kernel's rows): scores [6, keys] = Q_strip K^T
+   through the register-blocked micro-kernel, then per row: * scale, + position bias,
+   + mask, exp(x - max) in place (`softmax.softmax_row_inplace`, vectorized).
+3. context_strip [6, head_dim] = P_strip V through the micro-kernel again (V is read in
+   place when head_dim is a multiple of 16), then each row is divided by its softmax sum:
+   head_dim multiplies instead of keys.
+A row-at-a-time attention in plain Numba was 1.3-5x slower than NumPy's batched matmul;
+the strips through the micro-kernel are what make it faster.
+
+(sequence, head) pairs are spread over the threads in contiguous runs of about equal cost
+(keys x queries), so a batch sorted by length does not leave one thread with all the long
+sequences. Small problems run on the calling thread (a parallel launch costs ~60 us).
+
+`attention_naive` is the reference loop: one query, one key at a time.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import jit, parallel_chunks, prange
+from .microkernel import MR, NR, microkernel_6x16
+from .softmax import softmax_row_inplace
+
+_F0 = np.float32(0.0)
+MASK_VALUE = np.finfo(np.float32).min
+
+# A parallel launch pays off above about this many multiply-adds per thread.
+_FLOPS_PER_CHUNK = 4e6
+
+
+# ---------------------------------------------------------------------------------------
+# The core: one (sequence, head).
+
+
+@jit
+def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_dim, scale,
+                 mask, mask_start, has_mask,
+                 bias, bias_start, bias_len, positions, q_pos_start, k_pos_start, has_bias,
+                 out, out_start, out_stride,
+                 key_t, value_packed, scores, inverse_sums):
+    """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
+
+    Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
+    k_start / v_start; context row i goes to out[out_start + i * out_stride : + head_dim].
+    Mask value of key j: mask[mask_start + j]. Bias of (i, j): bias[bias_start +
+    positions[q_pos_start + i] * bias_len + positions[k_pos_start + j]].
+    key_t, value_packed, scores, inverse_sums: scratch of at least head_dim * n_pad,
+    n_k * d_pad, MR * n_pad and MR floats (n_pad, d_pad: n_k, head_dim rounded up to 16).
+    """
+    n_pad = (n_k + NR - 1) // NR * NR
+
+    # 1. key_t[c, j] = K[j, c]: the keys become the 16-wide panels the micro-kernel reads.
+    for j in range(n_k):
+        row = k_start + j * qkv_stride
+        for c in range(head_dim):
+            key_t[c * n_pad + j] = k[row + c]
+
+    # V is read in place when its rows hold whole 16-float panels; else copied, padded.
+    if head_dim % NR == 0:
+        values, values_start, values_stride = v, v_start, qkv_stride
+    else:
+        d_pad = (head_dim + NR - 1) // NR * NR
+        for j in range(n_k):
+            row = v_start + j * qkv_stride
+            for c in range(head_dim):
+                value_packed[j * d_pad + c] = v[row + c]
+        values, values_start, values_stride = value_packed, 0, d_pad
+
+    # Are this sequence's key positions consecutive? Then each bias row is one slice.
+    consecutive = True
+    if has_bias:
+        for j in range(n_k):
+            if positions[k_pos_start + j] != positions[k_pos_start] + j:
+                consecutive = False
+                break
+
+    for i0 in range(0, n_q, MR):
+        rows = min(MR, n_q - i0)
+        # 2. scores[r, j] = q_{i0+r} . k_j for the strip, 6 x 16 tiles.
+        for j0 in range(0, n_k, NR):
+            microkernel_6x16(q, q_start + i0 * qkv_stride, qkv_stride, rows,
+                             key_t, j0, n_pad, head_dim,
+                             scores, j0, n_pad, min(NR, n_k - j0), False)
+        for r in range(rows):
+            base = r * n_pad
+            for j in range(n_k):
+                scores[base + j] *= scale
+            if has_bias:
+                bias_row = bias_start + positions[q_pos_start + i0 + r] * bias_len
+                if consecutive:
+                    first = bias_row + positions[k_pos_start]
+                    for j in range(n_k):
+                        scores[base + j] += bias[first + j]
+                else:
+                    for j in range(n_k):
+                        scores[base + j] += bias[bias_row + positions[k_pos_start + j]]
+            if has_mask:
+                for j in range(n_k):
+                    scores[base + j] += mask[mask_start + j]
+            inverse_sums[r] = softmax_row_inplace(scores, base, base + n_k)
+        # 3. context strip = exp-scores @ V, 6 x 16 tiles, then / the softmax sums.
+        for c0 in range(0, head_dim, NR):
+            microkernel_6x16(scores, 0, n_pad, rows,
+                             values, values_start + c0, values_stride, n_k,
+                             out, out_start + i0 * out_stride + c0, out_stride, min(NR, head_dim - c0), False)
+        for r in range(rows):
+            row = out_start + (i0 + r) * out_stride
+            for c in range(head_dim):
+                out[row + c] *= inverse_sums[r]
+
+
+def _scratch_sizes(max_keys, head_dim):
+    n_pad = (max_keys + NR - 1) // NR * NR
+    d_pad = (head_dim + NR - 1) // NR * NR
+    return head_dim * n_pad, max_keys * d_pad, MR * n_pad
+
+
+# ---------------------------------------------------------------------------------------
+# Variable-length (packed) sequences.
+
+
+@jit
+def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
+                  bias, bias_len, positions, has_bias, out, first_item, stop_item, max_len):
+    """(sequence, head) items first_item..stop_item-1 (item = b * heads + h)."""
+    n_pad = (max_len + NR - 1) // NR * NR
+    d_pad = (head_dim + NR - 1) // NR * NR
+    key_t = np.empty(head_dim * n_pad, dtype=np.float32)
+    value_packed = np.empty(max_len * d_pad if head_dim % NR else 1, dtype=np.float32)
+    scores = np.empty(MR * n_pad, dtype=np.float32)
+    inverse_sums = np.empty(MR, dtype=np.float32)
+    no_mask = np.empty(1, dtype=np.float32)
+    stride = 3 * hidden
+    for item in range(first_item, stop_item):
+        b = item // num_heads
+        h = item - b * num_heads
+        start = cu_seqlens[b]
+        n = cu_seqlens[b + 1] - start
+        if n == 0:
+            continue
+        row0 = start * stride + h * head_dim
+        _attend_head(qkv, row0, qkv, row0 + hidden, qkv, row0 + 2 * hidden, stride, n, n, head_dim, scale,
+                     no_mask, 0, False,
+                     bias, h * bias_len * bias_len, bias_len, positions, start, start, has_bias,
+                     out, start * hidden + h * head_dim, hidden,
+                     key_t, value_packed, scores, inverse_sums)
+
+
+@jit(parallel=True)
+def _varlen_parallel(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
+                     bias, bias_len, positions, has_bias, out, item_bounds, max_len):
+    for chunk in prange(item_bounds.shape[0] - 1):
+        _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
+                      bias, bias_len, positions, has_bias, out, item_bounds[chunk], item_bounds[chunk + 1], max_len)
+
+
+def _balanced_bounds(costs, chunks):
+    """Split items (in order) into `chunks` contiguous runs of about equal total cost.
+
+    costs float64 [items] -> int64 [chunks + 1] boundaries (run c is bounds[c]..bounds[c+1]-1).
+    """
+    ends = np.cumsum(costs)  # an item goes to the run its cost midpoint falls in
+    midpoints = ends - costs / 2
+    targets = ends[-1] * np.arange(1, chunks) / chunks
+    inner = np.searchsorted(midpoints, targets)
+    return np.concatenate(([0], inner, [len(costs)])).astype(np.int64)
+
+
+def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None):
+    """Attention over packed sequences; see the module docstring for the layouts.
+
+    Returns the context, float32 [total_tokens, hidden] (written into `out` when given).
+    """
+    qkv = np.asarray(qkv)
+    if qkv.ndim != 2 or qkv.dtype != np.float32 or qkv.shape[1] % 3 or not qkv.flags.c_contiguous:
+        raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, 3 * hidden] array, "
+                         f"got {qkv.dtype} {qkv.shape}")
+    total, hidden = qkv.shape[0], qkv.shape[1] // 3
+    if hidden % num_heads:
+        raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
+    head_dim = hidden // num_heads
+    cu_seqlens = np.ascontiguousarray(cu_seqlens, dtype=np.int64)
+    lengths = np.diff(cu_seqlens)
+    if cu_seqlens.ndim != 1 or len(cu_seqlens) < 2 or cu_seqlens[0] != 0 or cu_seqlens[-1] != total \
+            or (lengths < 0).any():
+        raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {total} rows of qkv, "
+                         f"got {cu_seqlens.tolist()[:8]}")
+    if out is None:
+        out = np.empty((total, hidden), dtype=np.float32)
+    elif out.shape != (total, hidden) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"attention_varlen: out must be a C-contiguous float32 array of shape {(total, hidden)}")
+    bias, bias_len, has_bias, positions = _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens)
+    batch = len(lengths)
+    max_len = int(lengths.max()) if batch else 0
+    if total == 0:
+        return out
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
+    chunks = parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)
+    if chunks == 1:
+        _varlen_range(qkv.reshape(-1), hidden, cu_seqlens, num_heads, head_dim, scale,
+                      bias, bias_len, positions, has_bias, out.reshape(-1), 0, batch * num_heads, max_len)
+    else:
+        _varlen_parallel(qkv.reshape(-1), hidden, cu_seqlens, num_heads, head_dim, scale,
+                         bias, bias_len, positions, has_bias, out.reshape(-1), _balanced_bounds(costs, chunks), max_len)
+    return out
+
+
+def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
+    """(flat bias, its seq length, has_bias, int64 positions) for the kernels."""
+    if position_bias is None:
+        return np.zeros(1, np.float32), 0, False, np.zeros(1, np.int64)
+    position_bias = np.asarray(position_bias)
+    if position_bias.ndim == 4 and position_bias.shape[0] == 1:
+        position_bias = position_bias[0]  # [1, heads, seq, seq] -> [heads, seq, seq]
+    if position_bias.ndim != 3 or position_bias.shape[0] != num_heads or position_bias.shape[1] != position_bias.shape[2] \
+            or position_bias.dtype != np.float32:
+        raise ValueError(f"position_bias must be float32 [heads={num_heads}, seq, seq], "
+                         f"got {position_bias.dtype} {position_bias.shape}")
+    bias_len = position_bias.shape[1]
+    if positions is None:  # 0, 1, 2, ... within each sequence
+        starts = np.repeat(cu_seqlens[:-1], np.diff(cu_seqlens))
+        positions = np.arange(total, dtype=np.int64) - starts
+    positions = np.ascontiguousarray(positions, dtype=np.int64)
+    if positions.shape != (total,) or (total and (positions.min() < 0 or positions.max() >= bias_len)):
+        raise ValueError(f"positions must be int64 [{total}] in [0, {bias_len}), "
+                         f"got shape {positions.shape}")
+    return np.ascontiguousarray(position_bias).reshape(-1), bias_len, True, positions
+
+
+# ---------------------------------------------------------------------------------------
+# Padded batches with an additive mask: the NumPy twin's layout.
+
+
+@jit
+def _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
+                  bias, positions, has_bias, out, first_item, stop_item):
+    """(batch, head) items first_item..stop_item-1 of [batch, heads, seq, head_dim] arrays."""
+    n_pad = (seq + NR - 1) // NR * NR
+    d_pad = (head_dim + NR - 1) // NR * NR
+    key_t = np.empty(head_dim * n_pad, dtype=np.float32)
+    value_packed = np.empty(seq * d_pad if head_dim % NR else 1, dtype=np.float32)
+    scores = np.empty(MR * n_pad, dtype=np.float32)
+    inverse_sums = np.empty(MR, dtype=np.float32)
+    for item in range(first_item, stop_item):
+        b = item // num_heads
+        h = item - b * num_heads
+        lo, hi = key_first[b], key_stop[b]
+        head0 = item * seq * head_dim
+        _attend_head(q, head0, k, head0 + lo * head_dim, v, head0 + lo * head_dim, head_dim,
+                     seq, hi - lo, head_dim, scale,
+                     mask, b * seq + lo, True,
+                     bias, h * seq * seq, seq, positions, 0, lo, has_bias,
+                     out, head0, head_dim,
+                     key_t, value_packed, scores, inverse_sums)
+
+
+@jit(parallel=True)
+def _padded_parallel(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
+                     bias, positions, has_bias, out, chunks):
+    items = key_first.shape[0] * num_heads
+    for chunk in prange(chunks):
+        _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
+                      bias, positions, has_bias, out, chunk * items // chunks, (chunk + 1) * items // chunks)
+
+
+def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
+    """Attention over a padded batch; see the module docstring for the layouts.
+
+    Returns the context, float32 [batch, heads, seq, head_dim].
+    """
+    query, key, value = (_as_heads_f32(name, array) for name, array in (("query", query), ("key", key), ("value", value)))
+    if not (query.shape == key.shape == value.shape):
+        raise ValueError(f"attention: query, key and value must have one shape [batch, heads, seq, head_dim], "
+                         f"got {query.shape}, {key.shape}, {value.shape}")
+    batch, num_heads, seq, head_dim = query.shape
+    if mask_bias is None:
+        mask = np.zeros((batch, seq), dtype=np.float32)
+    else:
+        mask = np.asarray(mask_bias, dtype=np.float32)
+        if mask.size != batch * seq or mask.shape[0] != batch or mask.shape[-1] != seq:
+            raise ValueError(f"attention: mask_bias must be [batch={batch}, seq={seq}] (or [batch, 1, 1, seq]), "
+                             f"got {mask.shape}")
+        mask = np.ascontiguousarray(mask.reshape(batch, seq))
+    # Keys before the first and after the last non-padding key are skipped: their weight
+    # is exactly 0 (exp of ~ -3.4e38). A row with no real key keeps them all: uniform.
+    real = mask > MASK_VALUE
+    any_real = real.any(axis=1)
+    key_first = np.where(any_real, real.argmax(axis=1), 0).astype(np.int64)
+    key_stop = np.where(any_real, seq - real[:, ::-1].argmax(axis=1), seq).astype(np.int64)
+    if position_bias is None:
+        bias, has_bias = np.zeros(1, np.float32), False
+    else:
+        bias, _, has_bias, _ = _position_bias_args(position_bias, num_heads, None, 0, np.zeros(1, np.int64))
+        if bias.size != num_heads * seq * seq:
+            raise ValueError(f"attention: position_bias must cover seq={seq}, got {np.shape(position_bias)}")
+    positions = np.arange(seq, dtype=np.int64)
+    if out is None:
+        out = np.empty(query.shape, dtype=np.float32)
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    args = (query.reshape(-1), key.reshape(-1), value.reshape(-1), num_heads, seq, head_dim, scale,
+            mask.reshape(-1), key_first, key_stop, bias, positions, has_bias, out.reshape(-1))
+    flops = 4.0 * batch * num_heads * seq * seq * head_dim
+    chunks = parallel_chunks(flops, _FLOPS_PER_CHUNK)
+    if chunks == 1:
+        _padded_range(*args, 0, batch * num_heads)
+    else:
+        _padded_parallel(*args, chunks)
+    return out
+
+
+def _as_heads_f32(name, array):
+    array = np.asarray(array)
+    if array.ndim != 4 or array.dtype != np.float32:
+        raise ValueError(f"attention: {name} must be a float32 [batch, heads, seq, head_dim] array, "
+                         f"got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+# ---------------------------------------------------------------------------------------
+# The reference loop.
+
+
+@jit
+def attention_naive(query, key, value, mask_bias, position_bias):
+    """One query row, one key at a time. query/key/value float32 [batch, heads, seq, head_dim],
+    mask_bias float32 [batch, seq], position_bias float32 [heads, seq, seq] -> context."""
+    batch, num_heads, seq, head_dim = query.shape
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    out = np.zeros((batch, num_heads, seq, head_dim), dtype=np.float32)
+    scores = np.empty(seq, dtype=np.float32)
+    for b in range(batch):
+        for h in range(num_heads):
+            for i in range(seq):
+                largest = np.float32(-np.inf)
+                for j in range(seq):
+                    dot = _F0
+                    for c in range(head_dim):
+                        dot += query[b, h, i, c] * key[b, h, j, c]
+                    scores[j] = dot * scale + position_bias[h, i, j] + mask_bias[b, j]
+                    largest = max(largest, scores[j])
+                total = _F0
+                for j in range(seq):
+                    scores[j] = np.exp(scores[j] - largest)
+                    total += scores[j]
+                for j in range(seq):
+                    weight = scores[j] / total
+                    for c in range(head_dim):
+                        out[b, h, i, c] += weight * value[b, h, j, c]
+    return out

@@ -1,0 +1,153 @@
+"""Startup and the kernel cache: nothing compiles at import, unwritable cache dirs are survived."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from transformer.kernels import _jit
+
+
+def run_python(code, env=None, cwd=None):
+    """Run `code` in a fresh interpreter; returns its stdout (fails the test on error)."""
+    full_env = dict(os.environ, **(env or {}))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env=full_env, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, result.stderr
+
+
+def test_import_transformer_imports_neither_numba_nor_kernels():
+    out, _ = run_python("""
+        import sys
+        import transformer
+        import transformer.kernels
+        print(sorted(m for m in sys.modules if m == "numba" or m.startswith("transformer.kernels.")))
+    """)
+    assert out.strip() == "[]"
+
+
+def test_importing_every_kernel_module_compiles_nothing():
+    out, _ = run_python("""
+        import importlib, pkgutil
+        import transformer.kernels as package
+        from numba.core.registry import CPUDispatcher
+        compiled = []
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module("transformer.kernels." + info.name)
+            for name, value in vars(module).items():
+                if isinstance(value, CPUDispatcher) and value.overloads:
+                    compiled.append(f"{info.name}.{name}")
+        print("compiled:", compiled)
+    """)
+    assert out.strip() == "compiled: []"
+
+
+def test_numba_gets_the_workqueue_threading_layer_unless_the_user_chose_one():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", "import transformer.kernels._jit as j, os; "
+                          "print(os.environ['NUMBA_THREADING_LAYER'], j.numba.config.THREADING_LAYER)"],
+                         capture_output=True, text=True, env=env).stdout
+    assert out.split() == ["workqueue", "workqueue"]
+    out, _ = run_python("import transformer.kernels._jit as j; print(j.numba.config.THREADING_LAYER)",
+                        env={"NUMBA_THREADING_LAYER": "omp"})
+    assert out.strip() == "omp"
+
+
+KERNEL_MODULE = """
+import numpy as np
+from transformer.kernels._jit import jit
+
+@jit
+def add_one(x):
+    return x + np.float32(1)
+"""
+
+
+def blocked_dir(tmp_path, name):
+    """A path that cannot be created: its parent is a regular file (fails even for root)."""
+    blocker = tmp_path / f"{name}-is-a-file"
+    blocker.write_text("")
+    return str(blocker / "cache")
+
+
+def isolated_module(tmp_path):
+    """A kernel module whose own __pycache__ cannot be created (it is a file)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "mykernels.py").write_text(KERNEL_MODULE)
+    (source / "__pycache__").write_text("not a directory")
+    return source
+
+
+def unwritable_numba_env(tmp_path):
+    """No NUMBA_CACHE_DIR, and ~/.cache (hence ~/.cache/numba) cannot be created."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["HOME"] = blocked_dir(tmp_path, "home")
+    env["XDG_CACHE_HOME"] = blocked_dir(tmp_path, "xdg")
+    return env
+
+
+def test_unwritable_cache_dirs_fall_back_to_a_writable_temp_dir(tmp_path):
+    source = isolated_module(tmp_path)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = unwritable_numba_env(tmp_path)
+    env["TMPDIR"] = str(temp)
+    env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    code = """
+        import warnings
+        warnings.simplefilter("error")  # a fallback that works must not warn
+        import numpy as np, mykernels
+        from transformer.kernels._jit import cache_dir
+        print(mykernels.add_one(np.float32(1)), cache_dir(mykernels.add_one))
+        print(dict(mykernels.add_one.stats.cache_hits))
+    """
+    first = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    value, where = first.stdout.splitlines()[0].split()
+    assert value == "2.0"
+    assert where.startswith(str(temp / f"transformer-numba-{os.getuid()}"))
+    assert any(name.endswith(".nbi") for name in os.listdir(where))
+    second = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[1] != "{}"  # the second process loaded it from the cache
+
+
+def test_nothing_writable_compiles_without_a_cache_and_warns_once(tmp_path):
+    source = isolated_module(tmp_path)
+    (source / "more.py").write_text(KERNEL_MODULE.replace("add_one", "add_two").replace("1)", "2)"))
+    env = unwritable_numba_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    code = f"""
+        import warnings
+        import transformer.kernels._jit as j
+        j._fallback_cache_dirs = lambda: [{blocked_dir(tmp_path, 'fallback')!r}]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import numpy as np, mykernels, more
+        print(mykernels.add_one(np.float32(1)), more.add_two(np.float32(1)), j.cache_dir(mykernels.add_one))
+        print(len(caught), caught[0].message if caught else "")
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    values, warning = result.stdout.splitlines()
+    assert values.split() == ["2.0", "3.0", "None"]
+    assert warning.startswith("1 transformer.kernels: no writable directory for Numba's kernel cache")
+
+
+def test_the_cache_key_covers_every_kernel_source_file(tmp_path, monkeypatch):
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(_jit, "KERNELS_DIR", tmp_path)
+    before = _jit._source_stamp(str(tmp_path / "a.py"))
+    (tmp_path / "b.py").write_text("# b.py, changed: a kernel in a.py may inline a function from here\n")
+    assert _jit._source_stamp(str(tmp_path / "a.py")) != before
+
+
+@pytest.mark.parametrize("work, expected", [(0, 1), (10, 1), (10**12, None)])
+def test_small_work_runs_on_the_calling_thread(work, expected):
+    chunks = _jit.parallel_chunks(work, 1000)
+    assert chunks == (expected if expected is not None else _jit.numba.get_num_threads())
