@@ -95,6 +95,31 @@ def probe():
     return sets, lowercase, decomposition
 
 
+def probe_combining_classes():
+    """class -> code points, for every mark the reference's NFD reorders (it may know fewer
+    marks than this Python: the others are starters, class 0, to it)."""
+    nfd = N.NFD()
+    classes = {}
+    for c in CODE_POINTS:
+        python_class = unicodedata.combining(chr(c))
+        if python_class == 0:
+            continue
+        # A mark of class > 1 after one of class 1 moves in front of it only if the reference
+        # knows its class; a class-1 mark moves in front of a class-220 one likewise.
+        low, high = ("\u0334", chr(c)) if python_class > 1 else ("\u0316", chr(c))
+        reordered = nfd.normalize_str("a" + high + low) if python_class > 1 else nfd.normalize_str("a" + low + high)
+        expected_reordered = ("a" + unicodedata.normalize("NFD", low + high)) if python_class > 1 else \
+            ("a" + unicodedata.normalize("NFD", high + low))
+        if python_class > 1:
+            known = reordered.index("\u0334") < reordered.index(unicodedata.normalize("NFD", high)[0])
+        else:
+            known = reordered.index(unicodedata.normalize("NFD", high)[0]) < reordered.index("\u0316")
+        del expected_reordered
+        if known:
+            classes.setdefault(python_class, []).append(c)
+    return classes
+
+
 DESCRIPTIONS = {
     "BERT_CONTROL": "removed by BertNormalizer(clean_text): NUL, U+FFFD and what the reference calls control",
     "WHITESPACE": "Rust char::is_whitespace (BertNormalizer maps these to ' ', BertPreTokenizer splits on them)",
@@ -113,6 +138,7 @@ DESCRIPTIONS = {
 
 def main():
     sets, lowercase, decomposition = probe()
+    classes = probe_combining_classes()
     lines = [
         '"""Unicode tables of the reference (Rust `tokenizers` %s), probed code point by code point.' % tokenizers.__version__,
         "",
@@ -129,6 +155,12 @@ def main():
         lines.append(f"# {DESCRIPTIONS[name]}")
         lines.append(f"{name} = {encode_ranges(code_points)!r}")
         lines.append("")
+    lines.append("# canonical combining class -> the marks the reference's NFD gives that class (others: 0)")
+    lines.append("COMBINING_CLASS = {")
+    for value, code_points in sorted(classes.items()):
+        lines.append(f"    {value}: {encode_ranges(code_points)!r},")
+    lines.append("}")
+    lines.append("")
     lines.append("# code point -> what the reference's lowercasing gives, where str.lower() differs")
     lines.append("LOWERCASE = {" + ", ".join(f"0x{c:x}: {v!r}" for c, v in sorted(lowercase.items())) + "}")
     lines.append("")

@@ -115,8 +115,10 @@ class Encoding:
                 setattr(self, field, values + getattr(self, field))
 
     def merge_with(self, pair):
-        """Append `pair` (the second text's encoding); overflowing windows are combined the
-        way the reference does: each of ours with the pair and its windows, then ours with theirs."""
+        """Append `pair` (the next piece); overflowing windows are combined exactly as the
+        reference does: each of our windows with the pair (and with each of its windows), then
+        all of us with each of its windows. So a pair truncated on both sides yields nested
+        windows, as in Rust `tokenizers`."""
         overflowing = []
         for mine in self.overflowing:
             combined = mine.copy()
@@ -127,8 +129,7 @@ class Encoding:
                 combined.merge_with(theirs.copy())
                 overflowing.append(combined)
         for theirs in pair.overflowing:
-            combined = self.copy()
-            combined.overflowing = []
+            combined = self.copy()  # keeps our windows: they pair up with theirs one level down
             combined.merge_with(theirs.copy())
             overflowing.append(combined)
         for field in _FIELDS + ("sequence_ids",):
@@ -183,7 +184,7 @@ def truncate_pair(first, second, max_length, strategy="longest_first", stride=0,
         target = first if strategy == "only_first" else second
         if len(target) <= to_remove:
             raise ValueError(
-                f"truncation={strategy!r}: that sequence has {len(target)} tokens, too few to remove "
+                f"truncation={strategy!r}: that sequence is too short ({len(target)} tokens) to remove "
                 f"the {to_remove} needed to reach max_length={max_length}; use 'longest_first'")
         target.truncate(len(target) - to_remove, stride, direction)
     else:

@@ -18,7 +18,7 @@ import unicodedata
 
 from .alignment import apply_changes, as_list, replace_chars, sub_origin
 from .unicode import char_class
-from .unicode_tables import DECOMPOSITION, LOWERCASE
+from .unicode_tables import COMBINING_CLASS, DECOMPOSITION, LOWERCASE
 
 _CONTROL = re.compile(f"[{char_class('BERT_CONTROL')}]")
 _WHITESPACE = re.compile(f"[{char_class('WHITESPACE')}]")
@@ -98,17 +98,33 @@ def decompose(text, origin, form="NFD"):
     return apply_changes(origin, len(text), stream)
 
 
+_COMBINING = {}  # char -> the reference's canonical combining class (built on first use)
+
+
+def _combining(char):
+    if not _COMBINING:
+        for value, ranges in COMBINING_CLASS.items():
+            for item in ranges.split():
+                first, _, last = item.partition("-")
+                for code_point in range(int(first, 16), int(last or first, 16) + 1):
+                    _COMBINING[chr(code_point)] = value
+    return _COMBINING.get(char, 0)
+
+
 def _canonical_order(stream):
-    """Stable-sort each run of combining marks (combining class != 0) by combining class."""
+    """Stable-sort each run of combining marks (combining class != 0) by combining class.
+
+    The classes are the reference's: marks newer than its Unicode tables count as class 0.
+    """
     i = 0
     while i < len(stream):
-        if unicodedata.combining(stream[i][0]) == 0:
+        if _combining(stream[i][0]) == 0:
             i += 1
             continue
         j = i
-        while j < len(stream) and unicodedata.combining(stream[j][0]) != 0:
+        while j < len(stream) and _combining(stream[j][0]) != 0:
             j += 1
-        stream[i:j] = sorted(stream[i:j], key=lambda item: unicodedata.combining(item[0]))
+        stream[i:j] = sorted(stream[i:j], key=lambda item: _combining(item[0]))
         i = j
 
 

@@ -35,41 +35,18 @@ class TemplateProcessing:
 
     def process(self, encoding, pair=None, add_special_tokens=True):
         encodings = [encoding] if pair is None else [encoding, pair]
-        for index, item in enumerate(encodings):  # default type ids: the sequence index
-            _set_sequence(item, index, index)
         template = self.single if pair is None else self.pair
         pieces = []
         for name, type_id in template:
             if name in ("A", "B"):
                 sequence = encodings[0 if name == "A" else 1]
                 _set_sequence(sequence, type_id, 0 if name == "A" else 1)
-                pieces.append(_without_windows(sequence))
+                pieces.append(sequence)
             elif add_special_tokens:
                 ids, tokens = self.special_tokens[name]
                 pieces.append(_special(ids, tokens, type_id))
-        result = Encoding.merge(pieces)
-        # The windows cut off by truncation get the same special tokens.
-        if pair is None:
-            result.overflowing = [self.process(o, None, add_special_tokens) for o in encoding.overflowing]
-        return result if pair is None else self._merge_pair_windows(encodings, add_special_tokens, result)
-
-    def _merge_pair_windows(self, encodings, add_special_tokens, result):
-        first, second = encodings
-        windows = []
-        for mine in first.overflowing or []:
-            windows.append(self.process(_without_windows(mine), _without_windows(second), add_special_tokens))
-            for theirs in second.overflowing:
-                windows.append(self.process(_without_windows(mine), _without_windows(theirs), add_special_tokens))
-        for theirs in second.overflowing:
-            windows.append(self.process(_without_windows(first), _without_windows(theirs), add_special_tokens))
-        result.overflowing = windows
-        return result
-
-
-def _without_windows(encoding):
-    copy = encoding.copy()
-    copy.overflowing = []
-    return copy
+        # Merging carries the truncated-off windows along: each gets the same special tokens.
+        return Encoding.merge(pieces)
 
 
 def _set_sequence(encoding, type_id, sequence_id):

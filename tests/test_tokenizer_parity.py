@@ -1,0 +1,303 @@
+"""Id-for-id parity with Rust `tokenizers` 0.23.3 on four tokenizers, >= 10,000 inputs each.
+
+Every input is compared field by field: ids, tokens, type_ids, attention_mask, offsets (character
+spans in the original text), word_ids, special_tokens_mask, and the overflowing windows.
+
+Inputs (deterministic): real multilingual text (tests/tokenizer_data/multilingual.txt plus Faker
+text, names and addresses in ~45 locales), adversarial strings generated with hypothesis
+(control/format characters, combining marks, CJK incl. extension planes, emoji ZWJ sequences and
+flags, RTL scripts, fullwidth forms, 100+ character words, whitespace runs, special tokens inside
+text, any code point), pairs, and truncation / padding / stride combinations.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transformer.tokenizer import Tokenizer
+
+tokenizers = pytest.importorskip("tokenizers")
+hypothesis = pytest.importorskip("hypothesis")
+faker = pytest.importorskip("faker")
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+DATA = Path(__file__).parent / "tokenizer_data"
+FIELDS = ("ids", "tokens", "type_ids", "attention_mask", "offsets", "word_ids", "special_tokens_mask")
+SPECIAL_STRINGS = ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "<s>", "</s>", "<mask>", "<pad>", "<unk>",
+                   "<|endoftext|>", "[mask]", "<MASK>"]
+
+
+# --- the four tokenizers, each as (ours, reference) -------------------------------------------
+
+def _pair_from_json(path):
+    reference = tokenizers.Tokenizer.from_file(str(path))
+    ours = Tokenizer.from_file(path)
+    for tok in (reference, ours):
+        tok.no_truncation()
+        tok.no_padding()
+    return ours, reference
+
+
+@pytest.fixture(scope="module")
+def roberta_json(tmp_path_factory, gpt2_tokenizer_dir):
+    """A RoBERTa-style tokenizer built with `tokenizers` itself: GPT-2's BPE, <s> A </s> template,
+    add_prefix_space, <mask> with lstrip."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
+
+    bpe = models.BPE.from_file(str(gpt2_tokenizer_dir / "vocab.json"), str(gpt2_tokenizer_dir / "merges.txt"))
+    tok = tokenizers.Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=True, special=True)])
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
+                                                      ("<s>", tok.token_to_id("<s>")),
+                                                      trim_offsets=True, add_prefix_space=True)
+    path = tmp_path_factory.mktemp("roberta") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_pairs(minilm_dir, mpnet_dir, gpt2_tokenizer_dir, roberta_json):
+    from transformers import GPT2TokenizerFast
+
+    gpt2_reference = GPT2TokenizerFast.from_pretrained(str(gpt2_tokenizer_dir)).backend_tokenizer
+    gpt2_reference.no_truncation()
+    gpt2_reference.no_padding()
+    return {
+        "all-MiniLM-L6-v2": _pair_from_json(minilm_dir / "tokenizer.json"),
+        "all-mpnet-base-v2": _pair_from_json(mpnet_dir / "tokenizer.json"),
+        # GPT-2 from vocab.json + merges.txt: ours reads the files, the reference is what
+        # transformers' fast tokenizer builds from the same files.
+        "gpt2": (Tokenizer.from_pretrained(gpt2_tokenizer_dir), gpt2_reference),
+        "roberta": _pair_from_json(roberta_json),
+    }
+
+
+NAMES = ["all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2", "roberta"]
+
+
+# --- the inputs -------------------------------------------------------------------------------
+
+FAKER_LOCALES = ["ja_JP", "zh_CN", "zh_TW", "ru_RU", "ar_AA", "he_IL", "hi_IN", "th_TH", "ko_KR", "el_GR",
+                 "fa_IR", "hy_AM", "ka_GE", "bn_BD", "ta_IN", "uk_UA", "vi_VN", "tr_TR", "pl_PL", "de_DE",
+                 "fr_FR", "cs_CZ", "ne_NP", "en_US", "es_ES", "pt_BR", "it_IT", "sv_SE", "hu_HU", "ro_RO",
+                 "id_ID", "az_AZ", "bg_BG", "lt_LT", "lv_LV", "et_EE", "sk_SK", "sl_SI", "hr_HR", "da_DK",
+                 "fi_FI", "no_NO", "nl_NL", "ga_IE", "en_IN"]
+
+
+@pytest.fixture(scope="module")
+def multilingual():
+    """~3,000 lines of real text in many scripts (deterministic: fixed Faker seeds)."""
+    from faker import Faker
+
+    texts = [line for line in (DATA / "multilingual.txt").read_text(encoding="utf-8").split("\n") if line]
+    for index, locale in enumerate(FAKER_LOCALES):
+        fake = Faker(locale)
+        fake.seed_instance(1234 + index)
+        for _ in range(22):
+            texts.append(fake.text(max_nb_chars=200))
+            texts.append(fake.address())
+            texts.append(f"{fake.name()}, {fake.job()} — {fake.company()}")
+    return texts
+
+
+def _fragments():
+    letters = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+    any_char = st.characters(blacklist_categories=("Cs",))
+    return st.one_of(
+        letters,
+        st.text(any_char, max_size=6),
+        st.text(st.characters(whitelist_categories=("Cc", "Cf", "Co")), min_size=1, max_size=3),
+        st.text(st.characters(whitelist_categories=("Mn", "Mc", "Me")), min_size=1, max_size=4),
+        st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=4),
+        st.text(st.characters(min_codepoint=0x20000, max_codepoint=0x323AF), min_size=1, max_size=3),
+        st.sampled_from(["👩‍👩‍👧‍👦", "👨‍💻", "🏳️‍🌈", "🇫🇷", "🇯🇵🇺🇸", "👍🏽", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", "❤️", "#️⃣", "🐦‍🔥", "🫠"]),
+        st.text(st.characters(min_codepoint=0x0590, max_codepoint=0x06FF), min_size=1, max_size=8),
+        st.text(st.characters(min_codepoint=0xFF00, max_codepoint=0xFFEF), min_size=1, max_size=6),
+        st.text(st.characters(min_codepoint=0x61, max_codepoint=0x7A), min_size=101, max_size=130),
+        st.text(st.sampled_from(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u200b\u2028\u3000"), min_size=1, max_size=6),
+        st.sampled_from(SPECIAL_STRINGS),
+        st.sampled_from(["e\u0301", "\u0130", "\u03a3", "ß", "ﬁ", "Å", "ǅ", "ꭰ", "ᾼ", "ẞ", "'s", "'ll", " 's", "n't"]),
+    )
+
+
+def _collect(strategy, count):
+    """`count` examples of `strategy`, the same on every run (derandomized hypothesis)."""
+    examples = []
+
+    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(value):
+        examples.append(value)
+
+    collect()
+    return examples
+
+
+@pytest.fixture(scope="module")
+def adversarial():
+    """6,000 adversarial strings: hypothesis draws 300 batches of 20 distinct strings, each
+    1-8 fragments joined."""
+    text = st.lists(_fragments(), min_size=1, max_size=8).map("".join)
+    batches = _collect(st.lists(text, min_size=20, max_size=20, unique=True), 300)
+    return [t for batch in batches for t in batch]
+
+
+# --- comparing --------------------------------------------------------------------------------
+
+def _fields(encoding):
+    return {f: list(getattr(encoding, f)) for f in FIELDS} | {
+        "overflowing": [_fields(o) for o in encoding.overflowing]}
+
+
+def _mismatches(ours, reference, inputs):
+    problems = []
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        a, b = _fields(mine), _fields(theirs)
+        if a != b:
+            field = next(f for f in FIELDS + ("overflowing",) if a[f] != b[f])
+            problems.append(f"input {inputs[index]!r:.120}: {field} ours={a[field]!r:.300} reference={b[field]!r:.300}")
+    assert len(ours) == len(reference)
+    return problems
+
+
+def _assert_same(ours, reference, inputs):
+    problems = _mismatches(ours, reference, inputs)
+    assert not problems, f"{len(problems)} of {len(inputs)} inputs differ; first ones:\n" + "\n".join(problems[:5])
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+def test_the_inputs_number_over_ten_thousand_per_tokenizer(multilingual, adversarial):
+    pairs, truncated = 1000, 12 * 100  # see the pair and truncation tests below
+    assert len(multilingual) + len(adversarial) + pairs + truncated >= 10_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_multilingual_text_matches_reference(name, tokenizer_pairs, multilingual):
+    ours, reference = tokenizer_pairs[name]
+    _assert_same(ours.encode_batch(multilingual), reference.encode_batch(multilingual), multilingual)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_adversarial_text_matches_reference(name, tokenizer_pairs, adversarial):
+    ours, reference = tokenizer_pairs[name]
+    _assert_same(ours.encode_batch(adversarial), reference.encode_batch(adversarial), adversarial)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pairs_match_reference(name, tokenizer_pairs, multilingual, adversarial):
+    ours, reference = tokenizer_pairs[name]
+    firsts = (multilingual + adversarial)[:1000]
+    seconds = (adversarial[::-1] + multilingual)[:1000]
+    _assert_same(ours.encode_batch(firsts, seconds),
+                 reference.encode_batch(list(zip(firsts, seconds))), list(zip(firsts, seconds)))
+
+
+SETTINGS = [  # (max_length, stride, strategy, direction, padding length (None: longest), multiple, side)
+    (16, 0, "longest_first", "right", None, None, "right"),   # even rows: single texts
+    (64, 4, "longest_first", "right", None, 8, "left"),       # odd rows: pairs
+    (24, 6, "only_first", "right", 40, None, "right"),
+    (96, 8, "only_second", "right", None, None, "right"),
+    (20, 5, "longest_first", "left", None, None, "right"),
+    (128, 0, "only_first", "left", 128, None, "left"),
+    (12, 3, "longest_first", "right", None, 16, "right"),
+    (80, 2, "longest_first", "right", None, None, "right"),
+    (8, 1, "longest_first", "right", None, None, "left"),
+    (256, 16, "longest_first", "right", None, None, "right"),
+    (6, 1, "longest_first", "right", None, None, "right"),
+    (48, 0, "only_second", "left", None, 8, "right"),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_truncation_padding_and_stride_match_reference(name, tokenizer_pairs, multilingual, adversarial):
+    ours, reference = tokenizer_pairs[name]
+    pool = multilingual + adversarial
+    checked = refused = 0
+    for number, (max_length, stride, strategy, direction, length, multiple, side) in enumerate(SETTINGS):
+        texts = pool[number * 100:(number + 1) * 100]
+        pairs = pool[::-1][number * 100:(number + 1) * 100] if number % 2 else None
+        for tok in (ours, reference):
+            tok.enable_truncation(max_length, stride=stride, strategy=strategy, direction=direction)
+            tok.enable_padding(direction=side, pad_id=0, pad_token="[PAD]", length=length,
+                               pad_to_multiple_of=multiple)
+        try:
+            for index, text in enumerate(texts):
+                args = (text,) if pairs is None else (text, pairs[index])
+                try:
+                    expected = reference.encode(*args)
+                except BaseException as error:  # the reference refuses: too short, or it panics on stride
+                    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    reason = "stride" if "stride" in str(error) else "short"
+                    with pytest.raises(ValueError, match=reason):
+                        ours.encode(*args)
+                    refused += 1
+                    continue
+                _assert_same([ours.encode(*args)], [expected], [args])
+                checked += 1
+            if pairs is None:
+                _assert_same(ours.encode_batch(texts), reference.encode_batch(texts), texts)
+        finally:
+            for tok in (ours, reference):
+                tok.no_truncation()
+                tok.no_padding()
+    assert checked + refused == 1200 and checked >= 1000
+
+
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+def test_call_arrays_equal_the_reference_rows(name, tokenizer_pairs, multilingual):
+    """tok(texts, padding=True, truncation=True, max_length, stride, return_overflowing_tokens)
+    gives the reference's encodings (each followed by its overflowing windows) as int64 arrays."""
+    ours, reference = tokenizer_pairs[name]
+    texts = multilingual[:300]
+    reference.enable_truncation(24, stride=6)
+    reference.enable_padding(pad_id=ours.pad_token_id, pad_token=ours.id_to_token(ours.pad_token_id))
+    try:
+        encodings = reference.encode_batch(texts)
+    finally:
+        reference.no_truncation()
+        reference.no_padding()
+    rows = [row for e in encodings for row in [e] + list(e.overflowing)]
+    sample = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+    batch = ours(texts, padding=True, truncation=True, max_length=24, stride=6, return_overflowing_tokens=True,
+                 return_offsets_mapping=True)
+    assert all(array.dtype == np.int64 for array in batch.values())
+    np.testing.assert_array_equal(batch["input_ids"], [r.ids for r in rows])
+    np.testing.assert_array_equal(batch["attention_mask"], [r.attention_mask for r in rows])
+    np.testing.assert_array_equal(batch["token_type_ids"], [r.type_ids for r in rows])
+    np.testing.assert_array_equal(batch["offset_mapping"], [r.offsets for r in rows])
+    np.testing.assert_array_equal(batch["overflow_to_sample_mapping"], sample)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_matches_reference(name, tokenizer_pairs, multilingual):
+    ours, reference = tokenizer_pairs[name]
+    for text in multilingual[:500]:
+        ids = reference.encode(text).ids
+        for skip in (True, False):
+            assert ours.decode(ids, skip_special_tokens=skip) == reference.decode(ids, skip_special_tokens=skip)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "roberta"])
+def test_byte_level_decode_round_trips_the_text(name, tokenizer_pairs, multilingual):
+    ours, _ = tokenizer_pairs[name]
+    for text in multilingual[:500]:
+        if any(s in text for s in SPECIAL_STRINGS):
+            continue
+        decoded = ours.decode(ours.encode(text).ids)
+        assert decoded == (text if name == "gpt2" or text.startswith(" ") else " " + text)
+
+
+def test_stored_truncation_and_padding_apply_to_encode_like_the_reference(minilm_dir):
+    reference = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    ours = Tokenizer.from_pretrained(minilm_dir)
+    text = "word " * 300
+    assert ours.encode(text).ids == reference.encode(text).ids
+    assert len(ours.encode("short").ids) == 128  # Fixed(128) padding from the file
