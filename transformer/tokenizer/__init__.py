@@ -13,12 +13,12 @@ training (train_bpe). Results equal Rust `tokenizers` id for id (see docs/tokeni
 from .encoding import Encoding
 from .tokenizer import Tokenizer
 
-__all__ = ["Tokenizer", "Encoding", "train_bpe"]
+__all__ = ["Tokenizer", "Encoding", "train_bpe", "bpe_tokenizer", "save_bpe"]
 
 
 def __getattr__(name):
-    if name == "train_bpe":
-        from .training import train_bpe
+    if name in ("train_bpe", "bpe_tokenizer", "save_bpe"):
+        from . import training
 
-        return train_bpe
+        return getattr(training, name)
     raise AttributeError(f"module 'transformer.tokenizer' has no attribute {name!r}")
