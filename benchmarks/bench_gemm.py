@@ -1,0 +1,206 @@
+"""GEMM benchmark: `transformer.kernels.gemm` against `np.matmul` (OpenBLAS), same run.
+
+    python benchmarks/bench_gemm.py                  # 2 threads, then 1; every shape
+    python benchmarks/bench_gemm.py --threads 2 --tokens 128 512 --repeats 9
+
+For every token count M (16 / 128 / 512 / 4096) and every linear layer of MiniLM
+(384 -> 384, 384 -> 1152 fused QKV, 384 -> 1536, 1536 -> 384) and BERT-base (768 -> 768,
+768 -> 2304, 768 -> 3072, 3072 -> 768) it times
+
+    numpy:  np.matmul(x, w, out=o); o += b          (the NumPy path of a linear layer)
+    gemm:   gemm(x, pack_weight(w), b, out=o)       (bias fused in the epilogue)
+
+in alternating rounds (so both see the same machine load), and prints GFLOP/s and the
+ratio of medians (> 1: gemm is faster). Each thread count runs in its own process with
+OPENBLAS_NUM_THREADS and NUMBA_NUM_THREADS set, so both libraries get the same threads.
+
+It also measures the cost of compilation in fresh processes: the first calls of the GEMM
+kernels (single-thread and threaded paths, and the GELU epilogue) with an empty Numba
+cache, then the same calls with the cache warm.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+TOKENS = [16, 128, 512, 4096]
+SHAPES = [  # (name, K, N)
+    ("MiniLM attention out", 384, 384),
+    ("MiniLM fused QKV", 384, 1152),
+    ("MiniLM FFN up", 384, 1536),
+    ("MiniLM FFN down", 1536, 384),
+    ("BERT attention out", 768, 768),
+    ("BERT fused QKV", 768, 2304),
+    ("BERT FFN up", 768, 3072),
+    ("BERT FFN down", 3072, 768),
+]
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+def time_rounds(functions, repeats, min_seconds):
+    """Median seconds per call of each function, timed in interleaved rounds."""
+    for function in functions:
+        function()  # warm up (and compile)
+    samples = [[] for _ in functions]
+    for _ in range(repeats):
+        for index, function in enumerate(functions):
+            calls = 0
+            start = time.perf_counter()
+            while True:
+                function()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            samples[index].append(elapsed / calls)
+    return [median(s) for s in samples]
+
+
+def load_average():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+# ---------------------------------------------------------------------------------------
+# Child process: one thread count.
+
+
+def run_throughput(threads, tokens, repeats, min_seconds):
+    import numpy as np
+
+    from transformer.kernels.gemm import gemm, pack_weight
+
+    import numba
+
+    numba.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in tokens:
+        for name, k, n in SHAPES:
+            x = rng.standard_normal((m, k), dtype=np.float32)
+            weight = rng.standard_normal((k, n), dtype=np.float32)
+            bias = rng.standard_normal(n, dtype=np.float32)
+            packed = pack_weight(weight)
+            out_numpy = np.empty((m, n), dtype=np.float32)
+            out_gemm = np.empty((m, n), dtype=np.float32)
+
+            def numpy_linear():
+                np.matmul(x, weight, out=out_numpy)
+                np.add(out_numpy, bias, out=out_numpy)
+
+            def gemm_linear():
+                gemm(x, packed, bias, out=out_gemm)
+
+            seconds_numpy, seconds_gemm = time_rounds([numpy_linear, gemm_linear], repeats, min_seconds)
+            flops = 2.0 * m * k * n
+            row = {
+                "threads": threads, "M": m, "name": name, "K": k, "N": n,
+                "numpy_gflops": flops / seconds_numpy / 1e9, "gemm_gflops": flops / seconds_gemm / 1e9,
+                "ratio": seconds_numpy / seconds_gemm,
+                "max_abs_diff": float(np.abs(out_gemm - out_numpy).max()),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def run_compile(threads):
+    """Seconds for the first call of each GEMM kernel in this (fresh) process."""
+    start = time.perf_counter()
+    import numpy as np
+
+    from transformer.kernels.gemm import gemm, pack_weight
+
+    import numba
+
+    numba.set_num_threads(threads)
+    timings = {"import": time.perf_counter() - start}
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal((4, 8), dtype=np.float32), pack_weight(rng.standard_normal((8, 16), dtype=np.float32))
+    large = rng.standard_normal((256, 256), dtype=np.float32), pack_weight(rng.standard_normal((256, 256), dtype=np.float32))
+    for label, (x, packed), activation in [
+        ("single-thread kernel", small, None),
+        ("threaded kernel", large, None),
+        ("gelu epilogue", large, "gelu"),
+    ]:
+        start = time.perf_counter()
+        gemm(x, packed, activation=activation)
+        timings[label] = time.perf_counter() - start
+    print(json.dumps(timings), flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Parent: spawn the children, print the tables.
+
+
+def child(arguments, threads, extra_env=None):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
+               OMP_NUM_THREADS=str(threads), NUMBA_THREADING_LAYER=os.environ.get("NUMBA_THREADING_LAYER", "workqueue"))
+    env.update(extra_env or {})
+    command = [sys.executable, __file__, "--child", *arguments, "--threads", str(threads)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{result.stderr}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def print_throughput(rows):
+    print(f"\n## {rows[0]['threads']} thread(s): GFLOP/s of x @ w + b, ratio = numpy time / gemm time")
+    print(f"{'M':>5}  {'layer':<22} {'K->N':>11}  {'numpy':>7}  {'gemm':>7}  {'ratio':>5}")
+    for row in rows:
+        shape = f"{row['K']}->{row['N']}"
+        print(f"{row['M']:>5}  {row['name']:<22} {shape:>11}  {row['numpy_gflops']:7.1f}  {row['gemm_gflops']:7.1f}  {row['ratio']:5.2f}")
+    for m in sorted({row["M"] for row in rows}):
+        ratios = [row["ratio"] for row in rows if row["M"] == m]
+        print(f"M = {m:>4}: median ratio {median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(f"all shapes: median ratio {median([row['ratio'] for row in rows]):.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    parser.add_argument("--repeats", type=int, default=7, help="alternating rounds per shape (median)")
+    parser.add_argument("--min-seconds", type=float, default=0.05, help="minimum time per round")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
+    parser.add_argument("--child", choices=["throughput", "compile"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child == "throughput":
+        run_throughput(args.threads[0], args.tokens, args.repeats, args.min_seconds)
+        return
+    if args.child == "compile":
+        run_compile(args.threads[0])
+        return
+
+    print(f"# bench_gemm: load average {load_average():.2f} at start, {os.cpu_count()} CPUs")
+    if not args.no_compile:
+        with tempfile.TemporaryDirectory() as cache:
+            threads = max(args.threads)
+            cold = child(["compile"], threads, {"NUMBA_CACHE_DIR": cache})[0]
+            warm = child(["compile"], threads, {"NUMBA_CACHE_DIR": cache})[0]
+        print("\n## first calls in a new process (seconds): empty cache / warm cache")
+        for label in cold:
+            print(f"{label:<22} {cold[label]:6.2f} / {warm[label]:5.2f}")
+        compiled = [label for label in cold if label != "import"]
+        print(f"{'total compile':<22} {sum(cold[k] for k in compiled):6.2f} / {sum(warm[k] for k in compiled):5.2f}")
+    for threads in args.threads:
+        arguments = ["throughput", "--tokens", *map(str, args.tokens), "--repeats", str(args.repeats),
+                     "--min-seconds", str(args.min_seconds)]
+        print_throughput(child(arguments, threads))
+    print(f"\n# load average {load_average():.2f} at end")
+
+
+if __name__ == "__main__":
+    main()

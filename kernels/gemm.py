@@ -1,0 +1,308 @@
+"""GEMM for linear layers: out = activation(x @ weight + bias) + residual.
+
+    x         float32 [M, K]   C-contiguous: M tokens (batch * seq), K input features
+    weight    float32 [K, N]   the layout of `x @ weight` (torch's Linear stores [N, K];
+                               `transformer.loading` transposes once at load)
+    bias      float32 [N]      or None
+    residual  float32 [M, N]   or None (added after the activation: BERT's dense + skip)
+    out       float32 [M, N]
+
+The NumPy twin is `activation(x @ weight + bias) + residual` (`transformer.model.linear`
+and friends); `gemm_naive` below is the same thing as three plain loops.
+
+How the fast path works (llm.c / BLIS style):
+
+1. `pack_weight` runs once at load. It cuts the weight into panels of 16 columns, each
+   stored row after row: panels[p, k, j] = weight[k, 16 p + j]. A 16-column slice of a row
+   is then 64 contiguous bytes (two AVX registers), and the micro-kernel walks a panel
+   straight through memory. The last panel is padded with zero columns.
+2. `gemm` splits C into blocks of up to 144 rows x some panels, one task per block,
+   spread over the threads with `prange`. Within a task the depth K goes in blocks of at
+   most 768 (the task's rows of x, 144 x 768 floats, stay in the L2 cache while every
+   panel passes by), the panels in sweeps of 4 (a 6-row strip of x stays in L1 while it
+   meets them), and each 6 x 16 tile of C is computed by the register-blocked
+   micro-kernel of `microkernel.py` (12 AVX accumulators, `vfmadd231ps`).
+3. When a tile has seen its last K block, the epilogue runs on it while it is still in
+   the L1 cache: + bias, activation, + residual. No separate pass over C. The activation
+   is called through its row loop's C address (`activations.activation_row_address`), so
+   this kernel compiles once for every activation, and each activation compiles only when
+   a model uses it.
+
+Small problems (under about 8 MFLOP) run on the calling thread: waking Numba's worker
+threads costs tens of microseconds with the `workqueue` threading layer, more than such a
+product takes on one core.
+
+    >>> packed = pack_weight(weight)                  # once, at load
+    >>> hidden = gemm(x, packed, bias, activation="gelu")
+"""
+
+import numpy as np
+
+from ._jit import jit, numba, prange
+from .activations import activation_code, activation_row_address, call_activation_row
+from .microkernel import MR, NR, microkernel_6x16
+
+K_BLOCK = 768  # depth per pass over a tile: x's strip (144 x 768 floats, 432 KiB) fits in L2
+MAX_ROW_TILES = 24  # row block of up to 24 tiles of 6 rows = 144 rows
+PANELS_PER_SWEEP = 4  # columns met by one strip of x before the next strip: 4 panels = 64
+SERIAL_BELOW_FLOPS = 8e6  # 2 M N K under this: no threads (their wake-up costs more)
+
+_NO_BIAS = np.zeros(0, dtype=np.float32)
+_NO_RESIDUAL = np.zeros((0, 0), dtype=np.float32)
+
+
+class PackedWeight:
+    """A [K, N] weight cut into 16-column panels, made once at load by `pack_weight`.
+
+    panels: float32 [ceil(N / 16), K, 16], panels[p, k, j] = weight[k, 16 p + j] (0 for
+    columns past N); in_features = K, out_features = N.
+    """
+
+    __slots__ = ("panels", "in_features", "out_features")
+
+    def __init__(self, panels, in_features, out_features):
+        self.panels = panels
+        self.in_features = in_features
+        self.out_features = out_features
+
+    @property
+    def shape(self):
+        """(K, N): the shape of the weight this was packed from."""
+        return (self.in_features, self.out_features)
+
+    def __repr__(self):
+        return f"PackedWeight(in_features={self.in_features}, out_features={self.out_features})"
+
+
+def pack_weight(weight):
+    """Pack a float32 [K, N] weight (the layout of `x @ weight`) into 16-column panels.
+
+    >>> packed = pack_weight(np.ones((384, 1536), np.float32))
+    >>> packed.panels.shape
+    (96, 384, 16)
+    """
+    weight = np.asarray(weight)
+    if weight.ndim != 2:
+        raise ValueError(f"pack_weight: weight must be 2-D [in_features, out_features], got shape {weight.shape}")
+    if weight.dtype != np.float32:
+        raise TypeError(f"pack_weight: weight must be float32, got {weight.dtype}")
+    k, n = weight.shape
+    n_panels = -(-n // NR)
+    padded = np.zeros((k, n_panels * NR), dtype=np.float32)  # [K, N] -> [K, 16 * panels]
+    padded[:, :n] = weight
+    panels = np.ascontiguousarray(padded.reshape(k, n_panels, NR).transpose(1, 0, 2))  # -> [panels, K, 16]
+    return PackedWeight(panels, k, n)
+
+
+# ---------------------------------------------------------------------------------------
+# The blocked kernel. One task computes C[row0:row1, 16 panel0 : 16 panel1] completely.
+
+
+@jit
+def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
+    """out[tile] = activation(out[tile] + bias) + residual for the tile's rows and columns."""
+    n = out.shape[1]
+    has_bias = bias.shape[0] > 0
+    has_residual = residual.shape[0] > 0
+    # Loops over j in range(cols) on slices: j >= 0 is then evident to LLVM, so it drops
+    # the negative-index wraparound and vectorizes the adds.
+    bias_tile = bias[col0:col0 + cols] if has_bias else bias
+    for i in range(row0, row0 + rows):
+        out_tile = out[i, col0:col0 + cols]
+        if has_bias:
+            for j in range(cols):
+                out_tile[j] += bias_tile[j]
+        if activation_row != 0:
+            call_activation_row(activation_row, out, i * n + col0, cols)
+        if has_residual:
+            residual_tile = residual[i, col0:col0 + cols]
+            for j in range(cols):
+                out_tile[j] += residual_tile[j]
+
+
+@jit
+def _gemm_task(task, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
+    m, k = x.shape
+    n = out.shape[1]
+    n_panels = panels.shape[0]
+    n_col_blocks = (n_panels + panels_per_block - 1) // panels_per_block
+    row_block_index = task // n_col_blocks
+    row0 = row_block_index * row_block
+    row1 = min(m, row0 + row_block)
+    panel0 = (task - row_block_index * n_col_blocks) * panels_per_block
+    panel1 = min(n_panels, panel0 + panels_per_block)
+    # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
+    for k0 in range(0, max(k, 1), k_block):
+        depth = min(k_block, k - k0)
+        last_pass = k0 + k_block >= k
+        # Columns in sweeps of PANELS_PER_SWEEP panels: a 6-row strip of x (6 x 768 floats,
+        # 18 KiB) stays in L1 while it meets each panel of the sweep (768 x 16 floats each).
+        for sweep0 in range(panel0, panel1, PANELS_PER_SWEEP):
+            sweep1 = min(panel1, sweep0 + PANELS_PER_SWEEP)
+            for tile_row in range(row0, row1, MR):
+                rows = min(MR, row1 - tile_row)
+                for panel in range(sweep0, sweep1):
+                    col0 = panel * NR
+                    cols = min(NR, n - col0)
+                    microkernel_6x16(
+                        x, tile_row * k + k0, k, rows,  # A: x[tile_row:, k0:], row stride K
+                        panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
+                        out, tile_row * n + col0, n, cols,  # C: out[tile_row:, col0:]
+                        k0 > 0,  # later K blocks add to the partial sums
+                    )
+                    if last_pass:
+                        _epilogue(out, tile_row, rows, col0, cols, bias, residual, activation_row)
+
+
+@jit(parallel=True)
+def _gemm_parallel(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
+    n_row_blocks = (x.shape[0] + row_block - 1) // row_block
+    n_col_blocks = (panels.shape[0] + panels_per_block - 1) // panels_per_block
+    for task in prange(n_row_blocks * n_col_blocks):
+        _gemm_task(np.int64(task), x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+
+
+@jit
+def _gemm_serial(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
+    n_row_blocks = (x.shape[0] + row_block - 1) // row_block
+    n_col_blocks = (panels.shape[0] + panels_per_block - 1) // panels_per_block
+    for task in range(n_row_blocks * n_col_blocks):
+        _gemm_task(np.int64(task), x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+
+
+@jit
+def _plan_blocks(m, n_panels, k, threads):
+    """(rows per block, panels per block, K block) for `threads` workers.
+
+    Row blocks of at most MAX_ROW_TILES tiles, as even as possible; the number of tasks is
+    a multiple of `threads` when there is enough work (prange hands each thread an equal
+    share of the tasks), and when there are fewer row blocks than threads the columns are
+    split instead. K goes in the fewest blocks of at most K_BLOCK, evenly.
+    """
+    tiles = max(1, (m + MR - 1) // MR)
+    n_row_blocks = (tiles + MAX_ROW_TILES - 1) // MAX_ROW_TILES
+    n_col_blocks = 1
+    if threads > 1:
+        if n_row_blocks >= threads:
+            n_row_blocks = min(tiles, threads * ((n_row_blocks + threads - 1) // threads))
+        else:
+            n_col_blocks = (threads + n_row_blocks - 1) // n_row_blocks
+    rows_per_block = MR * ((tiles + n_row_blocks - 1) // n_row_blocks)
+    panels_per_block = max(1, (n_panels + n_col_blocks - 1) // n_col_blocks)
+    n_k_blocks = max(1, (k + K_BLOCK - 1) // K_BLOCK)
+    k_block = max(1, (k + n_k_blocks - 1) // n_k_blocks)
+    return rows_per_block, panels_per_block, k_block
+
+
+@jit
+def _gemm_blocked(x, panels, bias, residual, activation_row, out, threads, serial_below_flops):
+    """Pick the single-thread or threaded kernel and its blocks (here, not in Python, where
+    each step costs microseconds: an M = 16 product takes about 20)."""
+    m, k = x.shape
+    if threads > 1 and 2.0 * m * out.shape[1] * k >= serial_below_flops:
+        row_block, panels_per_block, k_block = _plan_blocks(m, panels.shape[0], k, threads)
+        _gemm_parallel(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+    else:
+        row_block, panels_per_block, k_block = _plan_blocks(m, panels.shape[0], k, 1)
+        _gemm_serial(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+
+
+# ---------------------------------------------------------------------------------------
+# The public functions.
+
+
+def _check_matrix(name, array, shape):
+    """A clear error unless `array` is a C-contiguous float32 ndarray of `shape`."""
+    if type(array) is np.ndarray and array.dtype == np.float32 and array.shape == shape and array.flags.c_contiguous:
+        return  # the common case, in one test
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"gemm: {name} must be a numpy float32 array, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise TypeError(f"gemm: {name} must be float32, got {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"gemm: {name} must have shape {shape}, got {array.shape}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"gemm: {name} must be C-contiguous (np.ascontiguousarray({name}))")
+
+
+def _check_inputs(x, k, n, bias, residual, out):
+    """Validate the arguments of `gemm` / `gemm_naive`; returns (bias, residual, out) ready."""
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+        shape = getattr(x, "shape", None)
+        raise ValueError(f"gemm: x must be a float32 [M, K] array with K = {k}, got shape {shape}")
+    m = x.shape[0]
+    _check_matrix("x", x, (m, k))
+    if bias is None:
+        bias = _NO_BIAS
+    else:
+        _check_matrix("bias", bias, (n,))
+    if residual is None:
+        residual = _NO_RESIDUAL
+    else:
+        _check_matrix("residual", residual, (m, n))
+    if out is None:
+        return bias, residual, np.empty((m, n), dtype=np.float32)
+    _check_matrix("out", out, (m, n))
+    # The kernel writes partial sums into out while x and the residual are still being read.
+    if np.may_share_memory(out, x):
+        raise ValueError("gemm: out must not overlap x (it is written before x is fully read)")
+    if residual.size and np.may_share_memory(out, residual):
+        raise ValueError("gemm: out must not overlap residual (it is written before residual is fully read)")
+    return bias, residual, out
+
+
+def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
+    """out = activation(x @ weight + bias) + residual, with `packed = pack_weight(weight)`.
+
+    x: float32 [M, K] C-contiguous; packed: a PackedWeight of a [K, N] weight;
+    bias: float32 [N] or None; residual: float32 [M, N] or None; activation: None or a
+    config.json `hidden_act` name ("gelu", "gelu_new", "relu", "silu", ... see
+    `activations.ACTIVATION_CODES`); out: float32 [M, N] to write into, or None for a new
+    array (it must not overlap x or residual). Returns out, float32 [M, N].
+    Every argument is checked; bad input raises TypeError / ValueError naming it.
+    """
+    if not isinstance(packed, PackedWeight):
+        raise TypeError(f"gemm: packed must be a PackedWeight from pack_weight(weight), got {type(packed).__name__}")
+    k, n = packed.in_features, packed.out_features
+    bias, residual, out = _check_inputs(x, k, n, bias, residual, out)
+    activation_row = activation_row_address(activation_code(activation))
+    threads = numba.get_num_threads()
+    _gemm_blocked(x, packed.panels, bias, residual, activation_row, out, threads, SERIAL_BELOW_FLOPS)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The naive reference: three loops, one dot product per output element.
+
+
+@jit
+def _gemm_naive_loops(x, weight, bias, residual, activation_row, out):
+    m, k = x.shape
+    n = weight.shape[1]
+    for i in range(m):
+        for j in range(n):
+            acc = np.float32(0.0)
+            for p in range(k):
+                acc += x[i, p] * weight[p, j]
+            if bias.shape[0] > 0:
+                acc += bias[j]
+            out[i, j] = acc
+            if activation_row != 0:  # the same activation loop as gemm's, on one element
+                call_activation_row(activation_row, out, i * n + j, 1)
+            if residual.shape[0] > 0:
+                out[i, j] += residual[i, j]
+
+
+def gemm_naive(x, weight, bias=None, residual=None, activation=None, out=None):
+    """The reference loop for `gemm`, on the unpacked float32 [K, N] weight.
+
+    out[i, j] = activation(sum_p x[i, p] weight[p, j] + bias[j]) + residual[i, j];
+    same arguments and checks as `gemm` (with `weight` in place of `packed`). Slow: for tests.
+    """
+    if not isinstance(weight, np.ndarray) or weight.ndim != 2:
+        raise ValueError(f"gemm_naive: weight must be a float32 [K, N] array, got shape {getattr(weight, 'shape', None)}")
+    k, n = weight.shape
+    _check_matrix("weight", weight, (k, n))
+    bias, residual, out = _check_inputs(x, k, n, bias, residual, out)
+    _gemm_naive_loops(x, weight, bias, residual, activation_row_address(activation_code(activation)), out)
+    return out

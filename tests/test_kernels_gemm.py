@@ -1,0 +1,283 @@
+"""The GEMM kernel (`transformer.kernels.gemm`) against its NumPy twin and its naive loop.
+
+The twin is `activation(x @ weight + bias) + residual` in NumPy (`transformer.model`'s
+activations); results must agree to float32 rounding of the dot products: the error is
+measured relative to sum_p |x[i, p]| |weight[p, j]|, the scale float32 rounding works at.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transformer.kernels import gemm as gemm_module
+from transformer.kernels.gemm import PackedWeight, gemm, gemm_naive, pack_weight
+from transformer.model import ACTIVATIONS
+
+# float32 dot products of length <= 3072 in blocks of <= 768: a few units of 2^-24 times
+# sqrt(length) of the |x| |w| scale; 1e-5 of that scale leaves a wide margin only for rounding.
+RELATIVE_TOLERANCE = 1e-5
+
+
+def random_problem(m, k, n, seed=0):
+    """x [m, k], weight [k, n], bias [n], residual [m, n]: float32, seeded."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    weight = rng.standard_normal((k, n), dtype=np.float32) * np.float32(1 / np.sqrt(max(k, 1)))
+    bias = rng.standard_normal(n, dtype=np.float32)
+    residual = rng.standard_normal((m, n), dtype=np.float32)
+    return x, weight, bias, residual
+
+
+def numpy_twin(x, weight, bias=None, residual=None, activation=None):
+    """The readable NumPy path: activation(x @ weight + bias) + residual, float32."""
+    out = x @ weight
+    if bias is not None:
+        out = out + bias
+    if activation is not None:
+        out = ACTIVATIONS[activation](out)
+    if residual is not None:
+        out = out + residual
+    return out.astype(np.float32)
+
+
+def dot_scale(x, weight, bias=None, residual=None):
+    """The magnitude float32 rounding works at for each output: |x| @ |w| + |b| + |r| + 1."""
+    scale = np.abs(x).astype(np.float64) @ np.abs(weight).astype(np.float64) + 1.0
+    if bias is not None:
+        scale = scale + np.abs(bias)
+    if residual is not None:
+        scale = scale + np.abs(residual)
+    return scale
+
+
+def assert_close_to_float32_rounding(actual, expected, scale):
+    assert actual.dtype == np.float32
+    assert actual.shape == expected.shape
+    error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    worst = float((error / scale).max()) if error.size else 0.0
+    assert worst <= RELATIVE_TOLERANCE, f"max error {worst:.2e} of the dot-product scale"
+
+
+# ---------------------------------------------------------------------------------------
+# The micro-kernel on its own (attention calls it with unpacked B, ldb > 16)
+
+
+def test_microkernel_computes_a_6x16_tile_with_edges_strides_and_accumulation():
+    from transformer.kernels._jit import jit
+    from transformer.kernels.microkernel import microkernel_6x16
+
+    @jit
+    def tile(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+        microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((9, 40), dtype=np.float32)  # A = a[2:2+rows, 3:3+depth]
+    b = rng.standard_normal((50, 48), dtype=np.float32)  # B = b[1:1+depth, 5:21], ldb = 48
+    depth = 33
+    for rows, cols in [(6, 16), (4, 16), (6, 11), (1, 1)]:
+        expected = a[2:2 + rows, 3:3 + depth].astype(np.float64) @ b[1:1 + depth, 5:5 + cols]
+        c = np.full((8, 20), 7.0, dtype=np.float32)  # C = c[1:1+rows, 2:2+cols], ldc = 20
+        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 20 + 2, 20, cols, False)
+        np.testing.assert_allclose(c[1:1 + rows, 2:2 + cols], expected, rtol=1e-5, atol=1e-5)
+        untouched = np.ones(c.shape, dtype=bool)
+        untouched[1:1 + rows, 2:2 + cols] = False
+        assert (c[untouched] == 7.0).all(), "wrote outside the tile"
+        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 20 + 2, 20, cols, True)
+        np.testing.assert_allclose(c[1:1 + rows, 2:2 + cols], 2 * expected, rtol=1e-5, atol=1e-5)
+        assert (c[untouched] == 7.0).all()
+
+
+# ---------------------------------------------------------------------------------------
+# pack_weight
+
+
+def test_pack_weight_cuts_16_column_panels_and_pads_the_last_with_zeros():
+    weight = np.arange(5 * 37, dtype=np.float32).reshape(5, 37)
+    packed = pack_weight(weight)
+    assert isinstance(packed, PackedWeight)
+    assert packed.shape == (5, 37)
+    assert packed.panels.shape == (3, 5, 16)  # ceil(37 / 16) panels of [K, 16]
+    assert packed.panels.dtype == np.float32 and packed.panels.flags.c_contiguous
+    np.testing.assert_array_equal(packed.panels[1], weight[:, 16:32])
+    np.testing.assert_array_equal(packed.panels[2, :, :5], weight[:, 32:37])
+    assert not packed.panels[2, :, 5:].any()
+
+
+def test_pack_weight_rejects_float64_and_1d_weights():
+    with pytest.raises(TypeError, match="weight must be float32"):
+        pack_weight(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        pack_weight(np.ones(4, dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# gemm = x @ weight on every kind of shape
+
+
+SHAPES = [
+    (1, 1, 1),
+    (1, 384, 384),  # one token
+    (2, 3, 5),
+    (5, 17, 33),  # M < 6 rows, N just past two panels
+    (7, 8, 15),  # N < 16: one padded panel
+    (13, 100, 16),  # N exactly one panel
+    (6, 769, 40),  # K just past one K block of 768
+    (37, 1000, 50),  # K in two blocks of 500
+    (150, 64, 100),  # M past one row block of 144
+    (301, 129, 257),  # odd everything, several row blocks, a 1-column last panel
+]
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_gemm_matches_numpy_matmul(m, k, n):
+    x, weight, _, _ = random_problem(m, k, n)
+    out = gemm(x, pack_weight(weight))
+    assert_close_to_float32_rounding(out, numpy_twin(x, weight), dot_scale(x, weight))
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (5, 17, 33), (37, 1000, 50), (150, 64, 100)])
+def test_gemm_matches_the_naive_loop(m, k, n):
+    x, weight, bias, residual = random_problem(m, k, n, seed=1)
+    fast = gemm(x, pack_weight(weight), bias, residual, activation="gelu")
+    naive = gemm_naive(x, weight, bias, residual, activation="gelu")
+    assert_close_to_float32_rounding(fast, naive, dot_scale(x, weight, bias, residual))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(m=st.integers(1, 40), k=st.integers(1, 200), n=st.integers(1, 70), seed=st.integers(0, 2**16))
+def test_gemm_matches_numpy_on_random_shapes(m, k, n, seed):
+    x, weight, bias, residual = random_problem(m, k, n, seed)
+    out = gemm(x, pack_weight(weight), bias, residual)
+    expected = numpy_twin(x, weight, bias, residual)
+    assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
+
+
+@pytest.mark.parametrize("m, k, n, activation", [(128, 384, 1536, "gelu"), (64, 3072, 768, None)])
+def test_gemm_matches_numpy_at_bert_shapes(m, k, n, activation):
+    x, weight, bias, residual = random_problem(m, k, n, seed=2)
+    residual = None if activation else residual  # the FFN's two halves: up + GELU, down + skip
+    out = gemm(x, pack_weight(weight), bias, residual, activation)
+    expected = numpy_twin(x, weight, bias, residual, activation)
+    assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
+
+
+def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
+    x, weight, bias, residual = random_problem(200, 300, 100, seed=3)
+    packed = pack_weight(weight)
+    monkeypatch.setattr(gemm_module, "SERIAL_BELOW_FLOPS", float("inf"))
+    single = gemm(x, packed, bias, residual, "gelu")
+    monkeypatch.setattr(gemm_module, "SERIAL_BELOW_FLOPS", 0.0)
+    threaded = gemm(x, packed, bias, residual, "gelu")
+    np.testing.assert_array_equal(single, threaded)  # same blocks of K: same sums, bit for bit
+
+
+def test_gemm_with_empty_depth_gives_the_epilogue_of_zero():
+    x = np.zeros((3, 0), dtype=np.float32)
+    bias = np.arange(4, dtype=np.float32)
+    out = gemm(x, pack_weight(np.zeros((0, 4), dtype=np.float32)), bias)
+    np.testing.assert_array_equal(out, np.broadcast_to(bias, (3, 4)))
+
+
+def test_gemm_with_no_rows_returns_an_empty_result():
+    out = gemm(np.zeros((0, 8), dtype=np.float32), pack_weight(np.ones((8, 3), dtype=np.float32)))
+    assert out.shape == (0, 3) and out.dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------
+# Epilogues: + bias, activation, + residual
+
+
+@pytest.mark.parametrize("activation", [None, "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "swish", "tanh"])
+def test_gemm_epilogue_applies_bias_activation_then_residual(activation):
+    x, weight, bias, residual = random_problem(23, 40, 45, seed=4)
+    out = gemm(x, pack_weight(weight), bias, residual, activation)
+    expected = numpy_twin(x, weight, bias, residual, activation)
+    assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
+
+
+def test_gemm_epilogue_bias_alone_and_residual_alone():
+    x, weight, bias, residual = random_problem(9, 20, 18, seed=5)
+    packed = pack_weight(weight)
+    scale = dot_scale(x, weight, bias, residual)
+    assert_close_to_float32_rounding(gemm(x, packed, bias=bias), numpy_twin(x, weight, bias), scale)
+    assert_close_to_float32_rounding(gemm(x, packed, residual=residual), numpy_twin(x, weight, None, residual), scale)
+    assert_close_to_float32_rounding(gemm(x, packed, activation="relu"), numpy_twin(x, weight, None, None, "relu"), scale)
+
+
+# ---------------------------------------------------------------------------------------
+# out=
+
+
+def test_gemm_writes_into_out_and_ignores_what_was_there():
+    x, weight, bias, residual = random_problem(20, 1600, 30, seed=6)  # 3 K blocks: C is re-read
+    packed = pack_weight(weight)
+    out = np.full((20, 30), np.nan, dtype=np.float32)
+    result = gemm(x, packed, bias, residual, "gelu", out=out)
+    assert result is out
+    again = gemm(x, packed, bias, residual, "gelu", out=out)  # a second call into the same out
+    expected = numpy_twin(x, weight, bias, residual, "gelu")
+    assert_close_to_float32_rounding(again, expected, dot_scale(x, weight, bias, residual))
+
+
+def test_gemm_rejects_out_overlapping_an_input():
+    x = np.ones((4, 4), dtype=np.float32)
+    packed = pack_weight(np.ones((4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        gemm(x, packed, out=x)
+    residual = np.ones((4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="out must not overlap residual"):
+        gemm(x, packed, residual=residual, out=residual)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: a clear error naming the argument
+
+
+@pytest.fixture
+def problem():
+    x, weight, bias, residual = random_problem(4, 8, 5)
+    return x, pack_weight(weight), bias, residual
+
+
+def test_gemm_rejects_float64_x(problem):
+    x, packed, _, _ = problem
+    with pytest.raises(TypeError, match="x must be float32, got float64"):
+        gemm(x.astype(np.float64), packed)
+
+
+def test_gemm_rejects_x_with_the_wrong_inner_dimension(problem):
+    x, packed, _, _ = problem
+    with pytest.raises(ValueError, match=r"x must have shape \(4, 8\), got \(4, 7\)"):
+        gemm(x[:, :7].copy(), packed)
+    with pytest.raises(ValueError, match=r"x must be a float32 \[M, K\] array"):
+        gemm(x.reshape(-1), packed)
+
+
+def test_gemm_rejects_non_contiguous_x(problem):
+    x, packed, _, _ = problem
+    wide = np.zeros((4, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        gemm(wide[:, ::2], packed)
+
+
+def test_gemm_rejects_bad_bias_residual_and_out(problem):
+    x, packed, bias, residual = problem
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\)"):
+        gemm(x, packed, bias=bias[:4].copy())
+    with pytest.raises(TypeError, match="bias must be float32"):
+        gemm(x, packed, bias=bias.astype(np.float64))
+    with pytest.raises(ValueError, match=r"residual must have shape \(4, 5\)"):
+        gemm(x, packed, residual=residual.T.copy())
+    with pytest.raises(TypeError, match="out must be a numpy float32 array"):
+        gemm(x, packed, out=[[0.0] * 5] * 4)
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        gemm(x, packed, out=np.zeros((5, 4), dtype=np.float32).T)
+
+
+def test_gemm_rejects_an_unpacked_weight_and_unknown_activation(problem):
+    x, packed, _, _ = problem
+    with pytest.raises(TypeError, match="packed must be a PackedWeight from pack_weight"):
+        gemm(x, np.ones((8, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="activation 'gelu_typo' has no kernel"):
+        gemm(x, packed, activation="gelu_typo")
