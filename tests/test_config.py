@@ -118,3 +118,8 @@ def test_config_error_from_file_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(ConfigError, match=r"config\.json: unsupported model_type 't5'"):
         EncoderConfig.from_file(tmp_path)
+
+
+def test_mpnet_needs_its_32_relative_position_buckets():
+    with pytest.raises(ConfigError, match="relative_attention_num_buckets is 16; MPNet reads 32"):
+        EncoderConfig.from_dict({"model_type": "mpnet", "relative_attention_num_buckets": 16})

@@ -50,13 +50,28 @@ def test_minilm_matches_transformers_on_56_sentences_in_padded_batches(minilm_re
     assert worst_pooler <= 1e-5
 
 
-def test_mpnet_matches_transformers_in_padded_batches(mpnet_dir):
-    model = Encoder.from_pretrained(mpnet_dir, backend="numpy")
+@pytest.fixture(scope="module")
+def mpnet(mpnet_dir):
+    with pytest.warns(UserWarning, match="MPNetForMaskedLM"):
+        return Encoder.from_pretrained(mpnet_dir, backend="numpy")
+
+
+def test_mpnet_matches_transformers_in_padded_batches(mpnet):
     reference = dict(np.load(REFERENCES / "all-mpnet-base-v2.npz"))
     for ids, mask, types_, expected, expected_pooler in batches(reference):
-        out = model(ids, mask, types_)
+        out = mpnet(ids, mask, types_)
         assert np.abs(out.last_hidden_state[mask.astype(bool)] - expected).max() <= 5e-5
         assert np.abs(out.pooler_output - expected_pooler).max() <= 5e-5
+
+
+def test_mpnet_sentence_alone_agrees_with_it_inside_a_padded_batch(mpnet):
+    # MPNet counts positions over non-padding ids, so padding must not shift them
+    ids, mask, types_, _, _ = next(batches(dict(np.load(REFERENCES / "all-mpnet-base-v2.npz"))))
+    batch_out = mpnet(ids, mask, types_).last_hidden_state
+    for row in range(ids.shape[0]):
+        length = int(mask[row].sum())
+        alone = mpnet(ids[row:row + 1, :length]).last_hidden_state
+        assert np.abs(alone[0] - batch_out[row, :length]).max() <= 1e-5
 
 
 def test_sentence_alone_agrees_with_it_inside_a_padded_batch(minilm, minilm_batches):
@@ -92,7 +107,8 @@ def test_mpnet_checkpoint_without_its_named_head_warns_and_loads_the_base_model(
     with pytest.warns(UserWarning, match="MPNetForMaskedLM but the checkpoint holds no masked_lm head"):
         model = Encoder.from_pretrained(mpnet_dir, backend="numpy")
     assert model.head is None
-    assert model([[0, 2000, 2]]).logits is None
+    out = model([[0, 2000, 2]])
+    assert out.logits is None and out.pooler_output.shape == (1, 768)
 
 
 def test_bad_input_is_refused_before_the_forward_pass(minilm):

@@ -256,6 +256,12 @@ class EncoderConfig:
             )
         if not (isinstance(self.layer_norm_eps, float) and self.layer_norm_eps > 0):
             raise ConfigError(f"layer_norm_eps must be a positive number, found {self.layer_norm_eps!r}")
+        if self.model_type == "mpnet" and self.relative_attention_num_buckets < 32:
+            # transformers' MPNet always sorts distances into 32 buckets, whatever the table says
+            raise ConfigError(
+                f"relative_attention_num_buckets is {self.relative_attention_num_buckets}; MPNet reads 32 "
+                f"relative-position buckets, so its bias table needs at least 32 rows"
+            )
         if self.position_padding_idx is not None:
             # Positions run up to padding_idx + seq, so the table must be longer than padding_idx + 1.
             if not 0 <= self.position_padding_idx < self.max_position_embeddings - 1:
