@@ -26,6 +26,7 @@ _CHINESE = re.compile(f"[{char_class('CHINESE')}]")
 _NONSPACING_MARK = re.compile(f"[{char_class('NONSPACING_MARK')}]")
 _ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANY_CHAR = re.compile(".", re.DOTALL)
+_NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
 _ASCII_WHITESPACE = str.maketrans("\t\n\r", "   ")
 # Characters whose reference lowercase str.lower() would get wrong when applied to a whole
 # string: U+0130 (one char -> two), U+03A3 (Python applies the final-sigma rule, the reference
@@ -87,15 +88,29 @@ def decompose(text, origin, form="NFD"):
     if text.isascii() or (unicodedata.is_normalized(form, text)
                           and not (_DECOMPOSE_SPECIAL and _DECOMPOSE_SPECIAL.search(text))):
         return text, origin
-    # One char -> its decomposition: the first piece replaces it (change 0), the rest are
-    # inserted (change 1). Then marks are put in canonical order, carrying their change.
-    stream = []
-    for ch in text:
-        decomposed = DECOMPOSITION.get(ord(ch)) if form == "NFD" else None
-        decomposed = decomposed or unicodedata.normalize(form, ch)
-        stream.extend((piece, 0 if i == 0 else 1) for i, piece in enumerate(decomposed))
-    _canonical_order(stream)
-    return apply_changes(origin, len(text), stream)
+    # Only non-ASCII runs can change (ASCII is already decomposed, and an ASCII character is a
+    # starter that canonical reordering never moves across), so ASCII runs are copied as is.
+    origins_in = as_list(origin, len(text))
+    pieces, origins, last = [], [], 0
+    for run in _NON_ASCII_RUN.finditer(text):
+        start, end = run.span()
+        pieces.append(text[last:start])
+        origins.extend(origins_in[last:start])
+        # One char -> its decomposition: the first piece replaces it (change 0), the rest are
+        # inserted (change 1). Then marks are put in canonical order, carrying their change.
+        stream = []
+        for ch in run.group():
+            decomposed = DECOMPOSITION.get(ord(ch)) if form == "NFD" else None
+            decomposed = decomposed or unicodedata.normalize(form, ch)
+            stream.extend((piece, 0 if i == 0 else 1) for i, piece in enumerate(decomposed))
+        _canonical_order(stream)
+        run_text, run_origins = apply_changes(origins_in[start:end], end - start, stream)
+        pieces.append(run_text)
+        origins.extend(run_origins)
+        last = end
+    pieces.append(text[last:])
+    origins.extend(origins_in[last:])
+    return "".join(pieces), origins
 
 
 _COMBINING = {}  # char -> the reference's canonical combining class (built on first use)
