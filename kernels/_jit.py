@@ -1,19 +1,24 @@
-"""The one place the kernels import Numba: threading layer, on-disk cache, lazy compilation.
+"""The one place the kernels import Numba: threading layer, on-disk cache, lazy compilation, threads.
 
 Every kernel module does
 
-    from ._jit import jit, prange
+    from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 
-    @jit(parallel=True)
-    def my_kernel(x):          # compiled on the first call, then loaded from the disk cache
-        ...
+    @jit
+    def _scale_rows(x, factor, first, stop):   # compiled on the first call, then cached on disk
+        for i in range(first, stop):
+            x[i] *= factor
+
+    def scale_rows(x, factor):                  # rows split over the threads when it pays
+        bounds = even_bounds(len(x), parallel_chunks(x.size, 64 * 1024))
+        run_chunks(_scale_rows, bounds, x, factor)
 
 and never imports numba itself. What this module takes care of:
 
-- Threads. Numba's default `omp` threading layer spinning beside OpenBLAS's own threads
-  made a feed-forward block 2.9-6x slower on 2 cores; the `workqueue` layer cannot
-  oversubscribe. So `NUMBA_THREADING_LAYER=workqueue` is set before numba is imported,
-  unless the user chose a layer.
+- Numba's threading layer, for kernels that use `prange` (the GEMM). Numba's default `omp`
+  layer spinning beside OpenBLAS's own threads made a feed-forward block 2.9-6x slower on
+  2 cores; the `workqueue` layer cannot oversubscribe. So `NUMBA_THREADING_LAYER=workqueue`
+  is set before numba is imported, unless the user chose a layer.
 - The disk cache (`cache=True`). Numba stores compiled kernels next to the source
   (`kernels/__pycache__`) or in `~/.cache/numba`; when neither is writable (a read-only
   site-packages, no home directory) a plain `numba.njit(cache=True)` raises "no locator
@@ -26,14 +31,21 @@ and never imports numba itself. What this module takes care of:
   `kernels` package: changing any of them recompiles them all.
 - Laziness. Nothing is compiled at decoration time (no signatures are given), so importing
   a kernel module costs only importing numba; `import transformer` imports neither.
+- Threads for the row kernels (`run_chunks`). Kernels are compiled `nogil=True`, and work
+  that is worth splitting runs as contiguous chunks on a small pool of Python threads (the
+  calling thread takes one chunk). Measured on 2 cores: a `prange` launch with the
+  workqueue layer costs 60-90 us even when empty, a hand-off to a pooled thread 25-30 us;
+  and every `parallel=True` function costs 1.5-2 s more to compile. Idle pool threads
+  block on a queue, so they never spin beside BLAS's threads. The number of threads is
+  Numba's (`numba.get_num_threads()`, set by `transformer.set_num_threads`).
 """
 
 import functools
 import hashlib
 import os
-import sys
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # Must happen before `import numba`; the user's choice wins.
@@ -45,7 +57,7 @@ from numba.core import caching  # noqa: E402
 
 KERNELS_DIR = Path(__file__).resolve().parent
 
-__all__ = ["jit", "prange", "parallel_chunks", "cache_dir", "numba"]
+__all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "cache_dir", "numba"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,12 +192,15 @@ def jit(func=None, **options):
 
     Use bare (`@jit`) or with Numba options (`@jit(parallel=True, fastmath=False)`);
     `cache` is always on (when a directory is writable) and need not be given;
-    `error_model` defaults to "numpy" (division by zero gives inf/nan, no check, as in NumPy).
+    `error_model` defaults to "numpy" (division by zero gives inf/nan, no check, as in NumPy)
+    and `nogil` to True.
     """
     options.pop("cache", None)
     # NumPy's error model: x / 0 gives inf as in NumPy, instead of a ZeroDivisionError
     # check on every division, which keeps loops with a division from vectorizing.
     options.setdefault("error_model", "numpy")
+    # Release the GIL while running, so that `run_chunks` threads really run at once.
+    options.setdefault("nogil", True)
 
     def decorate(py_func):
         dispatcher = numba.njit(**options)(py_func)
@@ -200,12 +215,45 @@ def jit(func=None, **options):
 
 
 def parallel_chunks(work, work_per_chunk):
-    """How many threads' worth of chunks to split `work` into: 1 (run on the calling thread,
-    no parallel launch) when it is small, else up to `numba.get_num_threads()`.
+    """How many chunks to split `work` into: 1 (run on the calling thread alone) when it is
+    small, else up to `numba.get_num_threads()`, each chunk getting at least `work_per_chunk`.
 
-    A parallel region costs tens of microseconds to launch with the workqueue layer (about
-    60 us measured on 2 cores, even with nothing to do), so kernels split work only when each
-    thread gets at least `work_per_chunk` of it. Kernels take the count as an argument and
-    loop `for chunk in prange(chunks)` over contiguous shares.
+    Handing a chunk to another thread costs tens of microseconds, more than small work
+    takes on one core.
     """
     return max(1, min(numba.get_num_threads(), int(work // work_per_chunk)))
+
+
+def even_bounds(items, chunks):
+    """[0, ..., items]: `chunks` contiguous runs of items as equal in size as they can be."""
+    return [chunk * items // chunks for chunk in range(chunks + 1)]
+
+
+_pool = None  # the ThreadPoolExecutor, made on first use, remade larger when more threads are asked for
+_pool_workers = 0
+
+
+def _executor(workers):
+    global _pool, _pool_workers
+    if _pool is None or _pool_workers < workers:
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transformer-kernels")
+        _pool_workers = workers
+    return _pool
+
+
+def run_chunks(range_kernel, bounds, *args):
+    """range_kernel(*args, bounds[c], bounds[c + 1]) for each chunk c, all chunks at once.
+
+    `range_kernel` is a `@jit` function (so nogil) that does the items first..stop-1 of
+    some work; `bounds` is a list of len(chunks) + 1 increasing item indices. The calling
+    thread runs the last chunk, pool threads the others; returns when all are done.
+    """
+    chunks = len(bounds) - 1
+    if chunks == 1:
+        range_kernel(*args, bounds[0], bounds[1])
+        return
+    pool = _executor(chunks - 1)
+    futures = [pool.submit(range_kernel, *args, bounds[c], bounds[c + 1]) for c in range(chunks - 1)]
+    range_kernel(*args, bounds[-2], bounds[-1])
+    for future in futures:
+        future.result()

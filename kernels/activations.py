@@ -36,7 +36,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import jit, parallel_chunks, prange
+from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 
 # ---------------------------------------------------------------------------------------
 # Which activation: config.json's `hidden_act` -> the code the kernels branch on.
@@ -352,7 +352,7 @@ def call_activation_row(typingctx, address, array, start, count):
 # ---------------------------------------------------------------------------------------
 # The standalone kernel: bias + activation over a [rows, cols] matrix.
 
-# A parallel launch costs tens of microseconds (workqueue layer): small inputs stay serial.
+# Handing rows to another thread costs tens of microseconds: small inputs stay on one thread.
 _ELEMENTS_PER_CHUNK = 32 * 1024
 
 
@@ -372,15 +372,8 @@ def _add_bias(row, bias, out_row):
         out_row[j] = row[j] + bias[j]
 
 
-@jit(parallel=True)
-def _bias_activation_parallel(x, bias, activation_row, out, chunks):
-    rows = x.shape[0]
-    for chunk in prange(chunks):
-        _bias_activation_range(x, bias, activation_row, out, chunk * rows // chunks, (chunk + 1) * rows // chunks)
-
-
 def bias_activation(x, bias, activation, out=None):
-    """out = activation(x + bias), rows in parallel, vectorized; `out` may be `x` (in place).
+    """out = activation(x + bias), rows split over the threads, vectorized; `out` may be `x` (in place).
 
     x: float32 [rows, cols] C-contiguous; bias: float32 [cols]; activation: a config.json
     `hidden_act` name ("gelu", "gelu_new", "relu", ...); out: float32 [rows, cols] or None
@@ -395,12 +388,8 @@ def bias_activation(x, bias, activation, out=None):
         out = np.empty_like(x)
     elif out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"bias_activation: out must be a C-contiguous float32 array of shape {x.shape}")
-    address = activation_row_address(code)
-    chunks = parallel_chunks(x.size, _ELEMENTS_PER_CHUNK)
-    if chunks == 1:
-        _bias_activation_range(x, bias, address, out, 0, x.shape[0])
-    else:
-        _bias_activation_parallel(x, bias, address, out, chunks)
+    bounds = even_bounds(x.shape[0], parallel_chunks(x.size, _ELEMENTS_PER_CHUNK))
+    run_chunks(_bias_activation_range, bounds, x, bias, activation_row_address(code), out)
     return out
 
 

@@ -40,7 +40,7 @@ the strips through the micro-kernel are what make it faster.
 
 (sequence, head) pairs are spread over the threads in contiguous runs of about equal cost
 (keys x queries), so a batch sorted by length does not leave one thread with all the long
-sequences. Small problems run on the calling thread (a parallel launch costs ~60 us).
+sequences. Small problems run on the calling thread (a hand-off to another costs ~25 us).
 
 `attention_naive` is the reference loop: one query, one key at a time.
 """
@@ -49,14 +49,14 @@ import math
 
 import numpy as np
 
-from ._jit import jit, parallel_chunks, prange
+from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .microkernel import MR, NR, microkernel_6x16
 from .softmax import softmax_row_inplace
 
 _F0 = np.float32(0.0)
 MASK_VALUE = np.finfo(np.float32).min
 
-# A parallel launch pays off above about this many multiply-adds per thread.
+# Splitting over threads pays off above about this many flops per thread.
 _FLOPS_PER_CHUNK = 4e6
 
 
@@ -66,20 +66,24 @@ _FLOPS_PER_CHUNK = 4e6
 
 @jit
 def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_dim, scale,
-                 mask, mask_start, has_mask,
-                 bias, bias_start, bias_len, positions, q_pos_start, k_pos_start, has_bias,
+                 mask, mask_start,
+                 bias, bias_start, bias_len, positions, q_pos_start, k_pos_start,
                  out, out_start, out_stride,
                  key_t, value_packed, scores, inverse_sums):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
     Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
     k_start / v_start; context row i goes to out[out_start + i * out_stride : + head_dim].
-    Mask value of key j: mask[mask_start + j]. Bias of (i, j): bias[bias_start +
-    positions[q_pos_start + i] * bias_len + positions[k_pos_start + j]].
+    Mask value of key j: mask[mask_start + j] (no mask: an empty `mask`). Bias of (i, j):
+    bias[bias_start + positions[q_pos_start + i] * bias_len + positions[k_pos_start + j]]
+    (no bias: an empty `bias`). Flags are array sizes, not bool arguments, so that every
+    caller shares one compiled copy (a literal True/False would specialise it).
     key_t, value_packed, scores, inverse_sums: scratch of at least head_dim * n_pad,
     n_k * d_pad, MR * n_pad and MR floats (n_pad, d_pad: n_k, head_dim rounded up to 16).
     """
     n_pad = (n_k + NR - 1) // NR * NR
+    has_mask = mask.shape[0] > 0
+    has_bias = bias.shape[0] > 0
 
     # 1. key_t[c, j] = K[j, c]: the keys become the 16-wide panels the micro-kernel reads.
     for j in range(n_k):
@@ -153,7 +157,7 @@ def _scratch_sizes(max_keys, head_dim):
 
 @jit
 def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
-                  bias, bias_len, positions, has_bias, out, first_item, stop_item, max_len):
+                  bias, bias_len, positions, out, max_len, first_item, stop_item):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h)."""
     n_pad = (max_len + NR - 1) // NR * NR
     d_pad = (head_dim + NR - 1) // NR * NR
@@ -161,7 +165,7 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
     value_packed = np.empty(max_len * d_pad if head_dim % NR else 1, dtype=np.float32)
     scores = np.empty(MR * n_pad, dtype=np.float32)
     inverse_sums = np.empty(MR, dtype=np.float32)
-    no_mask = np.empty(1, dtype=np.float32)
+    no_mask = np.empty(0, dtype=np.float32)
     stride = 3 * hidden
     for item in range(first_item, stop_item):
         b = item // num_heads
@@ -172,30 +176,24 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
             continue
         row0 = start * stride + h * head_dim
         _attend_head(qkv, row0, qkv, row0 + hidden, qkv, row0 + 2 * hidden, stride, n, n, head_dim, scale,
-                     no_mask, 0, False,
-                     bias, h * bias_len * bias_len, bias_len, positions, start, start, has_bias,
+                     no_mask, start,
+                     bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
                      key_t, value_packed, scores, inverse_sums)
-
-
-@jit(parallel=True)
-def _varlen_parallel(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
-                     bias, bias_len, positions, has_bias, out, item_bounds, max_len):
-    for chunk in prange(item_bounds.shape[0] - 1):
-        _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
-                      bias, bias_len, positions, has_bias, out, item_bounds[chunk], item_bounds[chunk + 1], max_len)
 
 
 def _balanced_bounds(costs, chunks):
     """Split items (in order) into `chunks` contiguous runs of about equal total cost.
 
-    costs float64 [items] -> int64 [chunks + 1] boundaries (run c is bounds[c]..bounds[c+1]-1).
+    costs float64 [items] -> [chunks + 1] boundaries (run c is items bounds[c]..bounds[c+1]-1).
     """
+    if chunks == 1:
+        return [0, len(costs)]
     ends = np.cumsum(costs)  # an item goes to the run its cost midpoint falls in
     midpoints = ends - costs / 2
     targets = ends[-1] * np.arange(1, chunks) / chunks
     inner = np.searchsorted(midpoints, targets)
-    return np.concatenate(([0], inner, [len(costs)])).astype(np.int64)
+    return [0, *inner.tolist(), len(costs)]
 
 
 def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None):
@@ -221,27 +219,23 @@ def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=N
         out = np.empty((total, hidden), dtype=np.float32)
     elif out.shape != (total, hidden) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"attention_varlen: out must be a C-contiguous float32 array of shape {(total, hidden)}")
-    bias, bias_len, has_bias, positions = _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens)
+    bias, bias_len, positions = _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens)
     batch = len(lengths)
     max_len = int(lengths.max()) if batch else 0
     if total == 0:
         return out
     scale = np.float32(1.0 / math.sqrt(head_dim))
     costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
-    chunks = parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)
-    if chunks == 1:
-        _varlen_range(qkv.reshape(-1), hidden, cu_seqlens, num_heads, head_dim, scale,
-                      bias, bias_len, positions, has_bias, out.reshape(-1), 0, batch * num_heads, max_len)
-    else:
-        _varlen_parallel(qkv.reshape(-1), hidden, cu_seqlens, num_heads, head_dim, scale,
-                         bias, bias_len, positions, has_bias, out.reshape(-1), _balanced_bounds(costs, chunks), max_len)
+    bounds = _balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK))
+    run_chunks(_varlen_range, bounds, qkv.reshape(-1), hidden, cu_seqlens, num_heads, head_dim, scale,
+               bias, bias_len, positions, out.reshape(-1), max_len)
     return out
 
 
 def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
-    """(flat bias, its seq length, has_bias, int64 positions) for the kernels."""
+    """(flat bias, its seq length, int64 positions) for the kernels; an empty bias for none."""
     if position_bias is None:
-        return np.zeros(1, np.float32), 0, False, np.zeros(1, np.int64)
+        return np.zeros(0, np.float32), 0, np.zeros(1, np.int64)
     position_bias = np.asarray(position_bias)
     if position_bias.ndim == 4 and position_bias.shape[0] == 1:
         position_bias = position_bias[0]  # [1, heads, seq, seq] -> [heads, seq, seq]
@@ -257,7 +251,7 @@ def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
     if positions.shape != (total,) or (total and (positions.min() < 0 or positions.max() >= bias_len)):
         raise ValueError(f"positions must be int64 [{total}] in [0, {bias_len}), "
                          f"got shape {positions.shape}")
-    return np.ascontiguousarray(position_bias).reshape(-1), bias_len, True, positions
+    return np.ascontiguousarray(position_bias).reshape(-1), bias_len, positions
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,7 +260,7 @@ def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
 
 @jit
 def _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
-                  bias, positions, has_bias, out, first_item, stop_item):
+                  bias, positions, out, first_item, stop_item):
     """(batch, head) items first_item..stop_item-1 of [batch, heads, seq, head_dim] arrays."""
     n_pad = (seq + NR - 1) // NR * NR
     d_pad = (head_dim + NR - 1) // NR * NR
@@ -274,6 +268,7 @@ def _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key
     value_packed = np.empty(seq * d_pad if head_dim % NR else 1, dtype=np.float32)
     scores = np.empty(MR * n_pad, dtype=np.float32)
     inverse_sums = np.empty(MR, dtype=np.float32)
+    first_query = first_item - first_item  # 0 as a run-time int64: a literal 0 would specialise _attend_head
     for item in range(first_item, stop_item):
         b = item // num_heads
         h = item - b * num_heads
@@ -281,19 +276,10 @@ def _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key
         head0 = item * seq * head_dim
         _attend_head(q, head0, k, head0 + lo * head_dim, v, head0 + lo * head_dim, head_dim,
                      seq, hi - lo, head_dim, scale,
-                     mask, b * seq + lo, True,
-                     bias, h * seq * seq, seq, positions, 0, lo, has_bias,
+                     mask, b * seq + lo,
+                     bias, h * seq * seq, seq, positions, first_query, lo,
                      out, head0, head_dim,
                      key_t, value_packed, scores, inverse_sums)
-
-
-@jit(parallel=True)
-def _padded_parallel(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
-                     bias, positions, has_bias, out, chunks):
-    items = key_first.shape[0] * num_heads
-    for chunk in prange(chunks):
-        _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
-                      bias, positions, has_bias, out, chunk * items // chunks, (chunk + 1) * items // chunks)
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
@@ -321,23 +307,19 @@ def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
     key_first = np.where(any_real, real.argmax(axis=1), 0).astype(np.int64)
     key_stop = np.where(any_real, seq - real[:, ::-1].argmax(axis=1), seq).astype(np.int64)
     if position_bias is None:
-        bias, has_bias = np.zeros(1, np.float32), False
+        bias = np.zeros(0, np.float32)
     else:
-        bias, _, has_bias, _ = _position_bias_args(position_bias, num_heads, None, 0, np.zeros(1, np.int64))
+        bias, _, _ = _position_bias_args(position_bias, num_heads, None, 0, np.zeros(1, np.int64))
         if bias.size != num_heads * seq * seq:
             raise ValueError(f"attention: position_bias must cover seq={seq}, got {np.shape(position_bias)}")
     positions = np.arange(seq, dtype=np.int64)
     if out is None:
         out = np.empty(query.shape, dtype=np.float32)
     scale = np.float32(1.0 / math.sqrt(head_dim))
-    args = (query.reshape(-1), key.reshape(-1), value.reshape(-1), num_heads, seq, head_dim, scale,
-            mask.reshape(-1), key_first, key_stop, bias, positions, has_bias, out.reshape(-1))
     flops = 4.0 * batch * num_heads * seq * seq * head_dim
-    chunks = parallel_chunks(flops, _FLOPS_PER_CHUNK)
-    if chunks == 1:
-        _padded_range(*args, 0, batch * num_heads)
-    else:
-        _padded_parallel(*args, chunks)
+    bounds = even_bounds(batch * num_heads, parallel_chunks(flops, _FLOPS_PER_CHUNK))
+    run_chunks(_padded_range, bounds, query.reshape(-1), key.reshape(-1), value.reshape(-1), num_heads, seq,
+               head_dim, scale, mask.reshape(-1), key_first, key_stop, bias, positions, out.reshape(-1))
     return out
 
 

@@ -16,7 +16,7 @@ applies ELECTRA's projection; `kernels.forward` does that with the GEMM).
 
 import numpy as np
 
-from ._jit import jit, parallel_chunks, prange
+from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .layernorm import normalize_row
 
 _ELEMENTS_PER_CHUNK = 64 * 1024
@@ -41,15 +41,6 @@ def _embed_range(word, token_type, position, has_types, ln_weight, ln_bias, eps,
         normalize_row(out[t], ln_weight, ln_bias, eps, out[t])
 
 
-@jit(parallel=True)
-def _embed_parallel(word, token_type, position, has_types, ln_weight, ln_bias, eps,
-                    ids, types, positions, out, chunks):
-    tokens = ids.shape[0]
-    for chunk in prange(chunks):
-        _embed_range(word, token_type, position, has_types, ln_weight, ln_bias, eps,
-                     ids, types, positions, out, chunk * tokens // chunks, (chunk + 1) * tokens // chunks)
-
-
 def embed_tokens(word, token_type, position, ln_weight, ln_bias, eps, ids, types, positions, out=None):
     """LayerNorm(word[ids] + token_type[types] + position[positions]) for a flat run of tokens.
 
@@ -66,12 +57,9 @@ def embed_tokens(word, token_type, position, ln_weight, ln_bias, eps, ids, types
         token_type, types = word[:1], np.zeros(len(ids), dtype=np.int64)  # unused dummies
     if out is None:
         out = np.empty((len(ids), word.shape[1]), dtype=np.float32)
-    args = (word, token_type, position, has_types, ln_weight, ln_bias, np.float32(eps), ids, types, positions, out)
-    chunks = parallel_chunks(out.size, _ELEMENTS_PER_CHUNK)
-    if chunks == 1:
-        _embed_range(*args, 0, len(ids))
-    else:
-        _embed_parallel(*args, chunks)
+    bounds = even_bounds(len(ids), parallel_chunks(out.size, _ELEMENTS_PER_CHUNK))
+    run_chunks(_embed_range, bounds, word, token_type, position, has_types, ln_weight, ln_bias, np.float32(eps),
+               ids, types, positions, out)
     return out
 
 

@@ -8,21 +8,21 @@ torch.nn.LayerNorm and the NumPy twin `transformer.model.layer_norm` do.
 
 Fusing saves a full pass over memory: NumPy's `layer_norm(a + b)` makes five or so passes
 over [rows, d] (add, mean, subtract, square-mean, scale); the kernel reads each row once into
-L1 and writes it once (6-15x NumPy measured). Rows run in parallel; inside a row the sums
-vectorize (reassociated float32 sums, see `softmax.row_sum`).
+L1 and writes it once (6-15x NumPy measured). Rows are split over the threads
+(`_jit.run_chunks`); inside a row the sums vectorize (reordered float32 sums).
 """
 
 import math
 
 import numpy as np
 
-from ._jit import jit, parallel_chunks, prange
+from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
 
-# Below about this many elements per thread a parallel launch (tens of microseconds with
-# the workqueue layer) costs more than it saves: small inputs run on the calling thread.
+# Below about this many elements per thread, handing rows to another thread (tens of
+# microseconds) costs more than it saves: small inputs run on the calling thread alone.
 _ELEMENTS_PER_CHUNK = 64 * 1024
 
 
@@ -75,29 +75,11 @@ def _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop)
         normalize_row(out[i], weight, bias, eps, out[i])
 
 
-@jit(parallel=True)
-def _layer_norm_parallel(x, weight, bias, eps, out, chunks):
-    rows = x.shape[0]
-    for chunk in prange(chunks):
-        _layer_norm_range(x, weight, bias, eps, out, chunk * rows // chunks, (chunk + 1) * rows // chunks)
-
-
-@jit(parallel=True)
-def _residual_layer_norm_parallel(x, residual, weight, bias, eps, out, chunks):
-    rows = x.shape[0]
-    for chunk in prange(chunks):
-        first, stop = chunk * rows // chunks, (chunk + 1) * rows // chunks
-        _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop)
-
-
 def layer_norm(x, weight, bias, eps, out=None):
     """LayerNorm over the last axis. float32 [rows, d] -> [rows, d]; `out` may be `x`."""
     x, out = _check("layer_norm", x, weight, bias, out)
-    chunks = parallel_chunks(x.size, _ELEMENTS_PER_CHUNK)
-    if chunks == 1:
-        _layer_norm_range(x, weight, bias, np.float32(eps), out, 0, x.shape[0])
-    else:
-        _layer_norm_parallel(x, weight, bias, np.float32(eps), out, chunks)
+    bounds = even_bounds(x.shape[0], parallel_chunks(x.size, _ELEMENTS_PER_CHUNK))
+    run_chunks(_layer_norm_range, bounds, x, weight, bias, np.float32(eps), out)
     return out
 
 
@@ -113,11 +95,8 @@ def residual_layer_norm(x, residual, weight, bias, eps, out=None):
             f"residual_layer_norm: residual must be a C-contiguous float32 array of shape {x.shape}, "
             f"got {residual.dtype} {residual.shape}"
         )
-    chunks = parallel_chunks(x.size, _ELEMENTS_PER_CHUNK)
-    if chunks == 1:
-        _residual_layer_norm_range(x, residual, weight, bias, np.float32(eps), out, 0, x.shape[0])
-    else:
-        _residual_layer_norm_parallel(x, residual, weight, bias, np.float32(eps), out, chunks)
+    bounds = even_bounds(x.shape[0], parallel_chunks(x.size, _ELEMENTS_PER_CHUNK))
+    run_chunks(_residual_layer_norm_range, bounds, x, residual, weight, bias, np.float32(eps), out)
     return out
 
 

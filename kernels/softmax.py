@@ -17,12 +17,13 @@ own flags, so `row_max` and `row_sum` carry the reordering flags and the exp loo
 
 import numpy as np
 
-from ._jit import jit, prange
+from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .activations import exp_f32, max_f32
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
 _NEG_INF = np.float32(-np.inf)
+_ELEMENTS_PER_CHUNK = 32 * 1024  # below this per thread, one thread is faster
 
 
 
@@ -63,16 +64,22 @@ def softmax_row_inplace(values, start, stop):
     return _ONE / row_sum(values, start, stop)
 
 
-@jit(parallel=True)
-def _softmax_rows(x, out):
-    rows, cols = x.shape
-    for i in prange(rows):
+@jit
+def _softmax_range(x, out, first, stop):
+    """Rows first..stop-1 of x into out."""
+    cols = x.shape[1]
+    for i in range(first, stop):
         row = out[i]
-        for j in range(cols):
-            row[j] = x[i, j]
+        _copy(x[i], row)
         inverse_sum = softmax_row_inplace(row, 0, cols)
         for j in range(cols):
             row[j] *= inverse_sum
+
+
+@jit
+def _copy(source, destination):
+    for j in range(source.shape[0]):
+        destination[j] = source[j]
 
 
 def softmax(x, out=None):
@@ -85,7 +92,8 @@ def softmax(x, out=None):
         out = np.empty(x.shape, dtype=np.float32)
     if out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"softmax: out must be a C-contiguous float32 array of shape {x.shape}")
-    _softmax_rows(rows, out.reshape(-1, x.shape[-1]))
+    bounds = even_bounds(rows.shape[0], parallel_chunks(rows.size, _ELEMENTS_PER_CHUNK))
+    run_chunks(_softmax_range, bounds, rows, out.reshape(-1, x.shape[-1]))
     return out
 
 

@@ -1,0 +1,174 @@
+"""The whole encoder on the kernels: the same answer as `transformer.model.encoder_forward`.
+
+    prepared = prepare(params, config)        # once, at load
+    last_hidden_state, hidden_states, attentions = encoder_forward(
+        prepared, config, input_ids, attention_mask, token_type_ids,
+        output_hidden_states=False, output_attentions=False)
+
+Same arguments, same return value as the NumPy twin (`transformer.encoder.Encoder` calls
+either). What it does differently, and why it is faster:
+
+- Weights are prepared once (`prepare`): each layer's query, key and value weights become
+  one [hidden, 3 * hidden] matrix, so a layer starts with one GEMM instead of three, and
+  every weight is packed into the 16-column panels the GEMM micro-kernel streams through.
+- Padding costs nothing. After the embedding lookup only the real tokens are kept, packed
+  one sequence after another ([tokens, hidden], `cu_seqlens` marking where each sequence
+  starts), and every later step runs on those rows only; attention runs per sequence
+  (`attention.attention_varlen`). The outputs are unpacked into [batch, seq, hidden] at
+  the end. Position ids are computed on the padded layout first, so they are the ones the
+  reference uses (RoBERTa counts positions over non-padding tokens, BERT does not).
+- Steps are fused: bias (+ GELU) (+ residual) in the GEMM epilogue; residual add and
+  LayerNorm in one pass; word + type + position + LayerNorm in one pass.
+- Buffers are allocated once per call, not once per layer.
+
+Outputs at padding positions are 0. The reference computes something there (a padding
+token's vector still attends to the real tokens), but it means nothing and every consumer
+masks it out; parity is over the non-padding positions. A row with no real token at all
+is 0 everywhere.
+
+With `output_attentions=True` the NumPy path runs instead (the kernels never form the
+[batch, heads, seq, seq] probabilities); its answer is the reference's.
+"""
+
+import numpy as np
+
+from transformer import model as numpy_model
+
+from .attention import attention_varlen
+from .embeddings import embed_tokens
+from .gemm import gemm, pack_weight
+from .layernorm import layer_norm
+
+
+class PreparedLinear:
+    """A linear layer laid out for `gemm`: the packed [in, out] weight and its bias."""
+
+    __slots__ = ("packed", "bias")
+
+    def __init__(self, weight, bias):
+        self.packed = pack_weight(np.ascontiguousarray(weight, dtype=np.float32))  # [in, out] -> panels
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)  # [out]
+
+    def __call__(self, x, out, residual=None, activation=None):
+        """out = activation(x @ weight + bias) + residual; x float32 [tokens, in]."""
+        return gemm(x, self.packed, self.bias, residual=residual, activation=activation, out=out)
+
+
+class PreparedLayer:
+    """One encoder layer's weights, prepared: fused QKV, packed linears, LayerNorm vectors."""
+
+    __slots__ = ("qkv", "attention_output", "attention_layer_norm", "intermediate", "output", "output_layer_norm")
+
+    def __init__(self, layer):
+        parts = [layer["query"], layer["key"], layer["value"]]
+        self.qkv = PreparedLinear(
+            np.concatenate([p["weight"] for p in parts], axis=1),  # 3 x [hidden, hidden] -> [hidden, 3 * hidden]
+            np.concatenate([p["bias"] for p in parts]),  # 3 x [hidden] -> [3 * hidden]
+        )
+        self.attention_output = PreparedLinear(**layer["attention_output"])
+        self.attention_layer_norm = layer["attention_layer_norm"]
+        self.intermediate = PreparedLinear(**layer["intermediate"])
+        self.output = PreparedLinear(**layer["output"])
+        self.output_layer_norm = layer["output_layer_norm"]
+
+
+class PreparedEncoder:
+    """Everything `encoder_forward` needs, made once by `prepare`.
+
+    params: the original parameters (the embedding tables are used as they are, and the
+    NumPy path runs on them for output_attentions); layers: PreparedLayer per layer;
+    projection: ELECTRA's embedding projection as a PreparedLinear, or None.
+    """
+
+    def __init__(self, params, config):
+        self.params = params
+        self.config = config
+        self.layers = [PreparedLayer(layer) for layer in params["layers"]]
+        projection = params["embeddings"]["projection"]
+        self.projection = PreparedLinear(**projection) if projection is not None else None
+
+
+def prepare(params, config):
+    """Lay the weights out for the kernels, once: params (see `transformer.model`) -> PreparedEncoder."""
+    return PreparedEncoder(params, config)
+
+
+def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type_ids=None,
+                    output_hidden_states=False, output_attentions=False):
+    """Token ids -> contextual vectors on the kernels; see the module docstring.
+
+    input_ids int64 [batch, seq]; attention_mask [batch, seq] of 1/0 (None: all 1);
+    token_type_ids [batch, seq] (None: all 0). Returns (last_hidden_state float32
+    [batch, seq, hidden] with zeros at padding positions, hidden_states tuple of
+    num_layers + 1 such arrays or None, attentions tuple or None).
+    """
+    params = prepared.params
+    input_ids = np.asarray(input_ids, dtype=np.int64)
+    batch, seq = input_ids.shape
+    if attention_mask is None:
+        attention_mask = np.ones((batch, seq), dtype=np.int64)
+    if token_type_ids is None:
+        token_type_ids = np.zeros((batch, seq), dtype=np.int64)
+    if output_attentions:
+        return numpy_model.encoder_forward(params, config, input_ids, attention_mask, token_type_ids,
+                                           output_hidden_states, output_attentions)
+
+    # Which padded slots hold real tokens, and where each sequence starts once packed.
+    is_token = np.asarray(attention_mask) != 0  # [batch, seq]
+    slots = np.flatnonzero(is_token)  # [tokens]: index into the flattened [batch * seq]
+    lengths = is_token.sum(axis=1)  # [batch]
+    cu_seqlens = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)  # [batch + 1]
+    tokens = len(slots)
+    hidden_size = config.hidden_size
+
+    def unpack(packed):
+        """[tokens, hidden] -> [batch, seq, hidden], zeros at padding positions."""
+        full = np.zeros((batch * seq, hidden_size), dtype=np.float32)
+        full[slots] = packed
+        return full.reshape(batch, seq, hidden_size)
+
+    if tokens == 0:  # nothing but padding
+        empty = unpack(np.zeros((0, hidden_size), dtype=np.float32))
+        states = tuple(empty.copy() for _ in range(config.num_hidden_layers + 1)) if output_hidden_states else None
+        return empty, states, None
+
+    # Embeddings, for the real tokens only; positions come from the padded layout.
+    embeddings = params["embeddings"]
+    positions = numpy_model.position_ids(config, input_ids).reshape(-1)[slots]  # [tokens]
+    hidden = embed_tokens(
+        embeddings["word"], embeddings["token_type"], embeddings["position"],
+        embeddings["layer_norm"]["weight"], embeddings["layer_norm"]["bias"], config.layer_norm_eps,
+        input_ids.reshape(-1)[slots], token_type_ids.reshape(-1)[slots], positions,
+    )  # -> [tokens, embedding_size]
+    if prepared.projection is not None:  # ELECTRA: embedding_size -> hidden_size
+        hidden = prepared.projection(hidden, out=np.empty((tokens, hidden_size), dtype=np.float32))
+
+    # MPNet's relative position bias, over the padded positions (what the reference sees).
+    position_bias = None
+    slot_in_row = None
+    if params["relative_attention_bias"] is not None:
+        position_bias = numpy_model.relative_position_bias(params["relative_attention_bias"], seq)[0]  # [heads, seq, seq]
+        slot_in_row = slots % seq  # [tokens]: each token's index in its padded row
+
+    # Buffers for the whole call; the layers reuse them.
+    qkv = np.empty((tokens, 3 * hidden_size), dtype=np.float32)
+    context = np.empty((tokens, hidden_size), dtype=np.float32)
+    attended = np.empty((tokens, hidden_size), dtype=np.float32)
+    inner = np.empty((tokens, config.intermediate_size), dtype=np.float32)
+    eps = config.layer_norm_eps
+
+    hidden_states = [unpack(hidden)] if output_hidden_states else None
+    for layer in prepared.layers:
+        layer.qkv(hidden, out=qkv)  # [tokens, hidden] -> [tokens, 3 * hidden]
+        attention_varlen(qkv, cu_seqlens, config.num_attention_heads, position_bias, slot_in_row,
+                         out=context)  # -> [tokens, hidden]
+        layer.attention_output(context, out=attended, residual=hidden)  # context @ W + b + hidden
+        layer_norm(attended, **layer.attention_layer_norm, eps=eps, out=attended)
+        layer.intermediate(attended, out=inner, activation=config.hidden_act)  # -> [tokens, intermediate]
+        layer.output(inner, out=hidden, residual=attended)  # -> [tokens, hidden]
+        layer_norm(hidden, **layer.output_layer_norm, eps=eps, out=hidden)
+        if output_hidden_states:
+            hidden_states.append(unpack(hidden))
+
+    last_hidden_state = hidden_states[-1] if output_hidden_states else unpack(hidden)
+    return last_hidden_state, tuple(hidden_states) if output_hidden_states else None, None

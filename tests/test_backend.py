@@ -1,0 +1,153 @@
+"""The numba backend (transformer.kernels.forward) against transformers' references and the NumPy path.
+
+Parity is over the real tokens: the numba backend never computes padding positions (they
+come out as zeros), where the reference's values mean nothing.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transformer import model as numpy_model
+from transformer.encoder import Encoder
+
+REFERENCES = Path(__file__).parent / "references"
+FAMILIES = REFERENCES / "families"
+CASES = sorted(p.name for p in FAMILIES.iterdir() if (p / "reference.npz").is_file())
+TOLERANCE = 1e-5
+
+
+def batches(reference):
+    b = 0
+    while f"input_ids_{b}" in reference:
+        yield (reference[f"input_ids_{b}"], reference[f"attention_mask_{b}"], reference[f"token_type_ids_{b}"],
+               reference[f"last_hidden_state_{b}"], reference[f"pooler_output_{b}"])
+        b += 1
+
+
+def max_diff(a, b, mask=None):
+    difference = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return (difference[mask] if mask is not None else difference).max()
+
+
+def test_numba_is_the_default_backend():
+    assert Encoder.from_pretrained(FAMILIES / "bert_gelu").backend == "numba"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_family_on_numba_matches_transformers_and_the_numpy_path(case):
+    reference = dict(np.load(FAMILIES / case / "reference.npz"))
+    args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    fast = Encoder.from_pretrained(FAMILIES / case, backend="numba")(*args, output_hidden_states=True)
+    slow = Encoder.from_pretrained(FAMILIES / case, backend="numpy")(*args, output_hidden_states=True)
+    real = reference["attention_mask"].astype(bool)
+    assert fast.last_hidden_state.dtype == np.float32
+    assert fast.last_hidden_state.shape == reference["last_hidden_state"].shape
+    assert max_diff(fast.last_hidden_state, reference["last_hidden_state"], real) <= TOLERANCE
+    assert max_diff(fast.last_hidden_state, slow.last_hidden_state, real) <= TOLERANCE
+    assert len(fast.hidden_states) == len(slow.hidden_states)
+    for ours, numpy_states in zip(fast.hidden_states, slow.hidden_states):
+        assert ours.dtype == np.float32
+        assert max_diff(ours, numpy_states, real) <= TOLERANCE
+    if "hidden_states" in reference:
+        for ours, theirs in zip(fast.hidden_states, reference["hidden_states"]):
+            assert max_diff(ours, theirs, real) <= TOLERANCE
+    if "pooler_output" in reference and real[:, 0].all():
+        assert max_diff(fast.pooler_output, reference["pooler_output"]) <= TOLERANCE
+    if "logits" in reference:
+        logits, expected = fast.logits, reference["logits"]
+        if logits.shape[:2] == real.shape:  # per-token heads: the real tokens
+            logits, expected = logits[real], expected[real]
+        assert max_diff(logits, expected) <= TOLERANCE
+
+
+def test_padding_positions_are_zero_and_a_row_without_tokens_is_finite():
+    reference = dict(np.load(FAMILIES / "bert_relu_1head_padding_row" / "reference.npz"))
+    model = Encoder.from_pretrained(FAMILIES / "bert_relu_1head_padding_row", backend="numba")
+    out = model(reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    padding = reference["attention_mask"] == 0
+    assert padding[-1].all()
+    assert np.isfinite(out.last_hidden_state).all()
+    assert (out.last_hidden_state[padding] == 0).all()
+
+
+def test_a_batch_of_nothing_but_padding_gives_zeros():
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
+    out = model([[0, 0, 0]], [[0, 0, 0]], output_hidden_states=True)
+    assert out.last_hidden_state.shape == (1, 3, model.config.hidden_size)
+    assert (out.last_hidden_state == 0).all()
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+
+
+def test_output_attentions_runs_the_numpy_path_and_returns_its_answer():
+    reference = dict(np.load(FAMILIES / "mpnet_gelu" / "reference.npz"))
+    args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    fast = Encoder.from_pretrained(FAMILIES / "mpnet_gelu", backend="numba")(*args, output_attentions=True)
+    slow = Encoder.from_pretrained(FAMILIES / "mpnet_gelu", backend="numpy")(*args, output_attentions=True)
+    assert len(fast.attentions) == len(slow.attentions)
+    for ours, theirs in zip(fast.attentions, slow.attentions):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_sentence_alone_gives_bit_identical_vectors_inside_a_padded_batch():
+    # with no work spent on padding, nothing about a sentence's arithmetic depends on its batch
+    reference = dict(np.load(FAMILIES / "roberta_gelu" / "reference.npz"))
+    model = Encoder.from_pretrained(FAMILIES / "roberta_gelu", backend="numba")
+    batch = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    for row, mask in enumerate(reference["attention_mask"]):
+        length = int(mask.sum())
+        alone = model(reference["input_ids"][row:row + 1, :length]).last_hidden_state
+        np.testing.assert_array_equal(alone[0], batch[row, :length])
+
+
+def test_left_padding_and_holes_match_the_numpy_path():
+    model_dir = FAMILIES / "mpnet_gelu"  # relative position bias over the padded positions
+    fast, slow = Encoder.from_pretrained(model_dir, backend="numba"), Encoder.from_pretrained(model_dir, backend="numpy")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, fast.config.vocab_size, (3, 11))
+    mask = np.ones((3, 11), np.int64)
+    mask[0, :4] = 0
+    mask[1, [3, 7]] = 0
+    ids[mask == 0] = fast.config.pad_token_id
+    real = mask.astype(bool)
+    assert max_diff(fast(ids, mask).last_hidden_state, slow(ids, mask).last_hidden_state, real) <= TOLERANCE
+
+
+def test_numba_forward_is_called_directly_with_the_numpy_signature():
+    from transformer.kernels import forward
+
+    model = Encoder.from_pretrained(FAMILIES / "electra_projection", backend="numpy")
+    prepared = forward.prepare(model.params, model.config)
+    ids = np.array([[2, 7, 9, 3]])
+    last, states, attentions = forward.encoder_forward(prepared, model.config, ids)  # mask and types default
+    expected, _, _ = numpy_model.encoder_forward(model.params, model.config, ids)
+    assert states is None and attentions is None
+    assert max_diff(last, expected) <= TOLERANCE
+
+
+# --- real checkpoints ---------------------------------------------------------------------
+def test_minilm_on_numba_matches_transformers_and_numpy_on_56_sentences(minilm_dir):
+    fast = Encoder.from_pretrained(minilm_dir, backend="numba")
+    slow = Encoder.from_pretrained(minilm_dir, backend="numpy")
+    assert fast.backend == "numba"
+    reference = dict(np.load(REFERENCES / "all-MiniLM-L6-v2.npz"))
+    worst_reference = worst_numpy = worst_pooler = 0.0
+    for ids, mask, types_, expected, expected_pooler in batches(reference):
+        out = fast(ids, mask, types_)
+        real = mask.astype(bool)
+        worst_reference = max(worst_reference, max_diff(out.last_hidden_state[real], expected))
+        worst_numpy = max(worst_numpy, max_diff(out.last_hidden_state, slow(ids, mask, types_).last_hidden_state, real))
+        worst_pooler = max(worst_pooler, max_diff(out.pooler_output, expected_pooler))
+    assert worst_reference <= TOLERANCE
+    assert worst_numpy <= TOLERANCE
+    assert worst_pooler <= TOLERANCE
+
+
+def test_mpnet_on_numba_matches_transformers(mpnet_dir):
+    with pytest.warns(UserWarning, match="no masked_lm head"):
+        fast = Encoder.from_pretrained(mpnet_dir, backend="numba")
+    reference = dict(np.load(REFERENCES / "all-mpnet-base-v2.npz"))
+    for ids, mask, types_, expected, _ in batches(reference):
+        out = fast(ids, mask, types_)
+        assert max_diff(out.last_hidden_state[mask.astype(bool)], expected) <= TOLERANCE
