@@ -36,7 +36,12 @@ product takes on one core.
     >>> hidden = gemm(x, packed, bias, activation="gelu")
 """
 
+import functools
+
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from ._jit import jit, numba, prange
 from .activations import activation_code, activation_row_address, call_activation_row
@@ -98,7 +103,7 @@ def pack_weight(weight):
 # The blocked kernel. One task computes C[row0:row1, 16 panel0 : 16 panel1] completely.
 
 
-@jit
+@jit(inline="always")
 def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
     """out[tile] = activation(out[tile] + bias) + residual for the tile's rows and columns."""
     n = out.shape[1]
@@ -121,90 +126,108 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
 
 
 @jit
-def _gemm_task(task, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
+def _gemm_tasks(first_task, stop_task, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
+    """Compute the blocks of C numbered first_task .. stop_task - 1 (row-block major)."""
     m, k = x.shape
     n = out.shape[1]
     n_panels = panels.shape[0]
     n_col_blocks = (n_panels + panels_per_block - 1) // panels_per_block
-    row_block_index = task // n_col_blocks
-    row0 = row_block_index * row_block
-    row1 = min(m, row0 + row_block)
-    panel0 = (task - row_block_index * n_col_blocks) * panels_per_block
-    panel1 = min(n_panels, panel0 + panels_per_block)
-    # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
-    for k0 in range(0, max(k, 1), k_block):
-        depth = min(k_block, k - k0)
-        last_pass = k0 + k_block >= k
-        # Columns in sweeps of PANELS_PER_SWEEP panels: a 6-row strip of x (6 x 768 floats,
-        # 18 KiB) stays in L1 while it meets each panel of the sweep (768 x 16 floats each).
-        for sweep0 in range(panel0, panel1, PANELS_PER_SWEEP):
-            sweep1 = min(panel1, sweep0 + PANELS_PER_SWEEP)
-            for tile_row in range(row0, row1, MR):
-                rows = min(MR, row1 - tile_row)
-                for panel in range(sweep0, sweep1):
-                    col0 = panel * NR
-                    cols = min(NR, n - col0)
-                    microkernel_6x16(
-                        x, tile_row * k + k0, k, rows,  # A: x[tile_row:, k0:], row stride K
-                        panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
-                        out, tile_row * n + col0, n, cols,  # C: out[tile_row:, col0:]
-                        k0 > 0,  # later K blocks add to the partial sums
-                    )
-                    if last_pass:
-                        _epilogue(out, tile_row, rows, col0, cols, bias, residual, activation_row)
+    for task in range(first_task, stop_task):
+        row_block_index = task // n_col_blocks
+        row0 = row_block_index * row_block
+        row1 = min(m, row0 + row_block)
+        panel0 = (task - row_block_index * n_col_blocks) * panels_per_block
+        panel1 = min(n_panels, panel0 + panels_per_block)
+        # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
+        for k0 in range(0, max(k, 1), k_block):
+            depth = min(k_block, k - k0)
+            last_pass = k0 + k_block >= k
+            # Columns in sweeps of PANELS_PER_SWEEP panels: a 6-row strip of x (6 x 768
+            # floats, 18 KiB) stays in L1 while it meets each panel of the sweep.
+            for sweep0 in range(panel0, panel1, PANELS_PER_SWEEP):
+                sweep1 = min(panel1, sweep0 + PANELS_PER_SWEEP)
+                for tile_row in range(row0, row1, MR):
+                    rows = min(MR, row1 - tile_row)
+                    for panel in range(sweep0, sweep1):
+                        col0 = panel * NR
+                        cols = min(NR, n - col0)
+                        microkernel_6x16(
+                            x, tile_row * k + k0, k, rows,  # A: x[tile_row:, k0:], row stride K
+                            panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
+                            out, tile_row * n + col0, n, cols,  # C: out[tile_row:, col0:]
+                            k0 > 0,  # later K blocks add to the partial sums
+                        )
+                        if last_pass:
+                            _epilogue(out, tile_row, rows, col0, cols, bias, residual, activation_row)
+
+
+# The threaded kernel calls `_gemm_tasks` through its C address rather than by name. Called
+# by name, Numba links a copy of `_gemm_tasks` into the parallel kernel and LLVM optimizes
+# all of it again: 1.8 s of CPU to compile instead of 0.5 s. The address is that of the C
+# wrapper Numba makes for every compiled function; array arguments keep their layout.
+
+_TASKS_SIGNATURE = (
+    types.int64, types.int64,  # first_task, stop_task
+    types.float32[:, ::1], types.float32[:, :, ::1], types.float32[::1], types.float32[:, ::1],  # x, panels, bias, residual
+    types.int64, types.float32[:, ::1],  # activation_row, out
+    types.int64, types.int64, types.int64,  # row_block, panels_per_block, k_block
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _gemm_tasks_address():
+    """C address of `_gemm_tasks` (compiled, or loaded from the cache, on first use)."""
+    _gemm_tasks.compile(_TASKS_SIGNATURE)
+    compiled = _gemm_tasks.overloads[_TASKS_SIGNATURE]
+    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
+
+
+@intrinsic
+def _call_compiled(typingctx, address, arguments):
+    """Call the Numba-compiled function at `address` (its C wrapper) with the tuple's items."""
+    signature = types.void(types.intp, arguments)
+
+    def codegen(context, builder, sig, args):
+        address_value, tuple_value = args
+        values = [builder.extract_value(tuple_value, i) for i in range(len(arguments))]
+        function_type = ir.FunctionType(context.get_value_type(types.none), [value.type for value in values])
+        builder.call(builder.inttoptr(address_value, function_type.as_pointer()), values)
+        return context.get_dummy_value()
+
+    return signature, codegen
 
 
 @jit(parallel=True)
-def _gemm_parallel(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
-    n_row_blocks = (x.shape[0] + row_block - 1) // row_block
-    n_col_blocks = (panels.shape[0] + panels_per_block - 1) // panels_per_block
-    for task in prange(n_row_blocks * n_col_blocks):
-        _gemm_task(np.int64(task), x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+def _gemm_parallel(tasks_address, n_tasks, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
+    """The blocks of C spread over Numba's threads (prange gives each an equal share)."""
+    for task in prange(n_tasks):
+        first = np.int64(task)  # prange's index is unsigned
+        _call_compiled(tasks_address, (first, first + 1, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block))
 
 
-@jit
-def _gemm_serial(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
-    n_row_blocks = (x.shape[0] + row_block - 1) // row_block
-    n_col_blocks = (panels.shape[0] + panels_per_block - 1) // panels_per_block
-    for task in range(n_row_blocks * n_col_blocks):
-        _gemm_task(np.int64(task), x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
-
-
-@jit
+@functools.lru_cache(maxsize=4096)
 def _plan_blocks(m, n_panels, k, threads):
-    """(rows per block, panels per block, K block) for `threads` workers.
+    """(tasks, rows per block, panels per block, K block) for `threads` workers.
 
     Row blocks of at most MAX_ROW_TILES tiles, as even as possible; the number of tasks is
     a multiple of `threads` when there is enough work (prange hands each thread an equal
     share of the tasks), and when there are fewer row blocks than threads the columns are
     split instead. K goes in the fewest blocks of at most K_BLOCK, evenly.
     """
-    tiles = max(1, (m + MR - 1) // MR)
-    n_row_blocks = (tiles + MAX_ROW_TILES - 1) // MAX_ROW_TILES
+    tiles = max(1, -(-m // MR))
+    n_row_blocks = -(-tiles // MAX_ROW_TILES)
     n_col_blocks = 1
     if threads > 1:
         if n_row_blocks >= threads:
-            n_row_blocks = min(tiles, threads * ((n_row_blocks + threads - 1) // threads))
+            n_row_blocks = min(tiles, threads * -(-n_row_blocks // threads))
         else:
-            n_col_blocks = (threads + n_row_blocks - 1) // n_row_blocks
-    rows_per_block = MR * ((tiles + n_row_blocks - 1) // n_row_blocks)
-    panels_per_block = max(1, (n_panels + n_col_blocks - 1) // n_col_blocks)
-    n_k_blocks = max(1, (k + K_BLOCK - 1) // K_BLOCK)
-    k_block = max(1, (k + n_k_blocks - 1) // n_k_blocks)
-    return rows_per_block, panels_per_block, k_block
-
-
-@jit
-def _gemm_blocked(x, panels, bias, residual, activation_row, out, threads, serial_below_flops):
-    """Pick the single-thread or threaded kernel and its blocks (here, not in Python, where
-    each step costs microseconds: an M = 16 product takes about 20)."""
-    m, k = x.shape
-    if threads > 1 and 2.0 * m * out.shape[1] * k >= serial_below_flops:
-        row_block, panels_per_block, k_block = _plan_blocks(m, panels.shape[0], k, threads)
-        _gemm_parallel(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
-    else:
-        row_block, panels_per_block, k_block = _plan_blocks(m, panels.shape[0], k, 1)
-        _gemm_serial(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+            n_col_blocks = -(-threads // n_row_blocks)
+    rows_per_block = MR * -(-tiles // n_row_blocks)
+    panels_per_block = max(1, -(-n_panels // n_col_blocks))
+    n_tasks = -(-m // rows_per_block) * -(-n_panels // panels_per_block)
+    n_k_blocks = max(1, -(-k // K_BLOCK))
+    k_block = max(1, -(-k // n_k_blocks))
+    return n_tasks, rows_per_block, panels_per_block, k_block
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,8 +289,13 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     k, n = packed.in_features, packed.out_features
     bias, residual, out = _check_inputs(x, k, n, bias, residual, out)
     activation_row = activation_row_address(activation_code(activation))
-    threads = numba.get_num_threads()
-    _gemm_blocked(x, packed.panels, bias, residual, activation_row, out, threads, SERIAL_BELOW_FLOPS)
+    m = x.shape[0]
+    threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
+    n_tasks, *blocks = _plan_blocks(m, packed.panels.shape[0], k, threads)
+    if threads > 1:
+        _gemm_parallel(_gemm_tasks_address(), n_tasks, x, packed.panels, bias, residual, activation_row, out, *blocks)
+    else:  # on the calling thread: no wake-up of the worker threads
+        _gemm_tasks(0, n_tasks, x, packed.panels, bias, residual, activation_row, out, *blocks)
     return out
 
 

@@ -172,6 +172,18 @@ def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
     np.testing.assert_array_equal(single, threaded)  # same blocks of K: same sums, bit for bit
 
 
+def test_gemm_reads_read_only_inputs_on_both_paths(monkeypatch):
+    x, weight, bias, residual = random_problem(100, 64, 40, seed=8)
+    for array in (x, bias, residual):
+        array.flags.writeable = False  # e.g. arrays over a memory-mapped file
+    packed = pack_weight(weight)
+    expected = numpy_twin(x, weight, bias, residual, "relu")
+    for serial_below_flops in (float("inf"), 0.0):
+        monkeypatch.setattr(gemm_module, "SERIAL_BELOW_FLOPS", serial_below_flops)
+        out = gemm(x, packed, bias, residual, "relu")
+        assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
+
+
 def test_gemm_with_empty_depth_gives_the_epilogue_of_zero():
     x = np.zeros((3, 0), dtype=np.float32)
     bias = np.arange(4, dtype=np.float32)
