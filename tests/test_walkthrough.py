@@ -1,0 +1,192 @@
+"""docs/walkthrough.md cannot rot: its snippets run here against the real model.
+
+Every ```python block of the walkthrough is a doctest session (`>>>` lines, then what they
+print). The blocks run in order, in one namespace, and each printed output must equal what the
+walkthrough shows. Numbers may differ only in the last digit they are printed with, by at most
+one unit (a rounding boundary crossed by a BLAS summing in another order); the words and the
+number of digits must match exactly. Then the prose is checked too: every decimal number and
+every shape like (1, 12, 384) that the text quotes must be one that the run printed, and every
+link to a function ([`embed`](../transformer/model.py)) must name a function or class that
+exists in that file.
+
+After changing the walkthrough's code, refresh its outputs from a run with
+
+    python tests/test_walkthrough.py --update
+
+and read the diff: the prose around the outputs may quote numbers that changed.
+"""
+
+import doctest
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
+
+FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w]|\.\d)")
+SHAPE = re.compile(r"\(\d+(?:, \d+)+\)")
+FUNCTION_LINK = re.compile(r"\[`([A-Za-z_][\w.]*)`\]\((\.\./[^)#]+\.py)\)")
+OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def python_blocks(markdown):
+    """[(first line number, code)] of the ```python blocks, in order."""
+    return [(markdown.count("\n", 0, match.start(1)) + 1, match.group(1)) for match in FENCE.finditer(markdown)]
+
+
+def prose(markdown):
+    """The walkthrough without its code blocks (any fence)."""
+    return re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+
+
+def within_last_digit(wanted, got):
+    """'0.923' vs '0.924' -> True; '0.923' vs '0.93' (other digits) or '0.925' -> False."""
+    decimals = len(wanted.split(".")[1])
+    if len(got.split(".")[1]) != decimals:
+        return False
+    return round(abs(float(wanted) - float(got)) * 10 ** decimals) <= 1
+
+
+class QuotedNumbersChecker(doctest.OutputChecker):
+    """doctest's comparison, except that a number may be off by one unit in its last digit."""
+
+    def check_output(self, want, got, optionflags):
+        if super().check_output(want, got, optionflags):
+            return True
+        wanted, found = DECIMAL.findall(want), DECIMAL.findall(got)
+        if len(wanted) != len(found) or not all(map(within_last_digit, wanted, found)):
+            return False
+        numbers = iter(wanted)
+        return super().check_output(want, DECIMAL.sub(lambda _: next(numbers), got), optionflags)
+
+
+class RecordingRunner(doctest.DocTestRunner):
+    """Runs the examples and keeps what each one printed."""
+
+    def __init__(self):
+        super().__init__(checker=QuotedNumbersChecker(), optionflags=OPTIONS, verbose=False)
+        self.printed = []  # [(block number, example, got)]
+        self.failures_text = []
+        self.block = None
+
+    def report_success(self, out, test, example, got):
+        self.printed.append((self.block, example, got))
+
+    def report_failure(self, out, test, example, got):
+        self.printed.append((self.block, example, got))
+        self.failures_text.append(f"{test.name}, line {test.lineno + example.lineno + 1}:\n"
+                                  f"{example.source}expected:\n{example.want}got:\n{got}")
+
+    def report_unexpected_exception(self, out, test, example, exc_info):
+        import traceback
+
+        self.printed.append((self.block, example, None))
+        self.failures_text.append(f"{test.name}, line {test.lineno + example.lineno + 1}:\n{example.source}"
+                                  + "".join(traceback.format_exception(*exc_info)))
+
+
+def run_walkthrough(markdown):
+    """Run every python block in order in one namespace -> the runner (with what was printed)."""
+    runner = RecordingRunner()
+    namespace = {"__name__": "walkthrough"}
+    parser = doctest.DocTestParser()
+    for number, (line, code) in enumerate(python_blocks(markdown)):
+        examples = parser.get_examples(code)
+        if not examples:
+            raise AssertionError(f"the python block at line {line} of {WALKTHROUGH.name} has no >>> example")
+        runner.block = number
+        test = doctest.DocTest(examples, namespace, f"{WALKTHROUGH.name} block {number + 1}",
+                               str(WALKTHROUGH), line - 1, code)
+        runner.run(test, clear_globs=False)
+        namespace = test.globs  # DocTest copies the namespace it is given: carry the copy on
+    return runner
+
+
+def update(path=WALKTHROUGH):
+    """Rewrite the walkthrough's outputs with what a fresh run prints."""
+    markdown = path.read_text(encoding="utf-8")
+    runner = run_walkthrough(markdown)
+    if any(got is None for _, _, got in runner.printed):
+        raise SystemExit("an example raised; fix it first:\n\n" + "\n\n".join(runner.failures_text))
+    blocks = python_blocks(markdown)
+    lines = markdown.split("\n")
+    for block, example, got in reversed(runner.printed):
+        first = blocks[block][0] - 1 + example.lineno + example.source.count("\n")  # 0-based line of the output
+        old = example.want.count("\n")
+        indent = " " * example.indent
+        new = [indent + text if text else text for text in got.rstrip("\n").split("\n")] if got else []
+        lines[first:first + old] = new
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print(f"updated {path}: {len(runner.printed)} outputs")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests
+# ---------------------------------------------------------------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def markdown():
+    return WALKTHROUGH.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def walkthrough_run(markdown, minilm_dir):
+    return run_walkthrough(markdown)
+
+
+def test_walkthrough_snippets_print_what_the_walkthrough_shows(walkthrough_run):
+    assert walkthrough_run.printed, "no example ran"
+    assert not walkthrough_run.failures_text, "\n\n".join(walkthrough_run.failures_text)
+
+
+def test_every_number_the_prose_quotes_was_printed_by_the_run(markdown, walkthrough_run):
+    printed = "\n".join(got for _, _, got in walkthrough_run.printed if got)
+    printed_numbers = DECIMAL.findall(printed)
+    quoted = DECIMAL.findall(prose(markdown))
+    assert quoted, "the prose quotes no numbers: nothing to check"
+    missing = [number for number in quoted
+               if not any(within_last_digit(number, found) for found in printed_numbers
+                          if len(found.split(".")[1]) == len(number.split(".")[1]))]
+    assert not missing, f"the walkthrough's text quotes numbers no snippet printed: {missing}"
+    shapes = SHAPE.findall(prose(markdown))
+    assert shapes, "the prose quotes no shapes: nothing to check"
+    missing_shapes = [shape for shape in shapes if shape not in printed]
+    assert not missing_shapes, f"the walkthrough's text quotes shapes no snippet printed: {missing_shapes}"
+
+
+def test_every_function_link_names_a_function_in_that_file(markdown):
+    links = FUNCTION_LINK.findall(markdown)
+    assert len(links) >= 10, f"expected the walkthrough to link its steps to the code, found {links}"
+    broken = []
+    for name, target in links:
+        source = (WALKTHROUGH.parent / target).resolve()
+        if not source.is_file():
+            broken.append(f"{target} (no such file)")
+            continue
+        text = source.read_text(encoding="utf-8")
+        for part in name.split("."):
+            if not re.search(rf"^\s*(def|class) {re.escape(part)}\b", text, flags=re.MULTILINE):
+                broken.append(f"{name} in {target}")
+                break
+    assert not broken, f"links to functions that do not exist: {broken}"
+
+
+def test_number_checker_accepts_one_unit_in_the_last_digit_only():
+    checker = QuotedNumbersChecker()
+    assert checker.check_output("cos 0.923 and 0.81\n", "cos 0.924 and 0.81\n", OPTIONS)
+    assert not checker.check_output("cos 0.923\n", "cos 0.925\n", OPTIONS)
+    assert not checker.check_output("cos 0.923\n", "cos 0.92\n", OPTIONS)
+    assert not checker.check_output("cos 0.923\n", "sin 0.923\n", OPTIONS)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--update"]:
+        os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+        update()
+    else:
+        raise SystemExit(f"usage: python {sys.argv[0]} --update   (rewrite the walkthrough's outputs)")

@@ -1,0 +1,166 @@
+"""Pictures for people who would rather look than read: attention, similarity, a 2-D map.
+
+matplotlib is an optional extra (`pip install 'transformer[plot]'`); nothing here imports it
+until a picture is drawn, and without it every function raises ImportError with a one-line
+hint (`PLOT_HINT`). The figures are drawn on a bare `matplotlib.figure.Figure`, never through
+pyplot, so no window opens and no GUI backend is needed.
+
+    >>> from transformer.plots import plot_similarity
+    >>> plot_similarity([[1.0, 0.3], [0.3, 1.0]], ["a cat", "a dog"], "similarity.png")  # doctest: +SKIP
+    PosixPath('similarity.png')
+
+Each function takes plain arrays and labels and writes one image (the format follows the file
+suffix: .png, .svg, .pdf); it returns the path written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PLOT_HINT = "plotting needs matplotlib, which is not installed: pip install 'transformer[plot]'"
+LABEL_CHARS = 40  # longer labels (whole sentences) are cut, so the picture keeps its shape
+
+
+def require_matplotlib():
+    """Raise ImportError(PLOT_HINT) now if matplotlib is missing, before any slow work."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(PLOT_HINT) from None
+
+
+def new_figure(width, height):
+    """A matplotlib Figure (width x height inches), or ImportError(PLOT_HINT) without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(PLOT_HINT) from None
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def shorten(label, limit=LABEL_CHARS):
+    """A label cut to `limit` characters with an ellipsis. shorten("abcdef", 4) -> 'abc…'"""
+    label = str(label)
+    return label if len(label) <= limit else label[:limit - 1] + "…"
+
+
+def _save(figure, path):
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write the picture {path}: the folder {path.parent} does not exist")
+    figure.savefig(path, dpi=150)
+    return path
+
+
+def _check_square(matrix, labels, what):
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(labels):
+        raise ValueError(f"{what}: expected a square matrix [n, n] with n labels; "
+                         f"got shape {matrix.shape} and {len(labels)} labels")
+    return matrix
+
+
+def plot_attention(tokens, weights, path, title="attention"):
+    """A token-by-token heatmap of attention weights.
+
+    tokens: [seq] str; weights: float [seq, seq], row i = how much token i attends to each
+    token (rows sum to 1). Rows are the queries (the token being updated), columns the keys.
+    """
+    weights = _check_square(weights, tokens, "plot_attention")
+    size = 2.5 + 0.38 * len(tokens)
+    figure = new_figure(size + 1.2, size)
+    axes = figure.add_subplot()
+    image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(float(weights.max()), 1e-6))
+    ticks = np.arange(len(tokens))
+    axes.set_xticks(ticks, [shorten(t, 16) for t in tokens], rotation=60, ha="right", rotation_mode="anchor")
+    axes.set_yticks(ticks, [shorten(t, 16) for t in tokens])
+    axes.set_xlabel("attends to (key token)")
+    axes.set_ylabel("token being updated (query)")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="attention weight (each row sums to 1)")
+    return _save(figure, path)
+
+
+def plot_similarity(matrix, labels, path, title="cosine similarity"):
+    """A labelled similarity matrix: float [n, n], labels [n] (sentences are shortened).
+    Each cell shows its value when n is small enough to read it."""
+    matrix = _check_square(matrix, labels, "plot_similarity")
+    n = len(labels)
+    cell = 0.55 if n <= 12 else 0.3
+    longest = max(len(shorten(label)) for label in labels)
+    figure = new_figure(2.5 + 0.07 * longest + cell * n + 1.2, 2.0 + 0.07 * longest + cell * n)
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="magma", vmin=min(0.0, float(matrix.min())), vmax=1.0)
+    ticks = np.arange(n)
+    axes.set_xticks(ticks, [shorten(label) for label in labels], rotation=45, ha="right", rotation_mode="anchor")
+    axes.set_yticks(ticks, [shorten(label) for label in labels])
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                value = float(matrix[i, j])
+                axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                          color="black" if value > 0.6 else "white")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="cosine similarity")
+    return _save(figure, path)
+
+
+def plot_map(points, labels, path, title="sentence embeddings", explained=None, notes=None):
+    """A 2-D scatter of embeddings, one colour per label (e.g. a topic), with a legend.
+
+    points: float [n, 2] (e.g. from `transformer.corpus.pca`); labels: [n] str;
+    explained: optional [2] share of the variance along each axis (printed on the axes);
+    notes: optional {index: text} to write beside a few points.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+        raise ValueError(f"plot_map: expected points [n, 2] and n labels; got shape {points.shape} "
+                         f"and {len(labels)} labels")
+    figure = new_figure(9, 7)
+    axes = figure.add_subplot()
+    names = list(dict.fromkeys(labels))
+    colours = [f"C{k % 10}" for k in range(len(names))]
+    for name, colour in zip(names, colours):
+        chosen = np.array([label == name for label in labels])
+        axes.scatter(points[chosen, 0], points[chosen, 1], s=18, alpha=0.75, color=colour,
+                     label=f"{name} ({int(chosen.sum())})")
+        centre = points[chosen].mean(axis=0)
+        axes.annotate(name, centre, ha="center", va="center", fontsize=11, weight="bold", color=colour,
+                      bbox=dict(boxstyle="round,pad=0.2", facecolor="white", alpha=0.8, edgecolor=colour))
+    for index, text in (notes or {}).items():
+        axes.annotate(shorten(text, 48), points[index], xytext=(4, 4), textcoords="offset points", fontsize=7)
+    for axis, name in enumerate(("first", "second")):
+        share = f" ({100 * float(explained[axis]):.1f}% of the variance)" if explained is not None else ""
+        (axes.set_xlabel if axis == 0 else axes.set_ylabel)(f"{name} principal component{share}")
+    axes.legend(title="label (count)", loc="best", fontsize=8)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_word_similarities(results, path, title="the same word in different sentences"):
+    """Line charts of a word's cosine similarity across sentence pairs, stage by stage.
+
+    results: a list of `transformer.context.WordSimilarities`; one panel each, one line per
+    sentence pair, x = static table row, embedding output, layer 1 .. layer L.
+    """
+    results = list(results)
+    figure = new_figure(13, 3.4 * len(results) + 0.6)
+    panels = figure.subplots(len(results), 1, squeeze=False)[:, 0]
+    for axes, result in zip(panels, results):
+        num_layers = len(result.layers) - 1
+        stages = ["static", "embed"] + [f"layer {k}" for k in range(1, num_layers + 1)]
+        for i, j in result.pairs():
+            values = [float(result.static[i, j])] + [float(result.layers[k][i, j]) for k in range(num_layers + 1)]
+            label = f"{i + 1}-{j + 1}: {shorten(result.sentences[i], 28)} | {shorten(result.sentences[j], 28)}"
+            axes.plot(range(len(stages)), values, marker="o", label=label)
+        axes.set_xticks(range(len(stages)), stages)
+        word = result.word if isinstance(result.word, str) else " / ".join(result.word)
+        axes.set_title(f'"{word}": cosine similarity of its vectors in two sentences')
+        axes.set_ylabel("cosine similarity")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="sentence pair")
+    figure.suptitle(title)
+    return _save(figure, path)
