@@ -144,19 +144,33 @@ def test_walkthrough_snippets_print_what_the_walkthrough_shows(walkthrough_run):
     assert not walkthrough_run.failures_text, "\n\n".join(walkthrough_run.failures_text)
 
 
+def unprinted_numbers(text, runner):
+    """The decimal numbers quoted in `text` that no example of the run printed."""
+    printed = DECIMAL.findall("\n".join(got for _, _, got in runner.printed if got))
+    return [number for number in DECIMAL.findall(text)
+            if not any(within_last_digit(number, found) for found in printed
+                       if len(found.split(".")[1]) == len(number.split(".")[1]))]
+
+
 def test_every_number_the_prose_quotes_was_printed_by_the_run(markdown, walkthrough_run):
     printed = "\n".join(got for _, _, got in walkthrough_run.printed if got)
-    printed_numbers = DECIMAL.findall(printed)
-    quoted = DECIMAL.findall(prose(markdown))
-    assert quoted, "the prose quotes no numbers: nothing to check"
-    missing = [number for number in quoted
-               if not any(within_last_digit(number, found) for found in printed_numbers
-                          if len(found.split(".")[1]) == len(number.split(".")[1]))]
+    assert DECIMAL.findall(prose(markdown)), "the prose quotes no numbers: nothing to check"
+    missing = unprinted_numbers(prose(markdown), walkthrough_run)
     assert not missing, f"the walkthrough's text quotes numbers no snippet printed: {missing}"
     shapes = SHAPE.findall(prose(markdown))
     assert shapes, "the prose quotes no shapes: nothing to check"
     missing_shapes = [shape for shape in shapes if shape not in printed]
     assert not missing_shapes, f"the walkthrough's text quotes shapes no snippet printed: {missing_shapes}"
+
+
+def test_readme_how_it_works_quotes_only_numbers_the_walkthrough_printed(walkthrough_run):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"<!-- section:how -->(.*?)<!-- /section:how -->", readme, flags=re.DOTALL)
+    assert section and "docs/walkthrough.md" in section.group(1)
+    quoted = DECIMAL.findall(prose(section.group(1)))
+    assert len(quoted) >= 4, quoted
+    missing = unprinted_numbers(prose(section.group(1)), walkthrough_run)
+    assert not missing, f"README's How it works quotes numbers the walkthrough run did not print: {missing}"
 
 
 def test_every_function_link_names_a_function_in_that_file(markdown):
