@@ -4,7 +4,7 @@
     .venv/bin/python tools/make_sentence_references.py all-MiniLM-L6-v2
 
 For each model, sentence-transformers (the reference implementation, pinned in the test extra)
-encodes a fixed set of ~200 varied texts: short sentences, questions, many languages and
+encodes a fixed set of 206 varied texts: short sentences, questions, many languages and
 scripts, punctuation- and symbol-heavy strings, whitespace oddities, paragraphs, and long texts
 beyond the models' 256 / 384 token limits (so truncation is exercised). The file stores:
 
@@ -197,10 +197,10 @@ def make_texts():
     """The reference texts, the same on every run (a seeded generator builds the long ones)."""
     rng = random.Random(SEED)
     texts = SHORT + QUESTIONS + MULTILINGUAL + PUNCTUATION
-    for _ in range(36):  # paragraphs of 2-6 sentences, ~30-120 tokens
+    for _ in range(60):  # paragraphs of 2-6 sentences, ~30-120 tokens
         texts.append(" ".join(rng.sample(POOL, rng.randint(2, 6))))
-    for index in range(36):  # long texts: ~280-900 tokens, beyond both models' limits
-        count = rng.randint(22, 70)
+    for index in range(14):  # long texts: ~280-900 tokens, beyond both models' limits
+        count = rng.randint(26, 70)
         sentences = [rng.choice(POOL) for _ in range(count)]
         if index % 4 == 1:
             sentences.insert(count // 2, rng.choice(MULTILINGUAL))

