@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+from transformer import cli_learning
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -191,10 +193,12 @@ def add_similarity(subparsers, common):
     parser.add_argument("texts", nargs="*", help="two or more texts")
     parser.add_argument("--file", "-f", help="read one text per line from FILE ('-' for stdin)")
     parser.add_argument("--json", action="store_true", help="print {\"texts\", \"similarity\"} as JSON")
+    cli_learning.add_similarity_plot(parser)
     return parser
 
 
 def run_similarity(args):
+    cli_learning.check_plotting(args)
     texts = gather_texts(args)
     if len(texts) < 2:
         raise CommandError(f"similarity needs at least two texts, got {len(texts)}")
@@ -210,6 +214,7 @@ def run_similarity(args):
                          ensure_ascii=False))
     else:
         print(format_similarity(texts, matrix, args.model))
+    cli_learning.plot_similarity_if_asked(args, texts, matrix)
     return 0
 
 
@@ -610,6 +615,10 @@ COMMANDS = [
     ("tokenize", add_tokenize, run_tokenize),
     ("inspect", add_inspect, run_inspect),
     ("download", add_download, run_download),
+    # The learning subcommands (transformer/cli_learning.py).
+    ("context", cli_learning.add_context, cli_learning.run_context),
+    ("attention", cli_learning.add_attention, cli_learning.run_attention),
+    ("map", cli_learning.add_map, cli_learning.run_map),
 ]
 
 
