@@ -190,6 +190,15 @@ def test_every_function_link_names_a_function_in_that_file(markdown):
     assert not broken, f"links to functions that do not exist: {broken}"
 
 
+def test_every_picture_the_walkthrough_shows_is_a_png_in_docs(markdown):
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert pictures, "the walkthrough shows no picture"
+    for picture in pictures:
+        path = WALKTHROUGH.parent / picture
+        assert path.is_file(), f"{picture} is missing"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{picture} is not a PNG file"
+
+
 def test_number_checker_accepts_one_unit_in_the_last_digit_only():
     checker = QuotedNumbersChecker()
     assert checker.check_output("cos 0.923 and 0.81\n", "cos 0.924 and 0.81\n", OPTIONS)

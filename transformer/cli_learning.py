@@ -4,7 +4,7 @@ the --plot option of `similarity`. `transformer.cli` registers them; the work is
 
     transformer context                                   # "bank" and "run" in several sentences
     transformer context --word bank "The river bank." "The bank is closed."
-    transformer attention "She sat by the river bank." --layer 6 --head 3 --plot attention.png
+    transformer attention "He went to the bank to deposit money." --layer 1 --head 5 --plot attention.png
     transformer similarity "A cat." "A dog." "A car." --plot similarity.png
     transformer map --plot map.png                        # the bundled corpus in 2-D
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 PLOT_HINT = "plotting needs matplotlib, which is not installed: pip install 'transformer[plot]'"
-LABEL_CHARS = 40  # longer labels (whole sentences) are cut, so the picture keeps its shape
+LABEL_CHARS = 48  # longer labels (whole sentences) are cut, so the picture keeps its shape
 
 
 def require_matplotlib():
