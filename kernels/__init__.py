@@ -1,5 +1,17 @@
 """Numba kernels for the hot paths (installed as `transformer.kernels`).
 
+    forward.py      the whole encoder on the kernels (the "numba" backend): prepare, encoder_forward
+    gemm.py         linear layers: packed weights, x @ W + bias (+ activation) (+ residual)
+    microkernel.py  the 6 x 16 register-blocked tile every product runs through
+    attention.py    softmax(q k^T / sqrt(d) + bias + mask) v per (sequence, head), padded or packed
+    layernorm.py    residual add + LayerNorm in one pass
+    activations.py  vectorizable float32 exp / erf / tanh, the GELUs, ReLU, SiLU; bias + activation
+    softmax.py      row softmax (and the row pieces attention uses)
+    embeddings.py   word + token type + position gather, add, LayerNorm
+    _jit.py         the one `import numba`: threading layer, disk cache, thread pool
+
 Each kernel stands beside a naive reference loop, and each has a plain NumPy twin in
-`transformer/` that tests hold it equal to. Importing this package compiles nothing.
+`transformer/model.py` that the tests hold it equal to. Importing this package imports
+neither numba nor any kernel module, and importing a kernel module compiles nothing: each
+kernel compiles (or loads from the disk cache) on its first call.
 """

@@ -145,12 +145,6 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 out[row + c] *= inverse_sums[r]
 
 
-def _scratch_sizes(max_keys, head_dim):
-    n_pad = (max_keys + NR - 1) // NR * NR
-    d_pad = (head_dim + NR - 1) // NR * NR
-    return head_dim * n_pad, max_keys * d_pad, MR * n_pad
-
-
 # ---------------------------------------------------------------------------------------
 # Variable-length (packed) sequences.
 
