@@ -18,7 +18,6 @@ from transformer.plots import (
     shorten,
 )
 
-pytest.importorskip("matplotlib")  # the plot extra; `make test` installs it
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
