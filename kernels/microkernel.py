@@ -22,7 +22,13 @@ their results are never stored; cols 0 < cols <= 16 -- B must still hold 16 read
 row (a packed panel is zero-padded), and C is written through a masked store. With
 `accumulate=False` the tile is overwritten, with `accumulate=True` it is added to C.
 
-The caller guarantees the bounds (no checks inside: this is the hot loop).
+The caller guarantees the bounds (no checks inside: this is the hot loop). Inside a jitted
+loop, the GEMM's call for the tile at row i0, panel p, K block k0 reads:
+
+    microkernel_6x16(x, i0 * K + k0, K, rows,                  # A = x[i0:i0+rows, k0:]
+                     panels, (p * K + k0) * 16, 16, depth,     # B = panels[p, k0:k0+depth, :]
+                     out, i0 * N + 16 * p, N, cols,            # C = out[i0:, 16p:16p+cols]
+                     k0 > 0)                                   # add to earlier K blocks
 """
 
 from . import _jit  # noqa: F401  (sets the threading layer before numba is imported)
