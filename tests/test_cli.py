@@ -1,0 +1,328 @@
+"""The `transformer` command line, run as a user runs it: a subprocess, its output checked.
+
+Every bad input must end as exactly one line on stderr and a non-zero status, never a traceback.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from transformer.sentence import SentenceEncoder, cosine_similarity
+from transformer.tokenizer import Tokenizer
+
+DEMO = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+]
+CORPUS = [
+    "The cat sleeps on the sofa all afternoon.",
+    "Stock markets fell sharply after the announcement.",
+    "",
+    "Add two eggs and a cup of flour, then stir.",
+    "The football match ended in a draw.",
+    "Our flight to Lisbon was cancelled because of the storm.",
+]
+
+
+def run(*args, stdin=None, env=None, timeout=300):
+    """`python -m transformer ARGS` -> CompletedProcess (text mode unless stdin is bytes)."""
+    environment = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "transformer", *args], input=stdin,
+                          capture_output=True, timeout=timeout, env=environment,
+                          text=not isinstance(stdin, bytes))
+
+
+def assert_one_line_error(result, command, *fragments):
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"transformer {command}: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return SentenceEncoder.from_pretrained(minilm_dir)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cache_env(tmp_path):
+    return {"TRANSFORMER_CACHE": str(tmp_path / "cache")}
+
+
+# --- the program ----------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("embed", "similarity", "search", "tokenize", "inspect", "download"):
+        assert command in result.stdout
+
+
+def test_help_does_not_import_numpy_or_the_model():
+    code = ("import sys, transformer.cli as cli; cli.build_parser(); "
+            "print(sorted(m for m in ('numpy', 'numba', 'torch', 'transformer.sentence') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
+def test_no_command_prints_usage_and_fails():
+    result = run()
+    assert result.returncode == 2
+    assert "usage: transformer" in result.stderr
+
+
+def test_a_usage_error_names_the_bad_flag():
+    result = run("similarity", "a", "b", "--batch-size", "0")
+    assert result.returncode == 2
+    assert "expected a positive integer, got 0" in result.stderr
+
+
+# --- similarity -----------------------------------------------------------------------------------
+
+
+def test_similarity_prints_the_cosine_matrix_of_the_demo_sentences(minilm):
+    result = run("similarity", *DEMO)
+    assert result.returncode == 0, result.stderr
+    expected = cosine_similarity(minilm.encode(DEMO))
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Cosine similarity (all-MiniLM-L6-v2, 5 texts)"
+    for i, text in enumerate(DEMO):
+        assert f"[{i + 1}] {text}" in result.stdout
+        row = next(line for line in lines if line.strip().startswith(f"[{i + 1}]") and "." in line
+                   and not line.strip().endswith(text))
+        values = [float(v) for v in row.split()[1:]]
+        np.testing.assert_allclose(values, expected[i], atol=6e-4)
+    assert lines[-1] == "Most similar: [1] and [2] ({:.3f})".format(expected[0, 1])
+
+
+def test_similarity_json_and_both_backends_agree():
+    numba = json.loads(run("similarity", "--json", *DEMO[:3]).stdout)
+    numpy = json.loads(run("similarity", "--json", "--backend", "numpy", "--threads", "1", *DEMO[:3]).stdout)
+    assert numba["texts"] == DEMO[:3]
+    np.testing.assert_allclose(numba["similarity"], numpy["similarity"], atol=1e-5)
+    np.testing.assert_allclose(np.diag(numba["similarity"]), 1.0, atol=1e-5)
+
+
+def test_similarity_of_one_text_is_an_error():
+    assert_one_line_error(run("similarity", "alone"), "similarity", "at least two texts, got 1")
+
+
+def test_an_unknown_model_is_a_one_line_error_saying_where_it_looked():
+    result = run("similarity", "--model", "no-such-model", "a", "b", env={"TRANSFORMER_OFFLINE": "1"})
+    assert_one_line_error(result, "similarity", "model 'no-such-model' not found", "looked in:",
+                          "not a known model")
+
+
+# --- embed ----------------------------------------------------------------------------------------
+
+
+def test_embed_writes_json_lines_with_exact_float32_vectors(minilm):
+    result = run("embed", "Hello world", "Où est la gare ?")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["Hello world", "Où est la gare ?"]
+    vectors = np.array([row["embedding"] for row in rows], dtype=np.float32)
+    np.testing.assert_allclose(vectors, minilm.encode(["Hello world", "Où est la gare ?"]), atol=1e-6)
+
+
+def test_embed_reads_stdin_and_writes_npy(tmp_path, minilm):
+    output = tmp_path / "vectors.npy"
+    result = run("embed", "-o", str(output), stdin="first line\n\nsecond line\n")
+    assert result.returncode == 0, result.stderr
+    vectors = np.load(output)
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 384)
+    np.testing.assert_allclose(vectors, minilm.encode(["first line", "second line"]), atol=1e-6)
+    assert f"wrote 2 x 384 float32 vectors to {output}" in result.stderr
+
+
+def test_embed_reads_a_file_and_writes_jsonl(tmp_path, corpus):
+    output = tmp_path / "out.jsonl"
+    result = run("embed", "--file", str(corpus), "-o", str(output), "--no-normalize")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == [text for text in CORPUS if text]
+    assert abs(np.linalg.norm(rows[0]["embedding"]) - 1.0) > 1e-3  # --no-normalize kept the raw mean
+
+
+def test_embed_of_a_missing_file_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "missing.txt"
+    assert_one_line_error(run("embed", "--file", str(missing)), "embed", f"file {missing} does not exist")
+
+
+def test_embed_of_empty_input_is_a_one_line_error():
+    assert_one_line_error(run("embed", stdin=""), "embed", "no texts: stdin is empty")
+
+
+def test_embed_to_an_unknown_file_type_is_a_one_line_error():
+    assert_one_line_error(run("embed", "hi", "-o", "vectors.csv"), "embed", "expected a .npy or .jsonl")
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+def test_search_ranks_the_matching_line_first(corpus, cache_env):
+    result = run("search", "--corpus", str(corpus), "-k", "2", "baking", "a", "cake", env=cache_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Top 2 of 5 lines in {corpus} for: baking a cake"
+    assert lines[1].split()[0] == "1." and "line 4: Add two eggs and a cup of flour, then stir." in lines[1]
+    assert len(lines) == 3
+    first, second = float(lines[1].split()[1]), float(lines[2].split()[1])
+    assert first > second
+
+
+def test_search_reuses_cached_corpus_embeddings_until_the_file_changes(corpus, cache_env, tmp_path):
+    first = run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    assert "embedding 5 corpus lines" in first.stderr
+    cached = list((tmp_path / "cache" / "search").glob("*.npz"))
+    assert len(cached) == 1
+    second = run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    assert "using cached corpus embeddings" in second.stderr
+    assert second.stdout == first.stdout
+    corpus.write_text(corpus.read_text() + "Shares of the bank dropped.\n")
+    third = run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    assert "changed since it was cached; embedding 6 lines again" in third.stderr
+    assert "Top 5 of 6 lines" in third.stdout
+
+
+def test_search_reports_a_corrupt_cache_in_one_line_and_rebuilds_on_request(corpus, cache_env, tmp_path):
+    run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    [cached] = (tmp_path / "cache" / "search").glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:200])  # cut short, as a crash mid-write would
+    result = run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    assert_one_line_error(result, "search", f"cached index {cached} is corrupt", "--rebuild")
+    rebuilt = run("search", "--corpus", str(corpus), "markets", "--rebuild", env=cache_env)
+    assert rebuilt.returncode == 0 and "line 2: Stock markets" in rebuilt.stdout
+
+
+def test_search_detects_a_cache_whose_embeddings_were_altered(corpus, cache_env, tmp_path):
+    run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    [cached] = (tmp_path / "cache" / "search").glob("*.npz")
+    with np.load(cached) as data:
+        contents = dict(data)
+    contents["embeddings"] = contents["embeddings"] * np.float32(2)
+    np.savez(cached, **contents)
+    result = run("search", "--corpus", str(corpus), "markets", env=cache_env)
+    assert_one_line_error(result, "search", "is corrupt (the embeddings do not match their checksum)")
+
+
+def test_search_of_invalid_utf8_names_the_line(tmp_path):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("fine line\n".encode() + "café crème\n".encode("latin-1"))
+    result = run("search", "--corpus", str(corpus), "coffee")
+    assert_one_line_error(result, "search", f"{corpus}: line 2 is not valid UTF-8 (byte 0xe9 at column 4)")
+
+
+def test_search_of_a_missing_corpus_is_a_one_line_error(tmp_path):
+    assert_one_line_error(run("search", "--corpus", str(tmp_path / "nope.txt"), "query"), "search",
+                          "corpus", "does not exist")
+
+
+def test_search_of_an_empty_corpus_is_a_one_line_error(tmp_path):
+    corpus = tmp_path / "empty.txt"
+    corpus.write_text("\n\n   \n")
+    assert_one_line_error(run("search", "--corpus", str(corpus), "query"), "search", "has no text")
+
+
+# --- tokenize -------------------------------------------------------------------------------------
+
+
+def test_tokenize_shows_tokens_ids_and_offsets(minilm_dir):
+    text = "Tokenizers split words."
+    result = run("tokenize", text)
+    assert result.returncode == 0, result.stderr
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    tokenizer.no_padding()  # tokenizer.json stores padding to 128; the command shows the real tokens
+    encoding = tokenizer.encode(text)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{len(encoding.ids)} tokens (all-MiniLM-L6-v2)"
+    for line, token, token_id, (start, end) in zip(lines[2:], encoding.tokens, encoding.ids, encoding.offsets):
+        fields = line.split()
+        assert fields[1:4] == [token, str(token_id), f"{start}:{end}"]
+    assert "'Token'" in result.stdout and "'izer'" in result.stdout
+
+
+def test_tokenize_json_without_special_tokens(minilm):
+    result = run("tokenize", "--json", "--no-special-tokens", "Hello", "world!")
+    data = json.loads(result.stdout)
+    assert data["text"] == "Hello world!"
+    assert data["tokens"] == ["hello", "world", "!"]
+    assert data["ids"] == [minilm.tokenizer.token_to_id(t) for t in data["tokens"]]
+    assert data["offsets"] == [[0, 5], [6, 11], [11, 12]]
+
+
+def test_tokenize_is_not_cut_at_the_stored_truncation():
+    result = run("tokenize", "--json", " ".join(["word"] * 300))
+    assert len(json.loads(result.stdout)["ids"]) == 302
+
+
+# --- inspect --------------------------------------------------------------------------------------
+
+
+def test_inspect_describes_the_model(minilm_dir):
+    result = run("inspect", "all-MiniLM-L6-v2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"found       {minilm_dir} (in the weights store)" in out
+    assert "family      bert (model_type 'bert', architectures BertModel)" in out
+    assert "hidden_size=384 layers=6 heads=12" in out
+    assert "parameters  22,713,216 (22.7 M)" in out  # transformers' count for this checkpoint
+    assert "F32: 103 tensors" in out
+    assert "pooling=mean normalize=yes max_seq_length=256" in out
+    assert "model.safetensors" in out and "90.9 MB" in out
+
+
+def test_inspect_a_tokenizer_only_folder(gpt2_tokenizer_dir):
+    result = run("inspect", str(gpt2_tokenizer_dir))
+    assert result.returncode == 0, result.stderr
+    assert "(given as a path)" in result.stdout
+    assert "no config.json" in result.stdout
+    assert "byte-level BPE (vocab.json + merges.txt)" in result.stdout
+
+
+def test_inspect_an_unknown_model_is_a_one_line_error():
+    assert_one_line_error(run("inspect", "no-such-model"), "inspect", "model 'no-such-model' not found")
+
+
+# --- download -------------------------------------------------------------------------------------
+
+
+def test_download_lists_the_known_models():
+    result = run("download", "--list")
+    assert result.returncode == 0
+    for name in ("all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer"):
+        assert name in result.stdout
+
+
+def test_download_of_a_present_model_verifies_it(minilm_dir):
+    result = run("download", "all-MiniLM-L6-v2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(minilm_dir)
+    assert "present in" in result.stderr and "(verified)" in result.stderr
+
+
+def test_download_of_an_unknown_model_is_a_one_line_error():
+    assert_one_line_error(run("download", "gpt-17"), "download", "unknown model 'gpt-17'; known models:")
+
+
+def test_download_without_a_name_is_a_one_line_error():
+    assert_one_line_error(run("download"), "download", "name at least one model")

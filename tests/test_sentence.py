@@ -1,0 +1,210 @@
+"""SentenceEncoder: what `encode` promises (shapes, order, batching, truncation, errors) and
+that each sentence-transformers module setting it reads gives sentence-transformers' numbers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from transformer.sentence import SentenceEncoder, cosine_similarity, read_modules
+
+TEXTS = [
+    "A man is eating food.",
+    "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun.",
+    "Hi",
+    "Le chat est assis sur le tapis.",
+    "",
+    "Stock markets fell sharply on Monday after the announcement.",
+]
+LONG = " ".join(["The committee met again to discuss the budget, the schedule and the new rules."] * 40)
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return SentenceEncoder.from_pretrained(minilm_dir)
+
+
+def test_encode_returns_float32_rows_of_the_model_dimension(minilm):
+    vectors = minilm.encode(TEXTS)
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), 384)
+
+
+def test_a_single_string_gives_a_single_vector(minilm):
+    vector = minilm.encode("A man is eating food.")
+    assert vector.shape == (384,)
+    np.testing.assert_allclose(vector, minilm.encode(["A man is eating food."])[0], atol=1e-6)
+
+
+def test_vectors_are_unit_length_when_the_model_normalizes(minilm):
+    np.testing.assert_allclose(np.linalg.norm(minilm.encode(TEXTS), axis=1), 1.0, atol=1e-6)
+
+
+def test_normalize_false_returns_the_pooled_vectors_before_normalization(minilm):
+    raw = minilm.encode(TEXTS, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), minilm.encode(TEXTS), atol=1e-6)
+
+
+def test_vectors_come_back_in_input_order(minilm):
+    forward = minilm.encode(TEXTS, batch_size=2)
+    backward = minilm.encode(TEXTS[::-1], batch_size=2)
+    np.testing.assert_allclose(backward[::-1], forward, atol=1e-6)
+
+
+def test_a_texts_vector_does_not_depend_on_its_batch(minilm):
+    alone = np.stack([minilm.encode([text])[0] for text in TEXTS])
+    together = minilm.encode(TEXTS + [LONG], batch_size=32)[: len(TEXTS)]  # padded to 256 tokens
+    in_pairs = minilm.encode(TEXTS, batch_size=2)
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(in_pairs, alone, rtol=0, atol=1e-6)
+
+
+def test_max_seq_length_comes_from_sentence_bert_config_not_tokenizer_json(minilm, minilm_dir):
+    stored = json.loads((minilm_dir / "tokenizer.json").read_text())["truncation"]["max_length"]
+    assert stored == 128
+    assert minilm.max_seq_length == 256
+
+
+def test_long_texts_are_truncated_at_max_seq_length(minilm):
+    tokens = minilm.tokenizer([LONG])["input_ids"].shape[1]
+    assert tokens > 256
+    # Anything after token 256 is cut off, but tokens 129..256 still count.
+    np.testing.assert_allclose(minilm.encode(LONG + " Completely different ending!"), minilm.encode(LONG), atol=1e-6)
+    words = LONG.split()
+    middle = " ".join(words[:150] + ["zebra"] + words[151:])  # word 150 is past token 128
+    assert np.abs(minilm.encode(middle) - minilm.encode(LONG)).max() > 1e-3
+
+
+def test_chunked_long_texts_let_the_tail_count(minilm):
+    changed = LONG + " Completely different ending about volcanoes and penguins!"
+    chunked = minilm.encode([LONG, changed], long="chunk")
+    assert np.abs(chunked[0] - chunked[1]).max() > 1e-3
+    np.testing.assert_allclose(np.linalg.norm(chunked, axis=1), 1.0, atol=1e-6)
+
+
+def test_chunked_short_texts_equal_truncated_ones(minilm):
+    np.testing.assert_allclose(minilm.encode(TEXTS, long="chunk"), minilm.encode(TEXTS), atol=1e-6)
+
+
+def test_chunked_vector_is_the_mean_of_its_windows(minilm):
+    stride = 16
+    windows = minilm.tokenizer([LONG], truncation=True, max_length=256, stride=stride,
+                               return_overflowing_tokens=True, padding=True)
+    assert len(windows["input_ids"]) >= 2
+    texts = [minilm.tokenizer.decode(row[mask == 1]) for row, mask in
+             zip(windows["input_ids"], windows["attention_mask"])]
+    # Each window decoded and encoded on its own gives the same tokens back (lower-cased WordPiece).
+    per_window = minilm.encode(texts, normalize=False)
+    expected = per_window.mean(axis=0)
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(minilm.encode(LONG, long="chunk", stride=stride), expected, atol=1e-5)
+
+
+def test_cosine_similarity_of_a_set_with_itself_has_ones_on_the_diagonal(minilm):
+    matrix = cosine_similarity(minilm.encode(TEXTS[:3]))
+    assert matrix.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-6)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (["fine", 3, "also fine"], TypeError, r"texts\[1\] is int; expected str"),
+    ([], ValueError, "texts is empty"),
+    (None, TypeError, "texts must be a str or a list of str, got NoneType"),
+])
+def test_encode_rejects_bad_texts_naming_the_problem(minilm, bad, error, message):
+    with pytest.raises(error, match=message):
+        minilm.encode(bad)
+
+
+def test_encode_rejects_a_bad_batch_size(minilm):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        minilm.encode(TEXTS, batch_size=0)
+
+
+def test_encode_rejects_an_unknown_long_mode(minilm):
+    with pytest.raises(ValueError, match="long='split'; expected one of 'truncate', 'chunk'"):
+        minilm.encode(TEXTS, long="split")
+
+
+def test_encode_rejects_a_stride_that_leaves_no_new_tokens(minilm):
+    with pytest.raises(ValueError, match=r"stride must be an integer in \[0, 253\]"):
+        minilm.encode(LONG, long="chunk", stride=254)
+
+
+def test_numpy_backend_gives_the_same_vectors(minilm, minilm_dir):
+    reference = SentenceEncoder.from_pretrained(minilm_dir, backend="numpy")
+    assert reference.backend == "numpy"
+    np.testing.assert_allclose(reference.encode(TEXTS), minilm.encode(TEXTS), rtol=0, atol=1e-6)
+
+
+def test_from_pretrained_accepts_a_model_name(minilm):
+    by_name = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
+    assert by_name.dimension == 384 and by_name.pooling_modes == ["mean"] and by_name.normalize
+
+
+# --- model folders with other sentence-transformers settings ------------------------------------
+
+
+def _variant(source, destination, pooling=None, normalize=True, modules=True, extra_module=None):
+    """A copy of a model folder (big files linked, not copied) with other module settings."""
+    destination.mkdir()
+    for path in source.iterdir():
+        if path.is_file() and path.name not in ("modules.json",):
+            os.symlink(path, destination / path.name)
+    (destination / "1_Pooling").mkdir()
+    pooling_config = {"word_embedding_dimension": 384, "pooling_mode_cls_token": False,
+                      "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+                      "pooling_mode_mean_sqrt_len_tokens": False}
+    for mode in pooling or ["mean"]:
+        key = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+               "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}[mode]
+        pooling_config[key] = True
+    (destination / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    listed = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        listed.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    if extra_module:
+        listed.append({"idx": 3, "name": "3", "path": "3_Dense", "type": extra_module})
+    if modules:
+        (destination / "modules.json").write_text(json.dumps(listed))
+    return destination
+
+
+def _sentence_transformers_vectors(folder, texts):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    return model.encode(texts, convert_to_numpy=True)
+
+
+@pytest.mark.parametrize("modes, normalize", [
+    (["cls"], True),
+    (["max"], True),
+    (["mean_sqrt_len_tokens"], False),
+    (["cls", "mean"], True),
+])
+def test_pooling_settings_give_sentence_transformers_numbers(minilm_dir, tmp_path, modes, normalize):
+    folder = _variant(minilm_dir, tmp_path / "variant", pooling=modes, normalize=normalize)
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert ours.pooling_modes == modes and ours.normalize == normalize
+    expected = _sentence_transformers_vectors(folder, TEXTS)
+    np.testing.assert_allclose(ours.encode(TEXTS), expected, rtol=0, atol=1e-5)
+
+
+def test_a_plain_hugging_face_folder_gets_mean_pooling(minilm_dir, tmp_path):
+    folder = _variant(minilm_dir, tmp_path / "plain", modules=False)
+    os.remove(folder / "sentence_bert_config.json")
+    assert read_modules(folder) == {"transformer": "", "pooling": ["mean"], "normalize": False}
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert ours.max_seq_length == 512  # tokenizer_config.json's model_max_length
+    expected = _sentence_transformers_vectors(folder, TEXTS)
+    np.testing.assert_allclose(ours.encode(TEXTS), expected, rtol=0, atol=1e-5)
+
+
+def test_an_unsupported_module_is_named(minilm_dir, tmp_path):
+    folder = _variant(minilm_dir, tmp_path / "dense", extra_module="sentence_transformers.models.Dense")
+    with pytest.raises(ValueError, match="lists a 'sentence_transformers.models.Dense' module"):
+        SentenceEncoder.from_pretrained(folder)
