@@ -29,12 +29,13 @@ Every token attends to the tokens of its own sequence only, so no score is spent
 How the core works (`_attend_head`), for one (sequence, head):
 1. K is copied once, transposed, into key_t [head_dim, keys] (padded to 16 columns), so
    that the score strip Q K^T is a small GEMM for the micro-kernel of `microkernel.py`.
-2. Queries go in strips of 6 (the micro-kernel's rows): scores [6, keys] = Q_strip K^T
-   through the register-blocked micro-kernel, then per row: * scale, + position bias,
-   + mask, exp(x - max) in place (`softmax.softmax_row_inplace`, vectorized).
-3. context_strip [6, head_dim] = P_strip V through the micro-kernel again (V copied once
-   into contiguous rows), then each row is divided by its softmax sum: head_dim
-   multiplies instead of keys.
+2. Queries go in blocks of 24: scores [24, keys] = Q_block K^T through the register-blocked
+   micro-kernel (4 strips of 6 rows per 16-key panel, so the panel is reused from L1),
+   then per row: * scale, + position bias, + mask, exp(x - max) in place
+   (`softmax.softmax_row_inplace`, vectorized).
+3. context [24, head_dim] = P_block V through the micro-kernel again (V copied once into
+   contiguous rows), then each row is divided by its softmax sum: head_dim multiplies
+   instead of keys.
 A row-at-a-time attention in plain Numba was 1.3-5x slower than NumPy's batched matmul;
 the strips through the micro-kernel are what make it faster.
 
@@ -58,6 +59,7 @@ MASK_VALUE = np.finfo(np.float32).min
 
 # Splitting over threads pays off above about this many flops per thread.
 _FLOPS_PER_CHUNK = 4e6
+QUERY_BLOCK = 4 * MR  # queries whose scores are computed together (scores: [24, keys])
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,7 +81,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     (no bias: an empty `bias`). Flags are array sizes, not bool arguments, so that every
     caller shares one compiled copy (a literal True/False would specialise it).
     key_t, value_packed, scores, inverse_sums: scratch of at least head_dim * n_pad,
-    n_k * d_pad, MR * n_pad and MR floats (n_pad, d_pad: n_k, head_dim rounded up to 16).
+    n_k * d_pad, QUERY_BLOCK * n_pad and QUERY_BLOCK floats (n_pad, d_pad: n_k, head_dim
+    rounded up to 16).
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
@@ -108,14 +111,16 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 consecutive = False
                 break
 
-    for i0 in range(0, n_q, MR):
-        rows = min(MR, n_q - i0)
-        # 2. scores[r, j] = q_{i0+r} . k_j for the strip, 6 x 16 tiles.
+    for i0 in range(0, n_q, QUERY_BLOCK):
+        block = min(QUERY_BLOCK, n_q - i0)
+        # 2. scores[r, j] = q_{i0+r} . k_j for a block of queries, 6 x 16 tiles; each
+        #    16-key panel of key_t serves all the block's strips while it is in L1.
         for j0 in range(0, n_k, NR):
-            microkernel_6x16(q, q_start + i0 * qkv_stride, qkv_stride, rows,
-                             key_t, j0, n_pad, head_dim,
-                             scores, j0, n_pad, min(NR, n_k - j0), False)
-        for r in range(rows):
+            for s0 in range(0, block, MR):
+                microkernel_6x16(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(MR, block - s0),
+                                 key_t, j0, n_pad, head_dim,
+                                 scores, s0 * n_pad + j0, n_pad, min(NR, n_k - j0), False)
+        for r in range(block):
             row = scores[r * n_pad:r * n_pad + n_k]  # a view: loops from 0 vectorize
             for j in range(n_k):
                 row[j] *= scale
@@ -130,12 +135,14 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
             if has_mask:
                 _add_into(row, mask[mask_start:mask_start + n_k])
             inverse_sums[r] = softmax_row_inplace(row)
-        # 3. context strip = exp-scores @ V, 6 x 16 tiles, then / the softmax sums.
-        for c0 in range(0, head_dim, NR):
-            microkernel_6x16(scores, 0, n_pad, rows,
-                             value_packed, c0, d_pad, n_k,
-                             out, out_start + i0 * out_stride + c0, out_stride, min(NR, head_dim - c0), False)
-        for r in range(rows):
+        # 3. context = exp-scores @ V, strip by strip, 6 x 16 tiles; then / the softmax sums.
+        for s0 in range(0, block, MR):
+            for c0 in range(0, head_dim, NR):
+                microkernel_6x16(scores, s0 * n_pad, n_pad, min(MR, block - s0),
+                                 value_packed, c0, d_pad, n_k,
+                                 out, out_start + (i0 + s0) * out_stride + c0, out_stride,
+                                 min(NR, head_dim - c0), False)
+        for r in range(block):
             first = out_start + (i0 + r) * out_stride
             context_row = out[first:first + head_dim]
             for c in range(head_dim):
@@ -161,8 +168,8 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
     d_pad = (head_dim + NR - 1) // NR * NR
     key_t = np.empty(head_dim * n_pad, dtype=np.float32)
     value_packed = np.empty(max_len * d_pad, dtype=np.float32)
-    scores = np.empty(MR * n_pad, dtype=np.float32)
-    inverse_sums = np.empty(MR, dtype=np.float32)
+    scores = np.empty(QUERY_BLOCK * n_pad, dtype=np.float32)
+    inverse_sums = np.empty(QUERY_BLOCK, dtype=np.float32)
     no_mask = np.empty(0, dtype=np.float32)
     stride = 3 * hidden
     for item in range(first_item, stop_item):
@@ -264,8 +271,8 @@ def _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key
     d_pad = (head_dim + NR - 1) // NR * NR
     key_t = np.empty(head_dim * n_pad, dtype=np.float32)
     value_packed = np.empty(seq * d_pad, dtype=np.float32)
-    scores = np.empty(MR * n_pad, dtype=np.float32)
-    inverse_sums = np.empty(MR, dtype=np.float32)
+    scores = np.empty(QUERY_BLOCK * n_pad, dtype=np.float32)
+    inverse_sums = np.empty(QUERY_BLOCK, dtype=np.float32)
     first_query = first_item - first_item  # 0 as a run-time int64: a literal 0 would specialise _attend_head
     for item in range(first_item, stop_item):
         b = item // num_heads
