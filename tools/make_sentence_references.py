@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/make_sentence_references.py            # both models
     .venv/bin/python tools/make_sentence_references.py all-MiniLM-L6-v2
+    .venv/bin/python tools/make_sentence_references.py --compare   # our distance to them
 
 For each model, sentence-transformers (the reference implementation, pinned in the test extra)
 encodes a fixed set of 206 varied texts: short sentences, questions, many languages and
@@ -260,10 +261,30 @@ def load_reference(path):
         return texts, data["embeddings"], meta
 
 
+def compare(name, backend):
+    """Print how far SentenceEncoder.encode is from the committed reference (the parity numbers)."""
+    from transformer.sentence import SentenceEncoder
+
+    texts, expected, meta = load_reference(OUT_DIR / f"sentence_{name}.npz")
+    model = SentenceEncoder.from_pretrained(name, backend=backend)
+    ours = model.encode(texts)
+    cosine = (ours * expected).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(expected, axis=1))
+    print(f"{name} ({model.backend}, {len(texts)} texts vs sentence-transformers "
+          f"{meta['made_with']['sentence-transformers']}): worst cosine {cosine.min():.9f}, "
+          f"max |diff| {np.abs(ours - expected).max():.2e}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=MODELS, help=f"default: {' '.join(MODELS)}")
+    parser.add_argument("--compare", action="store_true",
+                        help="do not write: print SentenceEncoder's distance to the committed references")
+    parser.add_argument("--backend", choices=["numpy", "numba"], default=None, help="with --compare")
     args = parser.parse_args(argv)
+    if args.compare:
+        for name in args.models:
+            compare(name, args.backend)
+        return 0
     texts = make_texts()
     for name in args.models:
         write_reference(name, texts)

@@ -426,10 +426,9 @@ def run_tokenize(args):
     print(f"{len(tokens)} tokens ({args.model})")
     print(f"{'#':>4}  {'token':<{token_width}}  {'id':>{id_width}}  {'offsets':<9}  text")
     for position, (token, token_id, (start, end)) in enumerate(zip(tokens, ids, offsets)):
-        piece = text[start:end] if end > start else ""
+        piece = repr(text[start:end]) if end > start else ""  # special tokens cover no text
         print(f"{position:>4}  {token:<{token_width}}  {token_id:>{id_width}}  "
-              f"{f'{start}:{end}':<9}  {piece!r}" if piece else
-              f"{position:>4}  {token:<{token_width}}  {token_id:>{id_width}}  {f'{start}:{end}':<9}")
+              f"{f'{start}:{end}':<9}  {piece}".rstrip())
     return 0
 
 
