@@ -51,7 +51,7 @@ def row_sum(values):
     return total
 
 
-@jit
+@jit(fastmath={"contract"})
 def exp_shifted_inplace(values, shift):
     """values[j] = exp(values[j] - shift) for every j."""
     for j in range(values.shape[0]):
