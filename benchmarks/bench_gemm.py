@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gemm.py                  # 2 threads, then 1; every shape
     python benchmarks/bench_gemm.py --threads 2 --tokens 128 512 --repeats 9
+    python benchmarks/bench_gemm.py --threads 1 --clock cpu    # steadier on a busy machine
 
 For every token count M (16 / 128 / 512 / 4096) and every linear layer of MiniLM
 (384 -> 384, 384 -> 1152 fused QKV, 384 -> 1536, 1536 -> 384) and BERT-base (768 -> 768,
@@ -46,7 +47,7 @@ def median(values):
     return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
 
 
-def time_rounds(functions, repeats, min_seconds):
+def time_rounds(functions, repeats, min_seconds, clock=time.perf_counter):
     """Median seconds per call of each function, timed in interleaved rounds."""
     for function in functions:
         function()  # warm up (and compile)
@@ -54,11 +55,11 @@ def time_rounds(functions, repeats, min_seconds):
     for _ in range(repeats):
         for index, function in enumerate(functions):
             calls = 0
-            start = time.perf_counter()
+            start = clock()
             while True:
                 function()
                 calls += 1
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if elapsed >= min_seconds:
                     break
             samples[index].append(elapsed / calls)
@@ -76,7 +77,7 @@ def load_average():
 # Child process: one thread count.
 
 
-def run_throughput(threads, tokens, repeats, min_seconds):
+def run_throughput(threads, tokens, repeats, min_seconds, clock):
     import numpy as np
 
     from transformer.kernels.gemm import gemm, pack_weight
@@ -102,10 +103,11 @@ def run_throughput(threads, tokens, repeats, min_seconds):
             def gemm_linear():
                 gemm(x, packed, bias, out=out_gemm)
 
-            seconds_numpy, seconds_gemm = time_rounds([numpy_linear, gemm_linear], repeats, min_seconds)
+            clock_function = time.process_time if clock == "cpu" else time.perf_counter
+            seconds_numpy, seconds_gemm = time_rounds([numpy_linear, gemm_linear], repeats, min_seconds, clock_function)
             flops = 2.0 * m * k * n
             row = {
-                "threads": threads, "M": m, "name": name, "K": k, "N": n,
+                "threads": threads, "clock": clock, "M": m, "name": name, "K": k, "N": n,
                 "numpy_gflops": flops / seconds_numpy / 1e9, "gemm_gflops": flops / seconds_gemm / 1e9,
                 "ratio": seconds_numpy / seconds_gemm,
                 "max_abs_diff": float(np.abs(out_gemm - out_numpy).max()),
@@ -156,7 +158,7 @@ def child(arguments, threads, extra_env=None):
 
 
 def print_throughput(rows):
-    print(f"\n## {rows[0]['threads']} thread(s): GFLOP/s of x @ w + b, ratio = numpy time / gemm time")
+    print(f"\n## {rows[0]['threads']} thread(s), {rows[0]['clock']} clock: GFLOP/s of x @ w + b, ratio = numpy time / gemm time")
     print(f"{'M':>5}  {'layer':<22} {'K->N':>11}  {'numpy':>7}  {'gemm':>7}  {'ratio':>5}")
     for row in rows:
         shape = f"{row['K']}->{row['N']}"
@@ -173,12 +175,14 @@ def main():
     parser.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
     parser.add_argument("--repeats", type=int, default=7, help="alternating rounds per shape (median)")
     parser.add_argument("--min-seconds", type=float, default=0.05, help="minimum time per round")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time, steadier on a shared machine (meaningful with 1 thread)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--child", choices=["throughput", "compile"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child == "throughput":
-        run_throughput(args.threads[0], args.tokens, args.repeats, args.min_seconds)
+        run_throughput(args.threads[0], args.tokens, args.repeats, args.min_seconds, args.clock)
         return
     if args.child == "compile":
         run_compile(args.threads[0])
@@ -197,7 +201,7 @@ def main():
         print(f"{'total compile':<22} {sum(cold[k] for k in compiled):6.2f} / {sum(warm[k] for k in compiled):5.2f}")
     for threads in args.threads:
         arguments = ["throughput", "--tokens", *map(str, args.tokens), "--repeats", str(args.repeats),
-                     "--min-seconds", str(args.min_seconds)]
+                     "--min-seconds", str(args.min_seconds), "--clock", args.clock]
         print_throughput(child(arguments, threads))
     print(f"\n# load average {load_average():.2f} at end")
 
