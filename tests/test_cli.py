@@ -90,10 +90,16 @@ def test_no_command_prints_usage_and_fails():
     assert "usage: transformer" in result.stderr
 
 
-def test_a_usage_error_names_the_bad_flag():
+def test_a_usage_error_is_one_line_naming_the_bad_flag():
     result = run("similarity", "a", "b", "--batch-size", "0")
+    assert_one_line_error(result, "similarity", "argument --batch-size: expected a positive integer, got 0")
     assert result.returncode == 2
-    assert "expected a positive integer, got 0" in result.stderr
+
+
+def test_an_unknown_command_is_a_one_line_error():
+    result = run("summarize", "text")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid choice: 'summarize'" in result.stderr
 
 
 # --- similarity -----------------------------------------------------------------------------------

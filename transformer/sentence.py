@@ -22,6 +22,7 @@ gives it.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,14 @@ class SentenceEncoder:
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
         settings = _read_json(transformer_dir / "sentence_bert_config.json", default={})
+        with warnings.catch_warnings():
+            # A sentence model runs the base encoder only: a task head named in config.json
+            # (all-mpnet-base-v2 says MPNetForMaskedLM) and absent from the file is expected.
+            warnings.filterwarnings("ignore", message=r".*holds no .* head tensors")
+            encoder = Encoder.from_pretrained(transformer_dir, backend=backend)
         return cls(
             tokenizer=Tokenizer.from_pretrained(transformer_dir),
-            encoder=Encoder.from_pretrained(transformer_dir, backend=backend),
+            encoder=encoder,
             pooling_modes=modules["pooling"],
             normalize=modules["normalize"],
             max_seq_length=settings.get("max_seq_length") or _tokenizer_limit(transformer_dir),

