@@ -274,7 +274,10 @@ def verify(folder, entry=None) -> list:
     """
     folder = Path(folder)
     if entry is None:
-        entry = manifest_entry(folder.name)[1]
+        known = manifest_entry(folder.name)
+        if known is None:
+            raise ValueError(f"{folder.name!r} is not in the manifest; pass its entry to verify it")
+        entry = known[1]
     source, stamp = _read_stamp(folder)
     accepted = _accepted_sums(entry)
     problems = []
@@ -546,7 +549,7 @@ class _lock:
             import fcntl
 
             fcntl.flock(self.file, fcntl.LOCK_EX)
-        except ImportError:  # Windows: no advisory locks; downloads are still atomic
+        except (ImportError, OSError):  # Windows, or a filesystem without locks: still atomic
             pass
         return self
 
