@@ -88,7 +88,7 @@ def test_chunked_short_texts_equal_truncated_ones(minilm):
     np.testing.assert_allclose(minilm.encode(TEXTS, long="chunk"), minilm.encode(TEXTS), atol=1e-6)
 
 
-def test_chunked_vector_is_the_mean_of_its_windows(minilm):
+def test_chunked_vector_is_the_token_weighted_mean_of_its_windows(minilm):
     stride = 16
     windows = minilm.tokenizer([LONG], truncation=True, max_length=256, stride=stride,
                                return_overflowing_tokens=True, padding=True)
@@ -96,8 +96,10 @@ def test_chunked_vector_is_the_mean_of_its_windows(minilm):
     texts = [minilm.tokenizer.decode(row[mask == 1]) for row, mask in
              zip(windows["input_ids"], windows["attention_mask"])]
     # Each window decoded and encoded on its own gives the same tokens back (lower-cased WordPiece).
-    per_window = minilm.encode(texts, normalize=False)
-    expected = per_window.mean(axis=0)
+    per_window = minilm.encode(texts, normalize=False)  # [windows, 384]
+    tokens = windows["attention_mask"].sum(axis=1)  # the last window is shorter
+    assert tokens[-1] < tokens[0]
+    expected = (per_window * tokens[:, None]).sum(axis=0) / tokens.sum()
     expected /= np.linalg.norm(expected)
     np.testing.assert_allclose(minilm.encode(LONG, long="chunk", stride=stride), expected, atol=1e-5)
 

@@ -102,7 +102,7 @@ class SentenceEncoder:
         long: "truncate" (the default, as sentence-transformers): tokens past max_seq_length
             are dropped. "chunk": a long text is cut into windows of max_seq_length tokens that
             overlap by `stride` tokens (default max_seq_length // 8); the windows' pooled
-            vectors are averaged, so every token counts.
+            vectors are averaged, weighted by their token counts, so every token counts.
         """
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
@@ -142,7 +142,9 @@ class SentenceEncoder:
         return self._pooled(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
 
     def _embed_in_windows(self, texts, stride, batch_size):
-        """Pooled vectors [len(texts), dim], each the mean over its text's overlapping windows."""
+        """Pooled vectors [len(texts), dim]: for each text, the average of its overlapping
+        windows' vectors, each weighted by its number of tokens (a short last window counts
+        for its share, not as much as a full one)."""
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
                                stride=stride, return_overflowing_tokens=True)
         text_of_window = batch["overflow_to_sample_mapping"]  # [windows]: which text each row is from
@@ -150,16 +152,17 @@ class SentenceEncoder:
             self._pooled(batch["input_ids"][rows], batch["attention_mask"][rows], batch["token_type_ids"][rows])
             for rows in _slices(len(text_of_window), batch_size)
         ])  # [windows, dim]
+        weights = batch["attention_mask"].sum(axis=1).astype(np.float32)  # [windows]: tokens in each
         summed = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-        np.add.at(summed, text_of_window, pooled)  # [windows, dim] -> [texts, dim]
-        windows_per_text = np.bincount(text_of_window, minlength=len(texts)).astype(np.float32)
-        return summed / windows_per_text[:, None]
+        np.add.at(summed, text_of_window, pooled * weights[:, None])  # [windows, dim] -> [texts, dim]
+        total = np.bincount(text_of_window, weights=weights, minlength=len(texts)).astype(np.float32)
+        return summed / total[:, None]
 
     def _pooled(self, input_ids, attention_mask, token_type_ids):
         """Token ids [batch, seq] -> pooled sentence vectors [batch, dim] (not yet normalized)."""
-        # Only a shorter row's padding would follow its last token: cut columns nobody uses.
-        used = int(attention_mask.sum(axis=1).max())
-        input_ids, attention_mask, token_type_ids = (a[:, :used] for a in (input_ids, attention_mask, token_type_ids))
+        # Windows sliced out of a bigger batch may share columns of padding only: drop those.
+        used = attention_mask.any(axis=0)  # [seq]
+        input_ids, attention_mask, token_type_ids = (a[:, used] for a in (input_ids, attention_mask, token_type_ids))
         hidden = self.encoder(input_ids, attention_mask, token_type_ids).last_hidden_state  # [batch, seq, hidden]
         return pooling.pool(hidden, attention_mask, self.pooling_modes)  # -> [batch, dim]
 
