@@ -15,6 +15,10 @@ in alternating rounds (so both see the same machine load), and prints GFLOP/s an
 ratio of medians (> 1: gemm is faster). Each thread count runs in its own process with
 OPENBLAS_NUM_THREADS and NUMBA_NUM_THREADS set, so both libraries get the same threads.
 
+For the feed-forward's first half (FFN up + exact GELU) it also compares the fused epilogue
+with the NumPy path (`transformer.model.gelu(x @ w + b)`) and with gemm followed by a separate
+`bias_activation` pass.
+
 It also measures the cost of compilation in fresh processes: the first calls of the GEMM
 kernels (single-thread and threaded paths, and the GELU epilogue) with an empty Numba
 cache, then the same calls with the cache warm.
@@ -117,6 +121,38 @@ def run_throughput(threads, tokens, repeats, min_seconds, clock):
     return rows
 
 
+def run_epilogue(threads, tokens, repeats, min_seconds, clock):
+    """The feed-forward's first half, x @ w + b then GELU, three ways."""
+    import numpy as np
+
+    from transformer.kernels.activations import bias_activation
+    from transformer.kernels.gemm import gemm, pack_weight
+    from transformer.model import gelu
+
+    import numba
+
+    numba.set_num_threads(threads)
+    clock_function = time.process_time if clock == "cpu" else time.perf_counter
+    rng = np.random.default_rng(0)
+    for m in tokens:
+        for name, k, n in SHAPES:
+            if "FFN up" not in name:
+                continue
+            x = rng.standard_normal((m, k), dtype=np.float32)
+            weight = rng.standard_normal((k, n), dtype=np.float32) * np.float32(k ** -0.5)
+            bias = rng.standard_normal(n, dtype=np.float32)
+            packed = pack_weight(weight)
+            out = np.empty((m, n), dtype=np.float32)
+            seconds = time_rounds([
+                lambda: gelu(x @ weight + bias),  # the NumPy path
+                lambda: bias_activation(gemm(x, packed, out=out), bias, "gelu", out=out),  # two kernels
+                lambda: gemm(x, packed, bias, activation="gelu", out=out),  # fused epilogue
+            ], repeats, min_seconds, clock_function)
+            row = {"threads": threads, "clock": clock, "M": m, "name": name, "K": k, "N": n,
+                   "numpy": seconds[0], "separate": seconds[1], "fused": seconds[2]}
+            print(json.dumps(row), flush=True)
+
+
 def run_compile(threads):
     """Seconds for the first call of each GEMM kernel in this (fresh) process."""
     start = time.perf_counter()
@@ -169,6 +205,15 @@ def print_throughput(rows):
     print(f"all shapes: median ratio {median([row['ratio'] for row in rows]):.2f}")
 
 
+def print_epilogue(rows):
+    print(f"\n## {rows[0]['threads']} thread(s): x @ w + b then exact GELU, milliseconds; speed-up of the fused epilogue")
+    print(f"{'M':>5}  {'layer':<16} {'K->N':>9}  {'numpy':>8}  {'gemm+pass':>9}  {'fused':>8}  {'vs numpy':>8}  {'vs pass':>7}")
+    for row in rows:
+        shape = f"{row['K']}->{row['N']}"
+        print(f"{row['M']:>5}  {row['name']:<16} {shape:>9}  {row['numpy'] * 1e3:8.3f}  {row['separate'] * 1e3:9.3f}  "
+              f"{row['fused'] * 1e3:8.3f}  {row['numpy'] / row['fused']:8.2f}  {row['separate'] / row['fused']:7.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
@@ -178,11 +223,14 @@ def main():
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: this process's CPU time, steadier on a shared machine (meaningful with 1 thread)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
-    parser.add_argument("--child", choices=["throughput", "compile"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["throughput", "epilogue", "compile"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child == "throughput":
         run_throughput(args.threads[0], args.tokens, args.repeats, args.min_seconds, args.clock)
+        return
+    if args.child == "epilogue":
+        run_epilogue(args.threads[0], args.tokens, args.repeats, args.min_seconds, args.clock)
         return
     if args.child == "compile":
         run_compile(args.threads[0])
@@ -203,6 +251,8 @@ def main():
         arguments = ["throughput", "--tokens", *map(str, args.tokens), "--repeats", str(args.repeats),
                      "--min-seconds", str(args.min_seconds), "--clock", args.clock]
         print_throughput(child(arguments, threads))
+        arguments[0] = "epilogue"
+        print_epilogue(child(arguments, threads))
     print(f"\n# load average {load_average():.2f} at end")
 
 

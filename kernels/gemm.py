@@ -22,8 +22,9 @@ How the fast path works (llm.c / BLIS style):
    panel passes by), the panels in sweeps of 4 (a 6-row strip of x stays in L1 while it
    meets them), and each 6 x 16 tile of C is computed by the register-blocked
    micro-kernel of `microkernel.py` (12 AVX accumulators, `vfmadd231ps`).
-3. When a tile has seen its last K block, the epilogue runs on it while it is still in
-   the L1 cache: + bias, activation, + residual. No separate pass over C. The activation
+3. When a strip of 6 rows x 64 columns (one sweep) has seen its last K block, the
+   epilogue runs on it while it is still in the L1 cache: + bias, activation, + residual.
+   No separate pass over C. The activation
    is called through its row loop's C address (`activations.activation_row_address`), so
    this kernel compiles once for every activation, and each activation compiles only when
    a model uses it.
@@ -150,15 +151,15 @@ def _gemm_tasks(first_task, stop_task, x, panels, bias, residual, activation_row
                     rows = min(MR, row1 - tile_row)
                     for panel in range(sweep0, sweep1):
                         col0 = panel * NR
-                        cols = min(NR, n - col0)
                         microkernel_6x16(
                             x, tile_row * k + k0, k, rows,  # A: x[tile_row:, k0:], row stride K
                             panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
-                            out, tile_row * n + col0, n, cols,  # C: out[tile_row:, col0:]
+                            out, tile_row * n + col0, n, min(NR, n - col0),  # C: out[tile_row:, col0:]
                             k0 > 0,  # later K blocks add to the partial sums
                         )
-                        if last_pass:
-                            _epilogue(out, tile_row, rows, col0, cols, bias, residual, activation_row)
+                    if last_pass:  # the finished rows x 64 columns, still in L1
+                        sweep_col0 = sweep0 * NR
+                        _epilogue(out, tile_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual, activation_row)
 
 
 # The threaded kernel calls `_gemm_tasks` through its C address rather than by name. Called
