@@ -35,10 +35,11 @@ def _gather_add(word_row, type_row, position_row, has_types, out_row):
 @jit
 def _embed_range(word, token_type, position, has_types, ln_weight, ln_bias, eps,
                  ids, types, positions, out, first, stop):
-    """Tokens first..stop-1."""
+    """Tokens first..stop-1 (the sum goes through a scratch row: see layernorm.py)."""
+    scratch = np.empty(out.shape[1], dtype=np.float32)
     for t in range(first, stop):
-        _gather_add(word[ids[t]], token_type[types[t]], position[positions[t]], has_types, out[t])
-        normalize_row(out[t], ln_weight, ln_bias, eps, out[t])
+        _gather_add(word[ids[t]], token_type[types[t]], position[positions[t]], has_types, scratch)
+        normalize_row(scratch, ln_weight, ln_bias, eps, out[t])
 
 
 def embed_tokens(word, token_type, position, ln_weight, ln_bias, eps, ids, types, positions, out=None):
