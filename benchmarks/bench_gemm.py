@@ -77,6 +77,24 @@ def load_average():
         return float("nan")
 
 
+def cpu_seconds_busy():
+    """Seconds all CPUs spent busy since boot (Linux /proc/stat), or None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ---------------------------------------------------------------------------------------
 # Child process: one thread count.
 
@@ -237,6 +255,7 @@ def main():
         return
 
     print(f"# bench_gemm: load average {load_average():.2f} at start, {os.cpu_count()} CPUs")
+    started, busy_at_start, ours_at_start = time.perf_counter(), cpu_seconds_busy(), children_cpu_seconds()
     if not args.no_compile:
         with tempfile.TemporaryDirectory() as cache:
             threads = max(args.threads)
@@ -254,6 +273,11 @@ def main():
         arguments[0] = "epilogue"
         print_epilogue(child(arguments, threads))
     print(f"\n# load average {load_average():.2f} at end")
+    busy_at_end = cpu_seconds_busy()
+    if busy_at_start is not None and busy_at_end is not None:
+        others = (busy_at_end - busy_at_start) - (children_cpu_seconds() - ours_at_start)
+        print(f"# other processes kept {max(0.0, others) / (time.perf_counter() - started):.2f} CPUs busy "
+              f"on average during the run (of {os.cpu_count()})")
 
 
 if __name__ == "__main__":
