@@ -370,8 +370,13 @@ def _bias_activation_range(x, bias, activation_row, out, first, stop):
 
 @jit
 def _add_bias(row, bias, out_row):
+    """out_row = row + bias. In two steps: a loop reading `row` and writing an `out_row` that
+    may be the same array would fall back to scalar code (LLVM's run-time overlap check)."""
+    if row.ctypes.data != out_row.ctypes.data:
+        for j in range(row.shape[0]):
+            out_row[j] = row[j]
     for j in range(row.shape[0]):
-        out_row[j] = row[j] + bias[j]
+        out_row[j] += bias[j]
 
 
 def bias_activation(x, bias, activation, out=None):
