@@ -59,6 +59,25 @@ def exp_shifted_inplace(values, shift):
 
 
 @jit
+def exp_scaled_shifted_inplace(values, scale, shift):
+    """values[j] = exp(values[j] * scale - shift) for every j (the product rounded first,
+    as when the scale is applied in a pass of its own)."""
+    for j in range(values.shape[0]):
+        values[j] = exp_f32(values[j] * scale - shift)
+
+
+@jit
+def softmax_scaled_row_inplace(values, scale):
+    """softmax_row_inplace(values * scale) without a separate pass for the scale (scale > 0).
+
+    max(x * scale) is max(x) * scale exactly (rounding is monotonic), so the result is the
+    same to the bit as scaling first.
+    """
+    exp_scaled_shifted_inplace(values, scale, row_max(values) * scale)
+    return _ONE / row_sum(values)
+
+
+@jit
 def softmax_row_inplace(values):
     """Turn the 1-D `values` into exp(values - max) in place and return 1 / their sum.
 
