@@ -42,7 +42,7 @@ weights: setup
 weights-test: setup-test
 	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer
 
-bench: setup-test
+bench: setup-test weights
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/run.py
 

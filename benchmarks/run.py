@@ -66,20 +66,22 @@ LABELS = {"transformer-numba": "this project (numba)", "transformer-numpy": "thi
 # Per model: which corpus lines (every nth) each system embeds, and how many calls each
 # measurement makes. BERT-base does 8x MiniLM's work per token, and the numpy backend is the
 # slow readable path: they get evenly spaced subsets (the corpus is shuffled, so a subset has
-# the same length mix) to keep the full run well under an hour.
+# the same length mix) to keep the full run well under an hour. A smaller subset pads more
+# (fewer texts of similar length share a sorted batch), which favours this project's unpadded
+# kernels: the report prints each subset's padding overhead, and the subsets stay large.
 PLANS = {
     "full": {
         "rounds": 3, "startup_warm": 5, "startup_cold": 2,
         "minilm": {"every": 1, "latency": (60, 30), "forward": 3,
                    "numpy": {"every": 15, "latency": (20, 8), "forward": 1}},
-        "bert-base": {"every": 10, "latency": (30, 10), "forward": 1,
+        "bert-base": {"every": 3, "latency": (30, 10), "forward": 1,
                       "numpy": {"every": 150, "latency": (5, 2), "forward": 0}},
     },
     "quick": {
         "rounds": 2, "startup_warm": 2, "startup_cold": 1,
         "minilm": {"every": 20, "latency": (20, 10), "forward": 1,
                    "numpy": {"every": 60, "latency": (10, 4), "forward": 1}},
-        "bert-base": {"every": 100, "latency": (10, 4), "forward": 1,
+        "bert-base": {"every": 20, "latency": (10, 4), "forward": 1,
                       "numpy": {"every": 300, "latency": (3, 1), "forward": 0}},
     },
 }
@@ -131,6 +133,32 @@ def forward_flops(config, batch, seq):
 # Worker: one system, one model, in its own process.
 
 
+def cpu_snapshot():
+    """(busy CPU seconds of the whole machine, CPU seconds of this process, wall seconds), Linux.
+
+    The difference of two snapshots says how much of the cores other processes took meanwhile.
+    """
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as file:
+            values = [int(v) for v in file.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        with open("/proc/self/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()  # fields from the 3rd on
+        busy = sum(values) - values[3] - values[4]
+        own = int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        return busy / ticks, own / ticks, time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def others_cores(before, after):
+    """Cores' worth of CPU that other processes (and the hypervisor) used between two snapshots."""
+    if before is None or after is None:
+        return None
+    wall = after[2] - before[2]
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall) if wall > 0 else None
+
+
 def worker(spec):
     """Run the measurements in `spec` for one system; return a dict (printed as JSON)."""
     import numpy as np
@@ -145,11 +173,13 @@ def worker(spec):
     warm = [t for i, t in enumerate(corpus) if i % spec["every"]][:64] or corpus[:64]
 
     runner.encode(warm)  # compile / cache load, first-call allocations
+    snapshot = cpu_snapshot()
     start = time.perf_counter()
     vectors = runner.encode(texts)
     seconds = time.perf_counter() - start
     result.update(corpus_texts=len(texts), corpus_s=seconds, texts_per_s=len(texts) / seconds,
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  others_cores=others_cores(snapshot, cpu_snapshot()))
     if vectors.dtype != np.float32 or vectors.shape[0] != len(texts):
         raise RuntimeError(f"{spec['system']} returned {vectors.dtype} {vectors.shape}; expected float32 [{len(texts)}, dim]")
     result["norm_max_error"] = float(np.abs(np.linalg.norm(vectors, axis=1) - 1).max())
@@ -162,6 +192,7 @@ def worker(spec):
     for _ in range(3):
         runner.encode([short]), runner.encode([long])
     samples = {"16": [], "128": []}
+    snapshot = cpu_snapshot()
     for i in range(max(calls_short, calls_long)):
         for key, text, calls in (("16", short, calls_short), ("128", long, calls_long)):
             if i < calls:
@@ -169,6 +200,7 @@ def worker(spec):
                 runner.encode([text])
                 samples[key].append(time.perf_counter() - t)
     result["latency_ms"] = {key: 1e3 * median(values) for key, values in samples.items()}
+    result["latency_others_cores"] = others_cores(snapshot, cpu_snapshot())
 
     # The model alone at 32 x 128, and np.matmul on the same GEMM shapes (project only).
     if spec["forward_calls"] == 0:
@@ -193,6 +225,7 @@ def worker(spec):
 
         matmul()
     forward_s, matmul_s = [], []
+    snapshot = cpu_snapshot()
     for _ in range(spec["forward_calls"]):
         t = time.perf_counter()
         runner.forward(input_ids, attention_mask)
@@ -204,7 +237,8 @@ def worker(spec):
     result["forward"] = {"batch": int(input_ids.shape[0]), "seq": int(input_ids.shape[1]),
                          "gemm_gflop": gemm_flops / 1e9, "attention_gflop": attention_flops / 1e9,
                          "ms": 1e3 * median(forward_s),
-                         "gflops": (gemm_flops + attention_flops) / median(forward_s) / 1e9}
+                         "gflops": (gemm_flops + attention_flops) / median(forward_s) / 1e9,
+                         "others_cores": others_cores(snapshot, cpu_snapshot())}
     if matmul_s:
         result["forward"]["matmul_ms"] = 1e3 * median(matmul_s)
         result["forward"]["matmul_gflops"] = gemm_flops / median(matmul_s) / 1e9
@@ -295,6 +329,19 @@ def machine_description():
     }
 
 
+def source_state():
+    """The commit and a digest of uncommitted changes under kernels/ and transformer/ (what was measured)."""
+    import hashlib
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "kernels", "transformer"], cwd=ROOT, capture_output=True,
+                              text=True).stdout
+    except OSError:
+        return None
+    return head + (f"+uncommitted:{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else "")
+
+
 def load_average():
     try:
         return round(os.getloadavg()[0], 2)
@@ -335,6 +382,27 @@ def prepare_models(models, systems, workdir, log):
         log(f"  {model}: {entry['dir'] or entry['skipped']}" + (f"; onnx: {entry['onnx_note']}" if entry["onnx_note"] else ""))
         prepared[model] = entry
     return prepared
+
+
+def padding_overhead(token_counts, texts, batch_size=32):
+    """Extra token positions that padded batches compute, sorted by length as the systems sort:
+    sum over batches of (batch rows x longest row) / real tokens - 1."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    padded = 0
+    for start in range(0, len(order), batch_size):
+        batch = [token_counts[i] for i in order[start:start + batch_size]]
+        padded += max(batch) * len(batch)
+    return padded / sum(token_counts) - 1
+
+
+def token_counts(corpus):
+    """all-MiniLM-L6-v2 tokens of each text ([CLS] and [SEP] included), untruncated."""
+    from transformer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(MINILM)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return [len(e.ids) for e in tokenizer.encode_batch(corpus)]
 
 
 def pick_texts(corpus):
@@ -457,6 +525,7 @@ def summarize(model, rounds, systems):
             "forward_gflops": median([r["forward"]["gflops"] for r in runs if "forward" in r]),
             "peak_rss_mb": median([r["peak_rss_mb"] for r in runs]),
             "load_s": median([r["load_s"] for r in runs]),
+            "others_cores": median([r["others_cores"] for r in runs if r.get("others_cores") is not None]),
             "description": runs[0]["description"],
         }
         if "matmul_gflops" in runs[0].get("forward", {}):
@@ -498,20 +567,20 @@ def targets(report):
         for peer, wanted in TARGET_PEERS.items():
             ratio = ratios.get(peer, {}).get("throughput")
             rows.append((f"{model}: corpus throughput >= {wanted}x {peer}",
-                         fmt(ratio, ".2f", "skipped") + ("x" if ratio else ""), ratio is not None and ratio >= wanted))
+                         fmt(ratio, ".2f", "skipped") + ("x" if ratio else ""), None if ratio is None else ratio >= wanted))
         for length in ("16", "128"):
             ratio = ratios.get("onnxruntime", {}).get(f"latency_{length}")
             rows.append((f"{model}: batch-1 latency at {length} tokens <= ONNX Runtime's",
-                         fmt(ratio, ".2f", "skipped") + ("x ORT's" if ratio else ""), ratio is not None and ratio <= 1.0))
+                         fmt(ratio, ".2f", "skipped") + ("x ORT's" if ratio else ""), None if ratio is None else ratio <= 1.0))
         fraction = report["summary"].get(model, {}).get(OURS, {}).get("fraction_of_matmul")
         rows.append((f"{model}: forward 32x128 FLOP/s >= 80% of np.matmul's", fmt(fraction, ".0%", "skipped"),
-                     fraction is not None and fraction >= 0.8))
+                     None if fraction is None else fraction >= 0.8))
         warm = report["startup"].get(model, {}).get(f"{OURS}/warm", {}).get("first_vector_s")
         rows.append((f"{model}: import -> first vector, warm kernel cache <= 1.0 s", fmt(warm, ".2f", "skipped") +
-                     (" s" if warm else ""), warm is not None and warm <= 1.0))
+                     (" s" if warm else ""), None if warm is None else warm <= 1.0))
         memory = ratios.get("sentence-transformers", {}).get("memory")
         rows.append((f"{model}: peak memory <= 0.5x sentence-transformers'", fmt(memory, ".2f", "skipped") +
-                     ("x" if memory else ""), memory is not None and memory <= 0.5))
+                     ("x" if memory else ""), None if memory is None else memory <= 0.5))
     return rows
 
 
@@ -521,20 +590,22 @@ def markdown(report):
     lines = [
         f"# End-to-end benchmark ({report['mode']} run, {report['date']})",
         "",
-        f"Command: `{report['command']}`",
+        f"Command: `{report['command']}` (source {report.get('source', {}).get('start')})",
         "",
         f"Machine: {machine['cpu']} ({machine['cpu_flags']}), {machine['logical_cpus']} logical CPUs, "
         f"{machine['memory_gib']} GiB, {machine['os']}; Python {machine['python']}; BLAS {machine['blas']}; "
         f"{versions}. Every system: {machine['threads']} threads, fp32, batch size 32. Load average "
         f"{report['load_average']['start']} at the start, {report['load_average']['end']} at the end "
-        f"(the cores are shared; ratios are medians of within-round ratios over {report['plan']['rounds']} interleaved rounds).",
+        f"(the cores are shared; ratios are medians of within-round ratios over {report['plan']['rounds']} interleaved "
+        f"rounds; the last column says how many cores' worth of CPU other processes took during each corpus job, "
+        f"median over rounds).",
         "",
         "## Targets (issue 5)",
         "",
         "| target | measured | met |",
         "|---|---|---|",
     ]
-    lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets(report)]
+    lines += [f"| {t} | {m} | {'-' if ok is None else 'yes' if ok else '**no**'} |" for t, m, ok in targets(report)]
     for model in report["models"]:
         summary = report["summary"].get(model)
         if not summary:
@@ -545,12 +616,13 @@ def markdown(report):
         ours = summary.get(OURS, {})
         lines += ["", f"## {report['prepared'][model]['title']}", "",
                   "| system | corpus texts/s | ours (numba) vs it | batch 1, 16 tok (ms) | batch 1, 128 tok (ms) | "
-                  "forward 32x128 (ms) | GFLOP/s | first vector, new process (s) | peak RSS (MB) | min cosine vs ours |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "forward 32x128 (ms) | GFLOP/s | first vector, new process (s) | peak RSS (MB) | min cosine vs ours | "
+                  "others' load during corpus (cores) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for system in report["systems"]:
             row = summary.get(system, {"skipped": "not run"})
             if "skipped" in row:
-                lines.append(f"| {LABELS[system]} | skipped: {row['skipped']} |  |  |  |  |  |  |  |  |")
+                lines.append(f"| {LABELS[system]} | skipped: {row['skipped']} |  |  |  |  |  |  |  |  |  |")
                 continue
             texts = f"{row['texts_per_s']:.1f}"
             if row["corpus_texts"] != ours.get("corpus_texts", row["corpus_texts"]):
@@ -568,7 +640,7 @@ def markdown(report):
                 gflops += f" ({row['fraction_of_matmul']:.0%} of np.matmul's {row['matmul_gflops']:.0f})"
             lines.append(f"| {LABELS[system]} | {texts} | {versus} | {row['latency_16_ms']:.1f} | "
                          f"{row['latency_128_ms']:.1f} | {fmt(row['forward_ms'], '.0f')} | {gflops} | {first_text} | "
-                         f"{row['peak_rss_mb']:.0f} | {cosine} |")
+                         f"{row['peak_rss_mb']:.0f} | {cosine} | {fmt(row.get('others_cores'), '.2f')} |")
         lines += ["", report["prepared"][model]["note"]]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -682,13 +754,16 @@ def main():
         "command": "make bench" if mode == "full" and len(sys.argv) == 1 else
                    "python benchmarks/run.py " + " ".join(sys.argv[1:]),
         "machine": machine_description(), "load_average": {"start": load_average()},
+        "source": {"start": source_state()},
         "systems": args.systems, "models": args.models, "plan": plan,
         "summary": {}, "ratios": {}, "agreement": {}, "startup": {}, "rounds": {}, "notes": [],
     }
     log(f"machine: {json.dumps(report['machine'])}")
     corpus = read_corpus()
+    counts = token_counts(corpus)
     short, long, forward_ids = pick_texts(corpus)
     report["latency_texts"] = {"16": short, "128": long}
+    report["corpus"] = {"texts": len(corpus), "tokens": sum(counts), "padding_overhead_full": padding_overhead(counts, corpus)}
 
     with tempfile.TemporaryDirectory() as workdir:
         ids_path = Path(workdir) / "forward_ids.npy"
@@ -703,6 +778,9 @@ def main():
                               "BERT-base-sized, random weights (12 layers, 768 wide, 12 heads, FFN 3072; MiniLM's tokenizer)")
             plan_model = plan[model]
             numpy_plan = plan_model["numpy"]
+            subset = lambda n: (corpus[::n], counts[::n])  # noqa: E731
+            entry["padding_overhead"] = {every: padding_overhead(c, t) for every in
+                                         (plan_model["every"], numpy_plan["every"]) for t, c in [subset(every)]}
             entry["note"] = (f"Corpus: {len(corpus[::plan_model['every']])} texts ({every_nth(plan_model['every'])} "
                              f"of benchmarks/data/corpus.txt); the numpy backend: "
                              f"{len(corpus[::numpy_plan['every']])} texts ({every_nth(numpy_plan['every'])}). "
@@ -710,6 +788,10 @@ def main():
                              f"(128 tokens) calls per round (numpy backend {numpy_plan['latency'][0]} / "
                              f"{numpy_plan['latency'][1]}). Forward: {plan_model['forward']} call(s) per round after "
                              f"a warm-up (numpy backend: {numpy_plan['forward'] or 'not run, too slow for the time budget'})."
+                             + f" Padding: length-sorted batches of 32 over this subset hold "
+                             f"{entry['padding_overhead'][plan_model['every']]:.0%} more token positions than real "
+                             f"tokens (the numpy backend's subset: {entry['padding_overhead'][numpy_plan['every']]:.0%}); "
+                             f"padded systems compute them, this project's numba backend does not."
                              + (f" ONNX model: {entry['onnx_note']}." if entry["onnx_note"] else ""))
         report["prepared"] = prepared
 
@@ -737,7 +819,7 @@ def main():
                     if "skipped" not in results[system] and vectors_path:
                         vector_paths[system] = vectors_path
                     brief = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in results[system].items()
-                             if k in ("texts_per_s", "latency_ms", "peak_rss_mb", "skipped", "corpus_texts")}
+                             if k in ("texts_per_s", "latency_ms", "peak_rss_mb", "skipped", "corpus_texts", "others_cores")}
                     if "forward" in results[system]:
                         brief["forward"] = {k: round(v, 2) for k, v in results[system]["forward"].items()}
                     log(f"{model} round {round_index + 1}/{plan['rounds']} {system}: {json.dumps(brief)}")
@@ -764,6 +846,11 @@ def main():
             report["startup"] = run_startup([m for m in args.models], prepared, args.systems, plan, log)
 
     report["load_average"]["end"] = load_average()
+    report["source"]["end"] = source_state()
+    if report["source"]["start"] != report["source"]["end"]:
+        report["notes"].append(f"The code under kernels/ and transformer/ changed during this run "
+                               f"({report['source']['start']} -> {report['source']['end']}): rounds may have "
+                               f"measured different versions.")
     report["wall_s"] = time.perf_counter() - started
     report["notes"] += [
         "Texts/s counts whole jobs: tokenization, the model, pooling and normalization; texts are sorted "
