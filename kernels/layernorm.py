@@ -101,7 +101,7 @@ def layer_norm(x, weight, bias, eps, out=None):
 def residual_layer_norm(x, residual, weight, bias, eps, out=None):
     """LayerNorm(x + residual) in one pass. float32 [rows, d] twice -> [rows, d].
 
-    `out` may be `x` or `residual` (each row is summed into `out` before it is normalized).
+    `out` may be `x` or `residual` (each row is summed into a scratch row, then normalized).
     """
     x, out = _check("residual_layer_norm", x, weight, bias, out)
     residual = np.asarray(residual)

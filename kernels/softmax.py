@@ -26,7 +26,6 @@ _NEG_INF = np.float32(-np.inf)
 _ELEMENTS_PER_CHUNK = 32 * 1024  # below this per thread, one thread is faster
 
 
-
 # The row functions take a 1-D view (`scores[start:stop]`, not the array plus offsets) and
 # loop from 0: an index LLVM can see is never negative needs no wraparound check, and
 # only then does the loop vectorize (with `values[start + j]` and a run-time start the
