@@ -221,6 +221,8 @@ def parallel_chunks(work, work_per_chunk):
     Handing a chunk to another thread costs tens of microseconds, more than small work
     takes on one core.
     """
+    if work < 2 * work_per_chunk:  # not worth a second thread; skip asking Numba (~1 us)
+        return 1
     return max(1, min(numba.get_num_threads(), int(work // work_per_chunk)))
 
 
