@@ -16,22 +16,21 @@ How the fast path works (llm.c / BLIS style):
    stored row after row: panels[p, k, j] = weight[k, 16 p + j]. A 16-column slice of a row
    is then 64 contiguous bytes (two AVX registers), and the micro-kernel walks a panel
    straight through memory. The last panel is padded with zero columns.
-2. `gemm` splits C into blocks of up to 144 rows x some panels, one task per block,
-   spread over the threads with `prange`. Within a task the depth K goes in blocks of at
+2. `gemm` splits C into blocks of up to 144 rows x some panels, and each thread takes an
+   equal run of blocks (`_jit.run_chunks`: the calling thread and a small pool of Python
+   threads, the kernel compiled nogil). Within a task the depth K goes in blocks of at
    most 768 (the task's rows of x, 144 x 768 floats, stay in the L2 cache while every
    panel passes by), the panels in sweeps of 4 (a 6-row strip of x stays in L1 while it
    meets them), and each 6 x 16 tile of C is computed by the register-blocked
    micro-kernel of `microkernel.py` (12 AVX accumulators, `vfmadd231ps`).
 3. When a strip of 6 rows x 64 columns (one sweep) has seen its last K block, the
    epilogue runs on it while it is still in the L1 cache: + bias, activation, + residual.
-   No separate pass over C. The activation
-   is called through its row loop's C address (`activations.activation_row_address`), so
-   this kernel compiles once for every activation, and each activation compiles only when
-   a model uses it.
+   No separate pass over C. The activation is called through its row loop's C address
+   (`activations.activation_row_address`), so this kernel compiles once for every
+   activation, and each activation compiles only when a model uses it.
 
-Small problems (under about 8 MFLOP) run on the calling thread: waking Numba's worker
-threads costs tens of microseconds with the `workqueue` threading layer, more than such a
-product takes on one core.
+Small products (under SERIAL_BELOW_FLOPS) run on the calling thread alone: handing work to
+another thread costs tens of microseconds, more than such a product takes on one core.
 
     >>> packed = pack_weight(weight)                  # once, at load
     >>> hidden = gemm(x, packed, bias, activation="gelu")
@@ -40,11 +39,8 @@ product takes on one core.
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-from ._jit import jit, numba, prange
+from ._jit import even_bounds, jit, numba, run_chunks
 from .activations import activation_code, activation_row_address, call_activation_row
 from .microkernel import MR, NR, microkernel_6x16
 
@@ -127,8 +123,11 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
 
 
 @jit
-def _gemm_tasks(first_task, stop_task, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
-    """Compute the blocks of C numbered first_task .. stop_task - 1 (row-block major)."""
+def _gemm_tasks(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block, first_task, stop_task):
+    """Compute the blocks of C numbered first_task .. stop_task - 1 (row-block major).
+
+    Compiled nogil: the threads of `run_chunks` each run a contiguous range of blocks.
+    """
     m, k = x.shape
     n = out.shape[1]
     n_panels = panels.shape[0]
@@ -162,57 +161,13 @@ def _gemm_tasks(first_task, stop_task, x, panels, bias, residual, activation_row
                         _epilogue(out, tile_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual, activation_row)
 
 
-# The threaded kernel calls `_gemm_tasks` through its C address rather than by name. Called
-# by name, Numba links a copy of `_gemm_tasks` into the parallel kernel and LLVM optimizes
-# all of it again: 1.8 s of CPU to compile instead of 0.5 s. The address is that of the C
-# wrapper Numba makes for every compiled function; array arguments keep their layout.
-
-_TASKS_SIGNATURE = (
-    types.int64, types.int64,  # first_task, stop_task
-    types.float32[:, ::1], types.float32[:, :, ::1], types.float32[::1], types.float32[:, ::1],  # x, panels, bias, residual
-    types.int64, types.float32[:, ::1],  # activation_row, out
-    types.int64, types.int64, types.int64,  # row_block, panels_per_block, k_block
-)
-
-
-@functools.lru_cache(maxsize=None)
-def _gemm_tasks_address():
-    """C address of `_gemm_tasks` (compiled, or loaded from the cache, on first use)."""
-    _gemm_tasks.compile(_TASKS_SIGNATURE)
-    compiled = _gemm_tasks.overloads[_TASKS_SIGNATURE]
-    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_cfunc_wrapper_name)
-
-
-@intrinsic
-def _call_compiled(typingctx, address, arguments):
-    """Call the Numba-compiled function at `address` (its C wrapper) with the tuple's items."""
-    signature = types.void(types.intp, arguments)
-
-    def codegen(context, builder, sig, args):
-        address_value, tuple_value = args
-        values = [builder.extract_value(tuple_value, i) for i in range(len(arguments))]
-        function_type = ir.FunctionType(context.get_value_type(types.none), [value.type for value in values])
-        builder.call(builder.inttoptr(address_value, function_type.as_pointer()), values)
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@jit(parallel=True)
-def _gemm_parallel(tasks_address, n_tasks, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block):
-    """The blocks of C spread over Numba's threads (prange gives each an equal share)."""
-    for task in prange(n_tasks):
-        first = np.int64(task)  # prange's index is unsigned
-        _call_compiled(tasks_address, (first, first + 1, x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block))
-
-
 @functools.lru_cache(maxsize=4096)
 def _plan_blocks(m, n_panels, k, threads):
     """(tasks, rows per block, panels per block, K block) for `threads` workers.
 
     Row blocks of at most MAX_ROW_TILES tiles, as even as possible; the number of tasks is
-    a multiple of `threads` when there is enough work (prange hands each thread an equal
-    share of the tasks), and when there are fewer row blocks than threads the columns are
+    a multiple of `threads` when there is enough work (each thread gets an equal run of
+    tasks), and when there are fewer row blocks than threads the columns are
     split instead. K goes in the fewest blocks of at most K_BLOCK, evenly.
     """
     tiles = max(1, -(-m // MR))
@@ -292,11 +247,11 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     activation_row = activation_row_address(activation_code(activation))
     m = x.shape[0]
     threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
-    n_tasks, *blocks = _plan_blocks(m, packed.panels.shape[0], k, threads)
-    if threads > 1:
-        _gemm_parallel(_gemm_tasks_address(), n_tasks, x, packed.panels, bias, residual, activation_row, out, *blocks)
-    else:  # on the calling thread: no wake-up of the worker threads
-        _gemm_tasks(0, n_tasks, x, packed.panels, bias, residual, activation_row, out, *blocks)
+    n_tasks, row_block, panels_per_block, k_block = _plan_blocks(m, packed.panels.shape[0], k, threads)
+    if n_tasks == 0:  # M = 0 or N = 0: nothing to compute
+        return out
+    run_chunks(_gemm_tasks, even_bounds(n_tasks, min(threads, n_tasks)),
+               x, packed.panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
     return out
 
 
