@@ -19,9 +19,9 @@ For the feed-forward's first half (FFN up + exact GELU) it also compares the fus
 with the NumPy path (`transformer.model.gelu(x @ w + b)`) and with gemm followed by a separate
 `bias_activation` pass.
 
-It also measures the cost of compilation in fresh processes: the first calls of the GEMM
-kernels (single-thread and threaded paths, and the GELU epilogue) with an empty Numba
-cache, then the same calls with the cache warm.
+It also measures the cost of compilation in fresh processes: the first calls of `gemm`
+(a small product, a threaded one, one with the GELU epilogue) with an empty Numba cache,
+then the same calls with the cache warm.
 """
 
 import argparse
@@ -186,9 +186,9 @@ def run_compile(threads):
     small = rng.standard_normal((4, 8), dtype=np.float32), pack_weight(rng.standard_normal((8, 16), dtype=np.float32))
     large = rng.standard_normal((256, 256), dtype=np.float32), pack_weight(rng.standard_normal((256, 256), dtype=np.float32))
     for label, (x, packed), activation in [
-        ("single-thread kernel", small, None),
-        ("threaded kernel", large, None),
-        ("gelu epilogue", large, "gelu"),
+        ("first product", small, None),
+        ("threaded product", large, None),
+        ("+ gelu epilogue", large, "gelu"),
     ]:
         start = time.perf_counter()
         gemm(x, packed, activation=activation)
