@@ -79,10 +79,8 @@ BERT_NAMES = {
     "token_classification.out.bias": "classifier.bias",
 }
 
-# RoBERTa and XLM-RoBERTa: BERT's body names; their own heads.
-ROBERTA_NAMES = {
-    **_BERT_EMBEDDINGS,
-    **_BERT_LAYER,
+# The pooler and heads of RoBERTa, XLM-RoBERTa and MPNet (lm_head, classifier.out_proj).
+_ROBERTA_HEADS = {
     "pooler.weight": "pooler.dense.weight",
     "pooler.bias": "pooler.dense.bias",
     "masked_lm.dense.weight": "lm_head.dense.weight",
@@ -98,6 +96,9 @@ ROBERTA_NAMES = {
     "token_classification.out.weight": "classifier.weight",
     "token_classification.out.bias": "classifier.bias",
 }
+
+# RoBERTa and XLM-RoBERTa: BERT's body names; their own heads.
+ROBERTA_NAMES = {**_BERT_EMBEDDINGS, **_BERT_LAYER, **_ROBERTA_HEADS}
 
 # ELECTRA: BERT's body, an optional projection from embedding_size to hidden_size, no pooler.
 ELECTRA_NAMES = {
@@ -184,20 +185,7 @@ MPNET_NAMES = {
     "layers.{i}.output.bias": "encoder.layer.{i}.output.dense.bias",
     "layers.{i}.output_layer_norm.weight": "encoder.layer.{i}.output.LayerNorm.weight",
     "layers.{i}.output_layer_norm.bias": "encoder.layer.{i}.output.LayerNorm.bias",
-    "pooler.weight": "pooler.dense.weight",
-    "pooler.bias": "pooler.dense.bias",
-    "masked_lm.dense.weight": "lm_head.dense.weight",
-    "masked_lm.dense.bias": "lm_head.dense.bias",
-    "masked_lm.layer_norm.weight": "lm_head.layer_norm.weight",
-    "masked_lm.layer_norm.bias": "lm_head.layer_norm.bias",
-    "masked_lm.decoder.weight": "lm_head.decoder.weight",
-    "masked_lm.decoder.bias": ("lm_head.bias", "lm_head.decoder.bias"),
-    "sequence_classification.dense.weight": "classifier.dense.weight",
-    "sequence_classification.dense.bias": "classifier.dense.bias",
-    "sequence_classification.out.weight": "classifier.out_proj.weight",
-    "sequence_classification.out.bias": "classifier.out_proj.bias",
-    "token_classification.out.weight": "classifier.weight",
-    "token_classification.out.bias": "classifier.bias",
+    **_ROBERTA_HEADS,
 }
 
 NAME_TABLES = {

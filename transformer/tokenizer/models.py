@@ -15,6 +15,17 @@ import heapq
 _CACHE_LIMIT = 200_000  # words; the cache is cleared when it grows past this
 
 
+def _cached(cache, word, tokenize):
+    """tokenize(word), remembered in `cache` (a dict cleared when it outgrows _CACHE_LIMIT)."""
+    tokens = cache.get(word)
+    if tokens is None:
+        tokens = tokenize(word)
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        cache[word] = tokens
+    return tokens
+
+
 class WordPiece:
     """Greedy longest-match-first subword splitting.
 
@@ -44,14 +55,7 @@ class WordPiece:
         return [(self.vocab[self.unk_token], self.unk_token, 0, len(word))]
 
     def tokenize(self, word):
-        cached = self._cache.get(word)
-        if cached is not None:
-            return cached
-        tokens = self._tokenize(word)
-        if len(self._cache) > _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[word] = tokens
-        return tokens
+        return _cached(self._cache, word, self._tokenize)
 
     def _tokenize(self, word):
         if len(word) > self.max_input_chars_per_word:
@@ -117,14 +121,7 @@ class BPE:
         self._cache = {}
 
     def tokenize(self, word):
-        cached = self._cache.get(word)
-        if cached is not None:
-            return cached
-        tokens = self._tokenize(word)
-        if len(self._cache) > _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[word] = tokens
-        return tokens
+        return _cached(self._cache, word, self._tokenize)
 
     def _tokenize(self, word):
         if not word:
