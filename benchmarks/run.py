@@ -507,8 +507,34 @@ def numpy_cosine_check(ours_path, numpy_path, every_ours, every_numpy):
     return {"min_cosine": float(cosine.min()), "max_abs_diff": float(np.abs(vectors - reference).max())}
 
 
+NOISY_CORES = 0.25  # a measurement during which other processes took more than this is set aside
+
+
+def others_during(run, metric):
+    """Cores' worth of CPU other processes took during one measurement ("corpus", "latency", "forward")."""
+    if metric == "corpus":
+        return run.get("others_cores")
+    if metric == "latency":
+        return run.get("latency_others_cores")
+    return run.get("forward", {}).get("others_cores")
+
+
+def clean(items, metric):
+    """(the items measured while others took <= NOISY_CORES, or all items when none was; clean count).
+
+    items: worker results, or (ours, peer) pairs of them (a pair is clean when both are).
+    """
+    kept = [item for item in items
+            if all((others_during(run, metric) or 0.0) <= NOISY_CORES for run in (item if isinstance(item, tuple) else (item,)))]
+    return (kept or items), len(kept)
+
+
 def summarize(model, rounds, systems):
-    """Medians over rounds, and medians of within-round ratios against this project's numba backend."""
+    """Medians over rounds, and medians of within-round ratios against this project's numba backend.
+
+    Each measurement uses the rounds in which other processes took at most NOISY_CORES of the
+    machine while it ran (all rounds when there is none); the counts are kept beside it.
+    """
     summary = {}
     for system in systems:
         runs = [r[system] for r in rounds if system in r and "skipped" not in r[system]]
@@ -516,21 +542,25 @@ def summarize(model, rounds, systems):
             reasons = [r[system]["skipped"] for r in rounds if system in r]
             summary[system] = {"skipped": reasons[0] if reasons else "not run"}
             continue
+        corpus_runs, corpus_clean = clean(runs, "corpus")
+        latency_runs, latency_clean = clean(runs, "latency")
+        forward_runs, forward_clean = clean([r for r in runs if "forward" in r], "forward")
         summary[system] = {
             "rounds": len(runs), "corpus_texts": runs[0]["corpus_texts"],
-            "texts_per_s": median([r["texts_per_s"] for r in runs]),
-            "latency_16_ms": median([r["latency_ms"]["16"] for r in runs]),
-            "latency_128_ms": median([r["latency_ms"]["128"] for r in runs]),
-            "forward_ms": median([r["forward"]["ms"] for r in runs if "forward" in r]),
-            "forward_gflops": median([r["forward"]["gflops"] for r in runs if "forward" in r]),
+            "clean_rounds": {"corpus": corpus_clean, "latency": latency_clean, "forward": forward_clean},
+            "texts_per_s": median([r["texts_per_s"] for r in corpus_runs]),
+            "latency_16_ms": median([r["latency_ms"]["16"] for r in latency_runs]),
+            "latency_128_ms": median([r["latency_ms"]["128"] for r in latency_runs]),
+            "forward_ms": median([r["forward"]["ms"] for r in forward_runs]),
+            "forward_gflops": median([r["forward"]["gflops"] for r in forward_runs]),
             "peak_rss_mb": median([r["peak_rss_mb"] for r in runs]),
             "load_s": median([r["load_s"] for r in runs]),
             "others_cores": median([r["others_cores"] for r in runs if r.get("others_cores") is not None]),
             "description": runs[0]["description"],
         }
-        if "matmul_gflops" in runs[0].get("forward", {}):
-            summary[system]["matmul_gflops"] = median([r["forward"]["matmul_gflops"] for r in runs])
-            summary[system]["fraction_of_matmul"] = median([r["forward"]["fraction_of_matmul"] for r in runs])
+        if forward_runs and "matmul_gflops" in forward_runs[0]["forward"]:
+            summary[system]["matmul_gflops"] = median([r["forward"]["matmul_gflops"] for r in forward_runs])
+            summary[system]["fraction_of_matmul"] = median([r["forward"]["fraction_of_matmul"] for r in forward_runs])
     ratios = {}
     for peer in systems:
         if peer == OURS:
@@ -540,13 +570,18 @@ def summarize(model, rounds, systems):
         if not pairs:
             continue
         same_texts = pairs[0][0]["corpus_texts"] == pairs[0][1]["corpus_texts"]
+        corpus_pairs, corpus_clean = clean(pairs, "corpus")
+        latency_pairs, latency_clean = clean(pairs, "latency")
+        forward_pairs, forward_clean = clean([(o, p) for o, p in pairs if "forward" in o and "forward" in p], "forward")
         ratios[peer] = {
-            "throughput": median([o["texts_per_s"] / p["texts_per_s"] for o, p in pairs]) if same_texts else None,
-            "latency_16": median([o["latency_ms"]["16"] / p["latency_ms"]["16"] for o, p in pairs]),
-            "latency_128": median([o["latency_ms"]["128"] / p["latency_ms"]["128"] for o, p in pairs]),
-            "forward": median([p["forward"]["ms"] / o["forward"]["ms"] for o, p in pairs
-                               if "forward" in o and "forward" in p]),
+            "throughput": median([o["texts_per_s"] / p["texts_per_s"] for o, p in corpus_pairs]) if same_texts else None,
+            "latency_16": median([o["latency_ms"]["16"] / p["latency_ms"]["16"] for o, p in latency_pairs]),
+            "latency_128": median([o["latency_ms"]["128"] / p["latency_ms"]["128"] for o, p in latency_pairs]),
+            "forward": median([p["forward"]["ms"] / o["forward"]["ms"] for o, p in forward_pairs]),
             "memory": median([o["peak_rss_mb"] / p["peak_rss_mb"] for o, p in pairs]),
+            "all_throughput": [round(o["texts_per_s"] / p["texts_per_s"], 3) for o, p in pairs] if same_texts else None,
+            "clean_rounds": {"corpus": corpus_clean, "latency": latency_clean, "forward": forward_clean,
+                             "of": len(pairs)},
         }
     return summary, ratios
 
@@ -598,7 +633,8 @@ def markdown(report):
         f"{report['load_average']['start']} at the start, {report['load_average']['end']} at the end "
         f"(the cores are shared; ratios are medians of within-round ratios over {report['plan']['rounds']} interleaved "
         f"rounds; the last column says how many cores' worth of CPU other processes took during each corpus job, "
-        f"median over rounds).",
+        f"median over rounds; every figure uses the rounds in which others took at most {NOISY_CORES} cores during "
+        f"that measurement, all rounds when none was that clean).",
         "",
         "## Targets (issue 5)",
         "",
@@ -640,7 +676,8 @@ def markdown(report):
                 gflops += f" ({row['fraction_of_matmul']:.0%} of np.matmul's {row['matmul_gflops']:.0f})"
             lines.append(f"| {LABELS[system]} | {texts} | {versus} | {row['latency_16_ms']:.1f} | "
                          f"{row['latency_128_ms']:.1f} | {fmt(row['forward_ms'], '.0f')} | {gflops} | {first_text} | "
-                         f"{row['peak_rss_mb']:.0f} | {cosine} | {fmt(row.get('others_cores'), '.2f')} |")
+                         f"{row['peak_rss_mb']:.0f} | {cosine} | {fmt(row.get('others_cores'), '.2f')} "
+                         f"({row.get('clean_rounds', {}).get('corpus', '?')}/{row['rounds']} rounds clean) |")
         lines += ["", report["prepared"][model]["note"]]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -655,11 +692,11 @@ def chart(report, path):
     except ImportError:
         return "matplotlib is not installed: no chart"
     models = [m for m in report["models"] if report["summary"].get(m)]
-    panels = [("corpus throughput (texts/s, higher is better)", lambda r: [r["texts_per_s"]], None),
-              ("batch-1 latency (ms, log scale, lower is better)", lambda r: [r["latency_16_ms"], r["latency_128_ms"]],
+    panels = [("corpus throughput (texts/s, higher better)", lambda r: [r["texts_per_s"]], None),
+              ("batch-1 latency (ms, log scale, lower better)", lambda r: [r["latency_16_ms"], r["latency_128_ms"]],
                ["16 tok", "128 tok"]),
-              ("peak resident memory (MB, lower is better)", lambda r: [r["peak_rss_mb"]], None),
-              ("new process to first vector (s, lower is better)", None, None)]
+              ("peak resident memory (MB, lower better)", lambda r: [r["peak_rss_mb"]], None),
+              ("new process to first vector (s, lower better)", None, None)]
     colors = {"transformer-numba": "#1b7837", "transformer-numpy": "#7fbf7b", "sentence-transformers": "#c2a5cf",
               "onnxruntime": "#762a83"}
     figure, axes = plt.subplots(len(models), len(panels), figsize=(18, 4.2 * len(models)), squeeze=False)
@@ -721,6 +758,9 @@ def main():
 
     if args.report_only:
         report = json.loads(args.report_only.read_text())
+        for model, rounds in report["rounds"].items():
+            report["summary"][model], report["ratios"][model] = summarize(model, rounds, report["systems"])
+        args.report_only.write_text(json.dumps(report, indent=1, default=str))
         (args.report_only.parent / "e2e.md").write_text(markdown(report))
         chart(report, args.report_only.parent / "e2e.png")
         print(markdown(report))
