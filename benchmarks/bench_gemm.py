@@ -11,7 +11,8 @@ For every token count M (16 / 128 / 512 / 4096) and every linear layer of MiniLM
     numpy:  np.matmul(x, w, out=o); o += b          (the NumPy path of a linear layer)
     gemm:   gemm(x, pack_weight(w), b, out=o)       (bias fused in the epilogue)
 
-in alternating rounds (so both see the same machine load), and prints GFLOP/s and the
+in alternating rounds (so both see the same machine load; with threads, each round after a
+0.2 s pause so that OpenBLAS's spinning threads are asleep), and prints GFLOP/s and the
 ratio of medians (> 1: gemm is faster). Each thread count runs in its own process with
 OPENBLAS_NUM_THREADS and NUMBA_NUM_THREADS set, so both libraries get the same threads.
 
@@ -51,13 +52,20 @@ def median(values):
     return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
 
 
-def time_rounds(functions, repeats, min_seconds, clock=time.perf_counter):
+# After a call, OpenBLAS's worker threads spin (yielding) for about 0.1 s before they sleep;
+# a round of gemm right after a round of np.matmul would share its cores with them. With
+# more than one thread, each round starts after this pause (not timed).
+SETTLE_SECONDS = 0.2
+
+
+def time_rounds(functions, repeats, min_seconds, clock=time.perf_counter, settle=0.0):
     """Median seconds per call of each function, timed in interleaved rounds."""
     for function in functions:
         function()  # warm up (and compile)
     samples = [[] for _ in functions]
     for _ in range(repeats):
         for index, function in enumerate(functions):
+            time.sleep(settle)
             calls = 0
             start = clock()
             while True:
@@ -126,7 +134,8 @@ def run_throughput(threads, tokens, repeats, min_seconds, clock):
                 gemm(x, packed, bias, out=out_gemm)
 
             clock_function = time.process_time if clock == "cpu" else time.perf_counter
-            seconds_numpy, seconds_gemm = time_rounds([numpy_linear, gemm_linear], repeats, min_seconds, clock_function)
+            settle = SETTLE_SECONDS if threads > 1 else 0.0
+            seconds_numpy, seconds_gemm = time_rounds([numpy_linear, gemm_linear], repeats, min_seconds, clock_function, settle)
             flops = 2.0 * m * k * n
             row = {
                 "threads": threads, "clock": clock, "M": m, "name": name, "K": k, "N": n,
@@ -165,7 +174,7 @@ def run_epilogue(threads, tokens, repeats, min_seconds, clock):
                 lambda: gelu(x @ weight + bias),  # the NumPy path
                 lambda: bias_activation(gemm(x, packed, out=out), bias, "gelu", out=out),  # two kernels
                 lambda: gemm(x, packed, bias, activation="gelu", out=out),  # fused epilogue
-            ], repeats, min_seconds, clock_function)
+            ], repeats, min_seconds, clock_function, SETTLE_SECONDS if threads > 1 else 0.0)
             row = {"threads": threads, "clock": clock, "M": m, "name": name, "K": k, "N": n,
                    "numpy": seconds[0], "separate": seconds[1], "fused": seconds[2]}
             print(json.dumps(row), flush=True)
