@@ -234,6 +234,9 @@ def profile_backend(model_dir, backend, workloads, log):
             call = lambda: model.encode(payload, batch_size=32, show_progress=False)  # noqa: E731
         else:
             call = lambda: model.encoder(payload, np.ones_like(payload), np.zeros_like(payload))  # noqa: E731
+        import run
+
+        snapshot = run.cpu_snapshot()
         plain = mean_seconds(call, repeats)
         timers = Timers()
         undo = instrument(model, timers)
@@ -242,14 +245,17 @@ def profile_backend(model_dir, backend, workloads, log):
         finally:
             undo()
         results[name] = {"plain_ms": 1e3 * plain, "instrumented_ms": 1e3 * instrumented, "repeats": repeats,
-                         "rows": breakdown_rows(timers, instrumented, repeats, kind)}
+                         "rows": breakdown_rows(timers, instrumented, repeats, kind),
+                         "others_cores": run.others_cores(snapshot, run.cpu_snapshot())}
         log(format_table(f"{backend} backend, {name}", results[name]))
     return results
 
 
 def format_table(title, result):
+    others = result.get("others_cores")
     lines = [f"\n### {title}: {result['plain_ms']:.1f} ms per call uninstrumented, {result['instrumented_ms']:.1f} ms "
-             f"instrumented (mean of {result['repeats']})", "",
+             f"instrumented (mean of {result['repeats']}; other processes took "
+             f"{'?' if others is None else f'{others:.2f}'} cores meanwhile)", "",
              "| step | ms | share | calls | GFLOP/s |", "|---|---|---|---|---|"]
     for label, ms, share, calls, gflops in result["rows"]:
         lines.append(f"| {label} | {ms:.2f} | {share:.1%} | {'' if calls is None else f'{calls:g}'} | "
@@ -284,6 +290,9 @@ def epilogue_costs(model_dir, tokens_list, log):
             calls["np.matmul"] = lambda: np.matmul(x, weights, out=out)
             repeats = max(3, int(2e8 / (2 * tokens * k * n)))
             times = {name: [] for name in calls}
+            import run
+
+            snapshot = run.cpu_snapshot()
             for name, call in calls.items():
                 call()
             for _ in range(5):
@@ -294,10 +303,12 @@ def epilogue_costs(model_dir, tokens_list, log):
                     times[name].append((time.perf_counter() - start) / repeats)
             medians = {name: 1e3 * float(np.median(values)) for name, values in times.items()}
             flops = 2 * tokens * k * n
-            rows.append({"tokens": tokens, "shape": f"[{tokens}, {k}] @ [{k}, {n}]",
+            others = run.others_cores(snapshot, run.cpu_snapshot())
+            rows.append({"tokens": tokens, "shape": f"[{tokens}, {k}] @ [{k}, {n}]", "others_cores": others,
                          "ms": medians, "gflops": {name: flops / ms / 1e6 for name, ms in medians.items()}})
             log(f"  epilogue {rows[-1]['shape']}: " + ", ".join(
-                f"{name} {ms:.3f} ms ({flops / ms / 1e6:.0f} GFLOP/s)" for name, ms in medians.items()))
+                f"{name} {ms:.3f} ms ({flops / ms / 1e6:.0f} GFLOP/s)" for name, ms in medians.items())
+                + f" (others: {others:.2f} cores)")
     return rows
 
 
@@ -316,7 +327,10 @@ def onnx_split(model_dir, workloads, log):
             return None
         runner = peers.load("onnxruntime", model_dir, THREADS, json.loads(done.stdout.strip().splitlines()[-1]))
         results = {}
+        import run
+
         for name, kind, payload, repeats in workloads:
+            snapshot = run.cpu_snapshot()
             timers = {"tokenize": 0.0, "model": 0.0, "pool + normalize + glue": 0.0}
             if kind == "forward":
                 ids = payload
@@ -347,9 +361,11 @@ def onnx_split(model_dir, workloads, log):
                 runner.tokenize, runner.forward = tokenize, forward
                 timers["pool + normalize + glue"] = total - timers["tokenize"] - timers["model"]
             results[name] = {"total_ms": 1e3 * total / repeats,
-                             "split_ms": {key: 1e3 * value / repeats for key, value in timers.items()}}
+                             "split_ms": {key: 1e3 * value / repeats for key, value in timers.items()},
+                             "others_cores": run.others_cores(snapshot, run.cpu_snapshot())}
             log(f"  ONNX Runtime {name}: {results[name]['total_ms']:.2f} ms = " + ", ".join(
-                f"{key} {ms:.2f}" for key, ms in results[name]["split_ms"].items()))
+                f"{key} {ms:.2f}" for key, ms in results[name]["split_ms"].items())
+                + f" (other processes took {results[name]['others_cores']:.2f} cores meanwhile)")
     return results
 
 
