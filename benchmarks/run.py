@@ -664,7 +664,8 @@ def markdown(report):
             if row["corpus_texts"] != ours.get("corpus_texts", row["corpus_texts"]):
                 texts += f" (on {row['corpus_texts']} texts)"
             ratio = ratios.get(system, {})
-            versus = "-" if system == OURS else (fmt(ratio.get("throughput"), ".2f", "n/a") + "x")
+            versus = "-" if system == OURS else ("n/a (other texts)" if ratio.get("throughput") is None
+                                                 else f"{ratio['throughput']:.2f}x")
             first = startup.get(f"{system}/warm", {}).get("first_vector_s")
             first_text = fmt(first, ".2f")
             if system == OURS and "first_vector_s" in startup.get(f"{OURS}/cold", {}):
