@@ -54,6 +54,7 @@ import peers  # noqa: E402  (benchmarks/peers.py, beside this file)
 CORPUS = HERE / "data" / "corpus.txt"
 RESULTS = HERE / "results"
 THREADS = 2
+OPENBLAS_SETTLE_S = 0.3  # pause after np.matmul before timing the model (see worker)
 MINILM = ROOT / "weights" / "all-MiniLM-L6-v2"
 BERT_BASE = ROOT / "weights" / "bench" / "bert-base-random"
 SHORT = {"transformer-numba": "ours\nnumba", "transformer-numpy": "ours\nnumpy",
@@ -227,6 +228,10 @@ def worker(spec):
     forward_s, matmul_s = [], []
     snapshot = cpu_snapshot()
     for _ in range(spec["forward_calls"]):
+        if matmul is not None:
+            # OpenBLAS's threads busy-wait for a while after np.matmul returns; they would
+            # share the 2 cores with the model's own threads if it ran straight after.
+            time.sleep(OPENBLAS_SETTLE_S)
         t = time.perf_counter()
         runner.forward(input_ids, attention_mask)
         forward_s.append(time.perf_counter() - t)
@@ -907,7 +912,8 @@ def main():
         "in the model note).",
         "Forward 32x128: the model alone on 32 texts of 128 real tokens (no padding); GFLOP/s counts "
         "the GEMMs (2*M*K*N) and attention's two batched products (4*batch*seq^2*hidden per layer). "
-        "np.matmul runs the same GEMM shapes in the same process, alternating with the model.",
+        "np.matmul runs the same GEMM shapes in the same process, alternating with the model (a "
+        f"{OPENBLAS_SETTLE_S} s pause before each model call lets OpenBLAS's busy-waiting threads go idle).",
         f"Wall time of this run: {report['wall_s'] / 60:.1f} min.",
     ]
     (out / "e2e.json").write_text(json.dumps(report, indent=1, default=str))
