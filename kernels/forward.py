@@ -77,7 +77,8 @@ class PreparedEncoder:
 
     params: the original parameters (the embedding tables are used as they are, and the
     NumPy path runs on them for output_attentions); layers: PreparedLayer per layer;
-    projection: ELECTRA's embedding projection as a PreparedLinear, or None.
+    projection: ELECTRA's embedding projection as a PreparedLinear, or None; pooler:
+    BERT's pooler dense layer as a PreparedLinear, or None.
     """
 
     def __init__(self, params, config):
@@ -86,11 +87,20 @@ class PreparedEncoder:
         self.layers = [PreparedLayer(layer) for layer in params["layers"]]
         projection = params["embeddings"]["projection"]
         self.projection = PreparedLinear(**projection) if projection is not None else None
+        self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
 
 
 def prepare(params, config):
     """Lay the weights out for the kernels, once: params (see `transformer.model`) -> PreparedEncoder."""
     return PreparedEncoder(params, config)
+
+
+def pooler(prepared, last_hidden_state):
+    """BERT's pooler on the kernels: tanh(first token @ W + b), float32 [batch, seq, hidden]
+    -> [batch, hidden]; the same as `transformer.model.pooler`, with no BLAS call."""
+    first_token = np.ascontiguousarray(last_hidden_state[:, 0])  # [batch, seq, hidden] -> [batch, hidden]
+    out = np.empty((first_token.shape[0], prepared.pooler.packed.out_features), dtype=np.float32)
+    return np.tanh(prepared.pooler(first_token, out=out), out=out)  # [batch, hidden]
 
 
 def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type_ids=None,

@@ -151,3 +151,28 @@ def test_mpnet_on_numba_matches_transformers(mpnet_dir):
     for ids, mask, types_, expected, _ in batches(reference):
         out = fast(ids, mask, types_)
         assert max_diff(out.last_hidden_state[mask.astype(bool)], expected) <= TOLERANCE
+
+
+def test_numba_pooler_runs_on_the_kernels_and_equals_the_numpy_pooler():
+    from transformer.kernels import forward
+
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
+    hidden = np.random.default_rng(0).standard_normal((3, 5, model.config.hidden_size)).astype(np.float32)
+    ours = forward.pooler(model._weights, hidden)
+    assert ours.dtype == np.float32 and ours.shape == (3, model.config.hidden_size)
+    assert max_diff(ours, numpy_model.pooler(model.params["pooler"], hidden)) <= TOLERANCE
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_last_hidden_state_equals_the_call_and_skips_the_pooler(backend, monkeypatch):
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend=backend)
+    ids, mask = np.array([[2, 7, 9, 3], [2, 5, 3, 0]]), np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    expected = model(ids, mask).last_hidden_state
+
+    def no_pooler(*args):
+        raise AssertionError("the pooler ran")
+
+    monkeypatch.setattr(numpy_model, "pooler", no_pooler)
+    if backend == "numba":
+        monkeypatch.setattr(model._forward_module, "pooler", no_pooler)
+    assert np.array_equal(model.last_hidden_state(ids, mask), expected)

@@ -144,7 +144,10 @@ def fake_kernels_forward(calls):
         return numpy_model.encoder_forward(prepared["prepared"], config, input_ids, attention_mask,
                                            token_type_ids, output_hidden_states, output_attentions)
 
-    module.prepare, module.encoder_forward = prepare, encoder_forward
+    def pooler(prepared, last_hidden_state):
+        return numpy_model.pooler(prepared["prepared"]["pooler"], last_hidden_state)
+
+    module.prepare, module.encoder_forward, module.pooler = prepare, encoder_forward, pooler
     return module
 
 

@@ -210,3 +210,17 @@ def test_an_unsupported_module_is_named(minilm_dir, tmp_path):
     folder = _variant(minilm_dir, tmp_path / "dense", extra_module="sentence_transformers.models.Dense")
     with pytest.raises(ValueError, match="lists a 'sentence_transformers.models.Dense' module"):
         SentenceEncoder.from_pretrained(folder)
+
+
+def test_encode_never_runs_the_pooler_it_would_throw_away(minilm, monkeypatch):
+    from transformer import model as numpy_model
+
+    expected = minilm.encode(TEXTS)
+
+    def no_pooler(*args):
+        raise AssertionError("the pooler ran")
+
+    monkeypatch.setattr(numpy_model, "pooler", no_pooler)
+    if minilm.backend == "numba":
+        monkeypatch.setattr(minilm.encoder._forward_module, "pooler", no_pooler)
+    assert np.array_equal(minilm.encode(TEXTS), expected)

@@ -15,7 +15,13 @@ The backend is picked once, at load:
 Both take (weights, config, input_ids, attention_mask, token_type_ids, output_hidden_states,
 output_attentions) with the inputs already checked by `transformer.model.check_inputs`
 (int64 [batch, seq] arrays, never None), and return (last_hidden_state, hidden_states or None,
-attentions or None). The pooler and the task heads run in NumPy for both.
+attentions or None). The numba module also offers `pooler(prepared, last_hidden_state)`:
+BERT's pooler through the packed GEMM, so nothing on that path calls BLAS (OpenBLAS's
+threads spin after a call and take the cores from the kernels' threads). The task heads
+run in NumPy for both.
+
+`Encoder.last_hidden_state(...)` runs the encoder alone (no pooler, no head): what a
+sentence encoder needs.
 """
 
 from __future__ import annotations
@@ -125,11 +131,24 @@ class Encoder:
             bool(output_hidden_states), bool(output_attentions))
         pooler_output = None
         if self.params["pooler"] is not None:
-            pooler_output = numpy_model.pooler(self.params["pooler"], last_hidden_state)
+            if self.backend == "numba":
+                pooler_output = self._forward_module.pooler(self._weights, last_hidden_state)
+            else:
+                pooler_output = numpy_model.pooler(self.params["pooler"], last_hidden_state)
         logits = None
         if self.head is not None:
             logits = head_logits(self.head, self.config, last_hidden_state, pooler_output)
         return EncoderOutput(last_hidden_state, pooler_output, hidden_states, attentions, logits)
+
+    def last_hidden_state(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Token ids -> float32 [batch, seq, hidden], the encoder alone: no pooler, no head.
+
+        The same array as `self(...).last_hidden_state`, without the work a sentence
+        encoder throws away."""
+        input_ids, attention_mask, token_type_ids = numpy_model.check_inputs(
+            self.config, input_ids, attention_mask, token_type_ids)
+        return self._forward_module.encoder_forward(
+            self._weights, self.config, input_ids, attention_mask, token_type_ids, False, False)[0]
 
     def fill_mask(self, text, tokenizer, top_k=5):
         """The top_k words for each mask token in `text`, for a masked-LM checkpoint.
