@@ -30,6 +30,8 @@ With `output_attentions=True` the NumPy path runs instead (the kernels never for
 [batch, heads, seq, seq] probabilities); its answer is the reference's.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from transformer import model as numpy_model
@@ -53,6 +55,12 @@ class PreparedLinear:
         """out = activation(x @ weight + bias) + residual; x float32 [tokens, in]."""
         return gemm(x, self.packed, self.bias, residual=residual, activation=activation, out=out)
 
+    def weight(self):
+        """The [in, out] weight this was packed from, re-derived from the panels (a new array)."""
+        panels = self.packed.panels  # [panels, in, 16]
+        k, n = self.packed.in_features, self.packed.out_features
+        return panels.transpose(1, 0, 2).reshape(k, -1)[:, :n]  # -> [in, 16 * panels] -> [in, out]
+
 
 class PreparedLayer:
     """One encoder layer's weights, prepared: fused QKV, packed linears, LayerNorm vectors."""
@@ -71,27 +79,74 @@ class PreparedLayer:
         self.output = PreparedLinear(**layer["output"])
         self.output_layer_norm = layer["output_layer_norm"]
 
+    def as_params(self):
+        """This layer in the layout of `transformer.model` ({"query": {"weight", "bias"}, ...}),
+        re-derived from the packed form: the same values the layer was prepared from."""
+        qkv_weight = self.qkv.weight()  # [hidden, 3 * hidden]
+        hidden = qkv_weight.shape[1] // 3
+        layer = {
+            name: {"weight": np.ascontiguousarray(qkv_weight[:, i * hidden:(i + 1) * hidden]),
+                   "bias": self.qkv.bias[i * hidden:(i + 1) * hidden]}
+            for i, name in enumerate(("query", "key", "value"))
+        }
+        for name in ("attention_output", "intermediate", "output"):
+            linear = getattr(self, name)
+            layer[name] = {"weight": linear.weight(), "bias": linear.bias}
+        layer["attention_layer_norm"] = self.attention_layer_norm
+        layer["output_layer_norm"] = self.output_layer_norm
+        return layer
+
+
+class UnpackedLayers(Sequence):
+    """params["layers"] of a prepared model: each layer's dict made from the packed weights
+    when asked for, so the unpacked weights are not held beside the packed ones."""
+
+    def __init__(self, layers):
+        self._layers = layers
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [layer.as_params() for layer in self._layers[index]]
+        return self._layers[index].as_params()
+
+    def __len__(self):
+        return len(self._layers)
+
 
 class PreparedEncoder:
     """Everything `encoder_forward` needs, made once by `prepare`.
 
-    params: the original parameters (the embedding tables are used as they are, and the
-    NumPy path runs on them for output_attentions); layers: PreparedLayer per layer;
-    projection: ELECTRA's embedding projection as a PreparedLinear, or None; pooler:
-    BERT's pooler dense layer as a PreparedLinear, or None.
+    params: the parameters, with "layers" an `UnpackedLayers` view of the packed ones (the
+    embedding tables are used as they are, and the NumPy path runs on them for
+    output_attentions); layers: PreparedLayer per layer; projection: ELECTRA's embedding
+    projection as a PreparedLinear, or None; pooler: BERT's pooler dense layer as a
+    PreparedLinear, or None.
     """
 
     def __init__(self, params, config):
-        self.params = params
         self.config = config
-        self.layers = [PreparedLayer(layer) for layer in params["layers"]]
+        # Pack layer by layer, dropping each unpacked layer once packed: memory holds one
+        # copy of the weights plus one layer, never two copies of them all.
+        unpacked = params["layers"]
+        self.layers = []
+        for i in range(len(unpacked)):
+            self.layers.append(PreparedLayer(unpacked[i]))
+            if isinstance(unpacked, list):
+                unpacked[i] = None
+        params["layers"] = UnpackedLayers(self.layers)
+        self.params = params
         projection = params["embeddings"]["projection"]
         self.projection = PreparedLinear(**projection) if projection is not None else None
         self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
 
 
 def prepare(params, config):
-    """Lay the weights out for the kernels, once: params (see `transformer.model`) -> PreparedEncoder."""
+    """Lay the weights out for the kernels, once: params (see `transformer.model`) -> PreparedEncoder.
+
+    It takes the layers over: afterwards `params["layers"]` is an `UnpackedLayers` view that
+    re-derives each layer's dict (same values) from the packed weights when asked for, so one
+    copy of every weight is held, not two.
+    """
     return PreparedEncoder(params, config)
 
 

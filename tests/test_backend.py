@@ -176,3 +176,19 @@ def test_last_hidden_state_equals_the_call_and_skips_the_pooler(backend, monkeyp
     if backend == "numba":
         monkeypatch.setattr(model._forward_module, "pooler", no_pooler)
     assert np.array_equal(model.last_hidden_state(ids, mask), expected)
+
+
+@pytest.mark.parametrize("case", ["bert_gelu", "electra_projection"])
+def test_numba_model_holds_packed_layers_only_and_rederives_the_same_weights(case):
+    from transformer.kernels.forward import UnpackedLayers
+
+    fast = Encoder.from_pretrained(FAMILIES / case, backend="numba")
+    slow = Encoder.from_pretrained(FAMILIES / case, backend="numpy")
+    assert isinstance(fast.params["layers"], UnpackedLayers)  # no unpacked copy kept beside the packed one
+    assert len(fast.params["layers"]) == len(slow.params["layers"])
+    for ours, theirs in zip(fast.params["layers"], slow.params["layers"]):
+        assert ours.keys() == theirs.keys()
+        for part in theirs:
+            for name in ("weight", "bias"):
+                assert ours[part][name].dtype == np.float32
+                assert np.array_equal(ours[part][name], theirs[part][name]), (part, name)

@@ -100,7 +100,9 @@ class Encoder:
         self.head = head
         self.path = Path(path) if path is not None else None
         self.backend, self._forward_module = pick_backend(backend)
-        # The numba backend lays the weights out its own way, once.
+        # The numba backend lays the weights out its own way, once. It takes the layers'
+        # weights over (params["layers"] then re-derives them from the packed form on demand):
+        # one copy of each weight in memory.
         if self.backend == "numba":
             self._weights = self._forward_module.prepare(params, config)
         else:

@@ -6,7 +6,7 @@ Three steps, each a function:
     load_params(tensors, config)  checkpoint names -> our nested `params` (see transformer.model)
     find_tensor(tensors, config, name)   one tensor by our name (heads.py loads heads with it)
 
-The safetensors format is simple enough to read directly through a memory map: 8 bytes of
+The safetensors format is simple enough to read directly: 8 bytes of
 little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw
 tensor bytes. Reading it ourselves gives float16 *and* bfloat16 (NumPy has no bfloat16) and
 errors that say which tensor of which file is truncated.
@@ -25,7 +25,7 @@ accepted. Buffers such as `embeddings.position_ids` are simply never asked for.
 from __future__ import annotations
 
 import json
-import mmap
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -229,11 +229,61 @@ def _bfloat16_to_float32(words):
     return (words.astype(np.uint32) << 16).view(np.float32)
 
 
-def read_safetensors(path) -> dict:
-    """One .safetensors file -> {name: array}. Floating tensors come back as float32 (float16
-    and bfloat16 upcast, float32 memory-mapped without a copy); integer tensors as stored.
-    The float32 and integer arrays are read-only views of a memory map of the file: do not
-    overwrite the file in place while holding them (`load_params` copies what it keeps).
+class Tensors(MutableMapping):
+    """{checkpoint name: array} over one or more safetensors files, read on demand.
+
+    The headers are read and checked when it is made; a tensor's bytes are read from its
+    file each time it is looked up, into an array of its own (not a view of a memory map).
+    Loading a model then holds one tensor's bytes at a time beside the copies it keeps,
+    instead of the whole file's pages on top of them (mapped file pages count in the
+    process's resident memory), and the model survives its file being overwritten later.
+
+    entries: {name: (path, dtype name, shape, absolute byte offset)}. Like a dict, it takes
+    arrays assigned to it (`tensors[name] = array`) and deletions.
+    """
+
+    def __init__(self, entries):
+        self._entries = entries
+
+    def __setitem__(self, name, array):
+        self._entries[name] = array
+
+    def __delitem__(self, name):
+        del self._entries[name]
+
+    def __getitem__(self, name):
+        entry = self._entries[name]
+        if not isinstance(entry, tuple):
+            return entry
+        path, dtype_name, shape, offset = entry
+        dtype = _DTYPES[dtype_name]
+        count = int(np.prod(shape, dtype=np.int64))
+        with open(path, "rb") as file:
+            array = np.fromfile(file, dtype=dtype, count=count, offset=offset) if count else np.zeros(0, dtype)
+        if array.size != count:
+            raise CheckpointError(f"{path}: tensor {name!r} could not be read in full; the file changed "
+                                  f"since its header was read (re-download it)")
+        array = array.reshape(shape)
+        if dtype_name == "BF16":
+            return _bfloat16_to_float32(array)
+        if dtype_name in ("F16", "F64"):
+            return array.astype(np.float32)
+        return array
+
+    def __contains__(self, name):
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self):
+        return len(self._entries)
+
+
+def read_safetensors(path) -> Tensors:
+    """One .safetensors file -> {name: array} (a `Tensors` mapping: each array is read from
+    the file when looked up). Floating tensors come back as float32 (float16 and bfloat16
+    upcast); integer tensors as stored.
 
     Raises CheckpointError naming the file and the tensor when the file is truncated or its
     header is not valid safetensors.
@@ -255,14 +305,10 @@ def read_safetensors(path) -> dict:
             raise CheckpointError(f"{path}: the header is not valid JSON ({error}); the file is corrupt") from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{path}: the header is not a JSON object; the file is corrupt")
-        data_size = size - 8 - header_length
-        if data_size > 0:
-            buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            data = np.frombuffer(buffer, dtype=np.uint8, offset=8 + header_length)
-        else:
-            data = np.zeros(0, dtype=np.uint8)
+    data_start = 8 + header_length
+    data_size = size - data_start
 
-    tensors = {}
+    entries = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -284,19 +330,12 @@ def read_safetensors(path) -> dict:
                 f"{path}: tensor {name!r} of shape {list(shape)} and dtype {dtype_name} needs {expected_bytes} "
                 f"bytes but its offsets span {end - begin}; the file is corrupt"
             )
-        array = data[begin:end].view(dtype).reshape(shape)
-        if not array.flags.aligned:
-            array = array.copy()
-        if dtype_name == "BF16":
-            array = _bfloat16_to_float32(array)
-        elif dtype_name in ("F16", "F64"):
-            array = array.astype(np.float32)
-        tensors[name] = array
-    return tensors
+        entries[name] = (path, dtype_name, shape, data_start + begin)
+    return Tensors(entries)
 
 
-def read_checkpoint(model_dir) -> dict:
-    """A model folder (or a .safetensors file) -> {checkpoint name: array}.
+def read_checkpoint(model_dir) -> Tensors:
+    """A model folder (or a .safetensors file) -> {checkpoint name: array} (read on demand).
 
     Reads `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
     """
@@ -312,11 +351,12 @@ def read_checkpoint(model_dir) -> dict:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {error}") from None
-        tensors = {}
+        entries = {}
         for shard in sorted(set(weight_map.values())):
             if not (model_dir / shard).is_file():
                 raise CheckpointError(f"{index} lists shard {shard}, which is missing from {model_dir}")
-            tensors.update(read_safetensors(model_dir / shard))
+            entries.update(read_safetensors(model_dir / shard)._entries)
+        tensors = Tensors(entries)
         missing = [name for name in weight_map if name not in tensors]
         if missing:
             raise CheckpointError(
@@ -451,8 +491,8 @@ def find_tensor(tensors, config, ours: str, required: bool = True):
     if array.ndim == 2 and ours.endswith(".weight"):
         # PyTorch stores nn.Linear weights [out, in]; we compute x @ weight, so turn them once here.
         array = array.T
-    # A copy of our own, never a view of the memory-mapped file: a loaded model must not crash
-    # (SIGBUS) when its file is later overwritten in place.
+    # A copy of our own, never a view of the caller's array (which may be a memory map): a
+    # loaded model must not crash (SIGBUS) when its file is later overwritten in place.
     return np.array(array, dtype=np.float32, order="C", copy=True)
 
 
