@@ -19,7 +19,8 @@ either). What it does differently, and why it is faster:
   reference uses (RoBERTa counts positions over non-padding tokens, BERT does not).
 - Steps are fused: bias (+ GELU) (+ residual) in the GEMM epilogue; residual add and
   LayerNorm in one pass; word + type + position + LayerNorm in one pass.
-- Buffers are allocated once per call, not once per layer.
+- Buffers are allocated once per call, not once per layer; the feed-forward block runs on
+  FFN_ROWS tokens at a time, so its wide intermediate buffer stays small.
 
 Outputs at padding positions are 0. The reference computes something there (a padding
 token's vector still attends to the real tokens), but it means nothing and every consumer
@@ -150,6 +151,12 @@ def prepare(params, config):
     return PreparedEncoder(params, config)
 
 
+# The feed-forward block runs on at most this many tokens at a time: its [rows, intermediate]
+# buffer is then 12 MB at BERT-base width however big the batch (32 x 256 tokens would need
+# 100 MB), and 1024 rows are still plenty for the GEMM's row blocks.
+FFN_ROWS = 1024
+
+
 def pooler(prepared, last_hidden_state):
     """BERT's pooler on the kernels: tanh(first token @ W + b), float32 [batch, seq, hidden]
     -> [batch, hidden]; the same as `transformer.model.pooler`, with no BLAS call."""
@@ -219,7 +226,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     qkv = np.empty((tokens, 3 * hidden_size), dtype=np.float32)
     context = np.empty((tokens, hidden_size), dtype=np.float32)
     attended = np.empty((tokens, hidden_size), dtype=np.float32)
-    inner = np.empty((tokens, config.intermediate_size), dtype=np.float32)
+    ffn_rows = min(tokens, FFN_ROWS)
+    inner = np.empty((ffn_rows, config.intermediate_size), dtype=np.float32)  # one row block's worth
     eps = config.layer_norm_eps
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
@@ -229,8 +237,12 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
                          out=context)  # -> [tokens, hidden]
         layer.attention_output(context, out=attended, residual=hidden)  # context @ W + b + hidden
         layer_norm(attended, **layer.attention_layer_norm, eps=eps, out=attended)
-        layer.intermediate(attended, out=inner, activation=config.hidden_act)  # -> [tokens, intermediate]
-        layer.output(inner, out=hidden, residual=attended)  # -> [tokens, hidden]
+        # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
+        for start in range(0, tokens, ffn_rows):
+            rows = slice(start, min(tokens, start + ffn_rows))
+            block = inner[:rows.stop - rows.start]
+            layer.intermediate(attended[rows], out=block, activation=config.hidden_act)  # -> [rows, intermediate]
+            layer.output(block, out=hidden[rows], residual=attended[rows])  # -> [rows, hidden]
         layer_norm(hidden, **layer.output_layer_norm, eps=eps, out=hidden)
         if output_hidden_states:
             hidden_states.append(unpack(hidden))

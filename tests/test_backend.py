@@ -192,3 +192,14 @@ def test_numba_model_holds_packed_layers_only_and_rederives_the_same_weights(cas
             for name in ("weight", "bias"):
                 assert ours[part][name].dtype == np.float32
                 assert np.array_equal(ours[part][name], theirs[part][name]), (part, name)
+
+
+def test_feed_forward_in_row_blocks_gives_the_same_bits(monkeypatch):
+    from transformer.kernels import forward
+
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
+    rng = np.random.default_rng(3)
+    ids = rng.integers(5, model.config.vocab_size, size=(3, 7))
+    whole = model(ids).last_hidden_state
+    monkeypatch.setattr(forward, "FFN_ROWS", 4)  # 21 tokens in blocks of 4, the last one short
+    assert np.array_equal(model(ids).last_hidden_state, whole)
