@@ -32,18 +32,23 @@ and never imports numba itself. What this module takes care of:
 - Laziness. Nothing is compiled at decoration time (no signatures are given), so importing
   a kernel module costs only importing numba; `import transformer` imports neither.
 - Threads for the row kernels (`run_chunks`). Kernels are compiled `nogil=True`, and work
-  that is worth splitting runs as contiguous chunks on a small pool of Python threads (the
+  that is worth splitting runs as contiguous chunks on persistent worker threads (the
   calling thread takes one chunk). Measured on 2 cores: a `prange` launch with the
-  workqueue layer costs 60-90 us even when empty, a hand-off to a pooled thread 25-30 us;
-  and every `parallel=True` function costs 1.5-2 s more to compile. Idle pool threads
-  block on a queue, so they never spin beside BLAS's threads. The number of threads is
-  Numba's (`numba.get_num_threads()`, set by `transformer.set_num_threads`).
+  workqueue layer costs 60-90 us even when empty, a ThreadPoolExecutor hand-off 25-30 us,
+  the hand-off here (the worker spins on a counter in compiled code) about 11 us; and
+  every `parallel=True` function costs 1.5-2 s more to compile. A worker spins for at
+  most SPIN_SECONDS after its last job, yielding the core to any other runnable thread
+  on every round, then blocks, so an idle process never keeps a core busy beside BLAS's
+  threads. The number of threads is Numba's (`numba.get_num_threads()`, set by
+  `transformer.set_num_threads`).
 """
 
 import functools
 import hashlib
 import os
+import platform
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,8 +57,11 @@ from pathlib import Path
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 import numba  # noqa: E402
+import numba.extending  # noqa: E402
+import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402,F401  (re-exported for the kernel modules)
 from numba.core import caching  # noqa: E402
+from numba.core.cgutils import get_or_insert_function as cgutils_get_or_insert_function  # noqa: E402
 
 KERNELS_DIR = Path(__file__).resolve().parent
 
@@ -231,16 +239,166 @@ def even_bounds(items, chunks):
     return [chunk * items // chunks for chunk in range(chunks + 1)]
 
 
-_pool = None  # the ThreadPoolExecutor, made on first use, remade larger when more threads are asked for
+# ---------------------------------------------------------------------------------------
+# Threads for `run_chunks`: persistent workers that spin briefly, then sleep.
+#
+# A ThreadPoolExecutor hand-off (submit + Future.result, the pool thread asleep on a queue)
+# cost 25-30 us on 2 cores; a batch-1 MiniLM forward makes ~24 GEMM calls and more row
+# kernel calls, each paying it. Here each worker thread owns a small int64 array of
+# counters [posted, done]. The caller stores the job, bumps `posted` and runs its own
+# chunk; the worker, spinning in compiled nogil code on `posted`, sees it within a
+# microsecond (then takes the GIL to unpack the arguments: ~11 us in all, measured, against
+# 25-30 us for the pool). After a job the worker spins for at most SPIN_SECONDS on the next
+# one (a forward pass calls again within tens of microseconds), then blocks on a
+# Condition, so an idle process never burns a core. The caller waits for `done` the
+# same way. Python-level bookkeeping happens under the Condition's lock, so a sleeper is
+# never missed.
+
+SPIN_SECONDS = 200e-6  # how long a worker (or the caller) spins before it blocks
+_TICKS_PER_SECOND = 2.5e9  # rough cycle-counter rate (x86 TSC); only bounds the spin
+_SPIN_TICKS = int(SPIN_SECONDS * _TICKS_PER_SECOND)
+_SPIN_ROUNDS = 2_000  # also bounds the spin where the cycle counter does not tick (a round is >= 0.1 us)
+_POSTED, _DONE = 0, 1
+
+
+@numba.extending.intrinsic
+def _load_acquire(typingctx, counters, index):
+    """counters[index] read with an atomic acquire load (re-read every time, never hoisted)."""
+    from llvmlite import ir
+
+    if not (isinstance(counters, numba.types.Array) and counters.dtype == numba.types.int64):
+        raise TypeError(f"_load_acquire: counters must be an int64 array, got {counters}")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = builder.gep(array.data, [args[1]])
+        return builder.load_atomic(pointer, "acquire", 8, typ=ir.IntType(64))
+
+    return numba.types.int64(counters, numba.types.intp), codegen
+
+
+@numba.extending.intrinsic
+def _yield_and_read_clock(typingctx):
+    """Give the core away if another thread waits for it, then read the cycle counter.
+
+    The yield is `sched_yield()` on POSIX systems (a pause hint elsewhere): a spinning
+    thread woken onto the core of the thread it waits for would otherwise keep that
+    thread off the core until the spin ends. The counter is `llvm.readcyclecounter`
+    (rdtsc on x86, 0 where there is none).
+    """
+    from llvmlite import ir
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        if os.name == "posix":
+            sched_yield = cgutils_get_or_insert_function(module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(sched_yield, [])
+        elif platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+            pause = module.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(ir.VoidType(), []))
+            builder.call(pause, [])
+        counter = module.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(ir.IntType(64), []))
+        return builder.call(counter, [])
+
+    return numba.types.int64(), codegen
+
+
+@jit
+def _spin_until_at_least(counters, index, target, ticks, rounds):
+    """Spin (nogil) until counters[index] >= target, for at most `ticks` cycles or `rounds`
+    rounds; returns counters[index]."""
+    value = _load_acquire(counters, index)
+    if value >= target:
+        return value
+    start = _yield_and_read_clock()
+    for _ in range(rounds):
+        value = _load_acquire(counters, index)
+        if value >= target:
+            return value
+        if _yield_and_read_clock() - start > ticks:
+            break
+    return _load_acquire(counters, index)
+
+
+class _Worker:
+    """One persistent thread that runs the chunks handed to it; see the comment above."""
+
+    def __init__(self):
+        self.counters = np.zeros(8, dtype=np.int64)  # [posted, done, unused...]: one cache line
+        self.condition = threading.Condition(threading.Lock())
+        self.sleeping = False  # the worker waits on `condition` for the next job
+        self.caller_sleeping = False  # the caller waits on `condition` for `done`
+        self.job = None
+        self.error = None
+        self.thread = threading.Thread(target=self._loop, name="transformer-kernels", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        counters, condition = self.counters, self.condition
+        seen = 0
+        while True:
+            if _spin_until_at_least(counters, _POSTED, seen + 1, _SPIN_TICKS, _SPIN_ROUNDS) <= seen:
+                with condition:
+                    while counters[_POSTED] <= seen:
+                        self.sleeping = True
+                        condition.wait()
+            seen += 1
+            range_kernel, args, first, stop = self.job
+            self.job = None
+            try:
+                range_kernel(*args, first, stop)
+            except BaseException as error:  # handed to the caller, which raises it
+                self.error = error
+            with condition:
+                counters[_DONE] = seen
+                if self.caller_sleeping:
+                    self.caller_sleeping = False
+                    condition.notify()
+
+    def post(self, range_kernel, args, first, stop):
+        """Hand range_kernel(*args, first, stop) to the worker; returns at once."""
+        self.job = (range_kernel, args, first, stop)
+        self.error = None
+        with self.condition:
+            self.counters[_POSTED] += 1
+            if self.sleeping:
+                self.sleeping = False
+                self.condition.notify()
+
+    def wait(self):
+        """Wait until the posted job is done; raises the error it raised, if any."""
+        counters, target = self.counters, self.counters[_POSTED]
+        if _spin_until_at_least(counters, _DONE, target, _SPIN_TICKS, _SPIN_ROUNDS) < target:
+            with self.condition:
+                while counters[_DONE] < target:
+                    self.caller_sleeping = True
+                    self.condition.wait()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+_workers = []  # the persistent workers, made on first use, more when more chunks are asked for
+_workers_lock = threading.Lock()  # held by the one caller using the workers at a time
+_workers_pid = None  # the process that made them (a forked child makes its own)
+_pool = None  # for callers that find the workers busy (run_chunks called from two threads at once)
 _pool_workers = 0
 
 
 def _executor(workers):
     global _pool, _pool_workers
     if _pool is None or _pool_workers < workers:
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transformer-kernels")
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transformer-kernels-pool")
         _pool_workers = workers
     return _pool
+
+
+def _run_on_pool(range_kernel, bounds, args):
+    chunks = len(bounds) - 1
+    pool = _executor(chunks - 1)
+    futures = [pool.submit(range_kernel, *args, bounds[c], bounds[c + 1]) for c in range(chunks - 1)]
+    range_kernel(*args, bounds[-2], bounds[-1])
+    for future in futures:
+        future.result()
 
 
 def run_chunks(range_kernel, bounds, *args):
@@ -248,14 +406,27 @@ def run_chunks(range_kernel, bounds, *args):
 
     `range_kernel` is a `@jit` function (so nogil) that does the items first..stop-1 of
     some work; `bounds` is a list of len(chunks) + 1 increasing item indices. The calling
-    thread runs the last chunk, pool threads the others; returns when all are done.
+    thread runs the last chunk, worker threads the others; returns when all are done.
     """
+    global _workers, _workers_pid
     chunks = len(bounds) - 1
     if chunks == 1:
         range_kernel(*args, bounds[0], bounds[1])
         return
-    pool = _executor(chunks - 1)
-    futures = [pool.submit(range_kernel, *args, bounds[c], bounds[c + 1]) for c in range(chunks - 1)]
-    range_kernel(*args, bounds[-2], bounds[-1])
-    for future in futures:
-        future.result()
+    if not _workers_lock.acquire(blocking=False):  # another thread is using the workers
+        _run_on_pool(range_kernel, bounds, args)
+        return
+    try:
+        if _workers_pid != os.getpid():
+            _workers, _workers_pid = [], os.getpid()
+        while len(_workers) < chunks - 1:
+            _workers.append(_Worker())
+        for c in range(chunks - 1):
+            _workers[c].post(range_kernel, args, bounds[c], bounds[c + 1])
+        try:
+            range_kernel(*args, bounds[-2], bounds[-1])
+        finally:
+            for c in range(chunks - 1):
+                _workers[c].wait()
+    finally:
+        _workers_lock.release()

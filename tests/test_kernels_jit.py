@@ -151,3 +151,65 @@ def test_the_cache_key_covers_every_kernel_source_file(tmp_path, monkeypatch):
 def test_small_work_runs_on_the_calling_thread(work, expected):
     chunks = _jit.parallel_chunks(work, 1000)
     assert chunks == (expected if expected is not None else _jit.numba.get_num_threads())
+
+
+# ---------------------------------------------------------------------------------------
+# run_chunks: persistent workers that spin briefly, then sleep.
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+@_jit.jit
+def _fill_range(out, value, first, stop):
+    for i in range(first, stop):
+        out[i] = value + np.float32(i)
+
+
+def test_run_chunks_runs_every_chunk_once_over_many_calls():
+    out = np.zeros(1000, dtype=np.float32)
+    for call in range(200):  # back to back: the worker is still spinning on the next job
+        bounds = _jit.even_bounds(len(out), 1 + call % 4)
+        _jit.run_chunks(_fill_range, bounds, out, np.float32(call))
+        np.testing.assert_array_equal(out, call + np.arange(1000, dtype=np.float32))
+
+
+def test_run_chunks_wakes_a_worker_that_went_to_sleep():
+    out = np.zeros(100, dtype=np.float32)
+    _jit.run_chunks(_fill_range, [0, 50, 100], out, np.float32(1))
+    time.sleep(20 * _jit.SPIN_SECONDS)  # long past the spin: the worker blocks on its Condition
+    assert all(worker.sleeping for worker in _jit._workers[:1])
+    _jit.run_chunks(_fill_range, [0, 50, 100], out, np.float32(2))
+    np.testing.assert_array_equal(out, 2 + np.arange(100, dtype=np.float32))
+
+
+def test_an_error_in_a_worker_chunk_is_raised_by_run_chunks():
+    def failing(first, stop):
+        if first == 0:  # the worker's chunk (the caller runs the last one)
+            raise ValueError(f"chunk {first}..{stop} failed")
+
+    with pytest.raises(ValueError, match="chunk 0..1 failed"):
+        _jit.run_chunks(failing, [0, 1, 2])
+    out = np.zeros(10, dtype=np.float32)  # and the workers still work afterwards
+    _jit.run_chunks(_fill_range, [0, 5, 10], out, np.float32(3))
+    np.testing.assert_array_equal(out, 3 + np.arange(10, dtype=np.float32))
+
+
+def test_run_chunks_from_several_threads_at_once_gives_every_caller_its_answer():
+    results = {}
+
+    def caller(index):
+        out = np.zeros(5000, dtype=np.float32)
+        for _ in range(50):
+            _jit.run_chunks(_fill_range, [0, 2500, 5000], out, np.float32(index))
+        results[index] = out
+
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(4):
+        np.testing.assert_array_equal(results[index], index + np.arange(5000, dtype=np.float32))
