@@ -31,7 +31,12 @@ With `output_attentions=True` the NumPy path runs instead (the kernels never for
 [batch, heads, seq, seq] probabilities); its answer is the reference's.
 """
 
+import hashlib
+import json
+import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -39,7 +44,7 @@ from transformer import model as numpy_model
 
 from .attention import attention_varlen
 from .embeddings import embed_tokens
-from .gemm import gemm, pack_weight
+from .gemm import PackedWeight, gemm, pack_weight
 from .layernorm import layer_norm
 
 
@@ -51,6 +56,13 @@ class PreparedLinear:
     def __init__(self, weight, bias):
         self.packed = pack_weight(np.ascontiguousarray(weight, dtype=np.float32))  # [in, out] -> panels
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)  # [out]
+
+    @classmethod
+    def from_packed(cls, packed, bias):
+        """A PreparedLinear around an already packed weight (read back from the packed cache)."""
+        linear = cls.__new__(cls)
+        linear.packed, linear.bias = packed, bias
+        return linear
 
     def __call__(self, x, out, residual=None, activation=None):
         """out = activation(x @ weight + bias) + residual; x float32 [tokens, in]."""
@@ -79,6 +91,14 @@ class PreparedLayer:
         self.intermediate = PreparedLinear(**layer["intermediate"])
         self.output = PreparedLinear(**layer["output"])
         self.output_layer_norm = layer["output_layer_norm"]
+
+    @classmethod
+    def from_parts(cls, **parts):
+        """A PreparedLayer from its already prepared parts (the names of __slots__)."""
+        layer = cls.__new__(cls)
+        for name in cls.__slots__:
+            setattr(layer, name, parts[name])
+        return layer
 
     def as_params(self):
         """This layer in the layout of `transformer.model` ({"query": {"weight", "bias"}, ...}),
@@ -124,16 +144,18 @@ class PreparedEncoder:
     PreparedLinear, or None.
     """
 
-    def __init__(self, params, config):
+    def __init__(self, params, config, layers=None):
         self.config = config
-        # Pack layer by layer, dropping each unpacked layer once packed: memory holds one
-        # copy of the weights plus one layer, never two copies of them all.
-        unpacked = params["layers"]
-        self.layers = []
-        for i in range(len(unpacked)):
-            self.layers.append(PreparedLayer(unpacked[i]))
-            if isinstance(unpacked, list):
-                unpacked[i] = None
+        if layers is None:
+            # Pack layer by layer, dropping each unpacked layer once packed: memory holds one
+            # copy of the weights plus one layer, never two copies of them all.
+            unpacked = params["layers"]
+            layers = []
+            for i in range(len(unpacked)):
+                layers.append(PreparedLayer(unpacked[i]))
+                if isinstance(unpacked, list):
+                    unpacked[i] = None
+        self.layers = layers
         params["layers"] = UnpackedLayers(self.layers)
         self.params = params
         projection = params["embeddings"]["projection"]
@@ -149,6 +171,130 @@ def prepare(params, config):
     copy of every weight is held, not two.
     """
     return PreparedEncoder(params, config)
+
+
+# ---------------------------------------------------------------------------------------
+# The packed cache: a prepared model saved next to its checkpoint, memory-mapped back.
+#
+# Reading a checkpoint, transposing its linear weights and packing them costs about 1 s for
+# BERT-base (and two copies of the weights in memory on the way). The prepared arrays are
+# saved once as .npy files in `<model folder>/.packed/<key>/` and later mapped back (copy-on-
+# write: the pages come from the OS's file cache, one copy, nothing to transpose or pack).
+# The key hashes the checkpoint files (name, size, modification time), config.json, the
+# packing layout (a small weight packed by today's `pack_weight`) and CACHE_FORMAT, so a
+# changed checkpoint, a changed layout or a changed cache format never reads a stale cache.
+# Small checkpoints are not cached (packing them is quicker than a cache is to read), nor is
+# anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
+
+CACHE_FORMAT = 1
+CACHE_MIN_BYTES = 32 << 20
+_LINEARS = ("qkv", "attention_output", "intermediate", "output")
+_LAYER_NORMS = ("attention_layer_norm", "output_layer_norm")
+
+
+def _checkpoint_files(model_dir):
+    model_dir = Path(model_dir)
+    return sorted(p for p in model_dir.iterdir()
+                  if p.name.endswith(".safetensors") or p.name in ("config.json", "model.safetensors.index.json"))
+
+
+def packed_cache_dir(model_dir):
+    """Where the packed cache of the checkpoint in model_dir lives, or None when it is not to
+    be cached (too small, switched off, not a folder)."""
+    model_dir = Path(model_dir)
+    if os.environ.get("TRANSFORMER_PACKED_CACHE", "1") == "0" or not model_dir.is_dir():
+        return None
+    files = _checkpoint_files(model_dir)
+    if sum(p.stat().st_size for p in files if p.name.endswith(".safetensors")) < CACHE_MIN_BYTES:
+        return None
+    key = hashlib.sha256(f"format {CACHE_FORMAT}\n".encode())
+    for p in files:
+        stat = p.stat()
+        key.update(f"{p.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    key.update((model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b"")
+    probe = pack_weight(np.arange(5 * 37, dtype=np.float32).reshape(5, 37)).panels  # the layout today
+    key.update(f"{probe.shape}".encode() + probe.tobytes())
+    return model_dir / ".packed" / key.hexdigest()[:24]
+
+
+def _flatten(prefix, value, arrays):
+    if isinstance(value, dict):
+        for name, part in value.items():
+            _flatten(f"{prefix}.{name}", part, arrays)
+    elif value is not None:
+        arrays[prefix] = value
+
+
+def save_packed_cache(prepared, cache_dir):
+    """Write `prepared` to cache_dir (see above); quietly nothing when the folder is not writable."""
+    params = prepared.params
+    arrays = {}
+    for name in ("embeddings", "relative_attention_bias", "pooler"):
+        _flatten(name, params[name], arrays)
+    out_features = {}
+    for i, layer in enumerate(prepared.layers):
+        for part in _LINEARS:
+            linear = getattr(layer, part)
+            arrays[f"layers.{i}.{part}.panels"] = linear.packed.panels
+            arrays[f"layers.{i}.{part}.bias"] = linear.bias
+            out_features[f"layers.{i}.{part}"] = linear.packed.out_features
+        for part in _LAYER_NORMS:
+            _flatten(f"layers.{i}.{part}", getattr(layer, part), arrays)
+    cache_dir = Path(cache_dir)
+    temporary = cache_dir.parent / f"tmp-{os.getpid()}-{cache_dir.name}"
+    try:
+        # Stale caches (an older checkpoint or layout) go first: they are never read again.
+        if cache_dir.parent.is_dir():
+            for old in cache_dir.parent.iterdir():
+                shutil.rmtree(old, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(temporary / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        meta = {"layers": len(prepared.layers), "out_features": out_features, "arrays": sorted(arrays)}
+        (temporary / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        os.rename(temporary, cache_dir)  # whole or not at all: a reader never sees half a cache
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def load_packed_cache(cache_dir, config):
+    """The PreparedEncoder saved in cache_dir, its arrays memory-mapped; None when there is
+    no complete cache there."""
+    cache_dir = Path(cache_dir)
+    try:
+        meta = json.loads((cache_dir / "meta.json").read_text(encoding="utf-8"))
+        arrays = {name: np.asarray(np.load(cache_dir / f"{name}.npy", mmap_mode="c", allow_pickle=False))
+                  for name in meta["arrays"]}
+    except (OSError, ValueError, KeyError):
+        return None
+    nested = {}
+    for name, array in arrays.items():
+        if name.startswith("layers."):
+            continue
+        *path, leaf = name.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = array
+    embeddings = nested["embeddings"]
+    params = {
+        "embeddings": {"word": embeddings["word"], "position": embeddings["position"],
+                       "token_type": embeddings.get("token_type"), "layer_norm": embeddings["layer_norm"],
+                       "projection": embeddings.get("projection")},
+        "relative_attention_bias": nested.get("relative_attention_bias"),
+        "pooler": nested.get("pooler"),
+    }
+    layers = []
+    for i in range(meta["layers"]):
+        parts = {}
+        for part in _LINEARS:
+            panels = arrays[f"layers.{i}.{part}.panels"]
+            packed = PackedWeight(panels, panels.shape[1], meta["out_features"][f"layers.{i}.{part}"])
+            parts[part] = PreparedLinear.from_packed(packed, arrays[f"layers.{i}.{part}.bias"])
+        for part in _LAYER_NORMS:
+            parts[part] = {"weight": arrays[f"layers.{i}.{part}.weight"], "bias": arrays[f"layers.{i}.{part}.bias"]}
+        layers.append(PreparedLayer.from_parts(**parts))
+    return PreparedEncoder(params, config, layers=layers)
 
 
 # QKV and attention run on groups of whole sequences of about this many tokens (a longer

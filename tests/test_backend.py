@@ -219,3 +219,56 @@ def test_attention_in_groups_of_sequences_gives_the_same_bits(case, monkeypatch)
     monkeypatch.setattr(forward, "ATTENTION_ROWS", 7)  # groups: [6], [4, 1], [6]
     assert forward.sequence_groups(np.array([0, 6, 10, 11, 17]), 7) == [(0, 1), (1, 3), (3, 4)]
     assert np.array_equal(model(ids, mask).last_hidden_state, whole)
+
+
+# --- the packed cache ------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["bert_sequence_classification", "electra_projection", "mpnet_gelu"])
+def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_path, monkeypatch):
+    import shutil
+
+    from transformer.kernels import forward
+
+    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
+    directory = tmp_path / case
+    shutil.copytree(FAMILIES / case, directory)
+    reference = dict(np.load(directory / "reference.npz"))
+    args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    packed = Encoder.from_pretrained(directory, backend="numba")  # packs, then writes the cache
+    cache_dir = forward.packed_cache_dir(directory)
+    assert (cache_dir / "meta.json").is_file()
+    cached = Encoder.from_pretrained(directory, backend="numba")  # maps the cache back
+    assert isinstance(cached.params["embeddings"]["word"].base, np.memmap)  # mapped, not read
+    first, second = packed(*args, output_hidden_states=True), cached(*args, output_hidden_states=True)
+    assert np.array_equal(first.last_hidden_state, second.last_hidden_state)
+    for name in ("pooler_output", "logits"):
+        a, b = getattr(first, name), getattr(second, name)
+        assert (a is None and b is None) or np.array_equal(a, b), name
+    slow = Encoder.from_pretrained(directory, backend="numpy")
+    for ours, theirs in zip(cached.params["layers"], slow.params["layers"]):
+        for part in theirs:
+            assert np.array_equal(ours[part]["weight"], theirs[part]["weight"])
+
+
+def test_packed_cache_key_changes_with_the_checkpoint_and_can_be_switched_off(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from transformer.kernels import forward
+
+    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    before = forward.packed_cache_dir(directory)
+    Encoder.from_pretrained(directory, backend="numba")
+    checkpoint = directory / "model.safetensors"
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "rewritten"
+    after = forward.packed_cache_dir(directory)
+    assert after != before and forward.load_packed_cache(after, None) is None  # the old cache is not read
+    Encoder.from_pretrained(directory, backend="numba")
+    assert sorted(p.name for p in (directory / ".packed").iterdir()) == [after.name]  # the stale one is gone
+    monkeypatch.setenv("TRANSFORMER_PACKED_CACHE", "0")
+    assert forward.packed_cache_dir(directory) is None
+    monkeypatch.delenv("TRANSFORMER_PACKED_CACHE")
+    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 1 << 40)  # a small checkpoint is not cached
+    assert forward.packed_cache_dir(directory) is None

@@ -94,17 +94,18 @@ class Encoder:
     output_hidden_states=False, output_attentions=False)` -> EncoderOutput.
     """
 
-    def __init__(self, config: EncoderConfig, params: dict, head=None, backend=None, path=None):
+    def __init__(self, config: EncoderConfig, params: dict, head=None, backend=None, path=None, prepared=None):
         self.config = config
         self.params = params
         self.head = head
         self.path = Path(path) if path is not None else None
         self.backend, self._forward_module = pick_backend(backend)
-        # The numba backend lays the weights out its own way, once. It takes the layers'
-        # weights over (params["layers"] then re-derives them from the packed form on demand):
-        # one copy of each weight in memory.
+        # The numba backend lays the weights out its own way, once (or is handed them so laid
+        # out: `prepared`, from the packed cache). It takes the layers' weights over
+        # (params["layers"] then re-derives them from the packed form on demand): one copy of
+        # each weight in memory.
         if self.backend == "numba":
-            self._weights = self._forward_module.prepare(params, config)
+            self._weights = prepared if prepared is not None else self._forward_module.prepare(params, config)
         else:
             self._weights = params
 
@@ -117,10 +118,25 @@ class Encoder:
         path = Path(store.resolve(name_or_path))
         model_dir = path if path.is_dir() else path.parent
         config = EncoderConfig.from_file(model_dir / "config.json")
-        tensors = read_checkpoint(path)
+        tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
+        backend_name, module = pick_backend(backend)
+        # The numba backend keeps a packed copy of a big checkpoint next to it (see
+        # transformer.kernels.forward, "The packed cache"): mapping it back skips reading,
+        # transposing and packing the weights.
+        cache_dir = None
+        if backend_name == "numba" and path.is_dir() and hasattr(module, "packed_cache_dir"):
+            cache_dir = module.packed_cache_dir(model_dir)
+        prepared = module.load_packed_cache(cache_dir, config) if cache_dir is not None else None
+        if prepared is not None:
+            params = prepared.params
+            head = load_head(tensors, config, params)
+            return cls(config, params, head=head, backend=backend_name, path=model_dir, prepared=prepared)
         params = load_params(tensors, config)
         head = load_head(tensors, config, params)
-        return cls(config, params, head=head, backend=backend, path=model_dir)
+        encoder = cls(config, params, head=head, backend=backend_name, path=model_dir)
+        if cache_dir is not None:
+            module.save_packed_cache(encoder._weights, cache_dir)
+        return encoder
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  output_hidden_states=False, output_attentions=False) -> EncoderOutput:
