@@ -213,31 +213,57 @@ def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=N
     if qkv.ndim != 2 or qkv.dtype != np.float32 or qkv.shape[1] % 3 or not qkv.flags.c_contiguous:
         raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, 3 * hidden] array, "
                          f"got {qkv.dtype} {qkv.shape}")
-    total, hidden = qkv.shape[0], qkv.shape[1] // 3
-    if hidden % num_heads:
-        raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
-    head_dim = hidden // num_heads
-    cu_seqlens = np.ascontiguousarray(cu_seqlens, dtype=np.int64)
-    lengths = np.diff(cu_seqlens)
-    if cu_seqlens.ndim != 1 or len(cu_seqlens) < 2 or cu_seqlens[0] != 0 or cu_seqlens[-1] != total \
-            or (lengths < 0).any():
-        raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {total} rows of qkv, "
-                         f"got {cu_seqlens.tolist()[:8]}")
-    if out is None:
-        out = np.empty((total, hidden), dtype=np.float32)
-    elif out.shape != (total, hidden) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"attention_varlen: out must be a C-contiguous float32 array of shape {(total, hidden)}")
-    bias, bias_len, positions = _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens)
-    batch = len(lengths)
-    max_len = int(lengths.max()) if batch else 0
-    if total == 0:
+    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions)
+    if qkv.shape[0] != plan.total:
+        raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {qkv.shape[0]} rows of qkv, "
+                         f"got {plan.cu_seqlens.tolist()[:8]}")
+    return plan(qkv, out)
+
+
+class VarlenPlan:
+    """What `attention_varlen` works out from the sequence lengths alone (checks, the split of
+    (sequence, head) items over the threads, the position bias arguments), made once and run
+    on every layer's qkv: a model calls attention once per layer with the same sequences.
+
+        plan = VarlenPlan(cu_seqlens, num_heads, hidden)
+        context = plan(qkv, out)          # qkv float32 [total, 3 * hidden] -> [total, hidden]
+    """
+
+    def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None):
+        if hidden % num_heads:
+            raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
+        head_dim = hidden // num_heads
+        cu_seqlens = np.ascontiguousarray(cu_seqlens, dtype=np.int64)
+        lengths = np.diff(cu_seqlens)
+        if cu_seqlens.ndim != 1 or len(cu_seqlens) < 2 or cu_seqlens[0] != 0 or (lengths < 0).any():
+            raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the rows of qkv, "
+                             f"got {cu_seqlens.tolist()[:8]}")
+        total = int(cu_seqlens[-1])
+        self.cu_seqlens, self.num_heads, self.hidden, self.head_dim, self.total = (
+            cu_seqlens, num_heads, hidden, head_dim, total)
+        self.bias, self.bias_len, self.positions = _position_bias_args(
+            position_bias, num_heads, positions, total, cu_seqlens)
+        self.max_len = int(lengths.max())
+        self.scale = np.float32(1.0 / math.sqrt(head_dim))
+        costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
+        self.bounds = _balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK))
+
+    def __call__(self, qkv, out=None):
+        """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`)."""
+        shape = (self.total, self.hidden)
+        if qkv.shape != (self.total, 3 * self.hidden) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
+            raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 array of shape "
+                             f"{(self.total, 3 * self.hidden)}, got {qkv.dtype} {qkv.shape}")
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"attention_varlen: out must be a C-contiguous float32 array of shape {shape}")
+        if self.total == 0:
+            return out
+        run_chunks(_varlen_range, self.bounds, qkv.reshape(-1), self.hidden, self.cu_seqlens, self.num_heads,
+                   self.head_dim, self.scale, self.bias, self.bias_len, self.positions, out.reshape(-1),
+                   self.max_len)
         return out
-    scale = np.float32(1.0 / math.sqrt(head_dim))
-    costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
-    bounds = _balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK))
-    run_chunks(_varlen_range, bounds, qkv.reshape(-1), hidden, cu_seqlens, num_heads, head_dim, scale,
-               bias, bias_len, positions, out.reshape(-1), max_len)
-    return out
 
 
 def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):

@@ -14,8 +14,8 @@ either). What it does differently, and why it is faster:
 - Padding costs nothing. After the embedding lookup only the real tokens are kept, packed
   one sequence after another ([tokens, hidden], `cu_seqlens` marking where each sequence
   starts), and every later step runs on those rows only; attention runs per sequence
-  (`attention.attention_varlen`). The outputs are unpacked into [batch, seq, hidden] at
-  the end. Position ids are computed on the padded layout first, so they are the ones the
+  (`attention.attention_varlen`, its plan made once per call: `VarlenPlan`). The outputs
+  are unpacked into [batch, seq, hidden] at the end. Position ids are computed on the padded layout first, so they are the ones the
   reference uses (RoBERTa counts positions over non-padding tokens, BERT does not).
 - Steps are fused: bias (+ GELU) (+ residual) in the GEMM epilogue; residual add and
   LayerNorm in one pass; word + type + position + LayerNorm in one pass.
@@ -42,7 +42,7 @@ import numpy as np
 
 from transformer import model as numpy_model
 
-from .attention import attention_varlen
+from .attention import VarlenPlan
 from .embeddings import embed_tokens
 from .gemm import PackedWeight, gemm, pack_weight
 from .layernorm import layer_norm
@@ -396,6 +396,13 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     # [rows, 3 * hidden] QKV buffer holds one group, not the whole batch.
     groups = sequence_groups(cu_seqlens, ATTENTION_ROWS)  # [(first sequence, stop sequence)]
     group_rows = max(int(cu_seqlens[stop] - cu_seqlens[first]) for first, stop in groups)
+    # Per group: its rows and its attention plan (checks and thread split, made once for all layers).
+    plans = []
+    for first, stop in groups:
+        row0, row1 = int(cu_seqlens[first]), int(cu_seqlens[stop])
+        plans.append((row0, row1, VarlenPlan(cu_seqlens[first:stop + 1] - row0, config.num_attention_heads,
+                                             hidden_size, position_bias,
+                                             None if slot_in_row is None else slot_in_row[row0:row1])))
 
     # Buffers for the whole call; the layers reuse them.
     qkv = np.empty((group_rows, 3 * hidden_size), dtype=np.float32)
@@ -407,13 +414,10 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
     for layer in prepared.layers:
-        for first, stop in groups:
-            row0, row1 = int(cu_seqlens[first]), int(cu_seqlens[stop])
+        for row0, row1, attend in plans:
             group_qkv = qkv[:row1 - row0]
             layer.qkv(hidden[row0:row1], out=group_qkv)  # [rows, hidden] -> [rows, 3 * hidden]
-            attention_varlen(group_qkv, cu_seqlens[first:stop + 1] - row0, config.num_attention_heads,
-                             position_bias, None if slot_in_row is None else slot_in_row[row0:row1],
-                             out=context[row0:row1])  # -> [rows, hidden]
+            attend(group_qkv, out=context[row0:row1])  # attention_varlen -> [rows, hidden]
         layer.attention_output(context, out=attended, residual=hidden)  # context @ W + b + hidden
         layer_norm(attended, **layer.attention_layer_norm, eps=eps, out=attended)
         # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
