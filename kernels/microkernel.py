@@ -77,7 +77,7 @@ def _store_tile(builder, c_data, c_start, ldc, rows, values, accumulate, load, s
     intp = ldc.type
     for add in (False, True):
         with builder.if_then(accumulate if add else builder.not_(accumulate)):
-            for i in range(MR):
+            for i in range(len(values) // 2):
                 with builder.if_then(builder.icmp_signed("<", ir.Constant(intp, i), rows)):
                     c_row = builder.gep(c_data, [builder.add(c_start, builder.mul(ir.Constant(intp, i), ldc))])
                     for half in range(2):
@@ -88,13 +88,29 @@ def _store_tile(builder, c_data, c_start, ldc, rows, values, accumulate, load, s
                         store(value, pointer, half)
 
 
+def _typed_signature(name, a, b, c):
+    """The intrinsics' signature, after checking the three arrays' types."""
+    for label, array in (("a", a), ("b", b), ("c", c)):
+        if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"):
+            raise TypeError(f"{name}: {label} must be a C-contiguous float32 array, got {array}")
+    return types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean)
+
+
 @intrinsic
 def microkernel_6x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    """C[rows, cols] (+)= A[rows, depth] @ B[depth, 16][:, :cols]; see the module docstring."""
-    for name, array in (("a", a), ("b", b), ("c", c)):
-        if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"):
-            raise TypeError(f"microkernel_6x16: {name} must be a C-contiguous float32 array, got {array}")
-    signature = types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean)
+    """C[rows, cols] (+)= A[rows, depth] @ B[depth, 16][:, :cols], rows <= 6; see the module docstring."""
+    return _typed_signature("microkernel_6x16", a, b, c), _tile_codegen(6)
+
+
+@intrinsic
+def microkernel_4x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    """The same for rows <= 4, with 8 accumulators: 2/3 of the 6-row kernel's work, for the
+    last tile of a row block whose rows are not a multiple of 6 (M = 16 = 6 + 6 + 4)."""
+    return _typed_signature("microkernel_4x16", a, b, c), _tile_codegen(4)
+
+
+def _tile_codegen(tile_rows):
+    """The LLVM code of a `tile_rows` x 16 micro-kernel (tile_rows <= MR)."""
 
     def codegen(context, builder, sig, args):
         a_val, a_start, lda, rows, b_val, b_start, ldb, depth, c_val, c_start, ldc, cols, accumulate = args
@@ -109,19 +125,19 @@ def microkernel_6x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c
         # Row pointers of A; rows past `rows` re-read the last real row (results dropped).
         last_row = builder.sub(rows, ir.Constant(intp, 1))
         a_rows = []
-        for i in range(MR):
+        for i in range(tile_rows):
             row = builder.select(builder.icmp_signed("<", ir.Constant(intp, i), rows), ir.Constant(intp, i), last_row)
             a_rows.append(builder.gep(a_data, [builder.add(a_start, builder.mul(row, lda))]))
         b_row0 = builder.gep(b_data, [b_start])
 
-        # The 12 accumulators live in allocas that LLVM promotes to registers (mem2reg).
-        accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(MR * 2)]
+        # The 2 * tile_rows accumulators (12 for 6 rows) live in allocas that LLVM promotes to registers (mem2reg).
+        accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(tile_rows * 2)]
         with cgutils.for_range(builder, depth, intp=intp) as loop:
             k = loop.index
             b_row = builder.gep(b_row0, [builder.mul(k, ldb)])
             b_low = _load_vector(builder, b_row)
             b_high = _load_vector(builder, builder.gep(b_row, [ir.Constant(intp, _LANES)]))
-            for i in range(MR):
+            for i in range(tile_rows):
                 a_broadcast = _splat(builder, builder.load(builder.gep(a_rows[i], [k])))
                 for half, b_half in enumerate((b_low, b_high)):
                     slot = accumulators[2 * i + half]
@@ -146,4 +162,4 @@ def microkernel_6x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c
                             store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))
         return context.get_dummy_value()
 
-    return signature, codegen
+    return codegen

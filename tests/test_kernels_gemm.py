@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer.kernels import gemm as gemm_module
+from transformer.kernels._jit import jit
 from transformer.kernels.gemm import PackedWeight, gemm, gemm_naive, pack_weight
+from transformer.kernels.microkernel import microkernel_4x16, microkernel_6x16
 from transformer.model import ACTIVATIONS
 
 # Two float32 sums of the same products in different orders differ by a few units of 2^-24
@@ -64,19 +66,23 @@ def assert_close_to_float32_rounding(actual, expected, scale):
 # The micro-kernel on its own (attention calls it with unpacked B, ldb > 16)
 
 
-def test_microkernel_computes_a_6x16_tile_with_edges_strides_and_accumulation():
-    from transformer.kernels._jit import jit
-    from transformer.kernels.microkernel import microkernel_6x16
+@jit
+def _tile_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
 
-    @jit
-    def tile(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-        microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
 
+@jit
+def _tile_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
+
+
+@pytest.mark.parametrize("tile, tile_rows", [(_tile_6x16, 6), (_tile_4x16, 4)])
+def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, tile_rows):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((9, 40), dtype=np.float32)  # A = a[2:2+rows, 3:3+depth]
     b = rng.standard_normal((50, 48), dtype=np.float32)  # B = b[1:1+depth, 5:21], ldb = 48
     depth = 33
-    for rows, cols in [(6, 16), (4, 16), (6, 11), (1, 1)]:
+    for rows, cols in [(tile_rows, 16), (4, 16), (tile_rows, 11), (3, 7), (1, 1)]:
         expected = a[2:2 + rows, 3:3 + depth].astype(np.float64) @ b[1:1 + depth, 5:5 + cols]
         c = np.full((8, 20), 7.0, dtype=np.float32)  # C = c[1:1+rows, 2:2+cols], ldc = 20
         tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 20 + 2, 20, cols, False)
@@ -161,6 +167,17 @@ def test_gemm_matches_numpy_at_bert_shapes(m, k, n, activation):
     out = gemm(x, pack_weight(weight), bias, residual, activation)
     expected = numpy_twin(x, weight, bias, residual, activation)
     assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
+
+
+@pytest.mark.parametrize("m", [10, 16, 130])  # 6 + 4, 6 + 6 + 4, 21 * 6 + 4 rows
+def test_a_short_last_tile_gives_the_same_bits_as_a_full_tile(m):
+    # The 4-row micro-kernel adds the same products in the same order as the 6-row one.
+    x, weight, bias, _ = random_problem(m + 2, 800, 40, seed=4)  # K = 800: two K blocks
+    packed = pack_weight(weight)
+    short = gemm(np.ascontiguousarray(x[:m]), packed, bias, activation="gelu")  # last tile: 4 rows
+    full = gemm(x, packed, bias, activation="gelu")  # last tile: 6 rows
+    np.testing.assert_array_equal(short, full[:m])
+    assert_close_to_float32_rounding(short, numpy_twin(x[:m], weight, bias, None, "gelu"), dot_scale(x[:m], weight, bias))
 
 
 def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
