@@ -161,6 +161,7 @@ class PreparedEncoder:
         projection = params["embeddings"]["projection"]
         self.projection = PreparedLinear(**projection) if projection is not None else None
         self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
+        self.packed_heads = {}  # id(head weight) -> (weight, PreparedLinear), filled by head_linear
 
 
 def prepare(params, config):
@@ -325,6 +326,26 @@ def sequence_groups(cu_seqlens, max_rows):
 # buffer is then 12 MB at BERT-base width however big the batch (32 x 256 tokens would need
 # 100 MB), and 1024 rows are still plenty for the GEMM's row blocks.
 FFN_ROWS = 1024
+
+
+def head_linear(prepared):
+    """A `linear(x, weight, bias)` for the task heads (`transformer.heads`) that runs on the
+    packed GEMM: each head weight is packed on its first use and kept with `prepared`.
+    x float32 [..., in], weight [in, out], bias [out] -> [..., out], as `transformer.model.linear`."""
+    packed_heads = prepared.packed_heads
+
+    def linear(x, weight, bias):
+        entry = packed_heads.get(id(weight))
+        if entry is None or entry[0] is not weight:
+            entry = packed_heads[id(weight)] = (weight, PreparedLinear(weight, bias))
+        prepared_linear = entry[1]
+        if prepared_linear.bias is not bias and not np.array_equal(prepared_linear.bias, bias):
+            prepared_linear = PreparedLinear.from_packed(prepared_linear.packed, bias)
+        flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)  # [..., in] -> [tokens, in]
+        out = np.empty((flat.shape[0], weight.shape[1]), dtype=np.float32)
+        return prepared_linear(flat, out=out).reshape(*x.shape[:-1], weight.shape[1])  # -> [..., out]
+
+    return linear
 
 
 def pooler(prepared, last_hidden_state):

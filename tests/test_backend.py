@@ -272,3 +272,27 @@ def test_packed_cache_key_changes_with_the_checkpoint_and_can_be_switched_off(tm
     monkeypatch.delenv("TRANSFORMER_PACKED_CACHE")
     monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 1 << 40)  # a small checkpoint is not cached
     assert forward.packed_cache_dir(directory) is None
+
+
+@pytest.mark.parametrize("case", ["bert_masked_lm", "bert_sequence_classification", "electra_discriminator",
+                                  "roberta_sequence_classification", "xlm_roberta_token_classification"])
+def test_numba_heads_run_on_the_packed_gemm_and_match_the_numpy_heads(case, monkeypatch):
+    from transformer import heads
+
+    fast = Encoder.from_pretrained(FAMILIES / case, backend="numba")
+    slow = Encoder.from_pretrained(FAMILIES / case, backend="numpy")
+    reference = dict(np.load(FAMILIES / case / "reference.npz"))
+    args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    expected = slow(*args).logits
+
+    def no_blas(*args):
+        raise AssertionError("a head ran NumPy's matmul on the numba backend")
+
+    monkeypatch.setattr(numpy_model, "linear", no_blas)
+    monkeypatch.setattr(heads, "linear", no_blas)
+    logits = fast(*args).logits
+    assert logits.dtype == np.float32 and logits.shape == expected.shape
+    real = reference["attention_mask"].astype(bool)
+    if logits.shape[:2] == real.shape:
+        logits, expected = logits[real], expected[real]
+    assert max_diff(logits, expected) <= TOLERANCE

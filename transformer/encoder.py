@@ -17,8 +17,8 @@ output_attentions) with the inputs already checked by `transformer.model.check_i
 (int64 [batch, seq] arrays, never None), and return (last_hidden_state, hidden_states or None,
 attentions or None). The numba module also offers `pooler(prepared, last_hidden_state)`:
 BERT's pooler through the packed GEMM, so nothing on that path calls BLAS (OpenBLAS's
-threads spin after a call and take the cores from the kernels' threads). The task heads
-run in NumPy for both.
+threads spin after a call and take the cores from the kernels' threads), and
+`head_linear(prepared)`, the matrix product the task heads run on there.
 
 `Encoder.last_hidden_state(...)` runs the encoder alone (no pooler, no head): what a
 sentence encoder needs.
@@ -108,6 +108,10 @@ class Encoder:
             self._weights = prepared if prepared is not None else self._forward_module.prepare(params, config)
         else:
             self._weights = params
+        # The heads' matrix products: the packed GEMM on the numba backend (no BLAS call there).
+        self._head_linear = None  # None: transformer.model.linear
+        if self.backend == "numba" and hasattr(self._forward_module, "head_linear"):
+            self._head_linear = self._forward_module.head_linear(self._weights)
 
     @classmethod
     def from_pretrained(cls, name_or_path, backend=None) -> "Encoder":
@@ -155,7 +159,7 @@ class Encoder:
                 pooler_output = numpy_model.pooler(self.params["pooler"], last_hidden_state)
         logits = None
         if self.head is not None:
-            logits = head_logits(self.head, self.config, last_hidden_state, pooler_output)
+            logits = head_logits(self.head, self.config, last_hidden_state, pooler_output, self._head_linear)
         return EncoderOutput(last_hidden_state, pooler_output, hidden_states, attentions, logits)
 
     def last_hidden_state(self, input_ids, attention_mask=None, token_type_ids=None):

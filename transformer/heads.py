@@ -147,49 +147,60 @@ def _load_discriminator(tensors, config, params, architecture):
 # ---------------------------------------------------------------------------------------
 # The math
 # ---------------------------------------------------------------------------------------
-def masked_lm_logits(head_params, activation_name, eps, hidden):
+def _numpy_linear():
+    return linear  # looked up when called: the module's `linear`, i.e. transformer.model.linear
+
+
+def masked_lm_logits(head_params, activation_name, eps, hidden, linear=None):
     """dense -> activation -> LayerNorm -> decoder (tied to the word table) + bias.
 
     hidden float32 [batch, seq, hidden] -> logits float32 [batch, seq, vocab_size].
+    linear: (x, weight, bias) -> x @ weight + bias; None for `transformer.model.linear`
+    (the numba backend passes its GEMM, so no BLAS call).
     """
+    linear = linear or _numpy_linear()
     x = linear(hidden, **head_params["dense"])  # [b, s, hidden] -> [b, s, embedding_size]
     x = activation(activation_name)(x)
     x = layer_norm(x, **head_params["layer_norm"], eps=eps)
     return linear(x, **head_params["decoder"])  # [b, s, embedding_size] -> [b, s, vocab]
 
 
-def sequence_classification_logits(head_params, activation_name, features):
+def sequence_classification_logits(head_params, activation_name, features, linear=None):
     """features float32 [batch, hidden] (first token, or BERT's pooler output) ->
     (dense -> activation, when the family has them) -> out -> [batch, num_labels]."""
+    linear = linear or _numpy_linear()
     x = features
     if head_params.get("dense") is not None:
         x = activation(activation_name)(linear(x, **head_params["dense"]))  # [b, hidden] -> [b, hidden]
     return linear(x, **head_params["out"])  # [b, hidden] -> [b, num_labels]
 
 
-def token_classification_logits(head_params, hidden):
+def token_classification_logits(head_params, hidden, linear=None):
     """A linear layer on every token: [batch, seq, hidden] -> [batch, seq, num_labels]."""
+    linear = linear or _numpy_linear()
     return linear(hidden, **head_params["out"])
 
 
-def discriminator_logits(head_params, activation_name, hidden):
+def discriminator_logits(head_params, activation_name, hidden, linear=None):
     """ELECTRA's replaced-token detector: [batch, seq, hidden] -> [batch, seq] scores
     (positive: the token looks replaced)."""
+    linear = linear or _numpy_linear()
     x = activation(activation_name)(linear(hidden, **head_params["dense"]))  # -> [b, s, hidden]
     return linear(x, **head_params["out"])[..., 0]  # [b, s, 1] -> [b, s]
 
 
-def head_logits(head, config, last_hidden_state, pooler_output):
-    """Run `head` on the encoder's outputs; the shape depends on the kind (see above)."""
+def head_logits(head, config, last_hidden_state, pooler_output, linear=None):
+    """Run `head` on the encoder's outputs; the shape depends on the kind (see above).
+    linear: the matrix product to use (see `masked_lm_logits`)."""
     if head.kind == "masked_lm":
-        return masked_lm_logits(head.params, head.activation, config.layer_norm_eps, last_hidden_state)
+        return masked_lm_logits(head.params, head.activation, config.layer_norm_eps, last_hidden_state, linear)
     if head.kind == "sequence_classification":
         features = pooler_output if head.uses_pooler else last_hidden_state[:, 0]  # -> [batch, hidden]
-        return sequence_classification_logits(head.params, head.activation, features)
+        return sequence_classification_logits(head.params, head.activation, features, linear)
     if head.kind == "token_classification":
-        return token_classification_logits(head.params, last_hidden_state)
+        return token_classification_logits(head.params, last_hidden_state, linear)
     if head.kind == "discriminator":
-        return discriminator_logits(head.params, head.activation, last_hidden_state)
+        return discriminator_logits(head.params, head.activation, last_hidden_state, linear)
     raise ValueError(f"unknown head kind {head.kind!r}")
 
 
