@@ -47,6 +47,7 @@ import functools
 import hashlib
 import os
 import platform
+import sys
 import tempfile
 import threading
 import warnings
@@ -64,6 +65,46 @@ from numba.core import caching  # noqa: E402
 from numba.core.cgutils import get_or_insert_function as cgutils_get_or_insert_function  # noqa: E402
 
 KERNELS_DIR = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------
+# Numba's registries without SciPy. The first kernel a process loads (even from the disk
+# cache) makes Numba import its NumPy implementations, and `numba.np.arraymath` then
+# imports `scipy.linalg` (0.12-0.19 s measured, when SciPy is installed) only to decide
+# whether np.correlate / np.convolve in jitted code may call BLAS's dot. The kernels call
+# neither. So that module is imported here with SciPy hidden from that one check (numba's
+# `ensure_blas`, in this thread): np.correlate / np.convolve in jitted code then use
+# Numba's own loop; np.dot and everything else still import SciPy when they need it.
+
+
+class _HideScipyFromNumbasBlasCheck:
+    """A meta-path finder that fails `import scipy...` when numba's ensure_blas asks."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "scipy" and not name.startswith("scipy."):
+            return None
+        frame = sys._getframe(1)
+        for _ in range(40):  # importlib's frames lie between ensure_blas and here
+            if frame is None:
+                return None
+            if frame.f_code.co_name == "ensure_blas" and frame.f_code.co_filename.endswith("linalg.py"):
+                raise ImportError(f"{name} hidden from numba's BLAS check by transformer.kernels")
+            frame = frame.f_back
+        return None
+
+
+def _import_numba_arraymath_without_scipy():
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
+        return  # nothing left to save
+    finder = _HideScipyFromNumbasBlasCheck()
+    sys.meta_path.insert(0, finder)
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+
+
+_import_numba_arraymath_without_scipy()
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "cache_dir", "numba"]
 

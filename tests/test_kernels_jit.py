@@ -213,3 +213,20 @@ def test_run_chunks_from_several_threads_at_once_gives_every_caller_its_answer()
         thread.join()
     for index in range(4):
         np.testing.assert_array_equal(results[index], index + np.arange(5000, dtype=np.float32))
+
+
+def test_loading_a_kernel_does_not_import_scipy_linalg_and_np_dot_still_works():
+    pytest.importorskip("scipy")  # installed with the test extras; the cut only matters with SciPy
+    out, _ = run_python("""
+        import sys
+        import numpy as np
+        from transformer.kernels.gemm import gemm, pack_weight
+        gemm(np.ones((2, 3), np.float32), pack_weight(np.ones((3, 4), np.float32)))
+        print("scipy.linalg" in sys.modules)
+
+        import numba  # the user's own jitted np.dot still finds SciPy's BLAS
+        print(numba.njit(lambda a, b: np.dot(a, b))(np.ones((2, 2)), np.ones((2, 2))).sum())
+        import scipy.linalg
+        print(scipy.linalg.norm(np.ones(4)))
+    """)
+    assert out.split() == ["False", "8.0", "2.0"]
