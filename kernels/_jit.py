@@ -50,6 +50,7 @@ import platform
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -288,17 +289,21 @@ def even_bounds(items, chunks):
 # kernel calls, each paying it. Here each worker thread owns a small int64 array of
 # counters [posted, done]. The caller stores the job, bumps `posted` and runs its own
 # chunk; the worker, spinning in compiled nogil code on `posted`, sees it within a
-# microsecond (then takes the GIL to unpack the arguments: ~11 us in all, measured, against
-# 25-30 us for the pool). After a job the worker spins for at most SPIN_SECONDS on the next
-# one (a forward pass calls again within tens of microseconds), then blocks on a
-# Condition, so an idle process never burns a core. The caller waits for `done` the
-# same way. Python-level bookkeeping happens under the Condition's lock, so a sleeper is
-# never missed.
+# microsecond, takes the GIL to unpack the arguments and runs its chunk. It publishes
+# `done` from compiled code too, after it let go of the GIL, so the caller that sees it
+# can take the GIL at once. After a job the worker spins for at most SPIN_SECONDS on the
+# next one (a forward pass calls again within tens of microseconds), then blocks on a
+# Condition, so an idle process never keeps a core busy. Every spin round yields the core
+# to any other runnable thread (sched_yield), so a spinner never holds up the thread it
+# waits for, nor another process. The caller spins on `done` for up to WAIT_SPIN_SECONDS,
+# then polls it with short sleeps (only long chunks get there).
 
-SPIN_SECONDS = 200e-6  # how long a worker (or the caller) spins before it blocks
-_TICKS_PER_SECOND = 2.5e9  # rough cycle-counter rate (x86 TSC); only bounds the spin
+SPIN_SECONDS = 200e-6  # how long an idle worker spins before it blocks
+WAIT_SPIN_SECONDS = 2e-3  # how long the caller spins on the workers' `done` before it sleeps
+_TICKS_PER_SECOND = 2.5e9  # rough cycle-counter rate (x86 TSC); only bounds the spins
 _SPIN_TICKS = int(SPIN_SECONDS * _TICKS_PER_SECOND)
-_SPIN_ROUNDS = 2_000  # also bounds the spin where the cycle counter does not tick (a round is >= 0.1 us)
+_WAIT_SPIN_TICKS = int(WAIT_SPIN_SECONDS * _TICKS_PER_SECOND)
+_SPIN_ROUNDS = 2_000  # also bounds the spins where the cycle counter does not tick (a round is >= 0.1 us)
 _POSTED, _DONE = 0, 1
 
 
@@ -316,6 +321,20 @@ def _load_acquire(typingctx, counters, index):
         return builder.load_atomic(pointer, "acquire", 8, typ=ir.IntType(64))
 
     return numba.types.int64(counters, numba.types.intp), codegen
+
+
+@numba.extending.intrinsic
+def _store_release(typingctx, counters, index, value):
+    """counters[index] = value with an atomic release store (seen by `_load_acquire`)."""
+    if not (isinstance(counters, numba.types.Array) and counters.dtype == numba.types.int64):
+        raise TypeError(f"_store_release: counters must be an int64 array, got {counters}")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        builder.store_atomic(args[2], builder.gep(array.data, [args[1]]), "release", 8)
+        return context.get_dummy_value()
+
+    return numba.types.void(counters, numba.types.intp, numba.types.int64), codegen
 
 
 @numba.extending.intrinsic
@@ -360,6 +379,14 @@ def _spin_until_at_least(counters, index, target, ticks, rounds):
     return _load_acquire(counters, index)
 
 
+@jit
+def _publish_then_spin(counters, done, ticks, rounds):
+    """A worker's step between jobs, all without the GIL: counters[_DONE] = done, then spin
+    until counters[_POSTED] > done (see `_spin_until_at_least`); returns counters[_POSTED]."""
+    _store_release(counters, 1, done)  # 1 = _DONE, 0 = _POSTED
+    return _spin_until_at_least(counters, 0, done + 1, ticks, rounds)
+
+
 class _Worker:
     """One persistent thread that runs the chunks handed to it; see the comment above."""
 
@@ -367,7 +394,6 @@ class _Worker:
         self.counters = np.zeros(8, dtype=np.int64)  # [posted, done, unused...]: one cache line
         self.condition = threading.Condition(threading.Lock())
         self.sleeping = False  # the worker waits on `condition` for the next job
-        self.caller_sleeping = False  # the caller waits on `condition` for `done`
         self.job = None
         self.error = None
         self.thread = threading.Thread(target=self._loop, name="transformer-kernels", daemon=True)
@@ -375,25 +401,20 @@ class _Worker:
 
     def _loop(self):
         counters, condition = self.counters, self.condition
-        seen = 0
+        done = 0
         while True:
-            if _spin_until_at_least(counters, _POSTED, seen + 1, _SPIN_TICKS, _SPIN_ROUNDS) <= seen:
+            if _publish_then_spin(counters, done, _SPIN_TICKS, _SPIN_ROUNDS) <= done:
                 with condition:
-                    while counters[_POSTED] <= seen:
+                    while counters[_POSTED] <= done:
                         self.sleeping = True
                         condition.wait()
-            seen += 1
             range_kernel, args, first, stop = self.job
             self.job = None
             try:
                 range_kernel(*args, first, stop)
             except BaseException as error:  # handed to the caller, which raises it
                 self.error = error
-            with condition:
-                counters[_DONE] = seen
-                if self.caller_sleeping:
-                    self.caller_sleeping = False
-                    condition.notify()
+            done += 1
 
     def post(self, range_kernel, args, first, stop):
         """Hand range_kernel(*args, first, stop) to the worker; returns at once."""
@@ -407,12 +428,11 @@ class _Worker:
 
     def wait(self):
         """Wait until the posted job is done; raises the error it raised, if any."""
-        counters, target = self.counters, self.counters[_POSTED]
-        if _spin_until_at_least(counters, _DONE, target, _SPIN_TICKS, _SPIN_ROUNDS) < target:
-            with self.condition:
-                while counters[_DONE] < target:
-                    self.caller_sleeping = True
-                    self.condition.wait()
+        counters = self.counters
+        target = int(counters[_POSTED])
+        if _spin_until_at_least(counters, _DONE, target, _WAIT_SPIN_TICKS, 10 * _SPIN_ROUNDS) < target:
+            while counters[_DONE] < target:  # a long chunk: poll, the GIL released while asleep
+                time.sleep(50e-6)
         if self.error is not None:
             error, self.error = self.error, None
             raise error
