@@ -19,8 +19,10 @@ either). What it does differently, and why it is faster:
   reference uses (RoBERTa counts positions over non-padding tokens, BERT does not).
 - Steps are fused: bias (+ GELU) (+ residual) in the GEMM epilogue; residual add and
   LayerNorm in one pass; word + type + position + LayerNorm in one pass.
-- Buffers are allocated once per call, not once per layer; the feed-forward block runs on
-  FFN_ROWS tokens at a time, so its wide intermediate buffer stays small.
+- Buffers are allocated once per call, not once per layer. A big batch runs as groups of
+  whole sequences of about GROUP_ROWS tokens, each through all the layers, and the
+  feed-forward block on FFN_ROWS tokens at a time: the buffers stay small (memory) and the
+  answer is the same bits (rows and sequences are independent).
 
 Outputs at padding positions are 0. The reference computes something there (a padding
 token's vector still attends to the real tokens), but it means nothing and every consumer
@@ -298,10 +300,11 @@ def load_packed_cache(cache_dir, config):
     return PreparedEncoder(params, config, layers=layers)
 
 
-# QKV and attention run on groups of whole sequences of about this many tokens (a longer
-# sequence is a group of its own): the [rows, 3 * hidden] buffer stays near 19 MB at
-# BERT-base width instead of 75 MB for 32 x 256 tokens.
-ATTENTION_ROWS = 2048
+# The layers run on groups of whole sequences of about this many tokens (a longer sequence
+# is a group of its own): the per-layer buffers (QKV, attention context, the attention
+# block's output) stay near 19 + 6 + 6 MB at BERT-base width instead of 75 + 25 + 25 MB for
+# 32 x 256 tokens, and 2048 rows still fill the GEMM's row blocks.
+GROUP_ROWS = 2048
 
 
 def sequence_groups(cu_seqlens, max_rows):
@@ -413,43 +416,48 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         position_bias = numpy_model.relative_position_bias(params["relative_attention_bias"], seq)[0]  # [heads, seq, seq]
         slot_in_row = slots % seq  # [tokens]: each token's index in its padded row
 
-    # Attention runs on groups of whole sequences of about ATTENTION_ROWS tokens, so the
-    # [rows, 3 * hidden] QKV buffer holds one group, not the whole batch.
-    groups = sequence_groups(cu_seqlens, ATTENTION_ROWS)  # [(first sequence, stop sequence)]
+    # The layers run on groups of whole sequences of about GROUP_ROWS tokens, one group after
+    # another (sequences do not see each other), so the per-layer buffers hold one group, not
+    # the whole batch. With output_hidden_states every layer's output is unpacked for the
+    # whole batch: one group then.
+    if output_hidden_states:
+        groups = [(0, batch)]
+    else:
+        groups = sequence_groups(cu_seqlens, GROUP_ROWS)  # [(first sequence, stop sequence)]
     group_rows = max(int(cu_seqlens[stop] - cu_seqlens[first]) for first, stop in groups)
-    # Per group: its rows and its attention plan (checks and thread split, made once for all layers).
-    plans = []
-    for first, stop in groups:
-        row0, row1 = int(cu_seqlens[first]), int(cu_seqlens[stop])
-        plans.append((row0, row1, VarlenPlan(cu_seqlens[first:stop + 1] - row0, config.num_attention_heads,
-                                             hidden_size, position_bias,
-                                             None if slot_in_row is None else slot_in_row[row0:row1])))
 
-    # Buffers for the whole call; the layers reuse them.
+    # Buffers for the whole call; every group and layer reuses them.
     qkv = np.empty((group_rows, 3 * hidden_size), dtype=np.float32)
-    context = np.empty((tokens, hidden_size), dtype=np.float32)
-    attended = np.empty((tokens, hidden_size), dtype=np.float32)
-    ffn_rows = min(tokens, FFN_ROWS)
+    context = np.empty((group_rows, hidden_size), dtype=np.float32)
+    attended = np.empty((group_rows, hidden_size), dtype=np.float32)
+    ffn_rows = min(group_rows, FFN_ROWS)
     inner = np.empty((ffn_rows, config.intermediate_size), dtype=np.float32)  # one row block's worth
     eps = config.layer_norm_eps
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
-    for layer in prepared.layers:
-        for row0, row1, attend in plans:
-            group_qkv = qkv[:row1 - row0]
-            layer.qkv(hidden[row0:row1], out=group_qkv)  # [rows, hidden] -> [rows, 3 * hidden]
-            attend(group_qkv, out=context[row0:row1])  # attention_varlen -> [rows, hidden]
-        layer.attention_output(context, out=attended, residual=hidden)  # context @ W + b + hidden
-        layer_norm(attended, **layer.attention_layer_norm, eps=eps, out=attended)
-        # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
-        for start in range(0, tokens, ffn_rows):
-            rows = slice(start, min(tokens, start + ffn_rows))
-            block = inner[:rows.stop - rows.start]
-            layer.intermediate(attended[rows], out=block, activation=config.hidden_act)  # -> [rows, intermediate]
-            layer.output(block, out=hidden[rows], residual=attended[rows])  # -> [rows, hidden]
-        layer_norm(hidden, **layer.output_layer_norm, eps=eps, out=hidden)
-        if output_hidden_states:
-            hidden_states.append(unpack(hidden))
+    for first, stop in groups:
+        row0, row1 = int(cu_seqlens[first]), int(cu_seqlens[stop])
+        rows = row1 - row0
+        # The group's attention plan (checks, thread split), made once for all its layers.
+        attend = VarlenPlan(cu_seqlens[first:stop + 1] - row0, config.num_attention_heads, hidden_size,
+                            position_bias, None if slot_in_row is None else slot_in_row[row0:row1])
+        group_hidden = hidden[row0:row1]  # [rows, hidden], updated in place layer by layer
+        group_qkv, group_context, group_attended = qkv[:rows], context[:rows], attended[:rows]
+        for layer in prepared.layers:
+            layer.qkv(group_hidden, out=group_qkv)  # [rows, hidden] -> [rows, 3 * hidden]
+            attend(group_qkv, out=group_context)  # attention_varlen -> [rows, hidden]
+            layer.attention_output(group_context, out=group_attended, residual=group_hidden)  # @ W + b + hidden
+            layer_norm(group_attended, **layer.attention_layer_norm, eps=eps, out=group_attended)
+            # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
+            for block0 in range(0, rows, ffn_rows):
+                block = slice(block0, min(rows, block0 + ffn_rows))
+                block_inner = inner[:block.stop - block.start]
+                layer.intermediate(group_attended[block], out=block_inner,
+                                   activation=config.hidden_act)  # -> [block, intermediate]
+                layer.output(block_inner, out=group_hidden[block], residual=group_attended[block])  # -> [block, hidden]
+            layer_norm(group_hidden, **layer.output_layer_norm, eps=eps, out=group_hidden)
+            if output_hidden_states:
+                hidden_states.append(unpack(hidden))
 
     last_hidden_state = hidden_states[-1] if output_hidden_states else unpack(hidden)
     return last_hidden_state, tuple(hidden_states) if output_hidden_states else None, None

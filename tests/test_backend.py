@@ -206,7 +206,7 @@ def test_feed_forward_in_row_blocks_gives_the_same_bits(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["bert_gelu", "mpnet_gelu"])
-def test_attention_in_groups_of_sequences_gives_the_same_bits(case, monkeypatch):
+def test_layers_in_groups_of_sequences_give_the_same_bits(case, monkeypatch):
     from transformer.kernels import forward
 
     model = Encoder.from_pretrained(FAMILIES / case, backend="numba")
@@ -216,7 +216,7 @@ def test_attention_in_groups_of_sequences_gives_the_same_bits(case, monkeypatch)
     mask[1, 4:] = 0
     mask[2, 1:] = 0
     whole = model(ids, mask).last_hidden_state
-    monkeypatch.setattr(forward, "ATTENTION_ROWS", 7)  # groups: [6], [4, 1], [6]
+    monkeypatch.setattr(forward, "GROUP_ROWS", 7)  # groups: [6], [4, 1], [6]
     assert forward.sequence_groups(np.array([0, 6, 10, 11, 17]), 7) == [(0, 1), (1, 3), (3, 4)]
     assert np.array_equal(model(ids, mask).last_hidden_state, whole)
 
