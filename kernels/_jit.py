@@ -107,7 +107,7 @@ def _import_numba_arraymath_without_scipy():
 
 _import_numba_arraymath_without_scipy()
 
-__all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "cache_dir", "numba"]
+__all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "cache_dir", "numba"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,6 +335,21 @@ def _store_release(typingctx, counters, index, value):
         return context.get_dummy_value()
 
     return numba.types.void(counters, numba.types.intp, numba.types.int64), codegen
+
+
+@numba.extending.intrinsic
+def fetch_add(typingctx, counters, index, delta):
+    """counters[index] += delta as one atomic step; returns the value before. Threads that
+    share `counters` each get distinct values: kernels use it to claim work items."""
+    if not (isinstance(counters, numba.types.Array) and counters.dtype == numba.types.int64):
+        raise TypeError(f"fetch_add: counters must be an int64 array, got {counters}")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        delta = context.cast(builder, args[2], signature.args[2], numba.types.int64)
+        return builder.atomic_rmw("add", builder.gep(array.data, [args[1]]), delta, "monotonic")
+
+    return numba.types.int64(counters, numba.types.intp, delta), codegen
 
 
 @numba.extending.intrinsic

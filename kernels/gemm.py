@@ -16,9 +16,10 @@ How the fast path works (llm.c / BLIS style):
    stored row after row: panels[p, k, j] = weight[k, 16 p + j]. A 16-column slice of a row
    is then 64 contiguous bytes (two AVX registers), and the micro-kernel walks a panel
    straight through memory. The last panel is padded with zero columns.
-2. `gemm` splits C into blocks of up to 144 rows x some panels, and each thread takes an
-   equal run of blocks (`_jit.run_chunks`: the calling thread and a small pool of Python
-   threads, the kernel compiled nogil). Within a task the depth K goes in blocks of at
+2. `gemm` splits C into blocks of up to 144 rows x some panels (at small M, ~4 column
+   blocks per thread), and the threads (`_jit.run_chunks`: the calling thread and
+   persistent workers, the kernel compiled nogil) claim blocks one at a time from a shared
+   atomic counter, so a thread that starts late or shares its core takes fewer. Within a task the depth K goes in blocks of at
    most 768 (the task's rows of x, 144 x 768 floats, stay in the L2 cache while every
    panel passes by), the panels in sweeps of 4 (a 6-row strip of x stays in L1 while it
    meets them), and each 6 x 16 tile of C is computed by the register-blocked
@@ -42,13 +43,14 @@ import functools
 
 import numpy as np
 
-from ._jit import even_bounds, jit, numba, run_chunks
+from ._jit import fetch_add, jit, numba, run_chunks
 from .activations import activation_code, activation_row_address, call_activation_row
 from .microkernel import MR, NR, microkernel_4x16, microkernel_6x16
 
 K_BLOCK = 768  # depth per pass over a tile: x's strip (144 x 768 floats, 432 KiB) fits in L2
 MAX_ROW_TILES = 24  # row block of up to 24 tiles of 6 rows = 144 rows
 PANELS_PER_SWEEP = 4  # columns met by one strip of x before the next strip: 4 panels = 64
+TASKS_PER_THREAD = 4  # column blocks per thread when M is small (claimed as they come)
 SERIAL_BELOW_FLOPS = 8e6  # 2 M N K under this: no threads (their wake-up costs more)
 
 _NO_BIAS = np.zeros(0, dtype=np.float32)
@@ -125,16 +127,25 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
 
 
 @jit
-def _gemm_tasks(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block, first_task, stop_task):
-    """Compute the blocks of C numbered first_task .. stop_task - 1 (row-block major).
+def _gemm_tasks(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block, next_task,
+                first_thread, stop_thread):
+    """Compute blocks of C (numbered row-block major) until none are left, claiming each
+    from next_task[0] (int64, starts at 0) with an atomic fetch-add.
 
-    Compiled nogil: the threads of `run_chunks` each run a contiguous range of blocks.
+    Compiled nogil; every thread of `run_chunks` runs this (first_thread / stop_thread, the
+    chunk bounds, are not used): a thread that starts late, or shares its core with another
+    process, simply claims fewer blocks. Which thread computes a block never changes its
+    numbers.
     """
     m, k = x.shape
     n = out.shape[1]
     n_panels = panels.shape[0]
     n_col_blocks = (n_panels + panels_per_block - 1) // panels_per_block
-    for task in range(first_task, stop_task):
+    n_tasks = ((m + row_block - 1) // row_block) * n_col_blocks
+    while True:
+        task = fetch_add(next_task, 0, 1)
+        if task >= n_tasks:
+            return
         row_block_index = task // n_col_blocks
         row0 = row_block_index * row_block
         row1 = min(m, row0 + row_block)
@@ -171,21 +182,23 @@ def _gemm_tasks(x, panels, bias, residual, activation_row, out, row_block, panel
 def _plan_blocks(m, n_panels, k, threads):
     """(tasks, rows per block, panels per block, K block) for `threads` workers.
 
-    Row blocks of at most MAX_ROW_TILES tiles, as even as possible; the number of tasks is
-    a multiple of `threads` when there is enough work (each thread gets an equal run of
-    tasks), and when there are fewer row blocks than threads the columns are
-    split instead. K goes in the fewest blocks of at most K_BLOCK, evenly.
+    Row blocks of at most MAX_ROW_TILES tiles, as even as possible, their number a multiple
+    of `threads` when there are at least as many as threads. With fewer row blocks than
+    threads (M up to ~150 on 2 threads) the columns are cut instead, into about
+    TASKS_PER_THREAD blocks per thread: the threads claim them as they come
+    (`_gemm_tasks`), so one that starts late takes fewer. K goes in the fewest blocks
+    of at most K_BLOCK, evenly.
     """
     tiles = max(1, -(-m // MR))
     n_row_blocks = -(-tiles // MAX_ROW_TILES)
-    n_col_blocks = 1
+    panels_per_block = n_panels
     if threads > 1:
         if n_row_blocks >= threads:
             n_row_blocks = min(tiles, threads * -(-n_row_blocks // threads))
         else:
-            n_col_blocks = -(-threads // n_row_blocks)
+            panels_per_block = -(-n_panels * n_row_blocks // (threads * TASKS_PER_THREAD))
+    panels_per_block = max(1, panels_per_block)
     rows_per_block = MR * -(-tiles // n_row_blocks)
-    panels_per_block = max(1, -(-n_panels // n_col_blocks))
     n_tasks = -(-m // rows_per_block) * -(-n_panels // panels_per_block)
     n_k_blocks = max(1, -(-k // K_BLOCK))
     k_block = max(1, -(-k // n_k_blocks))
@@ -256,8 +269,9 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     n_tasks, row_block, panels_per_block, k_block = _plan_blocks(m, packed.panels.shape[0], k, threads)
     if n_tasks == 0:  # M = 0 or N = 0: nothing to compute
         return out
-    run_chunks(_gemm_tasks, even_bounds(n_tasks, min(threads, n_tasks)),
-               x, packed.panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block)
+    next_task = np.zeros(1, dtype=np.int64)  # the blocks' claim counter
+    run_chunks(_gemm_tasks, range(min(threads, n_tasks) + 1),
+               x, packed.panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block, next_task)
     return out
 
 

@@ -230,3 +230,22 @@ def test_loading_a_kernel_does_not_import_scipy_linalg_and_np_dot_still_works():
         print(scipy.linalg.norm(np.ones(4)))
     """)
     assert out.split() == ["False", "8.0", "2.0"]
+
+
+@_jit.jit
+def _claim_items(counter, claimed_by, first, stop):
+    while True:
+        item = _jit.fetch_add(counter, 0, 1)
+        if item >= claimed_by.shape[0]:
+            return
+        claimed_by[item] += first + 1  # chunk 0 writes 1, chunk 1 writes 2
+
+
+def test_fetch_add_hands_every_item_to_exactly_one_thread():
+    for _ in range(20):
+        counter = np.zeros(1, dtype=np.int64)
+        claimed_by = np.zeros(20000, dtype=np.int64)
+        _jit.run_chunks(_claim_items, [0, 1, 2], counter, claimed_by)
+        assert set(np.unique(claimed_by)) <= {1, 2}  # every item claimed (0: missed; 3: by both)
+        # A lost update (two threads getting the same item) would leave the counter short.
+        assert counter[0] == len(claimed_by) + 2  # n claims, then one empty claim per thread
