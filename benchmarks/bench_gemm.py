@@ -20,6 +20,9 @@ For the feed-forward's first half (FFN up + exact GELU) it also compares the fus
 with the NumPy path (`transformer.model.gelu(x @ w + b)`) and with gemm followed by a separate
 `bias_activation` pass.
 
+With more than one thread it times the hand-off alone: `run_chunks` over empty chunks (the
+persistent workers of `_jit`) against a ThreadPoolExecutor doing the same.
+
 It also measures the cost of compilation in fresh processes: the first calls of `gemm`
 (a small product, a threaded one, one with the GELU epilogue) with an empty Numba cache,
 then the same calls with the cache warm.
@@ -205,6 +208,29 @@ def run_compile(threads):
     print(json.dumps(timings), flush=True)
 
 
+def run_handoff(threads, repeats, min_seconds):
+    """Microseconds per `run_chunks` call over `threads` chunks of no work: the cost of
+    handing work to the other threads and waiting for them, against a ThreadPoolExecutor."""
+    import numpy as np
+
+    from transformer.kernels import _jit
+
+    import numba
+
+    numba.set_num_threads(threads)
+
+    @_jit.jit
+    def nothing(values, first, stop):
+        for i in range(first, stop):
+            values[i] = 0
+
+    values = np.zeros(threads, dtype=np.float32)
+    bounds = list(range(threads + 1))
+    workers, pool = time_rounds([lambda: _jit.run_chunks(nothing, bounds, values),
+                                 lambda: _jit._run_on_pool(nothing, bounds, (values,))], repeats, min_seconds)
+    print(json.dumps({"threads": threads, "run_chunks_us": workers * 1e6, "thread_pool_us": pool * 1e6}), flush=True)
+
+
 # ---------------------------------------------------------------------------------------
 # Parent: spawn the children, print the tables.
 
@@ -250,7 +276,7 @@ def main():
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: this process's CPU time, steadier on a shared machine (meaningful with 1 thread)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
-    parser.add_argument("--child", choices=["throughput", "epilogue", "compile"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["throughput", "epilogue", "compile", "handoff"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child == "throughput":
@@ -261,6 +287,9 @@ def main():
         return
     if args.child == "compile":
         run_compile(args.threads[0])
+        return
+    if args.child == "handoff":
+        run_handoff(args.threads[0], args.repeats, args.min_seconds)
         return
 
     print(f"# bench_gemm: load average {load_average():.2f} at start, {os.cpu_count()} CPUs")
@@ -275,6 +304,10 @@ def main():
             print(f"{label:<22} {cold[label]:6.2f} / {warm[label]:5.2f}")
         compiled = [label for label in cold if label != "import"]
         print(f"{'total compile':<22} {sum(cold[k] for k in compiled):6.2f} / {sum(warm[k] for k in compiled):5.2f}")
+    for threads in [t for t in args.threads if t > 1]:
+        handoff = child(["handoff", "--repeats", str(args.repeats), "--min-seconds", str(args.min_seconds)], threads)[0]
+        print(f"\n## hand-off, {threads} threads: run_chunks over {threads} empty chunks {handoff['run_chunks_us']:.1f} us "
+              f"(persistent spinning workers), ThreadPoolExecutor {handoff['thread_pool_us']:.1f} us")
     for threads in args.threads:
         arguments = ["throughput", "--tokens", *map(str, args.tokens), "--repeats", str(args.repeats),
                      "--min-seconds", str(args.min_seconds), "--clock", args.clock]
