@@ -162,7 +162,8 @@ class SentenceEncoder:
         """Token ids [batch, seq] -> pooled sentence vectors [batch, dim] (not yet normalized)."""
         # Windows sliced out of a bigger batch may share columns of padding only: drop those.
         used = attention_mask.any(axis=0)  # [seq]
-        input_ids, attention_mask, token_type_ids = (a[:, used] for a in (input_ids, attention_mask, token_type_ids))
+        if not used.all():
+            input_ids, attention_mask, token_type_ids = (a[:, used] for a in (input_ids, attention_mask, token_type_ids))
         hidden = self.encoder.last_hidden_state(input_ids, attention_mask, token_type_ids)  # [batch, seq, hidden]
         return pooling.pool(hidden, attention_mask, self.pooling_modes)  # -> [batch, dim]
 
