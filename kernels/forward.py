@@ -19,7 +19,7 @@ either). What it does differently, and why it is faster:
   reference uses (RoBERTa counts positions over non-padding tokens, BERT does not).
 - Steps are fused: bias (+ GELU) (+ residual) in the GEMM epilogue; residual add and
   LayerNorm in one pass; word + type + position + LayerNorm in one pass.
-- Buffers are allocated once per call, not once per layer. A big batch runs as groups of
+- Scratch buffers are allocated once and reused by every layer and call. A big batch runs as groups of
   whole sequences of about GROUP_ROWS tokens, each through all the layers, and the
   feed-forward block on FFN_ROWS tokens at a time: the buffers stay small (memory) and the
   answer is the same bits (rows and sequences are independent).
@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -164,6 +165,17 @@ class PreparedEncoder:
         self.projection = PreparedLinear(**projection) if projection is not None else None
         self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
         self.packed_heads = {}  # id(head weight) -> (weight, PreparedLinear), filled by head_linear
+        self._scratch = threading.local()  # per thread: {name: flat float32 buffer}
+
+    def scratch(self, name, rows, cols):
+        """A float32 [rows, cols] scratch buffer kept between calls (one set per thread, grown
+        when a bigger batch comes): the forward pass then allocates, and the OS zeroes, no
+        fresh pages for its buffers on every call."""
+        buffers = self._scratch.__dict__
+        flat = buffers.get(name)
+        if flat is None or flat.size < rows * cols:
+            flat = buffers[name] = np.empty(rows * cols, dtype=np.float32)
+        return flat[:rows * cols].reshape(rows, cols)
 
 
 def prepare(params, config):
@@ -426,12 +438,13 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         groups = sequence_groups(cu_seqlens, GROUP_ROWS)  # [(first sequence, stop sequence)]
     group_rows = max(int(cu_seqlens[stop] - cu_seqlens[first]) for first, stop in groups)
 
-    # Buffers for the whole call; every group and layer reuses them.
-    qkv = np.empty((group_rows, 3 * hidden_size), dtype=np.float32)
-    context = np.empty((group_rows, hidden_size), dtype=np.float32)
-    attended = np.empty((group_rows, hidden_size), dtype=np.float32)
+    # Scratch buffers: every group and layer reuses them, and so does the next call (they
+    # never leave this function; the returned arrays are fresh).
+    qkv = prepared.scratch("qkv", group_rows, 3 * hidden_size)
+    context = prepared.scratch("context", group_rows, hidden_size)
+    attended = prepared.scratch("attended", group_rows, hidden_size)
     ffn_rows = min(group_rows, FFN_ROWS)
-    inner = np.empty((ffn_rows, config.intermediate_size), dtype=np.float32)  # one row block's worth
+    inner = prepared.scratch("inner", ffn_rows, config.intermediate_size)  # one row block's worth
     eps = config.layer_norm_eps
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None

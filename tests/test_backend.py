@@ -296,3 +296,19 @@ def test_numba_heads_run_on_the_packed_gemm_and_match_the_numpy_heads(case, monk
     if logits.shape[:2] == real.shape:
         logits, expected = logits[real], expected[real]
     assert max_diff(logits, expected) <= TOLERANCE
+
+
+def test_scratch_buffers_reused_across_calls_and_threads_never_change_an_answer():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(5, model.config.vocab_size, size=shape) for shape in [(2, 3), (5, 11), (1, 2), (4, 7)]]
+    fresh = [Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")(ids).last_hidden_state
+             for ids in batches]
+    for ids, expected in zip(batches * 2, fresh * 2):  # small after big and big after small
+        assert np.array_equal(model(ids).last_hidden_state, expected)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two threads at once: a buffer set each
+        results = list(pool.map(lambda ids: model(ids).last_hidden_state, batches * 4))
+    for result, expected in zip(results, fresh * 4):
+        assert np.array_equal(result, expected)
