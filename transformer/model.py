@@ -473,7 +473,7 @@ def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):
             raise ValueError(
                 f"attention_mask has shape {attention_mask.shape}, expected the shape of input_ids {input_ids.shape}"
             )
-        if not np.isin(attention_mask, (0, 1)).all():
+        if attention_mask.min() < 0 or attention_mask.max() > 1:  # integers: only 0 and 1 pass
             raise ValueError("attention_mask must hold only 1 (token) and 0 (padding)")
 
     if token_type_ids is None:
