@@ -48,7 +48,7 @@ from transformer import model as numpy_model
 from .attention import VarlenPlan
 from .embeddings import embed_tokens
 from .gemm import PackedWeight, gemm, pack_weight
-from .layernorm import layer_norm
+from .layernorm import layer_norm_bounds, layer_norm_checked
 
 
 class PreparedLinear:
@@ -445,7 +445,7 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     attended = prepared.scratch("attended", group_rows, hidden_size)
     ffn_rows = min(group_rows, FFN_ROWS)
     inner = prepared.scratch("inner", ffn_rows, config.intermediate_size)  # one row block's worth
-    eps = config.layer_norm_eps
+    eps = np.float32(config.layer_norm_eps)
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
     for first, stop in groups:
@@ -456,11 +456,13 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
                             position_bias, None if slot_in_row is None else slot_in_row[row0:row1])
         group_hidden = hidden[row0:row1]  # [rows, hidden], updated in place layer by layer
         group_qkv, group_context, group_attended = qkv[:rows], context[:rows], attended[:rows]
+        norm_bounds = layer_norm_bounds(rows, hidden_size)  # LayerNorm's thread split, once for all layers
         for layer in prepared.layers:
             layer.qkv(group_hidden, out=group_qkv)  # [rows, hidden] -> [rows, 3 * hidden]
             attend(group_qkv, out=group_context)  # attention_varlen -> [rows, hidden]
             layer.attention_output(group_context, out=group_attended, residual=group_hidden)  # @ W + b + hidden
-            layer_norm(group_attended, **layer.attention_layer_norm, eps=eps, out=group_attended)
+            norm = layer.attention_layer_norm
+            layer_norm_checked(group_attended, norm["weight"], norm["bias"], eps, group_attended, norm_bounds)
             # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
             for block0 in range(0, rows, ffn_rows):
                 block = slice(block0, min(rows, block0 + ffn_rows))
@@ -468,7 +470,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
                 layer.intermediate(group_attended[block], out=block_inner,
                                    activation=config.hidden_act)  # -> [block, intermediate]
                 layer.output(block_inner, out=group_hidden[block], residual=group_attended[block])  # -> [block, hidden]
-            layer_norm(group_hidden, **layer.output_layer_norm, eps=eps, out=group_hidden)
+            norm = layer.output_layer_norm
+            layer_norm_checked(group_hidden, norm["weight"], norm["bias"], eps, group_hidden, norm_bounds)
             if output_hidden_states:
                 hidden_states.append(unpack(hidden))
 

@@ -98,6 +98,20 @@ def layer_norm(x, weight, bias, eps, out=None):
     return out
 
 
+def layer_norm_bounds(rows, width):
+    """How `layer_norm` splits rows x width over the threads: [chunks + 1] row boundaries."""
+    return even_bounds(rows, parallel_chunks(rows * width, _ELEMENTS_PER_CHUNK))
+
+
+def layer_norm_checked(x, weight, bias, eps, out, bounds):
+    """`layer_norm` without the argument checks, for a caller that has made them once and
+    calls it many times on the same shapes (the forward pass: twice a layer). x and out
+    float32 [rows, d] C-contiguous (out may be x), weight and bias float32 [d], eps a
+    np.float32, bounds from `layer_norm_bounds(rows, d)`."""
+    run_chunks(_layer_norm_range, bounds, x, weight, bias, eps, out)
+    return out
+
+
 def residual_layer_norm(x, residual, weight, bias, eps, out=None):
     """LayerNorm(x + residual) in one pass. float32 [rows, d] twice -> [rows, d].
 

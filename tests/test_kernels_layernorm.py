@@ -97,3 +97,15 @@ def test_softmax_of_a_fully_masked_row_is_uniform_not_nan():
 def test_softmax_refuses_float64():
     with pytest.raises(ValueError, match="softmax: x must be a float32 array"):
         softmax.softmax(np.zeros((2, 2)))
+
+
+def test_layer_norm_checked_equals_layer_norm_in_place():
+    from transformer.kernels.layernorm import layer_norm, layer_norm_bounds, layer_norm_checked
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((37, 96)).astype(np.float32)
+    weight, bias = rng.standard_normal(96).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+    expected = layer_norm(x, weight, bias, 1e-12)
+    out = x.copy()
+    assert layer_norm_checked(out, weight, bias, np.float32(1e-12), out, layer_norm_bounds(37, 96)) is out
+    assert out.dtype == np.float32 and np.array_equal(out, expected)
