@@ -19,13 +19,13 @@ How the fast path works (llm.c / BLIS style):
 2. `gemm` splits C into blocks of up to 144 rows x some panels (at small M, ~4 column
    blocks per thread), and the threads (`_jit.run_chunks`: the calling thread and
    persistent workers, the kernel compiled nogil) claim blocks one at a time from a shared
-   atomic counter, so a thread that starts late or shares its core takes fewer. Within a task the depth K goes in blocks of at
-   most 768 (the task's rows of x, 144 x 768 floats, stay in the L2 cache while every
-   panel passes by), the panels in sweeps of 4 (a 6-row strip of x stays in L1 while it
-   meets them), and each 6 x 16 tile of C is computed by the register-blocked
-   micro-kernel of `microkernel.py` (12 AVX accumulators, `vfmadd231ps`); a last tile of
-   at most 4 rows by its 4 x 16 sibling (8 accumulators), so M = 16 = 6 + 6 + 4 rows
-   costs 16 rows of work, not 18 (measured 7-10% faster at M = 16).
+   atomic counter, so a thread that starts late or shares its core takes fewer. Within a
+   task the depth K goes in blocks of at most 768 (the task's rows of x, 144 x 768 floats,
+   stay in the L2 cache while every panel passes by), the panels in sweeps of 4 (a 6-row
+   strip of x stays in L1 while it meets them), and each 6 x 16 tile of C is computed by
+   the register-blocked micro-kernel of `microkernel.py` (12 AVX accumulators,
+   `vfmadd231ps`); a last tile of at most 4 rows by its 4 x 16 sibling (8 accumulators),
+   so M = 16 = 6 + 6 + 4 rows costs 16 rows of work, not 18 (7-10% faster at M = 16).
 3. When a strip of 6 rows x 64 columns (one sweep) has seen its last K block, the
    epilogue runs on it while it is still in the L1 cache: + bias, activation, + residual.
    No separate pass over C. The activation is called through its row loop's C address
