@@ -193,7 +193,7 @@ def prepare(params, config):
 #
 # Reading a checkpoint, transposing its linear weights and packing them costs about 1 s for
 # BERT-base (and two copies of the weights in memory on the way). The prepared arrays are
-# saved once as .npy files in `<model folder>/.packed/<key>/` and later mapped back (copy-on-
+# saved once as .npy files in `<model folder>/.transformer-packed/<key>/` and mapped back (copy-on-
 # write: the pages come from the OS's file cache, one copy, nothing to transpose or pack).
 # The key hashes the checkpoint files (name, size, modification time), config.json, the
 # packing layout (a small weight packed by today's `pack_weight`) and CACHE_FORMAT, so a
@@ -229,7 +229,7 @@ def packed_cache_dir(model_dir):
     key.update((model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b"")
     probe = pack_weight(np.arange(5 * 37, dtype=np.float32).reshape(5, 37)).panels  # the layout today
     key.update(f"{probe.shape}".encode() + probe.tobytes())
-    return model_dir / ".packed" / key.hexdigest()[:24]
+    return model_dir / ".transformer-packed" / key.hexdigest()[:24]
 
 
 def _flatten(prefix, value, arrays):
@@ -266,7 +266,7 @@ def save_packed_cache(prepared, cache_dir):
         for name, array in arrays.items():
             np.save(temporary / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
         meta = {"layers": len(prepared.layers), "out_features": out_features, "arrays": sorted(arrays)}
-        (temporary / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        (temporary / "packed.meta").write_text(json.dumps(meta), encoding="utf-8")
         os.rename(temporary, cache_dir)  # whole or not at all: a reader never sees half a cache
     except OSError:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -277,7 +277,7 @@ def load_packed_cache(cache_dir, config):
     no complete cache there."""
     cache_dir = Path(cache_dir)
     try:
-        meta = json.loads((cache_dir / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads((cache_dir / "packed.meta").read_text(encoding="utf-8"))
         arrays = {name: np.asarray(np.load(cache_dir / f"{name}.npy", mmap_mode="c", allow_pickle=False))
                   for name in meta["arrays"]}
     except (OSError, ValueError, KeyError):

@@ -235,7 +235,7 @@ def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_p
     args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
     packed = Encoder.from_pretrained(directory, backend="numba")  # packs, then writes the cache
     cache_dir = forward.packed_cache_dir(directory)
-    assert (cache_dir / "meta.json").is_file()
+    assert (cache_dir / "packed.meta").is_file()
     cached = Encoder.from_pretrained(directory, backend="numba")  # maps the cache back
     assert isinstance(cached.params["embeddings"]["word"].base, np.memmap)  # mapped, not read
     first, second = packed(*args, output_hidden_states=True), cached(*args, output_hidden_states=True)
@@ -266,7 +266,7 @@ def test_packed_cache_key_changes_with_the_checkpoint_and_can_be_switched_off(tm
     after = forward.packed_cache_dir(directory)
     assert after != before and forward.load_packed_cache(after, None) is None  # the old cache is not read
     Encoder.from_pretrained(directory, backend="numba")
-    assert sorted(p.name for p in (directory / ".packed").iterdir()) == [after.name]  # the stale one is gone
+    assert sorted(p.name for p in (directory / ".transformer-packed").iterdir()) == [after.name]  # the stale one is gone
     monkeypatch.setenv("TRANSFORMER_PACKED_CACHE", "0")
     assert forward.packed_cache_dir(directory) is None
     monkeypatch.delenv("TRANSFORMER_PACKED_CACHE")
