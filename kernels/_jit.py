@@ -295,8 +295,10 @@ def even_bounds(items, chunks):
 # next one (a forward pass calls again within tens of microseconds), then blocks on a
 # Condition, so an idle process never keeps a core busy. Every spin round yields the core
 # to any other runnable thread (sched_yield), so a spinner never holds up the thread it
-# waits for, nor another process. The caller spins on `done` for up to WAIT_SPIN_SECONDS,
-# then polls it with short sleeps (only long chunks get there).
+# waits for, nor another process. When the caller is done with its own chunk and a worker
+# has not started its chunk yet (descheduled by another process, or still waking up), the
+# caller takes that chunk back and runs it itself, instead of waiting. Otherwise it spins
+# on `done` for up to WAIT_SPIN_SECONDS, then polls it with short sleeps (long chunks).
 
 SPIN_SECONDS = 200e-6  # how long an idle worker spins before it blocks
 WAIT_SPIN_SECONDS = 2e-3  # how long the caller spins on the workers' `done` before it sleeps
@@ -423,26 +425,36 @@ class _Worker:
                     while counters[_POSTED] <= done:
                         self.sleeping = True
                         condition.wait()
-            range_kernel, args, first, stop = self.job
-            self.job = None
-            try:
-                range_kernel(*args, first, stop)
-            except BaseException as error:  # handed to the caller, which raises it
-                self.error = error
-            done += 1
+            with condition:  # the job, unless the caller took it back already
+                job, self.job = self.job, None
+                done = int(counters[_POSTED])
+            if job is not None:
+                range_kernel, args, first, stop = job
+                try:
+                    range_kernel(*args, first, stop)
+                except BaseException as error:  # handed to the caller, which raises it
+                    self.error = error
 
     def post(self, range_kernel, args, first, stop):
         """Hand range_kernel(*args, first, stop) to the worker; returns at once."""
-        self.job = (range_kernel, args, first, stop)
         self.error = None
         with self.condition:
+            self.job = (range_kernel, args, first, stop)
             self.counters[_POSTED] += 1
             if self.sleeping:
                 self.sleeping = False
                 self.condition.notify()
 
-    def wait(self):
-        """Wait until the posted job is done; raises the error it raised, if any."""
+    def finish(self):
+        """Make sure the posted job is done: run it here if the worker has not started it
+        (it may be descheduled, or still waking up), else wait for the worker. Raises the
+        error the job raised, if any."""
+        with self.condition:
+            job, self.job = self.job, None
+        if job is not None:  # taken back: the worker will find no job and skip it
+            range_kernel, args, first, stop = job
+            range_kernel(*args, first, stop)
+            return
         counters = self.counters
         target = int(counters[_POSTED])
         if _spin_until_at_least(counters, _DONE, target, _WAIT_SPIN_TICKS, 10 * _SPIN_ROUNDS) < target:
@@ -503,6 +515,6 @@ def run_chunks(range_kernel, bounds, *args):
             range_kernel(*args, bounds[-2], bounds[-1])
         finally:
             for c in range(chunks - 1):
-                _workers[c].wait()
+                _workers[c].finish()
     finally:
         _workers_lock.release()

@@ -179,8 +179,10 @@ def test_run_chunks_runs_every_chunk_once_over_many_calls():
 def test_run_chunks_wakes_a_worker_that_went_to_sleep():
     out = np.zeros(100, dtype=np.float32)
     _jit.run_chunks(_fill_range, [0, 50, 100], out, np.float32(1))
-    time.sleep(20 * _jit.SPIN_SECONDS)  # long past the spin: the worker blocks on its Condition
-    assert all(worker.sleeping for worker in _jit._workers[:1])
+    deadline = time.monotonic() + 5.0  # an idle worker stops spinning after SPIN_SECONDS (of its CPU time)
+    while not _jit._workers[0].sleeping and time.monotonic() < deadline:
+        time.sleep(20 * _jit.SPIN_SECONDS)
+    assert _jit._workers[0].sleeping, "an idle worker must block, not spin forever"
     _jit.run_chunks(_fill_range, [0, 50, 100], out, np.float32(2))
     np.testing.assert_array_equal(out, 2 + np.arange(100, dtype=np.float32))
 
@@ -249,3 +251,21 @@ def test_fetch_add_hands_every_item_to_exactly_one_thread():
         assert set(np.unique(claimed_by)) <= {1, 2}  # every item claimed (0: missed; 3: by both)
         # A lost update (two threads getting the same item) would leave the counter short.
         assert counter[0] == len(claimed_by) + 2  # n claims, then one empty claim per thread
+
+
+def test_a_chunk_the_worker_has_not_started_is_taken_back_by_the_caller():
+    worker = _jit._Worker()
+    worker.post(lambda first, stop: time.sleep(0.5), (), 0, 0)  # keeps the worker busy
+    while worker.job is not None:  # until the worker has taken that job
+        time.sleep(0.001)
+    out = np.zeros(10, dtype=np.float32)
+    started = time.monotonic()
+    worker.post(_fill_range, (out, np.float32(4)), 0, 10)
+    worker.finish()  # the worker is busy: the caller runs the chunk itself, no waiting
+    assert time.monotonic() - started < 0.4
+    np.testing.assert_array_equal(out, 4 + np.arange(10, dtype=np.float32))
+    worker.post(_fill_range, (out, np.float32(5)), 0, 10)  # the worker still takes later jobs
+    time.sleep(1.0)
+    worker.finish()
+    np.testing.assert_array_equal(out, 5 + np.arange(10, dtype=np.float32))
+    assert worker.counters[_jit._DONE] == 3
