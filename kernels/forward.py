@@ -475,5 +475,10 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
             if output_hidden_states:
                 hidden_states.append(unpack(hidden))
 
-    last_hidden_state = hidden_states[-1] if output_hidden_states else unpack(hidden)
+    if output_hidden_states:
+        last_hidden_state = hidden_states[-1]
+    elif tokens == batch * seq:  # no padding at all: the packed rows are the answer (a fresh array)
+        last_hidden_state = hidden.reshape(batch, seq, hidden_size)
+    else:
+        last_hidden_state = unpack(hidden)
     return last_hidden_state, tuple(hidden_states) if output_hidden_states else None, None
