@@ -41,7 +41,7 @@ the strips through the micro-kernel are what make it faster.
 
 (sequence, head) pairs are spread over the threads in contiguous runs of about equal cost
 (keys x queries), so a batch sorted by length does not leave one thread with all the long
-sequences. Small problems run on the calling thread (a hand-off to another costs ~25 us).
+sequences. Small problems run on the calling thread (a hand-off to another costs ~10 us).
 
 `attention_naive` is the reference loop: one query, one key at a time.
 """
