@@ -93,9 +93,7 @@ def _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop)
 def layer_norm(x, weight, bias, eps, out=None):
     """LayerNorm over the last axis. float32 [rows, d] -> [rows, d]; `out` may be `x`."""
     x, out = _check("layer_norm", x, weight, bias, out)
-    bounds = even_bounds(x.shape[0], parallel_chunks(x.size, _ELEMENTS_PER_CHUNK))
-    run_chunks(_layer_norm_range, bounds, x, weight, bias, np.float32(eps), out)
-    return out
+    return layer_norm_checked(x, weight, bias, np.float32(eps), out, layer_norm_bounds(*x.shape))
 
 
 def layer_norm_bounds(rows, width):
@@ -124,8 +122,7 @@ def residual_layer_norm(x, residual, weight, bias, eps, out=None):
             f"residual_layer_norm: residual must be a C-contiguous float32 array of shape {x.shape}, "
             f"got {residual.dtype} {residual.shape}"
         )
-    bounds = even_bounds(x.shape[0], parallel_chunks(x.size, _ELEMENTS_PER_CHUNK))
-    run_chunks(_residual_layer_norm_range, bounds, x, residual, weight, bias, np.float32(eps), out)
+    run_chunks(_residual_layer_norm_range, layer_norm_bounds(*x.shape), x, residual, weight, bias, np.float32(eps), out)
     return out
 
 
