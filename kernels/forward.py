@@ -45,9 +45,10 @@ import numpy as np
 
 from transformer import model as numpy_model
 
+from .arena import WeightArena
 from .attention import VarlenPlan
 from .embeddings import embed_tokens
-from .gemm import PackedWeight, gemm, pack_weight
+from .gemm import NR, PackedWeight, gemm, pack_weight
 from .layernorm import layer_norm_bounds, layer_norm_checked
 
 
@@ -56,8 +57,12 @@ class PreparedLinear:
 
     __slots__ = ("packed", "bias")
 
-    def __init__(self, weight, bias):
+    def __init__(self, weight, bias, arena=None):
         self.packed = pack_weight(np.ascontiguousarray(weight, dtype=np.float32))  # [in, out] -> panels
+        if arena is not None:  # the panels move into the model's huge-page arena (see arena.py)
+            panels = arena.take(self.packed.panels.shape)
+            panels[...] = self.packed.panels
+            self.packed.panels = panels
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)  # [out]
 
     @classmethod
@@ -83,17 +88,25 @@ class PreparedLayer:
 
     __slots__ = ("qkv", "attention_output", "attention_layer_norm", "intermediate", "output", "output_layer_norm")
 
-    def __init__(self, layer):
+    def __init__(self, layer, arena=None):
         parts = [layer["query"], layer["key"], layer["value"]]
         self.qkv = PreparedLinear(
             np.concatenate([p["weight"] for p in parts], axis=1),  # 3 x [hidden, hidden] -> [hidden, 3 * hidden]
             np.concatenate([p["bias"] for p in parts]),  # 3 x [hidden] -> [3 * hidden]
+            arena,
         )
-        self.attention_output = PreparedLinear(**layer["attention_output"])
+        self.attention_output = PreparedLinear(**layer["attention_output"], arena=arena)
         self.attention_layer_norm = layer["attention_layer_norm"]
-        self.intermediate = PreparedLinear(**layer["intermediate"])
-        self.output = PreparedLinear(**layer["output"])
+        self.intermediate = PreparedLinear(**layer["intermediate"], arena=arena)
+        self.output = PreparedLinear(**layer["output"], arena=arena)
         self.output_layer_norm = layer["output_layer_norm"]
+
+    @staticmethod
+    def panel_shapes(layer):
+        """The shapes of the packed panels `PreparedLayer(layer)` makes, for sizing its arena."""
+        in_out = [(layer["query"]["weight"].shape[0], sum(layer[p]["weight"].shape[1] for p in ("query", "key", "value")))]
+        in_out += [layer[name]["weight"].shape for name in ("attention_output", "intermediate", "output")]
+        return [(-(-n // NR), k, NR) for k, n in in_out]
 
     @classmethod
     def from_parts(cls, **parts):
@@ -150,12 +163,15 @@ class PreparedEncoder:
     def __init__(self, params, config, layers=None):
         self.config = config
         if layers is None:
-            # Pack layer by layer, dropping each unpacked layer once packed: memory holds one
-            # copy of the weights plus one layer, never two copies of them all.
+            # Pack layer by layer into one huge-page arena (see arena.py), dropping each
+            # unpacked layer once packed: memory holds one copy of the weights plus one
+            # layer, never two copies of them all.
             unpacked = params["layers"]
+            arena = WeightArena(WeightArena.bytes_for(
+                [shape for layer in unpacked for shape in PreparedLayer.panel_shapes(layer)]))
             layers = []
             for i in range(len(unpacked)):
-                layers.append(PreparedLayer(unpacked[i]))
+                layers.append(PreparedLayer(unpacked[i], arena))
                 if isinstance(unpacked, list):
                     unpacked[i] = None
         self.layers = layers
@@ -189,12 +205,14 @@ def prepare(params, config):
 
 
 # ---------------------------------------------------------------------------------------
-# The packed cache: a prepared model saved next to its checkpoint, memory-mapped back.
+# The packed cache: a prepared model saved next to its checkpoint, read straight back.
 #
 # Reading a checkpoint, transposing its linear weights and packing them costs about 1 s for
 # BERT-base (and two copies of the weights in memory on the way). The prepared arrays are
-# saved once as .npy files in `<model folder>/.transformer-packed/<key>/` and mapped back (copy-on-
-# write: the pages come from the OS's file cache, one copy, nothing to transpose or pack).
+# saved once as .npy files in `<model folder>/.transformer-packed/<key>/` and come back with
+# nothing to transpose or pack: the packed panels read straight into the huge-page arena
+# (one copy: a file read, not a mapping), the rest mapped (copy-on-write, pages from the
+# OS's file cache).
 # The key hashes the checkpoint files (name, size, modification time), config.json, the
 # packing layout (a small weight packed by today's `pack_weight`) and CACHE_FORMAT, so a
 # changed checkpoint, a changed layout or a changed cache format never reads a stale cache.
@@ -272,14 +290,52 @@ def save_packed_cache(prepared, cache_dir):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npy_header(file):
+    """(shape, dtype) of the .npy file open at its start, left at its data; ValueError unless
+    it is a C-ordered array."""
+    version = np.lib.format.read_magic(file)
+    if version not in _NPY_HEADER_READERS:
+        raise ValueError(f"unknown .npy version {version}")
+    shape, fortran_order, dtype = _NPY_HEADER_READERS[version](file)
+    if fortran_order:
+        raise ValueError("Fortran-ordered .npy")
+    return shape, dtype
+
+
+def _read_panels_into_arena(cache_dir, names):
+    """{name: float32 panels} read from `<name>.npy` straight into one WeightArena (no mapping
+    of the files, so their pages are not counted twice)."""
+    shapes = {}
+    for name in names:
+        with open(cache_dir / f"{name}.npy", "rb") as file:
+            shape, dtype = _npy_header(file)
+        if dtype != np.float32 or len(shape) != 3:
+            raise ValueError(f"{name}.npy holds {dtype} {shape}, not float32 panels")
+        shapes[name] = shape
+    arena = WeightArena(WeightArena.bytes_for(shapes.values()))
+    panels = {}
+    for name, shape in shapes.items():
+        panels[name] = arena.take(shape)
+        with open(cache_dir / f"{name}.npy", "rb") as file:
+            _npy_header(file)
+            if file.readinto(panels[name].reshape(-1).view(np.uint8)) != panels[name].nbytes:
+                raise ValueError(f"{name}.npy is truncated")
+    return panels
+
+
 def load_packed_cache(cache_dir, config):
-    """The PreparedEncoder saved in cache_dir, its arrays memory-mapped; None when there is
-    no complete cache there."""
+    """The PreparedEncoder saved in cache_dir (the packed panels read into a huge-page arena,
+    the other arrays memory-mapped); None when there is no complete cache there."""
     cache_dir = Path(cache_dir)
     try:
         meta = json.loads((cache_dir / "packed.meta").read_text(encoding="utf-8"))
+        panel_names = [name for name in meta["arrays"] if name.startswith("layers.") and name.endswith(".panels")]
         arrays = {name: np.asarray(np.load(cache_dir / f"{name}.npy", mmap_mode="c", allow_pickle=False))
-                  for name in meta["arrays"]}
+                  for name in meta["arrays"] if name not in panel_names}
+        arrays.update(_read_panels_into_arena(cache_dir, panel_names))
     except (OSError, ValueError, KeyError):
         return None
     nested = {}

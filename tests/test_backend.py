@@ -247,6 +247,29 @@ def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_p
     for ours, theirs in zip(cached.params["layers"], slow.params["layers"]):
         for part in theirs:
             assert np.array_equal(ours[part]["weight"], theirs[part]["weight"])
+    # Both ways, every packed panel lives in one arena (read, not mapped: see kernels/arena.py).
+    for model in (packed, cached):
+        panels = [getattr(layer, part).packed.panels for layer in model._weights.layers for part in forward._LINEARS]
+        assert len({id(array.base) for array in panels}) == 1 and not isinstance(panels[0].base, np.memmap)
+
+
+def test_truncated_packed_cache_is_not_read_and_is_written_again(tmp_path, monkeypatch):
+    import shutil
+
+    from transformer.kernels import forward
+
+    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    reference = dict(np.load(directory / "reference.npz"))
+    expected = Encoder.from_pretrained(directory, backend="numba")(reference["input_ids"]).last_hidden_state
+    cache_dir = forward.packed_cache_dir(directory)
+    panels_file = cache_dir / "layers.0.intermediate.panels.npy"
+    panels_file.write_bytes(panels_file.read_bytes()[:-100])  # cut short, as by a full disk
+    assert forward.load_packed_cache(cache_dir, None) is None
+    model = Encoder.from_pretrained(directory, backend="numba")  # packs again, rewrites the cache
+    assert np.array_equal(model(reference["input_ids"]).last_hidden_state, expected)
+    assert forward.load_packed_cache(cache_dir, model.config) is not None
 
 
 def test_packed_cache_key_changes_with_the_checkpoint_and_can_be_switched_off(tmp_path, monkeypatch):
