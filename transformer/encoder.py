@@ -35,7 +35,7 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.config import EncoderConfig
 from transformer.heads import head_logits, load_head, top_predictions
-from transformer.loading import load_params, read_checkpoint
+from transformer.loading import keep_big_arrays_out_of_the_heap, load_params, read_checkpoint
 
 BACKENDS = ("numpy", "numba")
 
@@ -121,6 +121,9 @@ class Encoder:
 
         path = Path(store.resolve(name_or_path))
         model_dir = path if path.is_dir() else path.parent
+        # Either way of loading (below) and every batch after it: big arrays in their own
+        # pages, returned to the OS when freed, never left as holes in the heap.
+        keep_big_arrays_out_of_the_heap()
         config = EncoderConfig.from_file(model_dir / "config.json")
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         backend_name, module = pick_backend(backend)
