@@ -17,11 +17,11 @@ Options, as in tokenizer.json: `single_word` (only when not inside a word), `lst
 import re
 from dataclasses import dataclass
 
-from .unicode import char_class
+from .unicode import LazyRegex, char_class
 
-_WORD_CHAR = re.compile(f"[{char_class('RUST_WORD')}]")
-_TRAILING_SPACE = re.compile(f"[{char_class('WHITESPACE')}]*\\Z")
-_LEADING_SPACE = re.compile(f"[{char_class('WHITESPACE')}]*")
+_WORD_CHAR = LazyRegex(lambda: f"[{char_class('RUST_WORD')}]")
+_TRAILING_SPACE = LazyRegex(lambda: f"[{char_class('WHITESPACE')}]*\\Z")
+_LEADING_SPACE = LazyRegex(lambda: f"[{char_class('WHITESPACE')}]*")
 
 
 @dataclass

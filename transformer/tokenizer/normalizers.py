@@ -17,13 +17,13 @@ import re
 import unicodedata
 
 from .alignment import apply_changes, as_list, replace_chars, sub_origin
-from .unicode import char_class
+from .unicode import LazyRegex, char_class
 from .unicode_tables import COMBINING_CLASS, DECOMPOSITION, LOWERCASE
 
-_CONTROL = re.compile(f"[{char_class('BERT_CONTROL')}]")
-_WHITESPACE = re.compile(f"[{char_class('WHITESPACE')}]")
-_CHINESE = re.compile(f"[{char_class('CHINESE')}]")
-_NONSPACING_MARK = re.compile(f"[{char_class('NONSPACING_MARK')}]")
+_CONTROL = LazyRegex(lambda: f"[{char_class('BERT_CONTROL')}]")
+_WHITESPACE = LazyRegex(lambda: f"[{char_class('WHITESPACE')}]")
+_CHINESE = LazyRegex(lambda: f"[{char_class('CHINESE')}]")
+_NONSPACING_MARK = LazyRegex(lambda: f"[{char_class('NONSPACING_MARK')}]")
 _ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANY_CHAR = re.compile(".", re.DOTALL)
 _NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
@@ -31,8 +31,8 @@ _ASCII_WHITESPACE = str.maketrans("\t\n\r", "   ")
 # Characters whose reference lowercase str.lower() would get wrong when applied to a whole
 # string: U+0130 (one char -> two), U+03A3 (Python applies the final-sigma rule, the reference
 # lowercases one character at a time) and those where the Unicode versions disagree.
-_LOWER_SPECIAL = re.compile("[\u0130\u03a3" + "".join(chr(c) for c in LOWERCASE) + "]")
-_DECOMPOSE_SPECIAL = re.compile("[" + "".join(chr(c) for c in DECOMPOSITION) + "]") if DECOMPOSITION else None
+_LOWER_SPECIAL = LazyRegex(lambda: "[\u0130\u03a3" + "".join(chr(c) for c in LOWERCASE) + "]")
+_DECOMPOSE_SPECIAL = LazyRegex(lambda: "[" + "".join(chr(c) for c in DECOMPOSITION) + "]") if DECOMPOSITION else None
 
 
 # --- the building blocks, each (text, origin) -> (text, origin) -------------------------------

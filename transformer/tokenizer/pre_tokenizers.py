@@ -14,7 +14,7 @@ reference's Unicode tables, so it runs at C speed.
 import re
 
 from .alignment import as_list, sub_origin
-from .unicode import char_class
+from .unicode import LazyRegex, char_class
 
 _WS = char_class("WHITESPACE")
 
@@ -146,7 +146,7 @@ class BertPreTokenizer(PreTokenizer):
     >>> [w for w, _ in BertPreTokenizer().split("don't stop", 0)]
     ['don', "'", 't', 'stop']
     """
-    _pattern = re.compile(f"[{char_class('BERT_PUNCTUATION')}]|[^{char_class('BERT_PUNCTUATION')}{_WS}]+")
+    _pattern = LazyRegex(lambda: f"[{char_class('BERT_PUNCTUATION')}]|[^{char_class('BERT_PUNCTUATION')}{_WS}]+")
 
     def split(self, text, origin):
         return _words(text, origin, self._pattern)
@@ -158,7 +158,7 @@ class Whitespace(PreTokenizer):
     >>> [w for w, _ in Whitespace().split("Hi, you!", 0)]
     ['Hi', ',', 'you', '!']
     """
-    _pattern = re.compile(f"[{char_class('RUST_WORD')}]+|[^{char_class('RUST_WORD')}{char_class('RUST_SPACE')}]+")
+    _pattern = LazyRegex(lambda: f"[{char_class('RUST_WORD')}]+|[^{char_class('RUST_WORD')}{char_class('RUST_SPACE')}]+")
 
     def split(self, text, origin):
         return _words(text, origin, self._pattern)
@@ -170,7 +170,7 @@ class WhitespaceSplit(PreTokenizer):
     >>> [w for w, _ in WhitespaceSplit().split("Hi, you!", 0)]
     ['Hi,', 'you!']
     """
-    _pattern = re.compile(f"[^{_WS}]+")
+    _pattern = LazyRegex(lambda: f"[^{_WS}]+")
 
     def split(self, text, origin):
         return _words(text, origin, self._pattern)
@@ -182,7 +182,7 @@ class Punctuation(PreTokenizer):
     >>> [w for w, _ in Punctuation().split("a,b", 0)]
     ['a', ',', 'b']
     """
-    _pattern = re.compile(f"[{char_class('PUNCTUATION')}]")
+    _pattern = LazyRegex(lambda: f"[{char_class('PUNCTUATION')}]")
 
     def __init__(self, behavior="isolated"):
         self.behavior = behavior
@@ -197,8 +197,7 @@ class Digits(PreTokenizer):
     >>> [w for w, _ in Digits(individual_digits=True).split("a12", 0)]
     ['a', '1', '2']
     """
-    _digit = re.compile(f"[{char_class('NUMERIC')}]")
-    _digits = re.compile(f"[{char_class('NUMERIC')}]+")
+    _digit = LazyRegex(lambda: f"[{char_class('NUMERIC')}]")
 
     def __init__(self, individual_digits=False):
         self.individual_digits = individual_digits
@@ -209,12 +208,17 @@ class Digits(PreTokenizer):
         return split_by_pattern(text, origin, self._digit, "contiguous")
 
 
-_L, _N, _S = char_class("ONIG_LETTER"), char_class("ONIG_NUMBER"), char_class("ONIG_SPACE")
+
+
+def _gpt2_pattern():
+    letter, number, space = char_class("ONIG_LETTER"), char_class("ONIG_NUMBER"), char_class("ONIG_SPACE")
+    return (f"'s|'t|'re|'ve|'m|'ll|'d| ?[{letter}]+| ?[{number}]+| ?[^{space}{letter}{number}]+"
+            f"|[{space}]+(?![^{space}])|[{space}]+")
+
+
 # GPT-2's split pattern: contractions, letters, numbers, other symbols, each optionally with
 # one leading space; runs of spaces keep their last space for the next word.
-GPT2_PATTERN = re.compile(
-    f"'s|'t|'re|'ve|'m|'ll|'d| ?[{_L}]+| ?[{_N}]+| ?[^{_S}{_L}{_N}]+|[{_S}]+(?![^{_S}])|[{_S}]+"
-)
+GPT2_PATTERN = LazyRegex(_gpt2_pattern)
 
 
 class ByteLevel(PreTokenizer):

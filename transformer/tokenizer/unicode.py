@@ -9,9 +9,35 @@ turned into an explicit `[...]` class that `re` matches at C speed.
     True
 """
 
+import re
 from functools import lru_cache
 
 from . import unicode_tables
+
+
+class LazyRegex:
+    """A regular expression compiled on its first use; otherwise a compiled `re` pattern.
+
+    The tokenizer modules define a dozen patterns over big Unicode classes (letters, word
+    characters, punctuation), and a model's tokenizer uses a few of them: compiling them all
+    at import took ~60 ms of every new process's start-up.
+
+    >>> words = LazyRegex(lambda: f"[{char_class('BERT_PUNCTUATION')}]")   # nothing compiled yet
+    >>> words.findall("a, b!")
+    [',', '!']
+    """
+
+    __slots__ = ("_build", "_regex")
+
+    def __init__(self, build_pattern):
+        self._build = build_pattern  # () -> the pattern string
+        self._regex = None
+
+    def __getattr__(self, name):  # search, match, sub, finditer, ...: the compiled pattern's
+        regex = self._regex
+        if regex is None:
+            regex = self._regex = re.compile(self._build())
+        return getattr(regex, name)
 
 
 def code_point_ranges(name):
