@@ -107,7 +107,8 @@ def _import_numba_arraymath_without_scipy():
 
 _import_numba_arraymath_without_scipy()
 
-__all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "cache_dir", "numba"]
+__all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",
+           "cache_dir", "numba"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,6 +356,23 @@ def fetch_add(typingctx, counters, index, delta):
 
 
 @numba.extending.intrinsic
+def add_release(typingctx, counters, index, delta):
+    """counters[index] += delta as one atomic step that also publishes this thread's earlier
+    writes: a thread that sees the new value (`wait_until_at_least`) sees them too. Kernels
+    use it to count finished work items."""
+    if not (isinstance(counters, numba.types.Array) and counters.dtype == numba.types.int64):
+        raise TypeError(f"add_release: counters must be an int64 array, got {counters}")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        delta = context.cast(builder, args[2], signature.args[2], numba.types.int64)
+        builder.atomic_rmw("add", builder.gep(array.data, [args[1]]), delta, "acq_rel")
+        return context.get_dummy_value()
+
+    return numba.types.void(counters, numba.types.intp, delta), codegen
+
+
+@numba.extending.intrinsic
 def _yield_and_read_clock(typingctx):
     """Give the core away if another thread waits for it, then read the cycle counter.
 
@@ -394,6 +412,14 @@ def _spin_until_at_least(counters, index, target, ticks, rounds):
         if _yield_and_read_clock() - start > ticks:
             break
     return _load_acquire(counters, index)
+
+
+@jit
+def wait_until_at_least(counters, index, target):
+    """Wait (nogil, spinning, the core yielded on every round) until counters[index] >= target:
+    for a phase's work items that other threads are finishing (`add_release`)."""
+    while _spin_until_at_least(counters, index, target, _WAIT_SPIN_TICKS, 10 * _SPIN_ROUNDS) < target:
+        pass
 
 
 @jit

@@ -49,6 +49,7 @@ from .arena import WeightArena
 from .attention import VarlenPlan
 from .embeddings import embed_tokens
 from .gemm import NR, PackedWeight, gemm, pack_weight
+from .layer import LayerPlan
 from .layernorm import layer_norm_bounds, layer_norm_checked
 
 
@@ -427,6 +428,35 @@ def pooler(prepared, last_hidden_state):
     return np.tanh(prepared.pooler(first_token, out=out), out=out)  # [batch, hidden]
 
 
+# Run each layer as one compiled call (kernels/layer.py); False: step by step, as below.
+FUSED_LAYERS = True
+
+
+def encoder_layer_steps(layer, config, plan, hidden, qkv, context, attended, inner):
+    """One encoder layer, kernel by kernel: hidden float32 [rows, hidden] updated in place.
+
+    The same steps (and bits) as `layer.LayerPlan.run`, which runs them inside one compiled
+    call. plan = (attend: the group's VarlenPlan, norm_bounds: LayerNorm's thread split,
+    ffn_rows: feed-forward block rows, eps: np.float32); qkv [rows, 3 * hidden], context and
+    attended [rows, hidden], inner [ffn_rows, intermediate]: scratch buffers.
+    """
+    attend, norm_bounds, ffn_rows, eps = plan
+    rows = hidden.shape[0]
+    layer.qkv(hidden, out=qkv)  # [rows, hidden] -> [rows, 3 * hidden]
+    attend(qkv, out=context)  # attention_varlen -> [rows, hidden]
+    layer.attention_output(context, out=attended, residual=hidden)  # @ W + b + hidden
+    norm = layer.attention_layer_norm
+    layer_norm_checked(attended, norm["weight"], norm["bias"], eps, attended, norm_bounds)
+    # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
+    for block0 in range(0, rows, ffn_rows):
+        block = slice(block0, min(rows, block0 + ffn_rows))
+        block_inner = inner[:block.stop - block.start]
+        layer.intermediate(attended[block], out=block_inner, activation=config.hidden_act)  # -> [block, intermediate]
+        layer.output(block_inner, out=hidden[block], residual=attended[block])  # -> [block, hidden]
+    norm = layer.output_layer_norm
+    layer_norm_checked(hidden, norm["weight"], norm["bias"], eps, hidden, norm_bounds)
+
+
 def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type_ids=None,
                     output_hidden_states=False, output_attentions=False):
     """Token ids -> contextual vectors on the kernels; see the module docstring.
@@ -511,23 +541,16 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         attend = VarlenPlan(cu_seqlens[first:stop + 1] - row0, config.num_attention_heads, hidden_size,
                             position_bias, None if slot_in_row is None else slot_in_row[row0:row1])
         group_hidden = hidden[row0:row1]  # [rows, hidden], updated in place layer by layer
-        group_qkv, group_context, group_attended = qkv[:rows], context[:rows], attended[:rows]
-        norm_bounds = layer_norm_bounds(rows, hidden_size)  # LayerNorm's thread split, once for all layers
+        buffers = (qkv[:rows], context[:rows], attended[:rows], inner)
+        if FUSED_LAYERS:  # each layer one compiled call on all threads (layer.py)
+            plan = LayerPlan(attend, rows, config, ffn_rows, prepared.layers[0])
+        else:  # each step its own kernel call
+            plan = (attend, layer_norm_bounds(rows, hidden_size), ffn_rows, eps)  # LayerNorm's thread split, once
         for layer in prepared.layers:
-            layer.qkv(group_hidden, out=group_qkv)  # [rows, hidden] -> [rows, 3 * hidden]
-            attend(group_qkv, out=group_context)  # attention_varlen -> [rows, hidden]
-            layer.attention_output(group_context, out=group_attended, residual=group_hidden)  # @ W + b + hidden
-            norm = layer.attention_layer_norm
-            layer_norm_checked(group_attended, norm["weight"], norm["bias"], eps, group_attended, norm_bounds)
-            # The feed-forward block, FFN_ROWS tokens at a time (each row is independent).
-            for block0 in range(0, rows, ffn_rows):
-                block = slice(block0, min(rows, block0 + ffn_rows))
-                block_inner = inner[:block.stop - block.start]
-                layer.intermediate(group_attended[block], out=block_inner,
-                                   activation=config.hidden_act)  # -> [block, intermediate]
-                layer.output(block_inner, out=group_hidden[block], residual=group_attended[block])  # -> [block, hidden]
-            norm = layer.output_layer_norm
-            layer_norm_checked(group_hidden, norm["weight"], norm["bias"], eps, group_hidden, norm_bounds)
+            if FUSED_LAYERS:
+                plan.run(layer, group_hidden, *buffers)
+            else:
+                encoder_layer_steps(layer, config, plan, group_hidden, *buffers)
             if output_hidden_states:
                 hidden_states.append(unpack(hidden))
 

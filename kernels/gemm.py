@@ -127,55 +127,72 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
 
 
 @jit
+def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0,
+                row_block, panels_per_block, k_block):
+    """Compute block `task` (numbered row-block major) of C = rows out_row0..out_row0+m-1 of
+    `out`, from rows x_row0..x_row0+m-1 of x (the residual, if any, is read at out's rows).
+
+    The standalone `gemm` has both offsets 0; the fused encoder layer (`layer.py`) runs the
+    feed-forward block on slices of its buffers this way.
+    """
+    k = x.shape[1]
+    n = out.shape[1]
+    n_panels = panels.shape[0]
+    n_col_blocks = (n_panels + panels_per_block - 1) // panels_per_block
+    row_block_index = task // n_col_blocks
+    row0 = row_block_index * row_block
+    row1 = min(m, row0 + row_block)
+    panel0 = (task - row_block_index * n_col_blocks) * panels_per_block
+    panel1 = min(n_panels, panel0 + panels_per_block)
+    # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
+    for k0 in range(0, max(k, 1), k_block):
+        depth = min(k_block, k - k0)
+        last_pass = k0 + k_block >= k
+        # Columns in sweeps of PANELS_PER_SWEEP panels: a 6-row strip of x (6 x 768
+        # floats, 18 KiB) stays in L1 while it meets each panel of the sweep.
+        for sweep0 in range(panel0, panel1, PANELS_PER_SWEEP):
+            sweep1 = min(panel1, sweep0 + PANELS_PER_SWEEP)
+            for tile_row in range(row0, row1, MR):
+                rows = min(MR, row1 - tile_row)
+                x_start = (x_row0 + tile_row) * k + k0  # A: x[x_row0 + tile_row:, k0:], row stride K
+                out_row = out_row0 + tile_row
+                for panel in range(sweep0, sweep1):
+                    col0 = panel * NR
+                    if rows > 4:
+                        microkernel_6x16(
+                            x, x_start, k, rows,
+                            panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
+                            out, out_row * n + col0, n, min(NR, n - col0),  # C: out[out_row:, col0:]
+                            k0 > 0,  # later K blocks add to the partial sums
+                        )
+                    else:  # a short last tile (M = 16 = 6 + 6 + 4): 8 accumulators, not 12
+                        microkernel_4x16(x, x_start, k, rows, panels, (panel * k + k0) * NR, NR, depth,
+                                         out, out_row * n + col0, n, min(NR, n - col0), k0 > 0)
+                if last_pass:  # the finished rows x 64 columns, still in L1
+                    sweep_col0 = sweep0 * NR
+                    _epilogue(out, out_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual,
+                              activation_row)
+
+
+@jit
 def _gemm_tasks(x, panels, bias, residual, activation_row, out, row_block, panels_per_block, k_block, next_task,
                 first_thread, stop_thread):
-    """Compute blocks of C (numbered row-block major) until none are left, claiming each
-    from next_task[0] (int64, starts at 0) with an atomic fetch-add.
+    """Compute blocks of C (`_gemm_block`) until none are left, claiming each from
+    next_task[0] (int64, starts at 0) with an atomic fetch-add.
 
     Compiled nogil; every thread of `run_chunks` runs this (first_thread / stop_thread, the
     chunk bounds, are not used): a thread that starts late, or shares its core with another
     process, simply claims fewer blocks. Which thread computes a block never changes its
     numbers.
     """
-    m, k = x.shape
-    n = out.shape[1]
+    m = x.shape[0]
     n_panels = panels.shape[0]
-    n_col_blocks = (n_panels + panels_per_block - 1) // panels_per_block
-    n_tasks = ((m + row_block - 1) // row_block) * n_col_blocks
+    n_tasks = ((m + row_block - 1) // row_block) * ((n_panels + panels_per_block - 1) // panels_per_block)
     while True:
         task = fetch_add(next_task, 0, 1)
         if task >= n_tasks:
             return
-        row_block_index = task // n_col_blocks
-        row0 = row_block_index * row_block
-        row1 = min(m, row0 + row_block)
-        panel0 = (task - row_block_index * n_col_blocks) * panels_per_block
-        panel1 = min(n_panels, panel0 + panels_per_block)
-        # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
-        for k0 in range(0, max(k, 1), k_block):
-            depth = min(k_block, k - k0)
-            last_pass = k0 + k_block >= k
-            # Columns in sweeps of PANELS_PER_SWEEP panels: a 6-row strip of x (6 x 768
-            # floats, 18 KiB) stays in L1 while it meets each panel of the sweep.
-            for sweep0 in range(panel0, panel1, PANELS_PER_SWEEP):
-                sweep1 = min(panel1, sweep0 + PANELS_PER_SWEEP)
-                for tile_row in range(row0, row1, MR):
-                    rows = min(MR, row1 - tile_row)
-                    for panel in range(sweep0, sweep1):
-                        col0 = panel * NR
-                        if rows > 4:
-                            microkernel_6x16(
-                                x, tile_row * k + k0, k, rows,  # A: x[tile_row:, k0:], row stride K
-                                panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
-                                out, tile_row * n + col0, n, min(NR, n - col0),  # C: out[tile_row:, col0:]
-                                k0 > 0,  # later K blocks add to the partial sums
-                            )
-                        else:  # a short last tile (M = 16 = 6 + 6 + 4): 8 accumulators, not 12
-                            microkernel_4x16(x, tile_row * k + k0, k, rows, panels, (panel * k + k0) * NR, NR, depth,
-                                             out, tile_row * n + col0, n, min(NR, n - col0), k0 > 0)
-                    if last_pass:  # the finished rows x 64 columns, still in L1
-                        sweep_col0 = sweep0 * NR
-                        _epilogue(out, tile_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual, activation_row)
+        _gemm_block(task, x, 0, m, panels, bias, residual, activation_row, out, 0, row_block, panels_per_block, k_block)
 
 
 @functools.lru_cache(maxsize=4096)

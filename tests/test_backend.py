@@ -354,3 +354,33 @@ def test_loading_from_the_packed_cache_also_keeps_big_arrays_out_of_the_heap(tmp
     monkeypatch.setattr(encoder_module, "load_params", lambda *args: calls.append("load_params"))
     Encoder.from_pretrained(directory, backend="numba")  # from the cache: load_params never runs
     assert calls == ["malloc"]
+
+
+@pytest.mark.parametrize("case", ["bert_gelu", "mpnet_gelu", "electra_projection", "roberta_sequence_classification"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, threads, monkeypatch):
+    import transformer
+    from transformer.kernels import forward
+
+    model = Encoder.from_pretrained(FAMILIES / case, backend="numba")
+    rng = np.random.default_rng(5)
+    ids = rng.integers(5, model.config.vocab_size, size=(4, 9))
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[3, 1:] = 0
+    previous = transformer.get_num_threads()
+    transformer.set_num_threads(threads)
+    try:
+        outputs = {}
+        for fused, ffn_rows in ((True, 1024), (False, 1024), (True, 4), (False, 4)):  # 4: feed-forward in blocks
+            monkeypatch.setattr(forward, "FUSED_LAYERS", fused)
+            monkeypatch.setattr(forward, "FFN_ROWS", ffn_rows)
+            outputs[fused, ffn_rows] = model(ids, mask, output_hidden_states=True)
+    finally:
+        transformer.set_num_threads(previous)
+    reference = outputs[False, 1024]
+    assert reference.last_hidden_state.dtype == np.float32
+    for key, output in outputs.items():
+        assert np.array_equal(output.last_hidden_state, reference.last_hidden_state), key
+        for ours, theirs in zip(output.hidden_states, reference.hidden_states):
+            assert np.array_equal(ours, theirs), key

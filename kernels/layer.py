@@ -1,0 +1,164 @@
+"""One encoder layer in one compiled call: the layer loop of `forward.py` as phases.
+
+    plan = LayerPlan(attend, rows, config, threads)     # once per group of sequences
+    plan.run(layer, hidden, qkv, context, attended, inner)   # per layer: hidden updated in place
+
+The same steps, the same kernels, the same numbers (bit for bit) as calling them one by one
+(`forward.encoder_layer_steps`):
+
+    phase  what                                          work items, claimed by any thread
+    0      qkv = hidden @ W_qkv + b                      GEMM blocks (`gemm._gemm_block`)
+    1      context = attention(qkv)                      runs of (sequence, head) pairs
+    2      attended = context @ W_o + b + hidden         GEMM blocks
+    3      attended = LayerNorm(attended)                runs of rows
+    4, 5   per feed-forward block of <= FFN_ROWS rows:
+             inner = act(attended[block] @ W_i + b)     GEMM blocks
+             hidden[block] = inner @ W_o2 + b + attended[block]
+    last   hidden = LayerNorm(hidden)                    runs of rows
+
+Why one call: at small batches a layer's work is small and its steps many. Called one by one
+(from Python), a batch-1 forward pass on 16 tokens is ~43 kernel calls, each a Python call,
+argument checks and a hand-off to the worker thread that must take the GIL to start; the
+cores (and the memory bus the weights stream through) idle in between. Here every thread runs
+all the phases inside one nogil call: a thread claims a phase's work items from an atomic
+counter (`fetch_add`), counts each one finished (`add_release`), and at the end of the phase
+waits, spinning, until all of them are (`wait_until_at_least`) -- the next phase reads what
+the others wrote. Any number of threads may take part, one included; a late thread finds
+the early phases done and catches up. Which thread computes an item never changes its
+numbers.
+"""
+
+import numpy as np
+
+from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks, wait_until_at_least
+from .activations import activation_code, activation_row_address
+from .attention import _balanced_bounds, _varlen_range
+from .gemm import _NO_RESIDUAL, _gemm_block, _plan_blocks
+from .layernorm import _layer_norm_range
+
+_COUNTER_STRIDE = 16  # int64s between a phase's two counters, and between phases: own cache lines
+_CLAIMED, _FINISHED = 0, 8  # offsets of a phase's counters: items claimed, items finished
+
+
+@jit
+def _gemm_phase(counters, phase, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
+    """One GEMM phase: blocks of out[out_row0:][:m] = act(x[x_row0:][:m] @ W + b) + residual.
+    plan: int64 [4] = (blocks, rows per block, panels per block, K block)."""
+    base = phase * _COUNTER_STRIDE
+    while True:
+        task = fetch_add(counters, base + _CLAIMED, 1)
+        if task >= plan[0]:
+            break
+        _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, plan[1], plan[2], plan[3])
+        add_release(counters, base + _FINISHED, 1)
+    wait_until_at_least(counters, base + _FINISHED, plan[0])
+
+
+@jit
+def _layer_norm_phase(counters, phase, bounds, x, weight, bias, eps):
+    """One LayerNorm phase, in place: runs of rows bounds[t]..bounds[t + 1] - 1."""
+    base = phase * _COUNTER_STRIDE
+    n_tasks = bounds.shape[0] - 1
+    while True:
+        task = fetch_add(counters, base + _CLAIMED, 1)
+        if task >= n_tasks:
+            break
+        _layer_norm_range(x, weight, bias, eps, x, bounds[task], bounds[task + 1])
+        add_release(counters, base + _FINISHED, 1)
+    wait_until_at_least(counters, base + _FINISHED, n_tasks)
+
+
+@jit
+def _layer_phases(hidden, qkv, context, attended, inner,
+                  qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
+                  norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
+                  cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
+                  attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters,
+                  first_thread, stop_thread):
+    """Every phase of one layer (see the module docstring), as one of the threads taking part.
+
+    hidden [rows, d] (updated in place), qkv [rows, 3d], context and attended [rows, d],
+    inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; gemm_plans int64
+    [6, 4]: qkv, attention output, up and down for a whole feed-forward block, up and down
+    for the last (shorter) one; counters int64 [phases * 16], zero.
+    """
+    rows, width = hidden.shape
+    # 0. qkv = hidden @ W_qkv + b
+    _gemm_phase(counters, 0, gemm_plans[0], hidden, 0, rows, qkv_panels, qkv_bias, _NO_RESIDUAL, 0, qkv, 0)
+    # 1. context = attention(qkv), per (sequence, head)
+    base = 1 * _COUNTER_STRIDE
+    n_tasks = attention_bounds.shape[0] - 1
+    qkv_flat = qkv.reshape(-1)
+    context_flat = context.reshape(-1)
+    while True:
+        task = fetch_add(counters, base + _CLAIMED, 1)
+        if task >= n_tasks:
+            break
+        _varlen_range(qkv_flat, width, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions,
+                      context_flat, max_len, attention_bounds[task], attention_bounds[task + 1])
+        add_release(counters, base + _FINISHED, 1)
+    wait_until_at_least(counters, base + _FINISHED, n_tasks)
+    # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
+    _gemm_phase(counters, 2, gemm_plans[1], context, 0, rows, output1_panels, output1_bias, hidden, 0, attended, 0)
+    _layer_norm_phase(counters, 3, norm_bounds, attended, norm1_weight, norm1_bias, eps)
+    # 4, 5, ... the feed-forward block, ffn_rows rows at a time
+    phase = 4
+    for block0 in range(0, rows, ffn_rows):
+        block_rows = min(ffn_rows, rows - block0)
+        plan = 2 if block_rows == ffn_rows else 4
+        _gemm_phase(counters, phase, gemm_plans[plan], attended, block0, block_rows, up_panels, up_bias,
+                    _NO_RESIDUAL, activation_row, inner, 0)
+        _gemm_phase(counters, phase + 1, gemm_plans[plan + 1], inner, 0, block_rows, down_panels, down_bias,
+                    attended, 0, hidden, block0)
+        phase += 2
+    # last. hidden = LayerNorm(hidden)
+    _layer_norm_phase(counters, phase, norm_bounds, hidden, norm2_weight, norm2_bias, eps)
+
+
+class LayerPlan:
+    """What `_layer_phases` needs besides a layer's weights and the buffers, for one group of
+    sequences: the GEMMs' blocking, the attention and LayerNorm work items, the counters'
+    size. Made once per group, used by every layer.
+
+    attend: the group's `attention.VarlenPlan` (sequence bounds, heads, position bias);
+    rows: the group's tokens; config: the EncoderConfig; ffn_rows: feed-forward block rows;
+    layer: any PreparedLayer of the model (for the weights' shapes).
+    """
+
+    def __init__(self, attend, rows, config, ffn_rows, layer):
+        threads = numba.get_num_threads()
+        self.threads = threads
+        self.attend = attend
+        self.ffn_rows = ffn_rows
+        last_rows = rows - (-(-rows // ffn_rows) - 1) * ffn_rows  # the last feed-forward block's rows
+        plans = []
+        for linear, m in ((layer.qkv, rows), (layer.attention_output, rows), (layer.intermediate, min(rows, ffn_rows)),
+                          (layer.output, min(rows, ffn_rows)), (layer.intermediate, last_rows),
+                          (layer.output, last_rows)):
+            # No serial cut-off for small products here: the hand-off it avoids is not paid.
+            plans.append(_plan_blocks(m, linear.packed.panels.shape[0], linear.packed.in_features, threads))
+        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 4]
+        # Attention items in about 2 runs per thread (balanced by cost); LayerNorm rows likewise.
+        lengths = np.diff(attend.cu_seqlens)
+        costs = np.repeat(lengths.astype(np.float64) ** 2 * attend.head_dim * 4 + 1.0, attend.num_heads)
+        self.attention_bounds = np.array(_balanced_bounds(costs, max(1, min(len(costs), 2 * threads))), dtype=np.int64)
+        self.norm_bounds = np.array(even_bounds(rows, max(1, min(rows, 2 * threads))), dtype=np.int64)
+        self.phases = 4 + 2 * -(-rows // ffn_rows) + 1
+        self.activation_row = activation_row_address(activation_code(config.hidden_act))
+        self.eps = np.float32(config.layer_norm_eps)
+
+    def run(self, layer, hidden, qkv, context, attended, inner):
+        """One layer on the group: hidden float32 [rows, d] updated in place (the other
+        arguments are scratch buffers of `forward.encoder_forward`)."""
+        attend = self.attend
+        counters = np.zeros(self.phases * 16, dtype=np.int64)
+        norm1, norm2 = layer.attention_layer_norm, layer.output_layer_norm
+        run_chunks(_layer_phases, range(self.threads + 1),
+                   hidden, qkv, context, attended, inner,
+                   layer.qkv.packed.panels, layer.qkv.bias, layer.attention_output.packed.panels,
+                   layer.attention_output.bias, layer.intermediate.packed.panels, layer.intermediate.bias,
+                   layer.output.packed.panels, layer.output.bias,
+                   norm1["weight"], norm1["bias"], norm2["weight"], norm2["bias"], self.eps,
+                   attend.cu_seqlens, attend.num_heads, attend.head_dim, attend.scale, attend.bias, attend.bias_len,
+                   attend.positions, attend.max_len, self.attention_bounds, self.activation_row, self.gemm_plans,
+                   self.norm_bounds, self.ffn_rows, counters)
