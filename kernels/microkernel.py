@@ -88,12 +88,14 @@ def _store_tile(builder, c_data, c_start, ldc, rows, values, accumulate, load, s
                         store(value, pointer, half)
 
 
-def _typed_signature(name, a, b, c):
+def _typed_signature(name, a, b, c, prefetch=False):
     """The intrinsics' signature, after checking the three arrays' types."""
     for label, array in (("a", a), ("b", b), ("c", c)):
         if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"):
             raise TypeError(f"{name}: {label} must be a C-contiguous float32 array, got {array}")
-    return types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, types.intp, c, types.intp, types.intp, types.intp, types.boolean)
+    extra = (types.intp,) if prefetch else ()
+    return types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, types.intp, c, types.intp, types.intp,
+                      types.intp, types.boolean, *extra)
 
 
 @intrinsic
@@ -109,13 +111,34 @@ def microkernel_4x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c
     return _typed_signature("microkernel_4x16", a, b, c), _tile_codegen(4)
 
 
-def _tile_codegen(tile_rows):
-    """The LLVM code of a `tile_rows` x 16 micro-kernel (tile_rows <= MR)."""
+@intrinsic
+def microkernel_6x16_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
+                                 accumulate, prefetch_start):
+    """`microkernel_6x16`, and on the way one 64-byte line of b per step of k is asked into
+    the cache ahead of need: the line at b[prefetch_start + k * ldb]. The GEMM points it at
+    a panel it will need soon, so weights coming from memory arrive during arithmetic on
+    panels already in the cache instead of stalling it."""
+    return _typed_signature("microkernel_6x16_prefetching", a, b, c, prefetch=True), _tile_codegen(6, prefetch=True)
+
+
+@intrinsic
+def microkernel_4x16_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
+                                 accumulate, prefetch_start):
+    """`microkernel_4x16` with the prefetch of `microkernel_6x16_prefetching`."""
+    return _typed_signature("microkernel_4x16_prefetching", a, b, c, prefetch=True), _tile_codegen(4, prefetch=True)
+
+
+def _tile_codegen(tile_rows, prefetch=False):
+    """The LLVM code of a `tile_rows` x 16 micro-kernel (tile_rows <= MR); with `prefetch`,
+    one more argument: where in b to prefetch a line per step of k."""
 
     def codegen(context, builder, sig, args):
-        a_val, a_start, lda, rows, b_val, b_start, ldb, depth, c_val, c_start, ldc, cols, accumulate = args
+        a_val, a_start, lda, rows, b_val, b_start, ldb, depth, c_val, c_start, ldc, cols, accumulate = args[:13]
         module = builder.module
         fma = _declare(module, "llvm.fma.v8f32", _vec, [_vec, _vec, _vec])
+        if prefetch:
+            byte_pointer = ir.IntType(8).as_pointer()
+            prefetch_line = _declare(module, "llvm.prefetch.p0", ir.VoidType(), [byte_pointer, _i32, _i32, _i32])
         a_data = context.make_array(sig.args[0])(context, builder, a_val).data
         b_data = context.make_array(sig.args[4])(context, builder, b_val).data
         c_data = context.make_array(sig.args[8])(context, builder, c_val).data
@@ -129,6 +152,8 @@ def _tile_codegen(tile_rows):
             row = builder.select(builder.icmp_signed("<", ir.Constant(intp, i), rows), ir.Constant(intp, i), last_row)
             a_rows.append(builder.gep(a_data, [builder.add(a_start, builder.mul(row, lda))]))
         b_row0 = builder.gep(b_data, [b_start])
+        if prefetch:
+            prefetch_row0 = builder.gep(b_data, [args[13]])
 
         # The 2 * tile_rows accumulators (12 for 6 rows) live in allocas that LLVM promotes to registers (mem2reg).
         accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(tile_rows * 2)]
@@ -137,6 +162,9 @@ def _tile_codegen(tile_rows):
             b_row = builder.gep(b_row0, [builder.mul(k, ldb)])
             b_low = _load_vector(builder, b_row)
             b_high = _load_vector(builder, builder.gep(b_row, [ir.Constant(intp, _LANES)]))
+            if prefetch:  # read (0), keep in L2 and beyond (locality 2), data cache (1); never faults
+                line = builder.bitcast(builder.gep(prefetch_row0, [builder.mul(k, ldb)]), byte_pointer)
+                builder.call(prefetch_line, [line, ir.Constant(_i32, 0), ir.Constant(_i32, 2), ir.Constant(_i32, 1)])
             for i in range(tile_rows):
                 a_broadcast = _splat(builder, builder.load(builder.gep(a_rows[i], [k])))
                 for half, b_half in enumerate((b_low, b_high)):
