@@ -50,11 +50,11 @@ class WeightArena:
         advise = getattr(mmap.mmap, "madvise", None)
         flag = getattr(mmap, "MADV_HUGEPAGE", None)
         if nbytes < HUGE_PAGE or advise is None or flag is None:
-            return np.empty(nbytes, dtype=np.uint8)
+            return WeightArena._ordinary(nbytes)
         try:
             block = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         except (OSError, ValueError, AttributeError):
-            return np.empty(nbytes, dtype=np.uint8)
+            return WeightArena._ordinary(nbytes)
         whole = np.frombuffer(block, dtype=np.uint8)  # keeps `block` alive as its base
         start = (-whole.ctypes.data) % HUGE_PAGE  # the first 2 MiB boundary
         huge_bytes = nbytes // HUGE_PAGE * HUGE_PAGE  # whole huge pages only: no rounded-up tail
@@ -62,6 +62,13 @@ class WeightArena:
             block.madvise(flag, start, huge_bytes)
         except OSError:  # THP not available: ordinary pages, same numbers
             pass
+        return whole[start:start + nbytes]
+
+    @staticmethod
+    def _ordinary(nbytes):
+        """A uint8 [nbytes] array of ordinary memory, its start on a cache line."""
+        whole = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        start = (-whole.ctypes.data) % ALIGN
         return whole[start:start + nbytes]
 
     def take(self, shape):

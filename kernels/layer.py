@@ -73,18 +73,20 @@ def _layer_phases(hidden, qkv, context, attended, inner,
                   qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
                   norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
                   cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
-                  attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters,
+                  attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters, no_residual,
                   first_thread, stop_thread):
     """Every phase of one layer (see the module docstring), as one of the threads taking part.
 
     hidden [rows, d] (updated in place), qkv [rows, 3d], context and attended [rows, d],
     inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; gemm_plans int64
     [6, 4]: qkv, attention output, up and down for a whole feed-forward block, up and down
-    for the last (shorter) one; counters int64 [phases * 16], zero.
+    for the last (shorter) one; counters int64 [phases * 16], zero; no_residual: an empty
+    float32 [0, 0] (an argument, not the global: a global array is typed read-only, and every
+    GEMM phase would then compile twice).
     """
     rows, width = hidden.shape
     # 0. qkv = hidden @ W_qkv + b
-    _gemm_phase(counters, 0, gemm_plans[0], hidden, 0, rows, qkv_panels, qkv_bias, _NO_RESIDUAL, 0, qkv, 0)
+    _gemm_phase(counters, 0, gemm_plans[0], hidden, 0, rows, qkv_panels, qkv_bias, no_residual, 0, qkv, 0)
     # 1. context = attention(qkv), per (sequence, head)
     base = 1 * _COUNTER_STRIDE
     n_tasks = attention_bounds.shape[0] - 1
@@ -107,7 +109,7 @@ def _layer_phases(hidden, qkv, context, attended, inner,
         block_rows = min(ffn_rows, rows - block0)
         plan = 2 if block_rows == ffn_rows else 4
         _gemm_phase(counters, phase, gemm_plans[plan], attended, block0, block_rows, up_panels, up_bias,
-                    _NO_RESIDUAL, activation_row, inner, 0)
+                    no_residual, activation_row, inner, 0)
         _gemm_phase(counters, phase + 1, gemm_plans[plan + 1], inner, 0, block_rows, down_panels, down_bias,
                     attended, 0, hidden, block0)
         phase += 2
@@ -161,4 +163,4 @@ class LayerPlan:
                    norm1["weight"], norm1["bias"], norm2["weight"], norm2["bias"], self.eps,
                    attend.cu_seqlens, attend.num_heads, attend.head_dim, attend.scale, attend.bias, attend.bias_len,
                    attend.positions, attend.max_len, self.attention_bounds, self.activation_row, self.gemm_plans,
-                   self.norm_bounds, self.ffn_rows, counters)
+                   self.norm_bounds, self.ffn_rows, counters, _NO_RESIDUAL)

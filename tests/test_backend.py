@@ -253,6 +253,22 @@ def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_p
         assert len({id(array.base) for array in panels}) == 1 and not isinstance(panels[0].base, np.memmap)
 
 
+def test_big_packed_cache_is_mapped_instead_of_read_and_gives_the_same_bits(tmp_path, monkeypatch):
+    import shutil
+
+    from transformer.kernels import forward
+
+    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    ids = dict(np.load(directory / "reference.npz"))["input_ids"]
+    expected = Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state  # writes the cache
+    monkeypatch.setattr(forward, "ARENA_FROM_CACHE_MAX_BYTES", 0)  # every cache counts as big
+    mapped = Encoder.from_pretrained(directory, backend="numba")
+    assert isinstance(mapped._weights.layers[0].qkv.packed.panels.base, np.memmap)
+    assert np.array_equal(mapped(ids).last_hidden_state, expected)
+
+
 def test_truncated_packed_cache_is_not_read_and_is_written_again(tmp_path, monkeypatch):
     import shutil
 
