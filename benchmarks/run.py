@@ -18,14 +18,17 @@ What is measured, each system in its own subprocess (one per system per round):
               Vectors are checked against this project's numba backend (min cosine).
   memory      peak resident memory (ru_maxrss) of that process after the corpus job:
               import + model + warm-up + corpus.
-  latency     batch 1, end to end, a 16-token and a 128-token text (median of many calls).
+  latency     batch 1, end to end, a 16-token and a 128-token text. Every system's process
+              is alive at once and they take turns in short bursts (see LATENCY_BURSTS), so a
+              ratio compares calls made seconds apart, not minutes: the host's speed drifts.
   forward     the model alone on 32 x 128 real tokens: GFLOP/s (GEMMs + attention), and for
               this project, in the same process, np.matmul's GFLOP/s on the same GEMM shapes.
   startup     a new process, from its first `import` to the first vector (the Numba kernel
               cache warm, and empty: NUMBA_CACHE_DIR pointed at a new folder).
 
 The 2 cores are shared, so systems run in interleaved rounds (A B C D, B C D A, ...) and
-ratios are taken within a round, then the median over rounds is reported. A system that is
+ratios are taken within a round (for latency: within a burst), then the median over rounds
+(bursts) is reported. A system that is
 missing or fails is reported as skipped with the reason, never estimated.
 
 Writes benchmarks/results/e2e.json (everything, per round), e2e.md (the tables) and e2e.png.
@@ -65,25 +68,25 @@ LABELS = {"transformer-numba": "this project (numba)", "transformer-numpy": "thi
           "sentence-transformers": "sentence-transformers (PyTorch)", "onnxruntime": "ONNX Runtime + tokenizers"}
 
 # Per model: which corpus lines (every nth) each system embeds, and how many calls each
-# measurement makes. BERT-base does 8x MiniLM's work per token, and the numpy backend is the
+# measurement makes ("latency": calls of the 16- and 128-token texts per burst). BERT-base does 8x MiniLM's work per token, and the numpy backend is the
 # slow readable path: they get evenly spaced subsets (the corpus is shuffled, so a subset has
 # the same length mix) to keep the full run well under an hour. A smaller subset pads more
 # (fewer texts of similar length share a sorted batch), which favours this project's unpadded
 # kernels: the report prints each subset's padding overhead, and the subsets stay large.
 PLANS = {
     "full": {
-        "rounds": 3, "startup_warm": 5, "startup_cold": 2,
-        "minilm": {"every": 1, "latency": (60, 30), "forward": 3,
-                   "numpy": {"every": 15, "latency": (20, 8), "forward": 1}},
-        "bert-base": {"every": 3, "latency": (30, 10), "forward": 1,
-                      "numpy": {"every": 150, "latency": (5, 2), "forward": 0}},
+        "rounds": 3, "startup_warm": 5, "startup_cold": 2, "latency_bursts": 9,
+        "minilm": {"every": 1, "latency": (20, 10), "forward": 3,
+                   "numpy": {"every": 15, "latency": (6, 3), "forward": 1}},
+        "bert-base": {"every": 3, "latency": (10, 4), "forward": 1,
+                      "numpy": {"every": 150, "latency": (2, 1), "forward": 0}},
     },
     "quick": {
-        "rounds": 2, "startup_warm": 2, "startup_cold": 1,
-        "minilm": {"every": 20, "latency": (20, 10), "forward": 1,
-                   "numpy": {"every": 60, "latency": (10, 4), "forward": 1}},
-        "bert-base": {"every": 20, "latency": (10, 4), "forward": 1,
-                      "numpy": {"every": 300, "latency": (3, 1), "forward": 0}},
+        "rounds": 2, "startup_warm": 2, "startup_cold": 1, "latency_bursts": 3,
+        "minilm": {"every": 20, "latency": (10, 5), "forward": 1,
+                   "numpy": {"every": 60, "latency": (4, 2), "forward": 1}},
+        "bert-base": {"every": 20, "latency": (5, 2), "forward": 1,
+                      "numpy": {"every": 300, "latency": (1, 1), "forward": 0}},
     },
 }
 
@@ -160,6 +163,37 @@ def others_cores(before, after):
     return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall) if wall > 0 else None
 
 
+def latency_calls(runner, texts, calls):
+    """Batch-1 calls of the 16- and 128-token texts, alternating so both see the same load.
+
+    -> {"16": [seconds, ...], "128": [...], "others_cores": ...}
+    """
+    samples = {"16": [], "128": []}
+    snapshot = cpu_snapshot()
+    for i in range(max(calls)):
+        for key, text, count in zip(("16", "128"), texts, calls):
+            if i < count:
+                t = time.perf_counter()
+                runner.encode([text])
+                samples[key].append(time.perf_counter() - t)
+    samples["others_cores"] = others_cores(snapshot, cpu_snapshot())
+    return samples
+
+
+def latency_server(spec):
+    """One system's side of the latency bursts: load, warm up, print {"ready": ...}; then for
+    each line {"calls": [n16, n128]} on stdin make those calls and print their times."""
+    runner = peers.load(spec["system"], spec["model_dir"], THREADS, spec.get("onnx_path"))
+    corpus = read_corpus()
+    runner.encode(corpus[1::7][:64])  # compile / cache load, first-call allocations
+    texts = spec["latency_texts"]
+    latency_calls(runner, texts, (3, 3))
+    print(json.dumps({"ready": runner.description}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        print(json.dumps(latency_calls(runner, texts, request["calls"])), flush=True)
+
+
 def worker(spec):
     """Run the measurements in `spec` for one system; return a dict (printed as JSON)."""
     import numpy as np
@@ -186,22 +220,6 @@ def worker(spec):
     result["norm_max_error"] = float(np.abs(np.linalg.norm(vectors, axis=1) - 1).max())
     if spec.get("vectors_path"):
         np.save(spec["vectors_path"], vectors)
-
-    # Batch-1 latency, the two texts alternating so both see the same machine load.
-    short, long = spec["latency_texts"]
-    calls_short, calls_long = spec["latency_calls"]
-    for _ in range(3):
-        runner.encode([short]), runner.encode([long])
-    samples = {"16": [], "128": []}
-    snapshot = cpu_snapshot()
-    for i in range(max(calls_short, calls_long)):
-        for key, text, calls in (("16", short, calls_short), ("128", long, calls_long)):
-            if i < calls:
-                t = time.perf_counter()
-                runner.encode([text])
-                samples[key].append(time.perf_counter() - t)
-    result["latency_ms"] = {key: 1e3 * median(values) for key, values in samples.items()}
-    result["latency_others_cores"] = others_cores(snapshot, cpu_snapshot())
 
     # The model alone at 32 x 128, and np.matmul on the same GEMM shapes (project only).
     if spec["forward_calls"] == 0:
@@ -299,6 +317,70 @@ def run_worker(spec):
     if result is None:
         return {"skipped": f"failed: {error}"}
     return result
+
+
+LATENCY_SETTLE_S = 0.3  # pause before each burst: the previous system's spinning threads go idle
+
+
+def run_latency_bursts(entry, systems, plan, plan_model, texts, log):
+    """Batch-1 latency with every system's process alive at once, taking turns.
+
+    Each system's server (`latency_server`) loads its model and warms up; then, burst after
+    burst (the order rotating), each in turn makes its calls while the others wait on a pipe.
+    A 16 ms call measured now and one measured ten minutes later on a shared host can differ
+    by 20%; within a burst they are seconds apart. -> {system: {"bursts": [{"16": ms, "128":
+    ms, "others_cores": ...}, ...]} or {"skipped": reason}}
+    """
+    servers, results = {}, {}
+    errors = {system: tempfile.TemporaryFile(mode="w+") for system in systems}  # not a pipe: it could fill up
+    for system in systems:
+        if system == "onnxruntime" and entry["onnx"] is None:
+            results[system] = {"skipped": entry["onnx_note"] or "no ONNX model"}
+            continue
+        spec = {"system": system, "model_dir": entry["dir"], "onnx_path": entry["onnx"], "latency_texts": texts}
+        servers[system] = subprocess.Popen([sys.executable, __file__, "--latency-server", json.dumps(spec)],
+                                           env=worker_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=errors[system], text=True)
+
+    def reply(system):
+        """The server's next JSON line, or None (then it is stopped and marked skipped)."""
+        server = servers[system]
+        while True:
+            line = server.stdout.readline()
+            if not line:
+                server.kill()
+                server.wait()
+                errors[system].seek(0)
+                tail = errors[system].read().strip().splitlines()[-3:]
+                results[system] = {"skipped": "failed: " + (" / ".join(tail) or f"exit code {server.wait()}")}
+                del servers[system]
+                return None
+            if line.startswith("{"):
+                return json.loads(line)
+
+    for system in list(servers):  # one at a time: loading while another warms up is fine
+        if reply(system) is not None:
+            results[system] = {"bursts": []}
+    for burst in range(plan["latency_bursts"]):
+        order = [s for s in systems[burst % len(systems):] + systems[:burst % len(systems)] if s in servers]
+        for system in order:
+            time.sleep(LATENCY_SETTLE_S)
+            servers[system].stdin.write(json.dumps({"calls": system_plan(plan_model, system)["latency"]}) + "\n")
+            servers[system].stdin.flush()
+            samples = reply(system)
+            if samples is None:
+                continue
+            results[system]["bursts"].append({"16": 1e3 * median(samples["16"]), "128": 1e3 * median(samples["128"]),
+                                              "others_cores": samples["others_cores"]})
+        log(f"  latency burst {burst + 1}/{plan['latency_bursts']}: " + ", ".join(
+            f"{s} {r['bursts'][-1]['16']:.1f}/{r['bursts'][-1]['128']:.1f} ms" for s, r in results.items()
+            if r.get("bursts")))
+    for server in servers.values():
+        server.stdin.close()
+        server.wait(timeout=60)
+    for file in errors.values():
+        file.close()
+    return results
 
 
 def machine_description():
@@ -534,12 +616,37 @@ def clean(items, metric):
     return (kept or items), len(kept)
 
 
-def summarize(model, rounds, systems):
+def latency_summary(latency, systems):
+    """From the latency bursts: {system: (ms 16, ms 128, clean bursts)} and {peer: (ratio 16,
+    ratio 128, clean bursts, bursts)}, medians over the bursts in which others took at most
+    NOISY_CORES (all bursts when there is none); a ratio is ours / the peer's within a burst."""
+    def clean_bursts(*runs):
+        bursts = list(zip(*[run["bursts"] for run in runs]))
+        kept = [b for b in bursts if all((x["others_cores"] or 0.0) <= NOISY_CORES for x in b)]
+        return (kept or bursts), len(kept), len(bursts)
+
+    usable = {s: run for s, run in latency.items() if run.get("bursts")}
+    per_system, per_peer = {}, {}
+    for system, run in usable.items():
+        bursts, kept, _ = clean_bursts(run)
+        per_system[system] = (median([b[0]["16"] for b in bursts]), median([b[0]["128"] for b in bursts]), kept)
+    for peer in systems:
+        if peer != OURS and peer in usable and OURS in usable:
+            bursts, kept, total = clean_bursts(usable[OURS], usable[peer])
+            per_peer[peer] = (median([o["16"] / p["16"] for o, p in bursts]),
+                              median([o["128"] / p["128"] for o, p in bursts]), kept, total)
+    return per_system, per_peer
+
+
+def summarize(model, rounds, systems, latency=None):
     """Medians over rounds, and medians of within-round ratios against this project's numba backend.
 
     Each measurement uses the rounds in which other processes took at most NOISY_CORES of the
     machine while it ran (all rounds when there is none); the counts are kept beside it.
+    Latency comes from the bursts of `run_latency_bursts` (`latency`); reports written before
+    those existed measured it inside the rounds.
     """
+    latency_systems, latency_peers = latency_summary(latency, systems) if latency else ({}, {})
     summary = {}
     for system in systems:
         runs = [r[system] for r in rounds if system in r and "skipped" not in r[system]]
@@ -548,14 +655,18 @@ def summarize(model, rounds, systems):
             summary[system] = {"skipped": reasons[0] if reasons else "not run"}
             continue
         corpus_runs, corpus_clean = clean(runs, "corpus")
-        latency_runs, latency_clean = clean(runs, "latency")
+        latency_runs, latency_clean = clean(runs, "latency") if not latency else (None, None)
         forward_runs, forward_clean = clean([r for r in runs if "forward" in r], "forward")
+        if latency:
+            latency_16, latency_128, latency_clean = latency_systems.get(system, (None, None, 0))
+        else:
+            latency_16 = median([r["latency_ms"]["16"] for r in latency_runs])
+            latency_128 = median([r["latency_ms"]["128"] for r in latency_runs])
         summary[system] = {
             "rounds": len(runs), "corpus_texts": runs[0]["corpus_texts"],
             "clean_rounds": {"corpus": corpus_clean, "latency": latency_clean, "forward": forward_clean},
             "texts_per_s": median([r["texts_per_s"] for r in corpus_runs]),
-            "latency_16_ms": median([r["latency_ms"]["16"] for r in latency_runs]),
-            "latency_128_ms": median([r["latency_ms"]["128"] for r in latency_runs]),
+            "latency_16_ms": latency_16, "latency_128_ms": latency_128,
             "forward_ms": median([r["forward"]["ms"] for r in forward_runs]),
             "forward_gflops": median([r["forward"]["gflops"] for r in forward_runs]),
             "peak_rss_mb": median([r["peak_rss_mb"] for r in runs]),
@@ -576,17 +687,22 @@ def summarize(model, rounds, systems):
             continue
         same_texts = pairs[0][0]["corpus_texts"] == pairs[0][1]["corpus_texts"]
         corpus_pairs, corpus_clean = clean(pairs, "corpus")
-        latency_pairs, latency_clean = clean(pairs, "latency")
+        if latency:
+            latency_16, latency_128, latency_clean, latency_of = latency_peers.get(peer, (None, None, 0, 0))
+        else:
+            latency_pairs, latency_clean = clean(pairs, "latency")
+            latency_16 = median([o["latency_ms"]["16"] / p["latency_ms"]["16"] for o, p in latency_pairs])
+            latency_128 = median([o["latency_ms"]["128"] / p["latency_ms"]["128"] for o, p in latency_pairs])
+            latency_of = len(pairs)
         forward_pairs, forward_clean = clean([(o, p) for o, p in pairs if "forward" in o and "forward" in p], "forward")
         ratios[peer] = {
             "throughput": median([o["texts_per_s"] / p["texts_per_s"] for o, p in corpus_pairs]) if same_texts else None,
-            "latency_16": median([o["latency_ms"]["16"] / p["latency_ms"]["16"] for o, p in latency_pairs]),
-            "latency_128": median([o["latency_ms"]["128"] / p["latency_ms"]["128"] for o, p in latency_pairs]),
+            "latency_16": latency_16, "latency_128": latency_128,
             "forward": median([p["forward"]["ms"] / o["forward"]["ms"] for o, p in forward_pairs]),
             "memory": median([o["peak_rss_mb"] / p["peak_rss_mb"] for o, p in pairs]),
             "all_throughput": [round(o["texts_per_s"] / p["texts_per_s"], 3) for o, p in pairs] if same_texts else None,
-            "clean_rounds": {"corpus": corpus_clean, "latency": latency_clean, "forward": forward_clean,
-                             "of": len(pairs)},
+            "clean_rounds": {"corpus": corpus_clean, "latency": latency_clean, "latency_of": latency_of,
+                             "forward": forward_clean, "of": len(pairs)},
         }
     return summary, ratios
 
@@ -637,7 +753,8 @@ def markdown(report):
         f"{versions}. Every system: {machine['threads']} threads, fp32, batch size 32. Load average "
         f"{report['load_average']['start']} at the start, {report['load_average']['end']} at the end "
         f"(the cores are shared; ratios are medians of within-round ratios over {report['plan']['rounds']} interleaved "
-        f"rounds; the last column says how many cores' worth of CPU other processes took during each corpus job, "
+        f"rounds" + (f", for latency of within-burst ratios over {report['plan']['latency_bursts']} bursts"
+                     if "latency_bursts" in report["plan"] else "") + "; the last column says how many cores' worth of CPU other processes took during each corpus job, "
         f"median over rounds; every figure uses the rounds in which others took at most {NOISY_CORES} cores during "
         f"that measurement, all rounds when none was that clean).",
         "",
@@ -680,8 +797,8 @@ def markdown(report):
             gflops = fmt(row["forward_gflops"], ".0f")
             if "matmul_gflops" in row:
                 gflops += f" ({row['fraction_of_matmul']:.0%} of np.matmul's {row['matmul_gflops']:.0f})"
-            lines.append(f"| {LABELS[system]} | {texts} | {versus} | {row['latency_16_ms']:.1f} | "
-                         f"{row['latency_128_ms']:.1f} | {fmt(row['forward_ms'], '.0f')} | {gflops} | {first_text} | "
+            lines.append(f"| {LABELS[system]} | {texts} | {versus} | {fmt(row['latency_16_ms'], '.1f')} | "
+                         f"{fmt(row['latency_128_ms'], '.1f')} | {fmt(row['forward_ms'], '.0f')} | {gflops} | {first_text} | "
                          f"{row['peak_rss_mb']:.0f} | {cosine} | {fmt(row.get('others_cores'), '.2f')} "
                          f"({row.get('clean_rounds', {}).get('corpus', '?')}/{row['rounds']} rounds clean) |")
         lines += ["", report["prepared"][model]["note"]]
@@ -699,7 +816,7 @@ def chart(report, path):
         return "matplotlib is not installed: no chart"
     models = [m for m in report["models"] if report["summary"].get(m)]
     panels = [("corpus throughput (texts/s, higher better)", lambda r: [r["texts_per_s"]], None),
-              ("batch-1 latency (ms, log scale, lower better)", lambda r: [r["latency_16_ms"], r["latency_128_ms"]],
+              ("batch-1 latency (ms, log scale, lower better)", lambda r: [r["latency_16_ms"] or 0, r["latency_128_ms"] or 0],
                ["16 tok", "128 tok"]),
               ("peak resident memory (MB, lower better)", lambda r: [r["peak_rss_mb"]], None),
               ("new process to first vector (s, lower better)", None, None)]
@@ -760,16 +877,22 @@ def main():
     parser.add_argument("--report-only", type=Path, metavar="E2E_JSON",
                         help="only rewrite the .md and .png beside an existing e2e.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--latency-server", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.report_only:
         report = json.loads(args.report_only.read_text())
         for model, rounds in report["rounds"].items():
-            report["summary"][model], report["ratios"][model] = summarize(model, rounds, report["systems"])
+            report["summary"][model], report["ratios"][model] = summarize(model, rounds, report["systems"],
+                                                                          report.get("latency", {}).get(model))
         args.report_only.write_text(json.dumps(report, indent=1, default=str))
         (args.report_only.parent / "e2e.md").write_text(markdown(report))
         chart(report, args.report_only.parent / "e2e.png")
         print(markdown(report))
+        return
+
+    if args.latency_server:
+        latency_server(json.loads(args.latency_server))  # a failure ends the process: the parent reports it
         return
 
     if args.worker:
@@ -802,7 +925,7 @@ def main():
         "machine": machine_description(), "load_average": {"start": load_average()},
         "source": {"start": source_state()},
         "systems": args.systems, "models": args.models, "plan": plan,
-        "summary": {}, "ratios": {}, "agreement": {}, "startup": {}, "rounds": {}, "notes": [],
+        "summary": {}, "ratios": {}, "agreement": {}, "startup": {}, "rounds": {}, "latency": {}, "notes": [],
     }
     log(f"machine: {json.dumps(report['machine'])}")
     corpus = read_corpus()
@@ -830,9 +953,11 @@ def main():
             entry["note"] = (f"Corpus: {len(corpus[::plan_model['every']])} texts ({every_nth(plan_model['every'])} "
                              f"of benchmarks/data/corpus.txt); the numpy backend: "
                              f"{len(corpus[::numpy_plan['every']])} texts ({every_nth(numpy_plan['every'])}). "
-                             f"Latency: median of {plan_model['latency'][0]} (16 tokens) / {plan_model['latency'][1]} "
-                             f"(128 tokens) calls per round (numpy backend {numpy_plan['latency'][0]} / "
-                             f"{numpy_plan['latency'][1]}). Forward: {plan_model['forward']} call(s) per round after "
+                             f"Latency: every system's process alive at once, taking turns in {plan['latency_bursts']} "
+                             f"bursts of {plan_model['latency'][0]} (16 tokens) / {plan_model['latency'][1]} "
+                             f"(128 tokens) calls (numpy backend {numpy_plan['latency'][0]} / "
+                             f"{numpy_plan['latency'][1]}), {LATENCY_SETTLE_S} s apart; medians of the bursts' medians, "
+                             f"ratios within bursts. Forward: {plan_model['forward']} call(s) per round after "
                              f"a warm-up (numpy backend: {numpy_plan['forward'] or 'not run, too slow for the time budget'})."
                              + f" Padding: length-sorted batches of 32 over this subset hold "
                              f"{entry['padding_overhead'][plan_model['every']]:.0%} more token positions than real "
@@ -855,8 +980,7 @@ def main():
                     counts = system_plan(plan_model, system)
                     vectors_path = str(Path(workdir) / f"{model}-{system}.npy") if round_index == 0 else None
                     spec = {"system": system, "model": model, "model_dir": entry["dir"], "onnx_path": entry["onnx"],
-                            "every": counts["every"], "latency_texts": [short, long],
-                            "latency_calls": counts["latency"], "forward_ids": str(ids_path),
+                            "every": counts["every"], "forward_ids": str(ids_path),
                             "forward_calls": counts["forward"], "vectors_path": vectors_path}
                     if system == "onnxruntime" and entry["onnx"] is None:
                         results[system] = {"skipped": entry["onnx_note"] or "no ONNX model"}
@@ -865,13 +989,16 @@ def main():
                     if "skipped" not in results[system] and vectors_path:
                         vector_paths[system] = vectors_path
                     brief = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in results[system].items()
-                             if k in ("texts_per_s", "latency_ms", "peak_rss_mb", "skipped", "corpus_texts", "others_cores")}
+                             if k in ("texts_per_s", "peak_rss_mb", "skipped", "corpus_texts", "others_cores")}
                     if "forward" in results[system]:
                         brief["forward"] = {k: round(v, 2) for k, v in results[system]["forward"].items()}
                     log(f"{model} round {round_index + 1}/{plan['rounds']} {system}: {json.dumps(brief)}")
                 rounds.append(results)
             report["rounds"][model] = rounds
-            report["summary"][model], report["ratios"][model] = summarize(model, rounds, args.systems)
+            log(f"{model}: batch-1 latency, every system's process alive, taking turns")
+            report["latency"][model] = run_latency_bursts(entry, args.systems, plan, plan_model, [short, long], log)
+            report["summary"][model], report["ratios"][model] = summarize(model, rounds, args.systems,
+                                                                          report["latency"][model])
             agreement = cosine_check({s: p for s, p in vector_paths.items() if s != "transformer-numpy"}, log)
             if OURS in vector_paths and "transformer-numpy" in vector_paths:
                 check = numpy_cosine_check(vector_paths[OURS], vector_paths["transformer-numpy"],
