@@ -400,3 +400,31 @@ def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, 
         assert np.array_equal(output.last_hidden_state, reference.last_hidden_state), key
         for ours, theirs in zip(output.hidden_states, reference.hidden_states):
             assert np.array_equal(ours, theirs), key
+
+
+@pytest.mark.parametrize("case", ["bert_gelu", "mpnet_gelu"])
+def test_plans_kept_per_lengths_give_each_batch_its_own_answer(case, monkeypatch):
+    # The attention and layer plans are kept under the sequences' lengths (and, for MPNet's
+    # position bias, the padded layout): batches that differ only there must not share one.
+    import transformer
+    from transformer.kernels import forward
+
+    monkeypatch.setattr(forward, "PLANS_KEPT", 3)  # the store is cleared along the way too
+    model = Encoder.from_pretrained(FAMILIES / case, backend="numba")
+    rng = np.random.default_rng(7)
+    ids = rng.integers(5, model.config.vocab_size, size=(3, 8))
+    masks = [np.ones_like(ids) for _ in range(4)]
+    masks[1][0, 6:] = 0  # other lengths
+    masks[2][0, 3] = 0  # the lengths of masks[1] on another layout: a hole (MPNet's bias differs)
+    masks[2][0, 7] = 0
+    masks[3][2, 3:] = 0
+    fresh = [Encoder.from_pretrained(FAMILIES / case, backend="numba")(ids, mask).last_hidden_state for mask in masks]
+    previous = transformer.get_num_threads()
+    try:
+        for threads in (2, 1):
+            transformer.set_num_threads(threads)
+            for mask, expected in zip(masks * 2, fresh * 2):
+                assert np.array_equal(model(ids, mask).last_hidden_state, expected)
+    finally:
+        transformer.set_num_threads(previous)
+    assert 0 < len(model._weights._plans) <= 3
