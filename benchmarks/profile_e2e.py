@@ -17,9 +17,12 @@ another is not counted twice), without editing the package:
   encode:   tokenize (`Tokenizer.__call__`), forward (`Encoder.__call__`), pool + normalize
             (`pooling.pool`, `pooling.normalize`), and "encode glue" (sorting, slicing, Python)
   numba:    `transformer.kernels.forward`'s gemm (split by role: QKV, attention out + residual,
-            FFN up + GELU, FFN down + residual), attention_varlen, layer_norm, embed_tokens,
-            position ids, and "forward glue" (packing real tokens, unpacking to [batch, seq,
-            hidden], input checks, Python between kernels)
+            FFN up + GELU, FFN down + residual), attention (`VarlenPlan`), layer_norm_checked,
+            embed_tokens, position ids, and "forward glue" (packing real tokens, unpacking to
+            [batch, seq, hidden], input checks, Python between kernels). Each layer normally
+            runs as one compiled call, which no timer can split: the instrumented run takes
+            the step-by-step path (`FUSED_LAYERS = False`: the same kernels, the same bits), so
+            its glue includes the Python between steps that the default path does not pay
   numpy:    `transformer.model`'s linear (by weight shape), attention (its two matmuls, scale,
             mask), softmax, gelu, layer_norm, embed, and "forward glue" (residual adds,
             head split/merge copies, Python)
@@ -27,7 +30,7 @@ another is not counted twice), without editing the package:
 Then, for the numba backend, what the fused GEMM epilogues cost (the same GEMM with and without
 bias + GELU / residual), and for comparison the ONNX Runtime runner split into tokenize / model
 / pool on the same workloads. The timers add about a microsecond per wrapped call; the
-uninstrumented wall time is printed beside the instrumented one.
+uninstrumented wall time (the default path) is printed beside the instrumented one.
 
 Writes benchmarks/results/profile_e2e.md (and .json) unless --no-write.
 """
@@ -112,7 +115,8 @@ def instrument(model, timers):
                    ("linear", "attention", "softmax", "layer_norm", "embed", "pooler")}
     saved_activations = dict(numpy_model.ACTIVATIONS)
     saved_kernels = {name: getattr(kernels_forward, name) for name in
-                     ("gemm", "attention_varlen", "layer_norm", "embed_tokens", "numpy_model")}
+                     ("gemm", "layer_norm_checked", "embed_tokens", "numpy_model", "FUSED_LAYERS")}
+    saved_attention_call = kernels_forward.VarlenPlan.__call__
     saved_model = (model.tokenizer, model.encoder)
 
     def undo():
@@ -122,6 +126,7 @@ def instrument(model, timers):
         numpy_model.ACTIVATIONS.update(saved_activations)
         for name, value in saved_kernels.items():
             setattr(kernels_forward, name, value)
+        kernels_forward.VarlenPlan.__call__ = saved_attention_call
         sentence.pooling = pooling
         model.tokenizer, model.encoder = saved_model
 
@@ -129,6 +134,9 @@ def instrument(model, timers):
     hidden, inner = config.hidden_size, config.intermediate_size
     model.tokenizer = Proxy(model.tokenizer, timers.wrap("tokenize", model.tokenizer.__call__))
     model.encoder = Proxy(model.encoder, timers.wrap("forward glue (checks, packing, Python)", model.encoder.__call__))
+    # SentenceEncoder asks for the last hidden state alone (no pooler): time that door too.
+    model.encoder.last_hidden_state = timers.wrap("forward glue (checks, packing, Python)",
+                                                  saved_model[1].last_hidden_state)
     sentence.pooling = Proxy(pooling, None)
     sentence.pooling.pool = timers.wrap("pool + normalize", pooling.pool)
     sentence.pooling.normalize = timers.wrap("pool + normalize", pooling.normalize)
@@ -151,10 +159,14 @@ def instrument(model, timers):
             x, out = args[0], kwargs["out"]
             return 2 * x.shape[0] * x.shape[1] * out.shape[1]
 
+        # Each layer normally runs as one compiled call (kernels/layer.py), which no timer can
+        # split: the instrumented run takes the step-by-step path instead, the same kernels and
+        # bits (forward.encoder_layer_steps); the uninstrumented time is the default path's.
+        kernels_forward.FUSED_LAYERS = False
         kernels_forward.gemm = timers.wrap(gemm_role, kernels_forward.gemm, gemm_flops)
-        kernels_forward.attention_varlen = timers.wrap("attention (varlen kernel)", kernels_forward.attention_varlen,
-                                                       attention_flops_varlen)
-        kernels_forward.layer_norm = timers.wrap("layer norm", kernels_forward.layer_norm)
+        kernels_forward.VarlenPlan.__call__ = timers.wrap("attention (varlen kernel)", saved_attention_call,
+                                                          attention_flops_varlen)
+        kernels_forward.layer_norm_checked = timers.wrap("layer norm", kernels_forward.layer_norm_checked)
         kernels_forward.embed_tokens = timers.wrap("embeddings (gather + layer norm)", kernels_forward.embed_tokens)
         kernels_forward.numpy_model = Proxy(numpy_model, None)
         kernels_forward.numpy_model.position_ids = timers.wrap("forward glue (checks, packing, Python)",
@@ -192,9 +204,9 @@ def instrument(model, timers):
 
 
 def attention_flops_varlen(args, kwargs):
-    qkv, cu_seqlens = args[0], np.asarray(args[1])
-    lengths = np.diff(cu_seqlens)
-    hidden = qkv.shape[1] // 3
+    plan = args[0]  # a kernels.attention.VarlenPlan, called on (qkv, out=...)
+    lengths = np.diff(plan.cu_seqlens)
+    hidden = plan.hidden
     return int(4 * hidden * (lengths.astype(np.int64) ** 2).sum())
 
 
