@@ -168,6 +168,10 @@ def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out,
                 out_row = out_row0 + tile_row
                 for panel in range(sweep0, sweep1):
                     col0 = panel * NR
+                    b_start = (panel * k + k0) * NR  # B: panels[panel, k0:, :]
+                    c_start = out_row * n + col0  # C: out[out_row:, col0:]
+                    cols = min(NR, n - col0)
+                    accumulate = k0 > 0  # later K blocks add to the partial sums
                     # Few rows (batch-1 texts): streaming the weights from memory is most of
                     # the time. The first strip asks for the next panel while on this one, the
                     # second for the same panel of the next sweep, so they arrive during
@@ -179,25 +183,21 @@ def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out,
                             ahead = panel + 1
                         elif tile_row == row0 + MR and panel + PANELS_PER_SWEEP < panel1:
                             ahead = panel + PANELS_PER_SWEEP
-                    if rows > 4:
-                        if ahead >= 0:
-                            microkernel_6x16_prefetching(
-                                x, x_start, k, rows, panels, (panel * k + k0) * NR, NR, depth,
-                                out, out_row * n + col0, n, min(NR, n - col0), k0 > 0, (ahead * k + k0) * NR)
+                    # A short last tile (M = 16 = 6 + 6 + 4) takes the 4-row kernel: 8 accumulators, not 12.
+                    if ahead >= 0:
+                        prefetch_start = (ahead * k + k0) * NR
+                        if rows > 4:
+                            microkernel_6x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth,
+                                                         out, c_start, n, cols, accumulate, prefetch_start)
                         else:
-                            microkernel_6x16(
-                                x, x_start, k, rows,
-                                panels, (panel * k + k0) * NR, NR, depth,  # B: panels[panel, k0:, :]
-                                out, out_row * n + col0, n, min(NR, n - col0),  # C: out[out_row:, col0:]
-                                k0 > 0,  # later K blocks add to the partial sums
-                            )
-                    elif ahead >= 0:
-                        microkernel_4x16_prefetching(x, x_start, k, rows, panels, (panel * k + k0) * NR, NR, depth,
-                                                     out, out_row * n + col0, n, min(NR, n - col0), k0 > 0,
-                                                     (ahead * k + k0) * NR)
-                    else:  # a short last tile (M = 16 = 6 + 6 + 4): 8 accumulators, not 12
-                        microkernel_4x16(x, x_start, k, rows, panels, (panel * k + k0) * NR, NR, depth,
-                                         out, out_row * n + col0, n, min(NR, n - col0), k0 > 0)
+                            microkernel_4x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth,
+                                                         out, c_start, n, cols, accumulate, prefetch_start)
+                    elif rows > 4:
+                        microkernel_6x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
+                                         accumulate)
+                    else:
+                        microkernel_4x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
+                                         accumulate)
                 if last_pass:  # the finished rows x 64 columns, still in L1
                     sweep_col0 = sweep0 * NR
                     _epilogue(out, out_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual,
