@@ -106,6 +106,13 @@ def median(values):
     return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
 
 
+def rotated(items, turn):
+    """items started at position turn % len(items): the interleaving order of round `turn`
+    (A B C D, B C D A, ...)."""
+    shift = turn % len(items)
+    return items[shift:] + items[:shift]
+
+
 def every_nth(n):
     """Words for the subset corpus[::n]."""
     return "every line" if n == 1 else f"every {n}{'st' if n % 10 == 1 else 'nd' if n % 10 == 2 else 'th'} line"
@@ -362,7 +369,7 @@ def run_latency_bursts(entry, systems, plan, plan_model, texts, log):
         if reply(system) is not None:
             results[system] = {"bursts": []}
     for burst in range(plan["latency_bursts"]):
-        order = [s for s in systems[burst % len(systems):] + systems[:burst % len(systems)] if s in servers]
+        order = [s for s in rotated(systems, burst) if s in servers]
         for system in order:
             time.sleep(LATENCY_SETTLE_S)
             servers[system].stdin.write(json.dumps({"calls": system_plan(plan_model, system)["latency"]}) + "\n")
@@ -535,7 +542,7 @@ def run_startup(models, prepared, systems, plan, log):
             if OURS in systems:
                 run_child(["-c", fill], env=worker_env({"NUMBA_CACHE_DIR": warm_cache}))
             for round_index in range(max(plan["startup_warm"], plan["startup_cold"])):
-                for system, cache in variants[round_index % len(variants):] + variants[:round_index % len(variants)]:
+                for system, cache in rotated(variants, round_index):
                     if (system, cache) in errors:
                         continue
                     if round_index >= (plan["startup_warm"] if cache == "warm" else plan["startup_cold"]):
@@ -974,7 +981,7 @@ def main():
             plan_model = plan[model]
             rounds, vector_paths = [], {}
             for round_index in range(plan["rounds"]):
-                order = args.systems[round_index % len(args.systems):] + args.systems[:round_index % len(args.systems)]
+                order = rotated(args.systems, round_index)
                 results = {}
                 for system in order:
                     counts = system_plan(plan_model, system)
