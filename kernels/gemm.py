@@ -16,13 +16,13 @@ How the fast path works (llm.c / BLIS style):
    stored row after row: panels[p, k, j] = weight[k, 16 p + j]. A 16-column slice of a row
    is then 64 contiguous bytes (two AVX registers), and the micro-kernel walks a panel
    straight through memory. The last panel is padded with zero columns.
-2. `gemm` splits C into blocks of up to 144 rows x some panels (at small M, ~4 column
+2. `gemm` splits C into blocks of up to 576 rows x some panels (at small M, ~4 column
    blocks per thread), and the threads (`_jit.run_chunks`: the calling thread and
    persistent workers, the kernel compiled nogil) claim blocks one at a time from a shared
    atomic counter, so a thread that starts late or shares its core takes fewer. Within a
-   task the depth K goes in blocks of at most 768 (the task's rows of x, 144 x 768 floats,
-   stay in the L2 cache while every panel passes by), the panels in sweeps of 4 (a 6-row
-   strip of x stays in L1 while it meets them), and each 6 x 16 tile of C is computed by
+   task the depth K goes in blocks of at most 768, the panels in sweeps of 4 (a 6-row
+   strip of x stays in L1 while it meets them; the sweep's 4 panels, 192 KiB at K = 768,
+   stay in L2 while the block's strips pass by), and each 6 x 16 tile of C is computed by
    the register-blocked micro-kernel of `microkernel.py` (12 AVX accumulators,
    `vfmadd231ps`); a last tile of at most 4 rows by its 4 x 16 sibling (8 accumulators),
    so M = 16 = 6 + 6 + 4 rows costs 16 rows of work, not 18 (7-10% faster at M = 16).
@@ -55,8 +55,14 @@ from .activations import activation_code, activation_row_address, call_activatio
 from .microkernel import (MR, NR, microkernel_4x16, microkernel_4x16_prefetching, microkernel_6x16,
                           microkernel_6x16_prefetching)
 
-K_BLOCK = 768  # depth per pass over a tile: x's strip (144 x 768 floats, 432 KiB) fits in L2
-MAX_ROW_TILES = 24  # row block of up to 24 tiles of 6 rows = 144 rows
+K_BLOCK = 768  # depth per pass over a tile (smaller blocks measured slower, 256-512: 3-8%)
+# Row block of up to 96 tiles of 6 rows = 576 rows. Each sweep's panels come from L3 or
+# memory for the block's first strip, which takes ~2.5x a strip's usual time waiting for
+# them (measured); the other strips find them in L2. More strips per sweep spread that
+# wait: 144-row blocks ran 88-90% of the micro-kernel's in-cache speed on BERT-base shapes,
+# 576-row blocks 94-96% (one thread, M = 2048). The strips of x themselves stream in from
+# L3 at full speed (six sequential rows), so they need not fit in L2.
+MAX_ROW_TILES = 96
 PANELS_PER_SWEEP = 4  # columns met by one strip of x before the next strip: 4 panels = 64
 TASKS_PER_THREAD = 4  # column blocks per thread when M is small (claimed as they come)
 PREFETCH_MAX_ROWS = 4 * MR  # row blocks this small prefetch the weight panels ahead (see _gemm_block)

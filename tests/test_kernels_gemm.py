@@ -131,8 +131,10 @@ SHAPES = [
     (13, 100, 16),  # N exactly one panel
     (6, 769, 40),  # K just past one K block of 768
     (37, 1000, 50),  # K in two blocks of 500
-    (150, 64, 100),  # M past one row block of 144
-    (301, 129, 257),  # odd everything, several row blocks, a 1-column last panel
+    (150, 64, 100),  # one row block; on 2 threads its columns are cut into blocks
+    (301, 129, 257),  # odd everything, a 1-column last panel
+    (577, 64, 40),  # M just past one row block of 576 (gemm.MAX_ROW_TILES tiles of 6)
+    (1201, 129, 257),  # several row blocks, the last one short
 ]
 
 
