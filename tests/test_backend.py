@@ -377,6 +377,7 @@ def test_loading_from_the_packed_cache_also_keeps_big_arrays_out_of_the_heap(tmp
 def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, threads, monkeypatch):
     import transformer
     from transformer.kernels import forward
+    from transformer.kernels import gemm as gemm_module
 
     model = Encoder.from_pretrained(FAMILIES / case, backend="numba")
     rng = np.random.default_rng(5)
@@ -388,13 +389,21 @@ def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, 
     transformer.set_num_threads(threads)
     try:
         outputs = {}
-        for fused, ffn_rows in ((True, 1024), (False, 1024), (True, 4), (False, 4)):  # 4: feed-forward in blocks
+        # ffn_rows 4: the feed-forward in blocks; row tiles 1: every GEMM in row blocks of 6
+        # rows (several tasks per GEMM, as big batches get), not one block with its columns cut
+        tiles = gemm_module.MAX_ROW_TILES
+        for fused, ffn_rows, row_tiles in ((True, 1024, tiles), (False, 1024, tiles), (True, 4, tiles),
+                                           (False, 4, tiles), (True, 1024, 1), (False, 1024, 1)):
             monkeypatch.setattr(forward, "FUSED_LAYERS", fused)
             monkeypatch.setattr(forward, "FFN_ROWS", ffn_rows)
-            outputs[fused, ffn_rows] = model(ids, mask, output_hidden_states=True)
+            monkeypatch.setattr(gemm_module, "MAX_ROW_TILES", row_tiles)
+            gemm_module._plan_blocks.cache_clear()
+            model._weights._plans.clear()  # the plans keep their GEMM blocks
+            outputs[fused, ffn_rows, row_tiles] = model(ids, mask, output_hidden_states=True)
     finally:
         transformer.set_num_threads(previous)
-    reference = outputs[False, 1024]
+        gemm_module._plan_blocks.cache_clear()
+    reference = outputs[False, 1024, tiles]
     assert reference.last_hidden_state.dtype == np.float32
     for key, output in outputs.items():
         assert np.array_equal(output.last_hidden_state, reference.last_hidden_state), key
