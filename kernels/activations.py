@@ -154,17 +154,23 @@ def _scale_by_pow2(p, n):
 
 
 @jit(inline="always")
-def exp_f32(x):
-    """e**x for a float32 x (about 1 ulp), 0 below -86.6, inf above 88.72, NaN stays NaN."""
-    clamped = min(max(x, _EXP_MIN), _EXP_MAX)
-    n = np.floor(clamped * _LOG2E + _HALF)  # nearest integer to x / ln2
-    r = clamped - n * _LN2_HIGH  # exact: n * LN2_HIGH has few mantissa bits
-    r = r - n * _LN2_LOW  # |r| <= ln2 / 2
+def _exp_reduced(x):
+    """(p, n) with e**x = p * 2**n: n the nearest integer to x / ln2 (a float32), p = e**r for
+    r = x - n ln2, |r| <= ln2 / 2. No clamping: the callers bound x."""
+    n = np.floor(x * _LOG2E + _HALF)
+    r = x - n * _LN2_HIGH  # exact: n * LN2_HIGH has few mantissa bits
+    r = r - n * _LN2_LOW
     # e**r = 1 + r + r^2 P(r), P of degree 5 in Estrin's scheme (short dependency chains,
     # so the out-of-order core overlaps neighbouring vectors)
     r2 = r * r
     p = (_EP5 + _EP4 * r) + (_EP3 + _EP2 * r) * r2 + (_EP1 + _EP0 * r) * (r2 * r2)
-    p = p * r2 + r + _ONE
+    return p * r2 + r + _ONE, n
+
+
+@jit(inline="always")
+def exp_f32(x):
+    """e**x for a float32 x (about 1 ulp), 0 below -86.6, inf above 88.72, NaN stays NaN."""
+    p, n = _exp_reduced(min(max(x, _EXP_MIN), _EXP_MAX))
     y = _scale_by_pow2(p, n)
     if x < _EXP_MIN:
         y = _F0
@@ -179,12 +185,7 @@ def exp_f32(x):
 def _exp_of_negative(q):
     """e**q for -86.6 <= q <= 0 that the caller guarantees: `exp_f32` without its clamps
     and edge cases (7 fewer operations; for the polynomial exponents of erfc)."""
-    n = np.floor(q * _LOG2E + _HALF)
-    r = q - n * _LN2_HIGH
-    r = r - n * _LN2_LOW
-    r2 = r * r
-    p = (_EP5 + _EP4 * r) + (_EP3 + _EP2 * r) * r2 + (_EP1 + _EP0 * r) * (r2 * r2)
-    p = p * r2 + r + _ONE
+    p, n = _exp_reduced(q)
     return p * _float32_from_bits(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))  # * 2**n, n in [-125, 0]
 
 
