@@ -64,18 +64,20 @@ import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402,F401  (re-exported for the kernel modules)
 from numba.core import caching  # noqa: E402
 from numba.core.cgutils import get_or_insert_function as cgutils_get_or_insert_function  # noqa: E402
+from numba.core.runtime import rtsys  # noqa: E402
 
 KERNELS_DIR = Path(__file__).resolve().parent
 
 
 # ---------------------------------------------------------------------------------------
-# Numba's registries without SciPy. The first kernel a process loads (even from the disk
-# cache) makes Numba import its NumPy implementations, and `numba.np.arraymath` then
-# imports `scipy.linalg` (0.12-0.19 s measured, when SciPy is installed) only to decide
-# whether np.correlate / np.convolve in jitted code may call BLAS's dot. The kernels call
-# neither. So that module is imported here with SciPy hidden from that one check (numba's
-# `ensure_blas`, in this thread): np.correlate / np.convolve in jitted code then use
-# Numba's own loop; np.dot and everything else still import SciPy when they need it.
+# Numba's registries without SciPy. Compiling a kernel makes Numba import all its NumPy
+# implementations, and `numba.np.arraymath` then imports `scipy.linalg` (0.12-0.19 s
+# measured, when SciPy is installed) only to decide whether np.correlate / np.convolve in
+# jitted code may call BLAS's dot. The kernels call neither. So before a kernel compiles,
+# that module is imported with SciPy hidden from that one check (numba's `ensure_blas`, in
+# this thread): np.correlate / np.convolve in jitted code then use Numba's own loop; np.dot
+# and everything else still import SciPy when they need it. (Loading a kernel from the disk
+# cache imports none of this: see `_KernelFunctionCache.load_overload`.)
 
 
 class _HideScipyFromNumbasBlasCheck:
@@ -104,8 +106,6 @@ def _import_numba_arraymath_without_scipy():
     finally:
         sys.meta_path.remove(finder)
 
-
-_import_numba_arraymath_without_scipy()
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",
            "cache_dir", "numba"]
@@ -160,7 +160,25 @@ class _KernelCacheImpl(caching.CompileResultCacheImpl):
 
 
 class _KernelFunctionCache(caching.FunctionCache):
+    """Numba's per-function disk cache, with our locators and a lighter load.
+
+    Numba's `load_overload` first refreshes the whole target context: it imports and
+    registers every implementation Numba has (NumPy, unicode, typed containers, random,
+    ...), 0.13-0.24 s measured, the largest part of a new process's time to its first
+    vector. Linking a cached kernel needs none of it, only the runtime (NRT) that compiled
+    code calls to hold arrays; a cache miss compiles, and Numba's compiler refreshes the
+    context itself before it compiles anything.
+    """
+
     _impl_class = _KernelCacheImpl
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)  # once per process; what cached code links against
+        with self._guard_against_spurious_io_errors():
+            compiled = self._load_overload(sig, target_context)
+        if compiled is None:  # not in the cache: Numba compiles it next
+            _import_numba_arraymath_without_scipy()
+        return compiled
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,6 +276,8 @@ def jit(func=None, **options):
         cache = _make_cache(py_func)
         if cache is not None:
             dispatcher._cache = cache  # what `cache=True` does, with our locators
+        else:  # every kernel compiles in every process
+            _import_numba_arraymath_without_scipy()
         return dispatcher
 
     if func is not None:

@@ -234,6 +234,35 @@ def test_loading_a_kernel_does_not_import_scipy_linalg_and_np_dot_still_works():
     assert out.split() == ["False", "8.0", "2.0"]
 
 
+def test_a_cached_kernel_loads_without_numbas_full_refresh_and_later_compiles_still_work(tmp_path):
+    # Numba's own cache load imports and registers all its implementations first (the largest
+    # part of a warm start); ours links the cached kernel alone. Anything compiled afterwards
+    # in the same process (a kernel missing from the cache, the user's own jitted code) must
+    # still get the full context.
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    gemm_call = """
+        import sys
+        import numpy as np
+        from transformer.kernels.gemm import gemm, pack_weight
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        w = np.arange(12, dtype=np.float32).reshape(3, 4)
+        print(np.array_equal(gemm(x, pack_weight(w)), x @ w), "numba.np.npyimpl" in sys.modules)
+    """
+    out, _ = run_python(gemm_call, env=env)  # an empty cache: compiles, so the full refresh
+    assert out.split() == ["True", "True"]
+    out, _ = run_python(gemm_call + """
+        from transformer.kernels.layernorm import layer_norm, layer_norm_naive
+        rows = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+        ones, zeros = np.ones(8, np.float32), np.zeros(8, np.float32)
+        print(np.allclose(layer_norm(rows, ones, zeros, 1e-5), layer_norm_naive(rows, np.zeros_like(rows), ones, zeros, 1e-5),
+                          atol=1e-6))
+        import numba
+        print(numba.njit(lambda a: np.sqrt(a).sum())(np.full(4, 4.0)))
+    """, env=env)
+    # gemm loaded alone; layer_norm, not in this cache, compiled; the user's njit compiled.
+    assert out.split() == ["True", "False", "True", "8.0"]
+
+
 @_jit.jit
 def _claim_items(counter, claimed_by, first, stop):
     while True:
