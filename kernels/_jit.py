@@ -45,6 +45,7 @@ and never imports numba itself. What this module takes care of:
 
 import functools
 import hashlib
+import importlib.util
 import os
 import platform
 import sys
@@ -55,8 +56,94 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# ---------------------------------------------------------------------------------------
+# Imports Numba makes only to check something the kernels do not need. SciPy: its version
+# (at `import numba`, `_ensure_critical_deps`) and, when Numba compiles, whether np.correlate /
+# np.convolve in jitted code may call BLAS's dot (`ensure_blas` imports scipy.linalg: 0.12-0.19
+# s). PyYAML: to read a `.numba_config.yaml` in the working directory (at `import numba`).
+# Here SciPy is hidden from those two checks (and only from them, in this thread), and PyYAML
+# from Numba's config when there is no such file; together 35-45 ms of `import numba` (the
+# largest part of a new process's time to its first vector), and 0.12-0.19 s of a first
+# compile. What changes: np.correlate / np.convolve in jitted code use Numba's own loop (np.dot
+# and everything else still import SciPy when they need it), and Numba reads a config file
+# that appears later through a PyYAML imported then.
+
+
+def _is_numba_frame(frame, function, path_end):
+    code = frame.f_code
+    return code.co_name == function and code.co_filename.replace("\\", "/").endswith(path_end)
+
+
+class _HiddenFromNumbasChecks:
+    """A meta-path finder that fails `import <module>` (and its submodules) when one of the
+    numba functions named for it is the importer; every other import passes."""
+
+    def __init__(self, checks):
+        self.checks = checks  # {module: ((function, file path end), ...)}
+
+    def find_spec(self, name, path=None, target=None):
+        checks = self.checks.get(name.partition(".")[0])
+        if not checks:
+            return None
+        frame = sys._getframe(1)
+        for _ in range(40):  # importlib's frames lie between the importer and here
+            if frame is None:
+                return None
+            if any(_is_numba_frame(frame, function, path_end) for function, path_end in checks):
+                raise ImportError(f"{name} hidden from numba's {frame.f_code.co_name} by transformer.kernels")
+            frame = frame.f_back
+        return None
+
+
+_SCIPY_VERSION_CHECK = ("_ensure_critical_deps", "numba/__init__.py")
+_SCIPY_BLAS_CHECK = ("ensure_blas", "numba/np/linalg.py")
+_YAML_CONFIG = ("<module>", "numba/core/config.py")
+
+
+class _YamlOnFirstUse:
+    """Stands in for `yaml` in Numba's config: imports PyYAML when a config file needs it."""
+
+    @staticmethod
+    def safe_load(stream):
+        import yaml
+
+        return yaml.safe_load(stream)
+
+
+def _import_numba():
+    """`import numba`, with SciPy hidden from its version check and PyYAML from its config."""
+    if "numba" in sys.modules:
+        return  # imported by the user already: nothing left to save
+    checks = {"scipy": (_SCIPY_VERSION_CHECK,)}
+    hide_yaml = not os.path.isfile(".numba_config.yaml")  # Numba's name, read from the working directory
+    if hide_yaml:
+        checks["yaml"] = (_YAML_CONFIG,)
+    finder = _HiddenFromNumbasChecks(checks)
+    sys.meta_path.insert(0, finder)
+    try:
+        import numba  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+    config = sys.modules["numba.core.config"]
+    if hide_yaml and not config._HAVE_YAML and importlib.util.find_spec("yaml") is not None:
+        config.yaml, config._HAVE_YAML = _YamlOnFirstUse(), True
+
+
+def _import_numba_arraymath_without_scipy():
+    """Numba's NumPy implementations (what a compile loads first), SciPy hidden from `ensure_blas`."""
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
+        return  # nothing left to save
+    finder = _HiddenFromNumbasChecks({"scipy": (_SCIPY_BLAS_CHECK,)})
+    sys.meta_path.insert(0, finder)
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+
+
 # Must happen before `import numba`; the user's choice wins.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+_import_numba()
 
 import numba  # noqa: E402
 import numba.extending  # noqa: E402
@@ -67,44 +154,6 @@ from numba.core.cgutils import get_or_insert_function as cgutils_get_or_insert_f
 from numba.core.runtime import rtsys  # noqa: E402
 
 KERNELS_DIR = Path(__file__).resolve().parent
-
-
-# ---------------------------------------------------------------------------------------
-# Numba's registries without SciPy. Compiling a kernel makes Numba import all its NumPy
-# implementations, and `numba.np.arraymath` then imports `scipy.linalg` (0.12-0.19 s
-# measured, when SciPy is installed) only to decide whether np.correlate / np.convolve in
-# jitted code may call BLAS's dot. The kernels call neither. So before a kernel compiles,
-# that module is imported with SciPy hidden from that one check (numba's `ensure_blas`, in
-# this thread): np.correlate / np.convolve in jitted code then use Numba's own loop; np.dot
-# and everything else still import SciPy when they need it. (Loading a kernel from the disk
-# cache imports none of this: see `_KernelFunctionCache.load_overload`.)
-
-
-class _HideScipyFromNumbasBlasCheck:
-    """A meta-path finder that fails `import scipy...` when numba's ensure_blas asks."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "scipy" and not name.startswith("scipy."):
-            return None
-        frame = sys._getframe(1)
-        for _ in range(40):  # importlib's frames lie between ensure_blas and here
-            if frame is None:
-                return None
-            if frame.f_code.co_name == "ensure_blas" and frame.f_code.co_filename.endswith("linalg.py"):
-                raise ImportError(f"{name} hidden from numba's BLAS check by transformer.kernels")
-            frame = frame.f_back
-        return None
-
-
-def _import_numba_arraymath_without_scipy():
-    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
-        return  # nothing left to save
-    finder = _HideScipyFromNumbasBlasCheck()
-    sys.meta_path.insert(0, finder)
-    try:
-        import numba.np.arraymath  # noqa: F401
-    finally:
-        sys.meta_path.remove(finder)
 
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",
@@ -127,8 +176,9 @@ def _hash_files(stamps):
 
 def _source_stamp(py_file):
     """A stamp that changes when the kernel's file or any file of `kernels/` changes."""
-    files = {str(Path(py_file).resolve())}
-    files.update(str(p) for p in KERNELS_DIR.glob("*.py"))
+    files = {os.path.realpath(py_file)}
+    with os.scandir(KERNELS_DIR) as entries:  # (pathlib's glob took ~0.2 ms per kernel)
+        files.update(entry.path for entry in entries if entry.name.endswith(".py"))
     stamps = []
     for path in sorted(files):
         st = os.stat(path)
