@@ -93,20 +93,22 @@ def from_tokenizer_json(data, cls, config=None, source="tokenizer.json"):
     roles = _role_tokens(config)
     if "pad_token" not in roles and padding is not None:
         roles["pad_token"] = padding["pad_token"]
-    _guess_roles(roles, {t.content for t in added} | set(model.vocab))
+    added_contents = {t.content for t in added}
+    _guess_roles(roles, lambda spelling: spelling in added_contents or spelling in model.vocab)
     return cls(model, normalizer, pre_tokenizer, post_processor, decoder, added, truncation, padding,
                _model_max_length(config), roles)
 
 
-def _guess_roles(roles, known):
-    """Fill roles a config did not name from the usual spellings present in the vocabulary."""
+def _guess_roles(roles, is_known):
+    """Fill roles a config did not name from the usual spellings present in the vocabulary
+    (is_known(spelling) -> bool)."""
     usual = {"pad_token": ("[PAD]", "<pad>"), "unk_token": ("[UNK]", "<unk>"), "cls_token": ("[CLS]", "<s>"),
              "sep_token": ("[SEP]", "</s>"), "mask_token": ("[MASK]", "<mask>"), "bos_token": ("<s>",),
              "eos_token": ("</s>",)}
     for role, spellings in usual.items():
         if role not in roles:
             for spelling in spellings:
-                if spelling in known:
+                if is_known(spelling):
                     roles[role] = spelling
                     break
 
