@@ -280,8 +280,8 @@ def test_truncated_packed_cache_is_not_read_and_is_written_again(tmp_path, monke
     reference = dict(np.load(directory / "reference.npz"))
     expected = Encoder.from_pretrained(directory, backend="numba")(reference["input_ids"]).last_hidden_state
     cache_dir = forward.packed_cache_dir(directory)
-    panels_file = cache_dir / "layers.0.intermediate.panels.npy"
-    panels_file.write_bytes(panels_file.read_bytes()[:-100])  # cut short, as by a full disk
+    data_file = cache_dir / "packed.bin"
+    data_file.write_bytes(data_file.read_bytes()[:-100])  # cut short, as by a full disk
     assert forward.load_packed_cache(cache_dir, None) is None
     model = Encoder.from_pretrained(directory, backend="numba")  # packs again, rewrites the cache
     assert np.array_equal(model(reference["input_ids"]).last_hidden_state, expected)
