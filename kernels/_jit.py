@@ -157,7 +157,7 @@ KERNELS_DIR = Path(__file__).resolve().parent
 
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",
-           "cache_dir", "numba"]
+           "data_address", "cache_dir", "numba"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -440,6 +440,22 @@ def add_release(typingctx, counters, index, delta):
         return context.get_dummy_value()
 
     return numba.types.void(counters, numba.types.intp, delta), codegen
+
+
+@numba.extending.intrinsic
+def data_address(typingctx, array):
+    """The address of array's first element, as an int (kernels compare two arrays' with it:
+    is `out` the array `x` itself?)."""
+    from llvmlite import ir
+
+    if not isinstance(array, numba.types.Array):
+        raise TypeError(f"data_address: expected an array, got {array}")
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(data, ir.IntType(64))
+
+    return numba.types.int64(array), codegen
 
 
 @numba.extending.intrinsic

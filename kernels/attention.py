@@ -51,6 +51,7 @@ import math
 import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
+from .layernorm import add_into
 from .microkernel import MR, NR, microkernel_6x16
 from .softmax import softmax_row_inplace, softmax_scaled_row_inplace
 
@@ -131,12 +132,12 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 bias_row = bias_start + positions[q_pos_start + i0 + r] * bias_len
                 if consecutive:
                     first = bias_row + positions[k_pos_start]
-                    _add_into(row, bias[first:first + n_k])
+                    add_into(row, bias[first:first + n_k])
                 else:
                     for j in range(n_k):
                         row[j] += bias[bias_row + positions[k_pos_start + j]]
             if has_mask:
-                _add_into(row, mask[mask_start:mask_start + n_k])
+                add_into(row, mask[mask_start:mask_start + n_k])
             inverse_sums[r] = softmax_row_inplace(row)
         # 3. context = exp-scores @ V, strip by strip, 6 x 16 tiles; then / the softmax sums.
         for s0 in range(0, block, MR):
@@ -152,28 +153,42 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 context_row[c] *= inverse_sums[r]
 
 
-@jit
-def _add_into(row, addend):
-    """row += addend (1-D views of one length)."""
-    for j in range(row.shape[0]):
-        row[j] += addend[j]
-
-
 # ---------------------------------------------------------------------------------------
 # Variable-length (packed) sequences.
 
 
+# Scratch: the kernels allocate nothing. Whoever runs them hands each thread (or chunk of
+# items) its own float32 run of `scratch_floats(max_len, head_dim)`, which one (sequence,
+# head) after another uses for its transposed K, packed V, scores and softmax sums.
+
+
+def scratch_floats(max_len, head_dim):
+    """Scratch floats one thread needs for sequences of up to max_len tokens."""
+    n_pad = -(-max_len // NR) * NR
+    d_pad = -(-head_dim // NR) * NR
+    return head_dim * n_pad + max_len * d_pad + QUERY_BLOCK * n_pad + QUERY_BLOCK
+
+
 @jit
-def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
-                  bias, bias_len, positions, out, max_len, first_item, stop_item):
-    """(sequence, head) items first_item..stop_item-1 (item = b * heads + h)."""
+def _split_scratch(scratch, max_len, head_dim):
+    """(key_t, value_packed, scores, inverse_sums): consecutive views of `scratch`, the sizes
+    `_attend_head` needs (see `scratch_floats`)."""
     n_pad = (max_len + NR - 1) // NR * NR
     d_pad = (head_dim + NR - 1) // NR * NR
-    key_t = np.empty(head_dim * n_pad, dtype=np.float32)
-    value_packed = np.empty(max_len * d_pad, dtype=np.float32)
-    scores = np.empty(QUERY_BLOCK * n_pad, dtype=np.float32)
-    inverse_sums = np.empty(QUERY_BLOCK, dtype=np.float32)
-    no_mask = np.empty(0, dtype=np.float32)
+    value0 = head_dim * n_pad
+    scores0 = value0 + max_len * d_pad
+    sums0 = scores0 + QUERY_BLOCK * n_pad
+    return (scratch[:value0], scratch[value0:scores0], scratch[scores0:sums0],
+            scratch[sums0:sums0 + QUERY_BLOCK])
+
+
+@jit
+def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
+                  bias, bias_len, positions, out, max_len, scratch, first_item, stop_item):
+    """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
+    [>= scratch_floats(max_len, head_dim)], this thread's own."""
+    key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
+    no_mask = scratch[:0]
     stride = 3 * hidden
     for item in range(first_item, stop_item):
         b = item // num_heads
@@ -188,6 +203,16 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
                      key_t, value_packed, scores, inverse_sums)
+
+
+@jit
+def _varlen_chunks(qkv, hidden, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out, max_len,
+                   item_bounds, scratch, first_chunk, stop_chunk):
+    """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
+    item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
+    for c in range(first_chunk, stop_chunk):
+        _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out, max_len,
+                      scratch[c], item_bounds[c], item_bounds[c + 1])
 
 
 def _balanced_bounds(costs, chunks):
@@ -246,7 +271,8 @@ class VarlenPlan:
         self.max_len = int(lengths.max())
         self.scale = np.float32(1.0 / math.sqrt(head_dim))
         costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
-        self.bounds = _balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK))
+        self.item_bounds = np.array(_balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
+                                    dtype=np.int64)  # [chunks + 1]
 
     def __call__(self, qkv, out=None):
         """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`)."""
@@ -260,9 +286,11 @@ class VarlenPlan:
             raise ValueError(f"attention_varlen: out must be a C-contiguous float32 array of shape {shape}")
         if self.total == 0:
             return out
-        run_chunks(_varlen_range, self.bounds, qkv.reshape(-1), self.hidden, self.cu_seqlens, self.num_heads,
-                   self.head_dim, self.scale, self.bias, self.bias_len, self.positions, out.reshape(-1),
-                   self.max_len)
+        chunks = len(self.item_bounds) - 1
+        scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim)), dtype=np.float32)
+        run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.cu_seqlens,
+                   self.num_heads, self.head_dim, self.scale, self.bias, self.bias_len, self.positions,
+                   out.reshape(-1), self.max_len, self.item_bounds, scratch)
         return out
 
 
@@ -293,27 +321,24 @@ def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
 
 
 @jit
-def _padded_range(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
-                  bias, positions, out, first_item, stop_item):
-    """(batch, head) items first_item..stop_item-1 of [batch, heads, seq, head_dim] arrays."""
-    n_pad = (seq + NR - 1) // NR * NR
-    d_pad = (head_dim + NR - 1) // NR * NR
-    key_t = np.empty(head_dim * n_pad, dtype=np.float32)
-    value_packed = np.empty(seq * d_pad, dtype=np.float32)
-    scores = np.empty(QUERY_BLOCK * n_pad, dtype=np.float32)
-    inverse_sums = np.empty(QUERY_BLOCK, dtype=np.float32)
-    first_query = first_item - first_item  # 0 as a run-time int64: a literal 0 would specialise _attend_head
-    for item in range(first_item, stop_item):
-        b = item // num_heads
-        h = item - b * num_heads
-        lo, hi = key_first[b], key_stop[b]
-        head0 = item * seq * head_dim
-        _attend_head(q, head0, k, head0 + lo * head_dim, v, head0 + lo * head_dim, head_dim,
-                     seq, hi - lo, head_dim, scale,
-                     mask, b * seq + lo,
-                     bias, h * seq * seq, seq, positions, first_query, lo,
-                     out, head0, head_dim,
-                     key_t, value_packed, scores, inverse_sums)
+def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
+                   bias, positions, out, item_bounds, scratch, first_chunk, stop_chunk):
+    """(batch, head) items of [batch, heads, seq, head_dim] arrays, chunk c being the items
+    item_bounds[c]..item_bounds[c + 1] - 1 with scratch[c] (float32 [chunks, floats])."""
+    first_query = first_chunk - first_chunk  # 0 as a run-time int64: a literal 0 would specialise _attend_head
+    for c in range(first_chunk, stop_chunk):
+        key_t, value_packed, scores, inverse_sums = _split_scratch(scratch[c], seq, head_dim)
+        for item in range(item_bounds[c], item_bounds[c + 1]):
+            b = item // num_heads
+            h = item - b * num_heads
+            lo, hi = key_first[b], key_stop[b]
+            head0 = item * seq * head_dim
+            _attend_head(q, head0, k, head0 + lo * head_dim, v, head0 + lo * head_dim, head_dim,
+                         seq, hi - lo, head_dim, scale,
+                         mask, b * seq + lo,
+                         bias, h * seq * seq, seq, positions, first_query, lo,
+                         out, head0, head_dim,
+                         key_t, value_packed, scores, inverse_sums)
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
@@ -351,9 +376,12 @@ def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
         out = np.empty(query.shape, dtype=np.float32)
     scale = np.float32(1.0 / math.sqrt(head_dim))
     flops = 4.0 * batch * num_heads * seq * seq * head_dim
-    bounds = even_bounds(batch * num_heads, parallel_chunks(flops, _FLOPS_PER_CHUNK))
-    run_chunks(_padded_range, bounds, query.reshape(-1), key.reshape(-1), value.reshape(-1), num_heads, seq,
-               head_dim, scale, mask.reshape(-1), key_first, key_stop, bias, positions, out.reshape(-1))
+    item_bounds = np.array(even_bounds(batch * num_heads, parallel_chunks(flops, _FLOPS_PER_CHUNK)), dtype=np.int64)
+    chunks = len(item_bounds) - 1
+    scratch = np.empty((chunks, scratch_floats(seq, head_dim)), dtype=np.float32)
+    run_chunks(_padded_chunks, range(chunks + 1), query.reshape(-1), key.reshape(-1), value.reshape(-1), num_heads,
+               seq, head_dim, scale, mask.reshape(-1), key_first, key_stop, bias, positions, out.reshape(-1),
+               item_bounds, scratch)
     return out
 
 

@@ -17,7 +17,7 @@ applies ELECTRA's projection; `kernels.forward` does that with the GEMM).
 import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
-from .layernorm import normalize_row
+from .layernorm import normalize_row_inplace
 
 _ELEMENTS_PER_CHUNK = 64 * 1024
 
@@ -35,11 +35,10 @@ def _gather_add(word_row, type_row, position_row, has_types, out_row):
 @jit
 def _embed_range(word, token_type, position, has_types, ln_weight, ln_bias, eps,
                  ids, types, positions, out, first, stop):
-    """Tokens first..stop-1 (the sum goes through a scratch row: see layernorm.py)."""
-    scratch = np.empty(out.shape[1], dtype=np.float32)
+    """Tokens first..stop-1: each sum written into its row of `out`, then normalized there."""
     for t in range(first, stop):
-        _gather_add(word[ids[t]], token_type[types[t]], position[positions[t]], has_types, scratch)
-        normalize_row(scratch, ln_weight, ln_bias, eps, out[t])
+        _gather_add(word[ids[t]], token_type[types[t]], position[positions[t]], has_types, out[t])
+        normalize_row_inplace(out[t], ln_weight, ln_bias, eps)
 
 
 def embed_tokens(word, token_type, position, ln_weight, ln_bias, eps, ids, types, positions, out=None):

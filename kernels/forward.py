@@ -591,9 +591,11 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         buffers = (qkv[:rows], context[:rows], attended[:rows], inner)
         if not FUSED_LAYERS:  # each step its own kernel call
             plan = (attend, layer_norm_bounds(rows, hidden_size), ffn_rows, eps)  # LayerNorm's thread split, once
+        if FUSED_LAYERS:
+            attention_scratch = prepared.scratch("attention", *plan.attention_scratch_shape)
         for layer in prepared.layers:
             if FUSED_LAYERS:
-                plan.run(layer, group_hidden, *buffers)
+                plan.run(layer, group_hidden, *buffers, attention_scratch)
             else:
                 encoder_layer_steps(layer, config, plan, group_hidden, *buffers)
             if output_hidden_states:

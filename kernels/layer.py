@@ -32,7 +32,7 @@ import numpy as np
 
 from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks, wait_until_at_least
 from .activations import activation_code, activation_row_address
-from .attention import _balanced_bounds, _varlen_range
+from .attention import _balanced_bounds, _varlen_range, scratch_floats
 from .gemm import _NO_RESIDUAL, _gemm_block, _plan_blocks
 from .layernorm import _layer_norm_range
 
@@ -69,7 +69,7 @@ def _layer_norm_phase(counters, phase, bounds, x, weight, bias, eps):
 
 
 @jit
-def _layer_phases(hidden, qkv, context, attended, inner,
+def _layer_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
                   qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
                   norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
                   cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
@@ -78,7 +78,9 @@ def _layer_phases(hidden, qkv, context, attended, inner,
     """Every phase of one layer (see the module docstring), as one of the threads taking part.
 
     hidden [rows, d] (updated in place), qkv [rows, 3d], context and attended [rows, d],
-    inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; gemm_plans int64
+    inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; qkv_flat and
+    context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
+    attention.scratch_floats(max_len, head_dim)], a row for each thread; gemm_plans int64
     [6, 4]: qkv, attention output, up and down for a whole feed-forward block, up and down
     for the last (shorter) one; counters int64 [phases * 16], zero; no_residual: an empty
     float32 [0, 0] (an argument, not the global: a global array is typed read-only, and every
@@ -90,14 +92,13 @@ def _layer_phases(hidden, qkv, context, attended, inner,
     # 1. context = attention(qkv), per (sequence, head)
     base = 1 * _COUNTER_STRIDE
     n_tasks = attention_bounds.shape[0] - 1
-    qkv_flat = qkv.reshape(-1)
-    context_flat = context.reshape(-1)
+    scratch = attention_scratch[first_thread]
     while True:
         task = fetch_add(counters, base + _CLAIMED, 1)
         if task >= n_tasks:
             break
         _varlen_range(qkv_flat, width, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions,
-                      context_flat, max_len, attention_bounds[task], attention_bounds[task + 1])
+                      context_flat, max_len, scratch, attention_bounds[task], attention_bounds[task + 1])
         add_release(counters, base + _FINISHED, 1)
     wait_until_at_least(counters, base + _FINISHED, n_tasks)
     # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
@@ -149,14 +150,20 @@ class LayerPlan:
         self.activation_row = activation_row_address(activation_code(config.hidden_act))
         self.eps = np.float32(config.layer_norm_eps)
 
-    def run(self, layer, hidden, qkv, context, attended, inner):
+    @property
+    def attention_scratch_shape(self):
+        """(threads, floats): the attention scratch `run` takes, a row for each thread."""
+        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim)
+
+    def run(self, layer, hidden, qkv, context, attended, inner, attention_scratch):
         """One layer on the group: hidden float32 [rows, d] updated in place (the other
-        arguments are scratch buffers of `forward.encoder_forward`)."""
+        arguments are scratch buffers of `forward.encoder_forward`; attention_scratch float32
+        of `attention_scratch_shape`)."""
         attend = self.attend
         counters = np.zeros(self.phases * 16, dtype=np.int64)
         norm1, norm2 = layer.attention_layer_norm, layer.output_layer_norm
         run_chunks(_layer_phases, range(self.threads + 1),
-                   hidden, qkv, context, attended, inner,
+                   hidden, qkv, context, attended, inner, qkv.reshape(-1), context.reshape(-1), attention_scratch,
                    layer.qkv.packed.panels, layer.qkv.bias, layer.attention_output.packed.panels,
                    layer.attention_output.bias, layer.intermediate.packed.panels, layer.intermediate.bias,
                    layer.output.packed.panels, layer.output.bias,

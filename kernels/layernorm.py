@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ._jit import even_bounds, jit, parallel_chunks, run_chunks
+from ._jit import data_address, even_bounds, jit, parallel_chunks, run_chunks
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -42,21 +42,30 @@ def _sum_and_centered_squares(row):
 
 
 @jit(fastmath={"contract"})
-def normalize_row(row, weight, bias, eps, out_row):
-    """out_row = LayerNorm(row). `row` must not be `out_row`: see `_layer_norm_range`."""
+def _row_statistics(row):
+    """(mean, biased variance) of a row: the sum and the centered sum of squares, / d."""
     d = row.shape[0]
     total, squares = _sum_and_centered_squares(row)
-    mean = total / np.float32(d)
-    inverse_std = _ONE / np.sqrt(squares / np.float32(d) + eps)
+    return total / np.float32(d), squares / np.float32(d)
+
+
+@jit(fastmath={"contract"})
+def normalize_row(row, weight, bias, eps, out_row):
+    """out_row = LayerNorm(row), out_row another array than row (see `_layer_norm_range`)."""
+    mean, variance = _row_statistics(row)
+    inverse_std = _ONE / np.sqrt(variance + eps)
     # No `reassoc` here: it would let LLVM turn the multiply by 1/std back into a divide.
-    for j in range(d):
+    for j in range(row.shape[0]):
         out_row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
 
 
-@jit
-def _copy(source, destination):
-    for j in range(source.shape[0]):
-        destination[j] = source[j]
+@jit(fastmath={"contract"})
+def normalize_row_inplace(row, weight, bias, eps):
+    """row = LayerNorm(row): the numbers of `normalize_row`, written over the row."""
+    mean, variance = _row_statistics(row)
+    inverse_std = _ONE / np.sqrt(variance + eps)
+    for j in range(row.shape[0]):
+        row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
 
 
 @jit
@@ -66,28 +75,44 @@ def _add(a, b, out):
         out[j] = a[j] + b[j]
 
 
-# Each row goes through a scratch row of its own before it is normalized into `out`. When a
-# loop reads and writes arrays that might overlap, LLVM checks at run time and takes a
-# scalar loop if they do -- and for `out is x` (in place, as the forward pass calls it) they
-# do: that made the in-place LayerNorm 2.4x slower. The scratch row never overlaps.
+@jit
+def add_into(row, addend):
+    """row += addend (1-D views of one length)."""
+    for j in range(row.shape[0]):
+        row[j] += addend[j]
+
+
+# In place or not, no scratch row: when a loop reads and writes arrays that might overlap,
+# LLVM checks at run time and takes a scalar loop if they do -- and for `out is x` (in
+# place, as the forward pass calls it) they do, which made the in-place LayerNorm 2.4x
+# slower. So the kernels ask (`data_address`) and, in place, run loops that read and write
+# the one row: nothing left for LLVM to check but the weights, which never overlap it.
 
 
 @jit
 def _layer_norm_range(x, weight, bias, eps, out, first, stop):
     """Rows first..stop-1 of layer_norm (one thread's share); `out` may be `x`."""
-    scratch = np.empty(x.shape[1], dtype=np.float32)
+    in_place = data_address(out) == data_address(x)
     for i in range(first, stop):
-        _copy(x[i], scratch)
-        normalize_row(scratch, weight, bias, eps, out[i])
+        if in_place:
+            normalize_row_inplace(out[i], weight, bias, eps)
+        else:
+            normalize_row(x[i], weight, bias, eps, out[i])
 
 
 @jit
 def _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop):
     """Rows first..stop-1 of residual_layer_norm (one thread's share); `out` may be x or residual."""
-    scratch = np.empty(x.shape[1], dtype=np.float32)
+    out_is_x = data_address(out) == data_address(x)
+    out_is_residual = data_address(out) == data_address(residual)
     for i in range(first, stop):
-        _add(x[i], residual[i], scratch)
-        normalize_row(scratch, weight, bias, eps, out[i])
+        if out_is_x:
+            add_into(out[i], residual[i])
+        elif out_is_residual:
+            add_into(out[i], x[i])  # residual + x: the same float as x + residual
+        else:
+            _add(x[i], residual[i], out[i])
+        normalize_row_inplace(out[i], weight, bias, eps)
 
 
 def layer_norm(x, weight, bias, eps, out=None):
@@ -113,7 +138,7 @@ def layer_norm_checked(x, weight, bias, eps, out, bounds):
 def residual_layer_norm(x, residual, weight, bias, eps, out=None):
     """LayerNorm(x + residual) in one pass. float32 [rows, d] twice -> [rows, d].
 
-    `out` may be `x` or `residual` (each row is summed into a scratch row, then normalized).
+    `out` may be `x` or `residual`.
     """
     x, out = _check("residual_layer_norm", x, weight, bias, out)
     residual = np.asarray(residual)

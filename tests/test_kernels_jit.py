@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,8 @@ def test_numba_gets_the_workqueue_threading_layer_unless_the_user_chose_one():
 
 
 KERNEL_MODULE = """
+from pathlib import Path
+
 import numpy as np
 from transformer.kernels._jit import jit
 
@@ -261,6 +264,25 @@ def test_a_cached_kernel_loads_without_numbas_full_refresh_and_later_compiles_st
     """, env=env)
     # gemm loaded alone; layer_norm, not in this cache, compiled; the user's njit compiled.
     assert out.split() == ["True", "False", "True", "8.0"]
+
+
+def test_a_forward_pass_from_the_cache_loads_no_allocating_numpy_implementation():
+    # The forward path's kernels allocate nothing (scratch comes from the caller), so loading
+    # them links no compiled np.empty / reshape, and numba.np.arrayobj (with the unicode and
+    # char-sequence modules it imports: ~40 ms) is never imported on the way to a first vector.
+    family = Path(__file__).parent / "references" / "families" / "bert_gelu"
+    code = f"""
+        import sys
+        import numpy as np
+        from transformer.encoder import Encoder
+        reference = dict(np.load({str(family / "reference.npz")!r}))
+        model = Encoder.from_pretrained({str(family)!r}, backend="numba")
+        hidden = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+        print(hidden.dtype, "numba.np.arrayobj" in sys.modules)
+    """
+    run_python(code)  # compiles whatever the cache lacks
+    out, _ = run_python(code)
+    assert out.split() == ["float32", "False"]
 
 
 @_jit.jit
