@@ -365,11 +365,10 @@ def load_packed_cache(cache_dir, config):
         data = np.memmap(data_path, dtype=np.uint8, mode="c")  # one mapping for every array
         entries = meta["arrays"]
         panel_names = [name for name in entries if name.startswith("layers.") and name.endswith(".panels")]
-        panels_bytes = sum(4 * int(np.prod(entries[name]["shape"], dtype=np.int64)) for name in panel_names)
         big = WeightArena.bytes_for(tuple(entries[name]["shape"]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
         arrays = {name: _array_in(data, entry, name) for name, entry in entries.items()
                   if big or name not in panel_names}
-        if not big and panels_bytes:
+        if not big:
             arrays.update(_read_panels_into_arena(data_path, {name: entries[name] for name in panel_names}))
     except (OSError, ValueError, KeyError, TypeError):
         return None

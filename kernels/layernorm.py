@@ -50,22 +50,19 @@ def _row_statistics(row):
 
 
 @jit(fastmath={"contract"})
-def normalize_row(row, weight, bias, eps, out_row):
-    """out_row = LayerNorm(row), out_row another array than row (see `_layer_norm_range`)."""
+def normalize_row_inplace(row, weight, bias, eps):
+    """row = LayerNorm(row), written over the row."""
     mean, variance = _row_statistics(row)
     inverse_std = _ONE / np.sqrt(variance + eps)
     # No `reassoc` here: it would let LLVM turn the multiply by 1/std back into a divide.
     for j in range(row.shape[0]):
-        out_row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
-
-
-@jit(fastmath={"contract"})
-def normalize_row_inplace(row, weight, bias, eps):
-    """row = LayerNorm(row): the numbers of `normalize_row`, written over the row."""
-    mean, variance = _row_statistics(row)
-    inverse_std = _ONE / np.sqrt(variance + eps)
-    for j in range(row.shape[0]):
         row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
+
+
+@jit
+def _copy(source, destination):
+    for j in range(source.shape[0]):
+        destination[j] = source[j]
 
 
 @jit
@@ -82,11 +79,12 @@ def add_into(row, addend):
         row[j] += addend[j]
 
 
-# In place or not, no scratch row: when a loop reads and writes arrays that might overlap,
-# LLVM checks at run time and takes a scalar loop if they do -- and for `out is x` (in
-# place, as the forward pass calls it) they do, which made the in-place LayerNorm 2.4x
-# slower. So the kernels ask (`data_address`) and, in place, run loops that read and write
-# the one row: nothing left for LLVM to check but the weights, which never overlap it.
+# Every row is normalized where it will stay: copied (or summed) into its row of `out`
+# first unless it is there already, then normalized in place. When a loop reads and writes
+# arrays that might overlap, LLVM checks at run time and takes a scalar loop if they do --
+# and for `out is x` (in place, as the forward pass calls it) they do, which made a LayerNorm
+# from x into out 2.4x slower in place. So the kernels ask (`data_address`), and the loops
+# that write a row read only that row and the weights, which never overlap it.
 
 
 @jit
@@ -94,10 +92,9 @@ def _layer_norm_range(x, weight, bias, eps, out, first, stop):
     """Rows first..stop-1 of layer_norm (one thread's share); `out` may be `x`."""
     in_place = data_address(out) == data_address(x)
     for i in range(first, stop):
-        if in_place:
-            normalize_row_inplace(out[i], weight, bias, eps)
-        else:
-            normalize_row(x[i], weight, bias, eps, out[i])
+        if not in_place:
+            _copy(x[i], out[i])
+        normalize_row_inplace(out[i], weight, bias, eps)
 
 
 @jit
