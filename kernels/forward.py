@@ -45,7 +45,7 @@ import numpy as np
 
 from transformer import model as numpy_model
 
-from .arena import WeightArena
+from .arena import ALIGN, WeightArena, _aligned
 from ._jit import numba
 from .attention import VarlenPlan
 from .embeddings import embed_tokens
@@ -295,7 +295,7 @@ def save_packed_cache(prepared, cache_dir):
         if array.dtype != np.float32:
             raise TypeError(f"packed cache: {name} is {array.dtype}, expected float32")
         index[name] = {"offset": offset, "shape": list(array.shape)}
-        offset = _cache_aligned(offset + array.nbytes)
+        offset = _aligned(offset + array.nbytes)  # each array on a cache line
     cache_dir = Path(cache_dir)
     temporary = cache_dir.parent / f"tmp-{os.getpid()}-{cache_dir.name}"
     try:
@@ -316,11 +316,6 @@ def save_packed_cache(prepared, cache_dir):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _cache_aligned(offset):
-    """The next multiple of 64 bytes (each array of the cache starts on a cache line)."""
-    return -(-offset // 64) * 64
-
-
 # Reading the panels into the arena costs a copy at load (BERT-base's 340 MB: ~0.35 s of
 # start-up, measured); above this size the packed cache is mapped instead (no huge pages,
 # but nothing to read until used). MiniLM's 42 MB are read.
@@ -332,7 +327,7 @@ def _array_in(data, entry, name):
     shape = tuple(int(size) for size in entry["shape"])
     offset = int(entry["offset"])
     nbytes = 4 * int(np.prod(shape, dtype=np.int64))
-    if offset < 0 or offset % 64 or offset + nbytes > data.size:
+    if offset < 0 or offset % ALIGN or offset + nbytes > data.size:
         raise ValueError(f"packed cache: {name} lies outside packed.bin")
     return data[offset:offset + nbytes].view(np.float32).reshape(shape)
 

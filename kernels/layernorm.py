@@ -42,20 +42,14 @@ def _sum_and_centered_squares(row):
 
 
 @jit(fastmath={"contract"})
-def _row_statistics(row):
-    """(mean, biased variance) of a row: the sum and the centered sum of squares, / d."""
-    d = row.shape[0]
-    total, squares = _sum_and_centered_squares(row)
-    return total / np.float32(d), squares / np.float32(d)
-
-
-@jit(fastmath={"contract"})
 def normalize_row_inplace(row, weight, bias, eps):
     """row = LayerNorm(row), written over the row."""
-    mean, variance = _row_statistics(row)
-    inverse_std = _ONE / np.sqrt(variance + eps)
+    d = row.shape[0]
+    total, squares = _sum_and_centered_squares(row)
+    mean = total / np.float32(d)
+    inverse_std = _ONE / np.sqrt(squares / np.float32(d) + eps)
     # No `reassoc` here: it would let LLVM turn the multiply by 1/std back into a divide.
-    for j in range(row.shape[0]):
+    for j in range(d):
         row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
 
 
