@@ -19,8 +19,8 @@ another is not counted twice), without editing the package:
   numba:    `transformer.kernels.forward`'s gemm (split by role: QKV, attention out + residual,
             FFN up + GELU, FFN down + residual), attention (`VarlenPlan`), layer_norm_checked,
             embed_tokens, position ids, and "forward glue" (packing real tokens, unpacking to
-            [batch, seq, hidden], input checks, Python between kernels). Each layer normally
-            runs as one compiled call, which no timer can split: the instrumented run takes
+            [batch, seq, hidden], input checks, Python between kernels). The layers normally
+            run as one compiled call, which no timer can split: the instrumented run takes
             the step-by-step path (`FUSED_LAYERS = False`: the same kernels, the same bits), so
             its glue includes the Python between steps that the default path does not pay
   numpy:    `transformer.model`'s linear (by weight shape), attention (its two matmuls, scale,
@@ -159,7 +159,7 @@ def instrument(model, timers):
             x, out = args[0], kwargs["out"]
             return 2 * x.shape[0] * x.shape[1] * out.shape[1]
 
-        # Each layer normally runs as one compiled call (kernels/layer.py), which no timer can
+        # The layers normally run as one compiled call (kernels/layer.py), which no timer can
         # split: the instrumented run takes the step-by-step path instead, the same kernels and
         # bits (forward.encoder_layer_steps); the uninstrumented time is the default path's.
         kernels_forward.FUSED_LAYERS = False

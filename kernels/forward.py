@@ -10,7 +10,9 @@ either). What it does differently, and why it is faster:
 
 - Weights are prepared once (`prepare`): each layer's query, key and value weights become
   one [hidden, 3 * hidden] matrix, so a layer starts with one GEMM instead of three, and
-  every weight is packed into the 16-column panels the GEMM micro-kernel streams through.
+  every weight is packed into the 16-column panels the GEMM micro-kernel streams through,
+  stacked over the layers (`LayerStack`): every layer then runs in one compiled call
+  (`layer.LayerPlan`), with no Python between layers.
 - Padding costs nothing. After the embedding lookup only the real tokens are kept, packed
   one sequence after another ([tokens, hidden], `cu_seqlens` marking where each sequence
   starts), and every later step runs on those rows only; attention runs per sequence
@@ -54,17 +56,17 @@ from .layer import LayerPlan
 from .layernorm import layer_norm_bounds, layer_norm_checked
 
 
+_LINEARS = ("qkv", "attention_output", "intermediate", "output")  # a prepared layer's linears, in order
+_LAYER_NORMS = ("attention_layer_norm", "output_layer_norm")
+
+
 class PreparedLinear:
     """A linear layer laid out for `gemm`: the packed [in, out] weight and its bias."""
 
     __slots__ = ("packed", "bias")
 
-    def __init__(self, weight, bias, arena=None):
+    def __init__(self, weight, bias):
         self.packed = pack_weight(np.ascontiguousarray(weight, dtype=np.float32))  # [in, out] -> panels
-        if arena is not None:  # the panels move into the model's huge-page arena (see arena.py)
-            panels = arena.take(self.packed.panels.shape)
-            panels[...] = self.packed.panels
-            self.packed.panels = panels
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)  # [out]
 
     @classmethod
@@ -86,29 +88,10 @@ class PreparedLinear:
 
 
 class PreparedLayer:
-    """One encoder layer's weights, prepared: fused QKV, packed linears, LayerNorm vectors."""
+    """One encoder layer's weights, prepared: fused QKV, packed linears, LayerNorm vectors
+    (views of the model's `LayerStack`)."""
 
     __slots__ = ("qkv", "attention_output", "attention_layer_norm", "intermediate", "output", "output_layer_norm")
-
-    def __init__(self, layer, arena=None):
-        parts = [layer["query"], layer["key"], layer["value"]]
-        self.qkv = PreparedLinear(
-            np.concatenate([p["weight"] for p in parts], axis=1),  # 3 x [hidden, hidden] -> [hidden, 3 * hidden]
-            np.concatenate([p["bias"] for p in parts]),  # 3 x [hidden] -> [3 * hidden]
-            arena,
-        )
-        self.attention_output = PreparedLinear(**layer["attention_output"], arena=arena)
-        self.attention_layer_norm = layer["attention_layer_norm"]
-        self.intermediate = PreparedLinear(**layer["intermediate"], arena=arena)
-        self.output = PreparedLinear(**layer["output"], arena=arena)
-        self.output_layer_norm = layer["output_layer_norm"]
-
-    @staticmethod
-    def panel_shapes(layer):
-        """The shapes of the packed panels `PreparedLayer(layer)` makes, for sizing its arena."""
-        in_out = [(layer["query"]["weight"].shape[0], sum(layer[p]["weight"].shape[1] for p in ("query", "key", "value")))]
-        in_out += [layer[name]["weight"].shape for name in ("attention_output", "intermediate", "output")]
-        return [(-(-n // NR), k, NR) for k, n in in_out]
 
     @classmethod
     def from_parts(cls, **parts):
@@ -136,6 +119,79 @@ class PreparedLayer:
         return layer
 
 
+def _layer_linears(layer):
+    """{name: ([in, out] weight, [out] bias)} for one layer's params (transformer.model's
+    layout), the query, key and value weights fused into one [hidden, 3 * hidden] QKV."""
+    parts = [layer["query"], layer["key"], layer["value"]]
+    linears = {"qkv": (np.concatenate([p["weight"] for p in parts], axis=1),  # 3 x [hidden, hidden] -> [hidden, 3 * hidden]
+                       np.concatenate([p["bias"] for p in parts]))}  # 3 x [hidden] -> [3 * hidden]
+    for name in _LINEARS[1:]:
+        linears[name] = (layer[name]["weight"], layer[name]["bias"])
+    return linears
+
+
+class LayerStack:
+    """Every layer's prepared weights, one array per kind with the layer first: the fused
+    layer kernel (`layer.LayerPlan.run`) runs all the layers in one call on these.
+
+        panels[name]  float32 [layers, panels, in, 16]  the packed weight (gemm.pack_weight)
+        bias[name]    float32 [layers, out]             for name in "qkv", "attention_output",
+                                                        "intermediate", "output"
+        norms[name]   {"weight", "bias"}: float32 [layers, hidden], for "attention_layer_norm"
+                      and "output_layer_norm"
+        out_features[name]  the linear's width (the panels pad it to a multiple of 16)
+
+    The panels live in one huge-page arena (see arena.py) or in a mapping of the packed
+    cache; `layer(i)` gives layer i's PreparedLayer as views of these arrays.
+    """
+
+    __slots__ = ("panels", "bias", "norms", "out_features")
+
+    def __init__(self, panels, bias, norms, out_features):
+        self.panels, self.bias, self.norms, self.out_features = panels, bias, norms, out_features
+
+    def __len__(self):
+        return len(self.bias["qkv"])
+
+    @classmethod
+    def pack(cls, layers):
+        """Pack a list of layer params (transformer.model's layout) layer by layer into one
+        arena, setting each list entry to None once packed: memory holds one copy of the
+        weights plus one layer, never two copies of them all."""
+        first = _layer_linears(layers[0])
+        count = len(layers)
+        shapes = {name: (count, -(-weight.shape[1] // NR), weight.shape[0], NR)  # [layers, panels, in, 16]
+                  for name, (weight, _) in first.items()}
+        arena = WeightArena(WeightArena.bytes_for(shapes.values()))
+        panels = {name: arena.take(shape) for name, shape in shapes.items()}
+        bias = {name: np.empty((count, len(b)), dtype=np.float32) for name, (_, b) in first.items()}
+        norms = {name: {part: np.empty((count, len(layers[0][name][part])), dtype=np.float32)
+                        for part in ("weight", "bias")} for name in _LAYER_NORMS}
+        for i in range(count):
+            linears = first if i == 0 else _layer_linears(layers[i])
+            for name, (weight, b) in linears.items():
+                panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32)).panels
+                bias[name][i] = b
+            for name in _LAYER_NORMS:
+                for part in ("weight", "bias"):
+                    norms[name][part][i] = layers[i][name][part]
+            if isinstance(layers, list):
+                layers[i] = None
+        out_features = {name: weight.shape[1] for name, (weight, _) in first.items()}
+        return cls(panels, bias, norms, out_features)
+
+    def layer(self, i):
+        """Layer i's PreparedLayer: views of the stacked arrays."""
+        parts = {}
+        for name in _LINEARS:
+            panels = self.panels[name][i]  # [panels, in, 16]
+            parts[name] = PreparedLinear.from_packed(PackedWeight(panels, panels.shape[1], self.out_features[name]),
+                                                     self.bias[name][i])
+        for name in _LAYER_NORMS:
+            parts[name] = {part: self.norms[name][part][i] for part in ("weight", "bias")}
+        return PreparedLayer.from_parts(**parts)
+
+
 class UnpackedLayers(Sequence):
     """params["layers"] of a prepared model: each layer's dict made from the packed weights
     when asked for, so the unpacked weights are not held beside the packed ones."""
@@ -157,26 +213,16 @@ class PreparedEncoder:
 
     params: the parameters, with "layers" an `UnpackedLayers` view of the packed ones (the
     embedding tables are used as they are, and the NumPy path runs on them for
-    output_attentions); layers: PreparedLayer per layer; projection: ELECTRA's embedding
-    projection as a PreparedLinear, or None; pooler: BERT's pooler dense layer as a
-    PreparedLinear, or None.
+    output_attentions); stack: the layers' packed weights (`LayerStack`, made from
+    params["layers"] when not given); layers: PreparedLayer per layer (views of the stack);
+    projection: ELECTRA's embedding projection as a PreparedLinear, or None; pooler: BERT's
+    pooler dense layer as a PreparedLinear, or None.
     """
 
-    def __init__(self, params, config, layers=None):
+    def __init__(self, params, config, stack=None):
         self.config = config
-        if layers is None:
-            # Pack layer by layer into one huge-page arena (see arena.py), dropping each
-            # unpacked layer once packed: memory holds one copy of the weights plus one
-            # layer, never two copies of them all.
-            unpacked = params["layers"]
-            arena = WeightArena(WeightArena.bytes_for(
-                [shape for layer in unpacked for shape in PreparedLayer.panel_shapes(layer)]))
-            layers = []
-            for i in range(len(unpacked)):
-                layers.append(PreparedLayer(unpacked[i], arena))
-                if isinstance(unpacked, list):
-                    unpacked[i] = None
-        self.layers = layers
+        self.stack = stack if stack is not None else LayerStack.pack(params["layers"])
+        self.layers = [self.stack.layer(i) for i in range(len(self.stack))]
         params["layers"] = UnpackedLayers(self.layers)
         self.params = params
         projection = params["embeddings"]["projection"]
@@ -236,10 +282,8 @@ def prepare(params, config):
 # Small checkpoints are not cached (packing them is quicker than a cache is to read), nor is
 # anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CACHE_MIN_BYTES = 32 << 20
-_LINEARS = ("qkv", "attention_output", "intermediate", "output")
-_LAYER_NORMS = ("attention_layer_norm", "output_layer_norm")
 
 
 def _checkpoint_files(model_dir):
@@ -281,15 +325,12 @@ def save_packed_cache(prepared, cache_dir):
     arrays = {}
     for name in ("embeddings", "relative_attention_bias", "pooler"):
         _flatten(name, params[name], arrays)
-    out_features = {}
-    for i, layer in enumerate(prepared.layers):
-        for part in _LINEARS:
-            linear = getattr(layer, part)
-            arrays[f"layers.{i}.{part}.panels"] = linear.packed.panels
-            arrays[f"layers.{i}.{part}.bias"] = linear.bias
-            out_features[f"layers.{i}.{part}"] = linear.packed.out_features
-        for part in _LAYER_NORMS:
-            _flatten(f"layers.{i}.{part}", getattr(layer, part), arrays)
+    stack = prepared.stack
+    for name in _LINEARS:
+        arrays[f"stack.{name}.panels"] = stack.panels[name]
+        arrays[f"stack.{name}.bias"] = stack.bias[name]
+    for name in _LAYER_NORMS:
+        _flatten(f"stack.{name}", stack.norms[name], arrays)
     index, offset = {}, 0
     for name, array in arrays.items():
         if array.dtype != np.float32:
@@ -309,7 +350,7 @@ def save_packed_cache(prepared, cache_dir):
                 file.seek(index[name]["offset"])
                 file.write(np.ascontiguousarray(array).data)
             file.truncate(offset)
-        meta = {"layers": len(prepared.layers), "out_features": out_features, "bytes": offset, "arrays": index}
+        meta = {"out_features": stack.out_features, "bytes": offset, "arrays": index}
         (temporary / "packed.meta").write_text(json.dumps(meta), encoding="utf-8")
         os.rename(temporary, cache_dir)  # whole or not at all: a reader never sees half a cache
     except OSError:
@@ -359,7 +400,7 @@ def load_packed_cache(cache_dir, config):
             return None  # cut short (a full disk), or not the file the index describes
         data = np.memmap(data_path, dtype=np.uint8, mode="c")  # one mapping for every array
         entries = meta["arrays"]
-        panel_names = [name for name in entries if name.startswith("layers.") and name.endswith(".panels")]
+        panel_names = [f"stack.{name}.panels" for name in _LINEARS]
         big = WeightArena.bytes_for(tuple(entries[name]["shape"]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
         arrays = {name: _array_in(data, entry, name) for name, entry in entries.items()
                   if big or name not in panel_names}
@@ -369,7 +410,7 @@ def load_packed_cache(cache_dir, config):
         return None
     nested = {}
     for name, array in arrays.items():
-        if name.startswith("layers."):
+        if name.startswith("stack."):
             continue
         *path, leaf = name.split(".")
         node = nested
@@ -384,17 +425,12 @@ def load_packed_cache(cache_dir, config):
         "relative_attention_bias": nested.get("relative_attention_bias"),
         "pooler": nested.get("pooler"),
     }
-    layers = []
-    for i in range(meta["layers"]):
-        parts = {}
-        for part in _LINEARS:
-            panels = arrays[f"layers.{i}.{part}.panels"]
-            packed = PackedWeight(panels, panels.shape[1], meta["out_features"][f"layers.{i}.{part}"])
-            parts[part] = PreparedLinear.from_packed(packed, arrays[f"layers.{i}.{part}.bias"])
-        for part in _LAYER_NORMS:
-            parts[part] = {"weight": arrays[f"layers.{i}.{part}.weight"], "bias": arrays[f"layers.{i}.{part}.bias"]}
-        layers.append(PreparedLayer.from_parts(**parts))
-    return PreparedEncoder(params, config, layers=layers)
+    stack = LayerStack(panels={name: arrays[f"stack.{name}.panels"] for name in _LINEARS},
+                       bias={name: arrays[f"stack.{name}.bias"] for name in _LINEARS},
+                       norms={name: {part: arrays[f"stack.{name}.{part}"] for part in ("weight", "bias")}
+                              for name in _LAYER_NORMS},
+                       out_features={name: int(meta["out_features"][name]) for name in _LINEARS})
+    return PreparedEncoder(params, config, stack=stack)
 
 
 # The layers run on groups of whole sequences of about this many tokens (a longer sequence
@@ -457,7 +493,7 @@ def pooler(prepared, last_hidden_state):
     return np.tanh(prepared.pooler(first_token, out=out), out=out)  # [batch, hidden]
 
 
-# Run each layer as one compiled call (kernels/layer.py); False: step by step, as below.
+# Run the layers in one compiled call (kernels/layer.py); False: step by step, as below.
 FUSED_LAYERS = True
 
 
@@ -576,7 +612,7 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
 
         def make_plans():
             attend = VarlenPlan(group_seqlens, config.num_attention_heads, hidden_size, position_bias, group_slots)
-            return attend, (LayerPlan(attend, rows, config, ffn_rows, prepared.layers[0]) if FUSED_LAYERS else None)
+            return attend, (LayerPlan(attend, rows, config, ffn_rows, prepared.stack) if FUSED_LAYERS else None)
 
         key = (group_seqlens.tobytes(), numba.get_num_threads(), ffn_rows, FUSED_LAYERS,
                None if group_slots is None else (seq, group_slots.tobytes()))
@@ -586,14 +622,19 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         if not FUSED_LAYERS:  # each step its own kernel call
             plan = (attend, layer_norm_bounds(rows, hidden_size), ffn_rows, eps)  # LayerNorm's thread split, once
         if FUSED_LAYERS:
+            # Every layer in one compiled call; with output_hidden_states, one layer per call.
             attention_scratch = prepared.scratch("attention", *plan.attention_scratch_shape)
-        for layer in prepared.layers:
-            if FUSED_LAYERS:
-                plan.run(layer, group_hidden, *buffers, attention_scratch)
-            else:
+            layer_runs = ([(i, i + 1) for i in range(len(prepared.stack))] if output_hidden_states
+                          else [(0, len(prepared.stack))])
+            for first_layer, stop_layer in layer_runs:
+                plan.run(prepared.stack, first_layer, stop_layer, group_hidden, *buffers, attention_scratch)
+                if output_hidden_states:
+                    hidden_states.append(unpack(hidden))
+        else:
+            for layer in prepared.layers:
                 encoder_layer_steps(layer, config, plan, group_hidden, *buffers)
-            if output_hidden_states:
-                hidden_states.append(unpack(hidden))
+                if output_hidden_states:
+                    hidden_states.append(unpack(hidden))
 
     if output_hidden_states:
         last_hidden_state = hidden_states[-1]

@@ -1,7 +1,8 @@
-"""One encoder layer in one compiled call: the layer loop of `forward.py` as phases.
+"""The encoder layers in one compiled call: the layer loop of `forward.py` as phases.
 
-    plan = LayerPlan(attend, rows, config, threads)     # once per group of sequences
-    plan.run(layer, hidden, qkv, context, attended, inner)   # per layer: hidden updated in place
+    plan = LayerPlan(attend, rows, config, ffn_rows, stack)   # once per group of sequences
+    plan.run(stack, 0, len(stack), hidden, qkv, context, attended, inner, attention_scratch)
+                                        # every layer, hidden updated in place
 
 The same steps, the same kernels, the same numbers (bit for bit) as calling them one by one
 (`forward.encoder_layer_steps`):
@@ -16,11 +17,18 @@ The same steps, the same kernels, the same numbers (bit for bit) as calling them
              hidden[block] = inner @ W_o2 + b + attended[block]
     last   hidden = LayerNorm(hidden)                    runs of rows
 
+Each layer's phases run in turn, layer after layer (`_layers_phases`), the weights taken from
+the model's `forward.LayerStack` (one array per kind, the layer first).
+
 Why one call: at small batches a layer's work is small and its steps many. Called one by one
 (from Python), a batch-1 forward pass on 16 tokens is ~43 kernel calls, each a Python call,
 argument checks and a hand-off to the worker thread that must take the GIL to start; the
-cores (and the memory bus the weights stream through) idle in between. Here every thread runs
-all the phases inside one nogil call: a thread claims a phase's work items from an atomic
+cores (and the memory bus the weights stream through) idle in between. Even one call per
+layer paid 50-150 us at each layer's start and end (measured inside the call, MiniLM at 128
+tokens): Python's own data, evicted from the caches by the weights streaming through, comes
+back from memory for the dispatch of ~40 arguments, and the worker waits for the GIL. Here
+every thread runs all the phases of all the layers inside one nogil call: a thread claims a
+phase's work items from an atomic
 counter (`fetch_add`), counts each one finished (`add_release`), and at the end of the phase
 waits, spinning, until all of them are (`wait_until_at_least`) -- the next phase reads what
 the others wrote. Any number of threads may take part, one included; a late thread finds
@@ -118,6 +126,28 @@ def _layer_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat,
     _layer_norm_phase(counters, phase, norm_bounds, hidden, norm2_weight, norm2_bias, eps)
 
 
+@jit
+def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
+                   qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
+                   norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
+                   cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
+                   attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters, no_residual,
+                   first_layer, stop_layer, first_thread, stop_thread):
+    """Layers first_layer..stop_layer-1, one after another (`_layer_phases`), as one of the
+    threads taking part. The weights are stacked, the layer first (qkv_panels [layers,
+    panels, in, 16], qkv_bias [layers, 3d], ..., norm2_bias [layers, d]); counters int64
+    [stop_layer - first_layer, phases * 16], zero. A layer's last phase ends when every thread
+    is done with it, so the next layer reads a finished `hidden`."""
+    for layer in range(first_layer, stop_layer):
+        _layer_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
+                      qkv_panels[layer], qkv_bias[layer], output1_panels[layer], output1_bias[layer],
+                      up_panels[layer], up_bias[layer], down_panels[layer], down_bias[layer],
+                      norm1_weight[layer], norm1_bias[layer], norm2_weight[layer], norm2_bias[layer], eps,
+                      cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
+                      attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows,
+                      counters[layer - first_layer], no_residual, first_thread, stop_thread)
+
+
 class LayerPlan:
     """What `_layer_phases` needs besides a layer's weights and the buffers, for one group of
     sequences: the GEMMs' blocking, the attention and LayerNorm work items, the counters'
@@ -125,21 +155,21 @@ class LayerPlan:
 
     attend: the group's `attention.VarlenPlan` (sequence bounds, heads, position bias);
     rows: the group's tokens; config: the EncoderConfig; ffn_rows: feed-forward block rows;
-    layer: any PreparedLayer of the model (for the weights' shapes).
+    stack: the model's `forward.LayerStack` (for the weights' shapes).
     """
 
-    def __init__(self, attend, rows, config, ffn_rows, layer):
+    def __init__(self, attend, rows, config, ffn_rows, stack):
         threads = numba.get_num_threads()
         self.threads = threads
         self.attend = attend
         self.ffn_rows = ffn_rows
         last_rows = rows - (-(-rows // ffn_rows) - 1) * ffn_rows  # the last feed-forward block's rows
         plans = []
-        for linear, m in ((layer.qkv, rows), (layer.attention_output, rows), (layer.intermediate, min(rows, ffn_rows)),
-                          (layer.output, min(rows, ffn_rows)), (layer.intermediate, last_rows),
-                          (layer.output, last_rows)):
+        for name, m in (("qkv", rows), ("attention_output", rows), ("intermediate", min(rows, ffn_rows)),
+                        ("output", min(rows, ffn_rows)), ("intermediate", last_rows), ("output", last_rows)):
+            _, n_panels, k, _ = stack.panels[name].shape  # [layers, panels, in, 16]
             # No serial cut-off for small products here: the hand-off it avoids is not paid.
-            plans.append(_plan_blocks(m, linear.packed.panels.shape[0], linear.packed.in_features, threads))
+            plans.append(_plan_blocks(m, n_panels, k, threads))
         self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 4]
         # Attention items in about 2 runs per thread (balanced by cost); LayerNorm rows likewise.
         lengths = np.diff(attend.cu_seqlens)
@@ -155,19 +185,19 @@ class LayerPlan:
         """(threads, floats): the attention scratch `run` takes, a row for each thread."""
         return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim)
 
-    def run(self, layer, hidden, qkv, context, attended, inner, attention_scratch):
-        """One layer on the group: hidden float32 [rows, d] updated in place (the other
-        arguments are scratch buffers of `forward.encoder_forward`; attention_scratch float32
-        of `attention_scratch_shape`)."""
+    def run(self, stack, first_layer, stop_layer, hidden, qkv, context, attended, inner, attention_scratch):
+        """Layers first_layer..stop_layer-1 of `stack` on the group, in one call: hidden float32
+        [rows, d] updated in place (the other arguments are scratch buffers of
+        `forward.encoder_forward`; attention_scratch float32 of `attention_scratch_shape`)."""
         attend = self.attend
-        counters = np.zeros(self.phases * 16, dtype=np.int64)
-        norm1, norm2 = layer.attention_layer_norm, layer.output_layer_norm
-        run_chunks(_layer_phases, range(self.threads + 1),
+        counters = np.zeros((stop_layer - first_layer, self.phases * 16), dtype=np.int64)
+        panels, bias, norms = stack.panels, stack.bias, stack.norms
+        norm1, norm2 = norms["attention_layer_norm"], norms["output_layer_norm"]
+        run_chunks(_layers_phases, range(self.threads + 1),
                    hidden, qkv, context, attended, inner, qkv.reshape(-1), context.reshape(-1), attention_scratch,
-                   layer.qkv.packed.panels, layer.qkv.bias, layer.attention_output.packed.panels,
-                   layer.attention_output.bias, layer.intermediate.packed.panels, layer.intermediate.bias,
-                   layer.output.packed.panels, layer.output.bias,
+                   panels["qkv"], bias["qkv"], panels["attention_output"], bias["attention_output"],
+                   panels["intermediate"], bias["intermediate"], panels["output"], bias["output"],
                    norm1["weight"], norm1["bias"], norm2["weight"], norm2["bias"], self.eps,
                    attend.cu_seqlens, attend.num_heads, attend.head_dim, attend.scale, attend.bias, attend.bias_len,
                    attend.positions, attend.max_len, self.attention_bounds, self.activation_row, self.gemm_plans,
-                   self.norm_bounds, self.ffn_rows, counters, _NO_RESIDUAL)
+                   self.norm_bounds, self.ffn_rows, counters, _NO_RESIDUAL, first_layer, stop_layer)

@@ -399,16 +399,48 @@ def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, 
             monkeypatch.setattr(gemm_module, "MAX_ROW_TILES", row_tiles)
             gemm_module._plan_blocks.cache_clear()
             model._weights._plans.clear()  # the plans keep their GEMM blocks
-            outputs[fused, ffn_rows, row_tiles] = model(ids, mask, output_hidden_states=True)
+            # With hidden states the fused path runs one layer per call, without all in one.
+            outputs[fused, ffn_rows, row_tiles] = (model(ids, mask, output_hidden_states=True),
+                                                   model(ids, mask).last_hidden_state)
     finally:
         transformer.set_num_threads(previous)
         gemm_module._plan_blocks.cache_clear()
-    reference = outputs[False, 1024, tiles]
+    reference = outputs[False, 1024, tiles][0]
     assert reference.last_hidden_state.dtype == np.float32
-    for key, output in outputs.items():
+    for key, (output, last_hidden_state) in outputs.items():
         assert np.array_equal(output.last_hidden_state, reference.last_hidden_state), key
+        assert np.array_equal(last_hidden_state, reference.last_hidden_state), key
         for ours, theirs in zip(output.hidden_states, reference.hidden_states):
             assert np.array_equal(ours, theirs), key
+
+
+def test_fused_forward_runs_all_layers_in_one_call_per_group(monkeypatch):
+    # No Python between layers: the layer kernel is entered once per group of sequences (once
+    # per layer only when every layer's hidden states are asked for).
+    from transformer.kernels import forward
+    from transformer.kernels import layer as layer_module
+
+    model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
+    layers = model.config.num_hidden_layers
+    assert layers > 1
+    calls = []
+    run_chunks = layer_module.run_chunks
+
+    def counting_run_chunks(kernel, bounds, *args):
+        calls.append(tuple(args[-2:]))  # (first_layer, stop_layer)
+        return run_chunks(kernel, bounds, *args)
+
+    monkeypatch.setattr(layer_module, "run_chunks", counting_run_chunks)
+    ids = np.random.default_rng(2).integers(5, model.config.vocab_size, size=(3, 7))
+    model(ids)
+    assert calls == [(0, layers)]
+    calls.clear()
+    monkeypatch.setattr(forward, "GROUP_ROWS", 7)  # a group per sequence
+    model(ids)
+    assert calls == [(0, layers)] * 3
+    calls.clear()
+    model(ids, output_hidden_states=True)
+    assert calls == [(i, i + 1) for i in range(layers)]
 
 
 @pytest.mark.parametrize("case", ["bert_gelu", "mpnet_gelu"])
