@@ -53,7 +53,7 @@ import numpy as np
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .layernorm import add_into
 from .microkernel import MR, NR, microkernel_6x16
-from .softmax import softmax_row_inplace, softmax_scaled_row_inplace
+from .softmax import softmax_row_inplace
 
 _F0 = np.float32(0.0)
 MASK_VALUE = np.finfo(np.float32).min
@@ -123,9 +123,6 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                                  scores, s0 * n_pad + j0, n_pad, min(NR, n_k - j0), False)
         for r in range(block):
             row = scores[r * n_pad:r * n_pad + n_k]  # a view: loops from 0 vectorize
-            if not (has_bias or has_mask):  # scale folded into the softmax's passes
-                inverse_sums[r] = softmax_scaled_row_inplace(row, scale)
-                continue
             for j in range(n_k):
                 row[j] *= scale
             if has_bias:

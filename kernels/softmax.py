@@ -18,7 +18,7 @@ own flags, so `row_max` and `row_sum` carry the reordering flags and the exp loo
 import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
-from .activations import exp_f32, max_f32
+from .activations import exp_nonpositive_f32, max_f32
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -52,28 +52,9 @@ def row_sum(values):
 
 @jit(fastmath={"contract"})
 def exp_shifted_inplace(values, shift):
-    """values[j] = exp(values[j] - shift) for every j."""
+    """values[j] = exp(values[j] - shift) for every j; shift >= every value (the row max)."""
     for j in range(values.shape[0]):
-        values[j] = exp_f32(values[j] - shift)
-
-
-@jit
-def exp_scaled_shifted_inplace(values, scale, shift):
-    """values[j] = exp(values[j] * scale - shift) for every j (the product rounded first,
-    as when the scale is applied in a pass of its own)."""
-    for j in range(values.shape[0]):
-        values[j] = exp_f32(values[j] * scale - shift)
-
-
-@jit
-def softmax_scaled_row_inplace(values, scale):
-    """softmax_row_inplace(values * scale) without a separate pass for the scale (scale > 0).
-
-    max(x * scale) is max(x) * scale exactly (rounding is monotonic), so the result is the
-    same to the bit as scaling first.
-    """
-    exp_scaled_shifted_inplace(values, scale, row_max(values) * scale)
-    return _ONE / row_sum(values)
+        values[j] = exp_nonpositive_f32(values[j] - shift)
 
 
 @jit

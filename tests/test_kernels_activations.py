@@ -15,7 +15,8 @@ SHAPES = [(1, 1), (3, 7), (17, 129), (64, 1536)]
 
 @jit
 def _elementwise(function_code, x):
-    """Apply one scalar device function to every element (0 exp, 1 erf, 2 tanh, 3 GELU)."""
+    """Apply one scalar device function to every element (0 exp, 1 erf, 2 tanh, 3 GELU,
+    4 exp of x <= 0)."""
     out = np.empty_like(x)
     for i in range(x.shape[0]):
         if function_code == 0:
@@ -24,6 +25,8 @@ def _elementwise(function_code, x):
             out[i] = activations.erf_f32(x[i])
         elif function_code == 2:
             out[i] = activations.tanh_f32(x[i])
+        elif function_code == 4:
+            out[i] = activations.exp_nonpositive_f32(x[i])
         else:
             out[i] = activations.gelu_erf(x[i])
     return out
@@ -78,6 +81,18 @@ def test_exp_is_within_two_ulp_and_handles_the_edges():
     got = _elementwise(0, edges)
     assert got[0] == 0 and got[1] == np.inf and np.isnan(got[2])
     assert got[3] == 0 and got[4] == np.inf and got[5] == 0 and got[6] == 0
+
+
+def test_exp_of_nonpositive_inputs_is_within_two_ulp_and_handles_the_edges():
+    # softmax's exp (inputs x - max <= 0): exp_f32's numbers without its overflow branch
+    x = np.concatenate([np.linspace(-86.6, 0.0, 400_001), [-1e-30, -0.0]]).astype(np.float32)
+    got = _elementwise(4, x)
+    assert got.dtype == np.float32
+    assert ulp_error(got, np.exp(x.astype(np.float64))).max() <= 2
+    np.testing.assert_array_equal(got, _elementwise(0, x))
+    edges = np.array([-np.inf, np.nan, -3.4e38, -86.7, -104.0], dtype=np.float32)
+    got = _elementwise(4, edges)
+    assert got[0] == 0 and np.isnan(got[1]) and got[2] == 0 and got[3] == 0 and got[4] == 0
 
 
 def test_erf_is_within_two_ulp_of_math_erf():
