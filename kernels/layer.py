@@ -46,6 +46,7 @@ from .layernorm import _layer_norm_range
 
 _COUNTER_STRIDE = 16  # int64s between a phase's two counters, and between phases: own cache lines
 _CLAIMED, _FINISHED = 0, 8  # offsets of a phase's counters: items claimed, items finished
+ATTENTION_RUNS_PER_THREAD = 2  # the attention phase's work items: runs of (sequence, head) pairs
 
 
 @jit
@@ -171,10 +172,12 @@ class LayerPlan:
             # No serial cut-off for small products here: the hand-off it avoids is not paid.
             plans.append(_plan_blocks(m, n_panels, k, threads))
         self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 4]
-        # Attention items in about 2 runs per thread (balanced by cost); LayerNorm rows likewise.
+        # Attention items in ATTENTION_RUNS_PER_THREAD runs per thread (balanced by cost); LayerNorm
+        # rows in 2 runs per thread.
         lengths = np.diff(attend.cu_seqlens)
         costs = np.repeat(lengths.astype(np.float64) ** 2 * attend.head_dim * 4 + 1.0, attend.num_heads)
-        self.attention_bounds = np.array(_balanced_bounds(costs, max(1, min(len(costs), 2 * threads))), dtype=np.int64)
+        runs = max(1, min(len(costs), ATTENTION_RUNS_PER_THREAD * threads))
+        self.attention_bounds = np.array(_balanced_bounds(costs, runs), dtype=np.int64)
         self.norm_bounds = np.array(even_bounds(rows, max(1, min(rows, 2 * threads))), dtype=np.int64)
         self.phases = 4 + 2 * -(-rows // ffn_rows) + 1
         self.activation_row = activation_row_address(activation_code(config.hidden_act))
