@@ -46,19 +46,19 @@ from .layernorm import _layer_norm_range
 
 _COUNTER_STRIDE = 16  # int64s between a phase's two counters, and between phases: own cache lines
 _CLAIMED, _FINISHED = 0, 8  # offsets of a phase's counters: items claimed, items finished
-ATTENTION_RUNS_PER_THREAD = 2  # the attention phase's work items: runs of (sequence, head) pairs
+ATTENTION_RUNS_PER_THREAD = 6  # the attention phase's work items: runs of (sequence, head) pairs
 
 
 @jit
 def _gemm_phase(counters, phase, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
     """One GEMM phase: blocks of out[out_row0:][:m] = act(x[x_row0:][:m] @ W + b) + residual.
-    plan: int64 [4] = (blocks, rows per block, panels per block, K block)."""
+    plan: int64 [6] from `gemm._plan_blocks` (plan[0]: the number of blocks)."""
     base = phase * _COUNTER_STRIDE
     while True:
         task = fetch_add(counters, base + _CLAIMED, 1)
         if task >= plan[0]:
             break
-        _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, plan[1], plan[2], plan[3])
+        _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, plan)
         add_release(counters, base + _FINISHED, 1)
     wait_until_at_least(counters, base + _FINISHED, plan[0])
 
@@ -90,7 +90,7 @@ def _layer_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat,
     inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; qkv_flat and
     context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
     attention.scratch_floats(max_len, head_dim)], a row for each thread; gemm_plans int64
-    [6, 4]: qkv, attention output, up and down for a whole feed-forward block, up and down
+    [6, 6]: qkv, attention output, up and down for a whole feed-forward block, up and down
     for the last (shorter) one; counters int64 [phases * 16], zero; no_residual: an empty
     float32 [0, 0] (an argument, not the global: a global array is typed read-only, and every
     GEMM phase would then compile twice).
@@ -171,7 +171,7 @@ class LayerPlan:
             _, n_panels, k, _ = stack.panels[name].shape  # [layers, panels, in, 16]
             # No serial cut-off for small products here: the hand-off it avoids is not paid.
             plans.append(_plan_blocks(m, n_panels, k, threads))
-        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 4]
+        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 6]
         # Attention items in ATTENTION_RUNS_PER_THREAD runs per thread (balanced by cost); LayerNorm
         # rows in 2 runs per thread.
         lengths = np.diff(attend.cu_seqlens)

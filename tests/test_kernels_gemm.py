@@ -192,6 +192,26 @@ def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
     np.testing.assert_array_equal(single, threaded)  # same blocks of K: same sums, bit for bit
 
 
+@pytest.mark.parametrize("m, n", [(128, 1152), (25, 1500), (150, 1000), (40, 3072)])
+def test_column_cut_plans_end_in_narrower_tail_blocks_that_cover_every_column(m, n, monkeypatch):
+    import transformer
+
+    x, weight, bias, _ = random_problem(m, 64, n, seed=9)
+    packed = pack_weight(weight)
+    tasks, rows, panels, _, big_tasks, tail_panels = gemm_module._plan_blocks(m, packed.panels.shape[0], 64, 2)
+    assert rows >= m and big_tasks == -(-packed.panels.shape[0] // panels) - 2  # the last 2 blocks' columns ...
+    assert tail_panels < panels and tasks - big_tasks > 2  # ... in more, narrower blocks
+    previous = transformer.get_num_threads()
+    try:
+        transformer.set_num_threads(2)
+        monkeypatch.setattr(gemm_module, "SERIAL_BELOW_FLOPS", 0.0)
+        threaded = gemm(x, packed, bias, activation="gelu")
+    finally:
+        transformer.set_num_threads(previous)
+    monkeypatch.setattr(gemm_module, "SERIAL_BELOW_FLOPS", float("inf"))
+    np.testing.assert_array_equal(threaded, gemm(x, packed, bias, activation="gelu"))  # one block, one thread
+
+
 def test_gemm_reads_read_only_inputs_on_both_paths(monkeypatch):
     x, weight, bias, residual = random_problem(100, 64, 40, seed=8)
     for array in (x, bias, residual):
