@@ -249,7 +249,7 @@ def _plan_blocks(m, n_panels, k, threads):
     columns are cut TAIL_SPLIT times finer (the tail): a thread that finds no block left
     waits for the others' last ones (the layer's phases end when every block is done), and
     on 2 cores running at unequal speeds that wait was ~0.7 of a block per phase (measured
-    inside the fused layer, MiniLM at 128 tokens: ~9% of the threads' time idle). Not for a
+    inside the fused layers call, MiniLM at 128 tokens: ~5% of the threads' time idle). Not for a
     few rows (M <= PREFETCH_MAX_ROWS): those blocks stream their panels from memory, and
     each block's start waits for its first panel (batch-1 16 tokens ran ~20% slower with a
     tail). K goes in the fewest blocks of at most K_BLOCK, evenly.
