@@ -28,12 +28,11 @@ layer paid 50-150 us at each layer's start and end (measured inside the call, Mi
 tokens): Python's own data, evicted from the caches by the weights streaming through, comes
 back from memory for the dispatch of ~40 arguments, and the worker waits for the GIL. Here
 every thread runs all the phases of all the layers inside one nogil call: a thread claims a
-phase's work items from an atomic
-counter (`fetch_add`), counts each one finished (`add_release`), and at the end of the phase
-waits, spinning, until all of them are (`wait_until_at_least`) -- the next phase reads what
-the others wrote. Any number of threads may take part, one included; a late thread finds
-the early phases done and catches up. Which thread computes an item never changes its
-numbers.
+phase's work items from an atomic counter (`fetch_add`), counts each one finished
+(`add_release`), and at the end of the phase waits, spinning, until all of them are
+(`wait_until_at_least`) -- the next phase reads what the others wrote. Any number of
+threads may take part, one included; a late thread finds the early phases done and catches
+up. Which thread computes an item never changes its numbers.
 """
 
 import numpy as np
@@ -150,7 +149,7 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
 
 
 class LayerPlan:
-    """What `_layer_phases` needs besides a layer's weights and the buffers, for one group of
+    """What `_layers_phases` needs besides the weights and the buffers, for one group of
     sequences: the GEMMs' blocking, the attention and LayerNorm work items, the counters'
     size. Made once per group, used by every layer.
 
