@@ -50,9 +50,12 @@ def row_sum(values):
     return total
 
 
-@jit(fastmath={"contract"})
+@jit
 def exp_shifted_inplace(values, shift):
-    """values[j] = exp(values[j] - shift) for every j; shift >= every value (the row max)."""
+    """values[j] = exp(values[j] - shift) for every j; shift >= every value (the row max).
+    Without FMA contraction (one rounding per operation, as `exp_f32` is tested): with it
+    the loop ran ~13% faster, but all-MiniLM-L6-v2's hidden states moved from 5.0e-6 to
+    6.5e-6 of the reference's."""
     for j in range(values.shape[0]):
         values[j] = exp_nonpositive_f32(values[j] - shift)
 
