@@ -77,75 +77,61 @@ def _layer_norm_phase(counters, phase, bounds, x, weight, bias, eps):
 
 
 @jit
-def _layer_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
-                  qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
-                  norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
-                  cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
-                  attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters, no_residual,
-                  first_thread, stop_thread):
-    """Every phase of one layer (see the module docstring), as one of the threads taking part.
-
-    hidden [rows, d] (updated in place), qkv [rows, 3d], context and attended [rows, d],
-    inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; qkv_flat and
-    context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
-    attention.scratch_floats(max_len, head_dim)], a row for each thread; gemm_plans int64
-    [6, 6]: qkv, attention output, up and down for a whole feed-forward block, up and down
-    for the last (shorter) one; counters int64 [phases * 16], zero; no_residual: an empty
-    float32 [0, 0] (an argument, not the global: a global array is typed read-only, and every
-    GEMM phase would then compile twice).
-    """
-    rows, width = hidden.shape
-    # 0. qkv = hidden @ W_qkv + b
-    _gemm_phase(counters, 0, gemm_plans[0], hidden, 0, rows, qkv_panels, qkv_bias, no_residual, 0, qkv, 0)
-    # 1. context = attention(qkv), per (sequence, head)
-    base = 1 * _COUNTER_STRIDE
-    n_tasks = attention_bounds.shape[0] - 1
-    scratch = attention_scratch[first_thread]
-    while True:
-        task = fetch_add(counters, base + _CLAIMED, 1)
-        if task >= n_tasks:
-            break
-        _varlen_range(qkv_flat, width, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions,
-                      context_flat, max_len, scratch, attention_bounds[task], attention_bounds[task + 1])
-        add_release(counters, base + _FINISHED, 1)
-    wait_until_at_least(counters, base + _FINISHED, n_tasks)
-    # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
-    _gemm_phase(counters, 2, gemm_plans[1], context, 0, rows, output1_panels, output1_bias, hidden, 0, attended, 0)
-    _layer_norm_phase(counters, 3, norm_bounds, attended, norm1_weight, norm1_bias, eps)
-    # 4, 5, ... the feed-forward block, ffn_rows rows at a time
-    phase = 4
-    for block0 in range(0, rows, ffn_rows):
-        block_rows = min(ffn_rows, rows - block0)
-        plan = 2 if block_rows == ffn_rows else 4
-        _gemm_phase(counters, phase, gemm_plans[plan], attended, block0, block_rows, up_panels, up_bias,
-                    no_residual, activation_row, inner, 0)
-        _gemm_phase(counters, phase + 1, gemm_plans[plan + 1], inner, 0, block_rows, down_panels, down_bias,
-                    attended, 0, hidden, block0)
-        phase += 2
-    # last. hidden = LayerNorm(hidden)
-    _layer_norm_phase(counters, phase, norm_bounds, hidden, norm2_weight, norm2_bias, eps)
-
-
-@jit
 def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
                    qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
                    norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
                    cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
                    attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters, no_residual,
                    first_layer, stop_layer, first_thread, stop_thread):
-    """Layers first_layer..stop_layer-1, one after another (`_layer_phases`), as one of the
-    threads taking part. The weights are stacked, the layer first (qkv_panels [layers,
-    panels, in, 16], qkv_bias [layers, 3d], ..., norm2_bias [layers, d]); counters int64
-    [stop_layer - first_layer, phases * 16], zero. A layer's last phase ends when every thread
-    is done with it, so the next layer reads a finished `hidden`."""
+    """Every phase (see the module docstring) of layers first_layer..stop_layer-1, one layer
+    after another, as one of the threads taking part. A layer's last phase ends when every
+    thread is done with it, so the next layer reads a finished `hidden`.
+
+    hidden [rows, d] (updated in place), qkv [rows, 3d], context and attended [rows, d],
+    inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; qkv_flat and
+    context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
+    attention.scratch_floats(max_len, head_dim)], a row for each thread; the weights stacked,
+    the layer first (qkv_panels [layers, panels, in, 16], qkv_bias [layers, 3d], ...,
+    norm2_bias [layers, d]); gemm_plans int64 [6, 6]: qkv, attention output, up and down for
+    a whole feed-forward block, up and down for the last (shorter) one; counters int64
+    [stop_layer - first_layer, phases * 16], zero; no_residual: an empty float32 [0, 0] (an
+    argument, not the global: a global array is typed read-only, and every GEMM phase would
+    then compile twice).
+    """
+    rows, width = hidden.shape
     for layer in range(first_layer, stop_layer):
-        _layer_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
-                      qkv_panels[layer], qkv_bias[layer], output1_panels[layer], output1_bias[layer],
-                      up_panels[layer], up_bias[layer], down_panels[layer], down_bias[layer],
-                      norm1_weight[layer], norm1_bias[layer], norm2_weight[layer], norm2_bias[layer], eps,
-                      cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
-                      attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows,
-                      counters[layer - first_layer], no_residual, first_thread, stop_thread)
+        layer_counters = counters[layer - first_layer]
+        # 0. qkv = hidden @ W_qkv + b
+        _gemm_phase(layer_counters, 0, gemm_plans[0], hidden, 0, rows, qkv_panels[layer], qkv_bias[layer],
+                    no_residual, 0, qkv, 0)
+        # 1. context = attention(qkv), per (sequence, head)
+        base = 1 * _COUNTER_STRIDE
+        n_tasks = attention_bounds.shape[0] - 1
+        scratch = attention_scratch[first_thread]
+        while True:
+            task = fetch_add(layer_counters, base + _CLAIMED, 1)
+            if task >= n_tasks:
+                break
+            _varlen_range(qkv_flat, width, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
+                          positions, context_flat, max_len, scratch, attention_bounds[task], attention_bounds[task + 1])
+            add_release(layer_counters, base + _FINISHED, 1)
+        wait_until_at_least(layer_counters, base + _FINISHED, n_tasks)
+        # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
+        _gemm_phase(layer_counters, 2, gemm_plans[1], context, 0, rows, output1_panels[layer], output1_bias[layer],
+                    hidden, 0, attended, 0)
+        _layer_norm_phase(layer_counters, 3, norm_bounds, attended, norm1_weight[layer], norm1_bias[layer], eps)
+        # 4, 5, ... the feed-forward block, ffn_rows rows at a time
+        phase = 4
+        for block0 in range(0, rows, ffn_rows):
+            block_rows = min(ffn_rows, rows - block0)
+            plan = 2 if block_rows == ffn_rows else 4
+            _gemm_phase(layer_counters, phase, gemm_plans[plan], attended, block0, block_rows, up_panels[layer],
+                        up_bias[layer], no_residual, activation_row, inner, 0)
+            _gemm_phase(layer_counters, phase + 1, gemm_plans[plan + 1], inner, 0, block_rows, down_panels[layer],
+                        down_bias[layer], attended, 0, hidden, block0)
+            phase += 2
+        # last. hidden = LayerNorm(hidden)
+        _layer_norm_phase(layer_counters, phase, norm_bounds, hidden, norm2_weight[layer], norm2_bias[layer], eps)
 
 
 class LayerPlan:
