@@ -149,6 +149,34 @@ def _import_numba_arraymath_without_scipy():
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 _import_numba()
 
+
+def _prefer_512_bit_vectors():
+    """Let LLVM vectorize the kernels' loops with 512-bit registers where the CPU has AVX-512.
+
+    LLVM's tuning for Intel's AVX-512 CPUs prefers 256-bit vectors in loops it vectorizes
+    itself ("prefer-256-bit": older ones lowered their clock for 512-bit code), so exp,
+    GELU, LayerNorm and softmax loops ran on half the width the micro-kernels use anyway.
+    Numba compiles for the host's feature list (`numba.core.config.CPU_FEATURES` when set);
+    here that list gains "-prefer-256-bit" on such a CPU, unless the user set
+    NUMBA_CPU_FEATURES or NUMBA_CPU_NAME, or Numba has already compiled something.
+    Measured on a 2-core Xeon with AVX-512: the softmax exp loop 0.70 -> 0.52 ns per element.
+    Numba keys its disk cache on the feature list, so kernels cached without it recompile.
+    """
+    from numba.core import config, registry
+
+    if config.CPU_FEATURES is not None or config.CPU_NAME is not None or not config.ENABLE_AVX:
+        return
+    if "_toplevel_target_context" in vars(registry.cpu_target):  # too late: its code generator exists
+        return
+    import llvmlite.binding as ll
+
+    try:
+        features = ll.get_host_cpu_features()
+    except RuntimeError:
+        return
+    if features.get("avx512f"):
+        config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+
 import numba  # noqa: E402
 import numba.extending  # noqa: E402
 import numpy as np  # noqa: E402
@@ -158,6 +186,7 @@ from numba.core.cgutils import get_or_insert_function as cgutils_get_or_insert_f
 from numba.core.runtime import rtsys  # noqa: E402
 
 KERNELS_DIR = Path(__file__).resolve().parent
+_prefer_512_bit_vectors()
 
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",

@@ -52,7 +52,8 @@ import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .layernorm import add_into
-from .microkernel import MR, NR, microkernel_6x16
+from . import microkernel
+from .microkernel import MR, NR, WIDE_MR, microkernel_6x16, microkernel_12x32
 from .softmax import softmax_row_inplace
 
 _F0 = np.float32(0.0)
@@ -60,7 +61,7 @@ MASK_VALUE = np.finfo(np.float32).min
 
 # Splitting over threads pays off above about this many flops per thread.
 _FLOPS_PER_CHUNK = 4e6
-QUERY_BLOCK = 4 * MR  # queries whose scores are computed together (scores: [24, keys])
+QUERY_BLOCK = 4 * MR  # queries whose scores are computed together (scores: [24, keys]; 2 wide strips)
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                  mask, mask_start,
                  bias, bias_start, bias_len, positions, q_pos_start, k_pos_start,
                  out, out_start, out_stride,
-                 key_t, value_packed, scores, inverse_sums):
+                 key_t, value_packed, scores, inverse_sums, wide):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
     Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
@@ -83,7 +84,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     caller shares one compiled copy (a literal True/False would specialise it).
     key_t, value_packed, scores, inverse_sums: scratch of at least head_dim * n_pad,
     n_k * d_pad, QUERY_BLOCK * n_pad and QUERY_BLOCK floats (n_pad, d_pad: n_k, head_dim
-    rounded up to 16).
+    rounded up to 16). wide: the products in the micro-kernel's wide tiles (12 x 32),
+    else narrow ones (6 x 16); the same numbers.
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
@@ -116,11 +118,20 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
         block = min(QUERY_BLOCK, n_q - i0)
         # 2. scores[r, j] = q_{i0+r} . k_j for a block of queries, 6 x 16 tiles; each
         #    16-key panel of key_t serves all the block's strips while it is in L1.
-        for j0 in range(0, n_k, NR):
-            for s0 in range(0, block, MR):
-                microkernel_6x16(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(MR, block - s0),
-                                 key_t, j0, n_pad, head_dim,
-                                 scores, s0 * n_pad + j0, n_pad, min(NR, n_k - j0), False)
+        if wide:  # 32 keys x 12 queries a tile; the keys j0 + 16.. are the next 16 columns of key_t
+            for j0 in range(0, n_k, 2 * NR):
+                cols = min(2 * NR, n_k - j0)
+                second = NR if cols > NR else 0
+                for s0 in range(0, block, WIDE_MR):
+                    microkernel_12x32(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(WIDE_MR, block - s0),
+                                      key_t, j0, n_pad, head_dim,
+                                      scores, s0 * n_pad + j0, n_pad, cols, False, second, j0)
+        else:
+            for j0 in range(0, n_k, NR):
+                for s0 in range(0, block, MR):
+                    microkernel_6x16(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(MR, block - s0),
+                                     key_t, j0, n_pad, head_dim,
+                                     scores, s0 * n_pad + j0, n_pad, min(NR, n_k - j0), False)
         for r in range(block):
             row = scores[r * n_pad:r * n_pad + n_k]  # a view: loops from 0 vectorize
             for j in range(n_k):
@@ -137,12 +148,21 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 add_into(row, mask[mask_start:mask_start + n_k])
             inverse_sums[r] = softmax_row_inplace(row)
         # 3. context = exp-scores @ V, strip by strip, 6 x 16 tiles; then / the softmax sums.
-        for s0 in range(0, block, MR):
-            for c0 in range(0, head_dim, NR):
-                microkernel_6x16(scores, s0 * n_pad, n_pad, min(MR, block - s0),
-                                 value_packed, c0, d_pad, n_k,
-                                 out, out_start + (i0 + s0) * out_stride + c0, out_stride,
-                                 min(NR, head_dim - c0), False)
+        if wide:
+            for s0 in range(0, block, WIDE_MR):
+                for c0 in range(0, head_dim, 2 * NR):
+                    cols = min(2 * NR, head_dim - c0)
+                    microkernel_12x32(scores, s0 * n_pad, n_pad, min(WIDE_MR, block - s0),
+                                      value_packed, c0, d_pad, n_k,
+                                      out, out_start + (i0 + s0) * out_stride + c0, out_stride,
+                                      cols, False, NR if cols > NR else 0, c0)
+        else:
+            for s0 in range(0, block, MR):
+                for c0 in range(0, head_dim, NR):
+                    microkernel_6x16(scores, s0 * n_pad, n_pad, min(MR, block - s0),
+                                     value_packed, c0, d_pad, n_k,
+                                     out, out_start + (i0 + s0) * out_stride + c0, out_stride,
+                                     min(NR, head_dim - c0), False)
         for r in range(block):
             first = out_start + (i0 + r) * out_stride
             context_row = out[first:first + head_dim]
@@ -181,9 +201,9 @@ def _split_scratch(scratch, max_len, head_dim):
 
 @jit
 def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
-                  bias, bias_len, positions, out, max_len, scratch, first_item, stop_item):
+                  bias, bias_len, positions, out, max_len, scratch, wide, first_item, stop_item):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
-    [>= scratch_floats(max_len, head_dim)], this thread's own."""
+    [>= scratch_floats(max_len, head_dim)], this thread's own; wide: the micro-kernel's tiles."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
     no_mask = scratch[:0]
     stride = 3 * hidden
@@ -199,17 +219,17 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
                      no_mask, start,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
-                     key_t, value_packed, scores, inverse_sums)
+                     key_t, value_packed, scores, inverse_sums, wide)
 
 
 @jit
 def _varlen_chunks(qkv, hidden, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out, max_len,
-                   item_bounds, scratch, first_chunk, stop_chunk):
+                   item_bounds, scratch, wide, first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
     for c in range(first_chunk, stop_chunk):
         _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out, max_len,
-                      scratch[c], item_bounds[c], item_bounds[c + 1])
+                      scratch[c], wide, item_bounds[c], item_bounds[c + 1])
 
 
 def _balanced_bounds(costs, chunks):
@@ -267,6 +287,7 @@ class VarlenPlan:
             position_bias, num_heads, positions, total, cu_seqlens)
         self.max_len = int(lengths.max())
         self.scale = np.float32(1.0 / math.sqrt(head_dim))
+        self.wide = microkernel.WIDE_TILES  # the micro-kernel's tiles (same numbers either way)
         costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
         self.item_bounds = np.array(_balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
@@ -287,7 +308,7 @@ class VarlenPlan:
         scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim)), dtype=np.float32)
         run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.cu_seqlens,
                    self.num_heads, self.head_dim, self.scale, self.bias, self.bias_len, self.positions,
-                   out.reshape(-1), self.max_len, self.item_bounds, scratch)
+                   out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide)
         return out
 
 
@@ -319,7 +340,7 @@ def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
 
 @jit
 def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, key_stop,
-                   bias, positions, out, item_bounds, scratch, first_chunk, stop_chunk):
+                   bias, positions, out, item_bounds, scratch, wide, first_chunk, stop_chunk):
     """(batch, head) items of [batch, heads, seq, head_dim] arrays, chunk c being the items
     item_bounds[c]..item_bounds[c + 1] - 1 with scratch[c] (float32 [chunks, floats])."""
     first_query = first_chunk - first_chunk  # 0 as a run-time int64: a literal 0 would specialise _attend_head
@@ -335,7 +356,7 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
                          mask, b * seq + lo,
                          bias, h * seq * seq, seq, positions, first_query, lo,
                          out, head0, head_dim,
-                         key_t, value_packed, scores, inverse_sums)
+                         key_t, value_packed, scores, inverse_sums, wide)
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
@@ -378,7 +399,7 @@ def attention(query, key, value, mask_bias=None, position_bias=None, out=None):
     scratch = np.empty((chunks, scratch_floats(seq, head_dim)), dtype=np.float32)
     run_chunks(_padded_chunks, range(chunks + 1), query.reshape(-1), key.reshape(-1), value.reshape(-1), num_heads,
                seq, head_dim, scale, mask.reshape(-1), key_first, key_stop, bias, positions, out.reshape(-1),
-               item_bounds, scratch)
+               item_bounds, scratch, microkernel.WIDE_TILES)
     return out
 
 

@@ -50,20 +50,23 @@ import functools
 
 import numpy as np
 
+from . import microkernel
 from ._jit import fetch_add, jit, numba, run_chunks
 from .activations import activation_code, activation_row_address, call_activation_row
-from .microkernel import (MR, NR, microkernel_4x16, microkernel_4x16_prefetching, microkernel_6x16,
-                          microkernel_6x16_prefetching)
+from .microkernel import (MR, NR, WIDE_MR, microkernel_4x16, microkernel_4x16_prefetching,
+                          microkernel_4x32, microkernel_6x16, microkernel_6x16_prefetching, microkernel_8x32,
+                          microkernel_12x32)
 
 K_BLOCK = 768  # depth per pass over a tile (smaller blocks measured slower, 256-512: 3-8%)
-# Row block of up to 96 tiles of 6 rows = 576 rows. Each sweep's panels come from L3 or
-# memory for the block's first strip, which takes ~2.5x a strip's usual time waiting for
-# them (measured); the other strips find them in L2. More strips per sweep spread that
-# wait: 144-row blocks ran 88-90% of the micro-kernel's in-cache speed on BERT-base shapes,
-# 576-row blocks 94-96% (one thread, M = 2048). The strips of x themselves stream in from
-# L3 at full speed (six sequential rows), so they need not fit in L2.
-MAX_ROW_TILES = 96
+# Row blocks of up to 576 rows (96 narrow tiles of 6, 48 wide ones of 12). Each sweep's
+# panels come from L3 or memory for the block's first strip, which takes ~2.5x a strip's
+# usual time waiting for them (measured); the other strips find them in L2. More strips per
+# sweep spread that wait: 144-row blocks ran 88-90% of the micro-kernel's in-cache speed on
+# BERT-base shapes, 576-row blocks 94-96% (one thread, M = 2048). The strips of x themselves
+# stream in from L3 at full speed (sequential rows), so they need not fit in L2.
+MAX_BLOCK_ROWS = 576
 PANELS_PER_SWEEP = 4  # columns met by one strip of x before the next strip: 4 panels = 64
+WIDE_PANELS_PER_SWEEP = 8  # ... with wide tiles: 8 panels = 128 (4 tiles; 4 panels ran 5-10% slower)
 TASKS_PER_THREAD = 4  # column blocks per thread when M is small (claimed as they come)
 TAIL_SPLIT = 8  # ... the last `threads` of them cut into blocks this many times narrower
 PREFETCH_MAX_ROWS = 4 * MR  # row blocks this small prefetch the weight panels ahead (see _gemm_block)
@@ -142,10 +145,41 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
                 out_tile[j] += residual_tile[j]
 
 
+@jit(inline="always")
+def _tile(x, x_start, k, rows, panels, b_start, depth, out, c_start, n, cols, accumulate, wide, b_second,
+          prefetch_start):
+    """One tile through the micro-kernel of its width (see microkernel.py): wide, 32 columns
+    from two panels (b_second floats apart) in 12 / 8 / 4-row kernels; narrow, one panel in 6 /
+    4-row kernels. prefetch_start < 0: nothing to prefetch."""
+    if wide:
+        if prefetch_start < 0:
+            prefetch_start = b_start  # lines in the cache already: next to free
+        if rows > 8:
+            microkernel_12x32(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate,
+                              b_second, prefetch_start)
+        elif rows > 4:
+            microkernel_8x32(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate,
+                             b_second, prefetch_start)
+        else:
+            microkernel_4x32(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate,
+                             b_second, prefetch_start)
+    elif prefetch_start >= 0:
+        if rows > 4:
+            microkernel_6x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
+                                         accumulate, prefetch_start)
+        else:
+            microkernel_4x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
+                                         accumulate, prefetch_start)
+    elif rows > 4:  # a short last tile (M = 16 = 6 + 6 + 4) takes the 4-row kernel: 8 accumulators, not 12
+        microkernel_6x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate)
+    else:
+        microkernel_4x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate)
+
+
 @jit
 def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, plan):
     """Compute block `task` of C = rows out_row0..out_row0+m-1 of `out`, from rows
-    x_row0..x_row0+m-1 of x (the residual, if any, is read at out's rows); plan: int64 [6]
+    x_row0..x_row0+m-1 of x (the residual, if any, is read at out's rows); plan: int64 [7]
     from `_plan_blocks`. Blocks are numbered row-block major; the tail blocks (column-cut
     plans only) come last, narrower.
 
@@ -153,6 +187,10 @@ def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out,
     feed-forward block on slices of its buffers this way.
     """
     row_block, panels_per_block, k_block, big_tasks, tail_panels = plan[1], plan[2], plan[3], plan[4], plan[5]
+    wide = plan[6] != 0
+    tile_rows = WIDE_MR if wide else MR
+    tile_panels = 2 if wide else 1
+    sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
     k = x.shape[1]
     n = out.shape[1]
     n_panels = panels.shape[0]
@@ -172,47 +210,36 @@ def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out,
     for k0 in range(0, max(k, 1), k_block):
         depth = min(k_block, k - k0)
         last_pass = k0 + k_block >= k
-        # Columns in sweeps of PANELS_PER_SWEEP panels: a 6-row strip of x (6 x 768
-        # floats, 18 KiB) stays in L1 while it meets each panel of the sweep.
-        for sweep0 in range(panel0, panel1, PANELS_PER_SWEEP):
-            sweep1 = min(panel1, sweep0 + PANELS_PER_SWEEP)
-            for tile_row in range(row0, row1, MR):
-                rows = min(MR, row1 - tile_row)
+        # Columns in sweeps of PANELS_PER_SWEEP panels: a strip of x (6 or 12 rows x up to
+        # 768 floats) stays in L1 while it meets each panel of the sweep.
+        for sweep0 in range(panel0, panel1, sweep_panels):
+            sweep1 = min(panel1, sweep0 + sweep_panels)
+            for tile_row in range(row0, row1, tile_rows):
+                rows = min(tile_rows, row1 - tile_row)
                 x_start = (x_row0 + tile_row) * k + k0  # A: x[x_row0 + tile_row:, k0:], row stride K
                 out_row = out_row0 + tile_row
-                for panel in range(sweep0, sweep1):
+                for panel in range(sweep0, sweep1, tile_panels):
                     col0 = panel * NR
                     b_start = (panel * k + k0) * NR  # B: panels[panel, k0:, :]
                     c_start = out_row * n + col0  # C: out[out_row:, col0:]
-                    cols = min(NR, n - col0)
-                    accumulate = k0 > 0  # later K blocks add to the partial sums
+                    cols = min(NR * min(tile_panels, sweep1 - panel), n - col0)
+                    # A wide tile's second panel is K * 16 floats on; none past the block's last.
+                    b_second = k * NR if cols > NR else 0
                     # Few rows (batch-1 texts): streaming the weights from memory is most of
-                    # the time. The first strip asks for the next panel while on this one, the
-                    # second for the same panel of the next sweep, so they arrive during
+                    # the time. The first strip asks for the next panel(s) while on these, the
+                    # second for the same panel(s) of the next sweep, so they arrive during
                     # arithmetic (see microkernel_6x16_prefetching). With many rows each panel
                     # serves many strips and this only got in the way (measured).
                     ahead = -1
                     if few_rows:
-                        if tile_row == row0 and panel + 1 < panel1:
-                            ahead = panel + 1
-                        elif tile_row == row0 + MR and panel + PANELS_PER_SWEEP < panel1:
-                            ahead = panel + PANELS_PER_SWEEP
-                    # A short last tile (M = 16 = 6 + 6 + 4) takes the 4-row kernel: 8 accumulators, not 12.
-                    if ahead >= 0:
-                        prefetch_start = (ahead * k + k0) * NR
-                        if rows > 4:
-                            microkernel_6x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth,
-                                                         out, c_start, n, cols, accumulate, prefetch_start)
-                        else:
-                            microkernel_4x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth,
-                                                         out, c_start, n, cols, accumulate, prefetch_start)
-                    elif rows > 4:
-                        microkernel_6x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
-                                         accumulate)
-                    else:
-                        microkernel_4x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
-                                         accumulate)
-                if last_pass:  # the finished rows x 64 columns, still in L1
+                        if tile_row == row0 and panel + tile_panels < panel1:
+                            ahead = panel + tile_panels
+                        elif tile_row == row0 + tile_rows and panel + sweep_panels < panel1:
+                            ahead = panel + sweep_panels
+                    prefetch_start = (ahead * k + k0) * NR if ahead >= 0 else -1
+                    _tile(x, x_start, k, rows, panels, b_start, depth, out, c_start, n, cols, k0 > 0, wide, b_second,
+                          prefetch_start)
+                if last_pass:  # the finished rows x 64 (128) columns, still in L1
                     sweep_col0 = sweep0 * NR
                     _epilogue(out, out_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual,
                               activation_row)
@@ -237,14 +264,15 @@ def _gemm_tasks(x, panels, bias, residual, activation_row, out, plan, next_task,
 
 
 @functools.lru_cache(maxsize=4096)
-def _plan_blocks(m, n_panels, k, threads):
+def _plan_blocks(m, n_panels, k, threads, wide):
     """(tasks, rows per block, panels per block, K block, tasks before the tail, panels per
-    tail block) for `threads` workers.
+    tail block, wide) for `threads` workers and the micro-kernel tiles of `wide`
+    (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel).
 
-    Row blocks of at most MAX_ROW_TILES tiles, as even as possible, their number a multiple
-    of `threads` when there are at least as many as threads. With fewer row blocks than
-    threads (M up to ~150 on 2 threads) the columns are cut instead, into about
-    TASKS_PER_THREAD blocks per thread: the threads claim them as they come
+    Row blocks of at most MAX_BLOCK_ROWS rows, as even as possible in whole tiles, their
+    number a multiple of `threads` when there are at least as many as threads. With fewer
+    row blocks than threads (M up to ~150 on 2 threads) the columns are cut instead, into
+    about TASKS_PER_THREAD blocks per thread: the threads claim them as they come
     (`_gemm_tasks`), so one that starts late takes fewer. The last `threads` of those blocks'
     columns are cut TAIL_SPLIT times finer (the tail): a thread that finds no block left
     waits for the others' last ones (the layer's phases end when every block is done), and
@@ -252,27 +280,29 @@ def _plan_blocks(m, n_panels, k, threads):
     inside the fused layers call, MiniLM at 128 tokens: ~5% of the threads' time idle). Not for a
     few rows (M <= PREFETCH_MAX_ROWS): those blocks stream their panels from memory, and
     each block's start waits for its first panel (batch-1 16 tokens ran ~20% slower with a
-    tail). K goes in the fewest blocks of at most K_BLOCK, evenly.
+    tail). Column blocks hold whole tiles (an even number of panels, wide). K goes in the
+    fewest blocks of at most K_BLOCK, evenly.
     """
-    tiles = max(1, -(-m // MR))
-    n_row_blocks = -(-tiles // MAX_ROW_TILES)
+    tile_rows, tile_panels = (WIDE_MR, 2) if wide else (MR, 1)
+    tiles = max(1, -(-m // tile_rows))
+    n_row_blocks = -(-tiles // (MAX_BLOCK_ROWS // tile_rows))
     panels_per_block = n_panels
     if threads > 1:
         if n_row_blocks >= threads:
             n_row_blocks = min(tiles, threads * -(-n_row_blocks // threads))
         else:
             panels_per_block = -(-n_panels * n_row_blocks // (threads * TASKS_PER_THREAD))
-    panels_per_block = max(1, panels_per_block)
-    rows_per_block = MR * -(-tiles // n_row_blocks)
+    panels_per_block = tile_panels * max(1, -(-panels_per_block // tile_panels))
+    rows_per_block = tile_rows * -(-tiles // n_row_blocks)
     n_tasks = -(-m // rows_per_block) * -(-n_panels // panels_per_block)
     n_k_blocks = max(1, -(-k // K_BLOCK))
     k_block = max(1, -(-k // n_k_blocks))
     big_tasks, tail_panels = n_tasks, panels_per_block
-    if threads > 1 and PREFETCH_MAX_ROWS < m <= rows_per_block and n_tasks > threads and panels_per_block > 1:
+    if threads > 1 and PREFETCH_MAX_ROWS < m <= rows_per_block and n_tasks > threads and panels_per_block > tile_panels:
         big_tasks = n_tasks - threads  # column-cut: the last `threads` blocks become the tail
-        tail_panels = max(1, panels_per_block // TAIL_SPLIT)
+        tail_panels = tile_panels * max(1, panels_per_block // (TAIL_SPLIT * tile_panels))
         n_tasks = big_tasks + -(-(n_panels - big_tasks * panels_per_block) // tail_panels)
-    return n_tasks, rows_per_block, panels_per_block, k_block, big_tasks, tail_panels
+    return n_tasks, rows_per_block, panels_per_block, k_block, big_tasks, tail_panels, int(wide)
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,7 +366,7 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     activation_row = activation_row_address(activation_code(activation))
     m = x.shape[0]
     threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
-    plan = _plan_blocks(m, packed.panels.shape[0], k, threads)
+    plan = _plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES)
     if plan[0] == 0:  # M = 0 or N = 0: nothing to compute
         return out
     next_task = np.zeros(1, dtype=np.int64)  # the blocks' claim counter

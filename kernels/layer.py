@@ -37,6 +37,7 @@ up. Which thread computes an item never changes its numbers.
 
 import numpy as np
 
+from . import microkernel
 from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks, wait_until_at_least
 from .activations import activation_code, activation_row_address
 from .attention import _balanced_bounds, _varlen_range, scratch_floats
@@ -51,7 +52,7 @@ ATTENTION_RUNS_PER_THREAD = 6  # the attention phase's work items: runs of (sequ
 @jit
 def _gemm_phase(counters, phase, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
     """One GEMM phase: blocks of out[out_row0:][:m] = act(x[x_row0:][:m] @ W + b) + residual.
-    plan: int64 [6] from `gemm._plan_blocks` (plan[0]: the number of blocks)."""
+    plan: int64 [7] from `gemm._plan_blocks` (plan[0]: the number of blocks)."""
     base = phase * _COUNTER_STRIDE
     while True:
         task = fetch_add(counters, base + _CLAIMED, 1)
@@ -92,13 +93,14 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
     context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
     attention.scratch_floats(max_len, head_dim)], a row for each thread; the weights stacked,
     the layer first (qkv_panels [layers, panels, in, 16], qkv_bias [layers, 3d], ...,
-    norm2_bias [layers, d]); gemm_plans int64 [6, 6]: qkv, attention output, up and down for
+    norm2_bias [layers, d]); gemm_plans int64 [6, 7]: qkv, attention output, up and down for
     a whole feed-forward block, up and down for the last (shorter) one; counters int64
     [stop_layer - first_layer, phases * 16], zero; no_residual: an empty float32 [0, 0] (an
     argument, not the global: a global array is typed read-only, and every GEMM phase would
     then compile twice).
     """
     rows, width = hidden.shape
+    wide = gemm_plans[0, 6] != 0  # the micro-kernel's tiles, for attention as for the GEMMs
     for layer in range(first_layer, stop_layer):
         layer_counters = counters[layer - first_layer]
         # 0. qkv = hidden @ W_qkv + b
@@ -113,7 +115,7 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
             if task >= n_tasks:
                 break
             _varlen_range(qkv_flat, width, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, attention_bounds[task], attention_bounds[task + 1])
+                          positions, context_flat, max_len, scratch, wide, attention_bounds[task], attention_bounds[task + 1])
             add_release(layer_counters, base + _FINISHED, 1)
         wait_until_at_least(layer_counters, base + _FINISHED, n_tasks)
         # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
@@ -155,8 +157,8 @@ class LayerPlan:
                         ("output", min(rows, ffn_rows)), ("intermediate", last_rows), ("output", last_rows)):
             _, n_panels, k, _ = stack.panels[name].shape  # [layers, panels, in, 16]
             # No serial cut-off for small products here: the hand-off it avoids is not paid.
-            plans.append(_plan_blocks(m, n_panels, k, threads))
-        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 6]
+            plans.append(_plan_blocks(m, n_panels, k, threads, microkernel.WIDE_TILES))
+        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 7]
         # Attention items in ATTENTION_RUNS_PER_THREAD runs per thread (balanced by cost); LayerNorm
         # rows in 2 runs per thread.
         lengths = np.diff(attend.cu_seqlens)

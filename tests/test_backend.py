@@ -374,10 +374,11 @@ def test_loading_from_the_packed_cache_also_keeps_big_arrays_out_of_the_heap(tmp
 
 @pytest.mark.parametrize("case", ["bert_gelu", "mpnet_gelu", "electra_projection", "roberta_sequence_classification"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, threads, monkeypatch):
+def test_fused_layers_and_both_tile_widths_give_the_same_bits_as_the_kernels_called_one_by_one(case, threads, monkeypatch):
     import transformer
     from transformer.kernels import forward
     from transformer.kernels import gemm as gemm_module
+    from transformer.kernels import microkernel
 
     model = Encoder.from_pretrained(FAMILIES / case, backend="numba")
     rng = np.random.default_rng(5)
@@ -389,23 +390,29 @@ def test_fused_layers_give_the_same_bits_as_the_kernels_called_one_by_one(case, 
     transformer.set_num_threads(threads)
     try:
         outputs = {}
-        # ffn_rows 4: the feed-forward in blocks; row tiles 1: every GEMM in row blocks of 6
-        # rows (several tasks per GEMM, as big batches get), not one block with its columns cut
-        tiles = gemm_module.MAX_ROW_TILES
-        for fused, ffn_rows, row_tiles in ((True, 1024, tiles), (False, 1024, tiles), (True, 4, tiles),
-                                           (False, 4, tiles), (True, 1024, 1), (False, 1024, 1)):
+        # ffn_rows 4: the feed-forward in blocks; block rows 12: every GEMM in row blocks of
+        # one tile (several tasks per GEMM, as big batches get), not one block with its columns
+        # cut; wide: the micro-kernel's 12 x 32 (AVX-512) tiles, else 6 x 16 (AVX2).
+        rows = gemm_module.MAX_BLOCK_ROWS
+        for fused, ffn_rows, block_rows, wide in ((True, 1024, rows, False), (False, 1024, rows, False),
+                                                  (True, 4, rows, False), (False, 4, rows, False),
+                                                  (True, 1024, 6, False), (False, 1024, 6, False),
+                                                  (True, 1024, rows, True), (False, 1024, rows, True),
+                                                  (True, 4, 12, True), (False, 4, 12, True)):
             monkeypatch.setattr(forward, "FUSED_LAYERS", fused)
             monkeypatch.setattr(forward, "FFN_ROWS", ffn_rows)
-            monkeypatch.setattr(gemm_module, "MAX_ROW_TILES", row_tiles)
+            monkeypatch.setattr(gemm_module, "MAX_BLOCK_ROWS", block_rows)
+            monkeypatch.setattr(microkernel, "WIDE_TILES", wide)
             gemm_module._plan_blocks.cache_clear()
             model._weights._plans.clear()  # the plans keep their GEMM blocks
             # With hidden states the fused path runs one layer per call, without all in one.
-            outputs[fused, ffn_rows, row_tiles] = (model(ids, mask, output_hidden_states=True),
-                                                   model(ids, mask).last_hidden_state)
+            outputs[fused, ffn_rows, block_rows, wide] = (model(ids, mask, output_hidden_states=True),
+                                                          model(ids, mask).last_hidden_state)
     finally:
         transformer.set_num_threads(previous)
         gemm_module._plan_blocks.cache_clear()
-    reference = outputs[False, 1024, tiles][0]
+        model._weights._plans.clear()
+    reference = outputs[False, 1024, rows, False][0]
     assert reference.last_hidden_state.dtype == np.float32
     for key, (output, last_hidden_state) in outputs.items():
         assert np.array_equal(output.last_hidden_state, reference.last_hidden_state), key

@@ -5,6 +5,7 @@ import pytest
 
 from transformer import model
 from transformer.kernels import attention as kernel
+from transformer.kernels import microkernel
 
 # (batch, heads, seq, head_dim, lengths of the real tokens per row or None for no padding, MPNet bias?)
 CASES = [
@@ -78,6 +79,24 @@ def test_attention_equals_its_naive_loop(case):
                                    bias[0] if bias is not None else np.zeros((heads, seq, seq), np.float32))
     assert naive.dtype == np.float32
     assert close(kernel.attention(query, key, value, mask_bias, bias), naive)
+
+
+@pytest.mark.parametrize("case", CASES + [(2, 3, 40, 16, [40, 17], False), (1, 2, 97, 48, None, True)])
+def test_wide_and_narrow_tiles_give_the_same_bits(case, monkeypatch):
+    # The score and context products in the micro-kernel's 12 x 32 (AVX-512) or 6 x 16 (AVX2)
+    # tiles: every element is the same chain of multiply-adds, so the same numbers.
+    query, key, value, attention_mask, bias = make_case(*case)
+    mask_bias = model.attention_mask_bias(attention_mask)
+    qkv, cu_seqlens, positions = varlen_inputs(query, key, value, attention_mask)
+    results = {}
+    for wide in (False, True):
+        monkeypatch.setattr(microkernel, "WIDE_TILES", wide)
+        results[wide] = (kernel.attention(query, key, value, mask_bias, bias),
+                         kernel.attention_varlen(qkv, cu_seqlens, case[1], bias, positions))
+    for narrow, wide in zip(results[False], results[True]):
+        np.testing.assert_array_equal(wide, narrow)
+    expected, _ = model.attention(query, key, value, mask_bias, bias)
+    assert close(results[True][1], pack(expected, attention_mask))
 
 
 def test_left_padding_and_holes_in_the_mask_are_respected():

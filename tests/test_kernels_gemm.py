@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from transformer.kernels import gemm as gemm_module
 from transformer.kernels._jit import jit
 from transformer.kernels.gemm import PackedWeight, gemm, gemm_naive, pack_weight
-from transformer.kernels.microkernel import microkernel_4x16, microkernel_6x16
+from transformer.kernels import microkernel
+from transformer.kernels.microkernel import (microkernel_4x16, microkernel_4x32, microkernel_6x16, microkernel_8x32,
+                                             microkernel_12x32)
 from transformer.model import ACTIVATIONS
 
 # Two float32 sums of the same products in different orders differ by a few units of 2^-24
@@ -76,23 +78,62 @@ def _tile_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, c
     microkernel_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
 
 
-@pytest.mark.parametrize("tile, tile_rows", [(_tile_6x16, 6), (_tile_4x16, 4)])
-def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, tile_rows):
+# The wide tiles read their second 16 columns `b_second` floats after the first (here 21
+# further along each row of b: the second panel is b[:, 26:42]); the last argument is where
+# to prefetch from (it changes nothing computed).
+@jit
+def _tile_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 0)
+
+
+@jit
+def _tile_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, b_start)
+
+
+@jit
+def _tile_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 3)
+
+
+@pytest.mark.parametrize("tile, tile_rows, tile_cols", [(_tile_6x16, 6, 16), (_tile_4x16, 4, 16), (_tile_12x32, 12, 32),
+                                                        (_tile_8x32, 8, 32), (_tile_4x32, 4, 32)])
+def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, tile_rows, tile_cols):
     rng = np.random.default_rng(7)
-    a = rng.standard_normal((9, 40), dtype=np.float32)  # A = a[2:2+rows, 3:3+depth]
-    b = rng.standard_normal((50, 48), dtype=np.float32)  # B = b[1:1+depth, 5:21], ldb = 48
+    a = rng.standard_normal((15, 40), dtype=np.float32)  # A = a[2:2+rows, 3:3+depth]
+    b = rng.standard_normal((50, 48), dtype=np.float32)  # B = b[1:1+depth, 5:21] (| b[1:1+depth, 26:42]), ldb = 48
+    columns = np.r_[5:21, 26:42][:tile_cols]
     depth = 33
-    for rows, cols in [(tile_rows, 16), (4, 16), (tile_rows, 11), (3, 7), (1, 1)]:
-        expected = a[2:2 + rows, 3:3 + depth].astype(np.float64) @ b[1:1 + depth, 5:5 + cols]
-        c = np.full((8, 20), 7.0, dtype=np.float32)  # C = c[1:1+rows, 2:2+cols], ldc = 20
-        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 20 + 2, 20, cols, False)
+    for rows, cols in [(tile_rows, tile_cols), (4, 16), (tile_rows, 11), (3, 7), (1, 1), (tile_rows, 16),
+                       (tile_rows - 1, tile_cols - 3), (2, 17)]:
+        cols = min(cols, tile_cols)
+        expected = a[2:2 + rows, 3:3 + depth].astype(np.float64) @ b[1:1 + depth, columns[:cols]]
+        c = np.full((14, 36), 7.0, dtype=np.float32)  # C = c[1:1+rows, 2:2+cols], ldc = 36
+        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 36 + 2, 36, cols, False)
         np.testing.assert_allclose(c[1:1 + rows, 2:2 + cols], expected, rtol=1e-5, atol=1e-5)
         untouched = np.ones(c.shape, dtype=bool)
         untouched[1:1 + rows, 2:2 + cols] = False
         assert (c[untouched] == 7.0).all(), "wrote outside the tile"
-        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 20 + 2, 20, cols, True)
+        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 36 + 2, 36, cols, True)
         np.testing.assert_allclose(c[1:1 + rows, 2:2 + cols], 2 * expected, rtol=1e-5, atol=1e-5)
         assert (c[untouched] == 7.0).all()
+
+
+@pytest.fixture(params=[False, True], ids=["narrow", "wide"])
+def tiles(request, monkeypatch):
+    """Run the test with the micro-kernel's narrow (6 x 16) and its wide (12 x 32) tiles."""
+    monkeypatch.setattr(microkernel, "WIDE_TILES", request.param)
+    return request.param
+
+
+def gemm_with_tiles(wide, *args, **kwargs):
+    """gemm(*args, **kwargs) with the narrow or the wide tiles."""
+    previous = microkernel.WIDE_TILES
+    microkernel.WIDE_TILES = wide
+    try:
+        return gemm(*args, **kwargs)
+    finally:
+        microkernel.WIDE_TILES = previous
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,16 +174,39 @@ SHAPES = [
     (37, 1000, 50),  # K in two blocks of 500
     (150, 64, 100),  # one row block; on 2 threads its columns are cut into blocks
     (301, 129, 257),  # odd everything, a 1-column last panel
-    (577, 64, 40),  # M just past one row block of 576 (gemm.MAX_ROW_TILES tiles of 6)
+    (577, 64, 40),  # M just past one row block of gemm.MAX_BLOCK_ROWS = 576
     (1201, 129, 257),  # several row blocks, the last one short
 ]
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_gemm_matches_numpy_matmul(m, k, n):
+def test_gemm_matches_numpy_matmul(m, k, n, tiles):
     x, weight, _, _ = random_problem(m, k, n)
     out = gemm(x, pack_weight(weight))
     assert_close_to_float32_rounding(out, numpy_twin(x, weight), dot_scale(x, weight))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m, k, n", SHAPES + [(16, 384, 1152), (128, 384, 1536), (24, 769, 100), (25, 1536, 40)])
+def test_wide_and_narrow_tiles_give_the_same_bits(m, k, n, threads, monkeypatch):
+    # Every element is the same chain of fused multiply-adds over k in either tile shape
+    # (the same K blocks too), so the results are equal bit for bit: the AVX-512 kernels
+    # change no number the AVX2 ones give (and the parity figures hold on both).
+    import transformer
+
+    x, weight, bias, residual = random_problem(m, k, n, seed=11)
+    packed = pack_weight(weight)
+    previous = transformer.get_num_threads()
+    monkeypatch.setattr(gemm_module, "SERIAL_BELOW_FLOPS", 0.0)
+    try:
+        transformer.set_num_threads(threads)
+        narrow = gemm_with_tiles(False, x, packed, bias, residual, "gelu")
+        wide = gemm_with_tiles(True, x, packed, bias, residual, "gelu")
+    finally:
+        transformer.set_num_threads(previous)
+    np.testing.assert_array_equal(wide, narrow)
+    assert_close_to_float32_rounding(wide, numpy_twin(x, weight, bias, residual, "gelu"),
+                                     dot_scale(x, weight, bias, residual))
 
 
 @pytest.mark.parametrize("m, k, n", [(1, 1, 1), (5, 17, 33), (37, 1000, 50), (150, 64, 100)])
@@ -171,9 +235,10 @@ def test_gemm_matches_numpy_at_bert_shapes(m, k, n, activation):
     assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
 
 
-@pytest.mark.parametrize("m", [10, 16, 130])  # 6 + 4, 6 + 6 + 4, 21 * 6 + 4 rows
-def test_a_short_last_tile_gives_the_same_bits_as_a_full_tile(m):
-    # The 4-row micro-kernel adds the same products in the same order as the 6-row one.
+@pytest.mark.parametrize("m", [10, 16, 20, 130])  # narrow: 6 + 4, 6 + 6 + 4, ..., 21 * 6 + 4 rows; wide: 10, 12 + 4, 12 + 8, ...
+def test_a_short_last_tile_gives_the_same_bits_as_a_full_tile(m, tiles):
+    # The 4-row micro-kernel adds the same products in the same order as the 6-row one (the
+    # 8- and 4-row wide ones as the 12-row one).
     x, weight, bias, _ = random_problem(m + 2, 800, 40, seed=4)  # K = 800: two K blocks
     packed = pack_weight(weight)
     short = gemm(np.ascontiguousarray(x[:m]), packed, bias, activation="gelu")  # last tile: 4 rows
@@ -193,14 +258,18 @@ def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
 
 
 @pytest.mark.parametrize("m, n", [(128, 1152), (25, 1500), (150, 1000), (40, 3072)])
-def test_column_cut_plans_end_in_narrower_tail_blocks_that_cover_every_column(m, n, monkeypatch):
+def test_column_cut_plans_end_in_narrower_tail_blocks_that_cover_every_column(m, n, tiles, monkeypatch):
     import transformer
 
     x, weight, bias, _ = random_problem(m, 64, n, seed=9)
     packed = pack_weight(weight)
-    tasks, rows, panels, _, big_tasks, tail_panels = gemm_module._plan_blocks(m, packed.panels.shape[0], 64, 2)
+    tasks, rows, panels, _, big_tasks, tail_panels, wide = gemm_module._plan_blocks(m, packed.panels.shape[0], 64, 2,
+                                                                                    tiles)
+    assert wide == tiles
     assert rows >= m and big_tasks == -(-packed.panels.shape[0] // panels) - 2  # the last 2 blocks' columns ...
     assert tail_panels < panels and tasks - big_tasks > 2  # ... in more, narrower blocks
+    if tiles:  # whole wide tiles: two panels
+        assert panels % 2 == 0 and tail_panels % 2 == 0
     previous = transformer.get_num_threads()
     try:
         transformer.set_num_threads(2)
