@@ -32,7 +32,7 @@ How the core works (`_attend_head`), for one (sequence, head):
 2. Queries go in blocks of 24: scores [24, keys] = Q_block K^T through the register-blocked
    micro-kernel (4 strips of 6 rows per 16-key panel, so the panel is reused from L1),
    then per row: * scale, + position bias, + mask, exp(x - max) in place
-   (`softmax.softmax_row_inplace`, vectorized).
+   (`softmax.softmax_rows_inplace`, explicit 16-float vectors).
 3. context [24, head_dim] = P_block V through the micro-kernel again (V copied once into
    contiguous rows), then each row is divided by its softmax sum: head_dim multiplies
    instead of keys.
@@ -54,9 +54,10 @@ from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .layernorm import add_into
 from . import microkernel
 from .microkernel import MR, NR, WIDE_MR, microkernel_6x16, microkernel_12x32
-from .softmax import softmax_row_inplace
+from .softmax import softmax_rows_inplace
 
 _F0 = np.float32(0.0)
+_ONE = np.float32(1.0)
 MASK_VALUE = np.finfo(np.float32).min
 
 # Splitting over threads pays off above about this many flops per thread.
@@ -132,21 +133,25 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                     microkernel_6x16(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(MR, block - s0),
                                      key_t, j0, n_pad, head_dim,
                                      scores, s0 * n_pad + j0, n_pad, min(NR, n_k - j0), False)
-        for r in range(block):
-            row = scores[r * n_pad:r * n_pad + n_k]  # a view: loops from 0 vectorize
-            for j in range(n_k):
-                row[j] *= scale
-            if has_bias:
-                bias_row = bias_start + positions[q_pos_start + i0 + r] * bias_len
-                if consecutive:
-                    first = bias_row + positions[k_pos_start]
-                    add_into(row, bias[first:first + n_k])
-                else:
-                    for j in range(n_k):
-                        row[j] += bias[bias_row + positions[k_pos_start + j]]
-            if has_mask:
-                add_into(row, mask[mask_start:mask_start + n_k])
-            inverse_sums[r] = softmax_row_inplace(row)
+        # * scale (+ position bias + mask), then exp(x - max) in place and 1 / the sums
+        row_scale = scale
+        if has_bias or has_mask:
+            for r in range(block):
+                row = scores[r * n_pad:r * n_pad + n_k]  # a view: loops from 0 vectorize
+                for j in range(n_k):
+                    row[j] *= scale
+                if has_bias:
+                    bias_row = bias_start + positions[q_pos_start + i0 + r] * bias_len
+                    if consecutive:
+                        first = bias_row + positions[k_pos_start]
+                        add_into(row, bias[first:first + n_k])
+                    else:
+                        for j in range(n_k):
+                            row[j] += bias[bias_row + positions[k_pos_start + j]]
+                if has_mask:
+                    add_into(row, mask[mask_start:mask_start + n_k])
+            row_scale = _ONE  # scaled already (x * 1 is x exactly)
+        softmax_rows_inplace(scores, 0, n_pad, block, n_k, row_scale, inverse_sums, 0)
         # 3. context = exp-scores @ V, strip by strip, 6 x 16 tiles; then / the softmax sums.
         if wide:
             for s0 in range(0, block, WIDE_MR):
