@@ -16,28 +16,33 @@ How the fast path works (llm.c / BLIS style):
    stored row after row: panels[p, k, j] = weight[k, 16 p + j]. A 16-column slice of a row
    is then 64 contiguous bytes (two AVX registers), and the micro-kernel walks a panel
    straight through memory. The last panel is padded with zero columns.
-2. `gemm` splits C into blocks of up to 576 rows x some panels (at small M, ~4 column
-   blocks per thread), and the threads (`_jit.run_chunks`: the calling thread and
-   persistent workers, the kernel compiled nogil) claim blocks one at a time from a shared
-   atomic counter, so a thread that starts late or shares its core takes fewer. Within a
-   task the depth K goes in blocks of at most 768, the panels in sweeps of 4 (a 6-row
-   strip of x stays in L1 while it meets them; the sweep's 4 panels, 192 KiB at K = 768,
-   stay in L2 while the block's strips pass by), and each 6 x 16 tile of C is computed by
-   the register-blocked micro-kernel of `microkernel.py` (12 AVX accumulators,
-   `vfmadd231ps`); a last tile of at most 4 rows by its 4 x 16 sibling (8 accumulators),
-   so M = 16 = 6 + 6 + 4 rows costs 16 rows of work, not 18 (7-10% faster at M = 16).
-3. When a strip of 6 rows x 64 columns (one sweep) has seen its last K block, the
+2. `gemm` splits C into blocks (`_plan_blocks`), and the threads (`_jit.run_chunks`: the
+   calling thread and persistent workers, the kernel compiled nogil) take them through
+   atomic counters (`gemm_run`). Many rows: row blocks of up to 576 rows with all the
+   columns, claimed in order. Fewer (a batch-1 text): one contiguous run of columns per
+   thread, which its owner works through from the front while a thread that is done with
+   its own takes the others' from the back, one tile column at a time; so a thread that
+   starts late or shares its core does less, and nobody waits long at the end.
+   Within a block the depth K goes in blocks of at most 768, the panels in sweeps (4, or 8
+   with wide tiles: a strip of x stays in L1 while it meets them; the sweep's panels, 192-384
+   KiB at K = 768, stay in L2 while the block's strips pass by), and each tile of C is
+   computed by a register-blocked micro-kernel of `microkernel.py`: 6 x 16 (12 AVX2
+   accumulators) or, where the CPU has AVX-512, 12 x 32 over two panels (24 accumulators);
+   a short last strip by a sibling with fewer rows (M = 16 = 6 + 6 + 4 or 12 + 4), so it
+   costs its rows of work, not a whole tile's (7-10% faster at M = 16).
+3. When a strip of rows x 64 (128) columns (one sweep) has seen its last K block, the
    epilogue runs on it while it is still in the L1 cache: + bias, activation, + residual.
    No separate pass over C. The activation is called through its row loop's C address
    (`activations.activation_row_address`), so this kernel compiles once for every
    activation, and each activation compiles only when a model uses it.
 
-4. With few rows (a batch-1 text: 16 tokens) a GEMM mostly waits for its weights to stream
-   in from memory (42 MB a MiniLM forward pass, more than the last-level cache holds). Row
-   blocks of at most PREFETCH_MAX_ROWS rows ask for the panels they will need next while
-   they compute (`microkernel_6x16_prefetching`): MiniLM batch-1 at 16 tokens ~8% faster,
-   BERT-base ~9%. With many rows a panel serves many strips from the cache and prefetching
-   only got in the way.
+4. With few rows (a batch-1 text) a GEMM mostly waits for its weights to stream in from
+   memory (42 MB a MiniLM forward pass, 340 MB BERT-base's, more than the cache keeps).
+   Row blocks of at most PREFETCH_MAX_ROWS rows (WIDE_PREFETCH_MAX_ROWS with wide tiles) ask
+   for the panels they will need next while they compute (`microkernel_6x16_prefetching`,
+   the wide kernels' last argument): MiniLM batch-1 at 16 tokens ~8% faster, BERT-base ~9%.
+   With many rows a panel serves many strips from the cache and prefetching only got in
+   the way.
 
 Small products (under SERIAL_BELOW_FLOPS) run on the calling thread alone: handing work to
 another thread costs tens of microseconds, more than such a product takes on one core.
@@ -51,7 +56,7 @@ import functools
 import numpy as np
 
 from . import microkernel
-from ._jit import fetch_add, jit, numba, run_chunks
+from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks
 from .activations import activation_code, activation_row_address, call_activation_row
 from .microkernel import (MR, NR, WIDE_MR, microkernel_4x16, microkernel_4x16_prefetching,
                           microkernel_4x32, microkernel_6x16, microkernel_6x16_prefetching, microkernel_8x32,
@@ -67,9 +72,14 @@ K_BLOCK = 768  # depth per pass over a tile (smaller blocks measured slower, 256
 MAX_BLOCK_ROWS = 576
 PANELS_PER_SWEEP = 4  # columns met by one strip of x before the next strip: 4 panels = 64
 WIDE_PANELS_PER_SWEEP = 8  # ... with wide tiles: 8 panels = 128 (4 tiles; 4 panels ran 5-10% slower)
-TASKS_PER_THREAD = 4  # column blocks per thread when M is small (claimed as they come)
-TAIL_SPLIT = 8  # ... the last `threads` of them cut into blocks this many times narrower
-PREFETCH_MAX_ROWS = 4 * MR  # row blocks this small prefetch the weight panels ahead (see _gemm_block)
+MAX_RANGES = 8  # a column-cut GEMM's ranges, one per thread (more threads only take others' units)
+_RANGES = 8  # where a plan's range bounds start
+PLAN_SIZE = _RANGES + MAX_RANGES + 1  # ints in a plan (see _plan_blocks)
+FINISHED = 8  # a GEMM's counters: claims at [0, MAX_RANGES), finished units at FINISHED
+# Row blocks this small prefetch the weight panels ahead (see _gemm_block): a batch-1 text's
+# (narrow: measured on AVX2 at 16 tokens; wide: up to 128 tokens, 1-6% faster at 128).
+PREFETCH_MAX_ROWS = 4 * MR
+WIDE_PREFETCH_MAX_ROWS = 11 * WIDE_MR
 SERIAL_BELOW_FLOPS = 8e6  # 2 M N K under this: no threads (their wake-up costs more)
 
 _NO_BIAS = np.zeros(0, dtype=np.float32)
@@ -177,35 +187,24 @@ def _tile(x, x_start, k, rows, panels, b_start, depth, out, c_start, n, cols, ac
 
 
 @jit
-def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, plan):
-    """Compute block `task` of C = rows out_row0..out_row0+m-1 of `out`, from rows
-    x_row0..x_row0+m-1 of x (the residual, if any, is read at out's rows); plan: int64 [7]
-    from `_plan_blocks`. Blocks are numbered row-block major; the tail blocks (column-cut
-    plans only) come last, narrower.
+def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, row0, row1, panel0, panel1,
+                prefetch_limit):
+    """Compute the block rows row0..row1-1 x panels panel0..panel1-1 of C, C being rows
+    out_row0.. of `out` and A rows x_row0.. of x (the residual, if any, is read at out's
+    rows); plan: int64 [PLAN_SIZE] from `_plan_blocks`. With plan[5], panels up to
+    prefetch_limit may be asked into the cache ahead of need.
 
     The standalone `gemm` has both offsets 0; the fused encoder layer (`layer.py`) runs the
     feed-forward block on slices of its buffers this way.
     """
-    row_block, panels_per_block, k_block, big_tasks, tail_panels = plan[1], plan[2], plan[3], plan[4], plan[5]
+    k_block = plan[3]
+    prefetch = plan[5] != 0
     wide = plan[6] != 0
     tile_rows = WIDE_MR if wide else MR
     tile_panels = 2 if wide else 1
     sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
     k = x.shape[1]
     n = out.shape[1]
-    n_panels = panels.shape[0]
-    if task < big_tasks:
-        n_col_blocks = (n_panels + panels_per_block - 1) // panels_per_block
-        row_block_index = task // n_col_blocks
-        panel0 = (task - row_block_index * n_col_blocks) * panels_per_block
-        panel1 = min(n_panels, panel0 + panels_per_block)
-    else:  # the tail: the one row block's last columns
-        row_block_index = 0
-        panel0 = big_tasks * panels_per_block + (task - big_tasks) * tail_panels
-        panel1 = min(n_panels, panel0 + tail_panels)
-    row0 = row_block_index * row_block
-    row1 = min(m, row0 + row_block)
-    few_rows = row1 - row0 <= PREFETCH_MAX_ROWS
     # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
     for k0 in range(0, max(k, 1), k_block):
         depth = min(k_block, k - k0)
@@ -225,17 +224,15 @@ def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out,
                     cols = min(NR * min(tile_panels, sweep1 - panel), n - col0)
                     # A wide tile's second panel is K * 16 floats on; none past the block's last.
                     b_second = k * NR if cols > NR else 0
-                    # Few rows (batch-1 texts): streaming the weights from memory is most of
-                    # the time. The first strip asks for the next panel(s) while on these, the
-                    # second for the same panel(s) of the next sweep, so they arrive during
-                    # arithmetic (see microkernel_6x16_prefetching). With many rows each panel
-                    # serves many strips and this only got in the way (measured).
+                    # Weights coming from memory (a batch-1 text's layers do not fit in the
+                    # cache): the first strip asks for the next panel(s) while on these, on
+                    # past the block's end up to prefetch_limit (the thread's next block), so
+                    # they arrive during arithmetic (see microkernel_6x16_prefetching). Asking
+                    # the second strip for the next sweep's as well made BERT-base's 16-token
+                    # call 8% slower.
                     ahead = -1
-                    if few_rows:
-                        if tile_row == row0 and panel + tile_panels < panel1:
-                            ahead = panel + tile_panels
-                        elif tile_row == row0 + tile_rows and panel + sweep_panels < panel1:
-                            ahead = panel + sweep_panels
+                    if prefetch and tile_row == row0 and panel + tile_panels < prefetch_limit:
+                        ahead = panel + tile_panels
                     prefetch_start = (ahead * k + k0) * NR if ahead >= 0 else -1
                     _tile(x, x_start, k, rows, panels, b_start, depth, out, c_start, n, cols, k0 > 0, wide, b_second,
                           prefetch_start)
@@ -245,64 +242,110 @@ def _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out,
                               activation_row)
 
 
-@jit
-def _gemm_tasks(x, panels, bias, residual, activation_row, out, plan, next_task, first_thread, stop_thread):
-    """Compute blocks of C (`_gemm_block`) until none are left, claiming each from
-    next_task[0] (int64, starts at 0) with an atomic fetch-add.
+_FRONT = (1 << 32) - 1  # a range's claim counter: units taken from the front (low 32 bits) ...
+_BACK = 1 << 32  # ... and from the back (high 32 bits)
 
-    Compiled nogil; every thread of `run_chunks` runs this (first_thread / stop_thread, the
-    chunk bounds, are not used): a thread that starts late, or shares its core with another
-    process, simply claims fewer blocks. Which thread computes a block never changes its
-    numbers.
+
+@jit
+def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
+    """One thread's part of C = act(x[x_row0:][:m] @ W + b) + residual into out[out_row0:][:m]
+    (plan: int64 [PLAN_SIZE] from `_plan_blocks`): it claims blocks until none are left, and
+    adds each finished unit of work to counters[base + FINISHED] (the caller waits for plan[0]).
+    counters: int64, counters[base:base + FINISHED + 1] zero at the start; `thread`: this
+    thread's index (run_chunks' chunk), 0 <= thread. Any number of threads may take part, one
+    included; which thread computes a block never changes its numbers.
+
+    A grid plan (plan[4] = 0): row blocks, claimed in order from counters[base].
+    A range plan (plan[4] = R ranges): R contiguous runs of column units (plan[2] panels
+    each), range r owned by thread r. The owner takes its range's units from the front,
+    plan[7] at a time (one sweep: `_gemm_block` keeps the sweep's strips of x in L1 and
+    prefetches its next sweep); then it takes units of the other ranges from their back,
+    one at a time, so a thread that finishes first (cores of a shared host rarely run at
+    one speed; a worker may start late) does more of the other's work instead of waiting.
+    Both ends claim through one atomic counter per range (front count in the low 32 bits,
+    back count in the high ones): a unit is taken at most once, and all are taken.
     """
-    m = x.shape[0]
-    while True:
-        task = fetch_add(next_task, 0, 1)
-        if task >= plan[0]:
-            return
-        _gemm_block(task, x, 0, m, panels, bias, residual, activation_row, out, 0, plan)
+    n_panels = panels.shape[0]
+    if plan[4] == 0:
+        while True:
+            task = fetch_add(counters, base, 1)
+            if task >= plan[0]:
+                return
+            row0 = task * plan[1]
+            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, row0,
+                        min(m, row0 + plan[1]), 0, n_panels, n_panels)
+            add_release(counters, base + FINISHED, 1)
+    ranges, unit, batch = plan[4], plan[2], plan[7]
+    if thread < ranges:  # its own range, from the front
+        first, stop = plan[_RANGES + thread], plan[_RANGES + thread + 1]
+        while True:
+            before = fetch_add(counters, base + thread, batch)
+            front = first + (before & _FRONT)
+            take = min(batch, stop - (before >> 32) - front)
+            if take <= 0:
+                break
+            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, 0, m,
+                        front * unit, min(n_panels, (front + take) * unit), min(n_panels, stop * unit))
+            add_release(counters, base + FINISHED, take)
+    for step in range(1, ranges + 1):  # the others' ranges (its own last), from the back
+        other = (thread + step) % ranges
+        first, stop = plan[_RANGES + other], plan[_RANGES + other + 1]
+        while True:
+            before = fetch_add(counters, base + other, _BACK)
+            if first + (before & _FRONT) + (before >> 32) >= stop:
+                break
+            last = stop - 1 - (before >> 32)
+            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, 0, m,
+                        last * unit, min(n_panels, (last + 1) * unit), min(n_panels, (last + 1) * unit))
+            add_release(counters, base + FINISHED, 1)
+
+
+@jit
+def _gemm_tasks(x, panels, bias, residual, activation_row, out, plan, counters, first_thread, stop_thread):
+    """`gemm_run` as one of the threads of `run_chunks` (first_thread: this thread's index)."""
+    gemm_run(counters, 0, first_thread, plan, x, 0, x.shape[0], panels, bias, residual, activation_row, out, 0)
 
 
 @functools.lru_cache(maxsize=4096)
 def _plan_blocks(m, n_panels, k, threads, wide):
-    """(tasks, rows per block, panels per block, K block, tasks before the tail, panels per
-    tail block, wide) for `threads` workers and the micro-kernel tiles of `wide`
-    (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel).
+    """How one GEMM is cut into blocks for `threads` threads, with the micro-kernel tiles of
+    `wide` (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel): a tuple of PLAN_SIZE ints
 
-    Row blocks of at most MAX_BLOCK_ROWS rows, as even as possible in whole tiles, their
-    number a multiple of `threads` when there are at least as many as threads. With fewer
-    row blocks than threads (M up to ~150 on 2 threads) the columns are cut instead, into
-    about TASKS_PER_THREAD blocks per thread: the threads claim them as they come
-    (`_gemm_tasks`), so one that starts late takes fewer. The last `threads` of those blocks'
-    columns are cut TAIL_SPLIT times finer (the tail): a thread that finds no block left
-    waits for the others' last ones (the layer's phases end when every block is done), and
-    on 2 cores running at unequal speeds that wait was ~0.7 of a block per phase (measured
-    inside the fused layers call, MiniLM at 128 tokens: ~5% of the threads' time idle). Not for a
-    few rows (M <= PREFETCH_MAX_ROWS): those blocks stream their panels from memory, and
-    each block's start waits for its first panel (batch-1 16 tokens ran ~20% slower with a
-    tail). Column blocks hold whole tiles (an even number of panels, wide). K goes in the
-    fewest blocks of at most K_BLOCK, evenly.
+        [0] units of work  [1] rows per row block  [2] panels per column unit  [3] K block
+        [4] ranges (0: a grid of row blocks)  [5] prefetch the weight panels ahead (0 / 1)
+        [6] wide (0 / 1)  [7] units an owner takes at a time  [8:] the ranges' bounds, in units
+
+    Many rows (more than MAX_BLOCK_ROWS on 2 threads): a grid of row blocks, as even as
+    possible in whole tiles, their number a multiple of `threads`, each with all the columns.
+    Fewer (up to ~600 rows, a batch-1 text among them): one row block, its columns in units of
+    one tile, in one range per thread (see `gemm_run`). Row blocks of at most
+    PREFETCH_MAX_ROWS (wide: WIDE_PREFETCH_MAX_ROWS) rows prefetch the weights ahead. K goes in the fewest blocks of at most
+    K_BLOCK, evenly.
+
+    >>> _plan_blocks(128, 72, 384, 2, True)[:11]  # 128 x 1152: 36 units of 2 panels, 18 each
+    (36, 132, 2, 384, 2, 1, 1, 4, 0, 18, 36)
     """
     tile_rows, tile_panels = (WIDE_MR, 2) if wide else (MR, 1)
+    sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
     tiles = max(1, -(-m // tile_rows))
     n_row_blocks = -(-tiles // (MAX_BLOCK_ROWS // tile_rows))
-    panels_per_block = n_panels
-    if threads > 1:
-        if n_row_blocks >= threads:
-            n_row_blocks = min(tiles, threads * -(-n_row_blocks // threads))
-        else:
-            panels_per_block = -(-n_panels * n_row_blocks // (threads * TASKS_PER_THREAD))
-    panels_per_block = tile_panels * max(1, -(-panels_per_block // tile_panels))
+    if threads > 1 and n_row_blocks >= threads:
+        n_row_blocks = min(tiles, threads * -(-n_row_blocks // threads))
     rows_per_block = tile_rows * -(-tiles // n_row_blocks)
-    n_tasks = -(-m // rows_per_block) * -(-n_panels // panels_per_block)
     n_k_blocks = max(1, -(-k // K_BLOCK))
     k_block = max(1, -(-k // n_k_blocks))
-    big_tasks, tail_panels = n_tasks, panels_per_block
-    if threads > 1 and PREFETCH_MAX_ROWS < m <= rows_per_block and n_tasks > threads and panels_per_block > tile_panels:
-        big_tasks = n_tasks - threads  # column-cut: the last `threads` blocks become the tail
-        tail_panels = tile_panels * max(1, panels_per_block // (TAIL_SPLIT * tile_panels))
-        n_tasks = big_tasks + -(-(n_panels - big_tasks * panels_per_block) // tail_panels)
-    return n_tasks, rows_per_block, panels_per_block, k_block, big_tasks, tail_panels, int(wide)
+    prefetch = int(rows_per_block <= (WIDE_PREFETCH_MAX_ROWS if wide else PREFETCH_MAX_ROWS))
+    if m == 0 or n_panels == 0:
+        plan = (0, rows_per_block, n_panels, k_block, 0, 0, int(wide), 1)
+    elif threads > 1 and n_row_blocks == 1:
+        units = -(-n_panels // tile_panels)
+        ranges = min(threads, MAX_RANGES)
+        bounds = tuple(even_bounds(units, ranges))
+        plan = (units, rows_per_block, tile_panels, k_block, ranges, prefetch, int(wide), sweep_panels // tile_panels,
+                *bounds)
+    else:
+        plan = (-(-m // rows_per_block), rows_per_block, n_panels, k_block, 0, prefetch, int(wide), 1)
+    return plan + (0,) * (PLAN_SIZE - len(plan))
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,9 +412,9 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     plan = _plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES)
     if plan[0] == 0:  # M = 0 or N = 0: nothing to compute
         return out
-    next_task = np.zeros(1, dtype=np.int64)  # the blocks' claim counter
+    counters = np.zeros(FINISHED + 1, dtype=np.int64)  # the blocks' claim counters (see gemm_run)
     run_chunks(_gemm_tasks, range(min(threads, plan[0]) + 1),
-               x, packed.panels, bias, residual, activation_row, out, np.array(plan, dtype=np.int64), next_task)
+               x, packed.panels, bias, residual, activation_row, out, np.array(plan, dtype=np.int64), counters)
     return out
 
 

@@ -8,7 +8,7 @@ The same steps, the same kernels, the same numbers (bit for bit) as calling them
 (`forward.encoder_layer_steps`):
 
     phase  what                                          work items, claimed by any thread
-    0      qkv = hidden @ W_qkv + b                      GEMM blocks (`gemm._gemm_block`)
+    0      qkv = hidden @ W_qkv + b                      GEMM blocks (`gemm.gemm_run`)
     1      context = attention(qkv)                      runs of (sequence, head) pairs
     2      attended = context @ W_o + b + hidden         GEMM blocks
     3      attended = LayerNorm(attended)                runs of rows
@@ -41,7 +41,7 @@ from . import microkernel
 from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks, wait_until_at_least
 from .activations import activation_code, activation_row_address
 from .attention import _balanced_bounds, _varlen_range, scratch_floats
-from .gemm import _NO_RESIDUAL, _gemm_block, _plan_blocks
+from .gemm import _NO_RESIDUAL, FINISHED, _plan_blocks, gemm_run
 from .layernorm import _layer_norm_range
 
 _COUNTER_STRIDE = 16  # int64s between a phase's two counters, and between phases: own cache lines
@@ -50,17 +50,13 @@ ATTENTION_RUNS_PER_THREAD = 6  # the attention phase's work items: runs of (sequ
 
 
 @jit
-def _gemm_phase(counters, phase, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
-    """One GEMM phase: blocks of out[out_row0:][:m] = act(x[x_row0:][:m] @ W + b) + residual.
-    plan: int64 [7] from `gemm._plan_blocks` (plan[0]: the number of blocks)."""
+def _gemm_phase(counters, phase, plan, thread, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
+    """One GEMM phase: this thread's part of out[out_row0:][:m] = act(x[x_row0:][:m] @ W + b) +
+    residual (`gemm.gemm_run`; plan: int64 [gemm.PLAN_SIZE] from `gemm._plan_blocks`), then
+    the wait for the other threads' parts."""
     base = phase * _COUNTER_STRIDE
-    while True:
-        task = fetch_add(counters, base + _CLAIMED, 1)
-        if task >= plan[0]:
-            break
-        _gemm_block(task, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, plan)
-        add_release(counters, base + _FINISHED, 1)
-    wait_until_at_least(counters, base + _FINISHED, plan[0])
+    gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0)
+    wait_until_at_least(counters, base + FINISHED, plan[0])
 
 
 @jit
@@ -93,7 +89,7 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
     context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
     attention.scratch_floats(max_len, head_dim)], a row for each thread; the weights stacked,
     the layer first (qkv_panels [layers, panels, in, 16], qkv_bias [layers, 3d], ...,
-    norm2_bias [layers, d]); gemm_plans int64 [6, 7]: qkv, attention output, up and down for
+    norm2_bias [layers, d]); gemm_plans int64 [6, gemm.PLAN_SIZE]: qkv, attention output, up and down for
     a whole feed-forward block, up and down for the last (shorter) one; counters int64
     [stop_layer - first_layer, phases * 16], zero; no_residual: an empty float32 [0, 0] (an
     argument, not the global: a global array is typed read-only, and every GEMM phase would
@@ -104,7 +100,7 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
     for layer in range(first_layer, stop_layer):
         layer_counters = counters[layer - first_layer]
         # 0. qkv = hidden @ W_qkv + b
-        _gemm_phase(layer_counters, 0, gemm_plans[0], hidden, 0, rows, qkv_panels[layer], qkv_bias[layer],
+        _gemm_phase(layer_counters, 0, gemm_plans[0], first_thread, hidden, 0, rows, qkv_panels[layer], qkv_bias[layer],
                     no_residual, 0, qkv, 0)
         # 1. context = attention(qkv), per (sequence, head)
         base = 1 * _COUNTER_STRIDE
@@ -119,7 +115,7 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
             add_release(layer_counters, base + _FINISHED, 1)
         wait_until_at_least(layer_counters, base + _FINISHED, n_tasks)
         # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
-        _gemm_phase(layer_counters, 2, gemm_plans[1], context, 0, rows, output1_panels[layer], output1_bias[layer],
+        _gemm_phase(layer_counters, 2, gemm_plans[1], first_thread, context, 0, rows, output1_panels[layer], output1_bias[layer],
                     hidden, 0, attended, 0)
         _layer_norm_phase(layer_counters, 3, norm_bounds, attended, norm1_weight[layer], norm1_bias[layer], eps)
         # 4, 5, ... the feed-forward block, ffn_rows rows at a time
@@ -127,9 +123,9 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
         for block0 in range(0, rows, ffn_rows):
             block_rows = min(ffn_rows, rows - block0)
             plan = 2 if block_rows == ffn_rows else 4
-            _gemm_phase(layer_counters, phase, gemm_plans[plan], attended, block0, block_rows, up_panels[layer],
+            _gemm_phase(layer_counters, phase, gemm_plans[plan], first_thread, attended, block0, block_rows, up_panels[layer],
                         up_bias[layer], no_residual, activation_row, inner, 0)
-            _gemm_phase(layer_counters, phase + 1, gemm_plans[plan + 1], inner, 0, block_rows, down_panels[layer],
+            _gemm_phase(layer_counters, phase + 1, gemm_plans[plan + 1], first_thread, inner, 0, block_rows, down_panels[layer],
                         down_bias[layer], attended, 0, hidden, block0)
             phase += 2
         # last. hidden = LayerNorm(hidden)
@@ -158,7 +154,7 @@ class LayerPlan:
             _, n_panels, k, _ = stack.panels[name].shape  # [layers, panels, in, 16]
             # No serial cut-off for small products here: the hand-off it avoids is not paid.
             plans.append(_plan_blocks(m, n_panels, k, threads, microkernel.WIDE_TILES))
-        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, 7]
+        self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, gemm.PLAN_SIZE]
         # Attention items in ATTENTION_RUNS_PER_THREAD runs per thread (balanced by cost); LayerNorm
         # rows in 2 runs per thread.
         lengths = np.diff(attend.cu_seqlens)

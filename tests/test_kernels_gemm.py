@@ -257,19 +257,44 @@ def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
     np.testing.assert_array_equal(single, threaded)  # same blocks of K: same sums, bit for bit
 
 
-@pytest.mark.parametrize("m, n", [(128, 1152), (25, 1500), (150, 1000), (40, 3072)])
-def test_column_cut_plans_end_in_narrower_tail_blocks_that_cover_every_column(m, n, tiles, monkeypatch):
+@pytest.mark.parametrize("m, n", [(128, 1152), (25, 1500), (150, 1000), (40, 3072), (16, 8)])
+def test_column_plans_give_each_thread_a_run_of_whole_tiles(m, n, tiles):
+    packed = pack_weight(random_problem(m, 64, n)[1])
+    n_panels = packed.panels.shape[0]
+    plan = gemm_module._plan_blocks(m, n_panels, 64, 2, tiles)
+    units, rows, unit_panels, _, ranges, _, wide, batch = plan[:8]
+    assert len(plan) == gemm_module.PLAN_SIZE and wide == tiles
+    assert rows >= m and ranges == 2 and unit_panels == (2 if tiles else 1)
+    assert units * unit_panels >= n_panels > (units - 1) * unit_panels  # tile columns cover every panel once
+    bounds = plan[gemm_module._RANGES:gemm_module._RANGES + 3]
+    assert bounds[0] == 0 and bounds[2] == units and abs((bounds[2] - bounds[1]) - bounds[1]) <= 1  # halves
+    assert batch * unit_panels == (gemm_module.WIDE_PANELS_PER_SWEEP if tiles else gemm_module.PANELS_PER_SWEEP)
+
+
+@pytest.mark.parametrize("threads_running", [[0], [1], [0, 1], [1, 0, 2]])
+@pytest.mark.parametrize("m, n", [(128, 1152), (20, 300), (150, 40)])
+def test_every_block_is_computed_once_whoever_runs(m, n, threads_running, tiles):
+    # A plan made for 2 threads, run by only one of them (the other never came: it must
+    # take the whole other range from its back), by both one after another, or by a third
+    # that owns no range: the same bits as one thread alone.
+    x, weight, bias, residual = random_problem(m, 384, n, seed=5)
+    packed = pack_weight(weight)
+    plan = np.array(gemm_module._plan_blocks(m, packed.panels.shape[0], 384, 2, tiles), dtype=np.int64)
+    assert plan[4] == 2
+    out = np.full((m, n), np.nan, dtype=np.float32)
+    counters = np.zeros(gemm_module.FINISHED + 1, dtype=np.int64)
+    for thread in threads_running:
+        gemm_module._gemm_tasks(x, packed.panels, bias, residual, 0, out, plan, counters, thread, thread + 1)
+    assert counters[gemm_module.FINISHED] == plan[0]  # every unit counted finished once
+    alone = gemm_with_tiles(tiles, x, packed, bias, residual)
+    np.testing.assert_array_equal(out, alone)
+
+
+def test_two_threads_split_the_work_and_get_the_same_bits(monkeypatch, tiles):
     import transformer
 
-    x, weight, bias, _ = random_problem(m, 64, n, seed=9)
+    x, weight, bias, _ = random_problem(128, 64, 1152, seed=9)
     packed = pack_weight(weight)
-    tasks, rows, panels, _, big_tasks, tail_panels, wide = gemm_module._plan_blocks(m, packed.panels.shape[0], 64, 2,
-                                                                                    tiles)
-    assert wide == tiles
-    assert rows >= m and big_tasks == -(-packed.panels.shape[0] // panels) - 2  # the last 2 blocks' columns ...
-    assert tail_panels < panels and tasks - big_tasks > 2  # ... in more, narrower blocks
-    if tiles:  # whole wide tiles: two panels
-        assert panels % 2 == 0 and tail_panels % 2 == 0
     previous = transformer.get_num_threads()
     try:
         transformer.set_num_threads(2)
