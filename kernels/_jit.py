@@ -190,7 +190,7 @@ _prefer_512_bit_vectors()
 
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",
-           "data_address", "cache_dir", "numba"]
+           "claim_front", "claim_back", "data_address", "cache_dir", "numba"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -473,6 +473,35 @@ def add_release(typingctx, counters, index, delta):
         return context.get_dummy_value()
 
     return numba.types.void(counters, numba.types.intp, delta), codegen
+
+
+# A range of work units that its owner takes from the front while other threads take from
+# the back, through one int64 counter: units taken from the front in its low 32 bits, from
+# the back in its high ones. Whoever's fetch-add comes first wins a unit; a unit is taken at
+# most once, and every unit is taken. (For a front claim of `batch` units (f, b) seen before
+# the add: units f.. are the claimer's while f + i + b < units; a back claim seen as (f, b)
+# gets unit units - 1 - b while f + b < units.)
+_LOW_32 = (1 << 32) - 1
+_ONE_BACK = 1 << 32
+
+
+@jit(inline="always")
+def claim_front(counters, index, units, batch):
+    """Take up to `batch` units of the range counted in counters[index] from its front:
+    (first unit, count); count <= 0 when none is left."""
+    before = fetch_add(counters, index, batch)
+    first = before & _LOW_32
+    return first, min(batch, units - (before >> 32) - first)
+
+
+@jit(inline="always")
+def claim_back(counters, index, units):
+    """Take one unit of the range counted in counters[index] from its back: the unit, or -1
+    when none is left."""
+    before = fetch_add(counters, index, _ONE_BACK)
+    if (before & _LOW_32) + (before >> 32) >= units:
+        return -1
+    return units - 1 - (before >> 32)
 
 
 @numba.extending.intrinsic

@@ -18,7 +18,10 @@ too); a row whose keys are all padding gets the reference's uniform weights, nev
 `attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None)` -- packed
 sequences with no padding at all, straight from the fused QKV projection:
     qkv          float32 [total_tokens, 3 * hidden]: query | key | value columns, head h
-                 owning columns [h * head_dim, (h + 1) * head_dim) of each third
+                 owning columns [h * head_dim, (h + 1) * head_dim) of each third; with
+                 head_major=True instead q_h | k_h | v_h, head after head (head h's
+                 3 * head_dim columns from h * 3 * head_dim: what one thread's GEMM columns
+                 hold whole, see kernels/layer.py)
     cu_seqlens   int64 [batch + 1]: sequence b is rows cu_seqlens[b] .. cu_seqlens[b+1]-1
     position_bias float32 [heads, seq, seq] (MPNet, over the padded positions) or None
     positions    int64 [total_tokens]: each token's index in its padded row (picks its
@@ -205,13 +208,15 @@ def _split_scratch(scratch, max_len, head_dim):
 
 
 @jit
-def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
+def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale,
                   bias, bias_len, positions, out, max_len, scratch, wide, first_item, stop_item):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
-    [>= scratch_floats(max_len, head_dim)], this thread's own; wide: the micro-kernel's tiles."""
+    [>= scratch_floats(max_len, head_dim)], this thread's own; wide: the micro-kernel's tiles;
+    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan)."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
     no_mask = scratch[:0]
     stride = 3 * hidden
+    head_stride, part_stride = (3 * head_dim, head_dim) if head_major else (head_dim, hidden)
     for item in range(first_item, stop_item):
         b = item // num_heads
         h = item - b * num_heads
@@ -219,8 +224,8 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
         n = cu_seqlens[b + 1] - start
         if n == 0:
             continue
-        row0 = start * stride + h * head_dim
-        _attend_head(qkv, row0, qkv, row0 + hidden, qkv, row0 + 2 * hidden, stride, n, n, head_dim, scale,
+        row0 = start * stride + h * head_stride
+        _attend_head(qkv, row0, qkv, row0 + part_stride, qkv, row0 + 2 * part_stride, stride, n, n, head_dim, scale,
                      no_mask, start,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
@@ -228,13 +233,13 @@ def _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale,
 
 
 @jit
-def _varlen_chunks(qkv, hidden, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out, max_len,
-                   item_bounds, scratch, wide, first_chunk, stop_chunk):
+def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
+                   max_len, item_bounds, scratch, wide, first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
     for c in range(first_chunk, stop_chunk):
-        _varlen_range(qkv, hidden, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out, max_len,
-                      scratch[c], wide, item_bounds[c], item_bounds[c + 1])
+        _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
+                      max_len, scratch[c], wide, item_bounds[c], item_bounds[c + 1])
 
 
 def _balanced_bounds(costs, chunks):
@@ -251,8 +256,9 @@ def _balanced_bounds(costs, chunks):
     return [0, *inner.tolist(), len(costs)]
 
 
-def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None):
-    """Attention over packed sequences; see the module docstring for the layouts.
+def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None, head_major=False):
+    """Attention over packed sequences; see the module docstring for the layouts (head_major:
+    qkv's columns q_h | k_h | v_h for each head in turn, as `forward` packs its QKV weight).
 
     Returns the context, float32 [total_tokens, hidden] (written into `out` when given).
     """
@@ -260,7 +266,7 @@ def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=N
     if qkv.ndim != 2 or qkv.dtype != np.float32 or qkv.shape[1] % 3 or not qkv.flags.c_contiguous:
         raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, 3 * hidden] array, "
                          f"got {qkv.dtype} {qkv.shape}")
-    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions)
+    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions, head_major)
     if qkv.shape[0] != plan.total:
         raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {qkv.shape[0]} rows of qkv, "
                          f"got {plan.cu_seqlens.tolist()[:8]}")
@@ -276,7 +282,7 @@ class VarlenPlan:
         context = plan(qkv, out)          # qkv float32 [total, 3 * hidden] -> [total, hidden]
     """
 
-    def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None):
+    def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False):
         if hidden % num_heads:
             raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -293,6 +299,7 @@ class VarlenPlan:
         self.max_len = int(lengths.max())
         self.scale = np.float32(1.0 / math.sqrt(head_dim))
         self.wide = microkernel.WIDE_TILES  # the micro-kernel's tiles (same numbers either way)
+        self.head_major = bool(head_major)  # qkv's columns: q_h | k_h | v_h per head, else q | k | v
         costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
         self.item_bounds = np.array(_balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
@@ -311,7 +318,7 @@ class VarlenPlan:
             return out
         chunks = len(self.item_bounds) - 1
         scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim)), dtype=np.float32)
-        run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.cu_seqlens,
+        run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.head_major, self.cu_seqlens,
                    self.num_heads, self.head_dim, self.scale, self.bias, self.bias_len, self.positions,
                    out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide)
         return out

@@ -9,7 +9,8 @@ Same arguments, same return value as the NumPy twin (`transformer.encoder.Encode
 either). What it does differently, and why it is faster:
 
 - Weights are prepared once (`prepare`): each layer's query, key and value weights become
-  one [hidden, 3 * hidden] matrix, so a layer starts with one GEMM instead of three, and
+  one [hidden, 3 * hidden] matrix, its columns head after head (q_h | k_h | v_h), so a layer
+  starts with one GEMM instead of three (and a thread's run of its columns holds whole heads), and
   every weight is packed into the 16-column panels the GEMM micro-kernel streams through,
   stacked over the layers (`LayerStack`): every layer then runs in one compiled call
   (`layer.LayerPlan`), with no Python between layers.
@@ -91,7 +92,8 @@ class PreparedLayer:
     """One encoder layer's weights, prepared: fused QKV, packed linears, LayerNorm vectors
     (views of the model's `LayerStack`)."""
 
-    __slots__ = ("qkv", "attention_output", "attention_layer_norm", "intermediate", "output", "output_layer_norm")
+    __slots__ = ("qkv", "attention_output", "attention_layer_norm", "intermediate", "output", "output_layer_norm",
+                 "num_heads")
 
     @classmethod
     def from_parts(cls, **parts):
@@ -104,13 +106,9 @@ class PreparedLayer:
     def as_params(self):
         """This layer in the layout of `transformer.model` ({"query": {"weight", "bias"}, ...}),
         re-derived from the packed form: the same values the layer was prepared from."""
-        qkv_weight = self.qkv.weight()  # [hidden, 3 * hidden]
-        hidden = qkv_weight.shape[1] // 3
-        layer = {
-            name: {"weight": np.ascontiguousarray(qkv_weight[:, i * hidden:(i + 1) * hidden]),
-                   "bias": self.qkv.bias[i * hidden:(i + 1) * hidden]}
-            for i, name in enumerate(("query", "key", "value"))
-        }
+        weight, bias = _query_key_value(self.qkv.weight(), self.qkv.bias, self.num_heads)
+        layer = {name: {"weight": np.ascontiguousarray(weight[i]), "bias": bias[i]}
+                 for i, name in enumerate(("query", "key", "value"))}
         for name in ("attention_output", "intermediate", "output"):
             linear = getattr(self, name)
             layer[name] = {"weight": linear.weight(), "bias": linear.bias}
@@ -119,12 +117,32 @@ class PreparedLayer:
         return layer
 
 
-def _layer_linears(layer):
+def _head_major(weights, biases, num_heads):
+    """The query, key and value weights (3 x [in, hidden]) and biases (3 x [hidden]) as one
+    [in, 3 * hidden] weight and [3 * hidden] bias whose columns go head after head: q_h | k_h
+    | v_h for h = 0, 1, ... (each head_dim wide). A thread that computes a run of the QKV
+    GEMM's columns then holds whole heads for attention (kernels/layer.py)."""
+    weight = np.stack(weights, axis=1)  # 3 x [in, hidden] -> [in, 3, hidden]
+    size = weight.shape[0]
+    weight = weight.reshape(size, 3, num_heads, -1).transpose(0, 2, 1, 3).reshape(size, -1)  # -> [in, heads, 3, hd] -> [in, 3 * hidden]
+    bias = np.stack(biases).reshape(3, num_heads, -1).transpose(1, 0, 2).reshape(-1)  # [3, hidden] -> [heads, 3, hd] -> [3 * hidden]
+    return np.ascontiguousarray(weight), np.ascontiguousarray(bias)
+
+
+def _query_key_value(weight, bias, num_heads):
+    """`_head_major` undone: ([3, in, hidden] weights, [3, hidden] biases) of query, key, value."""
+    size = weight.shape[0]
+    weights = weight.reshape(size, num_heads, 3, -1).transpose(2, 0, 1, 3).reshape(3, size, -1)  # [in, heads, 3, hd] -> [3, in, hidden]
+    biases = bias.reshape(num_heads, 3, -1).transpose(1, 0, 2).reshape(3, -1)  # [heads, 3, hd] -> [3, hidden]
+    return weights, biases
+
+
+def _layer_linears(layer, num_heads):
     """{name: ([in, out] weight, [out] bias)} for one layer's params (transformer.model's
-    layout), the query, key and value weights fused into one [hidden, 3 * hidden] QKV."""
+    layout), the query, key and value weights fused into one [hidden, 3 * hidden] QKV, its
+    columns head-major (`_head_major`)."""
     parts = [layer["query"], layer["key"], layer["value"]]
-    linears = {"qkv": (np.concatenate([p["weight"] for p in parts], axis=1),  # 3 x [hidden, hidden] -> [hidden, 3 * hidden]
-                       np.concatenate([p["bias"] for p in parts]))}  # 3 x [hidden] -> [3 * hidden]
+    linears = {"qkv": _head_major([p["weight"] for p in parts], [p["bias"] for p in parts], num_heads)}
     for name in _LINEARS[1:]:
         linears[name] = (layer[name]["weight"], layer[name]["bias"])
     return linears
@@ -140,25 +158,27 @@ class LayerStack:
         norms[name]   {"weight", "bias"}: float32 [layers, hidden], for "attention_layer_norm"
                       and "output_layer_norm"
         out_features[name]  the linear's width (the panels pad it to a multiple of 16)
+        num_heads           attention heads (the QKV columns go head after head: `_head_major`)
 
     The panels live in one huge-page arena (see arena.py) or in a mapping of the packed
     cache; `layer(i)` gives layer i's PreparedLayer as views of these arrays.
     """
 
-    __slots__ = ("panels", "bias", "norms", "out_features")
+    __slots__ = ("panels", "bias", "norms", "out_features", "num_heads")
 
-    def __init__(self, panels, bias, norms, out_features):
+    def __init__(self, panels, bias, norms, out_features, num_heads):
         self.panels, self.bias, self.norms, self.out_features = panels, bias, norms, out_features
+        self.num_heads = num_heads
 
     def __len__(self):
         return len(self.bias["qkv"])
 
     @classmethod
-    def pack(cls, layers):
+    def pack(cls, layers, num_heads):
         """Pack a list of layer params (transformer.model's layout) layer by layer into one
         arena, setting each list entry to None once packed: memory holds one copy of the
         weights plus one layer, never two copies of them all."""
-        first = _layer_linears(layers[0])
+        first = _layer_linears(layers[0], num_heads)
         count = len(layers)
         shapes = {name: (count, -(-weight.shape[1] // NR), weight.shape[0], NR)  # [layers, panels, in, 16]
                   for name, (weight, _) in first.items()}
@@ -168,7 +188,7 @@ class LayerStack:
         norms = {name: {part: np.empty((count, len(layers[0][name][part])), dtype=np.float32)
                         for part in ("weight", "bias")} for name in _LAYER_NORMS}
         for i in range(count):
-            linears = first if i == 0 else _layer_linears(layers[i])
+            linears = first if i == 0 else _layer_linears(layers[i], num_heads)
             for name, (weight, b) in linears.items():
                 panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32)).panels
                 bias[name][i] = b
@@ -178,7 +198,7 @@ class LayerStack:
             if isinstance(layers, list):
                 layers[i] = None
         out_features = {name: weight.shape[1] for name, (weight, _) in first.items()}
-        return cls(panels, bias, norms, out_features)
+        return cls(panels, bias, norms, out_features, num_heads)
 
     def layer(self, i):
         """Layer i's PreparedLayer: views of the stacked arrays."""
@@ -189,7 +209,7 @@ class LayerStack:
                                                      self.bias[name][i])
         for name in _LAYER_NORMS:
             parts[name] = {part: self.norms[name][part][i] for part in ("weight", "bias")}
-        return PreparedLayer.from_parts(**parts)
+        return PreparedLayer.from_parts(**parts, num_heads=self.num_heads)
 
 
 class UnpackedLayers(Sequence):
@@ -221,7 +241,7 @@ class PreparedEncoder:
 
     def __init__(self, params, config, stack=None):
         self.config = config
-        self.stack = stack if stack is not None else LayerStack.pack(params["layers"])
+        self.stack = stack if stack is not None else LayerStack.pack(params["layers"], config.num_attention_heads)
         self.layers = [self.stack.layer(i) for i in range(len(self.stack))]
         params["layers"] = UnpackedLayers(self.layers)
         self.params = params
@@ -282,7 +302,7 @@ def prepare(params, config):
 # Small checkpoints are not cached (packing them is quicker than a cache is to read), nor is
 # anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 CACHE_MIN_BYTES = 32 << 20
 
 
@@ -429,7 +449,8 @@ def load_packed_cache(cache_dir, config):
                        bias={name: arrays[f"stack.{name}.bias"] for name in _LINEARS},
                        norms={name: {part: arrays[f"stack.{name}.{part}"] for part in ("weight", "bias")}
                               for name in _LAYER_NORMS},
-                       out_features={name: int(meta["out_features"][name]) for name in _LINEARS})
+                       out_features={name: int(meta["out_features"][name]) for name in _LINEARS},
+                       num_heads=config.num_attention_heads)
     return PreparedEncoder(params, config, stack=stack)
 
 
@@ -611,7 +632,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         group_slots = None if slot_in_row is None else slot_in_row[row0:row1]
 
         def make_plans():
-            attend = VarlenPlan(group_seqlens, config.num_attention_heads, hidden_size, position_bias, group_slots)
+            attend = VarlenPlan(group_seqlens, config.num_attention_heads, hidden_size, position_bias, group_slots,
+                                head_major=True)
             return attend, (LayerPlan(attend, rows, config, ffn_rows, prepared.stack) if FUSED_LAYERS else None)
 
         key = (group_seqlens.tobytes(), numba.get_num_threads(), ffn_rows, FUSED_LAYERS,

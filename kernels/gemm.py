@@ -56,7 +56,7 @@ import functools
 import numpy as np
 
 from . import microkernel
-from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks
+from ._jit import add_release, claim_back, claim_front, even_bounds, fetch_add, jit, numba, run_chunks
 from .activations import activation_code, activation_row_address, call_activation_row
 from .microkernel import (MR, NR, WIDE_MR, microkernel_4x16, microkernel_4x16_prefetching,
                           microkernel_4x32, microkernel_6x16, microkernel_6x16_prefetching, microkernel_8x32,
@@ -242,10 +242,6 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
                               activation_row)
 
 
-_FRONT = (1 << 32) - 1  # a range's claim counter: units taken from the front (low 32 bits) ...
-_BACK = 1 << 32  # ... and from the back (high 32 bits)
-
-
 @jit
 def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
     """One thread's part of C = act(x[x_row0:][:m] @ W + b) + residual into out[out_row0:][:m]
@@ -262,8 +258,8 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
     prefetches its next sweep); then it takes units of the other ranges from their back,
     one at a time, so a thread that finishes first (cores of a shared host rarely run at
     one speed; a worker may start late) does more of the other's work instead of waiting.
-    Both ends claim through one atomic counter per range (front count in the low 32 bits,
-    back count in the high ones): a unit is taken at most once, and all are taken.
+    Both ends claim through one atomic counter per range (`_jit.claim_front` / `claim_back`):
+    a unit is taken at most once, and all are taken.
     """
     n_panels = panels.shape[0]
     if plan[4] == 0:
@@ -279,11 +275,10 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
     if thread < ranges:  # its own range, from the front
         first, stop = plan[_RANGES + thread], plan[_RANGES + thread + 1]
         while True:
-            before = fetch_add(counters, base + thread, batch)
-            front = first + (before & _FRONT)
-            take = min(batch, stop - (before >> 32) - front)
+            offset, take = claim_front(counters, base + thread, stop - first, batch)
             if take <= 0:
                 break
+            front = first + offset
             _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, 0, m,
                         front * unit, min(n_panels, (front + take) * unit), min(n_panels, stop * unit))
             add_release(counters, base + FINISHED, take)
@@ -291,10 +286,10 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
         other = (thread + step) % ranges
         first, stop = plan[_RANGES + other], plan[_RANGES + other + 1]
         while True:
-            before = fetch_add(counters, base + other, _BACK)
-            if first + (before & _FRONT) + (before >> 32) >= stop:
+            offset = claim_back(counters, base + other, stop - first)
+            if offset < 0:
                 break
-            last = stop - 1 - (before >> 32)
+            last = first + offset
             _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, 0, m,
                         last * unit, min(n_panels, (last + 1) * unit), min(n_panels, (last + 1) * unit))
             add_release(counters, base + FINISHED, 1)

@@ -9,7 +9,9 @@ The same steps, the same kernels, the same numbers (bit for bit) as calling them
 
     phase  what                                          work items, claimed by any thread
     0      qkv = hidden @ W_qkv + b                      GEMM blocks (`gemm.gemm_run`)
-    1      context = attention(qkv)                      runs of (sequence, head) pairs
+    1      context = attention(qkv)                      (sequence, head) pairs: each thread
+                                                         those of the heads its QKV columns hold
+                                                         (a batch-1 text), else runs of pairs
     2      attended = context @ W_o + b + hidden         GEMM blocks
     3      attended = LayerNorm(attended)                runs of rows
     4, 5   per feed-forward block of <= FFN_ROWS rows:
@@ -38,10 +40,11 @@ up. Which thread computes an item never changes its numbers.
 import numpy as np
 
 from . import microkernel
-from ._jit import add_release, even_bounds, fetch_add, jit, numba, run_chunks, wait_until_at_least
+from ._jit import (add_release, claim_back, claim_front, even_bounds, fetch_add, jit, numba, run_chunks,
+                   wait_until_at_least)
 from .activations import activation_code, activation_row_address
 from .attention import _balanced_bounds, _varlen_range, scratch_floats
-from .gemm import _NO_RESIDUAL, FINISHED, _plan_blocks, gemm_run
+from .gemm import _NO_RESIDUAL, _RANGES, FINISHED, NR, _plan_blocks, gemm_run
 from .layernorm import _layer_norm_range
 
 _COUNTER_STRIDE = 16  # int64s between a phase's two counters, and between phases: own cache lines
@@ -74,12 +77,63 @@ def _layer_norm_phase(counters, phase, bounds, x, weight, bias, eps):
 
 
 @jit
+def _attention_phase(counters, phase, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
+                     head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide):
+    """The attention phase: context = attention(qkv) for every (sequence, head), qkv's columns
+    head-major (attention.VarlenPlan's head_major), then the wait for the other threads.
+
+    head_ranges int64 [ranges + 1] (not empty): thread t owns heads head_ranges[t] ..
+    head_ranges[t + 1] - 1, of every sequence: the heads whose q | k | v columns its own
+    QKV GEMM range computed, so they are in its own cache. It takes its (head, sequence)
+    items from the front, then the others' from their back (`_jit.claim_front` /
+    `claim_back`). Empty: items (sequence major) in the runs attention_bounds[r] ..
+    attention_bounds[r + 1] - 1, claimed in order by any thread.
+    """
+    base = phase * _COUNTER_STRIDE
+    batch = cu_seqlens.shape[0] - 1
+    ranges = head_ranges.shape[0] - 1
+    if ranges <= 0:
+        n_runs = attention_bounds.shape[0] - 1
+        while True:
+            run = fetch_add(counters, base + _CLAIMED, 1)
+            if run >= n_runs:
+                break
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
+                          positions, context_flat, max_len, scratch, wide, attention_bounds[run],
+                          attention_bounds[run + 1])
+            add_release(counters, base + _FINISHED, 1)
+        wait_until_at_least(counters, base + _FINISHED, n_runs)
+        return
+    for step in range(ranges + 1):  # its own range from the front (step 0), then the others' from their back
+        owner = (thread + step) % ranges
+        if step == 0 and thread >= ranges:
+            continue
+        first_head = head_ranges[owner]
+        units = (head_ranges[owner + 1] - first_head) * batch
+        while True:
+            if step == 0:
+                unit, count = claim_front(counters, base + owner, units, 1)
+                if count <= 0:
+                    break
+            else:
+                unit = claim_back(counters, base + owner, units)
+                if unit < 0:
+                    break
+            head = first_head + unit // batch
+            item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
+                          positions, context_flat, max_len, scratch, wide, item, item + 1)
+            add_release(counters, base + _FINISHED, 1)
+    wait_until_at_least(counters, base + _FINISHED, num_heads * batch)
+
+
+@jit
 def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat, attention_scratch,
                    qkv_panels, qkv_bias, output1_panels, output1_bias, up_panels, up_bias, down_panels, down_bias,
                    norm1_weight, norm1_bias, norm2_weight, norm2_bias, eps,
                    cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len, positions, max_len,
-                   attention_bounds, activation_row, gemm_plans, norm_bounds, ffn_rows, counters, no_residual,
-                   first_layer, stop_layer, first_thread, stop_thread):
+                   attention_bounds, head_ranges, activation_row, gemm_plans, norm_bounds, ffn_rows, counters,
+                   no_residual, first_layer, stop_layer, first_thread, stop_thread):
     """Every phase (see the module docstring) of layers first_layer..stop_layer-1, one layer
     after another, as one of the threads taking part. A layer's last phase ends when every
     thread is done with it, so the next layer reads a finished `hidden`.
@@ -87,7 +141,8 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
     hidden [rows, d] (updated in place), qkv [rows, 3d], context and attended [rows, d],
     inner [>= min(rows, ffn_rows), d_ff]: float32 C-contiguous buffers; qkv_flat and
     context_flat: qkv and context as 1-D views; attention_scratch float32 [threads,
-    attention.scratch_floats(max_len, head_dim)], a row for each thread; the weights stacked,
+    attention.scratch_floats(max_len, head_dim)], a row for each thread; attention_bounds and
+    head_ranges: the attention phase's work (see `_attention_phase`); the weights stacked,
     the layer first (qkv_panels [layers, panels, in, 16], qkv_bias [layers, 3d], ...,
     norm2_bias [layers, d]); gemm_plans int64 [6, gemm.PLAN_SIZE]: qkv, attention output, up and down for
     a whole feed-forward block, up and down for the last (shorter) one; counters int64
@@ -103,17 +158,9 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
         _gemm_phase(layer_counters, 0, gemm_plans[0], first_thread, hidden, 0, rows, qkv_panels[layer], qkv_bias[layer],
                     no_residual, 0, qkv, 0)
         # 1. context = attention(qkv), per (sequence, head)
-        base = 1 * _COUNTER_STRIDE
-        n_tasks = attention_bounds.shape[0] - 1
-        scratch = attention_scratch[first_thread]
-        while True:
-            task = fetch_add(layer_counters, base + _CLAIMED, 1)
-            if task >= n_tasks:
-                break
-            _varlen_range(qkv_flat, width, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, attention_bounds[task], attention_bounds[task + 1])
-            add_release(layer_counters, base + _FINISHED, 1)
-        wait_until_at_least(layer_counters, base + _FINISHED, n_tasks)
+        _attention_phase(layer_counters, 1, first_thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens,
+                         num_heads, head_dim, scale, position_bias, bias_len, positions, context_flat, max_len,
+                         attention_scratch[first_thread], wide)
         # 2. attended = context @ W_o + b + hidden;  3. LayerNorm
         _gemm_phase(layer_counters, 2, gemm_plans[1], first_thread, context, 0, rows, output1_panels[layer], output1_bias[layer],
                     hidden, 0, attended, 0)
@@ -130,6 +177,20 @@ def _layers_phases(hidden, qkv, context, attended, inner, qkv_flat, context_flat
             phase += 2
         # last. hidden = LayerNorm(hidden)
         _layer_norm_phase(layer_counters, phase, norm_bounds, hidden, norm2_weight[layer], norm2_bias[layer], eps)
+
+
+def _head_ranges(qkv_plan, num_heads, head_dim):
+    """int64 [ranges + 1]: the heads each thread's column range of the QKV GEMM computes
+    whole (head h's q | k | v columns are 3 * head_dim from h * 3 * head_dim: forward packs
+    them head-major), a head going to the range its middle column falls in; empty when the
+    GEMM has no column ranges (many rows: row blocks)."""
+    ranges = int(qkv_plan[4])
+    if ranges == 0:
+        return np.zeros(0, dtype=np.int64)
+    column_bounds = qkv_plan[_RANGES:_RANGES + ranges + 1] * qkv_plan[2] * NR  # units -> panels -> columns
+    middles = (np.arange(num_heads) * 3 + 1.5) * head_dim  # each head's middle column
+    owners = np.searchsorted(column_bounds[1:], middles, side="right")  # the range each falls in
+    return np.searchsorted(owners, np.arange(ranges + 1), side="left").astype(np.int64)  # [ranges + 1]
 
 
 class LayerPlan:
@@ -155,8 +216,13 @@ class LayerPlan:
             # No serial cut-off for small products here: the hand-off it avoids is not paid.
             plans.append(_plan_blocks(m, n_panels, k, threads, microkernel.WIDE_TILES))
         self.gemm_plans = np.array(plans, dtype=np.int64)  # [6, gemm.PLAN_SIZE]
-        # Attention items in ATTENTION_RUNS_PER_THREAD runs per thread (balanced by cost); LayerNorm
-        # rows in 2 runs per thread.
+        # Attention: where the QKV GEMM gives each thread a range of columns (a batch-1 text),
+        # each thread the heads whose columns it computed (see _attention_phase); else the
+        # items in ATTENTION_RUNS_PER_THREAD runs per thread (balanced by cost). LayerNorm rows
+        # in 2 runs per thread.
+        if not attend.head_major:
+            raise ValueError("LayerPlan: the attention plan must be for head-major qkv columns (VarlenPlan head_major)")
+        self.head_ranges = _head_ranges(self.gemm_plans[0], attend.num_heads, attend.head_dim)
         lengths = np.diff(attend.cu_seqlens)
         costs = np.repeat(lengths.astype(np.float64) ** 2 * attend.head_dim * 4 + 1.0, attend.num_heads)
         runs = max(1, min(len(costs), ATTENTION_RUNS_PER_THREAD * threads))
@@ -185,5 +251,6 @@ class LayerPlan:
                    panels["intermediate"], bias["intermediate"], panels["output"], bias["output"],
                    norm1["weight"], norm1["bias"], norm2["weight"], norm2["bias"], self.eps,
                    attend.cu_seqlens, attend.num_heads, attend.head_dim, attend.scale, attend.bias, attend.bias_len,
-                   attend.positions, attend.max_len, self.attention_bounds, self.activation_row, self.gemm_plans,
+                   attend.positions, attend.max_len, self.attention_bounds, self.head_ranges, self.activation_row,
+                   self.gemm_plans,
                    self.norm_bounds, self.ffn_rows, counters, _NO_RESIDUAL, first_layer, stop_layer)

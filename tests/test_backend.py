@@ -421,6 +421,43 @@ def test_fused_layers_and_both_tile_widths_give_the_same_bits_as_the_kernels_cal
             assert np.array_equal(ours, theirs), key
 
 
+def test_qkv_is_packed_head_major_and_unpacks_to_the_same_weights():
+    from transformer.kernels import forward
+
+    rng = np.random.default_rng(3)
+    weights = [rng.standard_normal((8, 12), dtype=np.float32) for _ in range(3)]  # query, key, value: 3 heads of 4
+    biases = [rng.standard_normal(12, dtype=np.float32) for _ in range(3)]
+    weight, bias = forward._head_major(weights, biases, 3)
+    assert weight.shape == (8, 36) and bias.shape == (36,)
+    for head in range(3):  # columns q_h | k_h | v_h, head after head
+        for part in range(3):
+            columns = slice(head * 12 + part * 4, head * 12 + part * 4 + 4)
+            np.testing.assert_array_equal(weight[:, columns], weights[part][:, head * 4:head * 4 + 4])
+            np.testing.assert_array_equal(bias[columns], biases[part][head * 4:head * 4 + 4])
+    unpacked_weights, unpacked_biases = forward._query_key_value(weight, bias, 3)
+    np.testing.assert_array_equal(unpacked_weights, np.stack(weights))
+    np.testing.assert_array_equal(unpacked_biases, np.stack(biases))
+
+
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("rows, heads, head_dim", [(16, 12, 32), (128, 12, 64), (40, 4, 16), (7, 1, 16), (128, 16, 24)])
+def test_each_thread_attends_the_heads_its_qkv_columns_hold(rows, heads, head_dim, wide):
+    from transformer.kernels import gemm as gemm_module
+    from transformer.kernels import layer
+
+    n_panels = -(-3 * heads * head_dim // 16)
+    plan = np.array(gemm_module._plan_blocks(rows, n_panels, heads * head_dim, 2, wide), dtype=np.int64)
+    ranges = layer._head_ranges(plan, heads, head_dim)
+    assert ranges[0] == 0 and ranges[-1] == heads and (np.diff(ranges) >= 0).all()
+    unit_columns = plan[2] * 16
+    for thread in range(2):
+        first, stop = plan[gemm_module._RANGES + thread:gemm_module._RANGES + thread + 2] * unit_columns
+        for head in range(ranges[thread], ranges[thread + 1]):  # the head's middle column is the thread's
+            assert first <= (3 * head + 1.5) * head_dim < stop
+    if 3 * head_dim % unit_columns == 0 and heads % 2 == 0:  # heads end on unit bounds: an even split
+        assert list(ranges) == [0, heads // 2, heads]
+
+
 def test_fused_forward_runs_all_layers_in_one_call_per_group(monkeypatch):
     # No Python between layers: the layer kernel is entered once per group of sequences (once
     # per layer only when every layer's hidden states are asked for).

@@ -152,3 +152,15 @@ def test_padded_attention_refuses_mismatched_shapes():
     q = np.zeros((1, 2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="query, key and value must have one shape"):
         kernel.attention(q, q, np.zeros((1, 2, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[4], CASES[7]])
+def test_head_major_qkv_columns_give_the_same_bits(case):
+    # forward packs the fused QKV weight head after head (q_h | k_h | v_h): the same
+    # attention on the same numbers, only the columns read differ.
+    query, key, value, attention_mask, bias = make_case(*case)
+    qkv, cu_seqlens, positions = varlen_inputs(query, key, value, attention_mask)
+    heads, head_dim = case[1], case[3]
+    head_major = np.ascontiguousarray(qkv.reshape(len(qkv), 3, heads, head_dim).transpose(0, 2, 1, 3).reshape(len(qkv), -1))
+    np.testing.assert_array_equal(kernel.attention_varlen(head_major, cu_seqlens, heads, bias, positions, head_major=True),
+                                  kernel.attention_varlen(qkv, cu_seqlens, heads, bias, positions))
