@@ -972,6 +972,16 @@ def main():
                              f"padded systems compute them, this project's numba backend does not."
                              + (f" ONNX model: {entry['onnx_note']}." if entry["onnx_note"] else ""))
         report["prepared"] = prepared
+        if "transformer-numba" in args.systems:  # compile into the kernel cache once, as a user's first run does
+            for model, entry in prepared.items():
+                if entry["dir"]:
+                    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import peers, run, json, time; "
+                            f"t = time.perf_counter(); r = peers.load('transformer-numba', {entry['dir']!r}, run.THREADS); "
+                            f"corpus = run.read_corpus(); r.encode(corpus[:64]); r.encode(corpus[:1]); "
+                            f"print(json.dumps({{'seconds': time.perf_counter() - t}}))")
+                    result, error, _ = run_child(["-c", code])
+                    log(f"  {model}: kernel cache warmed ({result['seconds']:.1f} s)" if result else
+                        f"  {model}: warming the kernel cache failed: {error}")
 
         for model in args.models:
             entry = prepared[model]
