@@ -32,10 +32,11 @@ Every token attends to the tokens of its own sequence only, so no score is spent
 How the core works (`_attend_head`), for one (sequence, head):
 1. K is copied once, transposed, into key_t [head_dim, keys] (padded to 16 columns), so
    that the score strip Q K^T is a small GEMM for the micro-kernel of `microkernel.py`.
-2. Queries go in blocks of 24: scores [24, keys] = Q_block K^T through the register-blocked
-   micro-kernel (4 strips of 6 rows per 16-key panel, so the panel is reused from L1),
-   then per row: * scale, + position bias, + mask, exp(x - max) in place
-   (`softmax.softmax_rows_inplace`, explicit 16-float vectors).
+2. Queries go in blocks of 24 (a sequence of up to 48: one block): scores [24, keys] =
+   Q_block K^T through the register-blocked micro-kernel (strips of 6 rows per 16 keys, or
+   of 12 rows per 32 keys with AVX-512, so the keys are reused from L1; a short last strip
+   in a smaller kernel), then per row: * scale, + position bias, + mask, exp(x - max) in
+   place (`softmax.softmax_rows_inplace`, explicit 16-float vectors).
 3. context [24, head_dim] = P_block V through the micro-kernel again (V copied once into
    contiguous rows), then each row is divided by its softmax sum: head_dim multiplies
    instead of keys.
@@ -56,7 +57,7 @@ import numpy as np
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .layernorm import add_into
 from . import microkernel
-from .microkernel import MR, NR, WIDE_MR, microkernel_6x16, microkernel_12x32
+from .microkernel import MR, NR, WIDE_MR, tile
 from .softmax import softmax_rows_inplace
 
 _F0 = np.float32(0.0)
@@ -65,7 +66,8 @@ MASK_VALUE = np.finfo(np.float32).min
 
 # Splitting over threads pays off above about this many flops per thread.
 _FLOPS_PER_CHUNK = 4e6
-QUERY_BLOCK = 4 * MR  # queries whose scores are computed together (scores: [24, keys]; 2 wide strips)
+QUERY_BLOCK = 4 * MR  # queries whose scores are computed together (scores: [24, keys]; 2 wide strips) ...
+SHORT_SEQUENCE = 48  # ... except that a sequence this short is one block (27 tokens: 12 + 12 + 3, not 24, then 3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,9 +89,10 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     (no bias: an empty `bias`). Flags are array sizes, not bool arguments, so that every
     caller shares one compiled copy (a literal True/False would specialise it).
     key_t, value_packed, scores, inverse_sums: scratch of at least head_dim * n_pad,
-    n_k * d_pad, QUERY_BLOCK * n_pad and QUERY_BLOCK floats (n_pad, d_pad: n_k, head_dim
-    rounded up to 16). wide: the products in the micro-kernel's wide tiles (12 x 32),
-    else narrow ones (6 x 16); the same numbers.
+    n_k * d_pad, block rows * n_pad and block rows floats (n_pad, d_pad: n_k, head_dim
+    rounded up to 16; block rows: QUERY_BLOCK, or n_q when n_q <= SHORT_SEQUENCE). wide: the
+    products in the micro-kernel's wide tiles (12 x 32), else narrow ones (6 x 16); the same
+    numbers.
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
@@ -100,15 +103,26 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
         row = k_start + j * qkv_stride
         for c in range(head_dim):
             key_t[c * n_pad + j] = k[row + c]
+    # The padding columns are read too (their sums dropped): zeros, not whatever the scratch
+    # held. Leftover bits can be subnormal floats (small integers read as float32, say), and
+    # a multiply-add on one costs a ~100-cycle microcode assist: a 24-token BERT-base head
+    # measured 63 us with such leftovers, 3.7 us with zeros.
+    if n_pad > n_k:
+        for c in range(head_dim):
+            padding = key_t[c * n_pad + n_k:c * n_pad + n_pad]
+            for j in range(n_pad - n_k):
+                padding[j] = _F0
 
     # V is copied into contiguous rows of d_pad floats: read in place from the QKV rows
     # (3 * hidden floats apart, a new 4 KiB page every row) the P V product ran at 2/3 speed.
     d_pad = (head_dim + NR - 1) // NR * NR
     for j in range(n_k):
         source = v[v_start + j * qkv_stride:v_start + j * qkv_stride + head_dim]
-        packed_row = value_packed[j * d_pad:j * d_pad + head_dim]
+        packed_row = value_packed[j * d_pad:j * d_pad + d_pad]
         for c in range(head_dim):
             packed_row[c] = source[c]
+        for c in range(head_dim, d_pad):  # read by the micro-kernel too: zeros (see above)
+            packed_row[c] = _F0
 
     # Are this sequence's key positions consecutive? Then each bias row is one slice.
     consecutive = True
@@ -118,24 +132,18 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 consecutive = False
                 break
 
-    for i0 in range(0, n_q, QUERY_BLOCK):
-        block = min(QUERY_BLOCK, n_q - i0)
-        # 2. scores[r, j] = q_{i0+r} . k_j for a block of queries, 6 x 16 tiles; each
-        #    16-key panel of key_t serves all the block's strips while it is in L1.
-        if wide:  # 32 keys x 12 queries a tile; the keys j0 + 16.. are the next 16 columns of key_t
-            for j0 in range(0, n_k, 2 * NR):
-                cols = min(2 * NR, n_k - j0)
-                second = NR if cols > NR else 0
-                for s0 in range(0, block, WIDE_MR):
-                    microkernel_12x32(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(WIDE_MR, block - s0),
-                                      key_t, j0, n_pad, head_dim,
-                                      scores, s0 * n_pad + j0, n_pad, cols, False, second, j0)
-        else:
-            for j0 in range(0, n_k, NR):
-                for s0 in range(0, block, MR):
-                    microkernel_6x16(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(MR, block - s0),
-                                     key_t, j0, n_pad, head_dim,
-                                     scores, s0 * n_pad + j0, n_pad, min(NR, n_k - j0), False)
+    tile_rows, tile_cols = (WIDE_MR, 2 * NR) if wide else (MR, NR)  # the micro-kernel's tile
+    block_rows = n_q if n_q <= SHORT_SEQUENCE else QUERY_BLOCK
+    for i0 in range(0, n_q, block_rows):
+        block = min(block_rows, n_q - i0)
+        # 2. scores[r, j] = q_{i0+r} . k_j for a block of queries, tile by tile; each tile's
+        #    keys (16 or 32 columns of key_t) serve all the block's strips while in L1.
+        for j0 in range(0, n_k, tile_cols):  # wide: keys j0 + 16.. are the next 16 columns of key_t
+            cols = min(tile_cols, n_k - j0)
+            for s0 in range(0, block, tile_rows):
+                tile(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(tile_rows, block - s0),
+                     key_t, j0, n_pad, head_dim,
+                     scores, s0 * n_pad + j0, n_pad, cols, False, wide, NR if cols > NR else 0, -1)
         # * scale (+ position bias + mask), then exp(x - max) in place and 1 / the sums
         row_scale = scale
         if has_bias or has_mask:
@@ -155,22 +163,14 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                     add_into(row, mask[mask_start:mask_start + n_k])
             row_scale = _ONE  # scaled already (x * 1 is x exactly)
         softmax_rows_inplace(scores, 0, n_pad, block, n_k, row_scale, inverse_sums, 0)
-        # 3. context = exp-scores @ V, strip by strip, 6 x 16 tiles; then / the softmax sums.
-        if wide:
-            for s0 in range(0, block, WIDE_MR):
-                for c0 in range(0, head_dim, 2 * NR):
-                    cols = min(2 * NR, head_dim - c0)
-                    microkernel_12x32(scores, s0 * n_pad, n_pad, min(WIDE_MR, block - s0),
-                                      value_packed, c0, d_pad, n_k,
-                                      out, out_start + (i0 + s0) * out_stride + c0, out_stride,
-                                      cols, False, NR if cols > NR else 0, c0)
-        else:
-            for s0 in range(0, block, MR):
-                for c0 in range(0, head_dim, NR):
-                    microkernel_6x16(scores, s0 * n_pad, n_pad, min(MR, block - s0),
-                                     value_packed, c0, d_pad, n_k,
-                                     out, out_start + (i0 + s0) * out_stride + c0, out_stride,
-                                     min(NR, head_dim - c0), False)
+        # 3. context = exp-scores @ V, strip by strip, tile by tile; then / the softmax sums.
+        for s0 in range(0, block, tile_rows):
+            for c0 in range(0, head_dim, tile_cols):
+                cols = min(tile_cols, head_dim - c0)
+                tile(scores, s0 * n_pad, n_pad, min(tile_rows, block - s0),
+                     value_packed, c0, d_pad, n_k,
+                     out, out_start + (i0 + s0) * out_stride + c0, out_stride,
+                     cols, False, wide, NR if cols > NR else 0, -1)
         for r in range(block):
             first = out_start + (i0 + r) * out_stride
             context_row = out[first:first + head_dim]
@@ -191,7 +191,9 @@ def scratch_floats(max_len, head_dim):
     """Scratch floats one thread needs for sequences of up to max_len tokens."""
     n_pad = -(-max_len // NR) * NR
     d_pad = -(-head_dim // NR) * NR
-    return head_dim * n_pad + max_len * d_pad + QUERY_BLOCK * n_pad + QUERY_BLOCK
+    short = min(max_len, SHORT_SEQUENCE)  # the biggest one-block sequence
+    scores = max(QUERY_BLOCK * n_pad, short * -(-short // NR) * NR)
+    return head_dim * n_pad + max_len * d_pad + scores + max(QUERY_BLOCK, short)
 
 
 @jit
@@ -200,11 +202,12 @@ def _split_scratch(scratch, max_len, head_dim):
     `_attend_head` needs (see `scratch_floats`)."""
     n_pad = (max_len + NR - 1) // NR * NR
     d_pad = (head_dim + NR - 1) // NR * NR
+    short = min(max_len, SHORT_SEQUENCE)
     value0 = head_dim * n_pad
     scores0 = value0 + max_len * d_pad
-    sums0 = scores0 + QUERY_BLOCK * n_pad
+    sums0 = scores0 + max(QUERY_BLOCK * n_pad, short * ((short + NR - 1) // NR * NR))
     return (scratch[:value0], scratch[value0:scores0], scratch[scores0:sums0],
-            scratch[sums0:sums0 + QUERY_BLOCK])
+            scratch[sums0:sums0 + max(QUERY_BLOCK, short)])
 
 
 @jit

@@ -58,9 +58,7 @@ import numpy as np
 from . import microkernel
 from ._jit import add_release, claim_back, claim_front, even_bounds, fetch_add, jit, numba, run_chunks
 from .activations import activation_code, activation_row_address, call_activation_row
-from .microkernel import (MR, NR, WIDE_MR, microkernel_4x16, microkernel_4x16_prefetching,
-                          microkernel_4x32, microkernel_6x16, microkernel_6x16_prefetching, microkernel_8x32,
-                          microkernel_12x32)
+from .microkernel import MR, NR, WIDE_MR, tile
 
 K_BLOCK = 768  # depth per pass over a tile (smaller blocks measured slower, 256-512: 3-8%)
 # Row blocks of up to 576 rows (96 narrow tiles of 6, 48 wide ones of 12). Each sweep's
@@ -155,37 +153,6 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
                 out_tile[j] += residual_tile[j]
 
 
-@jit(inline="always")
-def _tile(x, x_start, k, rows, panels, b_start, depth, out, c_start, n, cols, accumulate, wide, b_second,
-          prefetch_start):
-    """One tile through the micro-kernel of its width (see microkernel.py): wide, 32 columns
-    from two panels (b_second floats apart) in 12 / 8 / 4-row kernels; narrow, one panel in 6 /
-    4-row kernels. prefetch_start < 0: nothing to prefetch."""
-    if wide:
-        if prefetch_start < 0:
-            prefetch_start = b_start  # lines in the cache already: next to free
-        if rows > 8:
-            microkernel_12x32(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate,
-                              b_second, prefetch_start)
-        elif rows > 4:
-            microkernel_8x32(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate,
-                             b_second, prefetch_start)
-        else:
-            microkernel_4x32(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate,
-                             b_second, prefetch_start)
-    elif prefetch_start >= 0:
-        if rows > 4:
-            microkernel_6x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
-                                         accumulate, prefetch_start)
-        else:
-            microkernel_4x16_prefetching(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols,
-                                         accumulate, prefetch_start)
-    elif rows > 4:  # a short last tile (M = 16 = 6 + 6 + 4) takes the 4-row kernel: 8 accumulators, not 12
-        microkernel_6x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate)
-    else:
-        microkernel_4x16(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, accumulate)
-
-
 @jit
 def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, row0, row1, panel0, panel1,
                 prefetch_limit):
@@ -234,8 +201,8 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
                     if prefetch and tile_row == row0 and panel + tile_panels < prefetch_limit:
                         ahead = panel + tile_panels
                     prefetch_start = (ahead * k + k0) * NR if ahead >= 0 else -1
-                    _tile(x, x_start, k, rows, panels, b_start, depth, out, c_start, n, cols, k0 > 0, wide, b_second,
-                          prefetch_start)
+                    tile(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, k0 > 0, wide, b_second,
+                         prefetch_start)
                 if last_pass:  # the finished rows x 64 (128) columns, still in L1
                     sweep_col0 = sweep0 * NR
                     _epilogue(out, out_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual,

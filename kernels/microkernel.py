@@ -51,9 +51,9 @@ loop, the GEMM's call for the tile at row i0, panel p, K block k0 reads:
                       prefetch_start)                          # (see below)
 """
 
-from . import _jit  # noqa: F401  (sets the threading layer before numba is imported)
-
 import functools
+
+from ._jit import jit
 
 from llvmlite import ir
 from numba import types
@@ -277,3 +277,36 @@ def _tile_codegen(tile_rows, prefetch=False, wide=False):
         return context.get_dummy_value()
 
     return codegen
+
+
+@jit(inline="always")
+def tile(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, wide, b_second,
+         prefetch_start):
+    """One tile of C through the micro-kernel of its width and rows: wide, up to 32 columns
+    from two panels (b_second floats apart) in the 12-, 8- or 4-row kernel; narrow, up to 16
+    columns from one panel in the 6- or 4-row kernel (b_second unused). A short last strip
+    takes the smallest kernel that holds it (M = 16 = 12 + 4 or 6 + 6 + 4: 16 rows of work,
+    not 24 or 18). prefetch_start < 0: nothing to prefetch."""
+    if wide:
+        if prefetch_start < 0:
+            prefetch_start = b_start  # lines in the cache already: next to free
+        if rows > 8:
+            microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
+                              b_second, prefetch_start)
+        elif rows > 4:
+            microkernel_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
+                             b_second, prefetch_start)
+        else:
+            microkernel_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
+                             b_second, prefetch_start)
+    elif prefetch_start >= 0:
+        if rows > 4:
+            microkernel_6x16_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
+                                         accumulate, prefetch_start)
+        else:
+            microkernel_4x16_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
+                                         accumulate, prefetch_start)
+    elif rows > 4:
+        microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
+    else:
+        microkernel_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)

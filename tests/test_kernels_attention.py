@@ -164,3 +164,26 @@ def test_head_major_qkv_columns_give_the_same_bits(case):
     head_major = np.ascontiguousarray(qkv.reshape(len(qkv), 3, heads, head_dim).transpose(0, 2, 1, 3).reshape(len(qkv), -1))
     np.testing.assert_array_equal(kernel.attention_varlen(head_major, cu_seqlens, heads, bias, positions, head_major=True),
                                   kernel.attention_varlen(qkv, cu_seqlens, heads, bias, positions))
+
+
+@pytest.mark.parametrize("length, head_dim", [(27, 64), (24, 24), (5, 32)])
+def test_the_scratch_padding_read_by_the_micro_kernel_is_zeroed(length, head_dim):
+    # The micro-kernel reads key_t's columns up to a multiple of 16 (and V's up to d_pad):
+    # the kernel writes zeros there, whatever the scratch held before (leftover subnormal
+    # floats there made a head ~17x slower; NaN must not leak either).
+    heads = 2
+    query, key, value, attention_mask, _ = make_case(1, heads, length, head_dim, None, False)
+    qkv, cu_seqlens, positions = varlen_inputs(query, key, value, attention_mask)
+    plan = kernel.VarlenPlan(cu_seqlens, heads, heads * head_dim)
+    expected = plan(qkv)
+    for leftover in (np.arange(1, 1000, dtype=np.int32).view(np.float32)[:1], np.float32(np.nan)):  # a subnormal, NaN
+        scratch = np.full((1, kernel.scratch_floats(length, head_dim)), leftover, dtype=np.float32)
+        out = np.empty_like(expected)
+        kernel._varlen_chunks(qkv.reshape(-1), heads * head_dim, False, cu_seqlens, heads, head_dim, plan.scale, plan.bias,
+                              plan.bias_len, plan.positions, out.reshape(-1), length, np.array([0, heads]), scratch,
+                              plan.wide, 0, 1)
+        np.testing.assert_array_equal(out, expected)
+        n_pad, d_pad = -(-length // 16) * 16, -(-head_dim // 16) * 16
+        key_t = scratch[0, :head_dim * n_pad].reshape(head_dim, n_pad)
+        value_packed = scratch[0, head_dim * n_pad:head_dim * n_pad + length * d_pad].reshape(length, d_pad)
+        assert (key_t[:, length:] == 0).all() and (value_packed[:, head_dim:] == 0).all()
