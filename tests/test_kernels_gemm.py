@@ -14,8 +14,9 @@ from transformer.kernels import gemm as gemm_module
 from transformer.kernels._jit import jit
 from transformer.kernels.gemm import PackedWeight, gemm, gemm_naive, pack_weight
 from transformer.kernels import microkernel
-from transformer.kernels.microkernel import (microkernel_4x16, microkernel_4x32, microkernel_6x16, microkernel_8x32,
-                                             microkernel_12x32)
+from transformer.kernels.microkernel import (microkernel_4x16, microkernel_4x32, microkernel_4x32_prefetching,
+                                             microkernel_6x16, microkernel_8x32, microkernel_8x32_prefetching,
+                                             microkernel_12x32, microkernel_12x32_prefetching)
 from transformer.model import ACTIVATIONS
 
 # Two float32 sums of the same products in different orders differ by a few units of 2^-24
@@ -79,25 +80,44 @@ def _tile_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, c
 
 
 # The wide tiles read their second 16 columns `b_second` floats after the first (here 21
-# further along each row of b: the second panel is b[:, 26:42]); the last argument is where
-# to prefetch from (it changes nothing computed).
+# further along each row of b: the second panel is b[:, 26:42]); the prefetching ones' last
+# argument is where to prefetch from (it changes nothing computed).
 @jit
 def _tile_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 0)
+    microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21)
 
 
 @jit
 def _tile_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, b_start)
+    microkernel_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21)
 
 
 @jit
 def _tile_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 3)
+    microkernel_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21)
+
+
+@jit
+def _tile_12x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_12x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 0)
+
+
+@jit
+def _tile_8x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_8x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21,
+                                 b_start)
+
+
+@jit
+def _tile_4x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
+    microkernel_4x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 3)
 
 
 @pytest.mark.parametrize("tile, tile_rows, tile_cols", [(_tile_6x16, 6, 16), (_tile_4x16, 4, 16), (_tile_12x32, 12, 32),
-                                                        (_tile_8x32, 8, 32), (_tile_4x32, 4, 32)])
+                                                        (_tile_8x32, 8, 32), (_tile_4x32, 4, 32),
+                                                        (_tile_12x32_prefetching, 12, 32),
+                                                        (_tile_8x32_prefetching, 8, 32),
+                                                        (_tile_4x32_prefetching, 4, 32)])
 def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, tile_rows, tile_cols):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((15, 40), dtype=np.float32)  # A = a[2:2+rows, 3:3+depth]
