@@ -2,7 +2,7 @@
 
     forward.py      the whole encoder on the kernels (the "numba" backend): prepare, encoder_forward
     gemm.py         linear layers: packed weights, x @ W + bias (+ activation) (+ residual)
-    microkernel.py  the 6 x 16 register-blocked tile every product runs through
+    microkernel.py  the register-blocked tiles every product runs through (6 x 16 AVX2, 12 x 32 AVX-512)
     attention.py    softmax(q k^T / sqrt(d) + bias + mask) v per (sequence, head), padded or packed
     layernorm.py    residual add + LayerNorm in one pass
     activations.py  vectorizable float32 exp / erf / tanh, the GELUs, ReLU, SiLU; bias + activation
