@@ -36,8 +36,9 @@ b_second = 0 (the first is read twice, its sums dropped), so nothing past B is t
 
 Edges without copies: rows 0 < rows <= tile rows -- the missing rows of A re-read row
 `rows - 1`, and their results are never stored; cols 0 < cols <= 16 (32 wide) -- B must still
-hold 16 readable floats per row and panel (a packed panel is zero-padded), and C is written
-through a masked store. With `accumulate=False` the tile is overwritten, with
+hold 16 readable floats per row and panel (a packed panel is zero-padded; keep such padding
+zero: its products are computed and dropped, and a subnormal float there costs a microcode
+assist per multiply-add), and C is written through a masked store. With `accumulate=False` the tile is overwritten, with
 `accumulate=True` it is added to C.
 
 The caller guarantees the bounds (no checks inside: this is the hot loop). Inside a jitted
