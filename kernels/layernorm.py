@@ -54,7 +54,8 @@ def normalize_row_inplace(row, weight, bias, eps):
 
 
 @jit
-def _copy(source, destination):
+def copy_row(source, destination):
+    """destination[:] = source (1-D views of one length)."""
     for j in range(source.shape[0]):
         destination[j] = source[j]
 
@@ -87,7 +88,7 @@ def _layer_norm_range(x, weight, bias, eps, out, first, stop):
     in_place = data_address(out) == data_address(x)
     for i in range(first, stop):
         if not in_place:
-            _copy(x[i], out[i])
+            copy_row(x[i], out[i])
         normalize_row_inplace(out[i], weight, bias, eps)
 
 

@@ -38,8 +38,8 @@ Edges without copies: rows 0 < rows <= tile rows -- the missing rows of A re-rea
 `rows - 1`, and their results are never stored; cols 0 < cols <= 16 (32 wide) -- B must still
 hold 16 readable floats per row and panel (a packed panel is zero-padded; keep such padding
 zero: its products are computed and dropped, and a subnormal float there costs a microcode
-assist per multiply-add), and C is written through a masked store. With `accumulate=False` the tile is overwritten, with
-`accumulate=True` it is added to C.
+assist per multiply-add), and C is written through a masked store. With `accumulate=False`
+the tile is overwritten, with `accumulate=True` it is added to C.
 
 The caller guarantees the bounds (no checks inside: this is the hot loop). Inside a jitted
 loop, the GEMM's call for the tile at row i0, panel p, K block k0 reads:
@@ -94,18 +94,22 @@ def host_has_avx512():
 WIDE_TILES = host_has_avx512()
 
 
-def _declare(module, name, return_type, argument_types):
+# Small LLVM builders, shared with the softmax row kernel (softmax.py).
+
+
+def declare(module, name, return_type, argument_types):
+    """The function `name` (an LLVM intrinsic such as "llvm.fma.v16f32") declared in module."""
     return cgutils.get_or_insert_function(module, ir.FunctionType(return_type, argument_types), name)
 
 
-def _splat(builder, scalar, lanes):
+def splat(builder, scalar, lanes):
     """<lanes x float> with `scalar` in every lane (a `vbroadcastss`)."""
     vector = ir.VectorType(_f32, lanes)
     one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(_i32, 0))
     return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(_i32, lanes), [0] * lanes))
 
 
-def _column_mask(builder, cols, first_column, lanes):
+def lane_mask(builder, cols, first_column, lanes):
     """<lanes x i1>: lane l is on when column first_column + l < cols."""
     index_vector = ir.VectorType(cols.type, lanes)
     lane_columns = ir.Constant(index_vector, [first_column + lane for lane in range(lanes)])
@@ -238,7 +242,7 @@ def _tile_codegen(tile_rows, prefetch=False, wide=False):
         a_val, a_start, lda, rows, b_val, b_start, ldb, depth, c_val, c_start, ldc, cols, accumulate = args[:13]
         module = builder.module
         vector = ir.VectorType(_f32, lanes)
-        fma = _declare(module, f"llvm.fma.v{lanes}f32", vector, [vector, vector, vector])
+        fma = declare(module, f"llvm.fma.v{lanes}f32", vector, [vector, vector, vector])
         a_data = context.make_array(sig.args[0])(context, builder, a_val).data
         b_data = context.make_array(sig.args[4])(context, builder, b_val).data
         c_data = context.make_array(sig.args[8])(context, builder, c_val).data
@@ -260,7 +264,7 @@ def _tile_codegen(tile_rows, prefetch=False, wide=False):
             a_rows.append(builder.gep(a_data, [builder.add(a_start, builder.mul(row, lda))]))
         b_row0 = builder.gep(b_data, [b_start])
         byte_pointer = ir.IntType(8).as_pointer()
-        prefetch_line = _declare(module, "llvm.prefetch.p0", ir.VoidType(), [byte_pointer, _i32, _i32, _i32])
+        prefetch_line = declare(module, "llvm.prefetch.p0", ir.VoidType(), [byte_pointer, _i32, _i32, _i32])
         # Each step of k also asks for B's row L1_AHEAD steps on into the L1 cache (one line
         # per panel: the row of a 16-column panel is one 64-byte line).
         b_ahead0 = builder.gep(b_row0, [builder.mul(ir.Constant(intp, L1_AHEAD), ldb)])
@@ -286,7 +290,7 @@ def _tile_codegen(tile_rows, prefetch=False, wide=False):
                     line = builder.bitcast(builder.gep(prefetch_row0, [builder.mul(k, ldb)]), byte_pointer)
                     builder.call(prefetch_line, [line, ir.Constant(_i32, 0), ir.Constant(_i32, 2), ir.Constant(_i32, 1)])
             for i in range(tile_rows):
-                a_broadcast = _splat(builder, builder.load(builder.gep(a_rows[i], [k])), lanes)
+                a_broadcast = splat(builder, builder.load(builder.gep(a_rows[i], [k])), lanes)
                 for half, b_half in enumerate(b_halves):
                     slot = accumulators[2 * i + half]
                     builder.store(builder.call(fma, [a_broadcast, b_half, builder.load(slot)]), slot)
@@ -294,8 +298,8 @@ def _tile_codegen(tile_rows, prefetch=False, wide=False):
         # Store the tile. A full-width tile uses plain vector loads and stores; an edge tile
         # masked ones (vmaskmovps is slow on some CPUs, so only at the edges).
         mask = ir.VectorType(_i1, lanes)
-        masked_load = _declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
-        masked_store = _declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
+        masked_load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
+        masked_store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
         align = ir.Constant(_i32, 4)
         values = [builder.load(slot) for slot in accumulators]
         full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
@@ -305,7 +309,7 @@ def _tile_codegen(tile_rows, prefetch=False, wide=False):
                             load=lambda pointer, half: builder.load(pointer, align=4),
                             store=lambda value, pointer, half: builder.store(value, pointer, align=4))
             with edge:
-                masks = [_column_mask(builder, cols, 0, lanes), _column_mask(builder, cols, lanes, lanes)]
+                masks = [lane_mask(builder, cols, 0, lanes), lane_mask(builder, cols, lanes, lanes)]
                 _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
                             load=lambda pointer, half: builder.call(masked_load, [pointer, align, masks[half], zero_vec]),
                             store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))

@@ -34,6 +34,8 @@ import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .activations import exp_nonpositive_ir
+from .layernorm import copy_row
+from .microkernel import declare, lane_mask, splat
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -45,15 +47,6 @@ _f32 = ir.FloatType()
 _i32 = ir.IntType(32)
 _vector = ir.VectorType(_f32, LANES)
 _mask_type = ir.VectorType(ir.IntType(1), LANES)
-
-
-def _declare(module, name, return_type, argument_types):
-    return cgutils.get_or_insert_function(module, ir.FunctionType(return_type, argument_types), name)
-
-
-def _splat(builder, scalar):
-    one = builder.insert_element(ir.Constant(_vector, ir.Undefined), scalar, ir.Constant(_i32, 0))
-    return builder.shuffle_vector(one, ir.Constant(_vector, ir.Undefined), ir.Constant(ir.VectorType(_i32, LANES), [0] * LANES))
 
 
 def _tree(builder, vector, combine):
@@ -72,9 +65,9 @@ def _row_pass(builder, row, n, step):
     back: whole vectors with plain loads and stores, the last partial one through masks (its
     missing lanes read as -inf, and not written)."""
     intp = n.type
-    masked_load = _declare(builder.module, "llvm.masked.load.v16f32.p0", _vector,
+    masked_load = declare(builder.module, "llvm.masked.load.v16f32.p0", _vector,
                            [_vector.as_pointer(), _i32, _mask_type, _vector])
-    masked_store = _declare(builder.module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
+    masked_store = declare(builder.module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
                             [_vector, _vector.as_pointer(), _i32, _mask_type])
     whole = builder.udiv(n, ir.Constant(intp, LANES))
     with cgutils.for_range(builder, whole, intp=intp) as loop:
@@ -83,10 +76,7 @@ def _row_pass(builder, row, n, step):
     rest = builder.sub(n, builder.mul(whole, ir.Constant(intp, LANES)))
     with builder.if_then(builder.icmp_signed(">", rest, ir.Constant(intp, 0))):
         pointer = builder.bitcast(builder.gep(row, [builder.mul(whole, ir.Constant(intp, LANES))]), _vector.as_pointer())
-        lane_index = ir.Constant(ir.VectorType(intp, LANES), list(range(LANES)))
-        rest_vector = builder.insert_element(ir.Constant(ir.VectorType(intp, LANES), ir.Undefined), rest, ir.Constant(_i32, 0))
-        rest_vector = builder.shuffle_vector(rest_vector, rest_vector, ir.Constant(ir.VectorType(_i32, LANES), [0] * LANES))
-        mask = builder.icmp_signed("<", lane_index, rest_vector)
+        mask = lane_mask(builder, rest, 0, LANES)
         align = ir.Constant(_i32, 4)
         value = builder.call(masked_load, [pointer, align, mask, ir.Constant(_vector, [float("-inf")] * LANES)])
         builder.call(masked_store, [step(value), pointer, align, mask])
@@ -108,8 +98,8 @@ def softmax_rows_inplace(typingctx, values, start, stride, rows, n, scale, inver
         data = context.make_array(sig.args[0])(context, builder, values_val).data
         sums = context.make_array(sig.args[6])(context, builder, sums_val).data
         module = builder.module
-        maxnum = _declare(module, "llvm.maxnum.v16f32", _vector, [_vector, _vector])
-        scale_vector = _splat(builder, scale)
+        maxnum = declare(module, "llvm.maxnum.v16f32", _vector, [_vector, _vector])
+        scale_vector = splat(builder, scale, LANES)
         largest = cgutils.alloca_once(builder, _vector)
         total = cgutils.alloca_once(builder, _vector)
         with cgutils.for_range(builder, rows, intp=start.type) as loop:
@@ -123,8 +113,9 @@ def softmax_rows_inplace(typingctx, values, start, stride, rows, n, scale, inver
                 return scaled
 
             _row_pass(builder, row, n, scale_and_track)
-            shift = _splat(builder, _tree(builder, builder.load(largest), lambda a, b: builder.call(
-                _declare(module, f"llvm.maxnum.v{a.type.count}f32", a.type, [a.type, a.type]), [a, b])))
+            row_max = _tree(builder, builder.load(largest), lambda a, b: builder.call(
+                declare(module, f"llvm.maxnum.v{a.type.count}f32", a.type, [a.type, a.type]), [a, b]))
+            shift = splat(builder, row_max, LANES)
             # 2. row = exp(row - max); the running sums
             builder.store(ir.Constant(_vector, [0.0] * LANES), total)
 
@@ -146,19 +137,13 @@ def _softmax_range(x, out, inverse_sums, first, stop):
     """Rows first..stop-1 of x into out (inverse_sums: float32 [rows], scratch)."""
     cols = x.shape[1]
     for i in range(first, stop):
-        _copy(x[i], out[i])
+        copy_row(x[i], out[i])
     softmax_rows_inplace(out, first * cols, cols, stop - first, cols, _ONE, inverse_sums, first)
     for i in range(first, stop):
         row = out[i]
         inverse_sum = inverse_sums[i]
         for j in range(cols):
             row[j] *= inverse_sum
-
-
-@jit
-def _copy(source, destination):
-    for j in range(source.shape[0]):
-        destination[j] = source[j]
 
 
 def softmax(x, out=None):
