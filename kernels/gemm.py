@@ -73,7 +73,7 @@ WIDE_PANELS_PER_SWEEP = 8  # ... with wide tiles: 8 panels = 128 (4 tiles; 4 pan
 MAX_RANGES = 8  # a column-cut GEMM's ranges, one per thread (more threads only take others' units)
 _RANGES = 8  # where a plan's range bounds start
 PLAN_SIZE = _RANGES + MAX_RANGES + 1  # ints in a plan (see _plan_blocks)
-FINISHED = 8  # a GEMM's counters: claims at [0, MAX_RANGES), finished units at FINISHED
+FINISHED = MAX_RANGES  # a GEMM's counters: claims at [0, MAX_RANGES), then the finished units
 # Row blocks this small prefetch the weight panels ahead (see _gemm_block): a batch-1 text's
 # (narrow: measured on AVX2 at 16 tokens; wide: up to 128 tokens, 1-6% faster at 128).
 PREFETCH_MAX_ROWS = 4 * MR
@@ -176,7 +176,7 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
     for k0 in range(0, max(k, 1), k_block):
         depth = min(k_block, k - k0)
         last_pass = k0 + k_block >= k
-        # Columns in sweeps of PANELS_PER_SWEEP panels: a strip of x (6 or 12 rows x up to
+        # Columns in sweeps of sweep_panels panels: a strip of x (6 or 12 rows x up to
         # 768 floats) stays in L1 while it meets each panel of the sweep.
         for sweep0 in range(panel0, panel1, sweep_panels):
             sweep1 = min(panel1, sweep0 + sweep_panels)
@@ -281,8 +281,8 @@ def _plan_blocks(m, n_panels, k, threads, wide):
     possible in whole tiles, their number a multiple of `threads`, each with all the columns.
     Fewer (up to ~600 rows, a batch-1 text among them): one row block, its columns in units of
     one tile, in one range per thread (see `gemm_run`). Row blocks of at most
-    PREFETCH_MAX_ROWS (wide: WIDE_PREFETCH_MAX_ROWS) rows prefetch the weights ahead. K goes in the fewest blocks of at most
-    K_BLOCK, evenly.
+    PREFETCH_MAX_ROWS (wide: WIDE_PREFETCH_MAX_ROWS) rows prefetch the weights ahead. K goes
+    in the fewest blocks of at most K_BLOCK, evenly.
 
     >>> _plan_blocks(128, 72, 384, 2, True)[:11]  # 128 x 1152: 36 units of 2 panels, 18 each
     (36, 132, 2, 384, 2, 1, 1, 4, 0, 18, 36)

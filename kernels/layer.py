@@ -47,8 +47,10 @@ from .attention import _balanced_bounds, _varlen_range, scratch_floats
 from .gemm import _NO_RESIDUAL, _RANGES, FINISHED, NR, _plan_blocks, gemm_run
 from .layernorm import _layer_norm_range
 
-_COUNTER_STRIDE = 16  # int64s between a phase's two counters, and between phases: own cache lines
-_CLAIMED, _FINISHED = 0, 8  # offsets of a phase's counters: items claimed, items finished
+# A phase's counters, at phase * _COUNTER_STRIDE: items claimed at _CLAIMED (or one claim
+# counter per range from 0: gemm.gemm_run, _attention_phase), items finished at FINISHED.
+_COUNTER_STRIDE = 16  # 128 bytes: each phase's counters on cache lines of their own
+_CLAIMED = 0
 ATTENTION_RUNS_PER_THREAD = 6  # the attention phase's work items: runs of (sequence, head) pairs
 
 
@@ -72,8 +74,8 @@ def _layer_norm_phase(counters, phase, bounds, x, weight, bias, eps):
         if task >= n_tasks:
             break
         _layer_norm_range(x, weight, bias, eps, x, bounds[task], bounds[task + 1])
-        add_release(counters, base + _FINISHED, 1)
-    wait_until_at_least(counters, base + _FINISHED, n_tasks)
+        add_release(counters, base + FINISHED, 1)
+    wait_until_at_least(counters, base + FINISHED, n_tasks)
 
 
 @jit
@@ -101,8 +103,8 @@ def _attention_phase(counters, phase, thread, attention_bounds, head_ranges, qkv
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
                           positions, context_flat, max_len, scratch, wide, attention_bounds[run],
                           attention_bounds[run + 1])
-            add_release(counters, base + _FINISHED, 1)
-        wait_until_at_least(counters, base + _FINISHED, n_runs)
+            add_release(counters, base + FINISHED, 1)
+        wait_until_at_least(counters, base + FINISHED, n_runs)
         return
     for step in range(ranges + 1):  # its own range from the front (step 0), then the others' from their back
         owner = (thread + step) % ranges
@@ -123,8 +125,8 @@ def _attention_phase(counters, phase, thread, attention_bounds, head_ranges, qkv
             item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
                           positions, context_flat, max_len, scratch, wide, item, item + 1)
-            add_release(counters, base + _FINISHED, 1)
-    wait_until_at_least(counters, base + _FINISHED, num_heads * batch)
+            add_release(counters, base + FINISHED, 1)
+    wait_until_at_least(counters, base + FINISHED, num_heads * batch)
 
 
 @jit
