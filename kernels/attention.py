@@ -187,27 +187,34 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
 # head) after another uses for its transposed K, packed V, scores and softmax sums.
 
 
-def scratch_floats(max_len, head_dim):
-    """Scratch floats one thread needs for sequences of up to max_len tokens."""
-    n_pad = -(-max_len // NR) * NR
-    d_pad = -(-head_dim // NR) * NR
+@jit(inline="always")
+def _scratch_layout(max_len, head_dim):
+    """Where `_attend_head`'s scratch parts start in one thread's scratch, for sequences of up
+    to max_len tokens: (value_packed, scores, inverse_sums, the end); key_t starts at 0.
+    Sizes: key_t head_dim x n_pad, value_packed max_len x d_pad, scores block rows x n_pad,
+    inverse_sums block rows (n_pad, d_pad: max_len, head_dim rounded up to 16; block rows:
+    QUERY_BLOCK, or up to SHORT_SEQUENCE for a sequence that short, its own n_pad)."""
+    n_pad = (max_len + NR - 1) // NR * NR
+    d_pad = (head_dim + NR - 1) // NR * NR
     short = min(max_len, SHORT_SEQUENCE)  # the biggest one-block sequence
-    scores = max(QUERY_BLOCK * n_pad, short * -(-short // NR) * NR)
-    return head_dim * n_pad + max_len * d_pad + scores + max(QUERY_BLOCK, short)
+    value0 = head_dim * n_pad
+    scores0 = value0 + max_len * d_pad
+    sums0 = scores0 + max(QUERY_BLOCK * n_pad, short * ((short + NR - 1) // NR * NR))
+    return value0, scores0, sums0, sums0 + max(QUERY_BLOCK, short)
+
+
+def scratch_floats(max_len, head_dim):
+    """Scratch floats one thread needs for sequences of up to max_len tokens (the layout's
+    plain Python twin: no compilation here)."""
+    return _scratch_layout.py_func(max_len, head_dim)[3]
 
 
 @jit
 def _split_scratch(scratch, max_len, head_dim):
     """(key_t, value_packed, scores, inverse_sums): consecutive views of `scratch`, the sizes
-    `_attend_head` needs (see `scratch_floats`)."""
-    n_pad = (max_len + NR - 1) // NR * NR
-    d_pad = (head_dim + NR - 1) // NR * NR
-    short = min(max_len, SHORT_SEQUENCE)
-    value0 = head_dim * n_pad
-    scores0 = value0 + max_len * d_pad
-    sums0 = scores0 + max(QUERY_BLOCK * n_pad, short * ((short + NR - 1) // NR * NR))
-    return (scratch[:value0], scratch[value0:scores0], scratch[scores0:sums0],
-            scratch[sums0:sums0 + max(QUERY_BLOCK, short)])
+    `_attend_head` needs (see `_scratch_layout`)."""
+    value0, scores0, sums0, end = _scratch_layout(max_len, head_dim)
+    return scratch[:value0], scratch[value0:scores0], scratch[scores0:sums0], scratch[sums0:end]
 
 
 @jit
