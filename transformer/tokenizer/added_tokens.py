@@ -40,11 +40,13 @@ class AddedToken:
 
 
 class AddedVocabulary:
-    def __init__(self, tokens, normalizer=None):
+    def __init__(self, tokens, normalizer=None, special=None):
         self.tokens = list(tokens)
         self.by_content = {t.content: t for t in self.tokens}
         self.by_id = {t.id: t for t in self.tokens}
-        self.special = {t.content for t in self.tokens if t.special}
+        # contents decode(skip_special_tokens) drops (a token listed twice, once as special,
+        # stays special, as in the reference)
+        self.special = set(special) if special is not None else {t.content for t in self.tokens if t.special}
         raw = [t for t in self.tokens if not t.normalized]
         normalized = [t for t in self.tokens if t.normalized]
         self._raw = self._matcher({t.content: t for t in raw})

@@ -6,7 +6,11 @@
     'Hello wé'
 """
 
-from .pre_tokenizers import CHARS_TO_BYTES
+import re
+
+from . import onig
+from .pre_tokenizers import CHARS_TO_BYTES, metaspace_fields
+from .schema import USIZE, type_of
 
 
 def _cleanup(text):
@@ -62,13 +66,10 @@ class Metaspace(Decoder):
         self.prepend_scheme = prepend_scheme
 
     def decode_chain(self, tokens):
-        out = []
-        for i, token in enumerate(tokens):
-            text = token.replace(self.replacement, " ")
-            if i == 0 and self.prepend_scheme != "never" and text.startswith(" "):
-                text = text[1:]
-            out.append(text)
-        return out
+        # As the reference: in the first token every replacement character goes (not just a
+        # leading one) unless nothing was prepended.
+        return [token.replace(self.replacement, "" if i == 0 and self.prepend_scheme != "never" else " ")
+                for i, token in enumerate(tokens)]
 
 
 class BPEDecoder(Decoder):
@@ -83,12 +84,36 @@ class BPEDecoder(Decoder):
 
 
 class Replace(Decoder):
-    def __init__(self, pattern, content):
+    """Replace every match of a string (or regex) in each token, e.g. '▁' -> ' '."""
+
+    def __init__(self, pattern, content, is_regex=False, where="Replace.pattern"):
         self.pattern = pattern
         self.content = content
+        self._regex = onig.compile(pattern, where) if is_regex else re.compile(re.escape(pattern))
 
     def decode_chain(self, tokens):
-        return [t.replace(self.pattern, self.content) for t in tokens]
+        content = self.content
+        return [self._regex.sub(lambda _: content, t) for t in tokens]
+
+
+class CTC(Decoder):
+    """Speech models' CTC output: merge repeats, drop the pad token, word delimiter -> space."""
+
+    def __init__(self, pad_token="<pad>", word_delimiter_token="|", cleanup=True):
+        self.pad_token, self.word_delimiter_token, self.cleanup = pad_token, word_delimiter_token, cleanup
+
+    def decode_chain(self, tokens):
+        out, previous = [], object()
+        for token in tokens:
+            if token == previous:
+                continue
+            previous = token
+            text = token.replace(self.pad_token, "") if self.pad_token else token
+            if self.cleanup:
+                text = _cleanup(text).replace(self.word_delimiter_token, " ")
+            if text:
+                out.append(text)
+        return out
 
 
 class Strip(Decoder):
@@ -152,33 +177,35 @@ class Sequence(Decoder):
 
 
 def from_config(config, where="decoder"):
-    """A tokenizer.json "decoder" object -> a Decoder (None for null)."""
+    """A tokenizer.json "decoder" object -> a Decoder (None for null), fields read with the
+    reference's types (see schema.py)."""
     if config is None:
         return None
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"malformed tokenizer.json: {where} has no field 'type' (got {config!r:.200})")
-    kind = config["type"]
+    fields, kind = type_of(config, where, _KINDS)
     if kind == "WordPiece":
-        return WordPiece(config.get("prefix", "##"), config.get("cleanup", True))
+        return WordPiece(fields.string("prefix"), fields.boolean("cleanup"))
     if kind == "ByteLevel":
+        fields.boolean("add_prefix_space"), fields.boolean("trim_offsets"), fields.boolean("use_regex", True)
         return ByteLevel()
     if kind == "Metaspace":
-        scheme = config.get("prepend_scheme") or ("always" if config.get("add_prefix_space", True) else "never")
-        return Metaspace(config.get("replacement", "▁"), scheme)
+        replacement, scheme, split = metaspace_fields(fields)
+        return Metaspace(replacement, scheme, split)
     if kind == "BPEDecoder":
-        return BPEDecoder(config.get("suffix", "</w>"))
+        return BPEDecoder(fields.string("suffix"))
+    if kind == "CTC":
+        return CTC(fields.string("pad_token"), fields.string("word_delimiter_token"), fields.boolean("cleanup"))
     if kind == "Replace":
-        pattern = config.get("pattern", {})
-        if "String" not in pattern:
-            raise ValueError(f"unsupported: {where} Replace decoder needs a String pattern, got {pattern!r}")
-        return Replace(pattern["String"], config.get("content", ""))
+        pattern, is_regex = fields.pattern("pattern")
+        return Replace(pattern, fields.string("content"), is_regex, where=fields.path("pattern"))
     if kind == "Strip":
-        return Strip(config.get("content", " "), config.get("start", 0), config.get("stop", 0))
+        return Strip(fields.char("content"), fields.uint("start", limit=USIZE), fields.uint("stop", limit=USIZE))
     if kind == "Fuse":
         return Fuse()
     if kind == "ByteFallback":
         return ByteFallback()
     if kind == "Sequence":
-        return Sequence(from_config(d, f"{where}.decoders[{i}]") for i, d in enumerate(config.get("decoders", [])))
-    raise ValueError(f"unsupported decoder type {kind!r} in {where}; supported: WordPiece, ByteLevel, "
-                     "Metaspace, BPEDecoder, Replace, Strip, Fuse, ByteFallback, Sequence")
+        return Sequence(from_config(d, f"{where}.decoders[{i}]") for i, d in enumerate(fields.array("decoders")))
+
+
+_KINDS = ("WordPiece", "ByteLevel", "Metaspace", "BPEDecoder", "CTC", "Replace", "Strip", "Fuse", "ByteFallback",
+          "Sequence")

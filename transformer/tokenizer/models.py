@@ -12,6 +12,8 @@ so most words cost one dict lookup.
 
 import heapq
 
+from .schema import U32, USIZE, Fields, show
+
 _CACHE_LIMIT = 200_000  # words; the cache is cleared when it grows past this
 
 
@@ -106,16 +108,24 @@ class BPE:
         self.byte_fallback = byte_fallback
         self.ignore_merges = ignore_merges
         self.id_to_token_map = {i: t for t, i in self.vocab.items()}
-        # (left id, right id) -> (rank, merged id), as the reference stores them.
-        prefix_length = len(self.continuing_subword_prefix)
+        # (left id, right id) -> (rank, merged id), as the reference stores them. The merged
+        # token is left + right without its first len(prefix) bytes (the reference cuts them
+        # whether or not right starts with the prefix); a later duplicate pair wins.
+        prefix_bytes = len(self.continuing_subword_prefix.encode("utf-8"))
         self.merges = {}
         for rank, (left, right) in enumerate(merges):
-            merged = left + (right[prefix_length:] if prefix_length and right.startswith(
-                self.continuing_subword_prefix) else right)
-            for name, token in (("left", left), ("right", right), ("merged", merged)):
+            for name, token in (("left", left), ("right", right)):
                 if token not in self.vocab:
-                    raise ValueError(f"BPE merge #{rank} ({left!r} {right!r}): its {name} token "
-                                     f"{token!r} is not in the vocabulary")
+                    raise ValueError(f"merge #{rank} ({left!r} {right!r}): its {name} token {token!r} "
+                                     "is not in the vocabulary")
+            right_bytes = right.encode("utf-8")
+            if len(right_bytes) < prefix_bytes:
+                raise ValueError(f"merge #{rank} ({left!r} {right!r}): the right token is shorter than the "
+                                 f"continuing_subword_prefix {self.continuing_subword_prefix!r}")
+            merged = (left.encode("utf-8") + right_bytes[prefix_bytes:]).decode("utf-8", "replace")
+            if merged not in self.vocab:
+                raise ValueError(f"merge #{rank} ({left!r} {right!r}): the merged token {merged!r} "
+                                 "is not in the vocabulary")
             self.merges[(self.vocab[left], self.vocab[right])] = (rank, self.vocab[merged])
         self._cache = {}
 
@@ -216,36 +226,108 @@ class BPE:
         return self.id_to_token_map.get(token_id)
 
 
+class WordLevel:
+    """A whole word is one token (or the unk token).
+
+    >>> WordLevel({"[UNK]": 0, "hello": 1}).tokenize("hello"), WordLevel({"[UNK]": 0}).tokenize("bye")
+    ([(1, 'hello', 0, 5)], [(0, '[UNK]', 0, 3)])
+    """
+
+    def __init__(self, vocab, unk_token="[UNK]"):
+        self.vocab = dict(vocab)
+        self.unk_token = unk_token
+        self.id_to_token_map = {i: t for t, i in self.vocab.items()}
+
+    def tokenize(self, word):
+        token_id = self.vocab.get(word)
+        if token_id is not None:
+            return [(token_id, word, 0, len(word))]
+        if self.unk_token not in self.vocab:
+            raise ValueError(f"WordLevel: the unk_token {self.unk_token!r} is not in the vocabulary")
+        return [(self.vocab[self.unk_token], self.unk_token, 0, len(word))]
+
+    def token_to_id(self, token):
+        return self.vocab.get(token)
+
+    def id_to_token(self, token_id):
+        return self.id_to_token_map.get(token_id)
+
+
 def from_config(config, where="model"):
-    """A tokenizer.json "model" object -> WordPiece or BPE."""
-    if not isinstance(config, dict):
-        raise ValueError(f"malformed tokenizer.json: {where} must be an object, got {config!r:.200}")
-    kind = config.get("type")
-    if kind is None:  # old files omit the type: guess from the fields, as the reference does
-        kind = "BPE" if "merges" in config else "WordPiece" if "continuing_subword_prefix" in config else None
-    vocab = config.get("vocab")
+    """A tokenizer.json "model" object -> WordPiece, BPE or WordLevel, its fields read with the
+    reference's types (see schema.py)."""
+    fields = Fields(config, where)
+    kind = fields.string("type", "")
+    if not fields.has("type"):  # old files omit the type: guess from the fields, as the reference does
+        kind = ("BPE" if "merges" in config else "WordPiece" if "continuing_subword_prefix" in config
+                else "WordLevel" if "unk_token" in config else None)
+        if kind is None:
+            raise ValueError(f"{where} has no field 'type'; expected one of {', '.join(_KINDS)}")
+    if kind not in _KINDS:
+        raise ValueError(f"{where}.type {kind!r} is unsupported; supported: {', '.join(_KINDS)}")
     if kind == "WordPiece":
-        if not isinstance(vocab, dict):
-            raise ValueError(f"malformed tokenizer.json: {where}.vocab must be an object token -> id")
-        return WordPiece(vocab, config.get("unk_token", "[UNK]"), config.get("continuing_subword_prefix", "##"),
-                         config.get("max_input_chars_per_word", 100))
-    if kind == "BPE":
-        if not isinstance(vocab, dict):
-            raise ValueError(f"malformed tokenizer.json: {where}.vocab must be an object token -> id")
-        merges = config.get("merges")
-        if not isinstance(merges, list):
-            raise ValueError(f"malformed tokenizer.json: {where}.merges must be a list")
-        pairs = []
-        for i, merge in enumerate(merges):
-            if isinstance(merge, str):
-                parts = merge.split(" ")
-            else:
-                parts = merge
+        unk_token = fields.string("unk_token")
+        prefix = fields.string("continuing_subword_prefix")
+        longest = fields.uint("max_input_chars_per_word", limit=USIZE)
+        return WordPiece(vocab_of(fields), unk_token, prefix, longest)
+    if kind == "WordLevel":
+        unk_token = fields.string("unk_token")
+        return WordLevel(vocab_of(fields), unk_token)
+    dropout = fields.number("dropout", None)
+    if dropout is not None and not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"{where}.dropout is {dropout}; expected a probability from 0 to 1 (or null)")
+    if dropout:
+        raise ValueError(f"{where}.dropout is {dropout}: random merge dropout is not supported (tokenization "
+                         "must be deterministic); expected null or 0")
+    options = dict(unk_token=fields.string("unk_token", None),
+                   continuing_subword_prefix=fields.string("continuing_subword_prefix", None),
+                   end_of_word_suffix=fields.string("end_of_word_suffix", None),
+                   fuse_unk=bool(fields.boolean("fuse_unk", None)),
+                   byte_fallback=bool(fields.boolean("byte_fallback", None)),
+                   ignore_merges=bool(fields.boolean("ignore_merges", None)))
+    vocab = vocab_of(fields)
+    merges = merges_of(fields)
+    try:
+        return BPE(vocab, merges, dropout=dropout, **options)
+    except ValueError as error:
+        raise ValueError(f"{where}.merges: {error}") from None
+
+
+_KINDS = ("BPE", "WordPiece", "WordLevel")
+
+
+def vocab_of(fields):
+    """fields.vocab, an object token -> id: every id an integer from 0 to 2**32 - 1, and no
+    id given twice (the reference would decode such an id to either token)."""
+    vocab = fields.object("vocab")
+    seen = {}
+    for token, token_id in vocab.items():
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < U32:
+            raise ValueError(f"{fields.path('vocab')}[{token!r}] is {show(token_id)}; "
+                             f"expected an integer id from 0 to {U32 - 1}")
+        other = seen.setdefault(token_id, token)
+        if other != token:
+            raise ValueError(f"{fields.path('vocab')} gives the id {token_id} to both {other!r} and {token!r}; "
+                             "expected one token per id")
+    return vocab
+
+
+def merges_of(fields):
+    """fields.merges: a list of [left, right] pairs, or of "left right" strings (older files),
+    not a mixture -> [(left, right), ...]."""
+    merges = fields.array("merges")
+    where = fields.path("merges")
+    pairs = []
+    as_strings = bool(merges) and isinstance(merges[0], str)
+    for rank, merge in enumerate(merges):
+        if as_strings and isinstance(merge, str):
+            parts = merge.split(" ")
             if len(parts) != 2:
-                raise ValueError(f"malformed tokenizer.json: {where}.merges[{i}] = {merge!r} is not a pair")
-            pairs.append((parts[0], parts[1]))
-        return BPE(vocab, pairs, config.get("unk_token"), config.get("continuing_subword_prefix"),
-                   config.get("end_of_word_suffix"), config.get("fuse_unk", False),
-                   config.get("byte_fallback", False), config.get("ignore_merges", False),
-                   config.get("dropout"))
-    raise ValueError(f"unsupported model type {kind!r} in {where}; supported: WordPiece, BPE")
+                raise ValueError(f"{where}[{rank}] is {show(merge)}; expected two tokens separated by one space")
+        elif not as_strings and isinstance(merge, list) and len(merge) == 2 and all(isinstance(p, str) for p in merge):
+            parts = merge
+        else:
+            expected = 'a "left right" string' if as_strings else "a [left, right] pair of strings"
+            raise ValueError(f"{where}[{rank}] is {show(merge)}; expected {expected} like the first merge")
+        pairs.append((parts[0], parts[1]))
+    return pairs

@@ -17,6 +17,8 @@ import re
 import unicodedata
 
 from .alignment import apply_changes, as_list, replace_chars, sub_origin
+from . import onig
+from .schema import type_of
 from .unicode import LazyRegex, char_class
 from .unicode_tables import COMBINING_CLASS, DECOMPOSITION, LOWERCASE
 
@@ -313,11 +315,11 @@ class Replace(Normalizer):
     'a▁b'
     """
 
-    def __init__(self, pattern, content, is_regex=False):
+    def __init__(self, pattern, content, is_regex=False, where="Replace.pattern"):
         self.pattern = pattern
         self.content = content
         self.is_regex = is_regex
-        self._regex = re.compile(pattern if is_regex else re.escape(pattern))
+        self._regex = onig.compile(pattern, where) if is_regex else re.compile(re.escape(pattern))
 
     def normalize(self, text, origin):
         if not self._regex.search(text):
@@ -372,38 +374,31 @@ class Sequence(Normalizer):
 
 
 def from_config(config, where="normalizer"):
-    """A tokenizer.json "normalizer" object -> a Normalizer (or None for null)."""
+    """A tokenizer.json "normalizer" object -> a Normalizer (or None for null).
+
+    Fields are read with the reference's types (see schema.py): a wrong type or a missing
+    required field is a ValueError naming it.
+    """
     if config is None:
         return None
-    kind = _field(config, "type", where)
+    fields, kind = type_of(config, where, _KINDS)
     if kind == "BertNormalizer":
-        return BertNormalizer(config.get("clean_text", True), config.get("handle_chinese_chars", True),
-                              config.get("strip_accents"), config.get("lowercase", True))
+        return BertNormalizer(fields.boolean("clean_text"), fields.boolean("handle_chinese_chars"),
+                              fields.boolean("strip_accents", None), fields.boolean("lowercase"))
     if kind in _SIMPLE:
         return _SIMPLE[kind]()
     if kind == "Strip":
-        return Strip(config.get("strip_left", True), config.get("strip_right", True))
+        return Strip(fields.boolean("strip_left"), fields.boolean("strip_right"))
     if kind == "Replace":
-        pattern = _field(config, "pattern", where)
-        if "Regex" in pattern:
-            return Replace(pattern["Regex"], _field(config, "content", where), is_regex=True)
-        return Replace(_field(pattern, "String", f"{where}.pattern"), _field(config, "content", where))
+        pattern, is_regex = fields.pattern("pattern")
+        return Replace(pattern, fields.string("content"), is_regex, where=fields.path("pattern"))
     if kind == "Prepend":
-        return Prepend(_field(config, "prepend", where))
+        return Prepend(fields.string("prepend"))
     if kind == "Sequence":
-        items = _field(config, "normalizers", where)
+        items = fields.array("normalizers")
         return Sequence(from_config(item, f"{where}.normalizers[{i}]") for i, item in enumerate(items))
-    raise ValueError(
-        f"unsupported normalizer type {kind!r} in {where}; supported: BertNormalizer, "
-        f"{', '.join(_SIMPLE)}, Strip, Replace, Prepend, Sequence"
-    )
 
 
 _SIMPLE = {"Lowercase": Lowercase, "NFD": NFD, "NFKD": NFKD, "NFC": NFC, "NFKC": NFKC,
            "StripAccents": StripAccents}
-
-
-def _field(config, name, where):
-    if not isinstance(config, dict) or name not in config:
-        raise ValueError(f"malformed tokenizer.json: {where} has no field {name!r} (got {config!r:.200})")
-    return config[name]
+_KINDS = ("BertNormalizer", *_SIMPLE, "Strip", "Replace", "Prepend", "Sequence")

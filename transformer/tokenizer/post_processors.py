@@ -15,11 +15,17 @@ cover the spaces a byte-level token starts with.
 """
 
 from .encoding import Encoding
+from .schema import Fields, check_uint, show, type_of
 from .unicode import code_point_set
 
 
+# The two input sequences in a template (special tokens are named by strings, so a special
+# token called "A" stays a special token).
+A, B = 0, 1
+
+
 class TemplateProcessing:
-    """single / pair: lists of ("A" | "B" | special token name, type_id).
+    """single / pair: lists of (A | B | special token name, type_id).
 
     special_tokens: name -> (ids, tokens), as in tokenizer.json.
     """
@@ -31,16 +37,16 @@ class TemplateProcessing:
 
     def added_tokens(self, is_pair):
         template = self.pair if is_pair else self.single
-        return sum(len(self.special_tokens[name][0]) for name, _ in template if name not in ("A", "B"))
+        return sum(len(self.special_tokens[name][0]) for name, _ in template if not isinstance(name, int))
 
     def process(self, encoding, pair=None, add_special_tokens=True):
         encodings = [encoding] if pair is None else [encoding, pair]
         template = self.single if pair is None else self.pair
         pieces = []
         for name, type_id in template:
-            if name in ("A", "B"):
-                sequence = encodings[0 if name == "A" else 1]
-                _set_sequence(sequence, type_id, 0 if name == "A" else 1)
+            if isinstance(name, int):
+                sequence = encodings[name]
+                _set_sequence(sequence, type_id, name)
                 pieces.append(sequence)
             elif add_special_tokens:
                 ids, tokens = self.special_tokens[name]
@@ -65,8 +71,8 @@ def _special(ids, tokens, type_id):
 def BertProcessing(sep, cls):
     """[CLS] $A [SEP] / [CLS] $A [SEP] $B:1 [SEP]:1 (sep, cls are (token, id) pairs)."""
     return TemplateProcessing(
-        single=[(cls[0], 0), ("A", 0), (sep[0], 0)],
-        pair=[(cls[0], 0), ("A", 0), (sep[0], 0), ("B", 1), (sep[0], 1)],
+        single=[(cls[0], 0), (A, 0), (sep[0], 0)],
+        pair=[(cls[0], 0), (A, 0), (sep[0], 0), (B, 1), (sep[0], 1)],
         special_tokens={cls[0]: ([cls[1]], [cls[0]]), sep[0]: ([sep[1]], [sep[0]])},
     )
 
@@ -76,8 +82,8 @@ class RobertaProcessing(TemplateProcessing):
 
     def __init__(self, sep, cls, trim_offsets=True, add_prefix_space=True):
         super().__init__(
-            single=[(cls[0], 0), ("A", 0), (sep[0], 0)],
-            pair=[(cls[0], 0), ("A", 0), (sep[0], 0), (sep[0], 0), ("B", 0), (sep[0], 0)],
+            single=[(cls[0], 0), (A, 0), (sep[0], 0)],
+            pair=[(cls[0], 0), (A, 0), (sep[0], 0), (sep[0], 0), (B, 0), (sep[0], 0)],
             special_tokens={cls[0]: ([cls[1]], [cls[0]]), sep[0]: ([sep[1]], [sep[0]])},
         )
         self.trim_offsets = trim_offsets
@@ -158,42 +164,66 @@ def trim_offsets(encoding, add_prefix_space):
 
 
 def from_config(config, where="post_processor"):
-    """A tokenizer.json "post_processor" object -> a post-processor (None for null)."""
+    """A tokenizer.json "post_processor" object -> a post-processor (None for null), fields
+    read with the reference's types (see schema.py)."""
     if config is None:
         return None
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"malformed tokenizer.json: {where} has no field 'type' (got {config!r:.200})")
-    kind = config["type"]
-    try:
-        if kind == "TemplateProcessing":
-            special = {name: (item["ids"], item["tokens"]) for name, item in config["special_tokens"].items()}
-            single = [_piece(p, where) for p in config["single"]]
-            pair = [_piece(p, where) for p in config["pair"]]
-            for name, _ in single + pair:
-                if name not in ("A", "B") and name not in special:
-                    raise ValueError(f"malformed tokenizer.json: {where} uses special token {name!r} "
-                                     "missing from its special_tokens")
-            return TemplateProcessing(single, pair, special)
-        if kind == "BertProcessing":
-            return BertProcessing(tuple(config["sep"]), tuple(config["cls"]))
-        if kind == "RobertaProcessing":
-            return RobertaProcessing(tuple(config["sep"]), tuple(config["cls"]),
-                                     config.get("trim_offsets", True), config.get("add_prefix_space", True))
-        if kind == "ByteLevel":
-            return ByteLevel(config.get("trim_offsets", True), config.get("add_prefix_space", True))
+    fields, kind = type_of(config, where, _KINDS)
+    if kind == "TemplateProcessing":
+        special = {}
+        for name, item in fields.object("special_tokens").items():
+            token = Fields(item, f"{where}.special_tokens[{name!r}]")
+            token.string("id")
+            ids = [check_uint(v, f"{token.where}.ids[{i}]") for i, v in enumerate(token.array("ids"))]
+            tokens = token.array("tokens")
+            for i, text in enumerate(tokens):
+                if not isinstance(text, str):
+                    raise ValueError(f"{token.where}.tokens[{i}] is {show(text)}; expected a string")
+            if len(ids) != len(tokens):
+                raise ValueError(f"{token.where} has {len(ids)} ids but {len(tokens)} tokens; expected one id per token")
+            special[name] = (ids, tokens)
+        single = _template(fields, "single", special)
+        pair = _template(fields, "pair", special)
+        return TemplateProcessing(single, pair, special)
+    if kind == "BertProcessing":
+        return BertProcessing(_token_and_id(fields, "sep"), _token_and_id(fields, "cls"))
+    if kind == "RobertaProcessing":
+        return RobertaProcessing(_token_and_id(fields, "sep"), _token_and_id(fields, "cls"),
+                                 fields.boolean("trim_offsets"), fields.boolean("add_prefix_space"))
+    if kind == "ByteLevel":
+        fields.boolean("use_regex", True)
+        return ByteLevel(fields.boolean("trim_offsets"), fields.boolean("add_prefix_space"))
+    if kind == "Sequence":
+        return Sequence(from_config(p, f"{where}.processors[{i}]") for i, p in enumerate(fields.array("processors")))
+
+
+_KINDS = ("TemplateProcessing", "BertProcessing", "RobertaProcessing", "ByteLevel", "Sequence")
+
+
+def _token_and_id(fields, name):
+    """A ["token", id] pair."""
+    value = fields.array(name)
+    if len(value) != 2 or not isinstance(value[0], str):
+        raise ValueError(f"{fields.path(name)} is {show(value)}; expected [token, id]")
+    return value[0], check_uint(value[1], f"{fields.path(name)}[1]")
+
+
+def _template(fields, name, special):
+    """A template: a list of {"Sequence": {"id": "A" | "B", "type_id": n}} and
+    {"SpecialToken": {"id": name, "type_id": n}} -> [(name, type_id), ...]."""
+    pieces = []
+    for index, piece in enumerate(fields.array(name)):
+        where = f"{fields.path(name)}[{index}]"
+        if not isinstance(piece, dict) or len(piece) != 1 or next(iter(piece)) not in ("Sequence", "SpecialToken"):
+            raise ValueError(f"{where} is {show(piece)}; expected {{\"Sequence\": ...}} or {{\"SpecialToken\": ...}}")
+        kind, body = next(iter(piece.items()))
+        body = Fields(body, f"{where}.{kind}")
+        type_id = body.uint("type_id")
         if kind == "Sequence":
-            return Sequence(from_config(p, f"{where}.processors[{i}]")
-                            for i, p in enumerate(config["processors"]))
-    except KeyError as missing:
-        raise ValueError(f"malformed tokenizer.json: {where} ({kind}) has no field {missing}") from None
-    raise ValueError(f"unsupported post-processor type {kind!r} in {where}; supported: "
-                     "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence")
-
-
-def _piece(piece, where):
-    if "Sequence" in piece:
-        return piece["Sequence"]["id"], piece["Sequence"].get("type_id", 0)
-    if "SpecialToken" in piece:
-        return piece["SpecialToken"]["id"], piece["SpecialToken"].get("type_id", 0)
-    raise ValueError(f"malformed tokenizer.json: {where} template piece {piece!r} is neither "
-                     "Sequence nor SpecialToken")
+            pieces.append((body.choice("id", {"A": A, "B": B}), type_id))
+        else:
+            token = body.string("id")
+            if token not in special:
+                raise ValueError(f"{body.where}.id is {token!r}, which is not in {fields.where}.special_tokens")
+            pieces.append((token, type_id))
+    return pieces

@@ -13,7 +13,9 @@ reference's Unicode tables, so it runs at C speed.
 
 import re
 
+from . import onig
 from .alignment import as_list, sub_origin
+from .schema import type_of
 from .unicode import LazyRegex, char_class
 
 _WS = char_class("WHITESPACE")
@@ -254,21 +256,15 @@ class Split(PreTokenizer):
     ['a', '-', 'b']
     """
 
-    def __init__(self, pattern, behavior="removed", invert=False, is_regex=False):
+    def __init__(self, pattern, behavior="removed", invert=False, is_regex=False, where="Split.pattern"):
         self.pattern = pattern
         self.behavior = behavior
         self.invert = invert
         self.is_regex = is_regex
-        self._regex = re.compile(_onig_to_python(pattern) if is_regex else re.escape(pattern))
+        self._regex = onig.compile(pattern, where) if is_regex else re.compile(re.escape(pattern))
 
     def split(self, text, origin):
         return split_by_pattern(text, origin, self._regex, self.behavior, self.invert)
-
-
-def _onig_to_python(pattern):
-    """Translate the Oniguruma classes Python's `re` lacks (\\p{L}, \\p{N}) into explicit ones."""
-    return (pattern.replace("\\p{L}", f"[{_L}]").replace("\\p{N}", f"[{_N}]")
-            .replace("\\s", f"[{_S}]").replace("\\S", f"[^{_S}]"))
 
 
 class Metaspace(PreTokenizer):
@@ -314,57 +310,54 @@ class Sequence(PreTokenizer):
         return words
 
 
-_BEHAVIORS = {"Removed": "removed", "Isolated": "isolated", "Contiguous": "contiguous",
-              "MergedWithPrevious": "merged_with_previous", "MergedWithNext": "merged_with_next"}
-
-
 def from_config(config, where="pre_tokenizer"):
-    """A tokenizer.json "pre_tokenizer" object -> a PreTokenizer (or None for null)."""
+    """A tokenizer.json "pre_tokenizer" object -> a PreTokenizer (or None for null).
+
+    Fields are read with the reference's types (see schema.py).
+    """
     if config is None:
         return None
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"malformed tokenizer.json: {where} has no field 'type' (got {config!r:.200})")
-    kind = config["type"]
-    if kind == "BertPreTokenizer":
-        return BertPreTokenizer()
-    if kind == "Whitespace":
-        return Whitespace()
-    if kind == "WhitespaceSplit":
-        return WhitespaceSplit()
+    fields, kind = type_of(config, where, _KINDS)
+    if kind in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit"):
+        return {"BertPreTokenizer": BertPreTokenizer, "Whitespace": Whitespace,
+                "WhitespaceSplit": WhitespaceSplit}[kind]()
     if kind == "Punctuation":
-        return Punctuation(_behavior(config.get("behavior", "Isolated"), where))
+        return Punctuation(fields.choice("behavior", BEHAVIORS, "isolated"))
     if kind == "Digits":
-        return Digits(config.get("individual_digits", False))
+        return Digits(fields.boolean("individual_digits"))
     if kind == "ByteLevel":
-        return ByteLevel(config.get("add_prefix_space", True), config.get("use_regex", True),
-                         config.get("trim_offsets", True))
+        return ByteLevel(fields.boolean("add_prefix_space"), fields.boolean("use_regex", True),
+                         fields.boolean("trim_offsets"))
     if kind == "Split":
-        pattern = config.get("pattern")
-        if not isinstance(pattern, dict) or not ({"String", "Regex"} & set(pattern)):
-            raise ValueError(f"malformed tokenizer.json: {where}.pattern must be "
-                             f'{{"String": ...}} or {{"Regex": ...}}, got {pattern!r:.200}')
-        is_regex = "Regex" in pattern
-        return Split(pattern["Regex"] if is_regex else pattern["String"],
-                     _behavior(config.get("behavior", "Removed"), where), config.get("invert", False),
-                     is_regex=is_regex)
+        pattern, is_regex = fields.pattern("pattern")
+        return Split(pattern, fields.choice("behavior", BEHAVIORS), fields.boolean("invert"), is_regex,
+                     where=fields.path("pattern"))
     if kind == "Metaspace":
-        scheme = config.get("prepend_scheme")
-        if scheme is None:  # older files: add_prefix_space
-            scheme = "always" if config.get("add_prefix_space", True) else "never"
-        return Metaspace(config.get("replacement", "▁"), scheme, config.get("split", True))
+        replacement, scheme, split = metaspace_fields(fields)
+        return Metaspace(replacement, scheme, split)
     if kind == "Sequence":
-        items = config.get("pretokenizers")
-        if not isinstance(items, list):
-            raise ValueError(f"malformed tokenizer.json: {where} has no list field 'pretokenizers'")
+        items = fields.array("pretokenizers")
         return Sequence(from_config(item, f"{where}.pretokenizers[{i}]") for i, item in enumerate(items))
-    raise ValueError(
-        f"unsupported pre-tokenizer type {kind!r} in {where}; supported: BertPreTokenizer, Whitespace, "
-        "WhitespaceSplit, Punctuation, Digits, ByteLevel, Split, Metaspace, Sequence"
-    )
 
 
-def _behavior(name, where):
-    if name not in _BEHAVIORS:
-        raise ValueError(f"malformed tokenizer.json: {where}.behavior is {name!r}; "
-                         f"expected one of {', '.join(_BEHAVIORS)}")
-    return _BEHAVIORS[name]
+_KINDS = ("BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "ByteLevel", "Split",
+          "Metaspace", "Sequence")
+BEHAVIORS = {"Removed": "removed", "Isolated": "isolated", "Contiguous": "contiguous",
+             "MergedWithPrevious": "merged_with_previous", "MergedWithNext": "merged_with_next"}
+
+
+def metaspace_fields(fields):
+    """The Metaspace fields (shared with the Metaspace decoder) -> (replacement, scheme, split).
+
+    Older files say add_prefix_space instead of prepend_scheme; false must agree with
+    prepend_scheme "never" (the reference refuses the file otherwise).
+    """
+    replacement = fields.char("replacement")
+    scheme = fields.choice("prepend_scheme", {"always": "always", "first": "first", "never": "never"}, "always")
+    if fields.boolean("add_prefix_space", None) is False:
+        if scheme != "never":
+            raise ValueError(f"{fields.where}.add_prefix_space is false but prepend_scheme is {scheme!r}; "
+                             "expected prepend_scheme 'never' (or no add_prefix_space)")
+    split = fields.boolean("split", None)
+    fields.string("str_rep", None)
+    return replacement, scheme, True if split is None else split

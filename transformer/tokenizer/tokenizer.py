@@ -29,13 +29,13 @@ VERY_LARGE_INTEGER = int(1e30)  # what transformers reports when a checkpoint se
 class Tokenizer:
     def __init__(self, model, normalizer=None, pre_tokenizer=None, post_processor=None, decoder=None,
                  added_tokens=(), truncation=None, padding=None, model_max_length=None,
-                 special_tokens=None):
+                 special_tokens=None, special_contents=None):
         self.model = model
         self.normalizer = normalizer
         self.pre_tokenizer = pre_tokenizer
         self.post_processor = post_processor
         self.decoder = decoder
-        self.added_vocabulary = AddedVocabulary(added_tokens, normalizer)
+        self.added_vocabulary = AddedVocabulary(added_tokens, normalizer, special_contents)
         # Stored settings, applied by encode/encode_batch (as the reference does). Call
         # arguments of tok(...) override them.
         self.truncation = truncation   # dict(max_length, stride, strategy, direction) or None
@@ -63,9 +63,8 @@ class Tokenizer:
 
     @classmethod
     def from_str(cls, json_text):
-        import json
-
-        return loaders.from_tokenizer_json(json.loads(json_text), cls)
+        """The text of a tokenizer.json, like `tokenizers.Tokenizer.from_str`."""
+        return loaders.from_json_text(json_text, cls)
 
     # --- vocabulary -----------------------------------------------------------------------
     def token_to_id(self, token):
