@@ -295,3 +295,12 @@ def test_a_key_given_twice_is_refused(minilm_dir, tmp_path):
     (tmp_path / "tokenizer.json").write_text(text, encoding="utf-8")
     with pytest.raises(ModelFileError, match="'version' appears twice"):
         Tokenizer.from_file(tmp_path / "tokenizer.json")
+
+
+def test_bpe_offsets_shift_past_a_dropped_character_like_the_reference(bpe_json):
+    """Without a pre-tokenizer, a space is not in GPT-2's vocabulary and there is no unk token:
+    the reference drops it and counts the spans after it without its byte."""
+    ours = _same_ids(bpe_json, lambda d: d.update(pre_tokenizer=None))
+    reference = tokenizers.Tokenizer.from_str(_mutated(bpe_json, lambda d: d.update(pre_tokenizer=None)))
+    for text in ("Hello, world! é x", "a  b", "中 文"):
+        assert ours.encode(text).offsets == reference.encode(text).offsets

@@ -140,44 +140,62 @@ class BPE:
         ids, starts, ends = self._initial_symbols(word)
         if len(ids) > 1:
             ids, starts, ends = self._merge(ids, starts, ends)
+        if not word.isascii():
+            starts, ends = _bytes_to_chars(word, starts, ends)
         id_to_token = self.id_to_token_map
         return [(i, id_to_token[i], s, e) for i, s, e in zip(ids, starts, ends)]
 
     def _initial_symbols(self, word):
-        """One symbol per character (with prefix/suffix), unknown ones -> bytes or unk."""
+        """One symbol per character (with prefix/suffix), unknown ones -> bytes or unk.
+
+        Spans are in UTF-8 bytes, counted as the reference counts them: each symbol adds its
+        length to a running offset, so a character that is dropped (unknown, and no unk
+        token) shifts the spans after it; byte-fallback pieces count one byte each; an unk
+        symbol is written when the next known character comes (fused unks grow until then).
+        """
+        vocab, prefix, suffix = self.vocab, self.continuing_subword_prefix, self.end_of_word_suffix
         ids, starts, ends = [], [], []
+        offset = 0
+        pending = None  # [unk id, length in bytes] not written yet
         last = len(word) - 1
-        unk_id = None
-        previous_unk = False
+        ascii_word = word.isascii()
         for position, char in enumerate(word):
             piece = char
-            if position > 0 and self.continuing_subword_prefix:
-                piece = self.continuing_subword_prefix + piece
-            if position == last and self.end_of_word_suffix:
-                piece = piece + self.end_of_word_suffix
-            token_id = self.vocab.get(piece)
+            if position > 0 and prefix:
+                piece = prefix + piece
+            if position == last and suffix:
+                piece = piece + suffix
+            length = 1 if ascii_word else len(char.encode("utf-8"))
+            token_id = vocab.get(piece)
             if token_id is not None:
-                ids.append(token_id), starts.append(position), ends.append(position + 1)
-                previous_unk = False
+                if pending is not None:
+                    ids.append(pending[0]), starts.append(offset), ends.append(offset + pending[1])
+                    offset += pending[1]
+                    pending = None
+                ids.append(token_id), starts.append(offset), ends.append(offset + length)
+                offset += length
                 continue
             if self.byte_fallback:
-                byte_ids = [self.vocab.get(f"<0x{b:02X}>") for b in piece.encode("utf-8")]
-                if all(b is not None for b in byte_ids):
-                    for b in byte_ids:
-                        ids.append(b), starts.append(position), ends.append(position + 1)
-                    previous_unk = False
+                byte_ids = [vocab.get(f"<0x{b:02X}>") for b in piece.encode("utf-8")]
+                if None not in byte_ids:
+                    for byte_id in byte_ids:
+                        ids.append(byte_id), starts.append(offset), ends.append(offset + 1)
+                        offset += 1
                     continue
             if self.unk_token is None:
                 continue  # the reference drops characters it cannot represent
+            unk_id = vocab.get(self.unk_token)
             if unk_id is None:
-                if self.unk_token not in self.vocab:
-                    raise ValueError(f"BPE: the unk_token {self.unk_token!r} is not in the vocabulary")
-                unk_id = self.vocab[self.unk_token]
-            if self.fuse_unk and previous_unk:
-                ends[-1] = position + 1
-            else:
-                ids.append(unk_id), starts.append(position), ends.append(position + 1)
-            previous_unk = True
+                raise ValueError(f"BPE: the unk_token {self.unk_token!r} is not in the vocabulary")
+            if pending is not None and self.fuse_unk:
+                pending[1] += length
+                continue
+            if pending is not None:
+                ids.append(pending[0]), starts.append(offset), ends.append(offset + pending[1])
+                offset += pending[1]
+            pending = [unk_id, length]
+        if pending is not None:
+            ids.append(pending[0]), starts.append(offset), ends.append(offset + pending[1])
         return ids, starts, ends
 
     def _merge(self, ids, starts, ends):
@@ -251,6 +269,15 @@ class WordLevel:
 
     def id_to_token(self, token_id):
         return self.id_to_token_map.get(token_id)
+
+
+def _bytes_to_chars(word, starts, ends):
+    """Spans in UTF-8 bytes of `word` -> spans in characters (a span starts at the character
+    holding its first byte and ends after the one holding its last byte)."""
+    char_at = [index for index, char in enumerate(word) for _ in range(len(char.encode("utf-8")))]
+    size = len(char_at)
+    return ([char_at[s] if s < size else len(word) for s in starts],
+            [char_at[min(e, size) - 1] + 1 if e > 0 else 0 for e in ends])
 
 
 def from_config(config, where="model"):
