@@ -95,6 +95,36 @@ def probe():
     return sets, lowercase, decomposition
 
 
+CATEGORIES = ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf",
+              "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Co")
+
+
+def probe_onig_classes():
+    """Oniguruma's general category of every code point (Cn, unassigned, left out) and its \\w,
+    by splitting one string of all code points on \\p{Xx} (and \\w)."""
+    text = "".join(map(chr, CODE_POINTS))
+
+    def matched(pattern):
+        unmatched = bytearray(len(CODE_POINTS))
+        for _, (start, end) in P.Split(Regex(pattern), "removed").pre_tokenize_str(text):
+            unmatched[start:end] = b"\x01" * (end - start)
+        return [c for c, miss in zip(CODE_POINTS, unmatched) if not miss]
+
+    category = {}
+    for name in CATEGORIES:
+        for c in matched(rf"\p{{{name}}}"):
+            assert c not in category, (hex(c), name, category[c])
+            category[c] = name
+    runs = []
+    for c in sorted(category):
+        if runs and runs[-1][1] == c - 1 and runs[-1][2] == category[c]:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c, category[c]])
+    encoded = " ".join((f"{a:x}" if a == b else f"{a:x}-{b:x}") + f":{name}" for a, b, name in runs)
+    return encoded, matched(r"\w")
+
+
 def probe_combining_classes():
     """class -> code points, for every mark the reference's NFD reorders (it may know fewer
     marks than this Python: the others are starters, class 0, to it)."""
@@ -133,11 +163,13 @@ DESCRIPTIONS = {
     "ONIG_LETTER": "\\p{L} of Oniguruma (the ByteLevel split pattern)",
     "ONIG_NUMBER": "\\p{N} of Oniguruma (the ByteLevel split pattern)",
     "ONIG_SPACE": "\\s of Oniguruma (the ByteLevel split pattern)",
+    "ONIG_WORD": "\\w of Oniguruma (Split / Replace regexes)",
 }
 
 
 def main():
     sets, lowercase, decomposition = probe()
+    categories, sets["ONIG_WORD"] = probe_onig_classes()
     classes = probe_combining_classes()
     lines = [
         '"""Unicode tables of the reference (Rust `tokenizers` %s), probed code point by code point.' % tokenizers.__version__,
@@ -155,6 +187,10 @@ def main():
         lines.append(f"# {DESCRIPTIONS[name]}")
         lines.append(f"{name} = {encode_ranges(code_points)!r}")
         lines.append("")
+    lines.append("# general category of every assigned code point to Oniguruma (Split / Replace regexes' \\p{..}):")
+    lines.append("# 'first-last:Xx' runs, hex; code points not listed are unassigned (Cn) or surrogates (Cs)")
+    lines.append(f"ONIG_CATEGORY = {categories!r}")
+    lines.append("")
     lines.append("# canonical combining class -> the marks the reference's NFD gives that class (others: 0)")
     lines.append("COMBINING_CLASS = {")
     for value, code_points in sorted(classes.items()):

@@ -89,11 +89,10 @@ class Replace(Decoder):
     def __init__(self, pattern, content, is_regex=False, where="Replace.pattern"):
         self.pattern = pattern
         self.content = content
-        self._regex = onig.compile(pattern, where) if is_regex else re.compile(re.escape(pattern))
+        self._regex = onig.compile(pattern, where) if is_regex else onig.literal(pattern)
 
     def decode_chain(self, tokens):
-        content = self.content
-        return [self._regex.sub(lambda _: content, t) for t in tokens]
+        return [self._regex.sub(self.content, t) if t else t for t in tokens]
 
 
 class CTC(Decoder):

@@ -26,6 +26,7 @@ _CONTROL = LazyRegex(lambda: f"[{char_class('BERT_CONTROL')}]")
 _WHITESPACE = LazyRegex(lambda: f"[{char_class('WHITESPACE')}]")
 _CHINESE = LazyRegex(lambda: f"[{char_class('CHINESE')}]")
 _NONSPACING_MARK = LazyRegex(lambda: f"[{char_class('NONSPACING_MARK')}]")
+_LETTER_SPACE = LazyRegex(lambda: f"[{char_class('ONIG_LETTER')}] ")
 _ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANY_CHAR = re.compile(".", re.DOTALL)
 _NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
@@ -173,7 +174,13 @@ def strip_nonspacing_marks(text, origin):
 # --- the normalizers a tokenizer.json names ---------------------------------------------------
 
 class Normalizer:
-    """Base: subclasses implement `normalize(text, origin) -> (text, origin)`."""
+    """Base: subclasses implement `normalize(text, origin) -> (text, origin)`.
+
+    prefix_safe: normalizing a text cut just before a space that follows a letter gives the
+    start of the whole text's normalization (true of every character-by-character step).
+    """
+
+    prefix_safe = True
 
     def normalize_str(self, text):
         return self.normalize(text, 0)[0]
@@ -319,10 +326,15 @@ class Replace(Normalizer):
         self.pattern = pattern
         self.content = content
         self.is_regex = is_regex
-        self._regex = onig.compile(pattern, where) if is_regex else re.compile(re.escape(pattern))
+        self._regex = onig.compile(pattern, where) if is_regex else onig.literal(pattern)
+
+    @property
+    def prefix_safe(self):
+        # a literal can only straddle the cut if it holds a letter followed by a space
+        return not self.is_regex and not _LETTER_SPACE.search(self.pattern)
 
     def normalize(self, text, origin):
-        if not self._regex.search(text):
+        if not text or not self._regex.search(text):  # the reference matches nothing in ''
             return text, origin
         origins_in = as_list(origin, len(text))
         pieces, origins, last = [], [], 0
@@ -366,6 +378,10 @@ class Sequence(Normalizer):
 
     def __init__(self, normalizers):
         self.normalizers = list(normalizers)
+
+    @property
+    def prefix_safe(self):
+        return all(n.prefix_safe for n in self.normalizers)
 
     def normalize(self, text, origin):
         for normalizer in self.normalizers:

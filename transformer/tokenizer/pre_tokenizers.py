@@ -19,6 +19,7 @@ from .schema import type_of
 from .unicode import LazyRegex, char_class
 
 _WS = char_class("WHITESPACE")
+_LETTER_SPACE = LazyRegex(lambda: f"[{char_class('ONIG_LETTER')}] ")
 
 
 def bytes_to_unicode():
@@ -67,43 +68,32 @@ def to_byte_chars(text, origin):
 # --- splitting by pattern, with the reference's five behaviours -------------------------------
 
 def split_by_pattern(text, origin, pattern, behavior="removed", invert=False):
-    """Split at every match of a compiled regex.
+    """Split at every match of a compiled regex (an onig.Regex or a `re` pattern).
 
     behavior: "removed" drops the matches, "isolated" keeps each as its own word,
     "merged_with_previous" / "merged_with_next" glue it to the neighbour, "contiguous" keeps
-    runs of adjacent matches together as one word.
+    runs of adjacent matches together as one word. Empty matches split too, as in the
+    reference (the empty pieces are dropped).
 
     >>> [w for w, _ in split_by_pattern("a-b--c", 0, re.compile("-"), "contiguous")]
     ['a', '-', 'b', '--', 'c']
     """
-    spans = []  # (start, end, is_match), covering the text
-    last = 0
-    for match in pattern.finditer(text):
-        start, end = match.span()
-        if start == end:
-            continue
-        if start > last:
-            spans.append((last, start, invert))
-        spans.append((start, end, not invert))
-        last = end
-    if last < len(text):
-        spans.append((last, len(text), invert))
-
+    pieces = [(s, e, is_match != invert) for s, e, is_match in _match_pieces(text, pattern)]
     if behavior == "removed":
-        kept = [(s, e) for s, e, is_match in spans if not is_match]
+        kept = [(s, e) for s, e, is_match in pieces if not is_match]
     elif behavior == "isolated":
-        kept = [(s, e) for s, e, _ in spans]
+        kept = [(s, e) for s, e, _ in pieces]
     elif behavior == "contiguous":
         kept, previous_match = [], False
-        for s, e, is_match in spans:
-            if is_match and previous_match:
+        for s, e, is_match in pieces:
+            if is_match == previous_match and kept:
                 kept[-1] = (kept[-1][0], e)
             else:
                 kept.append((s, e))
             previous_match = is_match
     elif behavior == "merged_with_previous":
         kept, previous_match = [], False
-        for s, e, is_match in spans:
+        for s, e, is_match in pieces:
             if is_match and not previous_match and kept:
                 kept[-1] = (kept[-1][0], e)
             else:
@@ -111,7 +101,7 @@ def split_by_pattern(text, origin, pattern, behavior="removed", invert=False):
             previous_match = is_match
     elif behavior == "merged_with_next":
         kept, previous_match = [], False
-        for s, e, is_match in reversed(spans):
+        for s, e, is_match in reversed(pieces):
             if is_match and not previous_match and kept:
                 kept[-1] = (s, kept[-1][1])
             else:
@@ -124,6 +114,23 @@ def split_by_pattern(text, origin, pattern, behavior="removed", invert=False):
     return [(text[s:e], sub_origin(origin, s, e)) for s, e in kept if e > s]
 
 
+def _match_pieces(text, pattern):
+    """The text cut into [(start, end, is_match), ...] covering it, as the reference's
+    find_matches does (an empty text is one non-match; empty matches are pieces too)."""
+    if not text:
+        return [(0, 0, False)]
+    spans = pattern.spans(text) if isinstance(pattern, onig.Regex) else [m.span() for m in pattern.finditer(text)]
+    pieces, last = [], 0
+    for start, end in spans:
+        if start != last:
+            pieces.append((last, start, False))
+        pieces.append((start, end, True))
+        last = end
+    if last != len(text):
+        pieces.append((last, len(text), False))
+    return pieces
+
+
 def _words(text, origin, pattern):
     """Each match of `pattern` is a word; the text between matches is dropped."""
     if isinstance(origin, int):
@@ -132,6 +139,16 @@ def _words(text, origin, pattern):
 
 
 class PreTokenizer:
+    """Base: subclasses implement `split(text, origin) -> [(word, origin), ...]`.
+
+    For a text cut just before a space that follows a letter (see Tokenizer._encode_prefix):
+    local: the words before the cut do not depend on what follows it (the last one may be
+    the start of a longer word); splits_at_space: a word always ends at such a cut.
+    """
+
+    local = True
+    splits_at_space = True
+
     def pre_tokenize_str(self, text):
         """Text -> [(word, (start, end)), ...] like the reference's `pre_tokenize_str`."""
         from .alignment import span
@@ -185,6 +202,7 @@ class Punctuation(PreTokenizer):
     ['a', ',', 'b']
     """
     _pattern = LazyRegex(lambda: f"[{char_class('PUNCTUATION')}]")
+    splits_at_space = False
 
     def __init__(self, behavior="isolated"):
         self.behavior = behavior
@@ -200,6 +218,7 @@ class Digits(PreTokenizer):
     ['a', '1', '2']
     """
     _digit = LazyRegex(lambda: f"[{char_class('NUMERIC')}]")
+    splits_at_space = False
 
     def __init__(self, individual_digits=False):
         self.individual_digits = individual_digits
@@ -237,6 +256,10 @@ class ByteLevel(PreTokenizer):
         self.use_regex = use_regex
         self.trim_offsets = trim_offsets
 
+    @property
+    def splits_at_space(self):
+        return self.use_regex  # GPT-2's pattern starts a word at a space after a letter
+
     def split(self, text, origin):
         if self.add_prefix_space and text and not text.startswith(" "):
             first = origin if isinstance(origin, int) else origin[0]
@@ -261,7 +284,18 @@ class Split(PreTokenizer):
         self.behavior = behavior
         self.invert = invert
         self.is_regex = is_regex
-        self._regex = onig.compile(pattern, where) if is_regex else re.compile(re.escape(pattern))
+        self._regex = onig.compile(pattern, where) if is_regex else onig.literal(pattern)
+
+    @property
+    def local(self):
+        # A literal that holds no letter-space pair cannot straddle the cut, and with these
+        # behaviours no piece is glued to the one after it. Regexes: not analysed (not local).
+        return (not self.is_regex and not _LETTER_SPACE.search(self.pattern) and not self.invert
+                and self.behavior in ("removed", "isolated"))
+
+    @property
+    def splits_at_space(self):
+        return self.local and self.pattern.startswith(" ")
 
     def split(self, text, origin):
         return split_by_pattern(text, origin, self._regex, self.behavior, self.invert)
@@ -279,6 +313,10 @@ class Metaspace(PreTokenizer):
         self.prepend_scheme = prepend_scheme
         self.split_words = split
         self._regex = re.compile(re.escape(replacement))
+
+    @property
+    def splits_at_space(self):
+        return self.split_words  # the space becomes the replacement, which starts a word
 
     def split(self, text, origin):
         text = text.replace(" ", self.replacement)
@@ -302,6 +340,15 @@ class Sequence(PreTokenizer):
 
     def __init__(self, pre_tokenizers):
         self.pre_tokenizers = list(pre_tokenizers)
+
+    @property
+    def local(self):
+        return all(p.local for p in self.pre_tokenizers)
+
+    @property
+    def splits_at_space(self):
+        # once one step has ended a word at the cut, the steps after it see the same words
+        return any(p.splits_at_space for p in self.pre_tokenizers)
 
     def split(self, text, origin):
         words = [(text, origin)]
