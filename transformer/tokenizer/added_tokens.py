@@ -62,6 +62,16 @@ class AddedVocabulary:
         alternation = "|".join(re.escape(text) for text in sorted(by_text, key=len, reverse=True))
         return re.compile(alternation), by_text
 
+    @property
+    def prefix_safe(self):
+        """No added token can straddle a cut made just before a space that follows a letter:
+        none holds a space, and none that swallows the spaces after it ends with a letter."""
+        for token in self.tokens:
+            if " " in token.content or (token.rstrip and token.content[-1:].isalpha()):
+                return False
+        normalized = self._normalized[1] if self._normalized else {}
+        return not any(" " in text for text in normalized)
+
     def split_raw(self, text):
         """Cut the raw text at added tokens: [(start, end, token_id or None), ...]."""
         return self._split(text, self._raw)

@@ -22,8 +22,10 @@ import numpy as np
 from . import loaders
 from .added_tokens import AddedVocabulary
 from .encoding import Encoding, truncate_pair
+from .unicode import LazyRegex, char_class
 
 VERY_LARGE_INTEGER = int(1e30)  # what transformers reports when a checkpoint sets no limit
+_LETTER_SPACE = LazyRegex(lambda: f"[{char_class('ONIG_LETTER')}] ")  # a safe place to cut a text
 
 
 class Tokenizer:
@@ -212,18 +214,63 @@ class Tokenizer:
             self._pad(encodings, self.padding.get("length"), self.padding)
         return encodings
 
-    def _encode_many(self, texts, pairs, add_special_tokens, truncation):
+    def _encode_many(self, texts, pairs, add_special_tokens, truncation, overflow=True):
+        """Texts (and pairs) -> [Encoding] after truncation and post-processing. With
+        overflow=False the truncated-off windows are not wanted: a single text truncated on
+        the right is then tokenized only as far as its kept tokens reach (_encode_prefix)."""
         texts = _check_texts(texts, "texts")
         if pairs is not None:
             pairs = _check_texts(pairs, "pairs")
             if len(pairs) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match one to one")
+        limit = None
+        if (truncation is not None and not overflow and pairs is None and truncation.get("direction") == "right"
+                and truncation.get("strategy") in ("longest_first", "only_first")):
+            added = self.num_special_tokens_to_add(False) if add_special_tokens else 0
+            limit = truncation["max_length"] - added if truncation["max_length"] >= added else None
         encodings = []
         for i, text in enumerate(texts):
-            first = self._encode_sequence(text)
+            first = self._encode_sequence(text) if limit is None else self._encode_prefix(text, limit)
             second = self._encode_sequence(pairs[i]) if pairs is not None else None
             encodings.append(self._post_process(first, second, add_special_tokens, truncation))
         return encodings
+
+    # The first prefix tried holds this many characters per kept token (then 4x as many, ...).
+    PREFIX_CHARS_PER_TOKEN = 16
+
+    def _encode_prefix(self, text, limit):
+        """An Encoding whose first `limit` tokens (every field) are those of the whole text's,
+        made from as short a prefix of `text` as gives them.
+
+        The prefix ends at a safe cut: just before a space that follows a letter. When every
+        stage is local there (prefix_safe: the normalizer's output up to the cut does not
+        depend on what follows it, and the pre-tokenizer always ends a word at such a space),
+        the words before the cut, hence their tokens, offsets and word ids, are those of the
+        whole text. Otherwise the whole text is tokenized.
+        """
+        if len(text) <= (limit + 1) * self.PREFIX_CHARS_PER_TOKEN or not self._prefix_safe():
+            return self._encode_sequence(text)
+        size = (limit + 1) * self.PREFIX_CHARS_PER_TOKEN
+        while size < len(text):
+            match = _LETTER_SPACE.search(text, size - 1)
+            if match is None:
+                break
+            cut = match.end() - 1  # the index of the space
+            encoding = self._encode_sequence(text[:cut])
+            if len(encoding.ids) >= limit:
+                return encoding
+            size = max(4 * size, cut + 1)
+        return self._encode_sequence(text)
+
+    def _prefix_safe(self):
+        """Whether tokenizing a prefix cut just before a space that follows a letter gives the
+        first words of the whole text (see _encode_prefix)."""
+        pre = self.pre_tokenizer
+        if pre is None or not (pre.local and pre.splits_at_space):
+            return False
+        if self.normalizer is not None and not self.normalizer.prefix_safe:
+            return False
+        return self.added_vocabulary.prefix_safe
 
     def _pad(self, encodings, length, padding):
         if not encodings:
@@ -263,7 +310,8 @@ class Tokenizer:
                                  "'only_first' or 'only_second'")
             limit = max_length if max_length is not None else self.model_max_length
             truncation_params = dict(max_length=limit, stride=stride, strategy=strategy, direction="right")
-        encodings = self._encode_many(texts, pairs, add_special_tokens, truncation_params)
+        encodings = self._encode_many(texts, pairs, add_special_tokens, truncation_params,
+                                      overflow=return_overflowing_tokens)
 
         if padding not in (False, None, "do_not_pad"):
             if padding is True or padding == "longest":
