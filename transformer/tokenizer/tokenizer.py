@@ -17,6 +17,8 @@ including the truncation and padding stored in it (see `enable_truncation`, `no_
 arguments you pass decide truncation and padding, and you get int64 NumPy arrays.
 """
 
+import os
+
 import numpy as np
 
 from . import loaders
@@ -56,11 +58,15 @@ class Tokenizer:
         """
         from transformer.store import resolve
 
+        if not isinstance(name_or_path, (str, os.PathLike)):
+            raise TypeError(f"name_or_path is {type(name_or_path).__name__}; expected a model name or a path")
         return loaders.load(resolve(name_or_path), cls)
 
     @classmethod
     def from_file(cls, path):
         """A tokenizer.json file, like `tokenizers.Tokenizer.from_file`."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path is {type(path).__name__}; expected the path of a tokenizer.json")
         return loaders.load(path, cls)
 
     @classmethod
@@ -70,10 +76,13 @@ class Tokenizer:
 
     # --- vocabulary -----------------------------------------------------------------------
     def token_to_id(self, token):
+        if not isinstance(token, str):
+            raise TypeError(f"token is {type(token).__name__}; expected a str")
         added = self.added_vocabulary.by_content.get(token)
         return added.id if added is not None else self.model.token_to_id(token)
 
     def id_to_token(self, token_id):
+        token_id = _check_id(token_id, "token_id")
         added = self.added_vocabulary.by_id.get(token_id)
         return added.content if added is not None else self.model.id_to_token(token_id)
 
@@ -112,13 +121,25 @@ class Tokenizer:
 
     # --- stored truncation / padding, as in the reference ----------------------------------
     def enable_truncation(self, max_length, stride=0, strategy="longest_first", direction="right"):
-        self.truncation = dict(max_length=max_length, stride=stride, strategy=strategy, direction=direction)
+        self.truncation = dict(max_length=_check_count(max_length, "max_length"), stride=_check_count(stride, "stride"),
+                               strategy=_check_choice(strategy, "strategy", ("longest_first", "only_first", "only_second")),
+                               direction=_check_choice(direction, "direction", ("right", "left")))
 
     def no_truncation(self):
         self.truncation = None
 
     def enable_padding(self, direction="right", pad_id=None, pad_type_id=0, pad_token=None, length=None,
                        pad_to_multiple_of=None):
+        _check_choice(direction, "direction", ("right", "left"))
+        pad_type_id = _check_id(pad_type_id, "pad_type_id")
+        if pad_id is not None:
+            pad_id = _check_id(pad_id, "pad_id")
+        if pad_token is not None and not isinstance(pad_token, str):
+            raise TypeError(f"pad_token is {type(pad_token).__name__}; expected a str")
+        if length is not None:
+            length = _check_count(length, "length")
+        if pad_to_multiple_of is not None:
+            pad_to_multiple_of = _check_count(pad_to_multiple_of, "pad_to_multiple_of")
         if pad_id is None:
             pad_id = self._pad_id() if self._pad_id() is not None else 0
         if pad_token is None:
@@ -205,10 +226,18 @@ class Tokenizer:
 
     def encode(self, text, pair=None, add_special_tokens=True):
         """One text (and optional pair) -> Encoding, applying the stored truncation/padding."""
+        _check_text(text, "text", "encode_batch")
+        if pair is not None:
+            _check_text(pair, "pair", "encode_batch")
         return self.encode_batch([text], None if pair is None else [pair], add_special_tokens)[0]
 
     def encode_batch(self, texts, pairs=None, add_special_tokens=True):
-        """Texts (and optional pairs) -> [Encoding], applying the stored truncation/padding."""
+        """Texts (and optional pairs) -> [Encoding], applying the stored truncation/padding.
+
+        As in the reference, an item of `texts` may also be a (text, pair) tuple."""
+        if pairs is None and not isinstance(texts, str) and isinstance(texts, (list, tuple)) and \
+                any(isinstance(item, (tuple, list)) for item in texts):
+            texts, pairs = _split_pairs(texts)
         encodings = self._encode_many(texts, pairs, add_special_tokens, self.truncation)
         if self.padding is not None:
             self._pad(encodings, self.padding.get("length"), self.padding)
@@ -219,10 +248,13 @@ class Tokenizer:
         overflow=False the truncated-off windows are not wanted: a single text truncated on
         the right is then tokenized only as far as its kept tokens reach (_encode_prefix)."""
         texts = _check_texts(texts, "texts")
+        _check_flag(add_special_tokens, "add_special_tokens")
         if pairs is not None:
-            pairs = _check_texts(pairs, "pairs")
+            pairs = _check_texts(pairs, "pairs", allow_none=True)
             if len(pairs) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match one to one")
+            if all(pair is None for pair in pairs):
+                pairs = None
         limit = None
         if (truncation is not None and not overflow and pairs is None and truncation.get("direction") == "right"
                 and truncation.get("strategy") in ("longest_first", "only_first")):
@@ -231,7 +263,7 @@ class Tokenizer:
         encodings = []
         for i, text in enumerate(texts):
             first = self._encode_sequence(text) if limit is None else self._encode_prefix(text, limit)
-            second = self._encode_sequence(pairs[i]) if pairs is not None else None
+            second = self._encode_sequence(pairs[i]) if pairs is not None and pairs[i] is not None else None
             encodings.append(self._post_process(first, second, add_special_tokens, truncation))
         return encodings
 
@@ -297,11 +329,21 @@ class Tokenizer:
         which input each row came from. A single str is a batch of one.
         """
         if isinstance(texts, str):
+            if pairs is not None and not isinstance(pairs, str):
+                raise TypeError(f"pairs is {type(pairs).__name__} but texts is a single str; "
+                                "give both as str or both as lists of str")
             texts = [texts]
-            pairs = [pairs] if isinstance(pairs, str) else pairs
+            pairs = None if pairs is None else [pairs]
         texts = _check_texts(texts, "texts")
         if not texts:
             raise ValueError("texts is empty: give at least one text to tokenize")
+        if max_length is not None:
+            max_length = _check_count(max_length, "max_length")
+        stride = _check_count(stride, "stride")
+        if pad_to_multiple_of is not None:
+            pad_to_multiple_of = _check_count(pad_to_multiple_of, "pad_to_multiple_of")
+        for flag in ("return_overflowing_tokens", "return_offsets_mapping", "return_special_tokens_mask"):
+            _check_flag(locals()[flag], flag)
         truncation_params = None
         if truncation not in (False, None):
             strategy = "longest_first" if truncation is True else truncation
@@ -364,11 +406,12 @@ class Tokenizer:
         normalized text with the reference's spacing rules."""
         if isinstance(ids, np.ndarray):
             ids = ids.tolist()
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple, range)):
+            raise TypeError(f"ids is {type(ids).__name__}; expected a list of int token ids")
+        _check_flag(skip_special_tokens, "skip_special_tokens")
         tokens = []
         for position, token_id in enumerate(ids):
-            if not isinstance(token_id, (int, np.integer)):
-                raise TypeError(f"ids[{position}] is {type(token_id).__name__}; expected an int token id")
-            token = self.id_to_token(int(token_id))
+            token = self.id_to_token(_check_id(token_id, f"ids[{position}]"))
             if token is None:
                 continue
             if skip_special_tokens and token in self.added_vocabulary.special:
@@ -379,6 +422,13 @@ class Tokenizer:
         return self.decoder.decode(tokens)
 
     def decode_batch(self, sequences, skip_special_tokens=True):
+        if isinstance(sequences, np.ndarray):
+            sequences = sequences.tolist()
+        if isinstance(sequences, (str, bytes)) or not isinstance(sequences, (list, tuple)):
+            raise TypeError(f"sequences is {type(sequences).__name__}; expected a list of lists of token ids")
+        for index, ids in enumerate(sequences):
+            if not isinstance(ids, (list, tuple, np.ndarray, range)):
+                raise TypeError(f"sequences[{index}] is {type(ids).__name__}; expected a list of token ids")
         return [self.decode(ids, skip_special_tokens) for ids in sequences]
 
     def __repr__(self):
@@ -393,14 +443,78 @@ def _span(origin, start, end):
     return (0 if first < 0 else first), (0 if last < 0 else last + 1)
 
 
-def _check_texts(texts, name):
+def _check_texts(texts, name, allow_none=False):
+    """texts: a list (or other iterable) of str -> a list; TypeError naming the bad item."""
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of str, got a single str (wrap it in a list)")
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"{name} is {type(texts).__name__}; expected a str or a list of str "
+                        "(decode bytes first, e.g. data.decode('utf-8'))")
+    if isinstance(texts, dict) or texts is None:
+        raise TypeError(f"{name} is {type(texts).__name__}; expected a list of str")
     try:
         texts = list(texts)
     except TypeError:
-        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}") from None
+        raise TypeError(f"{name} is {type(texts).__name__}; expected a list of str") from None
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{name}[{index}] is {type(text).__name__}; expected str")
+        if not (isinstance(text, str) or (allow_none and text is None)):
+            _check_text(text, f"{name}[{index}]")
     return texts
+
+
+def _check_text(text, name, plural=None):
+    """TypeError unless `text` is a str (with a hint for the usual mistakes)."""
+    if isinstance(text, str):
+        return
+    kind = type(text).__name__
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(f"{name} is {kind}; expected a str (decode bytes first, e.g. data.decode('utf-8'))")
+    if isinstance(text, (list, tuple)) and plural:
+        raise TypeError(f"{name} is {kind}; expected a str (use {plural} for several texts)")
+    raise TypeError(f"{name} is {kind}; expected a str")
+
+
+def _split_pairs(items):
+    """[text or (text, pair), ...] (the reference's encode_batch input) -> (texts, pairs)."""
+    texts, pairs = [], []
+    for index, item in enumerate(items):
+        if isinstance(item, (tuple, list)):
+            if len(item) != 2:
+                raise ValueError(f"texts[{index}] has {len(item)} items; expected a str or a (text, pair) "
+                                 "of two str")
+            _check_text(item[0], f"texts[{index}][0]")
+            _check_text(item[1], f"texts[{index}][1]")
+            texts.append(item[0])
+            pairs.append(item[1])
+        else:
+            texts.append(item)
+            pairs.append(None)
+    return texts, pairs
+
+
+def _check_count(value, name):
+    """A non-negative int (numpy ints too) -> int; else TypeError / ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} is {value!r:.40} ({type(value).__name__}); expected a non-negative integer")
+    if value < 0:
+        raise ValueError(f"{name} is {value}; expected a non-negative integer")
+    return int(value)
+
+
+def _check_id(value, name):
+    """A token id: an int from 0 to 2**32 - 1, as in the reference."""
+    value = _check_count(value, name)
+    if value >= 2 ** 32:
+        raise ValueError(f"{name} is {value}; expected a token id below 2**32")
+    return value
+
+
+def _check_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} is {value!r:.40}; expected True or False")
+
+
+def _check_choice(value, name, options):
+    if value not in options:
+        raise ValueError(f"{name} is {value!r:.40}; expected one of {', '.join(repr(o) for o in options)}")
+    return value
