@@ -35,3 +35,25 @@ def mpnet_dir():
 def gpt2_tokenizer_dir():
     """GPT-2's byte-level BPE files: vocab.json + merges.txt."""
     return _model_dir("gpt2-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def fuzz_inputs(request):
+    """count(name, outcomes): record that a fuzz suite tried inputs on parser `name`
+    (outcomes: {what happened: how many}); printed at the end of the run."""
+    totals = request.config.__dict__.setdefault("_fuzz_inputs", {})
+
+    def count(name, outcomes):
+        for outcome, n in outcomes.items():
+            totals.setdefault(name, {})[outcome] = totals.get(name, {}).get(outcome, 0) + n
+
+    return count
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    totals = config.__dict__.get("_fuzz_inputs")
+    if totals:
+        terminalreporter.write_sep("-", "fuzz suites: generated inputs per parser")
+        for name, outcomes in sorted(totals.items()):
+            detail = ", ".join(f"{outcome} {n:,}" for outcome, n in sorted(outcomes.items()))
+            terminalreporter.write_line(f"{name}: {sum(outcomes.values()):,} inputs ({detail})")
