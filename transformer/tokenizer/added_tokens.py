@@ -50,9 +50,11 @@ class AddedVocabulary:
         raw = [t for t in self.tokens if not t.normalized]
         normalized = [t for t in self.tokens if t.normalized]
         self._raw = self._matcher({t.content: t for t in raw})
-        # normalized tokens are matched by their normalized form
-        self._normalized = self._matcher({
-            (normalizer.normalize_str(t.content) if normalizer else t.content): t for t in normalized})
+        # normalized tokens are matched by their normalized form, which is also what decode
+        # writes for them (the reference's decode reads its normalized cache)
+        forms = {t.id: normalizer.normalize_str(t.content) if normalizer else t.content for t in normalized}
+        self._normalized = self._matcher({forms[t.id]: t for t in normalized})
+        self.decoded = {t.id: forms.get(t.id, t.content) for t in self.tokens}
 
     @staticmethod
     def _matcher(by_text):

@@ -18,7 +18,12 @@ from . import decoders, models, normalizers, post_processors, pre_tokenizers
 from .added_tokens import AddedToken
 from .schema import USIZE, Fields, show
 
+REQUIRED_IF_PRESENT = object()  # a default that is never returned: the field is only checked when present
+from .unicode import code_point_set
+
 _ROLES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token", "eos_token")
+# Rust's char::is_whitespace: what the reference's vocab.txt reader trims from each line's end
+_RUST_WHITESPACE = "".join(sorted(code_point_set("WHITESPACE")))
 
 
 def load(path, cls):
@@ -48,8 +53,9 @@ def _read_json(path, what):
 
 
 def read_config(folder):
-    """tokenizer_config.json, with special_tokens_map.json's roles where the config has none
-    -> a dict (empty when neither file exists). Errors name the file and the field."""
+    """tokenizer_config.json, updated with special_tokens_map.json (whose entries take
+    precedence, as in transformers) -> a dict (empty when neither file exists). Errors name
+    the file and the field."""
     config = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         path = Path(folder) / name
@@ -57,28 +63,34 @@ def read_config(folder):
             continue
         data = _read_json(path, "tokenizer config")
         try:
-            check_config(data)
+            check_config(data, roles_as_objects=name == "special_tokens_map.json")
         except ValueError as error:
             raise ModelFileError(f"{path}: {error}") from None
-        for key, value in data.items():
-            config.setdefault(key, value)
+        config.update(data)
     return config
 
 
-def check_config(data):
+def check_config(data, roles_as_objects=False):
     """The fields of tokenizer_config.json / special_tokens_map.json that we use, type-checked
-    (the rest is not read): the role tokens, do_lower_case & co., model_max_length."""
+    (the rest is not read): the role tokens, do_lower_case & co., model_max_length.
+
+    As transformers reads them, a role token is a string, or an object with 'content' in
+    special_tokens_map.json (in tokenizer_config.json only one marked "__type": "AddedToken").
+    """
     fields = Fields(data, "")
     for role in _ROLES:
-        value = fields.value.get(role)
-        if value is None or isinstance(value, str):
+        if role not in fields.value:
             continue
-        if isinstance(value, dict):
-            Fields(value, role).string("content")
-            continue
-        raise ValueError(f"{role} is {show(value)}; expected a token string or an object with 'content'")
+        value = fields.value[role]
+        if isinstance(value, dict) and not roles_as_objects and value.get("__type") != "AddedToken":
+            raise ValueError(f"{role} is {show(value)}; expected a token string (or an object with "
+                             "\"__type\": \"AddedToken\")")
+        token = Fields(value, role).string("content") if isinstance(value, dict) else value
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"{role} is {show(value)}; expected a token (a non-empty string, or an object "
+                             "with 'content')")
     for flag in ("do_lower_case", "tokenize_chinese_chars", "add_prefix_space"):
-        fields.boolean(flag, None)
+        fields.boolean(flag, REQUIRED_IF_PRESENT)
     fields.boolean("strip_accents", None)
     length = fields.value.get("model_max_length")
     if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float)) or length < 0):
@@ -252,32 +264,35 @@ def _text_lines(path, what):
 
 
 def from_bert_vocab(vocab_path, config, cls):
-    """vocab.txt (one token per line, id = line number) -> a BERT WordPiece Tokenizer."""
+    """vocab.txt (one token per line, id = line number) -> a BERT WordPiece Tokenizer, built as
+    transformers' BertTokenizer builds it: each line without its trailing whitespace, a
+    repeated token keeping its last line's id, and the five special tokens (unk, sep, pad,
+    cls, mask) added in that order, with the reference's ids (a token missing from the
+    vocabulary gets the next id)."""
     lines = _text_lines(vocab_path, "vocabulary")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     vocab = {}
-    for index, token in enumerate(lines):
-        vocab.setdefault(token, index)  # a repeated line keeps its first id... and loses one
-    if not vocab:
-        raise ModelFileError(f"{vocab_path} is empty: expected one token per line")
+    for index, line in enumerate(lines):
+        vocab[line.rstrip(_RUST_WHITESPACE)] = index
     roles = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
              "mask_token": "[MASK]"}
     roles.update(_role_tokens(config))
-    for role in ("cls_token", "sep_token"):
-        if roles[role] not in vocab:
-            raise ModelFileError(f"{vocab_path}: the {role} {roles[role]!r} is not in the vocabulary")
     lowercase = config.get("do_lower_case", True)
     normalizer = normalizers.BertNormalizer(True, config.get("tokenize_chinese_chars", True),
                                             config.get("strip_accents"), lowercase)
     model = models.WordPiece(vocab, roles["unk_token"], "##", 100)
+    specials = [{"content": roles[role], "id": 0, "special": True, "single_word": False, "lstrip": False,
+                 "rstrip": False, "normalized": False}
+                for role in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")]
+    added, special = _added_tokens(specials, model, normalizer)
+    ids = {token.content: token.id for token in added}
     cls_token, sep_token = roles["cls_token"], roles["sep_token"]
-    post = post_processors.BertProcessing((sep_token, vocab[sep_token]), (cls_token, vocab[cls_token]))
-    added = sorted((AddedToken(roles[r], vocab[roles[r]], special=True) for r in
-                    ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token") if roles.get(r) in vocab),
-                   key=lambda t: t.id)
+    cls_id = ids.get(cls_token, vocab.get(cls_token))
+    sep_id = ids.get(sep_token, vocab.get(sep_token))
+    post = post_processors.BertProcessing((sep_token, sep_id), (cls_token, cls_id))
     return cls(model, normalizer, pre_tokenizers.BertPreTokenizer(), post, decoders.WordPiece("##", True),
-               added, None, None, _model_max_length(config), roles)
+               added, None, None, _model_max_length(config), roles, special_contents=special)
 
 
 # --- vocab.json + merges.txt (GPT-2) ------------------------------------------------------------
@@ -290,13 +305,18 @@ def from_gpt2_files(vocab_path, merges_path, config, cls):
     except ValueError as error:
         raise ModelFileError(f"{vocab_path}: {str(error).replace('the file.vocab', 'the vocabulary')}") from None
     merges = []
-    for number, line in enumerate(_text_lines(merges_path, "merges file"), 1):
-        line = line.rstrip("\r")
-        if not line or (number == 1 and line.startswith("#version")):
+    lines = _text_lines(merges_path, "merges file")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for number, line in enumerate(lines, 1):
+        # as the reference reads it: one CR before the newline goes, "#version" lines are skipped
+        line = line[:-1] if line.endswith("\r") else line
+        if line.startswith("#version"):
             continue
         parts = line.split(" ")
         if len(parts) != 2:
-            raise ModelFileError(f"{merges_path}:{number}: expected two tokens separated by a space, got {line!r:.80}")
+            raise ModelFileError(f"{merges_path}:{number}: expected two tokens separated by one space, "
+                                 f"got {line!r:.80}")
         merges.append((parts[0], parts[1]))
     try:
         model = models.BPE(vocab, merges)

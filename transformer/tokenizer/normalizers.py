@@ -352,6 +352,35 @@ class Replace(Normalizer):
         return "".join(pieces), origins
 
 
+class Nmt(Normalizer):
+    """SentencePiece's nmt cleanup: drop ASCII control characters, turn a few others (tab,
+    newlines, zero-width spaces, '▁', BOM, U+FFFD) into spaces.
+
+    >>> Nmt().normalize_str("a\\tb\\x01c\\u200bd")
+    'a bc d'
+    """
+
+    _DROP = re.compile("[\x01-\x08\x0b\x0e-\x1f\x7f\x8f\x9f]")
+    _SPACE = str.maketrans({c: " " for c in "\t\n\x0c\r\u1680\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u2581\ufeff\ufffd"})
+
+    def normalize(self, text, origin):
+        if self._DROP.search(text):
+            text, origin = replace_chars(text, origin, self._DROP, lambda ch: "")
+        return text.translate(self._SPACE), origin
+
+
+class ByteLevel(Normalizer):
+    """Every UTF-8 byte as its GPT-2 character (see pre_tokenizers.bytes_to_unicode).
+
+    >>> ByteLevel().normalize_str("é ")
+    'Ã©Ġ'
+    """
+
+    def normalize(self, text, origin):
+        from .pre_tokenizers import to_byte_chars
+        return to_byte_chars(text, origin)
+
+
 class Prepend(Normalizer):
     """Put a string in front of non-empty text (SentencePiece-style '▁').
 
@@ -416,5 +445,5 @@ def from_config(config, where="normalizer"):
 
 
 _SIMPLE = {"Lowercase": Lowercase, "NFD": NFD, "NFKD": NFKD, "NFC": NFC, "NFKC": NFKC,
-           "StripAccents": StripAccents}
+           "StripAccents": StripAccents, "Nmt": Nmt, "ByteLevel": ByteLevel}
 _KINDS = ("BertNormalizer", *_SIMPLE, "Strip", "Replace", "Prepend", "Sequence")

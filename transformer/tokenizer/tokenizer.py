@@ -27,6 +27,9 @@ from .encoding import Encoding, truncate_pair
 from .unicode import LazyRegex, char_class
 
 VERY_LARGE_INTEGER = int(1e30)  # what transformers reports when a checkpoint sets no limit
+# Rows longer than this are refused rather than allocated (the reference aborts the process
+# when it cannot allocate a padded row).
+MAX_PADDED_LENGTH = 1 << 24
 _LETTER_SPACE = LazyRegex(lambda: f"[{char_class('ONIG_LETTER')}] ")  # a safe place to cut a text
 
 
@@ -312,6 +315,9 @@ class Tokenizer:
         multiple = padding.get("pad_to_multiple_of")
         if multiple and length % multiple:
             length += multiple - length % multiple
+        if length > MAX_PADDED_LENGTH:
+            raise ValueError(f"padding would make rows of {length:,} tokens; at most {MAX_PADDED_LENGTH:,} are "
+                             "allowed (check the padding length and pad_to_multiple_of)")
         for encoding in encodings:
             encoding.pad(length, padding["pad_id"], padding.get("pad_type_id", 0), padding["pad_token"],
                          padding.get("direction", "right"))
@@ -410,10 +416,16 @@ class Tokenizer:
             raise TypeError(f"ids is {type(ids).__name__}; expected a list of int token ids")
         _check_flag(skip_special_tokens, "skip_special_tokens")
         tokens = []
+        decoded, model_token = self.added_vocabulary.decoded, self.model.id_to_token
         for position, token_id in enumerate(ids):
-            token = self.id_to_token(_check_id(token_id, f"ids[{position}]"))
+            token_id = _check_id(token_id, f"ids[{position}]")
+            token = decoded.get(token_id)
+            if token is None:
+                token = model_token(token_id)
             if token is None:
                 continue
+            # As in the reference, a special token is skipped by the text decode writes for it
+            # (a normalized one is written, and so checked, in its normalized form).
             if skip_special_tokens and token in self.added_vocabulary.special:
                 continue
             tokens.append(token)
