@@ -128,12 +128,12 @@ class Encoder:
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         backend_name, module = pick_backend(backend)
         # The numba backend keeps a packed copy of a big checkpoint next to it (see
-        # transformer.kernels.forward, "The packed cache"): mapping it back skips reading,
-        # transposing and packing the weights.
-        cache_dir = None
-        if backend_name == "numba" and path.is_dir() and hasattr(module, "packed_cache_dir"):
-            cache_dir = module.packed_cache_dir(model_dir)
-        prepared = module.load_packed_cache(cache_dir, config) if cache_dir is not None else None
+        # transformer.kernels.packed_cache): reading it back skips reading, transposing and
+        # packing the weights.
+        cache = None
+        if backend_name == "numba" and path.is_dir():
+            cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
+        prepared = cache.load(config) if cache is not None else None
         if prepared is not None:
             params = prepared.params
             head = load_head(tensors, config, params)
@@ -141,8 +141,8 @@ class Encoder:
         params = load_params(tensors, config)
         head = load_head(tensors, config, params)
         encoder = cls(config, params, head=head, backend=backend_name, path=model_dir)
-        if cache_dir is not None:
-            module.save_packed_cache(encoder._weights, cache_dir)
+        if cache is not None:
+            cache.save(encoder._weights)
         return encoder
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
