@@ -58,9 +58,36 @@ def test_resolve_maps_a_known_hub_repo_id_to_its_weights_folder(empty_places):
 
 
 def test_resolve_prefers_weights_over_the_hugging_face_cache(empty_places):
-    (empty_places / "weights" / "tiny-model").mkdir()
+    stored = empty_places / "weights" / "tiny-model"
+    stored.mkdir()
+    (stored / store.STAMP_NAME).write_text(json.dumps({"repo": "someone/tiny-model", "source": "x", "files": {}}))
     _snapshot(empty_places / "hf-hub", "someone/tiny-model", "abc123")
     assert locate("someone/tiny-model")[1] == "weights"
+    assert locate("tiny-model")[1] == "weights"
+
+
+@pytest.mark.parametrize("name", ["evilorg/all-MiniLM-L6-v2", "Xenova/all-MiniLM-L6-v2"])
+def test_an_organisation_is_never_ignored(empty_places, name):
+    (empty_places / "weights" / "all-MiniLM-L6-v2").mkdir()  # sentence-transformers/all-MiniLM-L6-v2
+    with pytest.raises(ModelNotFoundError, match="holds sentence-transformers/all-MiniLM-L6-v2, not " + name):
+        resolve(name)
+    assert resolve("sentence-transformers/all-MiniLM-L6-v2") == empty_places / "weights" / "all-MiniLM-L6-v2"
+    snapshot = _snapshot(empty_places / "hf-hub", name, "abc")
+    assert resolve(name) == snapshot  # that organisation's own copy
+
+
+def test_a_folder_put_in_weights_by_hand_answers_its_bare_name_only(empty_places):
+    (empty_places / "weights" / "my-model").mkdir()
+    assert resolve("my-model") == empty_places / "weights" / "my-model"
+    with pytest.raises(ModelNotFoundError, match="holds a model of unrecorded origin, not someone/my-model"):
+        resolve("someone/my-model")
+
+
+def test_a_bare_name_in_the_cache_under_two_organisations_is_ambiguous(empty_places):
+    _snapshot(empty_places / "hf-hub", "alice/tiny-model", "abc")
+    _snapshot(empty_places / "hf-hub", "mallory/tiny-model", "abc")
+    with pytest.raises(ModelNotFoundError, match="under several names: alice/tiny-model, mallory/tiny-model"):
+        resolve("tiny-model")
 
 
 def test_resolve_finds_a_snapshot_in_the_hugging_face_cache(empty_places):
