@@ -263,8 +263,29 @@ class _KernelFunctionCache(caching.FunctionCache):
         with self._guard_against_spurious_io_errors():
             compiled = self._load_overload(sig, target_context)
         if compiled is None:  # not in the cache: Numba compiles it next
+            compile_notice()
             _import_numba_arraymath_without_scipy()
         return compiled
+
+
+_compile_noticed = False
+
+
+def compile_notice(stream=None):
+    """Say once per process, on a terminal, that the kernels are being compiled: the first run
+    on a machine spends tens of seconds in LLVM with nothing else to show."""
+    global _compile_noticed
+    stream = stream if stream is not None else sys.stderr
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if _compile_noticed or not terminal:
+        return
+    _compile_noticed = True
+    stream.write("transformer: compiling the kernels for this CPU (the first run only: they are kept "
+                 "in a cache; this takes up to a minute)\n")
+    stream.flush()
 
 
 # ---------------------------------------------------------------------------------------

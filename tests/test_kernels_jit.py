@@ -381,3 +381,39 @@ def test_a_chunk_the_worker_has_not_started_is_taken_back_by_the_caller():
     worker.finish()
     np.testing.assert_array_equal(out, 5 + np.arange(10, dtype=np.float32))
     assert worker.counters[_jit._DONE] == 3
+
+
+def _stderr_on_a_terminal(code, env):
+    """Run `code` in a new interpreter with stderr on a pseudo-terminal; returns what it wrote there."""
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stderr=follower,
+                               stdout=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 0, output
+    return output.decode()
+
+
+def test_a_first_compile_says_so_once_on_a_terminal_and_never_from_the_cache(tmp_path):
+    source = isolated_module(tmp_path)
+    (source / "more.py").write_text(KERNEL_MODULE.replace("add_one", "add_two").replace("1)", "2)"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
+    code = "import numpy as np, mykernels, more; mykernels.add_one(np.float32(1)); more.add_two(np.float32(1))"
+    first = _stderr_on_a_terminal(code, env)
+    assert first.count("transformer: compiling the kernels for this CPU") == 1  # two kernels, one note
+    assert "compiling" not in _stderr_on_a_terminal(code, env)  # from the cache: nothing to say
+    (source / "more.py").write_text(KERNEL_MODULE.replace("add_one", "add_two").replace("1)", "3)"))
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert piped.returncode == 0 and "compiling" not in piped.stderr  # not a terminal: quiet

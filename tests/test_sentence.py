@@ -113,12 +113,52 @@ def test_cosine_similarity_of_a_set_with_itself_has_ones_on_the_diagonal(minilm)
 
 @pytest.mark.parametrize("bad, error, message", [
     (["fine", 3, "also fine"], TypeError, r"texts\[1\] is int; expected str"),
-    ([], ValueError, "texts is empty"),
     (None, TypeError, "texts must be a str or a list of str, got NoneType"),
+    (b"hi", TypeError, r"texts is bytes; expected a str or a list of str \(decode bytes first"),
+    (["ok", b"hi"], TypeError, r"texts\[1\] is bytes; expected str \(decode bytes first"),
+    (["ok", None], TypeError, r"texts\[1\] is None; expected str"),
+    ({"a": 1}, TypeError, "texts is a dict; expected a str or a list of str"),
 ])
 def test_encode_rejects_bad_texts_naming_the_problem(minilm, bad, error, message):
     with pytest.raises(error, match=message):
         minilm.encode(bad)
+
+
+def test_encode_of_no_texts_is_an_empty_float32_array(minilm):
+    vectors = minilm.encode([])
+    assert vectors.shape == (0, minilm.dimension) and vectors.dtype == np.float32
+    assert minilm.encode([], convert_to_numpy=False) == []
+
+
+def test_encode_takes_sentence_transformers_argument_names(minilm):
+    expected = minilm.encode(TEXTS[:3])
+    assert np.array_equal(minilm.encode(TEXTS[:3], show_progress_bar=False, normalize_embeddings=True), expected)
+    assert np.array_equal(minilm.encode(TEXTS[:3], device="cpu", convert_to_numpy=True), expected)
+    as_list = minilm.encode(TEXTS[:3], convert_to_numpy=False)
+    assert isinstance(as_list, list) and all(np.array_equal(a, b) for a, b in zip(as_list, expected))
+    with pytest.raises(ValueError, match="show_progress=True and show_progress_bar=False say different things"):
+        minilm.encode(TEXTS[:3], show_progress=True, show_progress_bar=False)
+    with pytest.raises(ValueError, match="convert_to_tensor=True: this package computes with NumPy"):
+        minilm.encode(TEXTS[:3], convert_to_tensor=True)
+    with pytest.raises(ValueError, match="device='cuda': this package runs on the CPU only"):
+        minilm.encode(TEXTS[:3], device="cuda")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_sentence_encoder_pickles_and_gives_the_same_vectors(minilm_dir, backend):
+    import pickle
+
+    model = SentenceEncoder.from_pretrained(minilm_dir, backend=backend)
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.backend == backend
+    assert np.array_equal(copy.encode(TEXTS), model.encode(TEXTS))
+
+
+def test_a_model_that_overflows_raises_instead_of_answering_nan(minilm_dir):
+    model = SentenceEncoder.from_pretrained(minilm_dir, backend="numpy")
+    model.encoder.params["embeddings"]["word"][:] = np.float32(3e38)  # finite weights, infinite sums
+    with pytest.raises(ValueError, match=r"the vectors of 2 texts \(texts\[0\], texts\[1\]\) are not finite"):
+        model.encode(["hello", "world"])
 
 
 def test_encode_rejects_a_bad_batch_size(minilm):

@@ -145,6 +145,17 @@ class Encoder:
             cache.save(encoder._weights)
         return encoder
 
+    def __getstate__(self):
+        """Pickled by value (multiprocessing with spawn, joblib): the config, the weights in
+        `transformer.model`'s layout, the head, the backend's name. The numba backend lays the
+        weights out again when unpickled."""
+        return {"config": self.config, "params": _plain(self.params), "head": self.head,
+                "backend": self.backend, "path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["config"], state["params"], head=state["head"], backend=state["backend"],
+                      path=state["path"])
+
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  output_hidden_states=False, output_attentions=False) -> EncoderOutput:
         """Token ids -> EncoderOutput. input_ids int [batch, seq] (lists or arrays); attention_mask
@@ -203,3 +214,15 @@ class Encoder:
         head = f", head={self.head.kind}" if self.head is not None else ""
         return (f"Encoder({self.config.model_type}, layers={self.config.num_hidden_layers}, "
                 f"hidden={self.config.hidden_size}, backend={self.backend!r}{head})")
+
+
+def _plain(value):
+    """A copy of a params tree made of dicts, lists and plain ndarrays: a prepared model's
+    re-derived layers (`UnpackedLayers`) become a list of dicts, mapped arrays become arrays."""
+    if isinstance(value, dict):
+        return {key: _plain(part) for key, part in value.items()}
+    if isinstance(value, np.ndarray):
+        return np.array(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return [_plain(part) for part in value]  # a list, or a prepared model's UnpackedLayers

@@ -90,8 +90,10 @@ class SentenceEncoder:
         return self.encoder.backend
 
     def encode(self, texts, batch_size=32, normalize=None, show_progress=None, long="truncate",
-               stride=None):
-        """Texts -> sentence vectors, float32 [n, dim] (a single str gives [dim]).
+               stride=None, *, show_progress_bar=None, normalize_embeddings=None, convert_to_numpy=True,
+               convert_to_tensor=False, device=None):
+        """Texts -> sentence vectors, float32 [n, dim] (a single str gives [dim]; an empty
+        list gives [0, dim]).
 
         batch_size: texts per forward pass. Texts are sorted by length so each batch pads
             little, and the vectors come back in the input order; a text's vector does not
@@ -103,7 +105,23 @@ class SentenceEncoder:
             are dropped. "chunk": a long text is cut into windows of max_seq_length tokens that
             overlap by `stride` tokens (default max_seq_length // 8); the windows' pooled
             vectors are averaged, weighted by their token counts, so every token counts.
+
+        sentence-transformers' names work too: show_progress_bar (= show_progress),
+        normalize_embeddings=True (normalize; False leaves it to the model, as there),
+        convert_to_numpy=False (a list of [dim] arrays), device "cpu" or None. There are no
+        tensors here: convert_to_tensor=True is refused (torch.from_numpy(vectors) makes one).
+
+        Raises ValueError when a vector comes out not finite (NaN or inf): a model whose
+        weights or config make the forward pass overflow gives no silent answer.
         """
+        show_progress = _one_of("show_progress", show_progress, "show_progress_bar", show_progress_bar)
+        if normalize_embeddings:
+            normalize = _one_of("normalize", normalize, "normalize_embeddings", True)
+        if convert_to_tensor:
+            raise ValueError("convert_to_tensor=True: this package computes with NumPy and returns arrays; "
+                             "torch.from_numpy(vectors) makes a tensor of them")
+        if device not in (None, "cpu"):
+            raise ValueError(f"device={device!r}: this package runs on the CPU only; pass device=None or 'cpu'")
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -132,9 +150,17 @@ class SentenceEncoder:
                     vectors[indices] = self._embed_truncated(batch_texts)
                 progress.update(len(indices))
 
+        broken = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(broken):
+            named = ", ".join(f"texts[{i}]" for i in broken[:3]) + (" ..." if len(broken) > 3 else "")
+            raise ValueError(f"the vectors of {len(broken)} text{'s' if len(broken) > 1 else ''} ({named}) are not "
+                             f"finite (NaN or inf): the weights or config of {self.path or 'the model'} make the "
+                             f"forward pass overflow")
         if self.normalize if normalize is None else normalize:
             vectors = pooling.normalize(vectors)  # [n, dim], each row of length 1
-        return vectors[0] if single else vectors
+        if single:
+            return vectors[0]
+        return vectors if convert_to_numpy else list(vectors)
 
     def _embed_truncated(self, texts):
         """Pooled vectors [len(texts), dim] of texts cut at max_seq_length tokens."""
@@ -243,17 +269,33 @@ def _read_json(path, default=...):
 
 
 def _check_texts(texts):
-    """A list of str, or a TypeError / ValueError naming the offending item."""
+    """A list of str, or a TypeError naming what was given or the offending item."""
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"texts is {type(texts).__name__}; expected a str or a list of str "
+                        f"(decode bytes first: data.decode('utf-8'))")
+    if isinstance(texts, (dict, set, frozenset)):
+        raise TypeError(f"texts is a {type(texts).__name__}; expected a str or a list of str (in the order "
+                        f"the vectors should come back)")
     try:
         texts = list(texts)
     except TypeError:
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
-    if not texts:
-        raise ValueError("texts is empty: give at least one text to encode")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__}; expected str")
+            hint = " (decode bytes first: data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
+            raise TypeError(f"texts[{index}] is {'None' if text is None else type(text).__name__}; "
+                            f"expected str{hint}")
     return texts
+
+
+def _one_of(name, value, alias, alias_value):
+    """The value of an argument that also has sentence-transformers' name: either may be
+    given, not both with different values."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise ValueError(f"{name}={value!r} and {alias}={alias_value!r} say different things; give one")
+    return alias_value
 
 
 def _slices(count, size):
