@@ -21,9 +21,11 @@ without being kept (one warning).
 import hashlib
 import json
 import os
+import struct
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +148,10 @@ def load(cache_file):
             record = json.loads(data["made_from"].tobytes().decode("utf-8"))
             embeddings = data["embeddings"]
             checksum = data["embeddings_sha256"].tobytes().decode("ascii")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, struct.error,
+            NotImplementedError, RuntimeError, OverflowError, MemoryError) as error:
+        # Damage to a zip shows as any of these (an unknown compression method, an
+        # "encrypted" flag, a size that does not fit): each is a corrupt cache, nothing else.
         raise corrupt(f"{type(error).__name__}: {' '.join(str(error).split())}") from None
     if not isinstance(record, dict) or embeddings.dtype != np.float32 or embeddings.ndim != 2:
         raise corrupt("unexpected contents")
