@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from transformer.config import EncoderConfig
 from transformer.encoder import Encoder
@@ -105,8 +106,11 @@ def test_corrupt_header_is_reported(tmp_path):
     path.write_bytes(struct.pack("<Q", 12) + b"{not json!!}" + b"\0" * 16)
     with pytest.raises(CheckpointError, match="header is not valid JSON"):
         read_safetensors(path)
+    path.write_bytes(struct.pack("<Q", 10 ** 7) + b"{}")
+    with pytest.raises(CheckpointError, match="header claims 10000000 bytes but the file has only 2"):
+        read_safetensors(path)
     path.write_bytes(struct.pack("<Q", 10 ** 9) + b"{}")
-    with pytest.raises(CheckpointError, match="header claims 1000000000 bytes"):
+    with pytest.raises(CheckpointError, match="header claims 1,000,000,000 bytes, more than the 100,000,000"):
         read_safetensors(path)
     path.write_bytes(b"abc")
     with pytest.raises(CheckpointError, match="too short to be a safetensors file"):
@@ -119,6 +123,116 @@ def test_tensor_whose_bytes_do_not_fit_its_shape_is_reported(tmp_path):
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
     with pytest.raises(CheckpointError, match=r"tensor 'w' of shape \[3\] and dtype F32 needs 12 bytes"):
         read_safetensors(path)
+
+
+def write_raw_safetensors(path, header_text, data=b""):
+    """A file with exactly this header text (duplicate keys, odd types...) and data section."""
+    header = header_text.encode("utf-8", "surrogatepass")
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    return path
+
+
+ONE_FLOAT = struct.pack("<f", 1.5)
+TWO_FLOATS = struct.pack("<2f", 1.5, -2.0)
+
+
+@pytest.mark.parametrize("header, data, message", [
+    # finding 4 of issue 17, each as it was found
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}}', ONE_FLOAT,
+     r"tensor 'w' has data_offsets \[-4, 0\]; expected \[begin, end\], two non-negative integers"),
+    ('{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, '
+     '"b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', TWO_FLOATS,
+     r"tensor 'b' has data_offsets \[4, 8\], which overlap the bytes of tensor 'a'"),
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+     '"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', TWO_FLOATS,
+     r"the safetensors header is not valid JSON: the key 'w' appears twice"),
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}}', ONE_FLOAT,
+     r"tensor 'w' has data_offsets \[\"0\", \"4\"\]; expected \[begin, end\]"),
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0.0, 4.0]}}', ONE_FLOAT,
+     r"tensor 'w' has data_offsets \[0.0, 4.0\]; expected"),
+    ('{"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}', ONE_FLOAT,
+     r"tensor 'w' has shape \[-1\]; expected a list of non-negative integers"),
+    ('{"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}}', ONE_FLOAT,
+     r"tensor 'w' has shape \[4294967296, 4294967296\], whose size in bits overflows 64 bits"),
+    ('{"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}', ONE_FLOAT,
+     r"tensor 'w' has dtype \[\"F32\"\]; expected one of the safetensors dtypes"),
+    # the rest of what the format requires
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', TWO_FLOATS,
+     r"tensor 'w' has data_offsets \[4, 8\], which leave bytes \[0, 4\) of the data section to no tensor"),
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', TWO_FLOATS,
+     r"the tensors end at byte 4 of the data section, which has 8: 4 bytes at the end belong to no tensor"),
+    ('{"w": {"dtype": "F32", "shape": [0], "data_offsets": [4, 0]}}', ONE_FLOAT,
+     r"tensor 'w' has data_offsets \[4, 0\], which end before they begin"),
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4, 4]}}', ONE_FLOAT,
+     r"tensor 'w' has data_offsets \[0, 4, 4\]; expected \[begin, end\]"),
+    ('{"w": {"dtype": "F32", "shape": [true], "data_offsets": [0, 4]}}', ONE_FLOAT,
+     r"tensor 'w' has shape \[true\]; expected"),
+    ('{"w": {"dtype": "f32", "shape": [1], "data_offsets": [0, 4]}}', ONE_FLOAT,
+     r"tensor 'w' has dtype \"f32\"; expected one of"),
+    ('{"w": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}', ONE_FLOAT[:2],
+     r"tensor 'w' of shape \[3\] and dtype F4 is 12 bits, not a whole number of bytes"),
+    ('{"w": {"dtype": "F32", "data_offsets": [0, 4]}}', ONE_FLOAT, r"tensor 'w' has no shape in the header"),
+    ('{"w": "F32"}', ONE_FLOAT, r"tensor 'w' is described by a string"),
+    ('{"__metadata__": {"format": 1}}', b"", r"__metadata__ is an object .* whose 'format' is an integer"),
+    ('[]', b"", r"the header is a list \(\[\]\), not a JSON object"),
+    ('{"w\\ud800": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', ONE_FLOAT, r"a lone surrogate"),
+    ('{"__metadata__": {"x": "1"}, "v": ' + "[" * 127 + "]" * 127 + '}', b"", r"more than 127 deep"),
+    ('{"__metadata__": {"x": "1"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": 1e400}}',
+     ONE_FLOAT, r"a number too big for a float"),
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": NaN}}', ONE_FLOAT, r"JSON has no NaN"),
+])
+def test_malformed_safetensors_header_is_refused_naming_file_tensor_and_field(tmp_path, header, data, message):
+    path = write_raw_safetensors(tmp_path / "model.safetensors", header, data)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: .*" + message):
+        read_safetensors(path)
+    with pytest.raises(Exception):  # and the `safetensors` package refuses each one too
+        with safe_open(path, framework="numpy"):
+            pass
+
+
+@pytest.mark.parametrize("header, message", [
+    ('{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+     '"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', r"the key 'w' appears twice"),
+    ('{"__metadata__": {"k": "a", "k": "b"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+     r"the key 'k' appears twice"),
+    ('{"w": ["F32", [1], [0, 4]]}', r"tensor 'w' is described by a list"),
+    ('{"w": {"dtype": {"F32": null}, "shape": [1], "data_offsets": [0, 4]}}', r"tensor 'w' has dtype \{"),
+])
+def test_stricter_than_the_safetensors_package_on_what_only_a_broken_writer_makes(tmp_path, header, message):
+    """Deliberate differences: `safetensors` (serde) takes these, keeping the last of two
+    entries of one name, and reading serde's list form of a struct and map form of an enum."""
+    path = write_raw_safetensors(tmp_path / "model.safetensors", header, ONE_FLOAT)
+    with safe_open(path, framework="numpy") as file:
+        assert file.get_tensor("w").tolist() == [1.5]
+    with pytest.raises(CheckpointError, match=message):
+        read_safetensors(path)
+
+
+def test_valid_layouts_the_format_allows_are_read(tmp_path):
+    """Tensors listed out of offset order, an empty tensor sharing an offset, a scalar,
+    __metadata__ null, keys the format does not know: all valid, as in `safetensors`."""
+    header = ('{"__metadata__": null, "b": {"dtype": "F32", "shape": [], "data_offsets": [4, 8], "note": [1, {}]}, '
+              '"empty": {"dtype": "F32", "shape": [0, 3], "data_offsets": [4, 4]}, '
+              '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
+    tensors = read_safetensors(write_raw_safetensors(tmp_path / "m.safetensors", header, TWO_FLOATS))
+    assert list(tensors) == ["b", "empty", "a"]
+    np.testing.assert_array_equal(tensors["a"], [1.5])
+    assert tensors["b"].shape == () and tensors["b"] == -2.0
+    assert tensors["empty"].shape == (0, 3)
+
+
+def test_a_symlink_to_a_device_is_refused_as_a_checkpoint(tmp_path):
+    (tmp_path / "model.safetensors").symlink_to("/dev/zero")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is a device; expected a regular file"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_dtype_the_loader_does_not_convert_is_named_when_looked_up(tmp_path):
+    header = '{"w": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}'
+    tensors = read_safetensors(write_raw_safetensors(tmp_path / "m.safetensors", header, ONE_FLOAT))
+    assert "w" in tensors  # a valid file: the header is accepted
+    with pytest.raises(CheckpointError, match=r"tensor 'w' has dtype F8_E4M3, which this loader does not read"):
+        tensors["w"]
 
 
 def test_sharded_checkpoint_loads_the_same_params(tmp_path):
