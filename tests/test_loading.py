@@ -254,6 +254,91 @@ def test_sharded_checkpoint_loads_the_same_params(tmp_path):
         read_checkpoint(directory)
 
 
+def make_sharded(tmp_path):
+    """bert_gelu split into two shards with an index; returns (folder, weight_map)."""
+    directory = copy_case("bert_gelu", tmp_path)
+    tensors = read_checkpoint(directory)
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, shard_names in shards.items():
+        write_safetensors(directory / shard, {n: tensors[n] for n in shard_names})
+    (directory / "model.safetensors").unlink()
+    weight_map = {n: shard for shard, shard_names in shards.items() for n in shard_names}
+    write_index(directory, weight_map)
+    return directory, weight_map
+
+
+def write_index(directory, weight_map):
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.mark.parametrize("shard", ["/etc/passwd", "../model-00001-of-00002.safetensors", "sub/x.safetensors",
+                                   "..", "", 7, None])
+def test_shard_index_names_only_plain_files_beside_it(tmp_path, shard):
+    directory, weight_map = make_sharded(tmp_path)
+    first = next(iter(weight_map))
+    write_index(directory, {**weight_map, first: shard})
+    with pytest.raises(CheckpointError, match=rf"index\.json: weight_map gives tensor '{first}' the shard .*"
+                                              rf"expected the name of a file beside the index"):
+        read_checkpoint(directory)
+
+
+def test_shard_index_naming_a_directory_is_refused(tmp_path):
+    directory, weight_map = make_sharded(tmp_path)
+    (directory / "folder.safetensors").mkdir()
+    write_index(directory, {**weight_map, "extra": "folder.safetensors"})
+    with pytest.raises(CheckpointError, match=r"folder\.safetensors is a directory; expected a regular file"):
+        read_checkpoint(directory)
+
+
+def test_tensor_must_be_in_the_shard_the_index_names(tmp_path):
+    directory, weight_map = make_sharded(tmp_path)
+    name, shard = next(iter(weight_map.items()))
+    other = next(s for s in weight_map.values() if s != shard)
+    write_index(directory, {**weight_map, name: other})
+    with pytest.raises(CheckpointError, match=rf"weight_map puts tensor '{name}' in {other}, but {shard} holds it"):
+        read_checkpoint(directory)
+
+
+def test_tensor_stored_in_two_shards_is_refused(tmp_path):
+    directory, weight_map = make_sharded(tmp_path)
+    tensors = read_checkpoint(directory)
+    name, shard = next(iter(weight_map.items()))
+    other = next(s for s in weight_map.values() if s != shard)
+    moved = {n: tensors[n] for n, s in weight_map.items() if s == other}
+    write_safetensors(directory / other, {**moved, name: tensors[name]})
+    with pytest.raises(CheckpointError, match=rf"tensor '{name}' is stored in {shard} too"):
+        read_checkpoint(directory)
+
+
+def test_shard_holding_a_tensor_the_index_does_not_list_is_refused(tmp_path):
+    directory, weight_map = make_sharded(tmp_path)
+    name = next(iter(weight_map))
+    write_index(directory, {n: s for n, s in weight_map.items() if n != name})
+    with pytest.raises(CheckpointError, match=rf"holds tensor '{name}', which model\.safetensors\.index\.json "
+                                              rf"does not list"):
+        read_checkpoint(directory)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[]", r"it holds a list"),
+    ('{"metadata": {}}', r"weight_map is null"),
+    ('{"weight_map": {}}', r"weight_map is an object \(\{\}\); expected a non-empty object"),
+    ('{"weight_map": {"a": "x.safetensors", "a": "y.safetensors"}}', r"the key 'a' appears twice"),
+    ('{"weight_map": {"a": "x.safetensors"}, "n": NaN}', r"JSON has no NaN"),
+])
+def test_malformed_shard_index_is_refused_naming_the_file(tmp_path, text, message):
+    (tmp_path / "model.safetensors.index.json").write_text(text)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json.*" + message):
+        read_checkpoint(tmp_path)
+
+
+def test_shard_index_linked_to_a_device_is_refused(tmp_path):
+    (tmp_path / "model.safetensors.index.json").symlink_to("/dev/urandom")
+    with pytest.raises(CheckpointError, match=r"index\.json is a device; expected a regular file"):
+        read_checkpoint(tmp_path)
+
+
 def test_folder_without_safetensors_says_what_it_found(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"")

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from transformer.files import ModelFileError, open_regular, parse_json
+from transformer.files import ModelFileError, open_regular, parse_json, read_json
 
 # ---------------------------------------------------------------------------------------
 # Name tables: our name -> checkpoint name(s)
@@ -560,25 +560,51 @@ def read_checkpoint(model_dir) -> Tensors:
 
 
 def read_sharded_checkpoint(index_path) -> Tensors:
-    """model.safetensors.index.json -> {checkpoint name: array} over the shards it lists."""
+    """model.safetensors.index.json -> {checkpoint name: array} over the shards it lists.
+
+    The index is {"weight_map": {tensor name: shard file name}, ...}. Each shard must be a
+    plain file name in the index's folder (no directory, no "..", not absolute), and every
+    tensor must be in the shard the index names and in no other; CheckpointError otherwise.
+    """
     index_path = Path(index_path)
-    model_dir = index_path.parent
     try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{index_path} is not a valid shard index (needs a 'weight_map'): {error}") from None
+        index = read_json(index_path, "shard index", unique_keys=True)
+    except ModelFileError as error:
+        raise CheckpointError(str(error)) from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        found = f"weight_map is {_json_kind(weight_map)}" if isinstance(index, dict) else f"it holds {_json_kind(index)}"
+        raise CheckpointError(f"{index_path}: {found}; expected a non-empty object "
+                              f'{{"weight_map": {{tensor name: shard file name}}}}')
+    for name, shard in weight_map.items():
+        if not _is_plain_file_name(shard):
+            raise CheckpointError(f"{index_path}: weight_map gives tensor {name!r} the shard {_short(shard)}; "
+                                  f"expected the name of a file beside the index (no directory, no '..')")
     entries = {}
     for shard in sorted(set(weight_map.values())):
-        if not (model_dir / shard).is_file():
-            raise CheckpointError(f"{index_path} lists shard {shard}, which is missing from {model_dir}")
-        entries.update(read_safetensors_header(model_dir / shard))
-    tensors = Tensors(entries)
-    missing = [name for name in weight_map if name not in tensors]
+        shard_path = index_path.parent / shard
+        if not os.path.lexists(shard_path):
+            raise CheckpointError(f"{index_path} lists shard {shard}, which is missing from {index_path.parent}")
+        for name, stored in read_safetensors_header(shard_path).items():
+            if name in entries:
+                raise CheckpointError(f"{shard_path}: tensor {name!r} is stored in {entries[name].path.name} too; "
+                                      f"a tensor must be stored once")
+            if name not in weight_map:
+                raise CheckpointError(f"{shard_path} holds tensor {name!r}, which {index_path.name} does not list")
+            if weight_map[name] != shard:
+                raise CheckpointError(f"{index_path}: weight_map puts tensor {name!r} in {weight_map[name]}, but "
+                                      f"{shard} holds it")
+            entries[name] = stored
+    missing = [name for name in weight_map if name not in entries]
     if missing:
-        raise CheckpointError(
-            f"{index_path} promises {len(missing)} tensors its shards do not hold, e.g. {missing[0]!r}"
-        )
-    return tensors
+        raise CheckpointError(f"{index_path} promises {len(missing)} tensors its shards do not hold, e.g. "
+                              f"{missing[0]!r} in {weight_map[missing[0]]}")
+    return Tensors(entries)
+
+
+def _is_plain_file_name(name):
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(separator in name for separator in ("/", "\\", "\0")))
 
 
 # ---------------------------------------------------------------------------------------
