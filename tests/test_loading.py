@@ -441,3 +441,24 @@ def test_electra_projection_is_loaded_only_when_sizes_differ():
     assert projected["pooler"] is None
     same = load_params(read_checkpoint(FAMILIES / "electra_discriminator"), config_of(FAMILIES / "electra_discriminator"))
     assert same["embeddings"]["projection"] is None
+
+
+# --- values and layers --------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_parameter_holding_nan_or_infinity_is_refused_at_load_naming_it(tmp_path, bad):
+    directory = copy_case("bert_gelu", tmp_path)
+    tensors = dict(read_checkpoint(directory).items())
+    tensors["encoder.layer.1.output.dense.bias"][3] = bad
+    write_safetensors(directory / "model.safetensors", tensors)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'encoder\.layer\.1\.output\.dense\.bias' "
+                                              r"holds 1 NaN or infinite values \(the first at index \(3,\)\)"):
+        Encoder.from_pretrained(directory, backend="numpy")
+
+
+def test_a_head_parameter_holding_nan_is_refused_too(tmp_path):
+    directory = copy_case("bert_sequence_classification", tmp_path)
+    tensors = dict(read_checkpoint(directory).items())
+    tensors["classifier.weight"][0, 0] = np.nan
+    write_safetensors(directory / "model.safetensors", tensors)
+    with pytest.raises(CheckpointError, match=r"tensor 'classifier\.weight' holds 1 NaN"):
+        Encoder.from_pretrained(directory, backend="numpy")

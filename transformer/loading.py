@@ -728,7 +728,21 @@ def find_tensor(tensors, config, ours: str, required: bool = True):
         array = array.T
     # A copy of our own, never a view of the caller's array (which may be a memory map): a
     # loaded model must not crash (SIGBUS) when its file is later overwritten in place.
-    return np.array(array, dtype=np.float32, order="C", copy=True)
+    array = np.array(array, dtype=np.float32, order="C", copy=True)
+    _check_finite(array, name, tensors)
+    return array
+
+
+def _check_finite(array, name, tensors):
+    """CheckpointError when a parameter holds NaN or infinity: every output it touches would.
+    min and max carry a NaN through and meet any infinity, in two passes without a temporary."""
+    if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        bad = ~np.isfinite(array)
+        source = tensors.source(name) if isinstance(tensors, Tensors) else None
+        raise CheckpointError(
+            f"{f'{source}: ' if source else ''}tensor {name!r} holds {int(bad.sum())} NaN or infinite values "
+            f"(the first at index {tuple(int(i) for i in np.argwhere(bad)[0])}); a model's parameters must be finite"
+        )
 
 
 def linear_params(tensors, config, ours, required=True):
@@ -771,3 +785,4 @@ def load_params(tensors, config) -> dict:
         # Task models other than sequence classification drop the pooler: absent is fine.
         "pooler": linear_params(tensors, config, "pooler", required=False) if has_pooler else None,
     }
+
