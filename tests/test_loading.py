@@ -462,3 +462,28 @@ def test_a_head_parameter_holding_nan_is_refused_too(tmp_path):
     write_safetensors(directory / "model.safetensors", tensors)
     with pytest.raises(CheckpointError, match=r"tensor 'classifier\.weight' holds 1 NaN"):
         Encoder.from_pretrained(directory, backend="numpy")
+
+
+def test_fewer_layers_in_config_than_in_checkpoint_warns_naming_the_unused_ones(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    raw = json.loads((directory / "config.json").read_text())
+    raw["num_hidden_layers"] = 1
+    (directory / "config.json").write_text(json.dumps(raw))
+    with pytest.warns(UserWarning, match=r"the checkpoint has 2 layers, config\.json 1: layer 1 \(16 tensors\) "
+                                         r"is not used") as caught:
+        load_params(read_checkpoint(directory), config_of(directory))
+    assert len(caught) == 1
+
+
+def test_more_layers_in_config_than_in_checkpoint_stays_an_error(tmp_path):
+    directory = copy_case("bert_gelu", tmp_path)
+    raw = json.loads((directory / "config.json").read_text())
+    raw["num_hidden_layers"] = 3
+    (directory / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"missing tensor 'encoder\.layer\.2\.attention\.self\.query\.weight'"):
+        load_params(read_checkpoint(directory), config_of(directory))
+
+
+def test_a_checkpoint_with_as_many_layers_as_its_config_loads_without_warning(minilm_dir, recwarn):
+    load_params(read_checkpoint(minilm_dir), config_of(minilm_dir))
+    assert not [w for w in recwarn if "not used" in str(w.message)]

@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import NamedTuple
@@ -776,6 +778,7 @@ def load_params(tensors, config) -> dict:
             for part in ("query", "key", "value", "attention_output", "attention_layer_norm",
                          "intermediate", "output", "output_layer_norm")
         })
+    warn_unused_layers(tensors, config)
     has_pooler = "pooler.weight" in NAME_TABLES[config.family]
     return {
         "embeddings": embeddings,
@@ -786,3 +789,30 @@ def load_params(tensors, config) -> dict:
         "pooler": linear_params(tensors, config, "pooler", required=False) if has_pooler else None,
     }
 
+
+def checkpoint_layers(tensors, config) -> dict:
+    """{layer index: number of tensors} for the encoder layers the checkpoint holds, found by
+    the family's layer names (`encoder.layer.{i}.`, `transformer.layer.{i}.`, with or without
+    a task model's prefix)."""
+    stems = {value.split("{i}")[0] for key, values in NAME_TABLES[config.family].items() if "{i}" in key
+             for value in ((values,) if isinstance(values, str) else values)}
+    pattern = re.compile(r"(?:%s)?(?:%s)(\d+)\." % ("|".join(map(re.escape, BASE_PREFIXES)),
+                                                   "|".join(map(re.escape, sorted(stems)))))
+    layers = {}
+    for name in tensors:
+        match = pattern.match(name)
+        if match:
+            layers[int(match.group(1))] = layers.get(int(match.group(1)), 0) + 1
+    return layers
+
+
+def warn_unused_layers(tensors, config):
+    """Warn (once per call) when the checkpoint holds layers past config.num_hidden_layers: they
+    are not used, as `transformers` loads such a checkpoint and warns about unused weights."""
+    layers = checkpoint_layers(tensors, config)
+    unused = sorted(index for index in layers if index >= config.num_hidden_layers)
+    if unused:
+        count = sum(layers[index] for index in unused)
+        span = f"layer {unused[0]}" if len(unused) == 1 else f"layers {unused[0]}-{unused[-1]}"
+        warnings.warn(f"the checkpoint has {max(layers) + 1} layers, config.json {config.num_hidden_layers}: "
+                      f"{span} ({count} tensors) {'is' if len(unused) == 1 else 'are'} not used", UserWarning, stacklevel=3)
