@@ -487,3 +487,19 @@ def test_more_layers_in_config_than_in_checkpoint_stays_an_error(tmp_path):
 def test_a_checkpoint_with_as_many_layers_as_its_config_loads_without_warning(minilm_dir, recwarn):
     load_params(read_checkpoint(minilm_dir), config_of(minilm_dir))
     assert not [w for w in recwarn if "not used" in str(w.message)]
+
+
+# --- inspect reads the same files the same way ------------------------------------------------
+def test_inspect_reports_a_malformed_checkpoint_and_sentence_config_by_name(tmp_path):
+    from transformer.cli import describe_model
+
+    directory = copy_case("bert_gelu", tmp_path)
+    write_raw_safetensors(directory / "extra.safetensors",
+                          '{"w": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}}', ONE_FLOAT)
+    (directory / "modules.json").write_text('[{"type": "sentence_transformers.models.Transformer", "path": "/etc"}]')
+    (directory / "tokenizer.json").symlink_to("/dev/urandom")
+    text = describe_model(directory, "path", "broken")
+    assert "parameters  unreadable (" in text and "tensor 'w' has data_offsets [-4, 0]" in text
+    assert "modules.json not usable here" in text and 'has path "/etc"' in text
+    assert "tokenizer.json (unreadable:" in text and "is a device" in text
+    assert "family      bert" in text
