@@ -503,3 +503,12 @@ def test_inspect_reports_a_malformed_checkpoint_and_sentence_config_by_name(tmp_
     assert "modules.json not usable here" in text and 'has path "/etc"' in text
     assert "tokenizer.json (unreadable:" in text and "is a device" in text
     assert "family      bert" in text
+
+
+@pytest.mark.parametrize("shard", ["a\nb.safetensors", "\u202emodel.safetensors", "\ud800.safetensors"])
+def test_shard_names_with_control_characters_or_no_encoding_are_refused(tmp_path, shard):
+    directory, weight_map = make_sharded(tmp_path)
+    first = next(iter(weight_map))
+    write_index(directory, {**weight_map, first: shard})
+    with pytest.raises(CheckpointError, match=r"weight_map gives tensor .* the shard .*expected the name of a file"):
+        read_checkpoint(directory)

@@ -348,7 +348,8 @@ class Tensors(MutableMapping):
         if dtype_name == "BF16":
             return _bfloat16_to_float32(array)
         if dtype_name in ("F16", "F64"):
-            return array.astype(np.float32)
+            with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: _check_finite names it
+                return array.astype(np.float32)
         return array
 
     def source(self, name):
@@ -389,7 +390,8 @@ def read_safetensors_header(path) -> dict:
             header_length = int.from_bytes(file.read(8), "little")
             if header_length > MAX_HEADER_BYTES:
                 raise CheckpointError(f"{path}: the header claims {header_length:,} bytes, more than the "
-                                      f"{MAX_HEADER_BYTES:,} safetensors allows; the file is corrupt or not safetensors")
+                                      f"{MAX_HEADER_BYTES:,} safetensors allows; the file is corrupt or not "
+                                      f"safetensors")
             if header_length > size - 8:
                 raise CheckpointError(
                     f"{path}: the header claims {header_length} bytes but the file has only {size - 8} "
@@ -399,7 +401,8 @@ def read_safetensors_header(path) -> dict:
     except ModelFileError as error:
         raise CheckpointError(str(error)) from None
     except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist" + (" (a dangling symbolic link)" if path.is_symlink() else "")) from None
+        dangling = " (a dangling symbolic link)" if path.is_symlink() else ""
+        raise CheckpointError(f"{path} does not exist{dangling}") from None
     try:
         header = parse_json(header_bytes, f"{path}: the safetensors header", unique_keys=True)
     except ModelFileError as error:
@@ -410,8 +413,8 @@ def read_safetensors_header(path) -> dict:
 
     metadata = header.get("__metadata__")
     if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
-        raise CheckpointError(f"{path}: the header's __metadata__ is {_json_kind(metadata)}{_first_non_string(metadata)}; "
-                              f"expected an object of strings")
+        raise CheckpointError(f"{path}: the header's __metadata__ is {_json_kind(metadata)}"
+                              f"{_first_non_string(metadata)}; expected an object of strings")
     data_start = 8 + header_length
     spans = {name: _tensor_span(path, name, entry) for name, entry in header.items() if name != "__metadata__"}
     _check_layout(path, spans, size - data_start)
@@ -526,7 +529,7 @@ def _json_kind(value):
 
 def _short(value, width=60):
     """A JSON value as text for an error message, cut at `width` characters."""
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # a lone surrogate too
     return text if len(text) <= width else text[:width] + "..."
 
 
@@ -565,8 +568,9 @@ def read_sharded_checkpoint(index_path) -> Tensors:
     """model.safetensors.index.json -> {checkpoint name: array} over the shards it lists.
 
     The index is {"weight_map": {tensor name: shard file name}, ...}. Each shard must be a
-    plain file name in the index's folder (no directory, no "..", not absolute), and every
-    tensor must be in the shard the index names and in no other; CheckpointError otherwise.
+    plain file name in the index's folder (no directory, no "..", not absolute, no control
+    character), and every tensor must be in the shard the index names and in no other;
+    CheckpointError otherwise.
     """
     index_path = Path(index_path)
     try:
@@ -575,7 +579,8 @@ def read_sharded_checkpoint(index_path) -> Tensors:
         raise CheckpointError(str(error)) from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        found = f"weight_map is {_json_kind(weight_map)}" if isinstance(index, dict) else f"it holds {_json_kind(index)}"
+        found = (f"weight_map is {_json_kind(weight_map)}" if isinstance(index, dict)
+                 else f"it holds {_json_kind(index)}")
         raise CheckpointError(f"{index_path}: {found}; expected a non-empty object "
                               f'{{"weight_map": {{tensor name: shard file name}}}}')
     for name, shard in weight_map.items():
@@ -605,8 +610,14 @@ def read_sharded_checkpoint(index_path) -> Tensors:
 
 
 def _is_plain_file_name(name):
-    return (isinstance(name, str) and name not in ("", ".", "..")
-            and not any(separator in name for separator in ("/", "\\", "\0")))
+    if not (isinstance(name, str) and name not in ("", ".", "..") and name.isprintable()
+            and not any(separator in name for separator in ("/", "\\"))):
+        return False
+    try:
+        os.fsencode(name)  # a lone surrogate ("\ud800") is no file name the OS takes
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -815,4 +826,5 @@ def warn_unused_layers(tensors, config):
         count = sum(layers[index] for index in unused)
         span = f"layer {unused[0]}" if len(unused) == 1 else f"layers {unused[0]}-{unused[-1]}"
         warnings.warn(f"the checkpoint has {max(layers) + 1} layers, config.json {config.num_hidden_layers}: "
-                      f"{span} ({count} tensors) {'is' if len(unused) == 1 else 'are'} not used", UserWarning, stacklevel=3)
+                      f"{span} ({count} tensors) {'is' if len(unused) == 1 else 'are'} not used",
+                      UserWarning, stacklevel=3)
