@@ -50,8 +50,8 @@ SUPPORTED_ACTIVATIONS = (
 )
 
 # What `transformers` assumes when a key is missing from config.json (its config classes'
-# defaults), per family. Files written by recent `transformers` carry every key; old or
-# hand-written ones may not.
+# defaults), per family, then per model type where it differs. Files written by recent
+# `transformers` carry every key; old or hand-written ones may not.
 _DEFAULTS = {
     "bert": dict(
         vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -77,6 +77,8 @@ _DEFAULTS = {
         vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
         activation="gelu", max_position_embeddings=512, pad_token_id=0,
     ),
+    # A model type whose defaults differ from its family's: only these keys.
+    "xlm-roberta": dict(vocab_size=30522),
 }
 
 
@@ -174,15 +176,20 @@ class EncoderConfig:
                 f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}"
             )
         family = FAMILIES[model_type]
-        values = {**_DEFAULTS[family], **raw}
-        # DistilBERT's own spelling of the same sizes.
-        key = _DISTILBERT_KEYS if family == "distilbert" else {}
+        values = {**_DEFAULTS[family], **_DEFAULTS.get(model_type, {}), **raw}
+        # DistilBERT's own spelling of the same sizes. transformers reads hidden_size,
+        # num_attention_heads and num_hidden_layers as aliases of dim, n_heads and n_layers
+        # (DistilBertConfig.attribute_map): where a file gives both, the alias wins.
+        key = {}
+        if family == "distilbert":
+            key = {ours: ours if ours in _DISTILBERT_ALIASES and ours in raw else theirs
+                   for ours, theirs in _DISTILBERT_KEYS.items()}
 
         def size(name, smallest=1):
             return _integer(values.get(key.get(name, name)), key.get(name, name), smallest)
 
         for flag in ("is_decoder", "add_cross_attention"):
-            if raw.get(flag) is not None and not isinstance(raw[flag], bool):
+            if flag in raw and not isinstance(raw[flag], bool):
                 raise ConfigError(f"{flag} must be true or false, found {_show(raw[flag])}")
         if raw.get("is_decoder") or raw.get("add_cross_attention"):
             raise ConfigError("decoder configurations (is_decoder / add_cross_attention) are not supported; "
@@ -214,17 +221,20 @@ class EncoderConfig:
         type_vocab_size = 0 if family in ("mpnet", "distilbert") else size("type_vocab_size", smallest=0)
         # DistilBERT hard-codes eps=1e-12 in every LayerNorm; its config has no key for it.
         layer_norm_eps = 1e-12 if family == "distilbert" else _number(values.get("layer_norm_eps"), "layer_norm_eps")
-        embedding_size = size("embedding_size") if family == "electra" and values.get("embedding_size") is not None \
-            else hidden_size
+        embedding_size = size("embedding_size") if family == "electra" else hidden_size
         hidden_act = values.get(key.get("hidden_act", "hidden_act"))
         if not isinstance(hidden_act, str):
-            raise ConfigError(f"{key.get('hidden_act', 'hidden_act')} must be an activation name, found {_show(hidden_act)}")
+            raise ConfigError(f"{key.get('hidden_act', 'hidden_act')} must be an activation name, "
+                              f"found {_show(hidden_act)}")
 
         architectures = raw.get("architectures") or []
         if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
             raise ConfigError(f"architectures must be a list of class names, found {_show(architectures)}")
         id2label = _labels(raw.get("id2label"))
         num_labels = len(id2label) if id2label else _integer(raw.get("num_labels", 2), "num_labels")
+        if id2label and raw.get("num_labels") is not None and raw["num_labels"] != num_labels:
+            # transformers then keeps num_labels and renames every label LABEL_i: refuse the guess
+            raise ConfigError(f"num_labels is {_show(raw['num_labels'])} but id2label names {num_labels} labels")
         tie_word_embeddings = raw.get("tie_word_embeddings", True)
         if not isinstance(tie_word_embeddings, bool):
             raise ConfigError(f"tie_word_embeddings must be true or false, found {_show(tie_word_embeddings)}")
@@ -299,6 +309,7 @@ class EncoderConfig:
 # DistilBERT's keys for the sizes every other family names like BERT.
 _DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
                     "intermediate_size": "hidden_dim", "hidden_act": "activation"}
+_DISTILBERT_ALIASES = ("hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
 def _integer(value, name, smallest=1):
@@ -347,5 +358,5 @@ def _labels(id2label):
 
 def _show(value, width=60):
     """A config value as config.json writes it, cut at `width` characters, for an error message."""
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # a lone surrogate too
     return text if len(text) <= width else text[:width] + "..."
