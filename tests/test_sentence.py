@@ -313,3 +313,35 @@ def test_a_sentence_file_linked_to_a_device_is_refused_not_read(tmp_path, name):
 def test_tokenizer_limit_takes_only_a_real_positive_model_max_length(tmp_path, value, limit):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": value}))
     assert _tokenizer_limit(tmp_path) == limit
+
+
+# --- found by tests/test_fuzz_sentence_configs.py ------------------------------------------------
+def test_a_modules_json_holding_null_is_not_taken_for_a_missing_one(tmp_path):
+    with pytest.raises(ModelFileError, match=r"modules\.json must hold a list of modules, found null"):
+        read_modules(_sentence_folder(tmp_path, modules="null"))
+
+
+@pytest.mark.parametrize("module, message", [
+    ({"type": "sentence_transformers.models.Transformer"}, r"module 0 has no path"),
+    ({**MODULES[0], "path": "\ud800"}, r"module 0 has path \"\\ud800\""),
+    ({**MODULES[0], "path": "a\x00b"}, r"module 0 has path"),
+])
+def test_a_module_path_sentence_transformers_or_the_os_cannot_take_is_refused(tmp_path, module, message):
+    with pytest.raises(ModelFileError, match=message):
+        read_modules(_sentence_folder(tmp_path, modules=[module]))
+
+
+def test_module_paths_the_os_cannot_open_are_named_in_modules_json(tmp_path):
+    long_name = "x" * 300  # longer than a file name may be
+    with pytest.raises(ModelFileError, match=r"modules\.json: the Transformer module's path \"x+\.\.\. "
+                                             r"cannot be read: File name too long"):
+        read_modules(_sentence_folder(tmp_path, modules=[{**MODULES[0], "path": long_name}]))
+    with pytest.raises(ModelFileError, match=r"modules\.json: module 1 is a Pooling module in \"x+\.\.\., whose "
+                                             r"config\.json cannot be read: File name too long"):
+        read_modules(_sentence_folder(tmp_path, modules=[MODULES[0], {**MODULES[1], "path": long_name}]))
+
+
+def test_a_pooling_module_without_its_config_is_named(tmp_path):
+    with pytest.raises(ModelFileError, match=r"module 1 is a Pooling module in \"2_Pooling\", but "
+                                             r".*2_Pooling/config\.json does not exist"):
+        read_modules(_sentence_folder(tmp_path, modules=[MODULES[0], {**MODULES[1], "path": "2_Pooling"}]))

@@ -22,6 +22,7 @@ gives it.
 """
 
 import json
+import os
 import warnings
 from pathlib import Path, PureWindowsPath
 
@@ -210,16 +211,21 @@ def read_modules(path):
     """
     path = Path(path)
     modules_file = path / "modules.json"
-    listed = _read_json(modules_file, "module list", default=None)
+    listed = _read_json(modules_file, "module list", default=_ABSENT)
     found = {"transformer": "", "pooling": ["mean"], "normalize": False}
-    if listed is not None:
+    if listed is not _ABSENT:
         found.update(_modules_in_order(path, modules_file, listed))
-    found.update(_sentence_settings(path / found["transformer"] / "sentence_bert_config.json"))
+    try:
+        found.update(_sentence_settings(path / found["transformer"] / "sentence_bert_config.json"))
+    except OSError as error:  # the Transformer's path from modules.json: a name too long, a loop of links
+        raise ModelFileError(f"{modules_file}: the Transformer module's path {_show(found['transformer'])} "
+                             f"cannot be read: {error.strerror or error}") from None
     return found
 
 
 # The steps this package runs, in the order it runs them.
 _MODULE_ORDER = ("Transformer", "Pooling", "Normalize")
+_ABSENT = object()  # a file that does not exist (a file holding null is not absent)
 
 
 def _modules_in_order(path, modules_file, listed):
@@ -233,7 +239,7 @@ def _modules_in_order(path, modules_file, listed):
         where = f"{modules_file}: module {index}"
         if not isinstance(module, dict):
             raise ModelFileError(f"{where} is {_show(module)}; expected an object with type and path")
-        kind, subfolder = module.get("type"), module.get("path", "")
+        kind, subfolder = module.get("type"), module.get("path")
         if not isinstance(kind, str):
             raise ModelFileError(f"{where} has type {_show(kind)}; expected a class name such as "
                                  f"'sentence_transformers.models.Pooling'")
@@ -243,9 +249,9 @@ def _modules_in_order(path, modules_file, listed):
                 f"{modules_file} lists a {module['type']!r} module, which this package does "
                 f"not run (it runs Transformer, Pooling and Normalize)"
             )
-        if not _is_relative_folder(subfolder):
-            raise ModelFileError(f"{where} has path {_show(subfolder)}; expected a folder inside the model "
-                                 f"folder (relative, no '..')")
+        if not _is_relative_folder(subfolder):  # sentence-transformers needs a path for every module
+            raise ModelFileError(f"{where} has {'no path' if 'path' not in module else f'path {_show(subfolder)}'}; "
+                                 f"expected a folder inside the model folder (relative, no '..')")
         if _MODULE_ORDER.index(kind) <= last:
             raise ModelFileError(f"{where} is a {kind} after a {_MODULE_ORDER[last]}; this package runs "
                                  f"{', then '.join(_MODULE_ORDER)}, each at most once")
@@ -254,7 +260,14 @@ def _modules_in_order(path, modules_file, listed):
             found["transformer"] = subfolder
         elif kind == "Pooling":
             pooling_file = path / subfolder / "config.json"
-            config = _read_json(pooling_file, "pooling config")
+            try:
+                config = _read_json(pooling_file, "pooling config", default=_ABSENT)
+            except OSError as error:  # the path from modules.json: a name too long, a loop of links
+                raise ModelFileError(f"{where} is a Pooling module in {_show(subfolder)}, whose config.json cannot "
+                                     f"be read: {error.strerror or error}") from None
+            if config is _ABSENT:
+                raise ModelFileError(f"{where} is a Pooling module in {_show(subfolder)}, but {pooling_file} "
+                                     f"does not exist")
             try:
                 found["pooling"] = pooling.pooling_modes_from_config(config)
             except ValueError as error:
@@ -269,10 +282,19 @@ def _modules_in_order(path, modules_file, listed):
 def _is_relative_folder(subfolder):
     """A path inside the model folder, as sentence-transformers accepts it: a string with no
     root or drive (POSIX or Windows) and no '..' part."""
-    if not isinstance(subfolder, str) or "\0" in subfolder:
+    if not isinstance(subfolder, str) or "\0" in subfolder or not _is_encodable(subfolder):
         return False
     windows = PureWindowsPath(subfolder)  # splits on / and \ both
     return not windows.anchor and ".." not in windows.parts
+
+
+def _is_encodable(name):
+    """Whether the OS can take `name` as a file name (a lone surrogate, "\ud800", it cannot)."""
+    try:
+        os.fsencode(name)
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _sentence_settings(config_file):
@@ -307,7 +329,7 @@ def _read_json(path, what="file", default=...):
     no key twice); `default` when the file does not exist (FileNotFoundError without one)."""
     try:
         return read_json(path, what, unique_keys=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file where a folder should be
         if default is ...:
             raise
         return default
@@ -315,7 +337,7 @@ def _read_json(path, what="file", default=...):
 
 def _show(value, width=60):
     """A JSON value as the file writes it, cut at `width` characters, for an error message."""
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # a lone surrogate too
     return text if len(text) <= width else text[:width] + "..."
 
 
