@@ -35,3 +35,15 @@ def mpnet_dir():
 def gpt2_tokenizer_dir():
     """GPT-2's byte-level BPE files: vocab.json + merges.txt."""
     return _model_dir("gpt2-tokenizer")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many generated inputs each fuzz suite gave its parser (tests/fuzzing.py)."""
+    import sys
+
+    fuzzing = sys.modules.get("fuzzing")
+    if fuzzing is None or not fuzzing.COUNTS:
+        return
+    terminalreporter.section("fuzzed inputs per parser")
+    for parser, count in sorted(fuzzing.COUNTS.items()):
+        terminalreporter.write_line(f"{parser}: {count:,}")

@@ -13,6 +13,7 @@ refuses a dict we accept, the field it names must be one we never read. Never an
 a hang, or a write.
 """
 
+import collections
 import functools
 import json
 from pathlib import Path
@@ -22,8 +23,9 @@ import pytest
 transformers = pytest.importorskip("transformers")
 from hypothesis import given  # noqa: E402
 
-from fuzzing import FUZZ, INPUTS, Tally, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, \
+from fuzz_model_files import PER_EXAMPLE, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, \
     scratch_folder  # noqa: E402
+from fuzzing import FUZZ_EXAMPLES, fuzz_settings, ran  # noqa: E402
 from transformer.config import FAMILIES, MAX_SIZE, SUPPORTED_ACTIVATIONS, ConfigError, EncoderConfig  # noqa: E402
 from transformer.store import weights_dir  # noqa: E402
 
@@ -110,25 +112,25 @@ def _transformers_reading(read_json):
     return fields
 
 
-def test_config_json_is_refused_by_name_or_read_as_transformers_reads_it(tmp_path, capsys):
+def test_config_json_is_refused_by_name_or_read_as_transformers_reads_it(tmp_path):
     transformers.logging.set_verbosity_error()
-    tally = Tally("config.json")
+    outcomes = collections.Counter()
     with scratch_folder(tmp_path) as folder:
-        @FUZZ
+        @fuzz_settings(batch=PER_EXAMPLE)
         @given(plans())
         def run(plan):
             for rng, drawn in inputs_of(plan):
+                ran("config.json")
                 text = config_text(rng, drawn)
                 (folder / "config.json").write_bytes(text.encode("utf-8", "surrogatepass"))
                 config, error = parse_guarded(lambda: EncoderConfig.from_file(folder), ConfigError, "config.json")
                 if config is None:
-                    tally.add("refused")
+                    outcomes["refused"] += 1
                     continue
                 _check_fields(config)
-                tally.add(_same_as_transformers(config, json.loads(text)))
+                outcomes[_same_as_transformers(config, json.loads(text))] += 1
 
         run()
-    tally.report(capsys)
-    assert tally.total >= INPUTS
-    assert tally.counts.get("read, equal to transformers", 0) >= INPUTS // 10
-    assert tally.counts.get("refused", 0) >= INPUTS // 10
+    total = sum(outcomes.values())
+    assert total >= FUZZ_EXAMPLES, outcomes
+    assert outcomes["read, equal to transformers"] >= total // 10 and outcomes["refused"] >= total // 10, outcomes

@@ -15,6 +15,7 @@ the same shapes and equal arrays. A refusal is one CheckpointError naming the fi
 another exception, a hang, or a write.
 """
 
+import collections
 import json
 import struct
 from pathlib import Path
@@ -27,8 +28,9 @@ torch = pytest.importorskip("torch")
 from hypothesis import given  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-from fuzzing import FUZZ, INPUTS, Tally, dumps_with_duplicates, mutate_text, mutate_tree, odd_value, \
-    inputs_of, parse_guarded, plans, scratch_folder  # noqa: E402
+from fuzz_model_files import PER_EXAMPLE, dumps_with_duplicates, inputs_of, mutate_text, mutate_tree, odd_value, \
+    parse_guarded, plans, scratch_folder  # noqa: E402
+from fuzzing import FUZZ_EXAMPLES, fuzz_settings, ran  # noqa: E402
 from transformer.loading import DTYPE_BITS, CheckpointError, read_safetensors, read_safetensors_header  # noqa: E402
 from transformer.store import weights_dir  # noqa: E402
 
@@ -189,23 +191,23 @@ def _documented_differences(file_bytes):
     return found
 
 
-def _compare(path, file_bytes, tally):
+def _compare(path, file_bytes, outcomes):
     path.write_bytes(file_bytes)
     theirs = _theirs(path)
     ours, error = parse_guarded(lambda: read_safetensors(path), CheckpointError, path.name)
     differences = _documented_differences(file_bytes)
     if "-0" in differences:  # serde refuses -0 in a size, takes it in an ignored field; we take both
-        tally.add("with -0 (documented)")
+        outcomes["with -0 (documented)"] += 1
         return
     if differences and ours is None:
-        tally.add("refused by us only as documented" if theirs is not None else "refused by both")
+        outcomes["refused by us only as documented" if theirs is not None else "refused by both"] += 1
         return
     assert not differences, f"we accepted a header with {differences}: {file_bytes[:300]!r}"
     assert (ours is None) == (theirs is None), (
         f"{'we refused' if ours is None else 'we accepted'} ({error}) what safetensors "
         f"{'accepts' if ours is None else 'refuses'}: {file_bytes[:300]!r}")
     if ours is None:
-        tally.add("refused by both")
+        outcomes["refused by both"] += 1
         return
     assert sorted(ours) == sorted(theirs)
     for name, tensor in theirs.items():
@@ -218,32 +220,33 @@ def _compare(path, file_bytes, tally):
             got = array.view(np.uint8) if array.dtype == np.bool_ else array
             assert got.shape == expected.shape, name
             assert np.array_equal(got, expected, equal_nan=got.dtype.kind == "f"), name
-    tally.add("read by both, arrays equal")
+    outcomes["read by both, arrays equal"] += 1
 
 
 # --- the tests ------------------------------------------------------------------------------------
 
-def test_safetensors_reader_accepts_what_safetensors_accepts(tmp_path, capsys):
-    tally = Tally("safetensors reader")
+def test_safetensors_reader_accepts_what_safetensors_accepts(tmp_path):
+    outcomes = collections.Counter()
     with scratch_folder(tmp_path) as folder:
-        @FUZZ
+        @fuzz_settings(batch=PER_EXAMPLE)
         @given(plans())
         def run(plan):
             for rng, drawn in inputs_of(plan):
-                _compare(folder / "model.safetensors", safetensors_file(rng, drawn), tally)
+                ran("safetensors header")
+                _compare(folder / "model.safetensors", safetensors_file(rng, drawn), outcomes)
 
         run()
-    tally.report(capsys)
-    assert tally.total >= INPUTS
-    assert tally.counts.get("read by both, arrays equal", 0) >= INPUTS // 10  # the valid side is reached
-    assert tally.counts.get("refused by both", 0) >= INPUTS // 10
+    total = sum(outcomes.values())
+    assert total >= FUZZ_EXAMPLES, outcomes
+    # both sides reached: valid files read, broken ones refused
+    assert outcomes["read by both, arrays equal"] >= total // 10 and outcomes["refused by both"] >= total // 10
 
 
 def test_every_family_checkpoint_and_minilm_read_as_safetensors_reads_them(minilm_dir, tmp_path):
-    tally = Tally("real files")
+    outcomes = collections.Counter()
     for path in [*sorted(FAMILIES.glob("*/model.safetensors")), minilm_dir / "model.safetensors"]:
         copy = tmp_path / "model.safetensors"
         copy.write_bytes(path.read_bytes())
-        _compare(copy, copy.read_bytes(), tally)
-    assert tally.counts == {"read by both, arrays equal": len(list(FAMILIES.glob("*/model.safetensors"))) + 1}
+        _compare(copy, copy.read_bytes(), outcomes)
+    assert outcomes == {"read by both, arrays equal": len(list(FAMILIES.glob("*/model.safetensors"))) + 1}
     assert len(read_safetensors_header(minilm_dir / "model.safetensors")) == 104

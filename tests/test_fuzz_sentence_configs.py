@@ -14,6 +14,7 @@ it takes a file we refuse, the reason is one of the documented deliberate differ
 Never another exception, a hang, or a write.
 """
 
+import collections
 import json
 
 import pytest
@@ -23,8 +24,9 @@ from hypothesis import given  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import pooling as st_pooling  # noqa: E402
 from sentence_transformers.util.file_io import _validate_relative_path  # noqa: E402
 
-from fuzzing import FUZZ, INPUTS, Tally, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, \
+from fuzz_model_files import PER_EXAMPLE, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, \
     scratch_folder  # noqa: E402
+from fuzzing import FUZZ_EXAMPLES, fuzz_settings, ran  # noqa: E402
 from transformer.files import ModelFileError  # noqa: E402
 from transformer.pooling import POOLING_FUNCTIONS  # noqa: E402
 from transformer.sentence import _tokenizer_limit, read_modules  # noqa: E402
@@ -111,7 +113,7 @@ def _loads(text):
         return None
 
 
-def _check(folder, files, tally):
+def _check(folder, files, outcomes):
     found, error = parse_guarded(lambda: read_modules(folder), ModelFileError, FILES)
     modules, pooling_config = _loads(files["modules.json"]), _loads(files["1_Pooling/config.json"])
     if found is not None:
@@ -125,29 +127,30 @@ def _check(folder, files, tally):
             assert _their_pooling_modes(pooling_config) == found["pooling"], (pooling_config, found["pooling"])
         else:
             assert found["pooling"] == ["mean"]
-        tally.add("read, as sentence-transformers reads it")
+        outcomes["read, as sentence-transformers reads it"] += 1
     else:
         if "1_Pooling/config.json:" in str(error):  # refused for what the pooling config says
             theirs = _their_pooling_modes(pooling_config)
             assert theirs is None or _documented_pooling_difference(pooling_config, theirs), (pooling_config, error)
-        tally.add("refused")
+        outcomes["refused"] += 1
     limit, error = parse_guarded(lambda: _tokenizer_limit(folder), ModelFileError, "tokenizer_config.json")
     assert limit is None or (type(limit) is int and 0 < limit < 1_000_000)
 
 
-def test_sentence_files_are_refused_by_name_or_read_as_sentence_transformers_reads_them(tmp_path, capsys):
-    tally, on_disk = Tally("sentence-transformers files"), {}
+def test_sentence_files_are_refused_by_name_or_read_as_sentence_transformers_reads_them(tmp_path):
+    outcomes, on_disk = collections.Counter(), {}
     with scratch_folder(tmp_path) as folder:
         (folder / "1_Pooling").mkdir()
 
-        @FUZZ
+        @fuzz_settings(batch=PER_EXAMPLE)
         @given(plans())
         def run(plan):
             for rng, drawn in inputs_of(plan):
-                _check(folder, write_folder(folder, rng, drawn, on_disk), tally)
+                ran("modules.json + pooling / sentence / tokenizer configs")
+                _check(folder, write_folder(folder, rng, drawn, on_disk), outcomes)
 
         run()
-    tally.report(capsys)
-    assert tally.total >= INPUTS
-    assert tally.counts.get("read, as sentence-transformers reads it", 0) >= INPUTS // 10
-    assert tally.counts.get("refused", 0) >= INPUTS // 10
+    total = sum(outcomes.values())
+    assert total >= FUZZ_EXAMPLES, outcomes
+    assert outcomes["read, as sentence-transformers reads it"] >= total // 10, outcomes
+    assert outcomes["refused"] >= total // 10, outcomes

@@ -12,6 +12,7 @@ it), and then gives each tensor from its shard, the same arrays as the unsharded
 otherwise one CheckpointError naming the index or a shard. Never another exception, a hang, or a write.
 """
 
+import collections
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ from hypothesis import given
 
 from safetensors.numpy import save_file
 
-from fuzzing import FUZZ, INPUTS, Tally, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, scratch_folder
+from fuzz_model_files import PER_EXAMPLE, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, scratch_folder
+from fuzzing import FUZZ_EXAMPLES, fuzz_settings, ran
 from transformer.loading import CheckpointError, read_checkpoint
 
 SOURCE = Path(__file__).parent / "references" / "families" / "bert_gelu"
@@ -80,16 +82,17 @@ def _strict_json(text):
         return None
 
 
-def test_shard_index_is_read_only_when_it_names_every_tensor_in_its_own_shard(tmp_path, capsys):
-    tally = Tally("shard index")
+def test_shard_index_is_read_only_when_it_names_every_tensor_in_its_own_shard(tmp_path):
+    outcomes = collections.Counter()
     with scratch_folder(tmp_path) as folder:
         weight_map, reference = make_sharded(folder)
         index_path = folder / "model.safetensors.index.json"
 
-        @FUZZ
+        @fuzz_settings(batch=PER_EXAMPLE)
         @given(plans())
         def run(plan):
             for rng, drawn in inputs_of(plan):
+                ran("shard index")
                 text = index_text(rng, drawn, weight_map)
                 index_path.write_bytes(text.encode("utf-8", "surrogatepass"))
                 tensors, error = parse_guarded(lambda: read_checkpoint(folder), CheckpointError,
@@ -98,15 +101,15 @@ def test_shard_index_is_read_only_when_it_names_every_tensor_in_its_own_shard(tm
                 valid = isinstance(index, dict) and index.get("weight_map") == weight_map
                 assert (tensors is not None) == valid, (text[:300], error)
                 if tensors is None:
-                    tally.add("refused")
+                    outcomes["refused"] += 1
                     continue
                 assert sorted(tensors) == sorted(reference)
                 assert all(tensors.source(name).name == weight_map[name] for name in reference)
                 for name in rng.sample(sorted(reference), 4):  # the arrays themselves, a few an input
                     np.testing.assert_array_equal(tensors[name], reference[name])
-                tally.add("read, arrays equal")
+                outcomes["read, arrays equal"] += 1
 
         run()
-    tally.report(capsys)
-    assert tally.total >= INPUTS
-    assert tally.counts.get("read, arrays equal", 0) >= INPUTS // 20
+    total = sum(outcomes.values())
+    assert total >= FUZZ_EXAMPLES, outcomes
+    assert outcomes["read, arrays equal"] >= total // 20, outcomes
