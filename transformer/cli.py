@@ -410,7 +410,6 @@ def run_inspect(args):
 
 def describe_model(path, where, name):
     """A few aligned lines about a model folder: where, family, config, parameters, files."""
-    import json
     from pathlib import Path
 
     path = Path(path)
@@ -420,7 +419,7 @@ def describe_model(path, where, name):
     rows = [("model", name), ("found", f"{path} ({how.get(where, where)})")]
 
     config_file = folder / "config.json"
-    if config_file.is_file():
+    if os.path.lexists(config_file):  # a link to a device is reported by from_file, not skipped
         from transformer.config import ConfigError, EncoderConfig
 
         try:
@@ -437,28 +436,29 @@ def describe_model(path, where, name):
     else:
         rows.append(("family", "no config.json (not a model checkpoint)"))
 
-    tensors = _safetensors_summary(folder)
+    try:
+        tensors = _safetensors_summary(folder)
+    except ValueError as error:  # CheckpointError: a file that is not valid safetensors
+        tensors = None
+        rows.append(("parameters", f"unreadable ({' '.join(str(error).split())})"))
     if tensors:
         count, buffers, dtypes, shards = tensors
         extra = f", plus {buffers} integer buffer{'s' if buffers > 1 else ''}" if buffers else ""
         rows.append(("parameters", f"{count:,} ({count / 1e6:.1f} M) in {shards} safetensors file"
                                    f"{'s' if shards > 1 else ''}{extra}"))
         rows.append(("dtypes", ", ".join(f"{dtype}: {n} tensors" for dtype, n in sorted(dtypes.items()))))
-    else:
+    elif tensors is None and rows[-1][0] != "parameters":
         rows.append(("parameters", "no .safetensors weights"))
 
     rows.append(("tokenizer", _tokenizer_summary(folder)))
-    if (folder / "modules.json").is_file():
+    if os.path.lexists(folder / "modules.json"):
         from transformer.sentence import read_modules
 
         try:
             modules = read_modules(folder)
-            settings = {}
-            if (folder / modules["transformer"] / "sentence_bert_config.json").is_file():
-                settings = json.loads((folder / modules["transformer"] / "sentence_bert_config.json").read_text())
             rows.append(("sentence", f"pooling={'+'.join(modules['pooling'])} "
                                      f"normalize={'yes' if modules['normalize'] else 'no'} "
-                                     f"max_seq_length={settings.get('max_seq_length', '-')}"))
+                                     f"max_seq_length={modules['max_seq_length'] or '-'}"))
         except (ValueError, OSError) as error:
             rows.append(("sentence", f"modules.json not usable here ({' '.join(str(error).split())})"))
 
@@ -474,46 +474,42 @@ def _safetensors_summary(folder):
     headers, or None. Parameters are the floating-point tensors; integer tensors (BERT's stored
     position_ids) are buffers, as `transformers` counts them.
 
-    A safetensors file starts with 8 bytes (little-endian header length) and a JSON header
-    {name: {"dtype", "shape", "data_offsets"}}: reading it is enough, no tensor is loaded."""
-    import json
+    Reads each file's header only (`transformer.loading.read_safetensors_header`, which checks
+    it as `read_safetensors` does): no tensor is loaded. CheckpointError for a malformed file."""
     import math
+
+    from transformer.loading import read_safetensors_header
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
     count, buffers, dtypes = 0, 0, {}
     for file in files:
-        with open(file, "rb") as handle:
-            length = int.from_bytes(handle.read(8), "little")
-            if not 0 < length < 100_000_000:
-                raise CommandError(f"{file} is not a safetensors file (header length {length})")
-            try:
-                header = json.loads(handle.read(length))
-            except ValueError:
-                raise CommandError(f"{file} has an unreadable safetensors header") from None
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if info["dtype"] in ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"):
-                count += math.prod(info["shape"])
+        for stored in read_safetensors_header(file).values():
+            if stored.dtype.startswith(("F", "BF")):
+                count += math.prod(stored.shape)
             else:
                 buffers += 1
-            dtypes[info["dtype"]] = dtypes.get(info["dtype"], 0) + 1
+            dtypes[stored.dtype] = dtypes.get(stored.dtype, 0) + 1
     return count, buffers, dtypes, len(files)
 
 
 def _tokenizer_summary(folder):
-    import json
+    """One line on the folder's tokenizer files: kind and vocabulary size, or why unreadable."""
+    from transformer.files import read_json
 
-    if (folder / "tokenizer.json").is_file():
+    if os.path.lexists(folder / "tokenizer.json"):
         try:
-            data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-            model = data.get("model", {})
-            size = len(model.get("vocab", {}))
-            return f"{model.get('type', '?')} with {size:,} tokens (tokenizer.json)"
-        except ValueError:
-            return "tokenizer.json (unreadable)"
+            data = read_json(folder / "tokenizer.json", "tokenizer file")
+        except (ValueError, OSError) as error:
+            return f"tokenizer.json (unreadable: {' '.join(str(error).split())})"
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict):
+            return "tokenizer.json (unreadable: no \"model\" object)"
+        vocab = model.get("vocab")
+        size = len(vocab) if isinstance(vocab, (dict, list)) else 0
+        kind = model.get("type") if isinstance(model.get("type"), str) else "?"
+        return f"{kind} with {size:,} tokens (tokenizer.json)"
     if (folder / "vocab.txt").is_file():
         return "WordPiece (vocab.txt)"
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
