@@ -605,3 +605,19 @@ def test_plans_kept_per_lengths_give_each_batch_its_own_answer(case, monkeypatch
     finally:
         transformer.set_num_threads(previous)
     assert 0 < len(model._weights._plans) <= 3
+
+
+def test_unused_checkpoint_layers_are_warned_about_also_when_loading_from_the_packed_cache(tmp_path,
+                                                                                         small_checkpoints_cached):
+    import json
+    import shutil
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["num_hidden_layers"] = 1  # the checkpoint holds 2
+    (directory / "config.json").write_text(json.dumps(config))
+    for _ in range(2):  # packs and caches, then reads the cache
+        with pytest.warns(UserWarning, match="the checkpoint has 2 layers, config.json 1: layer 1"):
+            Encoder.from_pretrained(directory, backend="numba")
+    assert len(_cache_folders(directory)) == 1

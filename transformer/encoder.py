@@ -35,7 +35,7 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.config import EncoderConfig
 from transformer.heads import head_logits, load_head, top_predictions
-from transformer.loading import keep_big_arrays_out_of_the_heap, load_params, read_checkpoint
+from transformer.loading import keep_big_arrays_out_of_the_heap, load_params, read_checkpoint, warn_unused_layers
 
 BACKENDS = ("numpy", "numba")
 
@@ -135,6 +135,7 @@ class Encoder:
             cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
         prepared = cache.load(config) if cache is not None else None
         if prepared is not None:
+            warn_unused_layers(tensors, config)  # as load_params does on the other path
             params = prepared.params
             head = load_head(tensors, config, params)
             return cls(config, params, head=head, backend=backend_name, path=model_dir, prepared=prepared)

@@ -66,7 +66,6 @@ class SentenceEncoder:
             path = path.parent
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
-        settings = _read_json(transformer_dir / "sentence_bert_config.json", default={})
         with warnings.catch_warnings():
             # A sentence model runs the base encoder only: a task head named in config.json
             # (all-mpnet-base-v2 says MPNetForMaskedLM) and absent from the file is expected.
@@ -77,8 +76,8 @@ class SentenceEncoder:
             encoder=encoder,
             pooling_modes=modules["pooling"],
             normalize=modules["normalize"],
-            max_seq_length=settings.get("max_seq_length") or _tokenizer_limit(transformer_dir),
-            do_lower_case=settings.get("do_lower_case", False),
+            max_seq_length=modules["max_seq_length"] or _tokenizer_limit(transformer_dir),
+            do_lower_case=modules["do_lower_case"],
             path=path,
         )
 
