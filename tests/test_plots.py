@@ -13,6 +13,7 @@ from transformer.plots import (
     PLOT_HINT,
     plot_attention,
     plot_map,
+    plot_sense_contrast,
     plot_similarity,
     plot_word_similarities,
     shorten,
@@ -70,6 +71,19 @@ def test_plot_word_similarities_writes_a_png(tmp_path):
     result = WordSimilarities("bank", ["river bank", "bank loan"], [(6, 10), (0, 4)], [["bank"], ["bank"]],
                               np.ones((2, 2), dtype=np.float32), layers)
     assert_sane_png(plot_word_similarities([result, result], tmp_path / "context.png"))
+
+
+def test_plot_sense_contrast_writes_a_png_whose_axis_reaches_the_baseline(tmp_path):
+    from transformer.context import SenseContrast, WordSimilarities
+
+    stages = 4
+    summary = lambda low, high: np.stack([np.linspace(low, high, stages)] * 3, axis=1).astype(np.float32)
+    layers = np.ones((stages - 1, 2, 2), dtype=np.float32)
+    result = WordSimilarities("bank", ["a bank", "the bank"], [(2, 6), (4, 8)], [["bank"], ["bank"]],
+                              np.ones((2, 2), dtype=np.float32), layers)
+    contrast = SenseContrast("bank", {"river": ["a bank"], "money": ["the bank"]}, result, ["river", "money"],
+                             summary(1.0, 0.9), summary(1.0, 0.8), summary(0.0, -0.1))
+    assert_sane_png(plot_sense_contrast([contrast], tmp_path / "context.png"))
 
 
 def test_plot_functions_reject_a_matrix_that_does_not_fit_the_labels(tmp_path):
@@ -169,12 +183,13 @@ def test_map_command_draws_a_labelled_corpus(tmp_path, capsys, minilm_dir):
     assert_sane_png(tmp_path / "map.png")
 
 
-def test_context_command_prints_both_demos_and_draws_them(tmp_path, capsys, minilm_dir):
+def test_context_command_contrasts_both_demo_words_and_draws_them(tmp_path, capsys, minilm_dir):
     out, _ = run_cli(capsys, "context", "--plot", str(tmp_path / "context.png"))
-    assert '"bank" in 4 sentences' in out and '"run" in 2 sentences' in out
-    row = next(line.split() for line in out.splitlines() if line.strip().startswith("1-2"))
-    assert row[1] == "1.000"  # static: the same table row in both river sentences
-    assert 0.90 < float(row[-1]) < 0.94  # last layer, river vs river
+    assert '"bank" in 2 senses' in out and '"run" in 2 senses' in out
+    static = [line.split() for line in out.splitlines() if line.startswith("  static")]
+    assert [row[1] for row in static] == ["1.000", "1.000"]  # same-sense: one table row
+    last = [line.split() for line in out.splitlines() if line.startswith("  layer6")]
+    assert [row[-1] for row in last] == ["yes", "yes"]  # the senses apart at the last layer
     assert_sane_png(tmp_path / "context.png")
 
 
@@ -182,6 +197,8 @@ def test_context_command_follows_a_word_through_sentences_of_your_own(capsys, mi
     out, _ = run_cli(capsys, "context", "--word", "run", "--word", "running",
                      "He went for a run.", "The company is running a promotion.")
     assert "[run]" in out and "[running]" in out
+    baseline = next(line.split() for line in out.splitlines() if line.startswith("  unrel"))
+    assert len(baseline) == 1 + 8 and abs(float(baseline[-1])) < 0.1  # unrelated words, last layer
 
 
 def test_context_command_without_the_word_says_what_is_missing(capsys, minilm_dir):

@@ -41,20 +41,22 @@ def add_context(subparsers, common):
         "context", parents=[common], help="one word in several sentences: static vs contextual vectors",
         description="Compare one word's vectors across sentences: the row of the embedding table "
                     "(static, the same in every sentence, as Word2Vec/GloVe) and the output of every "
-                    "layer (contextual). Without sentences it shows 'bank' (river vs money) and "
-                    "'run' (a run vs running a promotion).")
+                    "layer (contextual). Without sentences it shows 'bank' (river / money) and 'run' "
+                    "(exercise / manage), each sense in two sentences: same-sense pairs against "
+                    "other-sense pairs, and unrelated words as the baseline.")
     parser.add_argument("sentences", nargs="*", help="two or more sentences that contain the word")
     parser.add_argument("--word", "-w", action="append", default=None,
                         help="the word to follow; once for all sentences, or once per sentence "
                              "(e.g. -w run -w running). A word split into pieces is pooled over them.")
     parser.add_argument("--decimals", type=int, default=3, help="digits after the point (default: 3)")
-    _plot_option(parser, "the similarities layer by layer")
+    _plot_option(parser, "the similarities stage by stage")
     return parser
 
 
 def run_context(args):
     from transformer.cli import CommandError, load_sentence_encoder
-    from transformer.context import DEMOS, format_word_similarities, word_similarities
+    from transformer.context import (SENSES, format_sense_contrast, format_word_similarities, sense_contrast,
+                                     unrelated_baseline, word_similarities)
 
     check_plotting(args)
     if args.sentences:
@@ -65,19 +67,27 @@ def run_context(args):
         if len(args.word) not in (1, len(args.sentences)):
             raise CommandError(f"got {len(args.word)} --word for {len(args.sentences)} sentences; "
                                f"give one, or one per sentence")
-        groups = [(args.word[0] if len(args.word) == 1 else args.word, args.sentences)]
     elif args.word:
         raise CommandError("--word needs sentences that contain it")
-    else:
-        groups = [(word, sentences) for word, sentences in DEMOS.items()]
     model = load_sentence_encoder(args)
-    results = [word_similarities(sentences, word, model.encoder, model.tokenizer) for word, sentences in groups]
+    encoder, tokenizer = model.encoder, model.tokenizer
     print(f"model: {args.model}")
-    print("\n\n".join(format_word_similarities(result, args.decimals) for result in results))
-    if args.plot:
-        from transformer.plots import plot_word_similarities
+    if args.sentences:
+        word = args.word[0] if len(args.word) == 1 else args.word
+        result = word_similarities(args.sentences, word, encoder, tokenizer)
+        baseline = unrelated_baseline(args.sentences, word, encoder, tokenizer)
+        print(format_word_similarities(result, args.decimals, baseline=baseline))
+        if args.plot:
+            from transformer.plots import plot_word_similarities
 
-        _wrote(plot_word_similarities(results, args.plot, title=f"{args.model}: static vs contextual vectors"))
+            _wrote(plot_word_similarities([result], args.plot, title=f"{args.model}: static vs contextual vectors"))
+        return 0
+    contrasts = [sense_contrast(senses, word, encoder, tokenizer) for word, senses in SENSES.items()]
+    print("\n\n".join(format_sense_contrast(contrast, args.decimals) for contrast in contrasts))
+    if args.plot:
+        from transformer.plots import plot_sense_contrast
+
+        _wrote(plot_sense_contrast(contrasts, args.plot, title=f"{args.model}: one word, two senses"))
     return 0
 
 

@@ -164,3 +164,38 @@ def plot_word_similarities(results, path, title="the same word in different sent
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="sentence pair")
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def plot_sense_contrast(contrasts, path, title="the same word in different senses"):
+    """Each word's same-sense, other-sense and unrelated-word similarities, stage by stage.
+
+    contrasts: a list of `transformer.context.SenseContrast`; one panel each. A line is the
+    mean over the pairs of its kind, the band around it their min..max. The y-axis always
+    spans the unrelated baseline and 1.0, so that gaps are seen at their true size.
+    """
+    contrasts = list(contrasts)
+    figure = new_figure(11, 3.6 * len(contrasts) + 0.6)
+    panels = figure.subplots(len(contrasts), 1, squeeze=False)[:, 0]
+    kinds = [("same", "same sense", "C0"), ("other", "other sense", "C3"), ("unrelated", "unrelated word", "C7")]
+    for axes, contrast in zip(panels, contrasts):
+        stages = contrast.stages()
+        x = np.arange(len(stages))
+        lowest = 0.0
+        for field, label, colour in kinds:
+            values = getattr(contrast, field)
+            if values is None:
+                continue
+            axes.plot(x, values[:, 1], marker="o", color=colour, label=f"{label} (mean)")
+            axes.fill_between(x, values[:, 0], values[:, 2], color=colour, alpha=0.15, linewidth=0,
+                              label=f"{label} (min..max)")
+            lowest = min(lowest, float(values[:, 0].min()))
+        axes.axhline(0.0, color="black", linewidth=0.6)
+        axes.set_ylim(lowest - 0.05, 1.05)
+        axes.set_xticks(x, stages)
+        senses = " / ".join(contrast.senses)
+        axes.set_title(f'"{contrast.word}" ({senses}): cosine similarity of its vectors')
+        axes.set_ylabel("cosine similarity")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle(title)
+    return _save(figure, path)
