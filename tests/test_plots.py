@@ -11,6 +11,8 @@ import pytest
 
 from transformer.plots import (
     PLOT_HINT,
+    encoder_layer_boxes,
+    plot_layer_diagram,
     plot_attention,
     plot_map,
     plot_sense_contrast,
@@ -86,6 +88,23 @@ def test_plot_sense_contrast_writes_a_png_whose_axis_reaches_the_baseline(tmp_pa
     assert_sane_png(plot_sense_contrast([contrast], tmp_path / "context.png"))
 
 
+def test_encoder_layer_boxes_carry_the_models_own_sizes():
+    from transformer.config import EncoderConfig
+
+    config = EncoderConfig.from_dict({"model_type": "bert", "hidden_size": 64, "num_attention_heads": 4,
+                                      "intermediate_size": 256, "num_hidden_layers": 2, "vocab_size": 10,
+                                      "hidden_act": "gelu"})
+    boxes = encoder_layer_boxes(config)
+    text = " ".join(text for text, _ in boxes)
+    assert "4 heads x [seq, 16]" in text and "sqrt(16)" in text and "linear 64 -> 256, gelu" in text
+    assert [kind for _, kind in boxes].count("add") == 2  # two residual sums per layer
+
+
+def test_plot_layer_diagram_writes_a_png(tmp_path):
+    boxes = [("x [seq, 8]", "tensor"), ("attention", "step"), ("+ x, layer_norm", "add"), ("out", "tensor")]
+    assert_sane_png(plot_layer_diagram([("a layer", boxes)], tmp_path / "layer.png"))
+
+
 def test_plot_functions_reject_a_matrix_that_does_not_fit_the_labels(tmp_path):
     with pytest.raises(ValueError, match=r"plot_similarity: expected a square matrix \[n, n\] with n labels"):
         plot_similarity(np.ones((2, 3)), ["a", "b"], tmp_path / "x.png")
@@ -130,6 +149,7 @@ def test_plot_functions_without_matplotlib_raise_the_hint(tmp_path):
     ["similarity", "A cat.", "A dog.", "--plot", "out.png"],
     ["map", "--plot", "out.png"],
     ["context", "--plot", "out.png"],
+    ["diagram", "--plot", "out.png"],
 ])
 def test_plot_commands_without_matplotlib_fail_with_a_one_line_hint(tmp_path, command):
     result = run_without_matplotlib(f"from transformer.cli import main; raise SystemExit(main({command!r}))", tmp_path)
@@ -206,3 +226,10 @@ def test_context_command_without_the_word_says_what_is_missing(capsys, minilm_di
 
     assert main(["context", "A bank.", "Another bank."]) == 1
     assert capsys.readouterr().err.strip() == "transformer context: error: name the word to follow with --word WORD"
+
+
+def test_diagram_command_prints_the_layer_and_draws_it(tmp_path, capsys, minilm_dir):
+    out, err = run_cli(capsys, "diagram", "--plot", str(tmp_path / "layer.png"))
+    assert "bert encoder layer (all-MiniLM-L6-v2: 6 of them)" in out
+    assert "12 heads x [seq, 32]" in out and "linear 384 -> 1536, gelu" in out
+    assert_sane_png(tmp_path / "layer.png")
