@@ -203,6 +203,39 @@ def test_every_picture_the_walkthrough_shows_is_a_png_in_docs(markdown):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{picture} is not a PNG file"
 
 
+LEARN = ROOT / "LEARN.md"
+LEARNERS_PAGES = [LEARN, WALKTHROUGH, ROOT / "docs" / "exercises.md", ROOT / "README.md"]
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", LEARNERS_PAGES, ids=lambda page: page.name)
+def test_learners_pages_link_only_to_files_that_exist(page):
+    text = page.read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in MARKDOWN_LINK.findall(text)
+               if not t.startswith(("http://", "https://", "#", "mailto:"))]
+    assert targets, f"{page.name} links to nothing"
+    missing = [t for t in targets if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+def test_the_path_names_only_functions_that_model_py_has():
+    # LEARN.md tells a reader which functions of model.py to read and which to skip: a renamed
+    # function must not leave the path pointing at nothing.
+    text = LEARN.read_text(encoding="utf-8")
+    section = text.split("### `transformer/model.py`", 1)[1].split("\n### ", 1)[0]
+    names = [n for n in re.findall(r"`([A-Za-z_]\w*)`", section)]
+    assert len(names) >= 15, names
+    model_py = (ROOT / "transformer" / "model.py").read_text(encoding="utf-8")
+    missing = [n for n in names if not re.search(rf"\b{re.escape(n)}\b", model_py)]
+    assert not missing, f"LEARN.md names what transformer/model.py does not have: {missing}"
+
+
+def test_readme_points_learners_to_the_path_near_the_top():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    how = readme.index("## How it works")
+    assert how < readme.index("## Python") and "(LEARN.md)" in readme[how:readme.index("## Python")]
+
+
 def test_number_checker_accepts_one_unit_in_the_last_digit_only():
     checker = QuotedNumbersChecker()
     assert checker.check_output("cos 0.923 and 0.81\n", "cos 0.924 and 0.81\n", OPTIONS)
