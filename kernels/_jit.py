@@ -23,8 +23,10 @@ and never imports numba itself. What this module takes care of:
   (`kernels/__pycache__`) or in `~/.cache/numba`; when neither is writable (a read-only
   site-packages, no home directory) a plain `numba.njit(cache=True)` raises "no locator
   available" at import time. Here the search goes on to `$XDG_CACHE_HOME/transformer/numba`
-  (`~/.cache/transformer/numba`) and a per-user temporary directory, and when nothing at all
-  is writable the kernels compile without a cache, with one warning.
+  (`~/.cache/transformer/numba`) and `$XDG_RUNTIME_DIR/transformer/numba`, each used only
+  when it is a directory of this user's that no one else can write to (Numba's cache index
+  files are pickles: see `_private_dir`), never a guessable shared path such as /tmp; when
+  none is usable the kernels compile without a cache, with one warning.
 - Stale caches. Numba keys a cached kernel on its own source file only, so a kernel would
   keep running an old copy of a device function it imports from another module (say the
   GELU that the GEMM epilogue inlines). Here the key covers every source file of the
@@ -52,6 +54,7 @@ import hashlib
 import importlib.util
 import os
 import platform
+import stat
 import sys
 import tempfile
 import threading
@@ -260,32 +263,67 @@ class _KernelFunctionCache(caching.FunctionCache):
         with self._guard_against_spurious_io_errors():
             compiled = self._load_overload(sig, target_context)
         if compiled is None:  # not in the cache: Numba compiles it next
+            compile_notice()
             _import_numba_arraymath_without_scipy()
         return compiled
+
+
+_compile_noticed = False
+
+
+def compile_notice(stream=None):
+    """Say once per process, on a terminal, that the kernels are being compiled: the first run
+    on a machine spends tens of seconds in LLVM with nothing else to show."""
+    global _compile_noticed
+    stream = stream if stream is not None else sys.stderr
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if _compile_noticed or not terminal:
+        return
+    _compile_noticed = True
+    stream.write("transformer: compiling the kernels for this CPU (the first run only: they are kept "
+                 "in a cache; this takes up to a minute)\n")
+    stream.flush()
 
 
 # ---------------------------------------------------------------------------------------
 # Where the cache goes when Numba's own places are not writable.
 
 
-def _writable(path):
-    """True when `path` exists or can be made, and a file can be created in it."""
+def _private_dir(path):
+    """True when `path` is, or has just been made, a private directory of this user: a real
+    directory (not a symbolic link), owned by this user, that no other user may write to,
+    in which a file can be created.
+
+    Numba's cache index files are pickles, loaded when a kernel is looked up: a cache
+    directory someone else can write to (or made first, under a name they can guess) would
+    run their code in this process. A directory that fails the check is not used."""
     try:
-        os.makedirs(path, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-        return True
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        status = os.lstat(path)
     except OSError:
         return False
+    owner = os.getuid() if hasattr(os, "getuid") else status.st_uid
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != owner or status.st_mode & 0o022:
+        return False
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
 
 
 def _fallback_cache_dirs():
-    """Candidate directories, best first: the user's cache dir, then a per-user temp dir."""
+    """Candidate directories, best first: the user's cache directory, then the user's runtime
+    directory ($XDG_RUNTIME_DIR, private by construction, when the session has one). Never a
+    shared place such as the system's temporary directory."""
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return [
-        os.path.join(xdg, "transformer", "numba"),
-        os.path.join(tempfile.gettempdir(), f"transformer-numba-{uid}"),
-    ]
+    candidates = [os.path.join(xdg, "transformer", "numba")]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(os.path.join(os.environ["XDG_RUNTIME_DIR"], "transformer", "numba"))
+    return candidates
 
 
 _caching_disabled = False  # set once nothing writable was found (warned once)
@@ -294,7 +332,7 @@ _caching_disabled = False  # set once nothing writable was found (warned once)
 def _use_fallback_cache_dir():
     """Point NUMBA_CACHE_DIR at the first writable fallback; False when there is none."""
     for path in _fallback_cache_dirs():
-        if _writable(path):
+        if _private_dir(path):
             os.environ["NUMBA_CACHE_DIR"] = path
             numba.config.CACHE_DIR = path  # the locator reads the config, not the env
             return True
@@ -319,7 +357,7 @@ def _make_cache(py_func):
                 raise
     _caching_disabled = True
     warnings.warn(
-        "transformer.kernels: no writable directory for Numba's kernel cache "
+        "transformer.kernels: no private writable directory for Numba's kernel cache "
         f"(tried {KERNELS_DIR / '__pycache__'}, ~/.cache/numba, {', '.join(_fallback_cache_dirs())}); "
         "kernels will be compiled in every new process. Set NUMBA_CACHE_DIR to a writable "
         "directory to keep them.",

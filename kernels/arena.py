@@ -29,7 +29,8 @@ HUGE_PAGE = 2 << 20  # bytes in one x86-64 / arm64 transparent huge page
 ALIGN = 64  # each array starts on a cache line
 
 
-def _aligned(nbytes):
+def aligned(nbytes):
+    """nbytes rounded up to a whole number of cache lines (ALIGN bytes)."""
     return -(-nbytes // ALIGN) * ALIGN
 
 
@@ -77,10 +78,10 @@ class WeightArena:
         first = self.used
         if first + 4 * count > self.nbytes:
             raise ValueError(f"WeightArena: {shape} does not fit: {self.nbytes - first} of {self.nbytes} bytes left")
-        self.used = first + _aligned(4 * count)
+        self.used = first + aligned(4 * count)
         return self._buffer[first:first + 4 * count].view(np.float32).reshape(shape)
 
     @staticmethod
     def bytes_for(shapes):
         """The arena size that holds float32 arrays of these shapes (with their alignment)."""
-        return sum(_aligned(4 * int(np.prod(shape, dtype=np.int64))) for shape in shapes)
+        return sum(aligned(4 * int(np.prod(shape, dtype=np.int64))) for shape in shapes)

@@ -36,19 +36,14 @@ With `output_attentions=True` the NumPy path runs instead (the kernels never for
 [batch, heads, seq, seq] probabilities); its answer is the reference's.
 """
 
-import hashlib
-import json
-import os
-import shutil
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from transformer import model as numpy_model
 
-from .arena import ALIGN, WeightArena, _aligned
+from .arena import WeightArena
 from ._jit import numba
 from .attention import VarlenPlan
 from .embeddings import embed_tokens
@@ -57,8 +52,8 @@ from .layer import LayerPlan
 from .layernorm import layer_norm_bounds, layer_norm_checked
 
 
-_LINEARS = ("qkv", "attention_output", "intermediate", "output")  # a prepared layer's linears, in order
-_LAYER_NORMS = ("attention_layer_norm", "output_layer_norm")
+LINEARS = ("qkv", "attention_output", "intermediate", "output")  # a prepared layer's linears, in order
+LAYER_NORMS = ("attention_layer_norm", "output_layer_norm")
 
 
 class PreparedLinear:
@@ -143,7 +138,7 @@ def _layer_linears(layer, num_heads):
     columns head-major (`_head_major`)."""
     parts = [layer["query"], layer["key"], layer["value"]]
     linears = {"qkv": _head_major([p["weight"] for p in parts], [p["bias"] for p in parts], num_heads)}
-    for name in _LINEARS[1:]:
+    for name in LINEARS[1:]:
         linears[name] = (layer[name]["weight"], layer[name]["bias"])
     return linears
 
@@ -186,13 +181,13 @@ class LayerStack:
         panels = {name: arena.take(shape) for name, shape in shapes.items()}
         bias = {name: np.empty((count, len(b)), dtype=np.float32) for name, (_, b) in first.items()}
         norms = {name: {part: np.empty((count, len(layers[0][name][part])), dtype=np.float32)
-                        for part in ("weight", "bias")} for name in _LAYER_NORMS}
+                        for part in ("weight", "bias")} for name in LAYER_NORMS}
         for i in range(count):
             linears = first if i == 0 else _layer_linears(layers[i], num_heads)
             for name, (weight, b) in linears.items():
                 panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32)).panels
                 bias[name][i] = b
-            for name in _LAYER_NORMS:
+            for name in LAYER_NORMS:
                 for part in ("weight", "bias"):
                     norms[name][part][i] = layers[i][name][part]
             if isinstance(layers, list):
@@ -203,11 +198,11 @@ class LayerStack:
     def layer(self, i):
         """Layer i's PreparedLayer: views of the stacked arrays."""
         parts = {}
-        for name in _LINEARS:
+        for name in LINEARS:
             panels = self.panels[name][i]  # [panels, in, 16]
             parts[name] = PreparedLinear.from_packed(PackedWeight(panels, panels.shape[1], self.out_features[name]),
                                                      self.bias[name][i])
-        for name in _LAYER_NORMS:
+        for name in LAYER_NORMS:
             parts[name] = {part: self.norms[name][part][i] for part in ("weight", "bias")}
         return PreparedLayer.from_parts(**parts, num_heads=self.num_heads)
 
@@ -283,175 +278,6 @@ def prepare(params, config):
     copy of every weight is held, not two.
     """
     return PreparedEncoder(params, config)
-
-
-# ---------------------------------------------------------------------------------------
-# The packed cache: a prepared model saved next to its checkpoint, read straight back.
-#
-# Reading a checkpoint, transposing its linear weights and packing them costs about 1 s for
-# BERT-base (and two copies of the weights in memory on the way). The prepared arrays are
-# saved once in `<model folder>/.transformer-packed/<key>/`: packed.bin holds them one after
-# another (each on a 64-byte boundary), packed.meta (JSON) their offsets and shapes. They come
-# back with nothing to transpose or pack: the packed panels read straight into the huge-page
-# arena (one copy: a file read, not a mapping), the rest views of one mapping of packed.bin
-# (copy-on-write, pages from the OS's file cache). One file and one mapping, not a file per
-# array: 149 .npy files took ~37 ms to map back for BERT-base.
-# The key hashes the checkpoint files (name, size, modification time), config.json, the
-# packing layout (a small weight packed by today's `pack_weight`) and CACHE_FORMAT, so a
-# changed checkpoint, a changed layout or a changed cache format never reads a stale cache.
-# Small checkpoints are not cached (packing them is quicker than a cache is to read), nor is
-# anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
-
-CACHE_FORMAT = 4
-CACHE_MIN_BYTES = 32 << 20
-
-
-def _checkpoint_files(model_dir):
-    model_dir = Path(model_dir)
-    return sorted(p for p in model_dir.iterdir()
-                  if p.name.endswith(".safetensors") or p.name in ("config.json", "model.safetensors.index.json"))
-
-
-def packed_cache_dir(model_dir):
-    """Where the packed cache of the checkpoint in model_dir lives, or None when it is not to
-    be cached (too small, switched off, not a folder)."""
-    model_dir = Path(model_dir)
-    if os.environ.get("TRANSFORMER_PACKED_CACHE", "1") == "0" or not model_dir.is_dir():
-        return None
-    files = _checkpoint_files(model_dir)
-    if sum(p.stat().st_size for p in files if p.name.endswith(".safetensors")) < CACHE_MIN_BYTES:
-        return None
-    key = hashlib.sha256(f"format {CACHE_FORMAT}\n".encode())
-    for p in files:
-        stat = p.stat()
-        key.update(f"{p.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
-    key.update((model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b"")
-    probe = pack_weight(np.arange(5 * 37, dtype=np.float32).reshape(5, 37)).panels  # the layout today
-    key.update(f"{probe.shape}".encode() + probe.tobytes())
-    return model_dir / ".transformer-packed" / key.hexdigest()[:24]
-
-
-def _flatten(prefix, value, arrays):
-    if isinstance(value, dict):
-        for name, part in value.items():
-            _flatten(f"{prefix}.{name}", part, arrays)
-    elif value is not None:
-        arrays[prefix] = value
-
-
-def save_packed_cache(prepared, cache_dir):
-    """Write `prepared` to cache_dir (see above); quietly nothing when the folder is not writable."""
-    params = prepared.params
-    arrays = {}
-    for name in ("embeddings", "relative_attention_bias", "pooler"):
-        _flatten(name, params[name], arrays)
-    stack = prepared.stack
-    for name in _LINEARS:
-        arrays[f"stack.{name}.panels"] = stack.panels[name]
-        arrays[f"stack.{name}.bias"] = stack.bias[name]
-    for name in _LAYER_NORMS:
-        _flatten(f"stack.{name}", stack.norms[name], arrays)
-    index, offset = {}, 0
-    for name, array in arrays.items():
-        if array.dtype != np.float32:
-            raise TypeError(f"packed cache: {name} is {array.dtype}, expected float32")
-        index[name] = {"offset": offset, "shape": list(array.shape)}
-        offset = _aligned(offset + array.nbytes)  # each array on a cache line
-    cache_dir = Path(cache_dir)
-    temporary = cache_dir.parent / f"tmp-{os.getpid()}-{cache_dir.name}"
-    try:
-        # Stale caches (an older checkpoint or layout) go first: they are never read again.
-        if cache_dir.parent.is_dir():
-            for old in cache_dir.parent.iterdir():
-                shutil.rmtree(old, ignore_errors=True)
-        temporary.mkdir(parents=True)
-        with open(temporary / "packed.bin", "wb") as file:
-            for name, array in arrays.items():
-                file.seek(index[name]["offset"])
-                file.write(np.ascontiguousarray(array).data)
-            file.truncate(offset)
-        meta = {"out_features": stack.out_features, "bytes": offset, "arrays": index}
-        (temporary / "packed.meta").write_text(json.dumps(meta), encoding="utf-8")
-        os.rename(temporary, cache_dir)  # whole or not at all: a reader never sees half a cache
-    except OSError:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
-# Reading the panels into the arena costs a copy at load (BERT-base's 340 MB: ~0.35 s of
-# start-up, measured); above this size the packed cache is mapped instead (no huge pages,
-# but nothing to read until used). MiniLM's 42 MB are read.
-ARENA_FROM_CACHE_MAX_BYTES = 128 << 20
-
-
-def _array_in(data, entry, name):
-    """The float32 array `entry` ({"offset", "shape"}) describes, a view of the uint8 `data`."""
-    shape = tuple(int(size) for size in entry["shape"])
-    offset = int(entry["offset"])
-    nbytes = 4 * int(np.prod(shape, dtype=np.int64))
-    if offset < 0 or offset % ALIGN or offset + nbytes > data.size:
-        raise ValueError(f"packed cache: {name} lies outside packed.bin")
-    return data[offset:offset + nbytes].view(np.float32).reshape(shape)
-
-
-def _read_panels_into_arena(path, entries):
-    """{name: float32 panels} read from packed.bin straight into one WeightArena (no mapping
-    of the file, so its pages are not counted twice)."""
-    shapes = {name: tuple(int(size) for size in entry["shape"]) for name, entry in entries.items()}
-    arena = WeightArena(WeightArena.bytes_for(shapes.values()))
-    panels = {}
-    with open(path, "rb") as file:
-        for name, entry in entries.items():
-            panels[name] = arena.take(shapes[name])
-            file.seek(int(entry["offset"]))
-            if file.readinto(panels[name].reshape(-1).view(np.uint8)) != panels[name].nbytes:
-                raise ValueError(f"packed cache: {name} is cut short")
-    return panels
-
-
-def load_packed_cache(cache_dir, config):
-    """The PreparedEncoder saved in cache_dir (the packed panels read into a huge-page arena,
-    or mapped when they are more than ARENA_FROM_CACHE_MAX_BYTES; the other arrays mapped,
-    copy-on-write); None when there is no complete cache there."""
-    cache_dir = Path(cache_dir)
-    try:
-        meta = json.loads((cache_dir / "packed.meta").read_text(encoding="utf-8"))
-        data_path = cache_dir / "packed.bin"
-        if data_path.stat().st_size != meta["bytes"]:
-            return None  # cut short (a full disk), or not the file the index describes
-        data = np.memmap(data_path, dtype=np.uint8, mode="c")  # one mapping for every array
-        entries = meta["arrays"]
-        panel_names = [f"stack.{name}.panels" for name in _LINEARS]
-        big = WeightArena.bytes_for(tuple(entries[name]["shape"]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
-        arrays = {name: _array_in(data, entry, name) for name, entry in entries.items()
-                  if big or name not in panel_names}
-        if not big:
-            arrays.update(_read_panels_into_arena(data_path, {name: entries[name] for name in panel_names}))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    nested = {}
-    for name, array in arrays.items():
-        if name.startswith("stack."):
-            continue
-        *path, leaf = name.split(".")
-        node = nested
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = array
-    embeddings = nested["embeddings"]
-    params = {
-        "embeddings": {"word": embeddings["word"], "position": embeddings["position"],
-                       "token_type": embeddings.get("token_type"), "layer_norm": embeddings["layer_norm"],
-                       "projection": embeddings.get("projection")},
-        "relative_attention_bias": nested.get("relative_attention_bias"),
-        "pooler": nested.get("pooler"),
-    }
-    stack = LayerStack(panels={name: arrays[f"stack.{name}.panels"] for name in _LINEARS},
-                       bias={name: arrays[f"stack.{name}.bias"] for name in _LINEARS},
-                       norms={name: {part: arrays[f"stack.{name}.{part}"] for part in ("weight", "bias")}
-                              for name in _LAYER_NORMS},
-                       out_features={name: int(meta["out_features"][name]) for name in _LINEARS},
-                       num_heads=config.num_attention_heads)
-    return PreparedEncoder(params, config, stack=stack)
 
 
 # The layers run on groups of whole sequences of about this many tokens (a longer sequence

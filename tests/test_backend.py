@@ -222,20 +222,33 @@ def test_layers_in_groups_of_sequences_give_the_same_bits(case, monkeypatch):
 
 
 # --- the packed cache ------------------------------------------------------------------------
+def _cache_folders(directory):
+    """The cache folders under directory/.transformer-packed, by name."""
+    root = directory / ".transformer-packed"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+@pytest.fixture
+def small_checkpoints_cached(monkeypatch):
+    from transformer.kernels import packed_cache
+
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
+    return packed_cache
+
+
 @pytest.mark.parametrize("case", ["bert_sequence_classification", "electra_projection", "mpnet_gelu"])
-def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_path, monkeypatch):
+def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_path, small_checkpoints_cached):
     import shutil
 
     from transformer.kernels import forward
 
-    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
     directory = tmp_path / case
     shutil.copytree(FAMILIES / case, directory)
     reference = dict(np.load(directory / "reference.npz"))
     args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
     packed = Encoder.from_pretrained(directory, backend="numba")  # packs, then writes the cache
-    cache_dir = forward.packed_cache_dir(directory)
-    assert (cache_dir / "packed.meta").is_file()
+    [name] = _cache_folders(directory)
+    assert (directory / ".transformer-packed" / name / "packed.meta").is_file()
     cached = Encoder.from_pretrained(directory, backend="numba")  # maps the cache back
     assert isinstance(cached.params["embeddings"]["word"].base, np.memmap)  # mapped, not read
     first, second = packed(*args, output_hidden_states=True), cached(*args, output_hidden_states=True)
@@ -249,68 +262,147 @@ def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_p
             assert np.array_equal(ours[part]["weight"], theirs[part]["weight"])
     # Both ways, every packed panel lives in one arena (read, not mapped: see kernels/arena.py).
     for model in (packed, cached):
-        panels = [getattr(layer, part).packed.panels for layer in model._weights.layers for part in forward._LINEARS]
+        panels = [getattr(layer, part).packed.panels for layer in model._weights.layers for part in forward.LINEARS]
         assert len({id(array.base) for array in panels}) == 1 and not isinstance(panels[0].base, np.memmap)
 
 
-def test_big_packed_cache_is_mapped_instead_of_read_and_gives_the_same_bits(tmp_path, monkeypatch):
+def test_big_packed_cache_is_mapped_instead_of_read_and_gives_the_same_bits(tmp_path, small_checkpoints_cached,
+                                                                             monkeypatch):
     import shutil
 
-    from transformer.kernels import forward
-
-    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
     directory = tmp_path / "bert_gelu"
     shutil.copytree(FAMILIES / "bert_gelu", directory)
     ids = dict(np.load(directory / "reference.npz"))["input_ids"]
     expected = Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state  # writes the cache
-    monkeypatch.setattr(forward, "ARENA_FROM_CACHE_MAX_BYTES", 0)  # every cache counts as big
+    monkeypatch.setattr(small_checkpoints_cached, "ARENA_FROM_CACHE_MAX_BYTES", 0)  # every cache counts as big
     mapped = Encoder.from_pretrained(directory, backend="numba")
     assert isinstance(mapped._weights.layers[0].qkv.packed.panels.base, np.memmap)
     assert np.array_equal(mapped(ids).last_hidden_state, expected)
 
 
-def test_truncated_packed_cache_is_not_read_and_is_written_again(tmp_path, monkeypatch):
+def test_truncated_packed_cache_is_not_read_and_is_written_again(tmp_path, small_checkpoints_cached):
     import shutil
 
-    from transformer.kernels import forward
-
-    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
     directory = tmp_path / "bert_gelu"
     shutil.copytree(FAMILIES / "bert_gelu", directory)
     reference = dict(np.load(directory / "reference.npz"))
     expected = Encoder.from_pretrained(directory, backend="numba")(reference["input_ids"]).last_hidden_state
-    cache_dir = forward.packed_cache_dir(directory)
-    data_file = cache_dir / "packed.bin"
+    [name] = _cache_folders(directory)
+    data_file = directory / ".transformer-packed" / name / "packed.bin"
     data_file.write_bytes(data_file.read_bytes()[:-100])  # cut short, as by a full disk
-    assert forward.load_packed_cache(cache_dir, None) is None
+    config = Encoder.from_pretrained(directory, backend="numpy").config
+    assert small_checkpoints_cached.PackedCache.find(directory).load(config) is None
     model = Encoder.from_pretrained(directory, backend="numba")  # packs again, rewrites the cache
     assert np.array_equal(model(reference["input_ids"]).last_hidden_state, expected)
-    assert forward.load_packed_cache(cache_dir, model.config) is not None
+    assert small_checkpoints_cached.PackedCache.find(directory).load(config) is not None
 
 
-def test_packed_cache_key_changes_with_the_checkpoint_and_can_be_switched_off(tmp_path, monkeypatch):
+def test_packed_cache_can_be_switched_off_and_skips_small_checkpoints(tmp_path, small_checkpoints_cached,
+                                                                       monkeypatch):
+    monkeypatch.setenv("TRANSFORMER_PACKED_CACHE", "0")
+    assert small_checkpoints_cached.PackedCache.find(FAMILIES / "bert_gelu") is None
+    monkeypatch.delenv("TRANSFORMER_PACKED_CACHE")
+    assert small_checkpoints_cached.PackedCache.find(FAMILIES / "bert_gelu") is not None
+    monkeypatch.setattr(small_checkpoints_cached, "CACHE_MIN_BYTES", 1 << 40)  # a small checkpoint is not cached
+    assert small_checkpoints_cached.PackedCache.find(FAMILIES / "bert_gelu") is None
+
+
+def _rewrite_with_other_weights_keeping_size_and_time(checkpoint):
+    """Change every float32 value of a safetensors file in place (same header, same size)
+    and set its modification time back, as `touch -r` or an archive would."""
+    import json
     import os
+
+    stat = checkpoint.stat()
+    data = bytearray(checkpoint.read_bytes())
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_length])
+    rng = np.random.default_rng(0)
+    for name, entry in header.items():
+        if name != "__metadata__" and entry["dtype"] == "F32":
+            begin, end = (8 + header_length + offset for offset in entry["data_offsets"])
+            values = np.frombuffer(bytes(data[begin:end]), dtype="<f4")
+            data[begin:end] = (values + rng.normal(0, 0.05, values.shape)).astype("<f4").tobytes()
+    checkpoint.write_bytes(bytes(data))
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert checkpoint.stat().st_mtime_ns == stat.st_mtime_ns and checkpoint.stat().st_size == stat.st_size
+
+
+def test_new_weights_with_the_old_size_and_time_are_never_answered_from_the_old_cache(tmp_path,
+                                                                                       small_checkpoints_cached):
     import shutil
 
-    from transformer.kernels import forward
-
-    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
     directory = tmp_path / "bert_gelu"
     shutil.copytree(FAMILIES / "bert_gelu", directory)
-    before = forward.packed_cache_dir(directory)
+    ids = dict(np.load(directory / "reference.npz"))["input_ids"]
+    Encoder.from_pretrained(directory, backend="numba")  # caches the old weights
+    [old] = _cache_folders(directory)
+    _rewrite_with_other_weights_keeping_size_and_time(directory / "model.safetensors")
+    expected = Encoder.from_pretrained(directory, backend="numpy")(ids).last_hidden_state
+    fast = Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state
+    old_answer = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numpy")(ids).last_hidden_state
+    assert max_diff(old_answer, expected) > 1e-2  # the weights did change
+    assert max_diff(fast, expected) <= TOLERANCE  # the new weights' answer, not the cached one
+    assert _cache_folders(directory) != [old] and len(_cache_folders(directory)) == 1  # replaced
+
+
+def test_a_packed_cache_that_came_with_the_folder_is_rebuilt_not_read(tmp_path, small_checkpoints_cached):
+    import shutil
+
+    original = tmp_path / "original"
+    shutil.copytree(FAMILIES / "bert_gelu", original)
+    ids = dict(np.load(original / "reference.npz"))["input_ids"]
+    Encoder.from_pretrained(original, backend="numba")
+    [name] = _cache_folders(original)
+    # A folder shipped with a cache whose name matches its weights, but whose panels are
+    # someone else's: copied files have new identities, so the cache is not trusted.
+    shipped = tmp_path / "shipped"
+    shutil.copytree(original, shipped)
+    data_file = shipped / ".transformer-packed" / name / "packed.bin"
+    data_file.write_bytes(bytes(data_file.stat().st_size))
+    expected = Encoder.from_pretrained(shipped, backend="numpy")(ids).last_hidden_state
+    assert max_diff(Encoder.from_pretrained(shipped, backend="numba")(ids).last_hidden_state, expected) <= TOLERANCE
+
+
+def test_a_symlinked_cache_folder_is_never_followed_and_nothing_outside_is_deleted(tmp_path,
+                                                                                   small_checkpoints_cached):
+    import shutil
+
+    important = tmp_path / "important"
+    (important / "photos").mkdir(parents=True)
+    (important / "photos" / "a.jpg").write_bytes(b"keep me")
+    (important / "0123456789abcdef01234567").mkdir()  # named like a cache folder
+    (important / "0123456789abcdef01234567" / "packed.bin").write_bytes(b"keep me too")
+    directory = tmp_path / "evil"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    (directory / ".transformer-packed").symlink_to(important)
+    ids = dict(np.load(directory / "reference.npz"))["input_ids"]
+    expected = Encoder.from_pretrained(directory, backend="numpy")(ids).last_hidden_state
+    assert max_diff(Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state, expected) <= TOLERANCE
+    assert (important / "photos" / "a.jpg").read_bytes() == b"keep me"
+    assert (important / "0123456789abcdef01234567" / "packed.bin").read_bytes() == b"keep me too"
+    assert sorted(p.name for p in important.iterdir()) == ["0123456789abcdef01234567", "photos"]
+
+
+def test_stale_cache_cleanup_deletes_only_its_own_files_and_follows_no_link(tmp_path, small_checkpoints_cached):
+    import shutil
+
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "packed.bin").write_bytes(b"keep me")
+    directory = tmp_path / "model"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    root = directory / ".transformer-packed"
+    root.mkdir()
+    (root / "aaaaaaaaaaaaaaaaaaaaaaaa").symlink_to(important)  # a link named like a stale cache
+    stale = root / "bbbbbbbbbbbbbbbbbbbbbbbb"
+    stale.mkdir()
+    (stale / "packed.bin").write_bytes(b"old")
+    (stale / "notes.txt").write_text("not ours")  # a file this code never wrote
     Encoder.from_pretrained(directory, backend="numba")
-    checkpoint = directory / "model.safetensors"
-    stat = checkpoint.stat()
-    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "rewritten"
-    after = forward.packed_cache_dir(directory)
-    assert after != before and forward.load_packed_cache(after, None) is None  # the old cache is not read
-    Encoder.from_pretrained(directory, backend="numba")
-    assert sorted(p.name for p in (directory / ".transformer-packed").iterdir()) == [after.name]  # the stale one is gone
-    monkeypatch.setenv("TRANSFORMER_PACKED_CACHE", "0")
-    assert forward.packed_cache_dir(directory) is None
-    monkeypatch.delenv("TRANSFORMER_PACKED_CACHE")
-    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 1 << 40)  # a small checkpoint is not cached
-    assert forward.packed_cache_dir(directory) is None
+    assert (important / "packed.bin").read_bytes() == b"keep me"
+    assert sorted(p.name for p in stale.iterdir()) == ["notes.txt"]  # its own file went, the folder stays
+    assert len([p for p in root.iterdir() if p.name not in ("aaaaaaaaaaaaaaaaaaaaaaaa", stale.name)]) == 1
 
 
 @pytest.mark.parametrize("case", ["bert_masked_lm", "bert_sequence_classification", "electra_discriminator",
@@ -359,9 +451,9 @@ def test_loading_from_the_packed_cache_also_keeps_big_arrays_out_of_the_heap(tmp
     import shutil
 
     from transformer import encoder as encoder_module
-    from transformer.kernels import forward
+    from transformer.kernels import packed_cache
 
-    monkeypatch.setattr(forward, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
     directory = tmp_path / "bert_gelu"
     shutil.copytree(FAMILIES / "bert_gelu", directory)
     Encoder.from_pretrained(directory, backend="numba")  # writes the cache
@@ -513,3 +605,19 @@ def test_plans_kept_per_lengths_give_each_batch_its_own_answer(case, monkeypatch
     finally:
         transformer.set_num_threads(previous)
     assert 0 < len(model._weights._plans) <= 3
+
+
+def test_unused_checkpoint_layers_are_warned_about_also_when_loading_from_the_packed_cache(tmp_path,
+                                                                                         small_checkpoints_cached):
+    import json
+    import shutil
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["num_hidden_layers"] = 1  # the checkpoint holds 2
+    (directory / "config.json").write_text(json.dumps(config))
+    for _ in range(2):  # packs and caches, then reads the cache
+        with pytest.warns(UserWarning, match="the checkpoint has 2 layers, config.json 1: layer 1"):
+            Encoder.from_pretrained(directory, backend="numba")
+    assert len(_cache_folders(directory)) == 1

@@ -150,14 +150,15 @@ def test_embed_writes_json_lines_with_exact_float32_vectors(minilm):
     np.testing.assert_allclose(vectors, minilm.encode(["Hello world", "Où est la gare ?"]), atol=1e-6)
 
 
-def test_embed_reads_stdin_and_writes_npy(tmp_path, minilm):
+def test_embed_reads_stdin_and_writes_npy_a_row_per_line_blank_ones_too(tmp_path, minilm):
     output = tmp_path / "vectors.npy"
     result = run("embed", "-o", str(output), stdin="first line\n\nsecond line\n")
     assert result.returncode == 0, result.stderr
     vectors = np.load(output)
-    assert vectors.dtype == np.float32 and vectors.shape == (2, 384)
-    np.testing.assert_allclose(vectors, minilm.encode(["first line", "second line"]), atol=1e-6)
-    assert f"wrote 2 x 384 float32 vectors to {output}" in result.stderr
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 384)  # row i is line i
+    np.testing.assert_allclose(vectors, minilm.encode(["first line", "", "second line"]), atol=1e-6)
+    assert "note: 1 blank line of stdin (2) embedded as empty texts, so that row i is line i" in result.stderr
+    assert f"wrote 3 x 384 float32 vectors to {output}" in result.stderr
 
 
 def test_embed_reads_a_file_and_writes_jsonl(tmp_path, corpus):
@@ -165,7 +166,7 @@ def test_embed_reads_a_file_and_writes_jsonl(tmp_path, corpus):
     result = run("embed", "--file", str(corpus), "-o", str(output), "--no-normalize")
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert [row["text"] for row in rows] == [text for text in CORPUS if text]
+    assert [row["text"] for row in rows] == CORPUS  # the blank line too: row i is line i
     assert abs(np.linalg.norm(rows[0]["embedding"]) - 1.0) > 1e-3  # --no-normalize kept the raw mean
 
 
@@ -176,6 +177,36 @@ def test_embed_of_a_missing_file_is_a_one_line_error(tmp_path):
 
 def test_embed_of_empty_input_is_a_one_line_error():
     assert_one_line_error(run("embed", stdin=""), "embed", "no texts: stdin is empty")
+
+
+@pytest.mark.parametrize("where", ["missing-folder/vectors.npy", "read-only/vectors.jsonl", "a-folder.npy"])
+def test_embed_to_an_unwritable_output_fails_before_embedding_anything(tmp_path, where):
+    (tmp_path / "read-only").mkdir(mode=0o555)
+    (tmp_path / "a-folder.npy").mkdir()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("hello\n" * 5)
+    # Model loading is what would show the work started; a bad --model proves it never did.
+    result = run("embed", "--file", str(texts), "-o", str(tmp_path / where), "--model", str(tmp_path / "no-model"))
+    if where.startswith("read-only") and os.geteuid() == 0:
+        assert_one_line_error(result, "embed", "no-model")  # root may write anywhere: it got to the model
+        return
+    assert_one_line_error(result, "embed", f"--output {tmp_path / where}")
+    assert list((tmp_path / "read-only").iterdir()) == []
+
+
+def test_embed_writes_its_output_whole_or_not_at_all(tmp_path):
+    output = tmp_path / "vectors.npy"
+    output.write_bytes(b"the previous run's vectors")
+    result = run("embed", "hello", "-o", str(output), "--model", str(tmp_path / "no-model"))
+    assert result.returncode == 1
+    assert output.read_bytes() == b"the previous run's vectors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.npy"]  # no temporary file left
+
+
+def test_too_many_threads_are_capped_with_a_note():
+    result = run("similarity", "a", "b", "--threads", "64", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "note: --threads 64: this process can run" in result.stderr
 
 
 def test_embed_to_an_unknown_file_type_is_a_one_line_error():
@@ -229,6 +260,42 @@ def test_search_detects_a_cache_whose_embeddings_were_altered(corpus, cache_env,
     np.savez(cached, **contents)
     result = run("search", "--corpus", str(corpus), "markets", env=cache_env)
     assert_one_line_error(result, "search", "is corrupt (the embeddings do not match their checksum)")
+
+
+def test_search_with_a_cache_folder_it_cannot_write_still_answers(corpus, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run("search", "--corpus", str(corpus), "--cache-dir", str(blocker / "cache"), "markets")
+    assert result.returncode == 0, result.stderr
+    assert "line 2: Stock markets" in result.stdout.splitlines()[1]
+    assert f"cannot keep corpus embeddings in {blocker / 'cache'}" in result.stderr
+
+
+def test_search_cache_notices_new_weights_with_the_old_size_and_time(minilm_dir, tmp_path):
+    import shutil
+
+    from transformer.search_cache import corpus_embeddings
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(minilm_dir, model_dir, ignore=shutil.ignore_patterns(".*"))
+    texts = [text for text in CORPUS if text]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts))
+    notes = []
+    first = corpus_embeddings(SentenceEncoder.from_pretrained(model_dir), corpus, texts, 8,
+                              explicit_dir=tmp_path / "cache", say=notes.append)
+    checkpoint = model_dir / "model.safetensors"
+    before = checkpoint.stat()
+    data = bytearray(checkpoint.read_bytes())
+    header_length = int.from_bytes(data[:8], "little")
+    begin, end = json.loads(data[8:8 + header_length])["encoder.layer.0.attention.self.query.weight"]["data_offsets"]
+    data[8 + header_length + begin:8 + header_length + end] = bytes(end - begin)  # zeroed: same size
+    checkpoint.write_bytes(bytes(data))
+    os.utime(checkpoint, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old time
+    changed = SentenceEncoder.from_pretrained(model_dir)
+    second = corpus_embeddings(changed, corpus, texts, 8, explicit_dir=tmp_path / "cache", say=notes.append)
+    assert "or the model changed since it was cached" in notes[-1]
+    assert np.array_equal(second, changed.encode(texts)) and not np.array_equal(first, second)
 
 
 def test_search_of_invalid_utf8_names_the_line(tmp_path):

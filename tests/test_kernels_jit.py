@@ -93,12 +93,12 @@ def unwritable_numba_env(tmp_path):
     return env
 
 
-def test_unwritable_cache_dirs_fall_back_to_a_writable_temp_dir(tmp_path):
+def test_unwritable_cache_dirs_fall_back_to_the_private_runtime_dir(tmp_path):
     source = isolated_module(tmp_path)
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    runtime = tmp_path / "run-user"
+    runtime.mkdir(mode=0o700)
     env = unwritable_numba_env(tmp_path)
-    env["TMPDIR"] = str(temp)
+    env["XDG_RUNTIME_DIR"] = str(runtime)
     env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     code = """
         import warnings
@@ -112,11 +112,72 @@ def test_unwritable_cache_dirs_fall_back_to_a_writable_temp_dir(tmp_path):
     assert first.returncode == 0, first.stderr
     value, where = first.stdout.splitlines()[0].split()
     assert value == "2.0"
-    assert where.startswith(str(temp / f"transformer-numba-{os.getuid()}"))
+    assert where.startswith(str(runtime / "transformer" / "numba"))
     assert any(name.endswith(".nbi") for name in os.listdir(where))
     second = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[1] != "{}"  # the second process loaded it from the cache
+
+
+# A Numba cache index whose unpickling writes a file: what another user could leave in a
+# shared cache directory made before ours.
+_EVIL_INDEX = """
+import os, pickle
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch {marker}",))
+"""
+
+
+def test_a_cache_dir_planted_in_the_shared_temp_dir_is_never_read(tmp_path):
+    import pickle
+
+    source = isolated_module(tmp_path)
+    temp = tmp_path / "tmp"
+    planted = temp / f"transformer-numba-{os.getuid()}"  # the name older versions used
+    planted.mkdir(parents=True, mode=0o777)
+    marker = tmp_path / "code-ran"
+    namespace = {}
+    exec(_EVIL_INDEX.format(marker=marker), namespace)
+    # Where Numba would look: let it cache the kernel there, then swap its index files.
+    plant = dict(os.environ, NUMBA_CACHE_DIR=str(planted),
+                 PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", "import numpy as np, mykernels; mykernels.add_one(np.float32(1))"],
+                   check=True, env=plant)
+    indexes = list(planted.rglob("*.nbi"))
+    assert indexes
+    for index in indexes:
+        index.write_bytes(pickle.dumps(namespace["Payload"]()))
+    env = unwritable_numba_env(tmp_path)
+    env.pop("XDG_RUNTIME_DIR", None)
+    env["TMPDIR"] = str(temp)
+    env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    code = """
+        import warnings
+        import numpy as np, mykernels
+        from transformer.kernels._jit import cache_dir
+        print(mykernels.add_one(np.float32(1)), cache_dir(mykernels.add_one))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+    assert not marker.exists()  # the planted index was never unpickled
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2.0", "None"]  # compiled in memory, no cache
+    assert "no private writable directory for Numba's kernel cache" in result.stderr
+
+
+def test_a_fallback_cache_dir_is_used_only_when_private(tmp_path, monkeypatch):
+    fresh = tmp_path / "fresh" / "numba"
+    assert _jit._private_dir(str(fresh))
+    assert fresh.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert not _jit._private_dir(str(shared))  # others may write there
+    link = tmp_path / "link"
+    link.symlink_to(fresh)
+    assert not _jit._private_dir(str(link))  # a symbolic link, wherever it points
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(fresh).st_uid + 1)
+    assert not _jit._private_dir(str(fresh))  # someone else's
 
 
 def test_nothing_writable_compiles_without_a_cache_and_warns_once(tmp_path):
@@ -138,7 +199,7 @@ def test_nothing_writable_compiles_without_a_cache_and_warns_once(tmp_path):
     assert result.returncode == 0, result.stderr
     values, warning = result.stdout.splitlines()
     assert values.split() == ["2.0", "3.0", "None"]
-    assert warning.startswith("1 transformer.kernels: no writable directory for Numba's kernel cache")
+    assert warning.startswith("1 transformer.kernels: no private writable directory for Numba's kernel cache")
 
 
 def test_the_cache_key_covers_every_kernel_source_file(tmp_path, monkeypatch):
@@ -320,3 +381,39 @@ def test_a_chunk_the_worker_has_not_started_is_taken_back_by_the_caller():
     worker.finish()
     np.testing.assert_array_equal(out, 5 + np.arange(10, dtype=np.float32))
     assert worker.counters[_jit._DONE] == 3
+
+
+def _stderr_on_a_terminal(code, env):
+    """Run `code` in a new interpreter with stderr on a pseudo-terminal; returns what it wrote there."""
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stderr=follower,
+                               stdout=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 0, output
+    return output.decode()
+
+
+def test_a_first_compile_says_so_once_on_a_terminal_and_never_from_the_cache(tmp_path):
+    source = isolated_module(tmp_path)
+    (source / "more.py").write_text(KERNEL_MODULE.replace("add_one", "add_two").replace("1)", "2)"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]))
+    code = "import numpy as np, mykernels, more; mykernels.add_one(np.float32(1)); more.add_two(np.float32(1))"
+    first = _stderr_on_a_terminal(code, env)
+    assert first.count("transformer: compiling the kernels for this CPU") == 1  # two kernels, one note
+    assert "compiling" not in _stderr_on_a_terminal(code, env)  # from the cache: nothing to say
+    (source / "more.py").write_text(KERNEL_MODULE.replace("add_one", "add_two").replace("1)", "3)"))
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert piped.returncode == 0 and "compiling" not in piped.stderr  # not a terminal: quiet

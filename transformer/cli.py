@@ -21,6 +21,7 @@ import os
 import sys
 
 from transformer import cli_learning
+from transformer.files import ModelFileError, open_regular
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -67,16 +68,23 @@ def common_options():
 def load_sentence_encoder(args):
     """The SentenceEncoder named by --model, with --threads and --backend applied."""
     if args.threads is not None:
-        from transformer.threads import set_num_threads
+        from transformer.threads import set_num_threads, thread_limit
 
-        set_num_threads(args.threads)
+        threads = args.threads
+        if threads > thread_limit():
+            threads = thread_limit()
+            print(f"note: --threads {args.threads}: this process can run {threads} (NUMBA_NUM_THREADS, by "
+                  f"default the CPU count); using {threads}", file=sys.stderr)
+        set_num_threads(threads)
     from transformer.sentence import SentenceEncoder
 
     return SentenceEncoder.from_pretrained(args.model, backend=args.backend)
 
 
-def read_lines(path, what="file"):
-    """The non-empty lines of a UTF-8 text file ("-" for stdin) as [(line_number, text)].
+def read_lines(path, what="file", keep_blank=False):
+    """The lines of a UTF-8 text file ("-" for stdin) as [(line_number, text)]: the
+    non-empty ones, or every one with keep_blank=True (a final newline ends the last line,
+    it does not start another).
 
     Raises CommandError for a missing file or bytes that are not UTF-8 (naming the line)."""
     if path == "-":
@@ -84,20 +92,20 @@ def read_lines(path, what="file"):
         path = "<stdin>"
     else:
         try:
-            with open(path, "rb") as file:
+            with open_regular(path, what) as file:
                 data = file.read()
         except FileNotFoundError:
             raise CommandError(f"{what} {path} does not exist") from None
-        except IsADirectoryError:
-            raise CommandError(f"{what} {path} is a directory, expected a text file") from None
+        except ModelFileError as error:
+            raise CommandError(str(error)) from None
         except OSError as error:
             raise CommandError(f"cannot read {what} {path}: {error.strerror}") from None
-    return split_lines(data, path)
+    return split_lines(data, path, keep_blank)
 
 
-def split_lines(data, source):
-    """UTF-8 bytes -> [(line_number, text)] of the non-empty lines, or a CommandError naming
-    the first line that is not valid UTF-8."""
+def split_lines(data, source, keep_blank=False):
+    """UTF-8 bytes -> [(line_number, text)] of the non-empty lines (every line with
+    keep_blank=True), or a CommandError naming the first line that is not valid UTF-8."""
     lines = []
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
@@ -109,28 +117,34 @@ def split_lines(data, source):
             ) from None
         if number == 1:
             text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
-        if text.strip():
+        if keep_blank or text.strip():
             lines.append((number, text.rstrip("\r")))
     return lines
 
 
-def gather_texts(args):
-    """Texts from the arguments, else --file, else stdin when it is piped."""
+def gather_texts(args, keep_blank=False):
+    """Texts from the arguments, else --file, else stdin when it is piped. keep_blank: a
+    blank line of a file is a text too (embed: row i of the output is line i)."""
     if args.texts and args.file:
         raise CommandError("give texts as arguments or with --file, not both")
     if args.texts:
         return list(args.texts)
     if args.file:
-        texts = [text for _, text in read_lines(args.file)]
+        lines = read_lines(args.file, keep_blank=keep_blank)
         source = args.file
     elif not sys.stdin.isatty():
-        texts = [text for _, text in read_lines("-")]
+        lines = read_lines("-", keep_blank=keep_blank)
         source = "stdin"
     else:
         raise CommandError("no texts: give them as arguments, with --file FILE, or on stdin")
-    if not texts:
+    if not any(text.strip() for _, text in lines):
         raise CommandError(f"no texts: {source} is empty")
-    return texts
+    blank = [number for number, text in lines if not text.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:5])) + (" ..." if len(blank) > 5 else "")
+        print(f"note: {len(blank)} blank line{'s' if len(blank) > 1 else ''} of {source} ({shown}) "
+              f"embedded as empty texts, so that row i is line i", file=sys.stderr)
+    return [text for _, text in lines]
 
 
 def _shorten(text, width):
@@ -159,27 +173,70 @@ def add_embed(subparsers, common):
 
 
 def run_embed(args):
-    texts = gather_texts(args)
+    texts = gather_texts(args, keep_blank=True)
     output = args.output
     if output and not output.endswith((".npy", ".jsonl", ".json")):
         raise CommandError(f"--output {output}: expected a .npy or .jsonl file name")
-    model = load_sentence_encoder(args)
-    vectors = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize, long=args.long)
-    if output and output.endswith(".npy"):
-        import numpy as np
+    with OutputFile(output) as out:  # checked before any text is embedded
+        model = load_sentence_encoder(args)
+        vectors = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize, long=args.long)
+        if output and output.endswith(".npy"):
+            import numpy as np
 
-        np.save(output, vectors)
-    else:
-        lines = (_json_line(text, vector) for text, vector in zip(texts, vectors))
-        if output:
-            with open(output, "w", encoding="utf-8") as file:
-                file.writelines(line + "\n" for line in lines)
+            np.save(out.file, vectors)
         else:
+            lines = (_json_line(text, vector) for text, vector in zip(texts, vectors))
             for line in lines:
-                print(line)
+                out.write(line + "\n")
     if output:
         print(f"wrote {len(texts)} x {vectors.shape[1]} float32 vectors to {output}", file=sys.stderr)
     return 0
+
+
+class OutputFile:
+    """Where a command's results go: stdout (path None), or a file written whole or not at
+    all. Opening checks that the file can be written, before any work is done: a missing or
+    unwritable folder is a one-line error at once, not after every text is embedded. The
+    results go to a temporary file beside it, renamed into place when the work succeeded."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = None
+
+    def __enter__(self):
+        if self.path is None:
+            return self
+        import tempfile
+        from pathlib import Path
+
+        target = Path(self.path)
+        if target.is_dir():
+            raise CommandError(f"--output {self.path} is a directory; expected a file name")
+        folder = target.parent
+        if not folder.is_dir():
+            raise CommandError(f"--output {self.path}: the folder {folder} does not exist")
+        try:
+            self.file = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".tmp",
+                                                    delete=False)
+        except OSError as error:
+            raise CommandError(f"--output {self.path}: cannot write in {folder} ({error.strerror})") from None
+        return self
+
+    def write(self, text):
+        if self.file is None:
+            sys.stdout.write(text)
+        else:
+            self.file.write(text.encode("utf-8"))
+
+    def __exit__(self, kind, error, traceback):
+        if self.file is None:
+            return False
+        self.file.close()
+        if kind is None:
+            os.replace(self.file.name, self.path)
+        else:
+            os.unlink(self.file.name)
+        return False
 
 
 def _json_line(text, vector):
@@ -274,8 +331,10 @@ def run_search(args):
     if args.no_cache or args.corpus == "-":
         embeddings = model.encode(texts, batch_size=args.batch_size)
     else:
-        embeddings = cached_corpus_embeddings(model, args.corpus, texts, args.batch_size,
-                                              rebuild=args.rebuild, cache_dir=args.cache_dir)
+        from transformer.search_cache import corpus_embeddings
+
+        embeddings = corpus_embeddings(model, args.corpus, texts, args.batch_size,
+                                       rebuild=args.rebuild, explicit_dir=args.cache_dir)
     query = " ".join(args.query)
     scores = cosine_similarity(model.encode([query]), embeddings)[0]  # [lines]
     best = scores.argsort(kind="stable")[::-1][: args.top_k]
@@ -284,116 +343,6 @@ def run_search(args):
         number, text = lines[index]
         print(f"{rank:>3}. {scores[index]:.4f}  line {number}: {_shorten(text, 120)}")
     return 0
-
-
-SEARCH_CACHE_VERSION = 1
-
-
-def search_cache_dir(explicit=None):
-    """--cache-dir, else $TRANSFORMER_CACHE/search, else .search-cache/ in the weights folder."""
-    from pathlib import Path
-
-    from transformer.store import weights_dir
-
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("TRANSFORMER_CACHE"):
-        return Path(os.environ["TRANSFORMER_CACHE"]).expanduser() / "search"
-    return weights_dir() / ".search-cache"
-
-
-def cached_corpus_embeddings(model, corpus, texts, batch_size, rebuild=False, cache_dir=None):
-    """The corpus lines' embeddings [lines, dim], from the cache when neither the corpus bytes
-    nor the model changed since they were stored, else computed and stored.
-
-    One cache file per (corpus path, model): `<cache dir>/<hash>.npz` holding the embeddings and
-    a JSON record of what they were made from (corpus sha256, model files' sizes and times,
-    max_seq_length, pooling) plus the embeddings' own sha256. A file that cannot be read or
-    whose checksum fails is reported (CommandError), never silently trusted; --rebuild replaces it.
-    """
-    import hashlib
-    import json
-
-    from pathlib import Path
-
-    corpus_path = Path(corpus).resolve()
-    made_from = {
-        "version": SEARCH_CACHE_VERSION,
-        "corpus": str(corpus_path),
-        "corpus_sha256": hashlib.sha256(corpus_path.read_bytes()).hexdigest(),
-        "lines": len(texts),
-        "model": _model_fingerprint(model),
-    }
-    key = hashlib.sha256(json.dumps([made_from["corpus"], made_from["model"]["path"]]).encode()).hexdigest()
-    cache_file = search_cache_dir(cache_dir) / f"{key[:24]}.npz"
-    if cache_file.exists() and not rebuild:
-        stored, embeddings = _load_cached_embeddings(cache_file)
-        if stored == made_from:
-            print(f"using cached corpus embeddings {cache_file}", file=sys.stderr)
-            return embeddings
-        print(f"{corpus} or the model changed since it was cached; embedding {len(texts)} lines again",
-              file=sys.stderr)
-    else:
-        print(f"embedding {len(texts)} corpus lines (cached in {cache_file})", file=sys.stderr)
-    embeddings = model.encode(texts, batch_size=batch_size)
-    _save_cached_embeddings(cache_file, made_from, embeddings)
-    return embeddings
-
-
-def _model_fingerprint(model):
-    """What the corpus embeddings depend on: the model's files (by size and time) and settings."""
-    folder = model.path.resolve()
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix in (".json", ".safetensors", ".txt", ".model"):
-            stat = path.stat()
-            files[str(path.relative_to(folder))] = [stat.st_size, stat.st_mtime_ns]
-    return {"path": str(folder), "files": files, "max_seq_length": model.max_seq_length,
-            "pooling": model.pooling_modes, "normalize": model.normalize}
-
-
-def _load_cached_embeddings(cache_file):
-    """(record, embeddings) from a cache file, or a CommandError saying it is corrupt."""
-    import hashlib
-    import json
-    import zipfile
-
-    import numpy as np
-
-    def corrupt(reason):
-        return CommandError(f"cached index {cache_file} is corrupt ({reason}); "
-                            f"run again with --rebuild to recompute it")
-
-    try:
-        with np.load(cache_file, allow_pickle=False) as data:
-            record = json.loads(data["made_from"].tobytes().decode("utf-8"))
-            embeddings = data["embeddings"]
-            checksum = data["embeddings_sha256"].tobytes().decode("ascii")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
-        raise corrupt(f"{type(error).__name__}: {' '.join(str(error).split())}") from None
-    if not isinstance(record, dict) or embeddings.dtype != np.float32 or embeddings.ndim != 2:
-        raise corrupt("unexpected contents")
-    if hashlib.sha256(embeddings.tobytes()).hexdigest() != checksum:
-        raise corrupt("the embeddings do not match their checksum")
-    if embeddings.shape[0] != record.get("lines"):
-        raise corrupt(f"{embeddings.shape[0]} rows for {record.get('lines')} lines")
-    return record, embeddings
-
-
-def _save_cached_embeddings(cache_file, made_from, embeddings):
-    """Write the cache file atomically (a temporary file renamed into place)."""
-    import hashlib
-    import json
-
-    import numpy as np
-
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_name(cache_file.stem + f".{os.getpid()}.tmp.npz")
-    checksum = hashlib.sha256(embeddings.tobytes()).hexdigest()
-    np.savez(temporary, embeddings=embeddings,
-             made_from=np.frombuffer(json.dumps(made_from).encode("utf-8"), dtype=np.uint8),
-             embeddings_sha256=np.frombuffer(checksum.encode("ascii"), dtype=np.uint8))
-    os.replace(temporary, cache_file)
 
 
 # --- tokenize ---------------------------------------------------------------------------------
@@ -461,7 +410,6 @@ def run_inspect(args):
 
 def describe_model(path, where, name):
     """A few aligned lines about a model folder: where, family, config, parameters, files."""
-    import json
     from pathlib import Path
 
     path = Path(path)
@@ -471,7 +419,7 @@ def describe_model(path, where, name):
     rows = [("model", name), ("found", f"{path} ({how.get(where, where)})")]
 
     config_file = folder / "config.json"
-    if config_file.is_file():
+    if os.path.lexists(config_file):  # a link to a device is reported by from_file, not skipped
         from transformer.config import ConfigError, EncoderConfig
 
         try:
@@ -488,28 +436,29 @@ def describe_model(path, where, name):
     else:
         rows.append(("family", "no config.json (not a model checkpoint)"))
 
-    tensors = _safetensors_summary(folder)
+    try:
+        tensors = _safetensors_summary(folder)
+    except ValueError as error:  # CheckpointError: a file that is not valid safetensors
+        tensors = None
+        rows.append(("parameters", f"unreadable ({' '.join(str(error).split())})"))
     if tensors:
         count, buffers, dtypes, shards = tensors
         extra = f", plus {buffers} integer buffer{'s' if buffers > 1 else ''}" if buffers else ""
         rows.append(("parameters", f"{count:,} ({count / 1e6:.1f} M) in {shards} safetensors file"
                                    f"{'s' if shards > 1 else ''}{extra}"))
         rows.append(("dtypes", ", ".join(f"{dtype}: {n} tensors" for dtype, n in sorted(dtypes.items()))))
-    else:
+    elif tensors is None and rows[-1][0] != "parameters":
         rows.append(("parameters", "no .safetensors weights"))
 
     rows.append(("tokenizer", _tokenizer_summary(folder)))
-    if (folder / "modules.json").is_file():
+    if os.path.lexists(folder / "modules.json"):
         from transformer.sentence import read_modules
 
         try:
             modules = read_modules(folder)
-            settings = {}
-            if (folder / modules["transformer"] / "sentence_bert_config.json").is_file():
-                settings = json.loads((folder / modules["transformer"] / "sentence_bert_config.json").read_text())
             rows.append(("sentence", f"pooling={'+'.join(modules['pooling'])} "
                                      f"normalize={'yes' if modules['normalize'] else 'no'} "
-                                     f"max_seq_length={settings.get('max_seq_length', '-')}"))
+                                     f"max_seq_length={modules['max_seq_length'] or '-'}"))
         except (ValueError, OSError) as error:
             rows.append(("sentence", f"modules.json not usable here ({' '.join(str(error).split())})"))
 
@@ -525,46 +474,42 @@ def _safetensors_summary(folder):
     headers, or None. Parameters are the floating-point tensors; integer tensors (BERT's stored
     position_ids) are buffers, as `transformers` counts them.
 
-    A safetensors file starts with 8 bytes (little-endian header length) and a JSON header
-    {name: {"dtype", "shape", "data_offsets"}}: reading it is enough, no tensor is loaded."""
-    import json
+    Reads each file's header only (`transformer.loading.read_safetensors_header`, which checks
+    it as `read_safetensors` does): no tensor is loaded. CheckpointError for a malformed file."""
     import math
+
+    from transformer.loading import read_safetensors_header
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
     count, buffers, dtypes = 0, 0, {}
     for file in files:
-        with open(file, "rb") as handle:
-            length = int.from_bytes(handle.read(8), "little")
-            if not 0 < length < 100_000_000:
-                raise CommandError(f"{file} is not a safetensors file (header length {length})")
-            try:
-                header = json.loads(handle.read(length))
-            except ValueError:
-                raise CommandError(f"{file} has an unreadable safetensors header") from None
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if info["dtype"] in ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"):
-                count += math.prod(info["shape"])
+        for stored in read_safetensors_header(file).values():
+            if stored.dtype.startswith(("F", "BF")):
+                count += math.prod(stored.shape)
             else:
                 buffers += 1
-            dtypes[info["dtype"]] = dtypes.get(info["dtype"], 0) + 1
+            dtypes[stored.dtype] = dtypes.get(stored.dtype, 0) + 1
     return count, buffers, dtypes, len(files)
 
 
 def _tokenizer_summary(folder):
-    import json
+    """One line on the folder's tokenizer files: kind and vocabulary size, or why unreadable."""
+    from transformer.files import read_json
 
-    if (folder / "tokenizer.json").is_file():
+    if os.path.lexists(folder / "tokenizer.json"):
         try:
-            data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-            model = data.get("model", {})
-            size = len(model.get("vocab", {}))
-            return f"{model.get('type', '?')} with {size:,} tokens (tokenizer.json)"
-        except ValueError:
-            return "tokenizer.json (unreadable)"
+            data = read_json(folder / "tokenizer.json", "tokenizer file")
+        except (ValueError, OSError) as error:
+            return f"tokenizer.json (unreadable: {' '.join(str(error).split())})"
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict):
+            return "tokenizer.json (unreadable: no \"model\" object)"
+        vocab = model.get("vocab")
+        size = len(vocab) if isinstance(vocab, (dict, list)) else 0
+        kind = model.get("type") if isinstance(model.get("type"), str) else "?"
+        return f"{kind} with {size:,} tokens (tokenizer.json)"
     if (folder / "vocab.txt").is_file():
         return "WordPiece (vocab.txt)"
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
@@ -625,6 +570,8 @@ COMMANDS = [
     ("context", cli_learning.add_context, cli_learning.run_context),
     ("attention", cli_learning.add_attention, cli_learning.run_attention),
     ("map", cli_learning.add_map, cli_learning.run_map),
+    ("fill-mask", cli_learning.add_fill_mask, cli_learning.run_fill_mask),
+    ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
 ]
 
 

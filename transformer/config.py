@@ -15,8 +15,13 @@ family it is running, except for the few places where the math itself differs
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+
+from transformer.files import ModelFileError, read_json
 
 # model_type (as written in config.json) -> the family whose name table and math it uses.
 # XLM-RoBERTa is RoBERTa with a bigger vocabulary: same names, same math.
@@ -45,8 +50,8 @@ SUPPORTED_ACTIVATIONS = (
 )
 
 # What `transformers` assumes when a key is missing from config.json (its config classes'
-# defaults), per family. Files written by recent `transformers` carry every key; old or
-# hand-written ones may not.
+# defaults), per family, then per model type where it differs. Files written by recent
+# `transformers` carry every key; old or hand-written ones may not.
 _DEFAULTS = {
     "bert": dict(
         vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -72,7 +77,14 @@ _DEFAULTS = {
         vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
         activation="gelu", max_position_embeddings=512, pad_token_id=0,
     ),
+    # A model type whose defaults differ from its family's: only these keys.
+    "xlm-roberta": dict(vocab_size=30522),
 }
+
+
+# The largest size any field may give: beyond every released encoder's (vocabularies reach
+# 262,144 rows, position tables 131,072), small enough that no product of two sizes overflows.
+MAX_SIZE = 1 << 24
 
 
 class ConfigError(ValueError):
@@ -133,16 +145,19 @@ class EncoderConfig:
     # ----------------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path) -> "EncoderConfig":
-        """Read a config.json file (or the config.json inside a model folder)."""
+        """Read a config.json file (or the config.json inside a model folder).
+
+        Read through `transformer.files`: a regular file, bounded, strict JSON (no NaN, no key
+        given twice). Raises ConfigError naming the file and the field."""
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (every model folder needs a config.json)")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+            raw = read_json(path, "config file", unique_keys=True)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist (every model folder needs a config.json)") from None
+        except ModelFileError as error:
+            raise ConfigError(str(error)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a JSON object, found {type(raw).__name__}")
         try:
@@ -152,39 +167,44 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "EncoderConfig":
-        """Build from a config.json dict, filling missing keys with `transformers`' defaults."""
+        """Build from a config.json dict, filling missing keys with `transformers`' defaults.
+        Raises ConfigError naming the first field (as config.json spells it) that is not what
+        a working encoder needs."""
         model_type = raw.get("model_type")
-        if model_type not in FAMILIES:
+        if not isinstance(model_type, str) or model_type not in FAMILIES:
             raise ConfigError(
                 f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}"
             )
         family = FAMILIES[model_type]
-        values = {**_DEFAULTS[family], **{k: v for k, v in raw.items() if v is not None}}
-        # Keys whose None means something (pad_token_id may really be null) come from raw.
-        if "pad_token_id" in raw:
-            values["pad_token_id"] = raw["pad_token_id"]
-
+        values = {**_DEFAULTS[family], **_DEFAULTS.get(model_type, {}), **raw}
+        # DistilBERT's own spelling of the same sizes. transformers reads hidden_size,
+        # num_attention_heads and num_hidden_layers as aliases of dim, n_heads and n_layers
+        # (DistilBertConfig.attribute_map): where a file gives both, the alias wins.
+        key = {}
         if family == "distilbert":
-            # DistilBERT's own spelling of the same sizes.
-            values.update(
-                hidden_size=values["dim"], num_hidden_layers=values["n_layers"],
-                num_attention_heads=values["n_heads"], intermediate_size=values["hidden_dim"],
-                hidden_act=values["activation"],
-                # DistilBERT hard-codes eps=1e-12 in every LayerNorm; its config has no key for it.
-                layer_norm_eps=1e-12,
-            )
+            key = {ours: ours if ours in _DISTILBERT_ALIASES and ours in raw else theirs
+                   for ours, theirs in _DISTILBERT_KEYS.items()}
 
-        position_embedding_type = raw.get("position_embedding_type", "absolute")
-        if position_embedding_type not in (None, "absolute"):
-            raise ConfigError(
-                f"position_embedding_type {position_embedding_type!r} is not supported; "
-                f"only 'absolute' position embeddings are implemented"
-            )
+        def size(name, smallest=1):
+            return _integer(values.get(key.get(name, name)), key.get(name, name), smallest)
+
+        for flag in ("is_decoder", "add_cross_attention"):
+            if flag in raw and not isinstance(raw[flag], bool):
+                raise ConfigError(f"{flag} must be true or false, found {_show(raw[flag])}")
         if raw.get("is_decoder") or raw.get("add_cross_attention"):
             raise ConfigError("decoder configurations (is_decoder / add_cross_attention) are not supported; "
                               "this package runs bidirectional encoders only")
+        position_embedding_type = raw.get("position_embedding_type", "absolute")
+        if position_embedding_type not in (None, "absolute"):
+            raise ConfigError(
+                f"position_embedding_type {position_embedding_type!r:.60} is not supported; "
+                f"only 'absolute' position embeddings are implemented"
+            )
 
+        hidden_size = size("hidden_size")
         pad_token_id = values.get("pad_token_id")
+        if pad_token_id is not None:
+            pad_token_id = _integer(pad_token_id, "pad_token_id", smallest=None)
         if family == "roberta":
             # fairseq's convention: position p+1 is the first real token, p = padding_idx.
             position_padding_idx = pad_token_id
@@ -196,40 +216,48 @@ class EncoderConfig:
         else:
             position_padding_idx = None
 
-        if family in ("mpnet", "distilbert"):
-            type_vocab_size = 0
-        else:
-            type_vocab_size = values["type_vocab_size"]
+        # MPNet and DistilBERT have no token types; BERT, RoBERTa and ELECTRA add row 0 of
+        # their table to every token, so it must have one.
+        type_vocab_size = 0 if family in ("mpnet", "distilbert") else size("type_vocab_size", smallest=0)
+        # DistilBERT hard-codes eps=1e-12 in every LayerNorm; its config has no key for it.
+        layer_norm_eps = 1e-12 if family == "distilbert" else _number(values.get("layer_norm_eps"), "layer_norm_eps")
+        embedding_size = size("embedding_size") if family == "electra" else hidden_size
+        hidden_act = values.get(key.get("hidden_act", "hidden_act"))
+        if not isinstance(hidden_act, str):
+            raise ConfigError(f"{key.get('hidden_act', 'hidden_act')} must be an activation name, "
+                              f"found {_show(hidden_act)}")
 
-        embedding_size = values.get("embedding_size", values["hidden_size"]) if family == "electra" \
-            else values["hidden_size"]
-
-        id2label = raw.get("id2label") or {}
-        if id2label:
-            id2label = {int(k): v for k, v in id2label.items()}
-            num_labels = len(id2label)
-        else:
-            num_labels = int(raw.get("num_labels", 2))
+        architectures = raw.get("architectures") or []
+        if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
+            raise ConfigError(f"architectures must be a list of class names, found {_show(architectures)}")
+        id2label = _labels(raw.get("id2label"))
+        num_labels = len(id2label) if id2label else _integer(raw.get("num_labels", 2), "num_labels")
+        if id2label and raw.get("num_labels") is not None and raw["num_labels"] != num_labels:
+            # transformers then keeps num_labels and renames every label LABEL_i: refuse the guess
+            raise ConfigError(f"num_labels is {_show(raw['num_labels'])} but id2label names {num_labels} labels")
+        tie_word_embeddings = raw.get("tie_word_embeddings", True)
+        if not isinstance(tie_word_embeddings, bool):
+            raise ConfigError(f"tie_word_embeddings must be true or false, found {_show(tie_word_embeddings)}")
 
         config = cls(
             model_type=model_type,
-            vocab_size=values["vocab_size"],
-            hidden_size=values["hidden_size"],
-            num_hidden_layers=values["num_hidden_layers"],
-            num_attention_heads=values["num_attention_heads"],
-            intermediate_size=values["intermediate_size"],
-            hidden_act=values["hidden_act"],
-            max_position_embeddings=values["max_position_embeddings"],
+            vocab_size=size("vocab_size"),
+            hidden_size=hidden_size,
+            num_hidden_layers=size("num_hidden_layers"),
+            num_attention_heads=size("num_attention_heads"),
+            intermediate_size=size("intermediate_size"),
+            hidden_act=hidden_act,
+            max_position_embeddings=size("max_position_embeddings"),
             type_vocab_size=type_vocab_size,
-            layer_norm_eps=float(values["layer_norm_eps"]),
+            layer_norm_eps=layer_norm_eps,
             pad_token_id=pad_token_id,
             embedding_size=embedding_size,
             position_padding_idx=position_padding_idx,
-            relative_attention_num_buckets=values.get("relative_attention_num_buckets", 0) if family == "mpnet" else 0,
-            architectures=tuple(raw.get("architectures") or ()),
+            relative_attention_num_buckets=size("relative_attention_num_buckets") if family == "mpnet" else 0,
+            architectures=tuple(architectures),
             num_labels=num_labels,
             id2label=id2label,
-            tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
+            tie_word_embeddings=tie_word_embeddings,
             raw=dict(raw),
         )
         config.validate()
@@ -238,13 +266,13 @@ class EncoderConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first field that cannot describe a working encoder."""
         positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                    "intermediate_size", "max_position_embeddings", "embedding_size")
+                    "intermediate_size", "max_position_embeddings", "embedding_size", "num_labels")
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, found {value!r}")
-        if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
-            raise ConfigError(f"type_vocab_size must be a non-negative integer, found {self.type_vocab_size!r}")
+            _integer(getattr(self, name), name)
+        _integer(self.type_vocab_size, "type_vocab_size", smallest=0)
+        if self.family in ("bert", "roberta", "electra") and self.type_vocab_size == 0:
+            raise ConfigError(f"type_vocab_size is 0, but {self.model_type} adds a token-type embedding to "
+                              f"every token: its table needs at least 1 row")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -254,8 +282,7 @@ class EncoderConfig:
             raise ConfigError(
                 f"unsupported activation {self.hidden_act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
             )
-        if not (isinstance(self.layer_norm_eps, float) and self.layer_norm_eps > 0):
-            raise ConfigError(f"layer_norm_eps must be a positive number, found {self.layer_norm_eps!r}")
+        _number(self.layer_norm_eps, "layer_norm_eps")
         if self.model_type == "mpnet" and self.relative_attention_num_buckets < 32:
             # transformers' MPNet always sorts distances into 32 buckets, whatever the table says
             raise ConfigError(
@@ -277,3 +304,59 @@ class EncoderConfig:
         if self.position_padding_idx is None:
             return self.max_position_embeddings
         return self.max_position_embeddings - self.position_padding_idx - 1
+
+
+# DistilBERT's keys for the sizes every other family names like BERT.
+_DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                    "intermediate_size": "hidden_dim", "hidden_act": "activation"}
+_DISTILBERT_ALIASES = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _integer(value, name, smallest=1):
+    """value, when it is an int (not a bool) in [smallest, MAX_SIZE]; else ConfigError naming `name`.
+    smallest None: any int of at most MAX_SIZE in magnitude."""
+    if type(value) is not int:
+        raise ConfigError(f"{name} must be an integer, found {_show(value)}")
+    low = -MAX_SIZE if smallest is None else smallest
+    if not low <= value <= MAX_SIZE:
+        kind = "a positive integer" if smallest == 1 else "an integer" if smallest is None else \
+            f"an integer of at least {smallest}"
+        raise ConfigError(f"{name} must be {kind} (at most {MAX_SIZE:,}), found {value}")
+    return value
+
+
+def _number(value, name):
+    """A LayerNorm epsilon: a number in (0, 1) that float32 does not round to 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, found {_show(value)}")
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ConfigError(f"{name} must be a positive number below 1 (a LayerNorm epsilon), found {value!r}")
+    if np.float32(value) == 0:
+        raise ConfigError(f"{name} is {value!r}, which float32 rounds to 0 (a LayerNorm of a constant row "
+                          f"would divide by 0)")
+    return float(value)
+
+
+def _labels(id2label):
+    """config.json's id2label {"0": "NEGATIVE", ...} -> {0: "NEGATIVE", ...}; the keys must be
+    the label ids 0 .. n-1, written in decimal, the values strings."""
+    if id2label is None:
+        return {}
+    if not isinstance(id2label, dict):
+        raise ConfigError(f"id2label must be an object {{\"0\": label, ...}}, found {_show(id2label)}")
+    for key, label in id2label.items():
+        if not (key.isascii() and key.isdigit()):
+            raise ConfigError(f"id2label has the key {key!r}; its keys must be label ids (0, 1, ...)")
+        if not isinstance(label, str):
+            raise ConfigError(f"id2label[{key!r}] must be a string, found {_show(label)}")
+    labels = {int(key): label for key, label in id2label.items()}
+    if sorted(labels) != list(range(len(id2label))):
+        raise ConfigError(f"id2label's keys must be 0 .. {len(id2label) - 1}, one each, found "
+                          f"{_show(list(id2label))}")
+    return dict(sorted(labels.items()))
+
+
+def _show(value, width=60):
+    """A config value as config.json writes it, cut at `width` characters, for an error message."""
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # a lone surrogate too
+    return text if len(text) <= width else text[:width] + "..."

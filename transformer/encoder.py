@@ -35,7 +35,7 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.config import EncoderConfig
 from transformer.heads import head_logits, load_head, top_predictions
-from transformer.loading import keep_big_arrays_out_of_the_heap, load_params, read_checkpoint
+from transformer.loading import keep_big_arrays_out_of_the_heap, load_params, read_checkpoint, warn_unused_layers
 
 BACKENDS = ("numpy", "numba")
 
@@ -128,22 +128,34 @@ class Encoder:
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         backend_name, module = pick_backend(backend)
         # The numba backend keeps a packed copy of a big checkpoint next to it (see
-        # transformer.kernels.forward, "The packed cache"): mapping it back skips reading,
-        # transposing and packing the weights.
-        cache_dir = None
-        if backend_name == "numba" and path.is_dir() and hasattr(module, "packed_cache_dir"):
-            cache_dir = module.packed_cache_dir(model_dir)
-        prepared = module.load_packed_cache(cache_dir, config) if cache_dir is not None else None
+        # transformer.kernels.packed_cache): reading it back skips reading, transposing and
+        # packing the weights.
+        cache = None
+        if backend_name == "numba" and path.is_dir():
+            cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
+        prepared = cache.load(config) if cache is not None else None
         if prepared is not None:
+            warn_unused_layers(tensors, config)  # as load_params does on the other path
             params = prepared.params
             head = load_head(tensors, config, params)
             return cls(config, params, head=head, backend=backend_name, path=model_dir, prepared=prepared)
         params = load_params(tensors, config)
         head = load_head(tensors, config, params)
         encoder = cls(config, params, head=head, backend=backend_name, path=model_dir)
-        if cache_dir is not None:
-            module.save_packed_cache(encoder._weights, cache_dir)
+        if cache is not None:
+            cache.save(encoder._weights)
         return encoder
+
+    def __getstate__(self):
+        """Pickled by value (multiprocessing with spawn, joblib): the config, the weights in
+        `transformer.model`'s layout, the head, the backend's name. The numba backend lays the
+        weights out again when unpickled."""
+        return {"config": self.config, "params": _plain(self.params), "head": self.head,
+                "backend": self.backend, "path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["config"], state["params"], head=state["head"], backend=state["backend"],
+                      path=state["path"])
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  output_hidden_states=False, output_attentions=False) -> EncoderOutput:
@@ -203,3 +215,15 @@ class Encoder:
         head = f", head={self.head.kind}" if self.head is not None else ""
         return (f"Encoder({self.config.model_type}, layers={self.config.num_hidden_layers}, "
                 f"hidden={self.config.hidden_size}, backend={self.backend!r}{head})")
+
+
+def _plain(value):
+    """A copy of a params tree made of dicts, lists and plain ndarrays: a prepared model's
+    re-derived layers (`UnpackedLayers`) become a list of dicts, mapped arrays become arrays."""
+    if isinstance(value, dict):
+        return {key: _plain(part) for key, part in value.items()}
+    if isinstance(value, np.ndarray):
+        return np.array(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return [_plain(part) for part in value]  # a list, or a prepared model's UnpackedLayers

@@ -25,10 +25,17 @@ accepted. Buffers such as `embeddings.position_ids` are simply never asked for.
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+from transformer.files import ModelFileError, open_regular, parse_json, read_json
 
 # ---------------------------------------------------------------------------------------
 # Name tables: our name -> checkpoint name(s)
@@ -243,13 +250,52 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------------------------------
 # Reading safetensors
 # ---------------------------------------------------------------------------------------
-# safetensors dtype -> (NumPy dtype of the stored bytes, bytes per element)
+# A file is valid when the `safetensors` package would open it (its Rust `read_metadata` and
+# `Metadata::validate`):
+#   * the header length N is at most 100,000,000 and the file holds 8 + N bytes or more;
+#   * the header is UTF-8 JSON as serde_json reads it: an object, nested at most 127 deep, no
+#     lone surrogate in a string, no number too big for a float;
+#   * `__metadata__`, when present and not null, maps strings to strings;
+#   * every other key names a tensor: {"dtype": one of DTYPE_BITS, "shape": [non-negative
+#     integers], "data_offsets": [begin, end]}, integers below 2**64, other keys ignored;
+#   * elements x bits per element, computed left to right, stays below 2**64, is a whole number
+#     of bytes, and equals end - begin;
+#   * sorted by offsets, the tensors lie back to back from byte 0 and end exactly where the
+#     file does (no gap, no overlap, no trailing byte).
+# Stricter than the package in three ways (each a file that only a broken writer makes): a name
+# given twice anywhere in the header (the package keeps the last), a tensor entry written as a
+# list [dtype, shape, offsets], and a dtype written as {"F32": null} (serde's forms for a
+# struct and an enum, not the format's) are refused.
+MAX_HEADER_BYTES = 100_000_000
+MAX_JSON_DEPTH = 127  # serde_json's recursion limit: 128 nested arrays / objects is an error
+_U64_END = 1 << 64
+
+# Every dtype of the format, with its bits per element.
+DTYPE_BITS = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8,
+    "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+}
+
+# The dtypes this loader reads -> NumPy dtype of the stored bytes.
 _DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),  # bfloat16: read as raw 16-bit words, widened below
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
 }
+
+
+class StoredTensor(NamedTuple):
+    """Where one tensor's bytes are: `path`, from byte `offset` of the file (not of the data
+    section), `dtype` (a safetensors name, e.g. "BF16") and `shape`."""
+
+    path: Path
+    dtype: str
+    shape: tuple
+    offset: int
 
 
 def _bfloat16_to_float32(words):
@@ -266,8 +312,8 @@ class Tensors(MutableMapping):
     instead of the whole file's pages on top of them (mapped file pages count in the
     process's resident memory), and the model survives its file being overwritten later.
 
-    entries: {name: (path, dtype name, shape, absolute byte offset)}. Like a dict, it takes
-    arrays assigned to it (`tensors[name] = array`) and deletions.
+    entries: {name: StoredTensor}. Like a dict, it takes arrays assigned to it
+    (`tensors[name] = array`) and deletions.
     """
 
     def __init__(self, entries):
@@ -281,22 +327,35 @@ class Tensors(MutableMapping):
 
     def __getitem__(self, name):
         entry = self._entries[name]
-        if not isinstance(entry, tuple):
+        if not isinstance(entry, StoredTensor):
             return entry
         path, dtype_name, shape, offset = entry
+        if dtype_name not in _DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype_name}, which this loader does not "
+                                  f"read (it reads {', '.join(_DTYPES)})")
         dtype = _DTYPES[dtype_name]
-        count = int(np.prod(shape, dtype=np.int64))
-        with open(path, "rb") as file:
+        count = math.prod(shape)
+        with open_regular(path, "safetensors file") as file:
             array = np.fromfile(file, dtype=dtype, count=count, offset=offset) if count else np.zeros(0, dtype)
         if array.size != count:
             raise CheckpointError(f"{path}: tensor {name!r} could not be read in full; the file changed "
                                   f"since its header was read (re-download it)")
-        array = array.reshape(shape)
+        try:
+            array = array.reshape(shape)
+        except ValueError:  # an empty tensor whose other dimensions NumPy cannot index
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, which NumPy cannot "
+                                  f"hold") from None
         if dtype_name == "BF16":
             return _bfloat16_to_float32(array)
         if dtype_name in ("F16", "F64"):
-            return array.astype(np.float32)
+            with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: _check_finite names it
+                return array.astype(np.float32)
         return array
+
+    def source(self, name):
+        """The file tensor `name` is read from, or None (an array assigned to it)."""
+        entry = self._entries.get(name)
+        return entry.path if isinstance(entry, StoredTensor) else None
 
     def __contains__(self, name):
         return name in self._entries
@@ -313,53 +372,173 @@ def read_safetensors(path) -> Tensors:
     the file when looked up). Floating tensors come back as float32 (float16 and bfloat16
     upcast); integer tensors as stored.
 
-    Raises CheckpointError naming the file and the tensor when the file is truncated or its
-    header is not valid safetensors.
+    Raises CheckpointError naming the file, and the tensor and field when there is one, when
+    the file is not valid safetensors (see the rules above) or is truncated.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size < 8:
-        raise CheckpointError(f"{path} is {size} bytes long: too short to be a safetensors file (truncated?)")
-    with open(path, "rb") as file:
-        header_length = int.from_bytes(file.read(8), "little")
-        if header_length > size - 8:
-            raise CheckpointError(
-                f"{path}: the header claims {header_length} bytes but the file has only {size - 8} "
-                f"after the length field; the file is truncated or not safetensors"
-            )
-        try:
-            header = json.loads(file.read(header_length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{path}: the header is not valid JSON ({error}); the file is corrupt") from None
-        if not isinstance(header, dict):
-            raise CheckpointError(f"{path}: the header is not a JSON object; the file is corrupt")
-    data_start = 8 + header_length
-    data_size = size - data_start
+    return Tensors(read_safetensors_header(path))
 
-    entries = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype_name, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: header entry for tensor {name!r} is malformed: {entry!r}") from None
-        if dtype_name not in _DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype_name}, which this loader does not read")
-        dtype = _DTYPES[dtype_name]
-        expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if end > data_size or begin > end:
+
+def read_safetensors_header(path) -> dict:
+    """A .safetensors file's header, checked -> {name: StoredTensor}, in the header's order.
+    Reads the header only (at most MAX_HEADER_BYTES); CheckpointError as `read_safetensors`."""
+    path = Path(path)
+    try:
+        with open_regular(path, "safetensors file") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < 8:
+                raise CheckpointError(f"{path} is {size} bytes long: too short to be a safetensors file (truncated?)")
+            header_length = int.from_bytes(file.read(8), "little")
+            if header_length > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: the header claims {header_length:,} bytes, more than the "
+                                      f"{MAX_HEADER_BYTES:,} safetensors allows; the file is corrupt or not "
+                                      f"safetensors")
+            if header_length > size - 8:
+                raise CheckpointError(
+                    f"{path}: the header claims {header_length} bytes but the file has only {size - 8} "
+                    f"after the length field; the file is truncated or not safetensors"
+                )
+            header_bytes = file.read(header_length)
+    except ModelFileError as error:
+        raise CheckpointError(str(error)) from None
+    except FileNotFoundError:
+        dangling = " (a dangling symbolic link)" if path.is_symlink() else ""
+        raise CheckpointError(f"{path} does not exist{dangling}") from None
+    try:
+        header = parse_json(header_bytes, f"{path}: the safetensors header", unique_keys=True)
+    except ModelFileError as error:
+        raise CheckpointError(f"{error}; the file is corrupt") from None
+    _check_json_as_serde_reads_it(header, path)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the header is {_json_kind(header)}, not a JSON object; the file is corrupt")
+
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(f"{path}: the header's __metadata__ is {_json_kind(metadata)}"
+                              f"{_first_non_string(metadata)}; expected an object of strings")
+    data_start = 8 + header_length
+    spans = {name: _tensor_span(path, name, entry) for name, entry in header.items() if name != "__metadata__"}
+    _check_layout(path, spans, size - data_start)
+    return {name: StoredTensor(path, dtype, tuple(shape), data_start + begin)
+            for name, (dtype, shape, begin, _) in spans.items()}
+
+
+def _tensor_span(path, name, entry):
+    """One header entry -> (dtype, shape, begin, end), its fields' types checked."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: tensor {name!r} is described by {_json_kind(entry)}; expected an object "
+                              f"with dtype, shape and data_offsets")
+    for field in ("dtype", "shape", "data_offsets"):
+        if field not in entry:
+            raise CheckpointError(f"{path}: tensor {name!r} has no {field} in the header")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {_short(dtype)}; expected one of the safetensors "
+                              f"dtypes ({', '.join(DTYPE_BITS)})")
+    if not isinstance(shape, list) or not all(_is_u64(dim) for dim in shape):
+        raise CheckpointError(f"{path}: tensor {name!r} has shape {_short(shape)}; expected a list of non-negative "
+                              f"integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_u64(o) for o in offsets)):
+        raise CheckpointError(f"{path}: tensor {name!r} has data_offsets {_short(offsets)}; expected [begin, end], two "
+                              f"non-negative integers")
+    return dtype, shape, offsets[0], offsets[1]
+
+
+def _check_layout(path, spans, data_size):
+    """The tensors, sorted by offsets, fill the data section back to back, each with the
+    bytes its dtype and shape need (as `safetensors` checks them)."""
+    position, previous = 0, None
+    for name, (dtype, shape, begin, end) in sorted(spans.items(), key=lambda item: item[1][2:]):
+        if end < begin:
+            raise CheckpointError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}], which end before "
+                                  f"they begin")
+        if begin < position:
+            raise CheckpointError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}], which overlap the "
+                                  f"bytes of tensor {previous!r} (up to {position}); the file is corrupt")
+        if begin > position:
+            raise CheckpointError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}], which leave bytes "
+                                  f"[{position}, {begin}) of the data section to no tensor; the file is corrupt")
+        bits = _bit_count(shape, DTYPE_BITS[dtype])
+        if bits is None:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {shape}, whose size in bits overflows 64 bits")
+        if bits % 8:
+            raise CheckpointError(f"{path}: tensor {name!r} of shape {shape} and dtype {dtype} is {bits} bits, "
+                                  f"not a whole number of bytes")
+        if end > data_size:
             raise CheckpointError(
                 f"{path}: tensor {name!r} needs bytes [{begin}, {end}) of the data section, which has only "
                 f"{data_size} bytes; the file is truncated (re-download it)"
             )
-        if end - begin != expected_bytes:
+        if end - begin != bits // 8:
             raise CheckpointError(
-                f"{path}: tensor {name!r} of shape {list(shape)} and dtype {dtype_name} needs {expected_bytes} "
-                f"bytes but its offsets span {end - begin}; the file is corrupt"
+                f"{path}: tensor {name!r} of shape {shape} and dtype {dtype} needs {bits // 8} "
+                f"bytes but its data_offsets span {end - begin}; the file is corrupt"
             )
-        entries[name] = (path, dtype_name, shape, data_start + begin)
-    return Tensors(entries)
+        position, previous = end, name
+    if position != data_size:
+        raise CheckpointError(f"{path}: the tensors end at byte {position} of the data section, which has "
+                              f"{data_size}: {data_size - position} bytes at the end belong to no tensor")
+
+
+def _bit_count(shape, bits_per_element):
+    """elements x bits, or None where safetensors' unsigned 64-bit product overflows (it
+    multiplies left to right, so [2**40, 2**40, 0] overflows and [0, 2**40, 2**40] does not)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count >= _U64_END:
+            return None
+    count *= bits_per_element
+    return count if count < _U64_END else None
+
+
+def _is_u64(value):
+    return type(value) is int and 0 <= value < _U64_END  # type(...) is int: a bool is not a size
+
+
+def _check_json_as_serde_reads_it(value, path):
+    """What serde_json (safetensors' parser) refuses and Python's json takes: nesting deeper
+    than MAX_JSON_DEPTH, a lone surrogate (\\ud800) in a string, a number beyond the float
+    range (1e400, which Python reads as infinity)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise CheckpointError(f"{path}: the header nests arrays / objects more than {MAX_JSON_DEPTH} deep; "
+                                      f"the file is corrupt")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+        elif isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise CheckpointError(f"{path}: the header has a string with a lone surrogate ({item!r:.60}); "
+                                          f"the file is corrupt") from None
+        elif isinstance(item, float) and math.isinf(item):
+            raise CheckpointError(f"{path}: the header has a number too big for a float; the file is corrupt")
+
+
+def _json_kind(value):
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "null"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({_short(value)})"
+
+
+def _short(value, width=60):
+    """A JSON value as text for an error message, cut at `width` characters."""
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # a lone surrogate too
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _first_non_string(metadata):
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if not isinstance(value, str):
+                return f" whose {key!r} is {_json_kind(value)}"
+    return ""
 
 
 def read_checkpoint(model_dir) -> Tensors:
@@ -368,36 +547,77 @@ def read_checkpoint(model_dir) -> Tensors:
     Reads `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
     """
     model_dir = Path(model_dir)
-    if model_dir.is_file():
+    if not model_dir.is_dir():
         return read_safetensors(model_dir)
     single = model_dir / "model.safetensors"
     index = model_dir / "model.safetensors.index.json"
-    if single.is_file():
+    if os.path.lexists(single):  # lexists: a link to a device or a dangling link is named, not skipped
         return read_safetensors(single)
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {error}") from None
-        entries = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (model_dir / shard).is_file():
-                raise CheckpointError(f"{index} lists shard {shard}, which is missing from {model_dir}")
-            entries.update(read_safetensors(model_dir / shard)._entries)
-        tensors = Tensors(entries)
-        missing = [name for name in weight_map if name not in tensors]
-        if missing:
-            raise CheckpointError(
-                f"{index} promises {len(missing)} tensors its shards do not hold, e.g. {missing[0]!r}"
-            )
-        return tensors
-    found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    if os.path.lexists(index):
+        return read_sharded_checkpoint(index)
+    found = sorted(p.name for p in model_dir.iterdir())
     hint = ""
     if any(name.endswith((".bin", ".pt", ".h5", ".msgpack")) for name in found):
         hint = " (only PyTorch/TF weights are present; convert them to safetensors)"
     raise CheckpointError(
         f"no model.safetensors or model.safetensors.index.json in {model_dir}{hint}; found: {', '.join(found) or 'nothing'}"
     )
+
+
+def read_sharded_checkpoint(index_path) -> Tensors:
+    """model.safetensors.index.json -> {checkpoint name: array} over the shards it lists.
+
+    The index is {"weight_map": {tensor name: shard file name}, ...}. Each shard must be a
+    plain file name in the index's folder (no directory, no "..", not absolute, no control
+    character), and every tensor must be in the shard the index names and in no other;
+    CheckpointError otherwise.
+    """
+    index_path = Path(index_path)
+    try:
+        index = read_json(index_path, "shard index", unique_keys=True)
+    except ModelFileError as error:
+        raise CheckpointError(str(error)) from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        found = (f"weight_map is {_json_kind(weight_map)}" if isinstance(index, dict)
+                 else f"it holds {_json_kind(index)}")
+        raise CheckpointError(f"{index_path}: {found}; expected a non-empty object "
+                              f'{{"weight_map": {{tensor name: shard file name}}}}')
+    for name, shard in weight_map.items():
+        if not _is_plain_file_name(shard):
+            raise CheckpointError(f"{index_path}: weight_map gives tensor {name!r} the shard {_short(shard)}; "
+                                  f"expected the name of a file beside the index (no directory, no '..')")
+    entries = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_path.parent / shard
+        if not os.path.lexists(shard_path):
+            raise CheckpointError(f"{index_path} lists shard {shard}, which is missing from {index_path.parent}")
+        for name, stored in read_safetensors_header(shard_path).items():
+            if name in entries:
+                raise CheckpointError(f"{shard_path}: tensor {name!r} is stored in {entries[name].path.name} too; "
+                                      f"a tensor must be stored once")
+            if name not in weight_map:
+                raise CheckpointError(f"{shard_path} holds tensor {name!r}, which {index_path.name} does not list")
+            if weight_map[name] != shard:
+                raise CheckpointError(f"{index_path}: weight_map puts tensor {name!r} in {weight_map[name]}, but "
+                                      f"{shard} holds it")
+            entries[name] = stored
+    missing = [name for name in weight_map if name not in entries]
+    if missing:
+        raise CheckpointError(f"{index_path} promises {len(missing)} tensors its shards do not hold, e.g. "
+                              f"{missing[0]!r} in {weight_map[missing[0]]}")
+    return Tensors(entries)
+
+
+def _is_plain_file_name(name):
+    if not (isinstance(name, str) and name not in ("", ".", "..") and name.isprintable()
+            and not any(separator in name for separator in ("/", "\\"))):
+        return False
+    try:
+        os.fsencode(name)  # a lone surrogate ("\ud800") is no file name the OS takes
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,7 +741,21 @@ def find_tensor(tensors, config, ours: str, required: bool = True):
         array = array.T
     # A copy of our own, never a view of the caller's array (which may be a memory map): a
     # loaded model must not crash (SIGBUS) when its file is later overwritten in place.
-    return np.array(array, dtype=np.float32, order="C", copy=True)
+    array = np.array(array, dtype=np.float32, order="C", copy=True)
+    _check_finite(array, name, tensors)
+    return array
+
+
+def _check_finite(array, name, tensors):
+    """CheckpointError when a parameter holds NaN or infinity: every output it touches would.
+    min and max carry a NaN through and meet any infinity, in two passes without a temporary."""
+    if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        bad = ~np.isfinite(array)
+        source = tensors.source(name) if isinstance(tensors, Tensors) else None
+        raise CheckpointError(
+            f"{f'{source}: ' if source else ''}tensor {name!r} holds {int(bad.sum())} NaN or infinite values "
+            f"(the first at index {tuple(int(i) for i in np.argwhere(bad)[0])}); a model's parameters must be finite"
+        )
 
 
 def linear_params(tensors, config, ours, required=True):
@@ -555,6 +789,7 @@ def load_params(tensors, config) -> dict:
             for part in ("query", "key", "value", "attention_output", "attention_layer_norm",
                          "intermediate", "output", "output_layer_norm")
         })
+    warn_unused_layers(tensors, config)
     has_pooler = "pooler.weight" in NAME_TABLES[config.family]
     return {
         "embeddings": embeddings,
@@ -564,3 +799,32 @@ def load_params(tensors, config) -> dict:
         # Task models other than sequence classification drop the pooler: absent is fine.
         "pooler": linear_params(tensors, config, "pooler", required=False) if has_pooler else None,
     }
+
+
+def checkpoint_layers(tensors, config) -> dict:
+    """{layer index: number of tensors} for the encoder layers the checkpoint holds, found by
+    the family's layer names (`encoder.layer.{i}.`, `transformer.layer.{i}.`, with or without
+    a task model's prefix)."""
+    stems = {value.split("{i}")[0] for key, values in NAME_TABLES[config.family].items() if "{i}" in key
+             for value in ((values,) if isinstance(values, str) else values)}
+    pattern = re.compile(r"(?:%s)?(?:%s)(\d+)\." % ("|".join(map(re.escape, BASE_PREFIXES)),
+                                                   "|".join(map(re.escape, sorted(stems)))))
+    layers = {}
+    for name in tensors:
+        match = pattern.match(name)
+        if match:
+            layers[int(match.group(1))] = layers.get(int(match.group(1)), 0) + 1
+    return layers
+
+
+def warn_unused_layers(tensors, config):
+    """Warn (once per call) when the checkpoint holds layers past config.num_hidden_layers: they
+    are not used, as `transformers` loads such a checkpoint and warns about unused weights."""
+    layers = checkpoint_layers(tensors, config)
+    unused = sorted(index for index in layers if index >= config.num_hidden_layers)
+    if unused:
+        count = sum(layers[index] for index in unused)
+        span = f"layer {unused[0]}" if len(unused) == 1 else f"layers {unused[0]}-{unused[-1]}"
+        warnings.warn(f"the checkpoint has {max(layers) + 1} layers, config.json {config.num_hidden_layers}: "
+                      f"{span} ({count} tensors) {'is' if len(unused) == 1 else 'are'} not used",
+                      UserWarning, stacklevel=3)

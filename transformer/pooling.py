@@ -113,11 +113,22 @@ def pooling_modes_from_config(config):
     """sentence-transformers' 1_Pooling/config.json -> the list of mode names, in its order.
 
     Reads both the current form {"pooling_mode": "mean"} (or a list) and the older one with one
-    boolean per mode ({"pooling_mode_mean_tokens": true, ...}).
+    boolean per mode ({"pooling_mode_mean_tokens": true, ...}). Raises ValueError naming the
+    field that is not one of those forms (a mode name not known, "true" as a string...).
     """
+    if not isinstance(config, dict):
+        raise ValueError(f"the pooling config must be a JSON object, found {type(config).__name__}")
     if "pooling_mode" in config:
         modes = config["pooling_mode"]
-        return [modes] if isinstance(modes, str) else list(modes)
+        modes = [modes] if isinstance(modes, str) else modes
+        if not isinstance(modes, list) or not modes or not all(isinstance(mode, str) for mode in modes):
+            raise ValueError(f"pooling_mode must be a mode name or a non-empty list of them, found "
+                             f"{config['pooling_mode']!r:.60}")
+        unknown = [mode for mode in modes if mode not in POOLING_FUNCTIONS]
+        if unknown:
+            raise ValueError(f"pooling_mode {unknown[0]!r:.60} is not a pooling mode; expected one of "
+                             f"{', '.join(POOLING_FUNCTIONS)}")
+        return list(modes)
     legacy = {
         "pooling_mode_cls_token": "cls",
         "pooling_mode_max_tokens": "max",
@@ -126,9 +137,13 @@ def pooling_modes_from_config(config):
         "pooling_mode_weightedmean_tokens": "weightedmean",
         "pooling_mode_lasttoken": "lasttoken",
     }
+    for key in legacy:
+        if key in config and not isinstance(config[key], bool):
+            raise ValueError(f"{key} must be true or false, found {config[key]!r:.60}")
     modes = [mode for key, mode in legacy.items() if config.get(key)]
     if not modes:
-        raise ValueError(f"the pooling config names no pooling mode: {config}")
+        raise ValueError("the pooling config names no pooling mode (no pooling_mode, and no "
+                         "pooling_mode_* key is true)")
     return modes
 
 

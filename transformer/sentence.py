@@ -22,12 +22,14 @@ gives it.
 """
 
 import json
+import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
 from transformer import pooling
+from transformer.files import ModelFileError, read_json
 from transformer.progress import Progress
 
 LONG_TEXT_MODES = ("truncate", "chunk")
@@ -64,7 +66,6 @@ class SentenceEncoder:
             path = path.parent
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
-        settings = _read_json(transformer_dir / "sentence_bert_config.json", default={})
         with warnings.catch_warnings():
             # A sentence model runs the base encoder only: a task head named in config.json
             # (all-mpnet-base-v2 says MPNetForMaskedLM) and absent from the file is expected.
@@ -75,8 +76,8 @@ class SentenceEncoder:
             encoder=encoder,
             pooling_modes=modules["pooling"],
             normalize=modules["normalize"],
-            max_seq_length=settings.get("max_seq_length") or _tokenizer_limit(transformer_dir),
-            do_lower_case=settings.get("do_lower_case", False),
+            max_seq_length=modules["max_seq_length"] or _tokenizer_limit(transformer_dir),
+            do_lower_case=modules["do_lower_case"],
             path=path,
         )
 
@@ -90,8 +91,10 @@ class SentenceEncoder:
         return self.encoder.backend
 
     def encode(self, texts, batch_size=32, normalize=None, show_progress=None, long="truncate",
-               stride=None):
-        """Texts -> sentence vectors, float32 [n, dim] (a single str gives [dim]).
+               stride=None, *, show_progress_bar=None, normalize_embeddings=None, convert_to_numpy=True,
+               convert_to_tensor=False, device=None):
+        """Texts -> sentence vectors, float32 [n, dim] (a single str gives [dim]; an empty
+        list gives [0, dim]).
 
         batch_size: texts per forward pass. Texts are sorted by length so each batch pads
             little, and the vectors come back in the input order; a text's vector does not
@@ -103,7 +106,23 @@ class SentenceEncoder:
             are dropped. "chunk": a long text is cut into windows of max_seq_length tokens that
             overlap by `stride` tokens (default max_seq_length // 8); the windows' pooled
             vectors are averaged, weighted by their token counts, so every token counts.
+
+        sentence-transformers' names work too: show_progress_bar (= show_progress),
+        normalize_embeddings=True (normalize; False leaves it to the model, as there),
+        convert_to_numpy=False (a list of [dim] arrays), device "cpu" or None. There are no
+        tensors here: convert_to_tensor=True is refused (torch.from_numpy(vectors) makes one).
+
+        Raises ValueError when a vector comes out not finite (NaN or inf): a model whose
+        weights or config make the forward pass overflow gives no silent answer.
         """
+        show_progress = _one_of("show_progress", show_progress, "show_progress_bar", show_progress_bar)
+        if normalize_embeddings:
+            normalize = _one_of("normalize", normalize, "normalize_embeddings", True)
+        if convert_to_tensor:
+            raise ValueError("convert_to_tensor=True: this package computes with NumPy and returns arrays; "
+                             "torch.from_numpy(vectors) makes a tensor of them")
+        if device not in (None, "cpu"):
+            raise ValueError(f"device={device!r}: this package runs on the CPU only; pass device=None or 'cpu'")
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -132,9 +151,17 @@ class SentenceEncoder:
                     vectors[indices] = self._embed_truncated(batch_texts)
                 progress.update(len(indices))
 
+        broken = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(broken):
+            named = ", ".join(f"texts[{i}]" for i in broken[:3]) + (" ..." if len(broken) > 3 else "")
+            raise ValueError(f"the vectors of {len(broken)} text{'s' if len(broken) > 1 else ''} ({named}) are not "
+                             f"finite (NaN or inf): the weights or config of {self.path or 'the model'} make the "
+                             f"forward pass overflow")
         if self.normalize if normalize is None else normalize:
             vectors = pooling.normalize(vectors)  # [n, dim], each row of length 1
-        return vectors[0] if single else vectors
+        if single:
+            return vectors[0]
+        return vectors if convert_to_numpy else list(vectors)
 
     def _embed_truncated(self, texts):
         """Pooled vectors [len(texts), dim] of texts cut at max_seq_length tokens."""
@@ -192,68 +219,181 @@ def cosine_similarity(vectors_a, vectors_b=None):
 
 
 def read_modules(path):
-    """A model folder's modules.json -> {"transformer": subfolder, "pooling": [modes], "normalize": bool}.
+    """A model folder's sentence-transformers files -> what they say, checked:
 
-    A folder without modules.json (a plain Hugging Face model) gets mean pooling, no normalize.
-    Raises ValueError naming a module this package does not run (e.g. Dense).
+        {"transformer": subfolder, "pooling": [modes], "normalize": bool,
+         "max_seq_length": int or None, "do_lower_case": bool}
+
+    modules.json lists the steps, run in its order (as sentence-transformers runs them):
+    a Transformer, then optionally Pooling (its modes in <path>/config.json), then optionally
+    Normalize. max_seq_length and do_lower_case come from the Transformer folder's
+    sentence_bert_config.json. A folder without modules.json (a plain Hugging Face model)
+    gets mean pooling, no normalize.
+
+    Every file is read through `transformer.files` (a regular file, bounded, strict JSON).
+    Raises ModelFileError (a ValueError) naming the file and the field that is wrong, or a
+    module this package does not run (e.g. Dense).
     """
     path = Path(path)
-    listed = _read_json(path / "modules.json", default=None)
-    if listed is None:
-        return {"transformer": "", "pooling": ["mean"], "normalize": False}
-    found = {"transformer": None, "pooling": None, "normalize": False}
-    for module in sorted(listed, key=lambda m: m.get("idx", 0)):
-        kind = module.get("type", "").rsplit(".", 1)[-1]
-        subfolder = module.get("path", "")
-        if kind == "Transformer":
-            found["transformer"] = subfolder
-        elif kind == "Pooling":
-            config = _read_json(path / subfolder / "config.json")
-            found["pooling"] = pooling.pooling_modes_from_config(config)
-        elif kind == "Normalize":
-            found["normalize"] = True
-        else:
-            raise ValueError(
-                f"{path / 'modules.json'} lists a {module.get('type')!r} module, which this package does "
-                f"not run (it runs Transformer, Pooling and Normalize)"
-            )
-    if found["transformer"] is None:
-        raise ValueError(f"{path / 'modules.json'} lists no Transformer module")
-    if found["pooling"] is None:
-        found["pooling"] = ["mean"]
+    modules_file = path / "modules.json"
+    listed = _read_json(modules_file, "module list", default=_ABSENT)
+    found = {"transformer": "", "pooling": ["mean"], "normalize": False}
+    if listed is not _ABSENT:
+        found.update(_modules_in_order(path, modules_file, listed))
+    try:
+        found.update(_sentence_settings(path / found["transformer"] / "sentence_bert_config.json"))
+    except OSError as error:  # the Transformer's path from modules.json: a name too long, a loop of links
+        raise ModelFileError(f"{modules_file}: the Transformer module's path {_show(found['transformer'])} "
+                             f"cannot be read: {error.strerror or error}") from None
     return found
 
 
-def _tokenizer_limit(model_dir):
-    """tokenizer_config.json's model_max_length, the fallback when no max_seq_length is set."""
-    value = _read_json(Path(model_dir) / "tokenizer_config.json", default={}).get("model_max_length")
-    return value if isinstance(value, int) and value < 1_000_000 else None
+# The steps this package runs, in the order it runs them.
+_MODULE_ORDER = ("Transformer", "Pooling", "Normalize")
+_ABSENT = object()  # a file that does not exist (a file holding null is not absent)
 
 
-def _read_json(path, default=...):
+def _modules_in_order(path, modules_file, listed):
+    """modules.json's list -> {"transformer", "pooling", "normalize"}; ModelFileError when the
+    list is malformed, names a module this package does not run, or puts them out of order."""
+    if not isinstance(listed, list):
+        raise ModelFileError(f"{modules_file} must hold a list of modules, found {_show(listed)}")
+    found = {"transformer": None, "pooling": ["mean"], "normalize": False}
+    last = -1
+    for index, module in enumerate(listed):
+        where = f"{modules_file}: module {index}"
+        if not isinstance(module, dict):
+            raise ModelFileError(f"{where} is {_show(module)}; expected an object with type and path")
+        kind, subfolder = module.get("type"), module.get("path")
+        if not isinstance(kind, str):
+            raise ModelFileError(f"{where} has type {_show(kind)}; expected a class name such as "
+                                 f"'sentence_transformers.models.Pooling'")
+        kind = kind.rsplit(".", 1)[-1]
+        if kind not in _MODULE_ORDER:
+            raise ModelFileError(
+                f"{modules_file} lists a {module['type']!r} module, which this package does "
+                f"not run (it runs Transformer, Pooling and Normalize)"
+            )
+        if not _is_relative_folder(subfolder):  # sentence-transformers needs a path for every module
+            raise ModelFileError(f"{where} has {'no path' if 'path' not in module else f'path {_show(subfolder)}'}; "
+                                 f"expected a folder inside the model folder (relative, no '..')")
+        if _MODULE_ORDER.index(kind) <= last:
+            raise ModelFileError(f"{where} is a {kind} after a {_MODULE_ORDER[last]}; this package runs "
+                                 f"{', then '.join(_MODULE_ORDER)}, each at most once")
+        last = _MODULE_ORDER.index(kind)
+        if kind == "Transformer":
+            found["transformer"] = subfolder
+        elif kind == "Pooling":
+            pooling_file = path / subfolder / "config.json"
+            try:
+                config = _read_json(pooling_file, "pooling config", default=_ABSENT)
+            except OSError as error:  # the path from modules.json: a name too long, a loop of links
+                raise ModelFileError(f"{where} is a Pooling module in {_show(subfolder)}, whose config.json cannot "
+                                     f"be read: {error.strerror or error}") from None
+            if config is _ABSENT:
+                raise ModelFileError(f"{where} is a Pooling module in {_show(subfolder)}, but {pooling_file} "
+                                     f"does not exist")
+            try:
+                found["pooling"] = pooling.pooling_modes_from_config(config)
+            except ValueError as error:
+                raise ModelFileError(f"{pooling_file}: {error}") from None
+        else:
+            found["normalize"] = True
+    if found["transformer"] is None:
+        raise ModelFileError(f"{modules_file} lists no Transformer module")
+    return found
+
+
+def _is_relative_folder(subfolder):
+    """A path inside the model folder, as sentence-transformers accepts it: a string with no
+    root or drive (POSIX or Windows) and no '..' part."""
+    if not isinstance(subfolder, str) or "\0" in subfolder or not _is_encodable(subfolder):
+        return False
+    windows = PureWindowsPath(subfolder)  # splits on / and \ both
+    return not windows.anchor and ".." not in windows.parts
+
+
+def _is_encodable(name):
+    """Whether the OS can take `name` as a file name (a lone surrogate, "\ud800", it cannot)."""
     try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except FileNotFoundError:
+        os.fsencode(name)
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _sentence_settings(config_file):
+    """sentence_bert_config.json -> {"max_seq_length": int or None, "do_lower_case": bool}
+    (absent file: None and False)."""
+    settings = _read_json(config_file, "sentence-transformers config", default={})
+    if not isinstance(settings, dict):
+        raise ModelFileError(f"{config_file} must hold a JSON object, found {_show(settings)}")
+    max_seq_length = settings.get("max_seq_length")
+    if max_seq_length is not None and (type(max_seq_length) is not int or max_seq_length < 1):
+        raise ModelFileError(f"{config_file}: max_seq_length must be a positive integer or null, found "
+                             f"{_show(max_seq_length)}")
+    do_lower_case = settings.get("do_lower_case", False)
+    if not isinstance(do_lower_case, bool):
+        raise ModelFileError(f"{config_file}: do_lower_case must be true or false, found {_show(do_lower_case)}")
+    return {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case}
+
+
+def _tokenizer_limit(model_dir):
+    """tokenizer_config.json's model_max_length, the fallback when no max_seq_length is set.
+    None when absent or not a real limit (transformers writes 1e30 for "no limit")."""
+    config_file = Path(model_dir) / "tokenizer_config.json"
+    config = _read_json(config_file, "tokenizer config", default={})
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{config_file} must hold a JSON object, found {_show(config)}")
+    value = config.get("model_max_length")
+    return value if type(value) is int and 0 < value < 1_000_000 else None
+
+
+def _read_json(path, what="file", default=...):
+    """The JSON in `path`, read through `transformer.files` (regular file, bounded, strict JSON,
+    no key twice); `default` when the file does not exist (FileNotFoundError without one)."""
+    try:
+        return read_json(path, what, unique_keys=True)
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file where a folder should be
         if default is ...:
             raise
         return default
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def _show(value, width=60):
+    """A JSON value as the file writes it, cut at `width` characters, for an error message."""
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # a lone surrogate too
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def _check_texts(texts):
-    """A list of str, or a TypeError / ValueError naming the offending item."""
+    """A list of str, or a TypeError naming what was given or the offending item."""
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"texts is {type(texts).__name__}; expected a str or a list of str "
+                        f"(decode bytes first: data.decode('utf-8'))")
+    if isinstance(texts, (dict, set, frozenset)):
+        raise TypeError(f"texts is a {type(texts).__name__}; expected a str or a list of str (in the order "
+                        f"the vectors should come back)")
     try:
         texts = list(texts)
     except TypeError:
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
-    if not texts:
-        raise ValueError("texts is empty: give at least one text to encode")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__}; expected str")
+            hint = " (decode bytes first: data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
+            raise TypeError(f"texts[{index}] is {'None' if text is None else type(text).__name__}; "
+                            f"expected str{hint}")
     return texts
+
+
+def _one_of(name, value, alias, alias_value):
+    """The value of an argument that also has sentence-transformers' name: either may be
+    given, not both with different values."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise ValueError(f"{name}={value!r} and {alias}={alias_value!r} say different things; give one")
+    return alias_value
 
 
 def _slices(count, size):

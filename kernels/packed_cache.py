@@ -1,0 +1,357 @@
+"""The packed cache: a prepared model saved beside its checkpoint, read straight back.
+
+    cache = PackedCache.find(model_dir)    # None: not cached (small, switched off, not a folder)
+    prepared = cache.load(config)          # a PreparedEncoder, or None when no cache is valid
+    cache.save(prepared)                   # after packing from the checkpoint
+
+Reading a checkpoint, transposing its linear weights and packing them costs about a second
+for BERT-base, and two copies of the weights in memory on the way. The prepared arrays are
+saved once in `<model folder>/.transformer-packed/<key>/`: packed.bin holds them one after
+another (each on a 64-byte boundary), packed.meta (JSON) their offsets and shapes and what
+they were made from. They come back with nothing to transpose or pack: the packed panels
+read straight into the huge-page arena (one copy: a file read, not a mapping), the rest views
+of one mapping of packed.bin (copy-on-write, pages from the OS's file cache).
+
+When a cache is read (docs/security.md says the same for users):
+  * Its record lists every checkpoint file (config.json, the .safetensors files, the shard
+    index) with its sha256 and its identity as it was hashed (device, inode, size, mtime,
+    ctime: see transformer.digest), plus CACHE_FORMAT and the packing layout. It is read
+    only when those are the files present now, with the same identities, and the same
+    format and layout. Any change to a file's bytes changes its ctime (whatever its mtime
+    says), so new weights are never answered with the old ones. The folder's name is the
+    sha256 over the files' contents, the format and the layout.
+  * A cache that came with the folder (an archive, a copy, a download) has other identities
+    than the files on this disk: it is rebuilt from the checkpoint, never read.
+  * The folders are handled through directory descriptors and never through a symbolic
+    link: when `.transformer-packed` or a cache folder is a link, the cache is not used.
+    Only the files this module writes (packed.bin, packed.meta), in folders named as it
+    names them, are ever deleted, one file at a time: never a tree, never through a link.
+Small checkpoints are not cached (packing them is quicker than reading a cache), nor is
+anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
+"""
+
+import errno
+import json
+import os
+import re
+
+import numpy as np
+
+from transformer import digest
+from transformer.files import parse_json
+
+from .arena import ALIGN, WeightArena, aligned
+from .forward import LAYER_NORMS, LINEARS, LayerStack, PreparedEncoder
+from .gemm import pack_weight
+
+CACHE_FORMAT = 5
+CACHE_MIN_BYTES = 32 << 20
+FOLDER = ".transformer-packed"
+DATA, META = "packed.bin", "packed.meta"  # the only files written (and ever deleted) here
+_KEY = re.compile(r"^[0-9a-f]{24}$")  # a cache folder's name
+_TEMPORARY = re.compile(r"^tmp-(\d+)-[0-9a-f]{24}$")  # one being written by process <pid>
+
+# Reading the panels into the arena costs a copy at load (BERT-base's 340 MB: about a third
+# of a second); above this size the packed cache is mapped instead (no huge pages, but nothing
+# to read until used). MiniLM's 42 MB are read.
+ARENA_FROM_CACHE_MAX_BYTES = 128 << 20
+
+_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+_SAFE = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+
+
+def checkpoint_files(model_dir):
+    """The names of the files a prepared model is made from: config.json, the .safetensors
+    files and the shard index, sorted."""
+    with os.scandir(model_dir) as entries:
+        return sorted(entry.name for entry in entries
+                      if entry.name.endswith(".safetensors") or entry.name in ("config.json", "model.safetensors.index.json"))
+
+
+def _layout():
+    """The packing layout today: a small weight packed by `pack_weight` (a change to the
+    layout changes this, and no cache of the old layout is read)."""
+    probe = pack_weight(np.arange(5 * 37, dtype=np.float32).reshape(5, 37)).panels
+    return digest.combined({}, f"{probe.shape}", probe.tobytes().hex())
+
+
+class PackedCache:
+    """The packed cache of the checkpoint in one model folder (see the module docstring)."""
+
+    def __init__(self, model_dir, identities):
+        self.model_dir = model_dir
+        self.identities = identities  # {file name: identity} as found by `find`
+
+    @classmethod
+    def find(cls, model_dir):
+        """The cache handle for model_dir, or None when it is not to be cached: switched off
+        (TRANSFORMER_PACKED_CACHE=0), not a folder, a checkpoint under CACHE_MIN_BYTES, or a
+        system without the directory calls that make it safe."""
+        if os.environ.get("TRANSFORMER_PACKED_CACHE", "1") == "0" or not _SAFE or not os.path.isdir(model_dir):
+            return None
+        names = checkpoint_files(model_dir)
+        stats = {name: os.stat(os.path.join(model_dir, name)) for name in names}
+        if sum(stat.st_size for name, stat in stats.items() if name.endswith(".safetensors")) < CACHE_MIN_BYTES:
+            return None
+        return cls(os.fspath(model_dir), {name: digest.identity(stat) for name, stat in stats.items()})
+
+    # --- reading ------------------------------------------------------------------------
+    def load(self, config):
+        """The PreparedEncoder saved for these exact checkpoint files, or None."""
+        root = _open_folder(self.model_dir, FOLDER)
+        if root is None:
+            return None
+        try:
+            for name in _entries(root, _KEY):
+                prepared = self._load_from(root, name, config)
+                if prepared is not None:
+                    return prepared
+            return None
+        finally:
+            os.close(root)
+
+    def _load_from(self, root, name, config):
+        folder = _open_folder(root, name)
+        if folder is None:
+            return None
+        try:
+            meta = parse_json(_read_file(folder, META), f"{FOLDER}/{name}/{META}")
+            made_from = meta["made_from"]
+            files = made_from["files"]
+            if (made_from["format"] != CACHE_FORMAT or made_from["layout"] != _layout()
+                    or sorted(files) != sorted(self.identities)
+                    or any(files[file]["identity"] != self.identities[file] for file in files)):
+                return None
+            data_fd = os.open(DATA, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+            with os.fdopen(data_fd, "rb") as data_file:
+                if os.fstat(data_file.fileno()).st_size != meta["bytes"]:
+                    return None  # cut short (a full disk), or not the file the record describes
+                return _prepared_from(data_file, meta, config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        finally:
+            os.close(folder)
+
+    # --- writing ------------------------------------------------------------------------
+    def save(self, prepared):
+        """Write `prepared` as the cache of these checkpoint files; quietly nothing when the
+        folder is not writable, or a checkpoint file changed since `find`."""
+        try:
+            memo = {}
+            digests = digest.file_digests(self.model_dir, sorted(self.identities), memo)
+        except OSError:
+            return
+        if any(memo[name]["identity"] != self.identities[name] for name in memo):
+            return  # rewritten while it was loaded: what was packed may not be what was hashed
+        layout = _layout()
+        key = digest.combined(digests, f"format {CACHE_FORMAT}", layout)[:24]
+        arrays, out_features = _arrays_of(prepared)
+        index, size = {}, 0
+        for name, array in arrays.items():
+            if array.dtype != np.float32:
+                raise TypeError(f"packed cache: {name} is {array.dtype}, expected float32")
+            index[name] = {"offset": size, "shape": list(array.shape)}
+            size = aligned(size + array.nbytes)  # each array on a cache line
+        meta = {"made_from": {"format": CACHE_FORMAT, "layout": layout, "files": memo},
+                "out_features": out_features, "bytes": size, "arrays": index}
+        try:
+            root = _open_folder(self.model_dir, FOLDER, create=True)
+        except OSError:
+            return
+        if root is None:
+            return
+        temporary = f"tmp-{os.getpid()}-{key}"
+        try:
+            _remove_stale(root)  # this one too: `load` found it wanting, or there is none
+            os.mkdir(temporary, 0o755, dir_fd=root)
+            folder = _open_folder(root, temporary)
+            try:
+                _write_file(folder, DATA, lambda file: _write_arrays(file, arrays, index, size))
+                _write_file(folder, META, lambda file: file.write(json.dumps(meta).encode("utf-8")))
+            finally:
+                os.close(folder)
+            os.rename(temporary, key, src_dir_fd=root, dst_dir_fd=root)  # whole or not at all
+        except OSError:
+            _remove_cache_folder(root, temporary)
+        finally:
+            os.close(root)
+
+
+# --- the arrays ------------------------------------------------------------------------------
+def _flatten(prefix, value, arrays):
+    if isinstance(value, dict):
+        for name, part in value.items():
+            _flatten(f"{prefix}.{name}", part, arrays)
+    elif value is not None:
+        arrays[prefix] = value
+
+
+def _arrays_of(prepared):
+    """({dotted name: float32 array}, {linear: out_features}) of a PreparedEncoder."""
+    params = prepared.params
+    arrays = {}
+    for name in ("embeddings", "relative_attention_bias", "pooler"):
+        _flatten(name, params[name], arrays)
+    stack = prepared.stack
+    for name in LINEARS:
+        arrays[f"stack.{name}.panels"] = stack.panels[name]
+        arrays[f"stack.{name}.bias"] = stack.bias[name]
+    for name in LAYER_NORMS:
+        _flatten(f"stack.{name}", stack.norms[name], arrays)
+    return arrays, stack.out_features
+
+
+def _write_arrays(file, arrays, index, size):
+    for name, array in arrays.items():
+        file.seek(index[name]["offset"])
+        file.write(np.ascontiguousarray(array).data)
+    file.truncate(size)
+
+
+def _array_in(data, entry, name):
+    """The float32 array `entry` ({"offset", "shape"}) describes, a view of the uint8 `data`."""
+    shape = tuple(int(size) for size in entry["shape"])
+    offset = int(entry["offset"])
+    if any(size < 0 for size in shape):
+        raise ValueError(f"packed cache: {name} has a negative size")
+    nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+    if offset < 0 or offset % ALIGN or offset + nbytes > data.size:
+        raise ValueError(f"packed cache: {name} lies outside {DATA}")
+    return data[offset:offset + nbytes].view(np.float32).reshape(shape)
+
+
+def _read_panels_into_arena(data_file, entries):
+    """{name: float32 panels} read from packed.bin straight into one WeightArena (no mapping
+    of the file, so its pages are not counted twice)."""
+    shapes = {name: tuple(int(size) for size in entry["shape"]) for name, entry in entries.items()}
+    arena = WeightArena(WeightArena.bytes_for(shapes.values()))
+    panels = {}
+    for name, entry in entries.items():
+        panels[name] = arena.take(shapes[name])
+        buffer = panels[name].reshape(-1).view(np.uint8)
+        data_file.seek(int(entry["offset"]))
+        if data_file.readinto(buffer) != buffer.nbytes:
+            raise ValueError(f"packed cache: {name} is cut short")
+    return panels
+
+
+def _prepared_from(data_file, meta, config):
+    """The PreparedEncoder in an open packed.bin and its meta: the packed panels read into a
+    huge-page arena, or mapped when they are more than ARENA_FROM_CACHE_MAX_BYTES; the other
+    arrays mapped, copy-on-write."""
+    data = np.memmap(data_file, dtype=np.uint8, mode="c")  # one mapping for every array
+    entries = meta["arrays"]
+    panel_names = [f"stack.{name}.panels" for name in LINEARS]
+    big = WeightArena.bytes_for(tuple(entries[name]["shape"]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
+    arrays = {name: _array_in(data, entry, name) for name, entry in entries.items()
+              if big or name not in panel_names}
+    if not big:
+        arrays.update(_read_panels_into_arena(data_file, {name: entries[name] for name in panel_names}))
+    nested = {}
+    for name, array in arrays.items():
+        if name.startswith("stack."):
+            continue
+        *path, leaf = name.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = array
+    embeddings = nested["embeddings"]
+    params = {
+        "embeddings": {"word": embeddings["word"], "position": embeddings["position"],
+                       "token_type": embeddings.get("token_type"), "layer_norm": embeddings["layer_norm"],
+                       "projection": embeddings.get("projection")},
+        "relative_attention_bias": nested.get("relative_attention_bias"),
+        "pooler": nested.get("pooler"),
+    }
+    stack = LayerStack(panels={name: arrays[f"stack.{name}.panels"] for name in LINEARS},
+                       bias={name: arrays[f"stack.{name}.bias"] for name in LINEARS},
+                       norms={name: {part: arrays[f"stack.{name}.{part}"] for part in ("weight", "bias")}
+                              for name in LAYER_NORMS},
+                       out_features={name: int(meta["out_features"][name]) for name in LINEARS},
+                       num_heads=config.num_attention_heads)
+    return PreparedEncoder(params, config, stack=stack)
+
+
+# --- folders, through descriptors, never through a link ----------------------------------------
+def _open_folder(parent, name, create=False):
+    """A descriptor of the folder `name` inside `parent` (a path or a folder descriptor), or
+    None when it does not exist or is not a real folder (a symbolic link, a file)."""
+    parent_fd = parent if isinstance(parent, int) else os.open(parent, _DIRECTORY & ~os.O_NOFOLLOW)
+    try:
+        if create:
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+        try:
+            return os.open(name, _DIRECTORY, dir_fd=parent_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # a symbolic link
+                return None
+            raise
+    finally:
+        if not isinstance(parent, int):
+            os.close(parent_fd)
+
+
+def _entries(folder, pattern):
+    """The names in the folder descriptor `folder` that match `pattern`."""
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if pattern.match(entry.name))
+
+
+def _read_file(folder, name):
+    descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+    with os.fdopen(descriptor, "rb") as file:
+        return file.read(1 << 24)
+
+
+def _write_file(folder, name, write):
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder)
+    with os.fdopen(descriptor, "wb") as file:
+        write(file)
+
+
+def _remove_cache_folder(root, name):
+    """Delete this module's files in the cache folder `name`, then the folder if it is then
+    empty. Nothing else: a link is not followed, another file keeps the folder."""
+    folder = _open_folder(root, name)
+    if folder is None:
+        return
+    try:
+        for file in (DATA, META):
+            try:
+                os.unlink(file, dir_fd=folder)
+            except OSError:
+                pass
+    finally:
+        os.close(folder)
+    try:
+        os.rmdir(name, dir_fd=root)
+    except OSError:
+        pass
+
+
+def _remove_stale(root):
+    """Remove every cache folder (an older checkpoint's is never read again; one that could
+    not be read is rewritten) and the leftovers of writers that died; a folder being written
+    by a live process is left alone."""
+    for name in _entries(root, _KEY):
+        _remove_cache_folder(root, name)
+    for name in _entries(root, _TEMPORARY):
+        pid = int(_TEMPORARY.match(name).group(1))
+        if pid == os.getpid() or not _alive(pid):
+            _remove_cache_folder(root, name)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True

@@ -1,0 +1,136 @@
+"""Fuzzing config.json against `transformers`' own config classes.
+
+Each input is a real config.json (weights/ and every tests/references/families checkpoint) with
+its JSON tree mutated (a field set to a value of any type or size, deleted, added, copied from
+another field; model_type swapped for another family's) or its text edited character by
+character.
+
+Property: `EncoderConfig.from_file` raises one ConfigError naming config.json, or returns a
+config whose every field is what the model code needs (ints in range, a finite epsilon, labels
+0 .. n-1) and equals what `transformers` 5 reads from the same dict (its strict config classes:
+vocab_size, hidden_size, ..., id2label, architectures, tie_word_embeddings). Where transformers
+refuses a dict we accept, the field it names must be one we never read. Never another exception,
+a hang, or a write.
+"""
+
+import collections
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+from hypothesis import given  # noqa: E402
+
+from fuzz_model_files import PER_EXAMPLE, inputs_of, mutate_text, mutate_tree, parse_guarded, plans, \
+    scratch_folder  # noqa: E402
+from fuzzing import FUZZ_EXAMPLES, fuzz_settings, ran  # noqa: E402
+from transformer.config import FAMILIES, MAX_SIZE, SUPPORTED_ACTIVATIONS, ConfigError, EncoderConfig  # noqa: E402
+from transformer.store import weights_dir  # noqa: E402
+
+CONFIGS = [json.loads(path.read_text()) for path in
+           sorted((Path(__file__).parent / "references" / "families").glob("*/config.json"))
+           + [weights_dir() / name / "config.json" for name in ("all-MiniLM-L6-v2", "all-mpnet-base-v2")]]
+
+# Every key this package reads from config.json (the mutations aim at these more often).
+READ = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+        "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
+        "embedding_size", "relative_attention_num_buckets", "architectures", "num_labels", "id2label",
+        "tie_word_embeddings", "position_embedding_type", "is_decoder", "add_cross_attention",
+        "dim", "n_layers", "n_heads", "hidden_dim", "activation")
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "max_position_embeddings", "embedding_size", "num_labels")
+
+
+def config_text(rng, drawn):
+    raw = rng.choice(CONFIGS)
+    kind = rng.choice(["valid", "tree", "tree", "tree", "family", "text"])
+    if kind == "tree":
+        raw = mutate_tree(rng, raw, READ, drawn)
+    elif kind == "family":
+        raw = {**raw, "model_type": rng.choice(list(FAMILIES) + ["gpt2", "BERT"])}
+        if rng.random() < 0.5:
+            raw = mutate_tree(rng, raw, READ, drawn, count=1)
+    text = json.dumps(raw)
+    return mutate_text(rng, text) if kind == "text" else text
+
+
+def _check_fields(config):
+    """What the model code relies on, whatever the file said."""
+    for name in SIZES:
+        value = getattr(config, name)
+        assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
+    assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
+    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert")
+    assert config.hidden_size % config.num_attention_heads == 0
+    assert config.hidden_act in SUPPORTED_ACTIVATIONS
+    assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1
+    assert config.pad_token_id is None or type(config.pad_token_id) is int
+    assert all(isinstance(name, str) for name in config.architectures)
+    assert isinstance(config.tie_word_embeddings, bool)
+    assert not config.id2label or list(config.id2label) == list(range(config.num_labels))
+
+
+def _same_as_transformers(config, raw):
+    """Our reading of `raw` equals transformers' reading of the keys we read (the others change
+    nothing we compute; transformers may refuse them, or crash on them: a dtype of [[null]])."""
+    read = {key: value for key, value in raw.items() if key in READ}
+    expected = _transformers_reading(json.dumps(read, sort_keys=True))
+    ours = {name: getattr(config, name) for name in expected}
+    assert ours == expected, f"{raw}: ours {ours} transformers {expected}"
+    return "read, equal to transformers"
+
+
+@functools.lru_cache(maxsize=None)
+def _transformers_reading(read_json):
+    """transformers' values of the fields we read, under our names, from config.json's keys."""
+    read = json.loads(read_json)
+    try:
+        theirs = transformers.CONFIG_MAPPING[read["model_type"]].from_dict(read)
+    except Exception as error:  # its strict dataclasses name the field
+        raise AssertionError(f"transformers refuses {read} ({error}); we accepted it") from None
+    family = FAMILIES[read["model_type"]]
+    fields = {name: getattr(theirs, name) for name in (
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
+        "pad_token_id", "num_labels", "tie_word_embeddings")}
+    if family == "distilbert":
+        fields["intermediate_size"], fields["hidden_act"] = theirs.hidden_dim, theirs.activation
+    else:
+        fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_act
+    if family != "distilbert":
+        fields["layer_norm_eps"] = float(theirs.layer_norm_eps)
+    if family in ("bert", "roberta", "electra"):
+        fields["type_vocab_size"] = theirs.type_vocab_size
+    if family == "electra":
+        fields["embedding_size"] = theirs.embedding_size
+    if family == "mpnet":
+        fields["relative_attention_num_buckets"] = theirs.relative_attention_num_buckets
+    fields["architectures"] = tuple(theirs.architectures or ())
+    if read.get("id2label"):
+        fields["id2label"] = dict(theirs.id2label)
+    return fields
+
+
+def test_config_json_is_refused_by_name_or_read_as_transformers_reads_it(tmp_path):
+    transformers.logging.set_verbosity_error()
+    outcomes = collections.Counter()
+    with scratch_folder(tmp_path) as folder:
+        @fuzz_settings(batch=PER_EXAMPLE)
+        @given(plans())
+        def run(plan):
+            for rng, drawn in inputs_of(plan):
+                ran("config.json")
+                text = config_text(rng, drawn)
+                (folder / "config.json").write_bytes(text.encode("utf-8", "surrogatepass"))
+                config, error = parse_guarded(lambda: EncoderConfig.from_file(folder), ConfigError, "config.json")
+                if config is None:
+                    outcomes["refused"] += 1
+                    continue
+                _check_fields(config)
+                outcomes[_same_as_transformers(config, json.loads(text))] += 1
+
+        run()
+    total = sum(outcomes.values())
+    assert total >= FUZZ_EXAMPLES, outcomes
+    assert outcomes["read, equal to transformers"] >= total // 10 and outcomes["refused"] >= total // 10, outcomes
