@@ -10,23 +10,17 @@ The property every suite checks, for each generated input (a file or a set of fi
 never another exception, a hang, or a file the reference refuses being accepted.
 """
 
-import os
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, settings
-
+from fuzzing import BATCH, fuzz_settings, ran
 from transformer.files import ModelFileError
 
 FIELDS = ("ids", "tokens", "type_ids", "attention_mask", "offsets", "word_ids", "special_tokens_mask")
-# `make test` sets CI=true: 500 examples of 20 inputs each (10,000 per parser); 50 otherwise.
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-INPUTS_PER_EXAMPLE = 20
-settings.register_profile("tokenizer-fuzz-ci", max_examples=500, deadline=None, derandomize=True, database=None,
-                          phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-settings.register_profile("tokenizer-fuzz-dev", max_examples=50, deadline=None, derandomize=True, database=None,
-                          phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-PROFILE = settings.get_profile("tokenizer-fuzz-ci" if IN_CI else "tokenizer-fuzz-dev")
+# tests/fuzzing.py: 10,000 inputs per parser when CI=true (as `make test` runs), 1,000 otherwise,
+# drawn BATCH at a time.
+INPUTS_PER_EXAMPLE = BATCH
+PROFILE = fuzz_settings()
 TEXTS = ["Hello, world! [MASK] <mask> héllo 中文", "don't  stop\n12345 ☃️ e\u0301", "", "<s> x </s> ▁a"]
 _HUGE = 10 ** 5  # the reference aborts the process when it cannot allocate a padded row
 
@@ -39,8 +33,16 @@ def scratch_folder():
 
 
 class Outcomes(dict):
+    """What happened to each input of one suite ({outcome: count}); each add() also counts
+    the input for the run's report (fuzzing.ran)."""
+
+    def __init__(self, parser):
+        super().__init__()
+        self.parser = parser
+
     def add(self, name):
         self[name] = self.get(name, 0) + 1
+        ran(self.parser)
 
 
 def fields(encoding):
