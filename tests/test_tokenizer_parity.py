@@ -21,13 +21,9 @@ from transformer.tokenizer import Tokenizer
 tokenizers = pytest.importorskip("tokenizers")
 hypothesis = pytest.importorskip("hypothesis")
 faker = pytest.importorskip("faker")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from tokenizer_inputs import SPECIAL_STRINGS, adversarial as draw_adversarial, assert_same as _assert_same  # noqa: E402
 
 DATA = Path(__file__).parent / "tokenizer_data"
-FIELDS = ("ids", "tokens", "type_ids", "attention_mask", "offsets", "word_ids", "special_tokens_mask")
-SPECIAL_STRINGS = ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "<s>", "</s>", "<mask>", "<pad>", "<unk>",
-                   "<|endoftext|>", "[mask]", "<MASK>"]
 
 
 # --- the four tokenizers, each as (ours, reference) -------------------------------------------
@@ -105,70 +101,11 @@ def multilingual():
     return texts
 
 
-def _fragments():
-    letters = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
-    any_char = st.characters(blacklist_categories=("Cs",))
-    return st.one_of(
-        letters,
-        st.text(any_char, max_size=6),
-        st.text(st.characters(whitelist_categories=("Cc", "Cf", "Co")), min_size=1, max_size=3),
-        st.text(st.characters(whitelist_categories=("Mn", "Mc", "Me")), min_size=1, max_size=4),
-        st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=4),
-        st.text(st.characters(min_codepoint=0x20000, max_codepoint=0x323AF), min_size=1, max_size=3),
-        st.sampled_from(["👩‍👩‍👧‍👦", "👨‍💻", "🏳️‍🌈", "🇫🇷", "🇯🇵🇺🇸", "👍🏽", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", "❤️", "#️⃣", "🐦‍🔥", "🫠"]),
-        st.text(st.characters(min_codepoint=0x0590, max_codepoint=0x06FF), min_size=1, max_size=8),
-        st.text(st.characters(min_codepoint=0xFF00, max_codepoint=0xFFEF), min_size=1, max_size=6),
-        st.text(st.characters(min_codepoint=0x61, max_codepoint=0x7A), min_size=101, max_size=130),
-        st.text(st.sampled_from(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u200b\u2028\u3000"), min_size=1, max_size=6),
-        st.sampled_from(SPECIAL_STRINGS),
-        st.sampled_from(["e\u0301", "\u0130", "\u03a3", "ß", "ﬁ", "Å", "ǅ", "ꭰ", "ᾼ", "ẞ", "'s", "'ll", " 's", "n't"]),
-    )
-
-
-def _collect(strategy, count):
-    """`count` examples of `strategy`, the same on every run (derandomized hypothesis)."""
-    examples = []
-
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def collect(value):
-        examples.append(value)
-
-    collect()
-    return examples
-
-
 @pytest.fixture(scope="module")
 def adversarial():
     """6,000 adversarial strings: hypothesis draws 300 batches of 20 distinct strings, each
     1-8 fragments joined."""
-    text = st.lists(_fragments(), min_size=1, max_size=8).map("".join)
-    batches = _collect(st.lists(text, min_size=20, max_size=20, unique=True), 300)
-    return [t for batch in batches for t in batch]
-
-
-# --- comparing --------------------------------------------------------------------------------
-
-def _fields(encoding):
-    return {f: list(getattr(encoding, f)) for f in FIELDS} | {
-        "overflowing": [_fields(o) for o in encoding.overflowing]}
-
-
-def _mismatches(ours, reference, inputs):
-    problems = []
-    for index, (mine, theirs) in enumerate(zip(ours, reference)):
-        a, b = _fields(mine), _fields(theirs)
-        if a != b:
-            field = next(f for f in FIELDS + ("overflowing",) if a[f] != b[f])
-            problems.append(f"input {inputs[index]!r:.120}: {field} ours={a[field]!r:.300} reference={b[field]!r:.300}")
-    assert len(ours) == len(reference)
-    return problems
-
-
-def _assert_same(ours, reference, inputs):
-    problems = _mismatches(ours, reference, inputs)
-    assert not problems, f"{len(problems)} of {len(inputs)} inputs differ; first ones:\n" + "\n".join(problems[:5])
+    return draw_adversarial(6000)
 
 
 # --- the tests --------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ WORDS = sorted(set((DATA / "multilingual.txt").read_text(encoding="utf-8").split
 
 
 @pytest.fixture(scope="module")
-def tokenizers_by_name(minilm_dir, mpnet_dir, gpt2_tokenizer_dir, tmp_path_factory):
+def tokenizers_by_name(minilm_dir, mpnet_dir, gpt2_tokenizer_dir, xlmr_tokenizer_dir, qwen3_tokenizer_dir,
+                       tmp_path_factory):
     from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 
     bpe = models.BPE.from_file(str(gpt2_tokenizer_dir / "vocab.json"), str(gpt2_tokenizer_dir / "merges.txt"))
@@ -34,10 +35,14 @@ def tokenizers_by_name(minilm_dir, mpnet_dir, gpt2_tokenizer_dir, tmp_path_facto
     return {"all-MiniLM-L6-v2": Tokenizer.from_pretrained(minilm_dir),
             "all-mpnet-base-v2": Tokenizer.from_pretrained(mpnet_dir),
             "gpt2": Tokenizer.from_pretrained(gpt2_tokenizer_dir),
-            "roberta": Tokenizer.from_file(path)}
+            "roberta": Tokenizer.from_file(path),
+            "xlmr": Tokenizer.from_file(xlmr_tokenizer_dir / "tokenizer.json"),
+            "qwen3": Tokenizer.from_file(qwen3_tokenizer_dir / "tokenizer.json")}
 
 
-NAMES = ["all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2", "roberta"]
+# Gemma 3's tokenizer is not among them: with no pre-tokenizer splitting at spaces, a whole
+# text is one BPE word, which no prefix can stand for (test_gemma_tokenizes_the_whole_text).
+NAMES = ["all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2", "roberta", "xlmr", "qwen3"]
 
 _GLUE = st.sampled_from([" ", " ", " ", "  ", ", ", ". ", "\n", " - ", "", "'s ", " [MASK] ", "<mask>", "\t", "。"])
 _TEXT = st.lists(st.tuples(st.sampled_from(WORDS), _GLUE).map("".join), min_size=20, max_size=400).map("".join)
@@ -102,7 +107,7 @@ def test_a_pipeline_that_is_not_local_tokenizes_the_whole_text(minilm_dir):
     import json
 
     data = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    data["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": r"\w+|[^\w\s]+"}, "behavior": "Isolated",
+    data["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": r"\w+|[^\w\s]+"}, "behavior": "Contiguous",
                              "invert": False}
     tok = Tokenizer.from_str(json.dumps(data))
     assert not tok._prefix_safe()
@@ -110,3 +115,8 @@ def test_a_pipeline_that_is_not_local_tokenizes_the_whole_text(minilm_dir):
     reference.no_padding()
     text = "word " * 3000
     assert tok([text], truncation=True, max_length=128)["input_ids"][0].tolist() == reference.encode(text).ids
+
+
+def test_gemma_tokenizes_the_whole_text(gemma3_tokenizer_dir):
+    tok = Tokenizer.from_file(gemma3_tokenizer_dir / "tokenizer.json")
+    assert not tok._prefix_safe()

@@ -13,6 +13,7 @@ a time and store what it does:
 Run:  .venv/bin/python tests/tokenizer_data/generate_unicode_tables.py   (about 30 s)
 """
 
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tokenizers import normalizers as N
 from tokenizers import pre_tokenizers as P
 
 OUT = Path(__file__).resolve().parents[2] / "transformer" / "tokenizer" / "unicode_tables.py"
+sys.path.insert(0, str(OUT.parents[2]))  # build_charsmap, to make probe charsmaps
 CODE_POINTS = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
 
 
@@ -125,6 +127,54 @@ def probe_onig_classes():
     return encoded, matched(r"\w")
 
 
+GRAPHEME_CLASSES = ("CR", "LF", "Control", "Extend", "ZWJ", "Regional_Indicator", "Prepend", "SpacingMark", "L",
+                    "V", "T", "LV", "LVT")
+
+
+def grapheme_tables():
+    """Grapheme_Cluster_Break, Extended_Pictographic and Indic_Conjunct_Break of every code
+    point, for the extended grapheme clusters the reference's Precompiled normalizer walks
+    (Rust unicode-segmentation). Read from the `regex` module's Unicode data (a test
+    dependency, a newer Unicode than the reference's), then corrected by asking the reference
+    where it matters (clusters under 6 bytes, which Precompiled looks up whole):
+
+    * what extends a cluster (Extend, ZWJ, SpacingMark): "a" + c with a charsmap {"a": "A"}
+      gives "A" exactly when c joins a's cluster;
+    * Prepend: c + "b" with a charsmap {c: "X"} gives "X" exactly when c prepends.
+    """
+    import base64
+
+    import regex
+
+    from transformer.tokenizer.precompiled import build_charsmap
+
+    text = "".join(map(chr, CODE_POINTS))
+
+    def members(pattern):
+        return [ord(ch) for ch in regex.findall(pattern, text)]
+
+    joins = N.Precompiled(base64.b64decode(build_charsmap({"a": "A"})))
+    extends = {c for c in CODE_POINTS if joins.normalize_str("a" + chr(c)) == "A"}
+    candidates = set(members(r"\p{Grapheme_Cluster_Break=Prepend}")) | set(members(r"\p{Cf}"))
+    candidates -= {0}
+    prepends_probe = N.Precompiled(base64.b64decode(build_charsmap({chr(c): "X" for c in candidates})))
+    prepends = {c for c in candidates if prepends_probe.normalize_str(chr(c) + "b") == "X"}
+    runs = []
+    for name in GRAPHEME_CLASSES:
+        code_points = set(members(rf"\p{{Grapheme_Cluster_Break={name}}}"))
+        if name in ("Extend", "ZWJ", "SpacingMark"):
+            code_points &= extends
+        elif name == "Prepend":
+            code_points = prepends
+        runs.extend((a, b, name) for a, b in ranges(code_points))
+    runs.sort()
+    encoded = " ".join((f"{a:x}" if a == b else f"{a:x}-{b:x}") + f":{name}" for a, b, name in runs)
+    return {"GRAPHEME_BREAK": encoded, "EXTENDED_PICTOGRAPHIC": encode_ranges(members(r"\p{Extended_Pictographic}")),
+            "INCB_LINKER": encode_ranges(members(r"\p{InCB=Linker}")),
+            "INCB_CONSONANT": encode_ranges(members(r"\p{InCB=Consonant}")),
+            "INCB_EXTEND": encode_ranges(members(r"\p{InCB=Extend}"))}
+
+
 def probe_combining_classes():
     """class -> code points, for every mark the reference's NFD reorders (it may know fewer
     marks than this Python: the others are starters, class 0, to it)."""
@@ -190,6 +240,11 @@ def main():
     lines.append("# general category of every assigned code point to Oniguruma (Split / Replace regexes' \\p{..}):")
     lines.append("# 'first-last:Xx' runs, hex; code points not listed are unassigned (Cn) or surrogates (Cs)")
     lines.append(f"ONIG_CATEGORY = {categories!r}")
+    lines.append("")
+    lines.append("# extended grapheme clusters (UAX #29) for the Precompiled normalizer: Grapheme_Cluster_Break")
+    lines.append("# as 'first-last:Class' runs (others: Other), Extended_Pictographic and Indic_Conjunct_Break ranges")
+    for name, value in grapheme_tables().items():
+        lines.append(f"{name} = {value!r}")
     lines.append("")
     lines.append("# canonical combining class -> the marks the reference's NFD gives that class (others: 0)")
     lines.append("COMBINING_CLASS = {")

@@ -112,22 +112,29 @@ class BPE:
         # token is left + right without its first len(prefix) bytes (the reference cuts them
         # whether or not right starts with the prefix); a later duplicate pair wins.
         prefix_bytes = len(self.continuing_subword_prefix.encode("utf-8"))
-        self.merges = {}
+        vocab, table = self.vocab, {}
         for rank, (left, right) in enumerate(merges):
-            for name, token in (("left", left), ("right", right)):
-                if token not in self.vocab:
-                    raise ValueError(f"merge #{rank} ({left!r} {right!r}): its {name} token {token!r} "
-                                     "is not in the vocabulary")
-            right_bytes = right.encode("utf-8")
-            if len(right_bytes) < prefix_bytes:
-                raise ValueError(f"merge #{rank} ({left!r} {right!r}): the right token is shorter than the "
-                                 f"continuing_subword_prefix {self.continuing_subword_prefix!r}")
-            merged = (left.encode("utf-8") + right_bytes[prefix_bytes:]).decode("utf-8", "replace")
-            if merged not in self.vocab:
-                raise ValueError(f"merge #{rank} ({left!r} {right!r}): the merged token {merged!r} "
-                                 "is not in the vocabulary")
-            self.merges[(self.vocab[left], self.vocab[right])] = (rank, self.vocab[merged])
+            if prefix_bytes:
+                right_bytes = right.encode("utf-8")
+                merged = (left.encode("utf-8") + right_bytes[prefix_bytes:]).decode("utf-8", "replace") \
+                    if len(right_bytes) >= prefix_bytes else None
+            else:
+                merged = left + right
+            left_id, right_id, merged_id = vocab.get(left), vocab.get(right), vocab.get(merged)
+            if left_id is None or right_id is None or merged_id is None:
+                raise ValueError(self._bad_merge(rank, left, right, merged))
+            table[(left_id, right_id)] = (rank, merged_id)
+        self.merges = table
         self._cache = {}
+
+    def _bad_merge(self, rank, left, right, merged):
+        for name, token in (("left", left), ("right", right)):
+            if token not in self.vocab:
+                return f"merge #{rank} ({left!r} {right!r}): its {name} token {token!r} is not in the vocabulary"
+        if merged is None:
+            return (f"merge #{rank} ({left!r} {right!r}): the right token is shorter than the "
+                    f"continuing_subword_prefix {self.continuing_subword_prefix!r}")
+        return f"merge #{rank} ({left!r} {right!r}): the merged token {merged!r} is not in the vocabulary"
 
     def tokenize(self, word):
         return _cached(self._cache, word, self._tokenize)
@@ -244,6 +251,116 @@ class BPE:
         return self.id_to_token_map.get(token_id)
 
 
+class Unigram:
+    """SentencePiece's unigram model: the split of a word whose pieces' log-probabilities sum
+    highest (Viterbi over every way to cover the word with vocabulary pieces).
+
+    `pieces` is the vocabulary as [(piece, score), ...] (the id is the position). A character
+    no piece covers gets the unk id with score min(scores) - 10; neighbouring unknowns fuse
+    into one token, whose text is the original characters (or its UTF-8 bytes as <0xXX>
+    pieces with byte_fallback).
+
+    >>> model = Unigram([("<unk>", 0.0), ("a", -1.0), ("b", -1.0), ("ab", -1.5), ("c", -3.0)], unk_id=0)
+    >>> [t for _, t, _, _ in model.tokenize("abcab")]
+    ['ab', 'c', 'ab']
+    >>> model.tokenize("xyb")
+    [(0, 'xy', 0, 2), (2, 'b', 2, 3)]
+    """
+
+    UNK_PENALTY = 10.0
+
+    def __init__(self, pieces, unk_id=None, byte_fallback=False):
+        self.pieces = [(piece, float(score)) for piece, score in pieces]
+        if unk_id is not None and not 0 <= unk_id < len(self.pieces):
+            raise ValueError(f"unk_id {unk_id} is not the index of a piece (there are {len(self.pieces)})")
+        self.unk_id = unk_id
+        self.byte_fallback = byte_fallback
+        # a repeated piece keeps its last id, as in the reference
+        self.vocab = {piece: index for index, (piece, _) in enumerate(self.pieces)}
+        self.scores = {piece: self.pieces[index][1] for piece, index in self.vocab.items()}
+        self.min_score = min((score for _, score in self.pieces), default=float("inf"))
+        self._prefixes = None  # every proper prefix of a piece, built on first use
+        self._longest = max((len(piece) for piece in self.vocab), default=0)
+        self._cache = {}
+
+    def tokenize(self, word):
+        return _cached(self._cache, word, self._tokenize)
+
+    def _proper_prefixes(self):
+        if self._prefixes is None:
+            self._prefixes = {piece[:end] for piece in self.vocab for end in range(1, len(piece))}
+        return self._prefixes
+
+    def _tokenize(self, word):
+        if not word:
+            return []
+        spans = self._best_path(word)
+        tokens = []
+        for start, end, is_unk in spans:
+            text = word[start:end]
+            token_id = self.vocab.get(text)
+            if token_id is not None:
+                tokens.append((token_id, text, start, end))
+                continue
+            if self.byte_fallback:
+                byte_ids = [self.vocab.get(f"<0x{b:02X}>") for b in text.encode("utf-8")]
+                if None not in byte_ids:
+                    tokens.extend((i, f"<0x{b:02X}>", start, end) for i, b in zip(byte_ids, text.encode("utf-8")))
+                    continue
+            if self.unk_id is None:
+                raise ValueError(f"Unigram: {text!r} is not in the vocabulary and the model has no unk_id")
+            tokens.append((self.unk_id, text, start, end))
+        return tokens
+
+    def _best_path(self, word):
+        """Viterbi: [(start, end, is_unk), ...] covering `word`, unknowns fused."""
+        scores, prefixes, longest = self.scores, self._proper_prefixes(), self._longest
+        unk_score = self.min_score - self.UNK_PENALTY
+        length = len(word)
+        best = [0.0] * (length + 1)
+        back = [-1] * (length + 1)  # where the best path to here starts its last piece; -1: none yet
+        unknown = [False] * (length + 1)
+        for start in range(length):
+            if start and back[start] < 0:
+                continue  # unreachable (cannot happen: every character has a piece or the unk)
+            here = best[start]
+            single = False
+            for end in range(start + 1, min(length, start + longest) + 1):
+                piece = word[start:end]
+                score = scores.get(piece)
+                if score is not None:
+                    candidate = here + score
+                    if back[end] < 0 or candidate > best[end]:
+                        best[end], back[end], unknown[end] = candidate, start, False
+                    if end == start + 1:
+                        single = True
+                if piece not in prefixes:
+                    break
+            if not single:
+                if self.unk_id is None:
+                    raise ValueError(f"Unigram: {word[start]!r} is not in the vocabulary and the model has no unk_id")
+                end = start + 1
+                candidate = here + unk_score
+                if back[end] < 0 or candidate > best[end]:
+                    best[end], back[end], unknown[end] = candidate, start, True
+        spans, end = [], length
+        while end > 0:
+            start = back[end]
+            if unknown[end] and spans and spans[-1][2]:
+                spans[-1] = (start, spans[-1][1], True)  # fuse with the unknown after it
+            else:
+                spans.append((start, end, unknown[end]))
+            end = start
+        spans.reverse()
+        return spans
+
+    def token_to_id(self, token):
+        return self.vocab.get(token)
+
+    def id_to_token(self, token_id):
+        return self.pieces[token_id][0] if 0 <= token_id < len(self.pieces) else None
+
+
 class WordLevel:
     """A whole word is one token (or the unk token).
 
@@ -287,7 +404,8 @@ def from_config(config, where="model"):
     kind = fields.string("type", "")
     if not fields.has("type"):  # old files omit the type: guess from the fields, as the reference does
         kind = ("BPE" if "merges" in config else "WordPiece" if "continuing_subword_prefix" in config
-                else "WordLevel" if "unk_token" in config else None)
+                else "WordLevel" if "unk_token" in config else "Unigram" if isinstance(config.get("vocab"), list)
+                else None)
         if kind is None:
             raise ValueError(f"{where} has no field 'type'; expected one of {', '.join(_KINDS)}")
     if kind not in _KINDS:
@@ -300,6 +418,12 @@ def from_config(config, where="model"):
     if kind == "WordLevel":
         unk_token = fields.string("unk_token")
         return WordLevel(vocab_of(fields), unk_token)
+    if kind == "Unigram":
+        pieces = pieces_of(fields)
+        unk_id = fields.uint("unk_id", None, limit=USIZE)
+        if unk_id is not None and unk_id >= len(pieces):
+            raise ValueError(f"{where}.unk_id is {unk_id}; expected the index of a piece (there are {len(pieces)})")
+        return Unigram(pieces, unk_id, bool(fields.boolean("byte_fallback", False)))
     dropout = fields.number("dropout", None)
     if dropout is not None and not 0.0 <= dropout <= 1.0:
         raise ValueError(f"{where}.dropout is {dropout}; expected a probability from 0 to 1 (or null)")
@@ -320,7 +444,7 @@ def from_config(config, where="model"):
         raise ValueError(f"{where}.merges: {error}") from None
 
 
-_KINDS = ("BPE", "WordPiece", "WordLevel")
+_KINDS = ("BPE", "WordPiece", "WordLevel", "Unigram")
 
 
 def vocab_of(fields):
@@ -339,22 +463,37 @@ def vocab_of(fields):
     return vocab
 
 
+def pieces_of(fields):
+    """fields.vocab of a Unigram model: a list of [piece, score] pairs (score a finite number)."""
+    pieces = fields.array("vocab")
+    where = fields.path("vocab")
+    result = []
+    for index, item in enumerate(pieces):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], (int, float)) and not isinstance(item[1], bool)):
+            raise ValueError(f"{where}[{index}] is {show(item)}; expected a [piece, score] pair")
+        if item[1] != item[1] or item[1] in (float("inf"), float("-inf")):
+            raise ValueError(f"{where}[{index}] has the score {item[1]}; expected a finite number")
+        result.append((item[0], item[1]))
+    return result
+
+
 def merges_of(fields):
     """fields.merges: a list of [left, right] pairs, or of "left right" strings (older files),
     not a mixture -> [(left, right), ...]."""
     merges = fields.array("merges")
     where = fields.path("merges")
-    pairs = []
     as_strings = bool(merges) and isinstance(merges[0], str)
-    for rank, merge in enumerate(merges):
-        if as_strings and isinstance(merge, str):
-            parts = merge.split(" ")
-            if len(parts) != 2:
+    if as_strings:
+        pairs = [merge.split(" ") if type(merge) is str else None for merge in merges]
+    else:
+        pairs = merges
+    # one fast pass to find a bad entry; the message is written only then
+    for rank, pair in enumerate(pairs):
+        if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str):
+            merge = merges[rank]
+            if as_strings and isinstance(merge, str):
                 raise ValueError(f"{where}[{rank}] is {show(merge)}; expected two tokens separated by one space")
-        elif not as_strings and isinstance(merge, list) and len(merge) == 2 and all(isinstance(p, str) for p in merge):
-            parts = merge
-        else:
             expected = 'a "left right" string' if as_strings else "a [left, right] pair of strings"
             raise ValueError(f"{where}[{rank}] is {show(merge)}; expected {expected} like the first merge")
-        pairs.append((parts[0], parts[1]))
     return pairs

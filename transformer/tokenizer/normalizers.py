@@ -147,21 +147,76 @@ def _canonical_order(stream):
 
 
 def compose(text, origin, form="NFC"):
-    """NFC / NFKC. Where characters merge, each output char is aligned with the input char at
-    which it first appears (the reference's exact alignment of merged characters may differ)."""
+    """NFC / NFKC, tracking origins as the reference does: decompose (NFD / NFKD pieces:
+    change 0 for the first, 1 for the others), put marks in canonical order, then compose; a
+    composed character takes the changes of both of its parts minus one, so it consumes the
+    characters it merged counting from its own position (even when the mark it absorbed was
+    not next to it: the reference aligns by count, not by which mark).
+
+    >>> compose("a\u0316\u0301", 0)   # a + grave-below + acute: the acute merges into the a
+    ('\xe1\u0316', [0, 2])
+    """
     if text.isascii() or unicodedata.is_normalized(form, text):
         return text, origin
-    result = unicodedata.normalize(form, text)
-    origins_in = as_list(origin, len(text))
-    if len(result) == len(text):
-        return result, origins_in
-    origins, produced = [], 0
-    for k in range(len(text)):
-        length = len(unicodedata.normalize(form, text[: k + 1]))
-        origins.extend([origins_in[k]] * max(0, min(length, len(result)) - produced))
-        produced = max(produced, min(length, len(result)))
-    origins.extend([origins_in[-1]] * (len(result) - len(origins)))
-    return result, origins[: len(result)]
+    stream = []
+    for ch in text:
+        decomposed = DECOMPOSITION.get(ord(ch)) if form == "NFC" else None
+        decomposed = decomposed or unicodedata.normalize("NFD" if form == "NFC" else "NFKD", ch)
+        stream.extend((piece, 0 if i == 0 else 1) for i, piece in enumerate(decomposed))
+    _canonical_order(stream)
+    return apply_changes(as_list(origin, len(text)), len(text), _canonical_compose(stream))
+
+
+def _canonical_compose(stream):
+    """Canonical composition (UAX #15) of a [(char, change), ...] stream: each mark not blocked
+    from the last starter merges into it when they have a primary composite."""
+    result, starter = [], None  # starter: index in result of the last character of class 0
+    last_class = 0
+    for char, change in stream:
+        char_class = _combining(char)
+        if starter is not None and (last_class < char_class or (last_class == 0 and len(result) - 1 == starter)):
+            composite = _compose_pair(result[starter][0], char)
+            if composite is not None:
+                result[starter] = (composite, result[starter][1] + change - 1)
+                continue
+        if char_class == 0:
+            starter = len(result)
+            last_class = 0
+        else:
+            last_class = char_class
+        result.append((char, change))
+    return result
+
+
+_COMPOSITES = {}  # (first, second) -> composite, built on first use
+
+
+def _compose_pair(first, second):
+    """The primary composite of two characters (Hangul included), or None."""
+    lv = _hangul_compose(first, second)
+    if lv is not None:
+        return lv
+    if not _COMPOSITES:
+        for code_point in range(0xC0, 0x30000):
+            char = chr(code_point)
+            parts = unicodedata.normalize("NFD", char)
+            if len(parts) < 2 or unicodedata.normalize("NFC", parts) != char:
+                continue  # no canonical decomposition, or excluded from composition
+            pair = (unicodedata.normalize("NFC", parts[:-1]), parts[-1])
+            # only what the reference decomposes this way too (it does not know newer characters)
+            if len(pair[0]) == 1 and DECOMPOSITION.get(code_point, parts) == parts:
+                _COMPOSITES[pair] = char
+    return _COMPOSITES.get((first, second))
+
+
+def _hangul_compose(first, second):
+    l_index, v_index = ord(first) - 0x1100, ord(second) - 0x1161
+    if 0 <= l_index < 19 and 0 <= v_index < 21:
+        return chr(0xAC00 + (l_index * 21 + v_index) * 28)
+    s_index, t_index = ord(first) - 0xAC00, ord(second) - 0x11A7
+    if 0 <= s_index < 11172 and s_index % 28 == 0 and 0 < t_index < 28:
+        return chr(ord(first) + t_index)
+    return None
 
 
 def strip_nonspacing_marks(text, origin):
@@ -330,8 +385,11 @@ class Replace(Normalizer):
 
     @property
     def prefix_safe(self):
-        # a literal can only straddle the cut if it holds a letter followed by a space
-        return not self.is_regex and not _LETTER_SPACE.search(self.pattern)
+        # a literal can only straddle the cut if it holds a letter followed by a space; a regex
+        # is checked (onig.cuttable_replace)
+        if self.is_regex:
+            return onig.cuttable_replace(self._regex)
+        return not _LETTER_SPACE.search(self.pattern)
 
     def normalize(self, text, origin):
         if not text or not self._regex.search(text):  # the reference matches nothing in ''
@@ -439,6 +497,9 @@ def from_config(config, where="normalizer"):
         return Replace(pattern, fields.string("content"), is_regex, where=fields.path("pattern"))
     if kind == "Prepend":
         return Prepend(fields.string("prepend"))
+    if kind == "Precompiled":
+        from .precompiled import Precompiled
+        return Precompiled(fields.string("precompiled_charsmap"), fields.path("precompiled_charsmap"))
     if kind == "Sequence":
         items = fields.array("normalizers")
         return Sequence(from_config(item, f"{where}.normalizers[{i}]") for i, item in enumerate(items))
@@ -446,4 +507,4 @@ def from_config(config, where="normalizer"):
 
 _SIMPLE = {"Lowercase": Lowercase, "NFD": NFD, "NFKD": NFKD, "NFC": NFC, "NFKC": NFKC,
            "StripAccents": StripAccents, "Nmt": Nmt, "ByteLevel": ByteLevel}
-_KINDS = ("BertNormalizer", *_SIMPLE, "Strip", "Replace", "Prepend", "Sequence")
+_KINDS = ("BertNormalizer", *_SIMPLE, "Strip", "Replace", "Prepend", "Precompiled", "Sequence")

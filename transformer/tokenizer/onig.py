@@ -713,6 +713,142 @@ def _loops_at_start_of_seq(items, rest):
     return found
 
 
+# --- where a text may be cut (Tokenizer._encode_prefix) -------------------------------------------
+#
+# A long text truncated on the right is tokenized from a prefix that ends just before a space
+# following a letter. A Replace normalizer's regex or a Split pre-tokenizer's gives the same
+# matches up to such a cut when the checks below hold (each is sufficient, not necessary).
+
+_SPACE = ((0x20, 0x20),)
+_FORWARD_ASSERTS = ("eol", "end", "end_newline", "word", "not_word")  # they look at what follows
+
+
+@lru_cache(maxsize=1)
+def _letters():
+    return _table("ONIG_LETTER")
+
+
+def _last_chars(node):
+    """The characters a match of `node` can end with (ranges), assertions ignored."""
+    if isinstance(node, Chars):
+        return node.ranges
+    if isinstance(node, Assert):
+        return ()
+    if isinstance(node, Seq):
+        ranges = []
+        for item in reversed(node.items):
+            ranges.extend(_last_chars(item))
+            if not _nullable(item):
+                break
+        return _normalize(ranges)
+    if isinstance(node, Alt):
+        return _normalize([r for branch in node.branches for r in _last_chars(branch)])
+    if isinstance(node, Group) and node.kind in LOOK:
+        return ()
+    return _last_chars(node.body)
+
+
+def _chars_at_edge(items, edge):
+    """The characters the first (edge=_first_chars) or last items can show, over optional ones."""
+    ranges = []
+    for item in items:
+        ranges.extend(edge(item))
+        if not _nullable(item):
+            break
+    return _normalize(ranges)
+
+
+def _walk(node, before, after, visit):
+    """Call visit(node, before, after) on every node, with the items matched just before it
+    (nearest first) and just after it, across group boundaries."""
+    visit(node, before, after)
+    if isinstance(node, Seq):
+        items = _flatten(node)
+        for index, item in enumerate(items):
+            _walk(item, list(reversed(items[:index])) + before, items[index + 1:] + after, visit)
+    elif isinstance(node, Alt):
+        for branch in node.branches:
+            _walk(branch, before, after, visit)
+    elif isinstance(node, Group):
+        if node.kind in LOOK:
+            _walk(node.body, [], [], visit)
+        else:
+            _walk(node.body, before, after, visit)
+    elif isinstance(node, Repeat):
+        again = [Repeat(node.body, 0, node.max, node.mode)] if _is_loop(node) else []
+        _walk(node.body, again + before, again + after, visit)
+
+
+def _reads_past_a_letter(tree):
+    """Whether a forward assertion (lookahead, $, \\z, \\Z, \\b, \\B) can be checked right after
+    a matched letter: at a cut it would see the end of the text instead of the space."""
+    found = []
+
+    def visit(node, before, after):
+        forward = (isinstance(node, Assert) and node.kind in _FORWARD_ASSERTS) or \
+            (isinstance(node, Group) and node.kind in ("ahead", "not_ahead"))
+        if forward and _intersect(_chars_at_edge(before, _last_chars), _letters()):
+            found.append(node)
+
+    _walk(tree, [], [], visit)
+    return bool(found)
+
+
+def _matches_letter_then_space(tree):
+    """Whether one match can hold a letter directly followed by a space."""
+    found = []
+
+    def visit(node, before, after):
+        if isinstance(node, Chars) and _intersect(node.ranges, _letters()) and \
+                _intersect(_chars_at_edge(after, _first_chars), _SPACE):
+            found.append(node)
+
+    _walk(tree, [], [], visit)
+    return bool(found)
+
+
+def _matches_any_single_letter(tree):
+    """Whether a single letter, whatever follows, is a whole match of some top-level branch
+    (so no letter is ever left outside the matches)."""
+    letters = _letters()
+    for branch in (tree.branches if isinstance(tree, Alt) else (tree,)):
+        items = _flatten(branch)
+        if any(isinstance(item, (Assert, Group)) for item in items):
+            continue
+        required = [item for item in items if not _nullable(item)]
+        if len(required) != 1:
+            continue
+        item = required[0]
+        chars = item if isinstance(item, Chars) else item.body if isinstance(item, Repeat) else None
+        if isinstance(chars, Chars) and (isinstance(item, Chars) or item.min <= 1) and \
+                _intersect(chars.ranges, letters) == letters:
+            return True
+    return False
+
+
+def cuttable_replace(regex):
+    """A Replace regex matches the same up to a cut just before a space that follows a letter:
+    it cannot match a letter, nor look past one."""
+    tree = regex.tree
+    found = []
+
+    def visit(node, before, after):
+        if isinstance(node, Chars) and _intersect(node.ranges, _letters()):
+            found.append(node)
+
+    _walk(tree, [], [], visit)
+    return not found and not _reads_past_a_letter(tree)
+
+
+def cuttable_split(regex):
+    """A Split regex (isolated or removed, not inverted) always ends a word at a cut just before
+    a space that follows a letter, and finds the same matches before it: no match holds a
+    letter followed by a space, none looks past a letter, and every letter is in a match."""
+    tree = regex.tree
+    return (not _matches_letter_then_space(tree) and not _reads_past_a_letter(tree)
+            and _matches_any_single_letter(tree))
+
+
 # --- writing the tree out for Python's re --------------------------------------------------------
 
 def _char(code_point):

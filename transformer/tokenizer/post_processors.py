@@ -55,11 +55,17 @@ class TemplateProcessing:
         return Encoding.merge(pieces)
 
 
-def _set_sequence(encoding, type_id, sequence_id):
+def _set_sequence(encoding, type_id, sequence_id, windows=False):
+    """Give a sequence its type id and sequence id. As in the reference, a template sets the
+    type ids of the sequence itself only: its truncated-off windows keep the ones they were
+    made with (0 for the first text, 1 for the pair), whatever the template says."""
     encoding.type_ids = [type_id] * len(encoding.ids)
     encoding.sequence_ids = [sequence_id] * len(encoding.ids)
     for window in encoding.overflowing:
-        _set_sequence(window, type_id, sequence_id)
+        if windows:
+            _set_sequence(window, type_id, sequence_id, windows)
+        else:
+            window.sequence_ids = [sequence_id] * len(window.ids)
 
 
 def _special(ids, tokens, type_id):
@@ -90,11 +96,12 @@ class RobertaProcessing(TemplateProcessing):
         self.add_prefix_space = add_prefix_space
 
     def process(self, encoding, pair=None, add_special_tokens=True):
-        if self.trim_offsets:
-            for item in [encoding] if pair is None else [encoding, pair]:
+        for item in [encoding] if pair is None else [encoding, pair]:
+            if self.trim_offsets:
                 trim_offsets(item, self.add_prefix_space)
                 for window in item.overflowing:
                     trim_offsets(window, self.add_prefix_space)
+            _set_sequence(item, 0, 0, windows=True)  # RoBERTa: every type id is 0, windows too
         return super().process(encoding, pair, add_special_tokens)
 
 

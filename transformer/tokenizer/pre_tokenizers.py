@@ -288,14 +288,17 @@ class Split(PreTokenizer):
 
     @property
     def local(self):
-        # A literal that holds no letter-space pair cannot straddle the cut, and with these
-        # behaviours no piece is glued to the one after it. Regexes: not analysed (not local).
-        return (not self.is_regex and not _LETTER_SPACE.search(self.pattern) and not self.invert
-                and self.behavior in ("removed", "isolated"))
+        # With these behaviours no piece is glued to the one after it. A literal that holds no
+        # letter-space pair cannot straddle the cut; a regex is checked (onig.cuttable_split).
+        if self.invert or self.behavior not in ("removed", "isolated"):
+            return False
+        if self.is_regex:
+            return onig.cuttable_split(self._regex)
+        return not _LETTER_SPACE.search(self.pattern)
 
     @property
     def splits_at_space(self):
-        return self.local and self.pattern.startswith(" ")
+        return self.local and (self.is_regex or self.pattern.startswith(" "))
 
     def split(self, text, origin):
         return split_by_pattern(text, origin, self._regex, self.behavior, self.invert)

@@ -267,6 +267,8 @@ class Tokenizer:
         for i, text in enumerate(texts):
             first = self._encode_sequence(text) if limit is None else self._encode_prefix(text, limit)
             second = self._encode_sequence(pairs[i]) if pairs is not None and pairs[i] is not None else None
+            if second is not None:
+                second.type_ids = [1] * len(second.ids)  # the reference encodes a pair with type id 1
             encodings.append(self._post_process(first, second, add_special_tokens, truncation))
         return encodings
 
