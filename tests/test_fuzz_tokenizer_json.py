@@ -1,8 +1,10 @@
 """Fuzzing the tokenizer.json parser: real files' JSON trees, mutated (see fuzz_tokenizer_support).
 
 Each input is a small tokenizer.json made from a real one (all-MiniLM-L6-v2's WordPiece,
-all-mpnet-base-v2's RobertaProcessing, a RoBERTa-style byte-level BPE from GPT-2's files; the
-vocabularies cut to ~150-400 entries so one input takes a millisecond), with 1-3 mutations: a
+all-mpnet-base-v2's RobertaProcessing, a RoBERTa-style byte-level BPE from GPT-2's files,
+XLM-R's Unigram with Precompiled and Metaspace, Qwen3's regex-split byte-level BPE, Gemma 3's
+byte-fallback BPE; the vocabularies cut to a few hundred entries so one input takes about a
+millisecond), with 1-3 mutations: a
 field deleted, set to another JSON value, set to another name the format knows, a component
 replaced by another (Split / Replace with random regexes, Metaspace, ...), vocabulary and
 merge entries added, removed or duplicated.
@@ -50,8 +52,46 @@ def _small_bpe(data, merges=120):
     return data
 
 
+def _small_unigram(data, keep=300):
+    """XLM-R's file with ~300 pieces (the specials, every single character piece among the
+    first 3,000, and some longer ones) and a small charsmap in place of the 316 kB one."""
+    from transformer.tokenizer.precompiled import build_charsmap
+
+    data = json.loads(json.dumps({k: v for k, v in data.items() if k != "model"}))
+    pieces = _XLMR_PIECES
+    kept = pieces[:4] + [p for p in pieces[4:3000] if len(p[0]) == 1][:150] + pieces[3000:3000 + keep - 150]
+    kept.append(pieces[-1])  # <mask>
+    data["model"] = {"type": "Unigram", "unk_id": 3, "vocab": kept, "byte_fallback": False}
+    data["normalizer"]["normalizers"][0]["precompiled_charsmap"] = build_charsmap(
+        {"\uff21": "A", "e\u0301": "\u00e9", "\t": " ", "\x01": "", "\u2160": "I", "\ufb01": "fi"})
+    for token in data["added_tokens"]:
+        token["id"] = min(token["id"], len(kept) - 1)
+    return data
+
+
+def _small_byte_fallback(data, keep=600):
+    """Gemma 3's file with its specials, the 256 byte pieces and ~600 merges' worth of pieces."""
+    data = json.loads(json.dumps({k: v for k, v in data.items() if k not in ("model", "added_tokens")}))
+    model = _GEMMA_MODEL
+    vocab = model["vocab"]
+    small = {t: i for t, i in vocab.items() if i < 300}  # specials, <0x00>..<0xFF> and more
+    kept = []
+    for left, right in model["merges"][1000:]:
+        if len(kept) == keep:
+            break
+        if left in small and right in small and left + right in vocab:
+            small[left + right] = vocab[left + right]
+            kept.append([left, right])
+    data["model"] = dict({k: v for k, v in model.items() if k not in ("vocab", "merges")}, vocab=small, merges=kept)
+    data["added_tokens"] = [t for t in _GEMMA_ADDED if t["id"] < 300][:40]
+    return data
+
+
+_XLMR_PIECES, _GEMMA_MODEL, _GEMMA_ADDED = [], {}, []
+
+
 @pytest.fixture(scope="module")
-def bases(minilm_dir, mpnet_dir, gpt2_tokenizer_dir):
+def bases(minilm_dir, mpnet_dir, gpt2_tokenizer_dir, xlmr_tokenizer_dir, qwen3_tokenizer_dir, gemma3_tokenizer_dir):
     from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 
     bpe = models.BPE.from_file(str(gpt2_tokenizer_dir / "vocab.json"), str(gpt2_tokenizer_dir / "merges.txt"))
@@ -61,10 +101,21 @@ def bases(minilm_dir, mpnet_dir, gpt2_tokenizer_dir):
     roberta.add_special_tokens(["<s>", "<pad>", "</s>", AddedToken("<mask>", lstrip=True, special=True)])
     roberta.post_processor = processors.RobertaProcessing(("</s>", roberta.token_to_id("</s>")),
                                                           ("<s>", roberta.token_to_id("<s>")))
+    xlmr = json.loads((xlmr_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    _XLMR_PIECES[:] = xlmr["model"]["vocab"]
+    qwen3 = json.loads((qwen3_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    gemma3 = json.loads((gemma3_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    _GEMMA_MODEL.update(gemma3["model"])
+    _GEMMA_ADDED[:] = gemma3["added_tokens"]
+    qwen_small = _small_bpe(qwen3)
+    qwen_small["added_tokens"] = [dict(t, id=t["id"] - 151643 + 400) for t in qwen3["added_tokens"][:8]]
     return [
         _small_wordpiece(json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))),
         _small_wordpiece(json.loads((mpnet_dir / "tokenizer.json").read_text(encoding="utf-8"))),
         _small_bpe(json.loads(roberta.to_str())),
+        _small_unigram(xlmr),       # Unigram, Precompiled + Replace, Metaspace
+        qwen_small,                 # NFC, a regex Split + ByteLevel without regex, added tokens
+        _small_byte_fallback(gemma3),  # BPE with byte fallback and fused unks, Replace, decoders
     ]
 
 

@@ -49,7 +49,7 @@ def _mutated(data, mutate):
 def _refused_by_both(data, mutate, field):
     """The mutated file is refused by the reference and by us, our message naming `field`."""
     text = _mutated(data, mutate)
-    with pytest.raises(Exception):
+    with pytest.raises(BaseException):  # an error, or a Rust panic (PanicException is a BaseException)
         tokenizers.Tokenizer.from_str(text)
     with pytest.raises(ModelFileError) as caught:
         Tokenizer.from_str(text)
@@ -304,3 +304,73 @@ def test_bpe_offsets_shift_past_a_dropped_character_like_the_reference(bpe_json)
     reference = tokenizers.Tokenizer.from_str(_mutated(bpe_json, lambda d: d.update(pre_tokenizer=None)))
     for text in ("Hello, world! é x", "a  b", "中 文"):
         assert ours.encode(text).offsets == reference.encode(text).offsets
+
+
+# --- issue 19: the SentencePiece parts -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def unigram_json():
+    """A small Unigram tokenizer.json with a Precompiled normalizer (a charsmap made here:
+    fullwidth A -> A, e + acute -> e-acute) and a Metaspace pre-tokenizer."""
+    from transformer.tokenizer.precompiled import build_charsmap
+
+    pieces = [["<unk>", 0.0], ["<s>", 0.0], ["</s>", 0.0], ["▁", -2.0], ["a", -3.0], ["b", -3.0], ["▁ab", -1.0],
+              ["é", -2.5], ["<0x41>", -9.0]]
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+            "normalizer": {"type": "Precompiled", "precompiled_charsmap": build_charsmap({"\uff21": "A",
+                                                                                       "e\u0301": "\u00e9"})},
+            "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True},
+            "post_processor": None, "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always",
+                                                 "split": True},
+            "model": {"type": "Unigram", "unk_id": 0, "vocab": pieces, "byte_fallback": False}}
+
+
+def test_a_small_unigram_file_tokenizes_like_the_reference(unigram_json):
+    ours = _same_ids(unigram_json, lambda d: None)
+    # unknown A and x fuse into one unk token that keeps their (normalized) text
+    assert ours.encode("ab e\u0301 \uff21x").tokens == ["▁ab", "▁", "é", "▁", "Ax"]
+
+
+def test_a_truncated_precompiled_charsmap_is_refused(unigram_json):
+    _refused_by_both(unigram_json, lambda d: d["normalizer"].update(
+        precompiled_charsmap=d["normalizer"]["precompiled_charsmap"][:40]), "normalizer.precompiled_charsmap")
+
+
+def test_a_precompiled_charsmap_that_is_not_base64_is_refused(unigram_json):
+    message = _refused_by_both(unigram_json, lambda d: d["normalizer"].update(precompiled_charsmap="not base64!"),
+                               "normalizer.precompiled_charsmap")
+    assert "base64" in message
+
+
+def test_a_unigram_score_that_is_not_a_number_is_refused(unigram_json):
+    _refused_by_both(unigram_json, lambda d: d["model"]["vocab"].__setitem__(4, ["a", "high"]), "model.vocab[4]")
+
+
+def test_a_nan_unigram_score_is_refused(unigram_json):
+    """JSON has no NaN; Python's json module would read one, the reference does not."""
+    text = json.dumps(unigram_json).replace('["a", -3.0]', '["a", NaN]')
+    with pytest.raises(Exception):
+        tokenizers.Tokenizer.from_str(text)
+    with pytest.raises(ModelFileError, match="NaN is not a JSON number"):
+        Tokenizer.from_str(text)
+
+
+def test_an_unk_id_past_the_pieces_is_refused(unigram_json):
+    _refused_by_both(unigram_json, lambda d: d["model"].update(unk_id=99), "model.unk_id")
+
+
+@pytest.mark.parametrize("stage, kind", [("normalizer", "Rot13"), ("pre_tokenizer", "Shuffle"), ("decoder", "Reverse")])
+def test_an_unknown_component_type_is_refused(unigram_json, stage, kind):
+    with pytest.raises(ModelFileError, match=f"{stage}.type '{kind}' is unsupported"):
+        Tokenizer.from_str(_mutated(unigram_json, lambda d: d.update({stage: {"type": kind}})))
+
+
+def test_unknown_characters_without_an_unk_piece_are_refused_when_met(unigram_json):
+    """With unk_id null both load; a character no piece covers is an error for both."""
+    text = _mutated(unigram_json, lambda d: d["model"].update(unk_id=None))
+    reference, ours = tokenizers.Tokenizer.from_str(text), Tokenizer.from_str(text)
+    assert ours.encode("ab").ids == reference.encode("ab").ids
+    with pytest.raises(BaseException):
+        reference.encode("xyz")
+    with pytest.raises(ValueError, match="no unk_id"):
+        ours.encode("xyz")
