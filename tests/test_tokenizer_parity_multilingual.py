@@ -151,3 +151,13 @@ def test_decode_round_trips_the_text(name, pairs, udhr):
     for text in udhr[::5]:
         expected = unicodedata.normalize("NFC", text) if name == "qwen3" else text
         assert ours.decode(ours.encode(text).ids) == expected
+
+
+def test_a_long_word_cut_where_no_merge_joins_gives_the_whole_words_tokens(pairs, udhr):
+    """Gemma 3 has no pre-tokenizer: a text is one BPE word, tokenized in pieces cut where no
+    merge can join (BPE._tokenize_in_pieces); the tokens equal merging the whole word at once."""
+    ours, _ = pairs["gemma3"]
+    model = ours.model
+    for text in udhr[::25] + ["<b>▁</b>" * 40, ">▁</" * 90]:
+        word = ours.normalizer.normalize_str(text)
+        assert len(word) < 256 or model.tokenize(word) == model._tokenize(word)

@@ -40,6 +40,19 @@ def break_class(char):
 
 
 _CONTROLS = ("Control", "CR", "LF")
+
+
+@lru_cache(maxsize=1)
+def joining_characters():
+    """Every character that can share a cluster with its neighbour: all but Other and the
+    controls (LF included for CR LF), plus pictographs (emoji ZWJ sequences) and Indic
+    conjunct consonants."""
+    starts, ends, classes = _break_table()
+    joining = {chr(c) for a, b, name in zip(starts, ends, classes) if name not in ("Control",)
+               for c in range(a, b + 1)}
+    for name in ("EXTENDED_PICTOGRAPHIC", "INCB_CONSONANT", "INCB_LINKER", "INCB_EXTEND"):
+        joining |= code_point_set(name)
+    return frozenset(joining)
 _HANGUL_NEXT = {"L": ("L", "V", "LV", "LVT"), "LV": ("V", "T"), "V": ("V", "T"), "LVT": ("T",), "T": ("T",)}
 
 

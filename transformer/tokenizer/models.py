@@ -11,20 +11,25 @@ so most words cost one dict lookup.
 """
 
 import heapq
+import re
 
 from .schema import U32, USIZE, Fields, show
 
 _CACHE_LIMIT = 200_000  # words; the cache is cleared when it grows past this
+_CACHED_WORD_LIMIT = 256  # characters: longer words are not cached
 
 
 def _cached(cache, word, tokenize):
-    """tokenize(word), remembered in `cache` (a dict cleared when it outgrows _CACHE_LIMIT)."""
+    """tokenize(word), remembered in `cache` (a dict cleared when it outgrows _CACHE_LIMIT)
+    when the word is short: like the reference (words under 256 bytes), a long word, such as
+    a whole text to a model without a pre-tokenizer, is not kept."""
     tokens = cache.get(word)
     if tokens is None:
         tokens = tokenize(word)
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
-        cache[word] = tokens
+        if len(word) < _CACHED_WORD_LIMIT:
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
+            cache[word] = tokens
     return tokens
 
 
@@ -125,6 +130,7 @@ class BPE:
                 raise ValueError(self._bad_merge(rank, left, right, merged))
             table[(left_id, right_id)] = (rank, merged_id)
         self.merges = table
+        self._joinable = None
         self._cache = {}
 
     def _bad_merge(self, rank, left, right, merged):
@@ -137,7 +143,47 @@ class BPE:
         return f"merge #{rank} ({left!r} {right!r}): the merged token {merged!r} is not in the vocabulary"
 
     def tokenize(self, word):
+        if len(word) >= _CACHED_WORD_LIMIT and self.unk_token is not None and not (
+                self.continuing_subword_prefix or self.end_of_word_suffix or self.ignore_merges):
+            return self._tokenize_in_pieces(word)
         return _cached(self._cache, word, self._tokenize)
+
+    def _tokenize_in_pieces(self, word):
+        """A long word (a whole text, to a model without a pre-tokenizer) cut where no merge can
+        ever join across: between two characters a, b of the vocabulary such that no merge has
+        a left part ending in a and a right part starting with b. Each piece is tokenized (and
+        cached) on its own; the tokens are those of the whole word. (With an unk token no
+        character is dropped, so the pieces' spans just add up.)"""
+        joinable, vocab, cache = self._joinable_pairs(), self.vocab, self._cache
+        tokens, start = [], 0
+        for match in self._cut_candidates.finditer(word, 1):
+            position = match.start()
+            a, b = word[position - 1], word[position]
+            if (a, b) in joinable or a not in vocab or b not in vocab:
+                continue
+            piece = _cached(cache, word[start:position], self._tokenize)
+            tokens.extend((i, t, s + start, e + start) for i, t, s, e in piece)
+            start = position
+        piece = _cached(cache, word[start:], self._tokenize)
+        tokens.extend((i, t, s + start, e + start) for i, t, s, e in piece)
+        return tokens
+
+    def _joinable_pairs(self):
+        """{(last character of a merge's left part, first character of its right part)}; also
+        sets _cut_candidates, a regex of the word-start markers (like '▁': many tokens begin
+        with them, few merges join anything in front of them), the places worth a cut."""
+        if self._joinable is None:
+            id_to_token = self.id_to_token_map
+            self._joinable = {(id_to_token[left][-1], id_to_token[right][0]) for left, right in self.merges}
+            before, starting = {}, {}
+            for _, second in self._joinable:
+                before[second] = before.get(second, 0) + 1
+            for token in self.vocab:
+                starting[token[:1]] = starting.get(token[:1], 0) + 1
+            # word-start markers: many tokens begin with them, few merges join anything before them
+            markers = sorted(c for c, n in starting.items() if c and n >= 1000 and before.get(c, 0) < 16)
+            self._cut_candidates = re.compile("[" + "".join(re.escape(c) for c in markers) + "]" if markers else "(?!)")
+        return self._joinable
 
     def _tokenize(self, word):
         if not word:

@@ -114,6 +114,7 @@ class Precompiled:
         self.where = where
         self._array, self._table = parse_charsmap(charsmap, where)
         self._cache = {}
+        self._needs = None  # the quick check's characters, found on first use
 
     def __repr__(self):
         return f"Precompiled({len(self._array):,} trie units, {len(self._table):,} bytes of replacements)"
@@ -157,8 +158,44 @@ class Precompiled:
     def normalize_str(self, text):
         return self.normalize(text, 0)[0]
 
+    def _quick_check(self):
+        """The characters that can make normalize change anything: the keys of one character,
+        and what can join a grapheme cluster (marks, joiners, prepended characters, CR, Hangul
+        jamo, regional indicators, pictographs). Text without any of them is returned as it
+        is, without walking its clusters."""
+        if self._needs is None:
+            from .graphemes import joining_characters
+
+            self._needs = frozenset(self._single_character_keys()) | joining_characters()
+        return self._needs
+
+    def _single_character_keys(self):
+        """Every character that is a key by itself (walking the trie one UTF-8 character deep)."""
+        array, keys = self._array, []
+
+        def walk(position, prefix, remaining):
+            for byte in (range(1, 256) if not prefix else range(0x80, 0xC0)):
+                if not prefix and (0x80 <= byte < 0xC2 or byte > 0xF4):
+                    continue  # not a UTF-8 lead byte
+                child = position ^ byte
+                if child >= len(array) or array[child] & _LABEL_MASK != byte:
+                    continue
+                unit = array[child]
+                below = child ^ ((unit >> 10) << ((unit & (1 << 9)) >> 6))
+                size = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+                left = (size - 1) if not prefix else remaining - 1
+                if left == 0:
+                    if (unit >> 8) & 1:
+                        keys.append(bytes(prefix + [byte]).decode("utf-8", "replace"))
+                else:
+                    walk(below, prefix + [byte], left)
+
+        unit = array[0]
+        walk((unit >> 10) << ((unit & (1 << 9)) >> 6), [], 0)
+        return keys
+
     def normalize(self, text, origin):
-        if not text:
+        if not text or self._quick_check().isdisjoint(text):
             return text, origin
         stream, modified = [], False
         cuts = boundaries(text)
