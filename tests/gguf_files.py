@@ -113,12 +113,15 @@ def decoder_gguf(path, arch, rng, vocab=64, hidden=64, layers=2, heads=4, kv_hea
             if biases or arch == "qwen2":
                 tensors += [(f"blk.{i}.attn_{p}.bias", "F32", (size,))
                             for p, size in (("q", heads * head_dim), ("k", kv_heads * head_dim), ("v", kv_heads * head_dim))]
+            if biases:  # Qwen2's three biases are its own; Llama and Qwen3 have four or none
+                tensors.append((f"blk.{i}.attn_output.bias", "F32", (hidden,)))
             if arch in ("qwen3", "gemma3"):
                 tensors += [(f"blk.{i}.attn_q_norm.weight", "F32", (head_dim,)),
                             (f"blk.{i}.attn_k_norm.weight", "F32", (head_dim,))]
             if arch == "gemma3":
                 tensors += [(f"blk.{i}.post_attention_norm.weight", "F32", (hidden,)),
                             (f"blk.{i}.post_ffw_norm.weight", "F32", (hidden,))]
+    meta["tokenizer.ggml.tokens"] = ("ARRAY", [f"t{i}" for i in range(vocab)])
     meta.update(metadata or {})
     return write_gguf(path, arch, meta, [(name, kind, shape, rng) for name, kind, shape in tensors])
 
