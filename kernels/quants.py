@@ -19,7 +19,9 @@ Layouts (ggml's, as the NumPy twins in `transformer/gguf/quants.py` spell out by
 
 The float arithmetic is float32 in ggml's order (so every weight equals the twin's, the
 `gguf` package's and llama.cpp's exactly); this module knows block layouts, not models.
-Blocks are independent: `dequantize_blocks` splits them over the threads.
+Blocks are independent: `dequantize_blocks` splits them over the threads. Each type's kernel
+is the plain loop over its block's bytes (the naive loop is the kernel: there is no tiled
+variant to hold it equal to).
 """
 
 import numpy as np
@@ -58,168 +60,160 @@ def half_to_float(low, high):
 
 
 @jit
-def _uint32_at(block, i):
-    """The little-endian uint32 at bytes i..i+3 of a block (as an int64)."""
-    return (np.int64(block[i]) | (np.int64(block[i + 1]) << 8) | (np.int64(block[i + 2]) << 16)
-            | (np.int64(block[i + 3]) << 24))
+def _signed(byte):
+    """A byte read as an int8 (two's complement): 0..127 as is, 128..255 as -128..-1."""
+    q = np.int32(byte)
+    return q - ((q >> 7) << 8)
+
+
+# One range kernel per type: blocks first..stop-1, indexed as blocks[b, byte] and out[b, weight]
+# (2-D indexing, no per-block views, lets LLVM vectorize the inner loops).
+
+@jit
+def _f32_range(blocks, out_bits, first, stop):
+    for b in range(first, stop):
+        out_bits[b, 0] = (np.uint32(blocks[b, 0]) | (np.uint32(blocks[b, 1]) << 8) | (np.uint32(blocks[b, 2]) << 16)
+                          | (np.uint32(blocks[b, 3]) << 24))
 
 
 @jit
-def _f32(block, out):
-    bits = np.int64(_uint32_at(block, 0))
-    out.view(np.uint32)[0] = np.uint32(bits)
+def _bf16_range(blocks, out_bits, first, stop):
+    for b in range(first, stop):
+        out_bits[b, 0] = (np.uint32(blocks[b, 0]) << 16) | (np.uint32(blocks[b, 1]) << 24)
 
 
 @jit
-def _f16(block, out):
-    out[0] = half_to_float(block[0], block[1])
+def _f16_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        out[b, 0] = half_to_float(blocks[b, 0], blocks[b, 1])
 
 
 @jit
-def _bf16(block, out):
-    out.view(np.uint32)[0] = (np.uint32(block[0]) << 16) | (np.uint32(block[1]) << 24)
+def _q8_0_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        for j in range(32):
+            out[b, j] = np.float32(_signed(blocks[b, 2 + j])) * d
 
 
 @jit
-def _q8_0(block, out):
-    d = half_to_float(block[0], block[1])
-    for j in range(32):
-        q = np.int64(block[2 + j])
-        out[j] = np.float32(q - 256 if q > 127 else q) * d  # the byte is an int8
+def _q4_0_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        for j in range(16):
+            byte = np.int32(blocks[b, 2 + j])
+            out[b, j] = d * np.float32((byte & 0x0F) - 8)
+            out[b, j + 16] = d * np.float32((byte >> 4) - 8)
 
 
 @jit
-def _q4_0(block, out):
-    d = half_to_float(block[0], block[1])
-    for j in range(16):
-        byte = block[2 + j]
-        out[j] = d * np.float32(np.int64(byte & 0x0F) - 8)
-        out[j + 16] = d * np.float32(np.int64(byte >> 4) - 8)
+def _q4_1_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        m = half_to_float(blocks[b, 2], blocks[b, 3])
+        for j in range(16):
+            byte = np.int32(blocks[b, 4 + j])
+            out[b, j] = d * np.float32(byte & 0x0F) + m
+            out[b, j + 16] = d * np.float32(byte >> 4) + m
 
 
 @jit
-def _q4_1(block, out):
-    d = half_to_float(block[0], block[1])
-    m = half_to_float(block[2], block[3])
-    for j in range(16):
-        byte = block[4 + j]
-        out[j] = d * np.float32(byte & 0x0F) + m
-        out[j + 16] = d * np.float32(byte >> 4) + m
+def _fifth_bits(blocks, b, first_byte):
+    """The little-endian uint32 at bytes first_byte..+3 of block b: bit j is weight j's fifth bit."""
+    return (np.int64(blocks[b, first_byte]) | (np.int64(blocks[b, first_byte + 1]) << 8)
+            | (np.int64(blocks[b, first_byte + 2]) << 16) | (np.int64(blocks[b, first_byte + 3]) << 24))
 
 
 @jit
-def _q5_0(block, out):
-    d = half_to_float(block[0], block[1])
-    qh = _uint32_at(block, 2)
-    for j in range(16):
-        byte = block[6 + j]
-        low = np.int64(byte & 0x0F) | (((qh >> j) & 1) << 4)
-        high = np.int64(byte >> 4) | (((qh >> (j + 16)) & 1) << 4)
-        out[j] = d * np.float32(low - 16)
-        out[j + 16] = d * np.float32(high - 16)
+def _q5_0_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        qh = _fifth_bits(blocks, b, 2)
+        for j in range(16):
+            byte = np.int64(blocks[b, 6 + j])
+            low = (byte & 0x0F) | (((qh >> j) & 1) << 4)
+            high = (byte >> 4) | (((qh >> (j + 16)) & 1) << 4)
+            out[b, j] = d * np.float32(low - 16)
+            out[b, j + 16] = d * np.float32(high - 16)
 
 
 @jit
-def _q5_1(block, out):
-    d = half_to_float(block[0], block[1])
-    m = half_to_float(block[2], block[3])
-    qh = _uint32_at(block, 4)
-    for j in range(16):
-        byte = block[8 + j]
-        low = np.int64(byte & 0x0F) | (((qh >> j) & 1) << 4)
-        high = np.int64(byte >> 4) | (((qh >> (j + 16)) & 1) << 4)
-        out[j] = d * np.float32(low) + m
-        out[j + 16] = d * np.float32(high) + m
+def _q5_1_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        m = half_to_float(blocks[b, 2], blocks[b, 3])
+        qh = _fifth_bits(blocks, b, 4)
+        for j in range(16):
+            byte = np.int64(blocks[b, 8 + j])
+            low = (byte & 0x0F) | (((qh >> j) & 1) << 4)
+            high = (byte >> 4) | (((qh >> (j + 16)) & 1) << 4)
+            out[b, j] = d * np.float32(low) + m
+            out[b, j + 16] = d * np.float32(high) + m
 
 
 @jit
-def _scale_and_min_k4(scales, j):
-    """Six-bit scale j and min j (j < 8) of a Q4_K / Q5_K super-block's 12 scale bytes."""
+def _scale_and_min_k4(blocks, b, j):
+    """Six-bit scale j and min j (j < 8) of the Q4_K / Q5_K super-block b (its bytes 4-15)."""
     if j < 4:
-        return np.int64(scales[j] & 63), np.int64(scales[j + 4] & 63)
-    scale = np.int64(scales[j + 4] & 0x0F) | (np.int64(scales[j - 4] >> 6) << 4)
-    minimum = np.int64(scales[j + 4] >> 4) | (np.int64(scales[j] >> 6) << 4)
+        return np.int32(blocks[b, 4 + j] & 63), np.int32(blocks[b, 8 + j] & 63)
+    scale = np.int32(blocks[b, 8 + j] & 0x0F) | (np.int32(blocks[b, j] >> 6) << 4)
+    minimum = np.int32(blocks[b, 8 + j] >> 4) | (np.int32(blocks[b, 4 + j] >> 6) << 4)
     return scale, minimum
 
 
 @jit
-def _q4_k(block, out):
-    d = half_to_float(block[0], block[1])
-    dmin = half_to_float(block[2], block[3])
-    scales = block[4:16]
-    for chunk in range(4):  # 32 bytes each: sub-block 2 * chunk in the low nibbles, 2 * chunk + 1 in the high
-        scale, minimum = _scale_and_min_k4(scales, 2 * chunk)
-        d1, m1 = d * np.float32(scale), dmin * np.float32(minimum)
-        scale, minimum = _scale_and_min_k4(scales, 2 * chunk + 1)
-        d2, m2 = d * np.float32(scale), dmin * np.float32(minimum)
-        for l in range(32):
-            byte = block[16 + 32 * chunk + l]
-            out[64 * chunk + l] = d1 * np.float32(byte & 0x0F) - m1
-            out[64 * chunk + 32 + l] = d2 * np.float32(byte >> 4) - m2
-
-
-@jit
-def _q5_k(block, out):
-    d = half_to_float(block[0], block[1])
-    dmin = half_to_float(block[2], block[3])
-    scales = block[4:16]
-    for chunk in range(4):
-        scale, minimum = _scale_and_min_k4(scales, 2 * chunk)
-        d1, m1 = d * np.float32(scale), dmin * np.float32(minimum)
-        scale, minimum = _scale_and_min_k4(scales, 2 * chunk + 1)
-        d2, m2 = d * np.float32(scale), dmin * np.float32(minimum)
-        for l in range(32):
-            byte, fifth_bits = block[48 + 32 * chunk + l], np.int64(block[16 + l])  # bit s: sub-block s
-            low = np.int64(byte & 0x0F) | (((fifth_bits >> (2 * chunk)) & 1) << 4)
-            high = np.int64(byte >> 4) | (((fifth_bits >> (2 * chunk + 1)) & 1) << 4)
-            out[64 * chunk + l] = d1 * np.float32(low) - m1
-            out[64 * chunk + 32 + l] = d2 * np.float32(high) - m2
-
-
-@jit
-def _q6_k(block, out):
-    d = half_to_float(block[208], block[209])
-    for half in range(2):  # 128 weights each, from ql[64 * half:], qh[32 * half:], scales[8 * half:]
-        for l in range(32):
-            low_a, low_b = np.int64(block[64 * half + l]), np.int64(block[64 * half + 32 + l])
-            high = np.int64(block[128 + 32 * half + l])
-            quants = ((low_a & 0x0F) | ((high & 3) << 4),          # weight l
-                      (low_b & 0x0F) | (((high >> 2) & 3) << 4),   # weight l + 32
-                      (low_a >> 4) | (((high >> 4) & 3) << 4),     # weight l + 64
-                      (low_b >> 4) | (((high >> 6) & 3) << 4))     # weight l + 96
-            for k in range(4):
-                scale = np.int64(block[192 + 8 * half + 2 * k + l // 16])
-                scale = scale - 256 if scale > 127 else scale  # the byte is an int8
-                out[128 * half + 32 * k + l] = (d * np.float32(scale)) * np.float32(quants[k] - 32)
-
-
-@jit
-def _dequantize_range(type_number, blocks, out, first, stop):
-    """Blocks first..stop-1 (one thread's share)."""
+def _q4_k_range(blocks, out, first, stop):
     for b in range(first, stop):
-        block, weights = blocks[b], out[b]
-        if type_number == Q4_K:
-            _q4_k(block, weights)
-        elif type_number == Q6_K:
-            _q6_k(block, weights)
-        elif type_number == Q8_0:
-            _q8_0(block, weights)
-        elif type_number == Q4_0:
-            _q4_0(block, weights)
-        elif type_number == Q4_1:
-            _q4_1(block, weights)
-        elif type_number == Q5_0:
-            _q5_0(block, weights)
-        elif type_number == Q5_1:
-            _q5_1(block, weights)
-        elif type_number == Q5_K:
-            _q5_k(block, weights)
-        elif type_number == F16:
-            _f16(block, weights)
-        elif type_number == BF16:
-            _bf16(block, weights)
-        else:
-            _f32(block, weights)
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        dmin = half_to_float(blocks[b, 2], blocks[b, 3])
+        for chunk in range(4):  # 32 bytes each: sub-block 2 * chunk in the low nibbles, 2 * chunk + 1 in the high
+            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk)
+            d1, m1 = d * np.float32(scale), dmin * np.float32(minimum)
+            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk + 1)
+            d2, m2 = d * np.float32(scale), dmin * np.float32(minimum)
+            for l in range(32):
+                byte = np.int32(blocks[b, 16 + 32 * chunk + l])
+                out[b, 64 * chunk + l] = d1 * np.float32(byte & 0x0F) - m1
+                out[b, 64 * chunk + 32 + l] = d2 * np.float32(byte >> 4) - m2
+
+
+@jit
+def _q5_k_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 0], blocks[b, 1])
+        dmin = half_to_float(blocks[b, 2], blocks[b, 3])
+        for chunk in range(4):
+            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk)
+            d1, m1 = d * np.float32(scale), dmin * np.float32(minimum)
+            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk + 1)
+            d2, m2 = d * np.float32(scale), dmin * np.float32(minimum)
+            for l in range(32):
+                byte = np.int32(blocks[b, 48 + 32 * chunk + l])
+                fifth_bits = np.int32(blocks[b, 16 + l])  # bit s: the fifth bit of weight l of sub-block s
+                low = (byte & 0x0F) | (((fifth_bits >> (2 * chunk)) & 1) << 4)
+                high = (byte >> 4) | (((fifth_bits >> (2 * chunk + 1)) & 1) << 4)
+                out[b, 64 * chunk + l] = d1 * np.float32(low) - m1
+                out[b, 64 * chunk + 32 + l] = d2 * np.float32(high) - m2
+
+
+@jit
+def _q6_k_range(blocks, out, first, stop):
+    for b in range(first, stop):
+        d = half_to_float(blocks[b, 208], blocks[b, 209])
+        for half in range(2):  # 128 weights each, from ql[64 * half:], qh[32 * half:], scales[8 * half:]
+            for k in range(4):  # weights 32k + l of the half: nibble k // 2 of ql[l + 32 * (k % 2)], bits 2k of qh[l]
+                scale = d * np.float32(_signed(blocks[b, 192 + 8 * half + 2 * k]))
+                scale_after_16 = d * np.float32(_signed(blocks[b, 192 + 8 * half + 2 * k + 1]))
+                for l in range(32):
+                    low = np.int32(blocks[b, 64 * half + 32 * (k % 2) + l]) >> (4 * (k // 2)) & 0x0F
+                    high = (np.int32(blocks[b, 128 + 32 * half + l]) >> (2 * k)) & 3
+                    q = np.float32((low | (high << 4)) - 32)
+                    out[b, 128 * half + 32 * k + l] = (scale if l < 16 else scale_after_16) * q
+
+
+_RANGE_KERNELS = {F32: _f32_range, F16: _f16_range, BF16: _bf16_range, Q8_0: _q8_0_range, Q4_0: _q4_0_range,
+                  Q4_1: _q4_1_range, Q5_0: _q5_0_range, Q5_1: _q5_1_range, Q4_K: _q4_k_range, Q5_K: _q5_k_range,
+                  Q6_K: _q6_k_range}
 
 
 def dequantize_blocks(type_number, blocks, out=None):
@@ -236,5 +230,7 @@ def dequantize_blocks(type_number, blocks, out=None):
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"dequantize_blocks: out must be a C-contiguous float32 array of shape {shape}")
     bounds = even_bounds(len(blocks), parallel_chunks(out.size, _WEIGHTS_PER_CHUNK))
-    run_chunks(_dequantize_range, bounds, type_number, blocks, out)
+    # F32 and BF16 are bit copies: their kernels write the float32 bits.
+    target = out.view(np.uint32) if type_number in (F32, BF16) else out
+    run_chunks(_RANGE_KERNELS[type_number], bounds, blocks, target)
     return out
