@@ -161,6 +161,12 @@ def test_nonsense_metadata_is_refused_by_key(tmp_path, metadata, fragments):
     refused(llama_file(tmp_path, np.random.default_rng(0), metadata=metadata), *fragments)
 
 
+@pytest.mark.parametrize("layers, held", [(3, "blk.0 to blk.1"), (2 ** 31, "blk.0 to blk.1"), (1, "blk.0 to blk.1")])
+def test_the_layer_count_must_be_the_layers_the_tensors_hold(tmp_path, layers, held):
+    file = llama_file(tmp_path, np.random.default_rng(0), metadata={"llama.block_count": ("UINT32", layers)})
+    refused(file, f"'llama.block_count' is {layers}; the tensors hold {held}")
+
+
 def test_a_missing_key_is_named(tmp_path):
     file = llama_file(tmp_path, np.random.default_rng(0))
     del file.metadata["llama.block_count"]

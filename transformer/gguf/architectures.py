@@ -22,6 +22,7 @@ them back, as transformers' GGUF loader does (`modeling_gguf_pytorch_utils.py`):
 
 import math
 import re
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -97,10 +98,23 @@ def config_from_gguf(gguf) -> dict:
         raise GGUFError(f"{gguf.path}: architecture {arch!r} (metadata 'general.architecture') is not one this "
                         f"reader knows; it reads {', '.join(ARCHITECTURES)}")
     meta = _Metadata(gguf)
+    _check_layers(gguf, meta.count("{arch}.block_count"))
     config = ARCHITECTURES[arch].config(meta)
     config.update(_vocabulary(gguf, meta, config))
     config.update(_special_tokens(meta))
     return config
+
+
+def _check_layers(gguf, layers):
+    """`{arch}.block_count` must be the number of layers the tensors hold (blk.0 to blk.N-1), as
+    llama.cpp looks for each layer's tensors."""
+    found = {int(match[1]) for name in gguf.tensors if (match := re.match(r"blk\.(0|[1-9]\d*)\.", name))}
+    whole = not found or max(found) == len(found) - 1  # 0 .. n-1, none missing
+    if len(found) != layers or not whole:
+        held = "no layers" if not found else f"blk.0 to blk.{max(found)}" if whole else \
+            f"layers {', '.join(map(str, sorted(found)[:8]))}{', ...' if len(found) > 8 else ''}"
+        raise GGUFError(f"{gguf.path}: metadata '{gguf.architecture}.block_count' is {layers}; the tensors hold "
+                        f"{held}")
 
 
 def _attention_sizes(meta):
@@ -371,7 +385,8 @@ def _unpermute_k(weight, config):
 
 
 def _minus_one(weight, config):
-    return weight - np.float32(1.0)
+    with np.errstate(invalid="ignore"):  # a NaN stays NaN (the loader that uses it refuses it by name)
+        return weight - np.float32(1.0)
 
 
 def _transpose(weight, config):
@@ -412,7 +427,7 @@ def checkpoint_name(arch, gguf_name):
     return None
 
 
-class CheckpointArrays:
+class CheckpointArrays(Mapping):
     """{transformers name: float32 array} over a GGUF file: each tensor read, dequantized and
     changed back (see the module docstring) when it is looked up."""
 
@@ -444,17 +459,11 @@ class CheckpointArrays:
                     raise GGUFError(f"{self.gguf.path}: tensor {gguf_name!r} {error}") from None
         return array
 
-    def __contains__(self, name):
-        return name in self.sources
-
     def __iter__(self):
         return iter(self.sources)
 
     def __len__(self):
         return len(self.sources)
-
-    def keys(self):
-        return self.sources.keys()
 
 
 def checkpoint_arrays(gguf, config=None, backend="numba"):

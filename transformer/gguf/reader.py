@@ -31,7 +31,9 @@ accepted when llama.cpp's `gguf_init_from_file` would accept it and its tensors 
 the file: keys and tensor names unique and non-empty, names shorter than 64 bytes, at most
 4 dimensions, the alignment a power of two, the tensors back to back in the order listed,
 each padded to the alignment. Stricter than llama.cpp: strings must be UTF-8 (transformers
-decodes them so), a bool is the byte 0 or 1, and arrays hold at most `MAX_ARRAY_ITEMS` items.
+decodes them so), a bool is the byte 0 or 1, arrays hold at most `MAX_ARRAY_ITEMS` items, and
+a tensor's nonzero dimensions multiply to less than 2^61 (an empty tensor too: NumPy must hold
+its shape).
 Anything else is one `GGUFError` naming the file and the field or tensor.
 
 Tensors are read from the file each time they are looked up, never the whole file at once.
@@ -40,6 +42,7 @@ Tensors are read from the file each time they are looked up, never the whole fil
 import math
 import os
 import struct
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -271,7 +274,7 @@ class GGUFFile:
 _TYPE_BY_NAME = {t.name: t for t in quants.GGML_TYPES.values()}
 
 
-class GGUFArrays:
+class GGUFArrays(Mapping):
     """A read-only mapping {tensor name: float32 array} over a GGUFFile, read on demand."""
 
     def __init__(self, gguf, backend="numba"):
@@ -280,20 +283,11 @@ class GGUFArrays:
     def __getitem__(self, name):
         return self.gguf.dequantize(name, self.backend)
 
-    def __contains__(self, name):
-        return name in self.gguf.tensors
-
     def __iter__(self):
         return iter(self.gguf.tensors)
 
     def __len__(self):
         return len(self.gguf.tensors)
-
-    def keys(self):
-        return self.gguf.tensors.keys()
-
-    def items(self):
-        return ((name, self[name]) for name in self.gguf.tensors)
 
 
 def read_gguf(path) -> GGUFFile:
@@ -383,8 +377,10 @@ def _read_tensor_info(cursor, index, names):
     if n_dims * 8 > cursor.left:
         cursor.fail(f"truncated: the dimensions of {what} run past the end of the file")
     dims = [cursor.u64(f"dimension {i} of {what}") for i in range(n_dims)]
-    if any(dim >= 1 << 63 for dim in dims) or math.prod(dims) >= 1 << 63:
-        cursor.fail(f"{what} has dimensions {dims}; their product must be below 2^63")
+    # Below 2^61 weights, the float32 array NumPy makes of them is below its 2^63-byte limit
+    # (which NumPy applies to the nonzero dimensions even of an empty array).
+    if math.prod(dim for dim in dims if dim) >= 1 << 61:
+        cursor.fail(f"{what} has dimensions {dims}; the product of the nonzero ones must be below 2^61")
     type_number = cursor.u32(f"the type of {what}")
     ggml_type = quants.GGML_TYPES.get(type_number)
     if ggml_type is None:
