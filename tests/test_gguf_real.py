@@ -10,7 +10,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-import gguf.gguf_reader  # noqa: E402
+from gguf_files import gguf_reader  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor  # noqa: E402
 
@@ -18,18 +18,6 @@ from transformer.gguf import (  # noqa: E402
     checkpoint_arrays, checkpoint_name, config_from_gguf, quants, read_gguf, tokenizer_metadata)
 
 FILES = ["smollm2_gguf", "gemma3_gguf"]
-
-
-class _NumpyReadingWholeFiles:
-    """numpy, but `memmap` reads the file into an ordinary array: the gguf package's reader then
-    parses a 262,144-token vocabulary several times faster (memmap slicing is what costs)."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def memmap(path, mode="r", **_):
-        return np.fromfile(path, dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +28,7 @@ def references():
 
 def reference(references, path):
     if path not in references:
-        original, gguf.gguf_reader.np = gguf.gguf_reader.np, _NumpyReadingWholeFiles()
-        try:
-            references[path] = gguf.GGUFReader(str(path))
-        finally:
-            gguf.gguf_reader.np = original
+        references[path] = gguf_reader(path)
     return references[path]
 
 
