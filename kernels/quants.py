@@ -162,15 +162,22 @@ def _scale_and_min_k4(blocks, b, j):
 
 
 @jit
+def _chunk_scales_k4(blocks, b, chunk, d, dmin):
+    """(scale, offset) of sub-blocks 2 * chunk and 2 * chunk + 1 of super-block b: d * scale and
+    dmin * min, as ggml multiplies them before the weights."""
+    scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk)
+    scale_next, minimum_next = _scale_and_min_k4(blocks, b, 2 * chunk + 1)
+    return (d * np.float32(scale), dmin * np.float32(minimum),
+            d * np.float32(scale_next), dmin * np.float32(minimum_next))
+
+
+@jit
 def _q4_k_range(blocks, out, first, stop):
     for b in range(first, stop):
         d = half_to_float(blocks[b, 0], blocks[b, 1])
         dmin = half_to_float(blocks[b, 2], blocks[b, 3])
         for chunk in range(4):  # 32 bytes each: sub-block 2 * chunk in the low nibbles, 2 * chunk + 1 in the high
-            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk)
-            d1, m1 = d * np.float32(scale), dmin * np.float32(minimum)
-            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk + 1)
-            d2, m2 = d * np.float32(scale), dmin * np.float32(minimum)
+            d1, m1, d2, m2 = _chunk_scales_k4(blocks, b, chunk, d, dmin)
             for l in range(32):
                 byte = np.int32(blocks[b, 16 + 32 * chunk + l])
                 out[b, 64 * chunk + l] = d1 * np.float32(byte & 0x0F) - m1
@@ -183,10 +190,7 @@ def _q5_k_range(blocks, out, first, stop):
         d = half_to_float(blocks[b, 0], blocks[b, 1])
         dmin = half_to_float(blocks[b, 2], blocks[b, 3])
         for chunk in range(4):
-            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk)
-            d1, m1 = d * np.float32(scale), dmin * np.float32(minimum)
-            scale, minimum = _scale_and_min_k4(blocks, b, 2 * chunk + 1)
-            d2, m2 = d * np.float32(scale), dmin * np.float32(minimum)
+            d1, m1, d2, m2 = _chunk_scales_k4(blocks, b, chunk, d, dmin)
             for l in range(32):
                 byte = np.int32(blocks[b, 48 + 32 * chunk + l])
                 fifth_bits = np.int32(blocks[b, 16 + l])  # bit s: the fifth bit of weight l of sub-block s

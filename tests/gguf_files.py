@@ -6,12 +6,27 @@
 """
 
 import struct
+import warnings
 
 import numpy as np
+import pytest
 import gguf.gguf_reader
 import gguf.quants
 from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
+
+@pytest.fixture
+def quiet_transformers():
+    """transformers' GGUF loader without its log lines and warnings (use with autouse)."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    transformers.logging.set_verbosity(verbosity)
+
 
 class _NumpyReadingWholeFiles:
     """numpy, but `memmap` reads the file into an ordinary array: the gguf package's reader then

@@ -1,21 +1,21 @@
 """A GGUF file as a transformers checkpoint: its config, its tensor names and values, held to what
 transformers' own GGUF loader makes of the same files (tiny models written by the gguf package)."""
 
-import warnings
-
 import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from gguf_files import decoder_gguf, pack_gguf  # noqa: E402
+from gguf_files import decoder_gguf, pack_gguf, quiet_transformers  # noqa: E402, F401 (a fixture)
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.modeling_gguf_pytorch_utils import (  # noqa: E402
     TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map)
 
 from transformer.gguf import GGUFError, checkpoint_arrays, checkpoint_name, config_from_gguf, read_gguf  # noqa: E402
 from transformer.gguf.architectures import unpermute_heads  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 ARCHES = ["llama", "qwen2", "qwen3", "gemma3", "gpt2"]
 # What transformers' GGUF loader gets wrong or leaves at its default for these tiny models,
@@ -27,16 +27,6 @@ ARCHES = ["llama", "qwen2", "qwen3", "gemma3", "gpt2"]
 #           feed_forward_length under its own name (n_inner stays None: 4 x n_embd)
 KNOWN_DIFFERENCES = {"llama": {"attention_bias"}, "qwen2": set(), "qwen3": {"head_dim"}, "gemma3": {"query_pre_attn_scalar"},
                      "gpt2": {"n_ctx", "n_positions", "n_inner", "feed_forward_length"}}
-
-
-@pytest.fixture(autouse=True)
-def quiet_transformers():
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    transformers.logging.set_verbosity(verbosity)
 
 
 @pytest.fixture(scope="module")

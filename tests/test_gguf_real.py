@@ -2,20 +2,20 @@
 `gguf` package and transformers' GGUF loader read them: metadata, every tensor's weights,
 the config, the names."""
 
-import warnings
-
 import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from gguf_files import gguf_reader  # noqa: E402
+from gguf_files import gguf_reader, quiet_transformers  # noqa: E402, F401 (a fixture)
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor  # noqa: E402
 
 from transformer.gguf import (  # noqa: E402
     checkpoint_arrays, checkpoint_name, config_from_gguf, quants, read_gguf, tokenizer_metadata)
+
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 FILES = ["smollm2_gguf", "gemma3_gguf"]
 
@@ -35,16 +35,6 @@ def reference(references, path):
 @pytest.fixture(params=FILES)
 def path(request):
     return request.getfixturevalue(request.param)
-
-
-@pytest.fixture(autouse=True)
-def quiet_transformers():
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    transformers.logging.set_verbosity(verbosity)
 
 
 def test_metadata_and_tensor_infos_are_the_gguf_packages(path, references):
