@@ -22,7 +22,8 @@ def theirs(type_name, blocks):
     data = blocks.reshape(-1)
     if type_name == "F32":  # gguf returns F32 as a view of the bytes
         return data.view("<f4").astype(np.float32).reshape(len(blocks), 1)
-    weights = gguf.quants.dequantize(data, GGMLQuantizationType[type_name])
+    with np.errstate(invalid="ignore"):  # inf * 0 in a block of random bytes
+        weights = gguf.quants.dequantize(data, GGMLQuantizationType[type_name])
     return np.asarray(weights, dtype=np.float32).reshape(len(blocks), TYPES[type_name].block_size)
 
 
