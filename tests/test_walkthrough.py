@@ -7,7 +7,9 @@ one unit (a rounding boundary crossed by a BLAS summing in another order); the w
 number of digits must match exactly. Then the prose is checked too: every decimal number and
 every shape like (1, 12, 384) that the text quotes must be one that the run printed, and every
 link to a function ([`embed`](../transformer/model.py)) must name a function or class that
-exists in that file.
+exists in that file. Counts of exercises written as words ("ten exercises") and references to
+them ("exercise 8") must match docs/exercises.md, and the learner's set-up must fetch every
+model the walkthrough loads.
 
 docs/exercises.md is checked the same way (tests/test_exercises.py): its solutions are
 doctest blocks too.
