@@ -42,6 +42,7 @@ STAMP_NAME = ".transformer-download.json"
 HUB_ENDPOINT = "https://huggingface.co"
 HUB_TIMEOUT_SECONDS = 10.0  # per connection attempt and per read: fail fast when offline
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_EXAMPLE = "all-MiniLM-L6-v2"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -129,11 +130,14 @@ def locate(name_or_path, download_missing=None):
 
     download_missing: None -> download known models unless $TRANSFORMER_OFFLINE is set.
     """
-    text = os.fspath(name_or_path)
+    text = _name_text(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
         return path, "path"
-    if not text or not _looks_like_model_name(text):
+    if os.path.lexists(path):  # a link to nowhere: os.path.exists follows it and says no
+        raise ModelNotFoundError(f"model path {text!r} is a symbolic link to nothing (its target is missing, "
+                                 f"or the links form a loop)")
+    if not _looks_like_model_name(text):
         raise ModelNotFoundError(f"model path {text!r} does not exist")
 
     known = manifest_entry(text)
@@ -176,6 +180,21 @@ def locate(name_or_path, download_missing=None):
             f"model {text!r} not found; {where}; downloading it failed ({error}). "
             f"Fetch it with: transformer download {name}"
         ) from error
+
+
+def _name_text(name_or_path):
+    """A model name or path as text; TypeError for anything else, ValueError for an empty one
+    (which as a path would be the working directory)."""
+    text = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(f"model name or path is bytes ({text!r:.80}); pass a str (decode it) or a Path")
+    if not isinstance(text, str):
+        shown = "None" if text is None else f"the {type(text).__name__} {text!r:.80}"
+        raise TypeError(f"model name or path is {shown}; expected a str such as {MODEL_EXAMPLE!r}, or a Path")
+    if not text.strip():
+        raise ValueError(f"model name or path is empty ({text!r}); expected a name such as {MODEL_EXAMPLE!r} "
+                         f"or the path of a model folder")
+    return text
 
 
 def find_in_hf_cache(repo_id, revision=None):
@@ -241,7 +260,13 @@ def download(name, force=False) -> Path:
         )
     name, entry = known
     root = weights_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        setting = " (set by TRANSFORMER_WEIGHTS)" if os.environ.get("TRANSFORMER_WEIGHTS") else ""
+        problem = "is a file, not a folder" if root.is_file() or isinstance(error, FileExistsError) else \
+            f"cannot be made ({error.strerror or error})"
+        raise DownloadError(f"the weights folder {root}{setting} {problem}") from None
     target = root / name
     partial = root / f".{name}.partial"
     with _lock(root / f".{name}.lock"):
