@@ -57,13 +57,11 @@ class SentenceEncoder:
         (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
         backend: "numpy", "numba", or None (numba when available).
         """
-        from transformer.encoder import Encoder
+        from transformer.encoder import Encoder, model_folder
         from transformer.store import resolve
         from transformer.tokenizer import Tokenizer
 
-        path = Path(resolve(name_or_path))
-        if path.is_file():
-            path = path.parent
+        path = model_folder(resolve(name_or_path), name_or_path)
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
         with warnings.catch_warnings():
