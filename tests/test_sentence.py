@@ -113,7 +113,8 @@ def test_cosine_similarity_of_a_set_with_itself_has_ones_on_the_diagonal(minilm)
 
 @pytest.mark.parametrize("bad, error, message", [
     (["fine", 3, "also fine"], TypeError, r"texts\[1\] is int; expected str"),
-    (None, TypeError, "texts must be a str or a list of str, got NoneType"),
+    (None, TypeError, "texts must be a str or a list of str, got None$"),
+    (3.5, TypeError, "texts must be a str or a list of str, got the float 3.5"),
     (b"hi", TypeError, r"texts is bytes; expected a str or a list of str \(decode bytes first"),
     (["ok", b"hi"], TypeError, r"texts\[1\] is bytes; expected str \(decode bytes first"),
     (["ok", None], TypeError, r"texts\[1\] is None; expected str"),

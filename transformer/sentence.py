@@ -375,7 +375,8 @@ def _check_texts(texts):
     try:
         texts = list(texts)
     except TypeError:
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
+        given = "None" if texts is None else f"the {type(texts).__name__} {texts!r:.40}"
+        raise TypeError(f"texts must be a str or a list of str, got {given}") from None
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             hint = " (decode bytes first: data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
