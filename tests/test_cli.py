@@ -270,6 +270,34 @@ def test_json_output_escapes_what_the_stdout_encoding_cannot_write():
     assert json.loads(result.stdout)["text"] == "café ☕"
 
 
+def test_embed_reads_a_named_pipe_as_the_shell_makes_for_a_process_substitution(tmp_path, minilm):
+    import threading
+
+    pipe = tmp_path / "texts"
+    os.mkfifo(pipe)
+
+    def feed():
+        with open(pipe, "w") as writer:
+            writer.write("first\nsecond\n")
+
+    threading.Thread(target=feed, daemon=True).start()
+    result = run("embed", "--file", str(pipe), timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["first", "second"]
+
+
+def test_a_full_stdout_is_one_error_naming_stdout():
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "transformer", "tokenize", "hello"], stdout=full,
+                                stderr=subprocess.PIPE, text=True)
+    assert_one_line_error(result, "tokenize", "cannot write the results to stdout: No space left on device")
+
+
+def test_search_of_an_empty_corpus_name_is_refused_not_read():
+    assert_one_line_error(run("search", "--corpus", "", "query"), "search", "the corpus is '': expected a file name")
+
+
 def test_too_many_threads_are_capped_with_a_note():
     result = run("similarity", "a", "b", "--threads", "64", "--json")
     assert result.returncode == 0, result.stderr

@@ -86,9 +86,12 @@ def load_sentence_encoder(args):
 def read_lines(path, what="file", keep_blank=False):
     """The lines of a UTF-8 text file ("-" for stdin) as [(line_number, text)]: the
     non-empty ones, or every one with keep_blank=True (a final newline ends the last line,
-    it does not start another).
+    it does not start another). The file may be a named pipe (a shell's `<(command)`), not
+    a device or a folder.
 
     Raises CommandError for a missing file or bytes that are not UTF-8 (naming the line)."""
+    if path == "":
+        raise CommandError(f"the {what} is '': expected a file name ('-' for stdin)")
     if path == "-":
         if sys.stdin is None:
             raise CommandError("stdin is closed; give the texts as arguments or with --file FILE")
@@ -96,6 +99,9 @@ def read_lines(path, what="file", keep_blank=False):
         path = "stdin"
     else:
         try:
+            if stat.S_ISFIFO(os.stat(path).st_mode):  # a stream the user made: read it to its end
+                with open(path, "rb") as pipe:
+                    return split_lines(pipe.read(), path, keep_blank)
             with open_regular(path, what) as file:
                 data = file.read()
         except FileNotFoundError:
@@ -135,7 +141,7 @@ def gather_texts(args, keep_blank=False):
         return list(args.texts)
     if args.file == "":
         raise CommandError("--file '': expected a file name ('-' for stdin)")
-    if args.file:
+    if args.file is not None:
         lines = read_lines(args.file, keep_blank=keep_blank)
         source = "stdin" if args.file == "-" else args.file
     elif sys.stdin is not None and not sys.stdin.isatty():
@@ -622,6 +628,38 @@ def build_parser():
     return parser
 
 
+class _NamedStdout:
+    """sys.stdout, with a failed write named as stdout's (a full disk, /dev/full): Python's
+    own words are "OSError: [Errno 28] No space left on device", naming no file."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise self._failed(error) from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise self._failed(error) from None
+
+    def _failed(self, error):
+        # What is left in the buffer goes nowhere, quietly, instead of failing again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        return CommandError(f"cannot write the results to stdout: {error.strerror or error}")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (`kill`, a service manager stopping us): unwinds like Ctrl-C, so that
     no half-written output is left behind."""
@@ -649,8 +687,14 @@ def main(argv=None):
 
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be caught
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = _NamedStdout(stdout)
     try:
-        return args.run(args)
+        status = args.run(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a failure is reported, not at exit
+        return status
     except KeyboardInterrupt:
         print(f"transformer {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -667,6 +711,7 @@ def main(argv=None):
         print(f"transformer {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 1
     finally:
+        sys.stdout = stdout
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
