@@ -1,6 +1,7 @@
 """Name resolution: path -> weights/NAME -> the Hugging Face cache -> download, and the manifest."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -212,4 +213,23 @@ def test_a_weights_folder_that_is_a_file_is_named_when_downloading(empty_places,
     weights_file.write_text("x")
     monkeypatch.setenv("TRANSFORMER_WEIGHTS", str(weights_file))
     with pytest.raises(store.DownloadError, match=r"weights-file \(set by TRANSFORMER_WEIGHTS\) is a file, not a folder"):
+        store.download("all-MiniLM-L6-v2")
+
+
+def test_a_url_given_as_a_model_is_told_to_be_a_repository_id(empty_places):
+    with pytest.raises(ModelNotFoundError, match="is a URL; give the repository id"):
+        resolve("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_a_read_only_store_still_answers_a_sound_model_and_names_the_folder_otherwise(empty_places, minilm_dir,
+                                                                                     monkeypatch):
+    import shutil
+
+    weights = empty_places / "weights"
+    shutil.copytree(minilm_dir, weights / "all-MiniLM-L6-v2", ignore=shutil.ignore_patterns(".transformer-packed"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == weights else real_access(path, mode))
+    assert store.download("all-MiniLM-L6-v2") == weights / "all-MiniLM-L6-v2"  # verified, nothing written
+    (weights / "all-MiniLM-L6-v2" / "vocab.txt").unlink()
+    with pytest.raises(store.DownloadError, match=f"vocab.txt is missing.*the weights folder {weights} cannot be written"):
         store.download("all-MiniLM-L6-v2")

@@ -43,6 +43,7 @@ HUB_ENDPOINT = "https://huggingface.co"
 HUB_TIMEOUT_SECONDS = 10.0  # per connection attempt and per read: fail fast when offline
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_EXAMPLE = "all-MiniLM-L6-v2"
+REPO_EXAMPLE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -137,6 +138,9 @@ def locate(name_or_path, download_missing=None):
     if os.path.lexists(path):  # a link to nowhere: os.path.exists follows it and says no
         raise ModelNotFoundError(f"model path {text!r} is a symbolic link to nothing (its target is missing, "
                                  f"or the links form a loop)")
+    if re.match(r"^[a-z]+://", text):
+        raise ModelNotFoundError(f"model {text!r} is a URL; give the repository id (e.g. {REPO_EXAMPLE!r}) or the "
+                                 f"path of a downloaded model folder")
     if not _looks_like_model_name(text):
         raise ModelNotFoundError(f"model path {text!r} does not exist")
 
@@ -269,6 +273,13 @@ def download(name, force=False) -> Path:
         raise DownloadError(f"the weights folder {root}{setting} {problem}") from None
     target = root / name
     partial = root / f".{name}.partial"
+    if not os.access(root, os.W_OK):  # no lock, no download: a sound model is still there to use
+        problems = verify(target, entry) if target.is_dir() and not force else ["it is not there"]
+        if not problems:
+            _say(f"{name}: present in {target} (verified)")
+            return target
+        raise DownloadError(f"{name} needs fetching ({'; '.join(problems)}) but the weights folder {root} cannot be "
+                            f"written; make it writable, or set TRANSFORMER_WEIGHTS to a folder you can write")
     with _lock(root / f".{name}.lock"):
         problems = []
         if target.is_dir() and not force:
@@ -331,7 +342,10 @@ def verify(folder, entry=None) -> list:
             problems.append(f"{file} has sha256 {digests[file]}, expected {entry['files'][file]['sha256']}")
             del memo[file]
     if not problems and memo != stamp:
-        _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
+        try:
+            _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
+        except OSError:  # a read-only store: the files are sound, only their sums are not remembered
+            pass
     return problems
 
 
