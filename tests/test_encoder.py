@@ -245,3 +245,20 @@ def test_the_config_json_of_a_folder_loads_that_folder():
     by_config = Encoder.from_pretrained(FAMILIES / "bert_gelu" / "config.json", backend="numpy")
     ids = [[5, 6, 7]]
     assert np.array_equal(by_config(ids).last_hidden_state, by_folder(ids).last_hidden_state)
+
+
+def test_more_layers_in_config_json_than_in_the_checkpoint_is_named_as_such(tmp_path):
+    import json
+    import shutil
+
+    from transformer.loading import CheckpointError
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    config = json.loads((directory / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    config["num_hidden_layers"] = layers + 1
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"config.json says num_hidden_layers={layers + 1}, but .* holds {layers} "
+                                              f"layers"):
+        Encoder.from_pretrained(directory, backend="numpy")

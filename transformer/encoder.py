@@ -38,8 +38,8 @@ from transformer import model as numpy_model
 from transformer.config import EncoderConfig
 from transformer.files import ModelFileError
 from transformer.heads import head_logits, load_head, top_predictions
-from transformer.loading import (CheckpointError, keep_big_arrays_out_of_the_heap, load_params, read_checkpoint,
-                                 warn_unused_layers)
+from transformer.loading import (CheckpointError, checkpoint_layers, keep_big_arrays_out_of_the_heap, load_params,
+                                 read_checkpoint, warn_unused_layers)
 
 BACKENDS = ("numpy", "numba")
 
@@ -147,6 +147,10 @@ class Encoder:
         config.json of `model_dir`."""
         config = EncoderConfig.from_file(model_dir / "config.json")
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
+        layers = checkpoint_layers(tensors, config)
+        if layers and max(layers) + 1 < config.num_hidden_layers:  # else: "missing tensor ...layer.6..."
+            raise CheckpointError(f"{model_dir / 'config.json'} says num_hidden_layers={config.num_hidden_layers}, "
+                                  f"but {path} holds {max(layers) + 1} layers")
         backend_name, module = pick_backend(backend)
         # The numba backend keeps a packed copy of a big checkpoint next to it (see
         # transformer.kernels.packed_cache): reading it back skips reading, transposing and
