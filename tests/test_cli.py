@@ -298,6 +298,12 @@ def test_search_of_an_empty_corpus_name_is_refused_not_read():
     assert_one_line_error(run("search", "--corpus", "", "query"), "search", "the corpus is '': expected a file name")
 
 
+def test_a_text_argument_that_is_not_utf8_is_named():
+    result = subprocess.run([sys.executable.encode(), b"-m", b"transformer", b"embed", b"fine", b"caf\xe9"],
+                            capture_output=True)
+    assert_one_line_error(result, "embed", "text argument 2 is not valid UTF-8 (byte 0xe9 at character 4)")
+
+
 def test_too_many_threads_are_capped_with_a_note():
     result = run("similarity", "a", "b", "--threads", "64", "--json")
     assert result.returncode == 0, result.stderr

@@ -138,6 +138,12 @@ def gather_texts(args, keep_blank=False):
     if args.texts and args.file is not None:
         raise CommandError("give texts as arguments or with --file, not both")
     if args.texts:
+        for number, text in enumerate(args.texts, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:  # Python keeps a byte that is not UTF-8 as a lone surrogate
+                raise CommandError(f"text argument {number} is not valid UTF-8 (byte "
+                                   f"0x{ord(text[error.start]) - 0xDC00:02x} at character {error.start + 1})") from None
         return list(args.texts)
     if args.file == "":
         raise CommandError("--file '': expected a file name ('-' for stdin)")

@@ -23,6 +23,7 @@ gives it.
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path, PureWindowsPath
 
@@ -364,8 +365,14 @@ def _show(value, width=60):
     return text if len(text) <= width else text[:width] + "..."
 
 
+# Half of a UTF-16 pair on its own: Python strings may hold one (bytes decoded with
+# errors="surrogateescape"), text may not; the Rust tokenizers refuse it too.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_texts(texts):
-    """A list of str, or a TypeError naming what was given or the offending item."""
+    """A list of str, or a TypeError naming what was given or the offending item (a
+    ValueError for a text holding a lone surrogate)."""
     if isinstance(texts, (bytes, bytearray)):
         raise TypeError(f"texts is {type(texts).__name__}; expected a str or a list of str "
                         f"(decode bytes first: data.decode('utf-8'))")
@@ -382,6 +389,11 @@ def _check_texts(texts):
             hint = " (decode bytes first: data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
             raise TypeError(f"texts[{index}] is {'None' if text is None else type(text).__name__}; "
                             f"expected str{hint}")
+        surrogate = _LONE_SURROGATE.search(text)
+        if surrogate:
+            raise ValueError(f"texts[{index}] holds a lone surrogate ({surrogate.group()!r} at character "
+                             f"{surrogate.start()}), which is no character; decode its bytes with "
+                             f"errors='replace', not 'surrogateescape'")
     return texts
 
 
