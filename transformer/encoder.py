@@ -145,19 +145,20 @@ class Encoder:
     def _load(cls, path, model_dir, backend):
         """An Encoder from the checkpoint at `path` (a folder, or a .safetensors file) and the
         config.json of `model_dir`."""
+        backend_name, module = pick_backend(backend)
+        # The numba backend keeps a packed copy of a big checkpoint next to it (see
+        # transformer.kernels.packed_cache): reading it back skips reading, transposing and
+        # packing the weights. Found before any file is read: it saves what was packed only
+        # when the files are still the ones it found then.
+        cache = None
+        if backend_name == "numba" and path.is_dir():
+            cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
         config = EncoderConfig.from_file(model_dir / "config.json")
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         layers = checkpoint_layers(tensors, config)
         if layers and max(layers) + 1 < config.num_hidden_layers:  # else: "missing tensor ...layer.6..."
             raise CheckpointError(f"{model_dir / 'config.json'} says num_hidden_layers={config.num_hidden_layers}, "
                                   f"but {path} holds {max(layers) + 1} layers")
-        backend_name, module = pick_backend(backend)
-        # The numba backend keeps a packed copy of a big checkpoint next to it (see
-        # transformer.kernels.packed_cache): reading it back skips reading, transposing and
-        # packing the weights.
-        cache = None
-        if backend_name == "numba" and path.is_dir():
-            cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
         prepared = cache.load(config) if cache is not None else None
         if prepared is not None:
             warn_unused_layers(tensors, config)  # as load_params does on the other path
