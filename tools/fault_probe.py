@@ -1186,7 +1186,7 @@ CONFIG_FIELD_VALUES = {
     "vocab_size": ["30522", 30522.5, -1, 0, None, True, 2 ** 40, (30000, ("word_embeddings", "vocab_size")),
                    (40000, ("word_embeddings", "vocab_size"))],
     "hidden_size": ["384", 384.0, -384, 0, None, 2 ** 40, 383, (768, ("embeddings", "hidden_size"))],
-    "num_hidden_layers": ["6", 6.5, -1, 0, None, (7, ("layer.6", "num_hidden_layers"))],
+    "num_hidden_layers": ["6", 6.5, -1, 0, None, (7, ("config.json", "num_hidden_layers"))],
     "num_attention_heads": ["12", 0, -12, 5, None],
     "intermediate_size": ["1536", 0, None, (1000, ("intermediate", "intermediate_size"))],
     "hidden_act": [3, None, ("softmax", ("config.json", ("hidden_act", "activation"))), ["gelu"],
