@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Try the package as a new user would: ~300 bad inputs, each run the way a user runs it, and
+"""Try the package as a new user would: 500 bad inputs, each run the way a user runs it, and
 what happened to each.
 
     .venv/bin/python tools/fault_probe.py                 # every case: a table, then the counts
@@ -27,7 +27,7 @@ And after every case, whatever it expects: no file outside the case's folder cha
 sentinel tree and this checkout, snapshotted), no code from the inputs ran (every payload
 writes a marker file), the pristine model copy unchanged, no hang (a timeout per case).
 
-It is a tool, not a test: it takes ~15 minutes on 2 cores and needs the test extras
+It is a tool, not a test: it takes ~20 minutes on 2 cores and needs the test extras
 (`make setup-test weights-test`). Cases run as root and, where a read-only folder matters
 (root writes anywhere), as the user `nobody` through setpriv.
 """
