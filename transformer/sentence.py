@@ -23,6 +23,7 @@ gives it.
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path, PureWindowsPath
 
@@ -57,13 +58,11 @@ class SentenceEncoder:
         (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
         backend: "numpy", "numba", or None (numba when available).
         """
-        from transformer.encoder import Encoder
+        from transformer.encoder import Encoder, model_folder
         from transformer.store import resolve
         from transformer.tokenizer import Tokenizer
 
-        path = Path(resolve(name_or_path))
-        if path.is_file():
-            path = path.parent
+        path = model_folder(resolve(name_or_path), name_or_path)
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
         with warnings.catch_warnings():
@@ -366,8 +365,14 @@ def _show(value, width=60):
     return text if len(text) <= width else text[:width] + "..."
 
 
+# Half of a UTF-16 pair on its own: Python strings may hold one (bytes decoded with
+# errors="surrogateescape"), text may not; the Rust tokenizers refuse it too.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_texts(texts):
-    """A list of str, or a TypeError naming what was given or the offending item."""
+    """A list of str, or a TypeError naming what was given or the offending item (a
+    ValueError for a text holding a lone surrogate)."""
     if isinstance(texts, (bytes, bytearray)):
         raise TypeError(f"texts is {type(texts).__name__}; expected a str or a list of str "
                         f"(decode bytes first: data.decode('utf-8'))")
@@ -377,12 +382,18 @@ def _check_texts(texts):
     try:
         texts = list(texts)
     except TypeError:
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
+        given = "None" if texts is None else f"the {type(texts).__name__} {texts!r:.40}"
+        raise TypeError(f"texts must be a str or a list of str, got {given}") from None
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             hint = " (decode bytes first: data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
             raise TypeError(f"texts[{index}] is {'None' if text is None else type(text).__name__}; "
                             f"expected str{hint}")
+        surrogate = _LONE_SURROGATE.search(text)
+        if surrogate:
+            raise ValueError(f"texts[{index}] holds a lone surrogate ({surrogate.group()!r} at character "
+                             f"{surrogate.start()}), which is no character; decode its bytes with "
+                             f"errors='replace', not 'surrogateescape'")
     return texts
 
 
