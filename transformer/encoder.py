@@ -151,8 +151,8 @@ class Encoder:
         # packing the weights. Found before any file is read: it saves what was packed only
         # when the files are still the ones it found then.
         cache = None
-        if backend_name == "numba" and path.is_dir():
-            cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
+        if path.is_dir() and hasattr(module, "find_packed_cache"):
+            cache = module.find_packed_cache(model_dir)
         config = EncoderConfig.from_file(model_dir / "config.json")
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         layers = checkpoint_layers(tensors, config)
