@@ -399,6 +399,22 @@ def test_search_cache_notices_new_weights_with_the_old_size_and_time(minilm_dir,
     assert np.array_equal(second, changed.encode(texts)) and not np.array_equal(first, second)
 
 
+def test_search_cache_refuses_a_model_whose_files_changed_after_it_was_loaded(minilm_dir, tmp_path):
+    import shutil
+
+    from transformer.search_cache import ModelChangedError, corpus_embeddings
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(minilm_dir, model_dir, ignore=shutil.ignore_patterns(".*"))
+    model = SentenceEncoder.from_pretrained(model_dir)
+    (model_dir / "config.json").write_text((model_dir / "config.json").read_text())  # same bytes, rewritten
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one line\n")
+    with pytest.raises(ModelChangedError, match="changed since the model was loaded from them"):
+        corpus_embeddings(model, corpus, ["one line"], 8, explicit_dir=tmp_path / "cache", say=lambda _: None)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_search_of_invalid_utf8_names_the_line(tmp_path):
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes("fine line\n".encode() + "café crème\n".encode("latin-1"))

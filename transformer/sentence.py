@@ -49,6 +49,7 @@ class SentenceEncoder:
         self.max_seq_length = min(max_seq_length or limit, limit)
         self.do_lower_case = bool(do_lower_case)
         self.path = Path(path) if path is not None else None
+        self.files_at_load = None  # {file: identity} when loaded from a folder (`from_pretrained`)
 
     @classmethod
     def from_pretrained(cls, name_or_path, backend=None):
@@ -63,6 +64,7 @@ class SentenceEncoder:
         from transformer.tokenizer import Tokenizer
 
         path = model_folder(resolve(name_or_path), name_or_path)
+        files_at_load = file_identities(path)  # before anything is read: see `file_identities`
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
         with warnings.catch_warnings():
@@ -70,7 +72,7 @@ class SentenceEncoder:
             # (all-mpnet-base-v2 says MPNetForMaskedLM) and absent from the file is expected.
             warnings.filterwarnings("ignore", message=r".*holds no .* head tensors")
             encoder = Encoder.from_pretrained(transformer_dir, backend=backend)
-        return cls(
+        model = cls(
             tokenizer=Tokenizer.from_pretrained(transformer_dir),
             encoder=encoder,
             pooling_modes=modules["pooling"],
@@ -79,6 +81,8 @@ class SentenceEncoder:
             do_lower_case=modules["do_lower_case"],
             path=path,
         )
+        model.files_at_load = files_at_load
+        return model
 
     @property
     def dimension(self):
@@ -205,6 +209,17 @@ class SentenceEncoder:
         return (f"SentenceEncoder(path={str(self.path)!r}, dimension={self.dimension}, "
                 f"max_seq_length={self.max_seq_length}, pooling={self.pooling_modes}, "
                 f"normalize={self.normalize}, backend={self.backend!r})")
+
+
+def file_identities(folder):
+    """{file: identity} (transformer.digest) of the model files in `folder` that the vectors
+    depend on, taken before a model is loaded from it: a file whose identity is the same
+    later was not changed in between, so what was loaded is what a later hash of it sees
+    (the search cache keys on those hashes)."""
+    from transformer import digest
+    from transformer.search_cache import model_files
+
+    return {name: digest.identity(os.stat(os.path.join(folder, name))) for name in model_files(folder)}
 
 
 def cosine_similarity(vectors_a, vectors_b=None):
