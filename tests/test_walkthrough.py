@@ -7,7 +7,9 @@ one unit (a rounding boundary crossed by a BLAS summing in another order); the w
 number of digits must match exactly. Then the prose is checked too: every decimal number and
 every shape like (1, 12, 384) that the text quotes must be one that the run printed, and every
 link to a function ([`embed`](../transformer/model.py)) must name a function or class that
-exists in that file.
+exists in that file. Counts of exercises written as words ("ten exercises") and references to
+them ("exercise 8") must match docs/exercises.md, and the learner's set-up must fetch every
+model the walkthrough loads.
 
 docs/exercises.md is checked the same way (tests/test_exercises.py): its solutions are
 doctest blocks too.
@@ -228,6 +230,62 @@ def test_the_path_names_only_functions_that_model_py_has():
     model_py = (ROOT / "transformer" / "model.py").read_text(encoding="utf-8")
     missing = [n for n in names if not re.search(rf"\b{re.escape(n)}\b", model_py)]
     assert not missing, f"LEARN.md names what transformer/model.py does not have: {missing}"
+
+
+EXERCISES = ROOT / "docs" / "exercises.md"
+NUMBER_WORDS = {word: n for n, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+EXERCISE_COUNT = re.compile(rf"\b({'|'.join(NUMBER_WORDS)}|\d+) (?:[a-z-]+ )?(?:exercises|changes to make)\b",
+                            re.IGNORECASE)
+EXERCISE_REFERENCE = re.compile(r"\bexercises? (\d+(?:(?:, | and | to | or )\d+)*)", re.IGNORECASE)
+
+
+def test_counts_of_exercises_and_references_to_them_match_the_exercises_page():
+    # "eight changes" when there are nine, or "exercise 9" after the exercises were renumbered,
+    # misleads a reader although no printed number is wrong.
+    numbers = [int(n) for n in re.findall(r"^## (\d+)\. ", EXERCISES.read_text(encoding="utf-8"), flags=re.MULTILINE)]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
+    counts, references, wrong = 0, 0, []
+    for page in LEARNERS_PAGES:
+        text = prose(page.read_text(encoding="utf-8"))
+        for word in EXERCISE_COUNT.findall(text):
+            counts += 1
+            if NUMBER_WORDS.get(word.lower(), int(word) if word.isdigit() else None) != len(numbers):
+                wrong.append(f"{page.name}: {word} exercises, but there are {len(numbers)}")
+        for group in EXERCISE_REFERENCE.findall(text):
+            references += 1
+            wrong += [f"{page.name}: exercise {n}, but the last is {len(numbers)}"
+                      for n in map(int, re.findall(r"\d+", group)) if not 1 <= n <= len(numbers)]
+    assert counts >= 2 and references >= 5, (counts, references)
+    assert not wrong, wrong
+
+
+def models_fetched_by(make_target):
+    """The model names that `make TARGET` downloads, read from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(rf"^{make_target}:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE).group(1)
+    return set(re.search(r"transformer download (.+)", recipe).group(1).split())
+
+
+def models_loaded_by(page):
+    code = "\n".join(code for _, code in python_blocks(page.read_text(encoding="utf-8")))
+    return set(re.findall(r'from_pretrained\("([^"]+)"', code))
+
+
+@pytest.mark.parametrize("page", [LEARN, WALKTHROUGH], ids=lambda page: page.name)
+def test_the_learners_set_up_fetches_every_model_the_walkthrough_loads(page):
+    # The set-up without the test extras: `make demo`, then `transformer download ...`. A model
+    # the walkthrough loads but the set-up does not fetch fails on the reader's first try.
+    set_up = re.search(r"```sh\n(make demo\b.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert set_up, f"{page.name} has no set-up block starting with make demo"
+    downloads = re.findall(r"transformer download ([^#\n]+)", set_up.group(1))
+    fetched = models_fetched_by("weights") | {name for line in downloads for name in line.split()}
+    assert models_loaded_by(WALKTHROUGH) <= fetched, models_loaded_by(WALKTHROUGH) - fetched
+    # The exercises may use more, if `make test` fetches it and their opening names it.
+    extra = models_loaded_by(EXERCISES) - fetched
+    assert extra <= models_fetched_by("weights-test"), extra
+    opening = EXERCISES.read_text(encoding="utf-8").split("## Set-up", 1)[0]
+    assert all(name in opening for name in extra), extra
 
 
 def test_readme_points_learners_to_the_path_near_the_top():

@@ -213,10 +213,15 @@ def encoder_layer_boxes(config):
     head_dim, inner = hidden // heads, config.intermediate_size
     return [
         (f"hidden  [seq, {hidden}]", "tensor"),
-        (f"query, key, value = linear(hidden)  3 x [seq, {hidden}]\n"
-         f"split_heads: {heads} heads x [seq, {head_dim}]", "step"),
-        (f"attention: softmax(q . k / sqrt({head_dim})) @ v\n"
-         f"merge_heads, linear  -> [seq, {hidden}]", "step"),
+        (f"query, key, value = linear(hidden)  3 x [seq, {hidden}]", "step"),
+        (f"split_heads: cut each {hidden} into {heads} x {head_dim}\n"
+         f"-> q, k, v: {heads} heads x [seq, {head_dim}] each", "step"),
+        (f"attention, each head on its own:\n"
+         f"softmax(q . k / sqrt({head_dim})) @ v  -> {heads} heads x [seq, {head_dim}]", "step"),
+        (f"merge_heads: the {heads} heads side by side\n"
+         f"-> [seq, {heads} x {head_dim} = {hidden}]", "step"),
+        (f"attention_output: linear {hidden} -> {hidden},\n"
+         f"mixes what the heads found", "step"),
         ("+ hidden (residual), then layer_norm", "add"),
         (f"feed_forward: linear {hidden} -> {inner}, {config.hidden_act},\n"
          f"linear {inner} -> {hidden}  (each token on its own)", "step"),
@@ -262,7 +267,9 @@ def plot_layer_diagram(columns, path, title="one encoder layer"):
             # each one further out than the next, so that the lines do not merge.
             start = next(k for k in range(level - 1, -1, -1) if boxes[k][1] != "step")
             arm = 0.4 * (len(sums) - order) / len(sums)
-            axes.annotate("", xy=(1.0, 0.5), xycoords=artists[level], xytext=(1.0, 0.5),
+            # It arrives low on the right edge and leaves high, so that a sum's arriving and
+            # departing arrows stay apart.
+            axes.annotate("", xy=(1.0, 0.3), xycoords=artists[level], xytext=(1.0, 0.7),
                           textcoords=artists[start],
                           arrowprops=dict(arrowstyle="->", color="#c05621", linewidth=1.4, shrinkA=4, shrinkB=4,
                                           connectionstyle=f"bar,fraction={arm / (level - start):.3f}"))

