@@ -20,7 +20,7 @@ def _plot_option(parser, what):
 def check_plotting(args):
     """Fail at once, with the one-line hint, when --plot was asked for without matplotlib."""
     if getattr(args, "plot", None):
-        from transformer.cli import CommandError
+        from transformer.cli_common import CommandError
         from transformer.plots import require_matplotlib
 
         try:
@@ -53,7 +53,7 @@ def add_context(subparsers, common):
 
 
 def run_context(args):
-    from transformer.cli import CommandError, load_sentence_encoder
+    from transformer.cli_common import CommandError, load_sentence_encoder
     from transformer.context import DEMOS, format_word_similarities, word_similarities
 
     check_plotting(args)
@@ -99,7 +99,7 @@ def add_attention(subparsers, common):
 
 
 def run_attention(args):
-    from transformer.cli import load_sentence_encoder
+    from transformer.cli_common import load_sentence_encoder
     from transformer.context import attention_map, format_attention_map
 
     check_plotting(args)
@@ -138,7 +138,7 @@ def add_map(subparsers, common):
 def run_map(args):
     import numpy as np
 
-    from transformer.cli import load_sentence_encoder
+    from transformer.cli_common import load_sentence_encoder
     from transformer.corpus import load_corpus, pca
 
     check_plotting(args)
