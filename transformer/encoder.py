@@ -8,9 +8,9 @@
 The backend is picked once, at load:
 
   * "numpy": `transformer.model.encoder_forward(params, config, ...)`, the readable reference.
-  * "numba": `transformer.kernels.forward.encoder_forward(prepared, config, ...)` on
-    `prepared = transformer.kernels.forward.prepare(params, config)`, made once at load.
-  * None: "numba" when `transformer.kernels.forward` imports, else "numpy".
+  * "numba": `transformer.numba_backend.forward.encoder_forward(prepared, config, ...)` on
+    `prepared = transformer.numba_backend.forward.prepare(params, config)`, made once at load.
+  * None: "numba" when `transformer.numba_backend.forward` imports, else "numpy".
 
 Both take (weights, config, input_ids, attention_mask, token_type_ids, output_hidden_states,
 output_attentions) with the inputs already checked by `transformer.model.check_inputs`
@@ -64,7 +64,7 @@ class EncoderOutput:
 
 
 def _kernels_forward():
-    return importlib.import_module("transformer.kernels.forward")
+    return importlib.import_module("transformer.numba_backend.forward")
 
 
 def pick_backend(backend):
@@ -81,7 +81,7 @@ def pick_backend(backend):
             return "numba", _kernels_forward()
         except ImportError as error:
             raise ImportError(
-                f"backend='numba' needs transformer.kernels.forward, which failed to import ({error}); "
+                f"backend='numba' needs transformer.numba_backend.forward, which failed to import ({error}); "
                 f"use backend='numpy'"
             ) from error
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))} or None (auto)")
@@ -128,11 +128,11 @@ class Encoder:
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         backend_name, module = pick_backend(backend)
         # The numba backend keeps a packed copy of a big checkpoint next to it (see
-        # transformer.kernels.packed_cache): reading it back skips reading, transposing and
+        # transformer.numba_backend.packed_cache): reading it back skips reading, transposing and
         # packing the weights.
         cache = None
         if backend_name == "numba" and path.is_dir():
-            cache = importlib.import_module("transformer.kernels.packed_cache").PackedCache.find(model_dir)
+            cache = importlib.import_module("transformer.numba_backend.packed_cache").PackedCache.find(model_dir)
         prepared = cache.load(config) if cache is not None else None
         if prepared is not None:
             warn_unused_layers(tensors, config)  # as load_params does on the other path
