@@ -32,6 +32,7 @@ import os
 import re
 import warnings
 from collections.abc import MutableMapping
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,12 +40,16 @@ import numpy as np
 
 from transformer.families import FAMILY_MODULES
 from transformer.files import ModelFileError, open_regular, parse_json, read_json
-from transformer.recipe import Linear
+from transformer.recipe import Linear, Part
 
 
 def _as_tuple(names):
-    """A name table's value (a name, a tuple of names, or None) as a tuple of names."""
-    return () if names is None else (names,) if isinstance(names, str) else tuple(names)
+    """A name table's value (a name or Part, a tuple of them, or None) as a tuple of entries."""
+    return () if names is None else (names,) if isinstance(names, (str, Part)) else tuple(names)
+
+
+def _entry_name(entry):
+    return entry.name if isinstance(entry, Part) else entry
 
 # ---------------------------------------------------------------------------------------
 # Name tables: our name -> checkpoint name(s), one per family (transformer/families/*.NAMES)
@@ -54,7 +59,8 @@ BASE_PREFIXES = tuple(dict.fromkeys(module.PREFIX for module in FAMILY_MODULES.v
 
 # Where the word table may also be found: a checkpoint that stored the tied copy only.
 TIED_WORD_TABLE = tuple(dict.fromkeys(
-    name for module in FAMILY_MODULES.values() for name in _as_tuple(module.NAMES.get("masked_lm.decoder.weight"))))
+    _entry_name(entry) for module in FAMILY_MODULES.values()
+    for entry in _as_tuple(module.NAMES.get("masked_lm.decoder.weight"))))
 
 HEAD_KINDS = ("masked_lm", "sequence_classification", "token_classification", "discriminator")
 
@@ -547,48 +553,54 @@ def _spellings(checkpoint_name: str):
         yield checkpoint_name[: -len("bias")] + "beta"
 
 
-def checkpoint_names(config, ours: str) -> list:
-    """Every checkpoint name our name `ours` may be stored under, most usual first."""
+def checkpoint_entries(config, ours: str) -> list:
+    """Every name-table entry (a checkpoint name, or a Part of one) our name `ours` may be
+    stored under, most usual first, with the layer index filled in and each spelling and
+    task-model prefix spelt out."""
     table = config.family_module.NAMES
     key = ours
     layer = None
     if ours.startswith("layers."):
         _, layer, rest = ours.split(".", 2)
         key = "layers.{i}." + rest
-    value = table[key]
-    names = [value] if isinstance(value, str) else list(value)
-    names = [n.format(i=layer) for n in names]
     is_head = ours.split(".", 1)[0] in HEAD_KINDS
     candidates = []
-    for name in names:
+    for entry in _as_tuple(table[key]):
+        name = _entry_name(entry).format(i=layer)
         for spelling in _spellings(name):
-            if is_head:
-                candidates.append(spelling)
-            else:
-                # a base model saved alone has no prefix; inside a task model it has one
-                candidates.append(spelling)
-                candidates.extend(prefix + spelling for prefix in BASE_PREFIXES)
+            # a base model saved alone has no prefix; inside a task model it has one
+            names = [spelling] if is_head else [spelling, *(prefix + spelling for prefix in BASE_PREFIXES)]
+            candidates.extend(replace(entry, name=n) if isinstance(entry, Part) else n for n in names)
     if ours == "embeddings.word":
         candidates.extend(TIED_WORD_TABLE)
     return candidates
+
+
+def checkpoint_names(config, ours: str) -> list:
+    """Every checkpoint name our name `ours` may be stored under, most usual first."""
+    return [_entry_name(entry) for entry in checkpoint_entries(config, ours)]
 
 
 def find_tensor(tensors, config, ours: str, required: bool = True):
     """The float32 array stored for our name `ours`, shape-checked, linear weights turned to
     [in, out]. None when absent and not required; CheckpointError when required and absent
     or when the shape does not fit the config."""
-    candidates = checkpoint_names(config, ours)
-    for name in candidates:
-        if name in tensors:
+    candidates = checkpoint_entries(config, ours)
+    for entry in candidates:
+        if _entry_name(entry) in tensors:
             break
     else:
         if not required:
             return None
+        names = [_entry_name(entry) for entry in candidates]
         raise CheckpointError(
-            f"missing tensor {candidates[0]!r} (our {ours!r}); looked for: {', '.join(candidates[:4])}"
-            + (" ..." if len(candidates) > 4 else "")
+            f"missing tensor {names[0]!r} (our {ours!r}); looked for: {', '.join(names[:4])}"
+            + (" ..." if len(names) > 4 else "")
         )
+    name = _entry_name(entry)
     array = tensors[name]
+    if isinstance(entry, Part):
+        array = _part_of(array, entry, ours)
     expected = expected_shape(config, ours)
     if tuple(array.shape) != expected:
         raise CheckpointError(
@@ -605,6 +617,18 @@ def find_tensor(tensors, config, ours: str, required: bool = True):
     array = np.array(array, dtype=np.float32, order="C", copy=True)
     _check_finite(array, name, tensors)
     return array
+
+
+def _part_of(array, part, ours):
+    """The piece of a stored tensor that a Part names, as PyTorch would store it alone ([out, in])."""
+    if part.in_out and array.ndim == 2:
+        array = array.T  # [in, out] -> [out, in]
+    rows = array.shape[0] if array.ndim else 0
+    if part.chunks < 1 or not 0 <= part.chunk < part.chunks or rows % part.chunks:
+        raise CheckpointError(f"tensor {part.name!r} of shape {tuple(array.shape)} cannot be cut into "
+                              f"{part.chunks} equal parts along its first axis (for our {ours!r})")
+    size = rows // part.chunks
+    return array[part.chunk * size:(part.chunk + 1) * size]
 
 
 def _check_finite(array, name, tensors):
@@ -676,7 +700,7 @@ def checkpoint_layers(tensors, config) -> dict:
     """{layer index: number of tensors} for the encoder layers the checkpoint holds, found by
     the family's layer names (`encoder.layer.{i}.`, `transformer.layer.{i}.`, with or without
     a task model's prefix)."""
-    stems = {value.split("{i}")[0] for key, values in config.family_module.NAMES.items() if "{i}" in key
+    stems = {_entry_name(value).split("{i}")[0] for key, values in config.family_module.NAMES.items() if "{i}" in key
              for value in _as_tuple(values)}
     pattern = re.compile(r"(?:%s)?(?:%s)(\d+)\." % ("|".join(map(re.escape, BASE_PREFIXES)),
                                                    "|".join(map(re.escape, sorted(stems)))))

@@ -34,7 +34,9 @@ checkpoint's. Sizes are in the recipe too, so the loader checks every tensor's s
 against it.
 
 Per-layer variation (ModernBERT's global attention every third layer, Gemma 3's pattern) is
-data: the family builds `layers` with one `Layer` per layer index.
+data: the family builds `layers` with one `Layer` per layer index. A name table maps our
+names to the checkpoint's, each entry a name or a `Part` of a stored tensor (a fused QKV
+weight split back into query, key and value; a weight stored [in, out]).
 
 Every field below is something some checkpoint family needs. A backend runs what it
 implements and refuses the rest by name (`transformer.model.check_recipe`,
@@ -259,3 +261,18 @@ class Recipe:
     def tables(self):
         """The names of the model-level tables the layers share (params[name])."""
         return tuple(scheme.table for scheme in self.position_schemes() if isinstance(scheme, RelativeBuckets))
+
+
+# --- the name table's entries -------------------------------------------------------------
+@dataclass(frozen=True)
+class Part:
+    """A name table entry for a parameter the checkpoint stores inside a bigger tensor, or
+    turned: chunk `chunk` of `chunks` equal parts of tensor `name` along its output axis
+    (ModernBERT's fused Wqkv holds query, key and value; its Wi the gate and up halves), and
+    `in_out` when the file stores a linear weight [in, out] (GPT-2's Conv1D) instead of
+    PyTorch's [out, in]. `{i}` in the name is the layer index, as in a plain entry."""
+
+    name: str
+    chunk: int = 0
+    chunks: int = 1
+    in_out: bool = False
