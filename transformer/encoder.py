@@ -107,6 +107,7 @@ class Encoder:
         if self.backend == "numba":
             self._weights = prepared if prepared is not None else self._forward_module.prepare(params, config)
         else:
+            numpy_model.check_recipe(config.recipe)  # a step it cannot run is refused here, by name
             self._weights = params
         # The heads' matrix products: the packed GEMM on the numba backend (no BLAS call there).
         self._head_linear = None  # None: transformer.model.linear

@@ -218,8 +218,8 @@ def activation(name):
 def position_ids(config, input_ids):
     """The row of the position table each token reads. int64 [batch, seq] -> [batch, seq].
 
-    BERT-style (position_padding_idx None): 0, 1, ..., seq-1 for every sequence.
-    RoBERTa/MPNet (an int p): fairseq counts real tokens from p + 1 and gives padding
+    The recipe's AbsolutePositions says which: padding_idx None (BERT), 0, 1, ..., seq-1 for
+    every sequence; an int p (RoBERTa, MPNet), fairseq counts real tokens from p + 1 and gives padding
     tokens p itself, so with p = 1 the ids [0, 5, 7, 1, 1] get positions [2, 3, 4, 1, 1].
     Padding is recognised by the token id, not by the attention mask, as `transformers` does.
     """
