@@ -4,8 +4,8 @@
     prepared = cache.load(config)          # a PreparedEncoder, or None when no cache is valid
     cache.save(prepared)                   # after packing from the checkpoint
 
-Reading a checkpoint, transposing its linear weights and packing them costs about a second
-for BERT-base, and two copies of the weights in memory on the way. The prepared arrays are
+Reading a checkpoint, transposing its linear weights and packing them is most of a big
+model's load time, and holds two copies of the weights in memory on the way. The prepared arrays are
 saved once in `<model folder>/.transformer-packed/<key>/`: packed.bin holds them one after
 another (each on a 64-byte boundary), packed.meta (JSON) their offsets and shapes and what
 they were made from. They come back with nothing to transpose or pack: the packed panels
@@ -53,9 +53,9 @@ DATA, META = "packed.bin", "packed.meta"  # the only files written (and ever del
 _KEY = re.compile(r"^[0-9a-f]{24}$")  # a cache folder's name
 _TEMPORARY = re.compile(r"^tmp-(\d+)-[0-9a-f]{24}$")  # one being written by process <pid>
 
-# Reading the panels into the arena costs a copy at load (BERT-base's 340 MB: about a third
-# of a second); above this size the packed cache is mapped instead (no huge pages, but nothing
-# to read until used). MiniLM's 42 MB are read.
+# Reading the panels into the arena costs a copy at load, which grows with the model while
+# what the huge pages save does not; above this size the packed cache is mapped instead (no
+# huge pages, but nothing to read until used). MiniLM's 42 MB are read, BERT-base's 340 mapped.
 ARENA_FROM_CACHE_MAX_BYTES = 128 << 20
 
 _DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
