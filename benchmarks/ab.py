@@ -1,7 +1,7 @@
 """Same-run A/B of this project at two commits: corpus throughput and batch-1 latency.
 
     .venv/bin/python benchmarks/ab.py OLD NEW                  # e.g. 139b547 HEAD
-    .venv/bin/python benchmarks/ab.py OLD NEW --rounds 5 --models minilm mpnet
+    .venv/bin/python benchmarks/ab.py OLD NEW --rounds 5 --models minilm mpnet --work /tmp/ab
 
 For a change that must not cost speed (a refactoring): is NEW as fast as OLD, measured in the
 same hour on the same host? Each commit is exported (`git archive`) into a folder laid out as
@@ -39,6 +39,12 @@ MODELS = {  # name -> (folder, every n-th corpus text, latency calls per burst a
     "mpnet": (ROOT / "weights" / "all-mpnet-base-v2", 3, (8, 3)),
 }
 BURSTS = 5
+
+
+def commit_id(commit):
+    """The full hash of `commit` (a name such as HEAD resolved now)."""
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", commit], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def export(commit, folder):
@@ -119,20 +125,29 @@ def main():
     parser.add_argument("new")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the exported commits and their kernel caches in this folder (reused when "
+                             "there; default: a temporary folder)")
+    parser.add_argument("--compile-only", action="store_true", help="export and compile, measure nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker)
     python = sys.executable
-    with tempfile.TemporaryDirectory(prefix="transformer-ab-") as work:
+    with tempfile.TemporaryDirectory(prefix="transformer-ab-") as temporary:
+        work = args.work or Path(temporary)
         packages = {}
         for label, commit in (("old", args.old), ("new", args.new)):
-            folder = Path(work) / label
-            folder.mkdir()
-            packages[label] = export(commit, folder)
+            folder = work / commit_id(commit)
+            packages[label] = folder / "pkg"
+            if not packages[label].is_dir():
+                folder.mkdir(parents=True)
+                export(commit, folder)
         for label, package in packages.items():  # compile each commit's kernels into its cache, untimed
             for model in args.models:
                 run(package, model, python)
+        if args.compile_only:
+            return
         rounds = []
         for index in range(args.rounds):
             order = ("old", "new") if index % 2 == 0 else ("new", "old")
