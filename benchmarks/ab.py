@@ -121,8 +121,8 @@ def run(package, model, python):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("old")
-    parser.add_argument("new")
+    parser.add_argument("old", nargs="?", help="the commit to compare against (e.g. the one a change started from)")
+    parser.add_argument("new", nargs="?", help="the commit measured against it (e.g. HEAD)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--work", type=Path, default=None,
@@ -133,6 +133,8 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker)
+    if not (args.old and args.new):
+        parser.error("name the two commits: OLD NEW")
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="transformer-ab-") as temporary:
         work = args.work or Path(temporary)
