@@ -41,6 +41,7 @@ changes its numbers, and `run_program_steps` (the same program, kernel by kernel
 Python) gives the same bits.
 """
 
+import inspect
 from typing import NamedTuple
 
 import numpy as np
@@ -73,6 +74,8 @@ NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.in
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
                      ("target", np.int64), ("residual", np.int64), ("activation", np.int64),
                      ("activation_row", np.int64)], align=True)
+
+_NO_FLAT = np.zeros(0, dtype=np.float32)  # flat_buffers' entry for a buffer read as 2-D only
 
 # A GEMM's plan per row regime: every row of the group, a whole feed-forward block, the last
 # (shorter) block.
@@ -125,57 +128,68 @@ def layer_phases(program, layer, rows, ffn_rows):
 
 
 @jit
-def _run_layers(program, plan, weights, buffers, flat_buffers, counters, first_layer, stop_layer, first_thread,
-                stop_thread):
+def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
+                gemm_plans, attention_bounds, head_ranges, norm_bounds, cu_seqlens, position_bias, no_position_bias,
+                bias_len, positions, max_len, ffn_rows, wide,
+                panels, biases, vectors,
+                buffers, flat_buffers, counters, first_layer, stop_layer, first_thread, stop_thread):
     """Every step of layers first_layer..stop_layer-1, layer after layer, as one of the threads
     taking part (first_thread: its index). A step ends when every thread is done with it, so
-    the next step (and the next layer) reads finished buffers. flat_buffers: the buffers as
-    1-D views (attention addresses them so; a reshape here would link NumPy's allocating
-    array code into the kernel). counters: int64 [layers run, phases * PHASE_COUNTERS], zero."""
+    the next step (and the next layer) reads finished buffers.
+
+    The arguments are the fields of Program, GroupPlan and Weights, in their order (passed one
+    by one: Numba dispatches flat arguments faster than nested named tuples), then the
+    buffers, flat_buffers (the buffers attention reads, as 1-D views: a reshape here would
+    link NumPy's allocating array code into the kernel; the others empty), counters (int64
+    [layers run, phases * PHASE_COUNTERS], zero) and the layers to run."""
     rows = buffers[HIDDEN].shape[0]
-    ffn_rows = plan.ffn_rows
     no_residual = buffers[EMPTY]
     scratch = buffers[SCRATCH][first_thread]
     for layer in range(first_layer, stop_layer):
         layer_counters = counters[layer - first_layer]
         phase = 0
-        for s in range(program.layer_steps[layer], program.layer_steps[layer + 1]):
-            step = program.steps[s]
+        for s in range(layer_steps[layer], layer_steps[layer + 1]):
+            step = steps[s]
             base = phase * PHASE_COUNTERS
             if step.kind == GEMM:
-                g = program.gemms[step.index]
-                gemm_phase(layer_counters, base, first_thread, plan.gemm_plans[g.linear, ALL_ROWS], buffers[g.source],
-                           0, rows, weights.panels[g.linear][layer], weights.biases[g.linear][layer],
+                g = gemms[step.index]
+                gemm_phase(layer_counters, base, first_thread, gemm_plans[g.linear, ALL_ROWS], buffers[g.source],
+                           0, rows, panels[g.linear][layer], biases[g.linear][layer],
                            buffers[g.residual], g.activation_row, buffers[g.target], 0)
                 phase += 1
             elif step.kind == ATTENTION:
-                a = program.attentions[step.index]
-                bias = plan.position_bias if a.position_bias else plan.no_position_bias
-                attention_phase(layer_counters, base, first_thread, plan.attention_bounds, plan.head_ranges,
-                                flat_buffers[a.source], buffers[a.target].shape[1], plan.cu_seqlens, a.num_heads,
-                                a.head_dim, a.scale, bias, plan.bias_len, plan.positions, flat_buffers[a.target],
-                                plan.max_len, scratch, plan.wide)
+                a = attentions[step.index]
+                bias = position_bias if a.position_bias else no_position_bias
+                attention_phase(layer_counters, base, first_thread, attention_bounds, head_ranges,
+                                flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
+                                a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
+                                max_len, scratch, wide)
                 phase += 1
             elif step.kind == NORM:
-                n = program.norms[step.index]
-                layer_norm_phase(layer_counters, base, plan.norm_bounds, buffers[n.source],
-                                 weights.vectors[n.weight][layer], weights.vectors[n.bias][layer], n.eps,
-                                 buffers[n.target])
+                n = norms[step.index]
+                layer_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
+                                 vectors[n.bias][layer], n.eps, buffers[n.target])
                 phase += 1
             else:  # MLP, ffn_rows rows at a time (each row is independent)
-                m = program.mlps[step.index]
+                m = mlps[step.index]
                 source, inner, target, residual = buffers[m.source], buffers[m.inner], buffers[m.target], \
                     buffers[m.residual]
                 for block0 in range(0, rows, ffn_rows):
                     block_rows = min(ffn_rows, rows - block0)
                     regime = BLOCK if block_rows == ffn_rows else LAST_BLOCK
-                    gemm_phase(layer_counters, phase * PHASE_COUNTERS, first_thread, plan.gemm_plans[m.up, regime],
-                               source, block0, block_rows, weights.panels[m.up][layer], weights.biases[m.up][layer],
+                    gemm_phase(layer_counters, phase * PHASE_COUNTERS, first_thread, gemm_plans[m.up, regime],
+                               source, block0, block_rows, panels[m.up][layer], biases[m.up][layer],
                                no_residual, m.activation_row, inner, 0)
                     gemm_phase(layer_counters, (phase + 1) * PHASE_COUNTERS, first_thread,
-                               plan.gemm_plans[m.down, regime], inner, 0, block_rows, weights.panels[m.down][layer],
-                               weights.biases[m.down][layer], residual, 0, target, block0)
+                               gemm_plans[m.down, regime], inner, 0, block_rows, panels[m.down][layer],
+                               biases[m.down][layer], residual, 0, target, block0)
                     phase += 2
+
+
+# _run_layers takes the fields of Program, GroupPlan and Weights by name, in their order.
+assert tuple(inspect.signature(_run_layers.py_func).parameters)[:len(Program._fields + GroupPlan._fields +
+                                                                      Weights._fields)] == \
+    Program._fields + GroupPlan._fields + Weights._fields, "_run_layers' parameters and the records' fields differ"
 
 
 def head_ranges(qkv_plan, num_heads, head_dim):
@@ -237,6 +251,9 @@ class ProgramPlan:
         costs = np.repeat(lengths.astype(np.float64) ** 2 * attend.head_dim * 4 + 1.0, attend.num_heads)
         runs = max(1, min(len(costs), ATTENTION_RUNS_PER_THREAD * threads))
         self.phases = max(layer_phases(program, layer, rows, ffn_rows) for layer in range(len(program.layer_steps) - 1))
+        # Which buffers attention reads as 1-D views (the others get an empty one), and the
+        # kernel's leading arguments, made once: every call passes the same ones.
+        self.flat_slots = frozenset(int(a[field]) for a in program.attentions for field in ("source", "target"))
         self.group = GroupPlan(
             gemm_plans=plan_records(plans),
             attention_bounds=np.array(balanced_bounds(costs, runs), dtype=np.int64),
@@ -253,11 +270,14 @@ class ProgramPlan:
 
     def run(self, program, weights, buffers, first_layer, stop_layer):
         """Layers first_layer..stop_layer-1 of `program` on the group, in one call: buffers[HIDDEN]
-        updated in place (the other buffers are scratch; SCRATCH of `attention_scratch_shape`)."""
+        updated in place (buffers: a tuple by slot; the others are scratch, SCRATCH of
+        `attention_scratch_shape`)."""
         counters = np.zeros((stop_layer - first_layer, self.phases * PHASE_COUNTERS), dtype=np.int64)
-        buffers = tuple(buffers)
-        run_chunks(_run_layers, range(self.threads + 1), program, self.group, weights, buffers,
-                   tuple(buffer.reshape(-1) for buffer in buffers), counters, first_layer, stop_layer)
+        flat = [_NO_FLAT] * len(buffers)
+        for slot in self.flat_slots:
+            flat[slot] = buffers[slot].reshape(-1)
+        run_chunks(_run_layers, range(self.threads + 1), *program, *self.group, *weights, buffers, tuple(flat),
+                   counters, first_layer, stop_layer)
 
 
 def _steps_feeding(program, slot):

@@ -103,6 +103,7 @@ class PreparedEncoder:
         self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
         self.packed_heads = {}  # id(head weight) -> (weight, PreparedLinear), filled by head_linear
         self._program = None
+        self._shapes = None
         self._scratch = threading.local()  # per thread: {name: flat float32 buffer}
         self._plans = {}  # (lengths, threads, ...) -> (VarlenPlan, ProgramPlan or None), see group_plans
 
@@ -112,6 +113,20 @@ class PreparedEncoder:
         if self._program is None:
             self._program = compile_program(self.config.recipe, self.stack.layout)
         return self._program
+
+    @property
+    def shapes(self):
+        """What every call needs to know of the program, worked out once: (the attention spec,
+        the width of its context, the widest MLP inner buffer, whether a pre-norm block uses
+        NORMED, the position schemes)."""
+        if self._shapes is None:
+            recipe, program, stack = self.config.recipe, self.program, self.stack
+            attention = recipe.layers[0].attention()[0]
+            inner = max(stack.out_features[stack.layout.linears[int(m["up"])].name] for m in program.mlps)
+            uses_normed = bool((program.norms["target"] == kernel_program.NORMED).any())
+            self._shapes = (attention, attention.num_heads * attention.head_dim, inner, uses_normed,
+                            recipe.position_schemes())
+        return self._shapes
 
     def scratch(self, name, rows, cols):
         """A float32 [rows, cols] scratch buffer kept between calls (one set per thread, grown
@@ -206,6 +221,10 @@ def pooler(prepared, last_hidden_state):
     return np.tanh(prepared.pooler(first_token, out=out), out=out)  # [batch, hidden]
 
 
+# The EMPTY buffer ([0, 0]: no residual; NORMED where no block is pre-norm). Writeable, as
+# every buffer: the kernel's buffer tuple must hold one array type.
+_EMPTY = np.zeros((0, 0), dtype=np.float32)
+
 # Run the layers in one compiled call (kernels/program.py); False: step by step from Python,
 # the same kernels one call each (`kernels.program.run_program_steps`), the same bits.
 FUSED_LAYERS = True
@@ -285,10 +304,11 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     if prepared.projection is not None:  # ELECTRA: embedding_size -> hidden_size
         hidden = prepared.projection(hidden, out=np.empty((tokens, hidden_size), dtype=np.float32))
 
+    attention, context_width, inner_width, uses_normed, schemes = prepared.shapes
     # A relative position bias (MPNet), over the padded positions (what the reference sees).
     position_bias = None
     slot_in_row = None
-    for scheme in recipe.position_schemes():  # one at most (program.check_recipe)
+    for scheme in schemes:  # one at most (program.check_recipe)
         position_bias = numpy_model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets,
                                                            scheme.max_distance)[0]  # [heads, seq, seq]
         slot_in_row = slots % seq  # [tokens]: each token's index in its padded row
@@ -306,20 +326,14 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     # Scratch buffers: every group and layer reuses them, and so does the next call (they
     # never leave this function; the returned arrays are fresh). By kernels.program's slots.
     program, stack = prepared.program, prepared.stack
-    attention = recipe.layers[0].attention()[0]
-    context_width = attention.num_heads * attention.head_dim
     ffn_rows = min(group_rows, FFN_ROWS)
-    inner_width = max(stack.out_features[stack.layout.linears[int(m["up"])].name] for m in program.mlps)
-    uses_normed = bool(len(program.norms)) and (program.norms["target"] == kernel_program.NORMED).any()
-    empty = np.zeros((0, 0), dtype=np.float32)
-    scratch = {
-        kernel_program.ATTENDED: prepared.scratch("attended", group_rows, hidden_size),
-        kernel_program.NORMED: prepared.scratch("normed", group_rows, hidden_size) if uses_normed else empty,
-        kernel_program.QKV: prepared.scratch("qkv", group_rows, stack.out_features["qkv"]),
-        kernel_program.CONTEXT: prepared.scratch("context", group_rows, context_width),
-        kernel_program.INNER: prepared.scratch("inner", ffn_rows, inner_width),  # one row block's worth
-    }
+    attended = prepared.scratch("attended", group_rows, hidden_size)
+    normed = prepared.scratch("normed", group_rows, hidden_size) if uses_normed else _EMPTY
+    qkv = prepared.scratch("qkv", group_rows, stack.out_features["qkv"])
+    context = prepared.scratch("context", group_rows, context_width)
+    inner = prepared.scratch("inner", ffn_rows, inner_width)  # one row block's worth
     weights = stack.weights()
+    layers = len(program.layer_steps) - 1
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
     for first, stop in groups:
@@ -339,23 +353,17 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         key = (group_seqlens.tobytes(), numba.get_num_threads(), ffn_rows, FUSED_LAYERS,
                None if group_slots is None else (seq, group_slots.tobytes()))
         attend, plan = prepared.group_plans(key, make_plans)
-        buffers = [empty, hidden[row0:row1], *(scratch[slot] if slot == kernel_program.INNER or scratch[slot] is empty
-                                               else scratch[slot][:rows]
-                                               for slot in range(kernel_program.ATTENDED, kernel_program.SCRATCH))]
-        layer_runs = ([(i, i + 1) for i in range(len(stack))] if output_hidden_states else [(0, len(stack))])
-        if FUSED_LAYERS:
-            # Every layer in one compiled call; with output_hidden_states, one layer per call.
-            buffers.append(prepared.scratch("attention", *plan.attention_scratch_shape))
-            for first_layer, stop_layer in layer_runs:
+        attention_scratch = prepared.scratch("attention", *plan.attention_scratch_shape) if FUSED_LAYERS else _EMPTY
+        buffers = (_EMPTY, hidden[row0:row1], attended[:rows], normed[:rows], qkv[:rows], context[:rows], inner,
+                   attention_scratch)  # EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH
+        layer_runs = [(i, i + 1) for i in range(layers)] if output_hidden_states else [(0, layers)]
+        for first_layer, stop_layer in layer_runs:
+            if FUSED_LAYERS:  # every layer in one compiled call; with output_hidden_states, one layer per call
                 plan.run(program, weights, buffers, first_layer, stop_layer)
-                if output_hidden_states:
-                    hidden_states.append(unpack(hidden))
-        else:  # each step its own kernel call
-            buffers.append(empty)
-            for first_layer, stop_layer in layer_runs:
+            else:  # each step its own kernel call
                 kernel_program.run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer)
-                if output_hidden_states:
-                    hidden_states.append(unpack(hidden))
+            if output_hidden_states:
+                hidden_states.append(unpack(hidden))
 
     if recipe.final_norm is not None:
         final = params[recipe.final_norm.name]
