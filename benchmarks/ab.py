@@ -66,6 +66,7 @@ def worker(model_name):
     import numpy as np
 
     import transformer
+    from transformer import Tokenizer
     from transformer.sentence import SentenceEncoder
 
     package = os.environ["PYTHONPATH"]
@@ -75,7 +76,10 @@ def worker(model_name):
     folder, every, (calls_16, calls_128) = MODELS[model_name]
     corpus = CORPUS.read_text(encoding="utf-8").splitlines()
     model = SentenceEncoder.from_pretrained(folder)
-    short, long = texts_of_lengths(model.tokenizer, corpus, (16, 128))
+    counter = Tokenizer.from_pretrained(folder)  # counts real tokens: no padding, no truncation
+    counter.no_padding()
+    counter.no_truncation()
+    short, long = texts_of_lengths(counter, corpus, (16, 128))
     model.encode(corpus[-64:], batch_size=32)  # warm-up: every kernel loaded, buffers grown
     texts = corpus[::every]
     start = time.perf_counter()
@@ -98,14 +102,17 @@ def worker(model_name):
 
 
 def texts_of_lengths(tokenizer, corpus, lengths):
-    """A text of exactly each token length (a longer text cut at a token boundary if none is)."""
+    """A text of exactly each token length (a longer text cut at a token boundary if none is);
+    tokenizer: one that neither pads nor truncates."""
+    counts = [(text, len(encoding.ids)) for text, encoding in zip(corpus, tokenizer.encode_batch(corpus))]
     found = []
     for length in lengths:
-        counts = [(text, len(tokenizer.encode(text).ids)) for text in corpus]
         text = next((text for text, n in counts if n == length), None)
         if text is None:
             text = next(text for text, n in counts if n > length)
             text = text[:tokenizer.encode(text).offsets[length - 2][1]]  # + the two special tokens
+        if len(tokenizer.encode(text).ids) != length:
+            raise RuntimeError(f"no text of {length} tokens in {CORPUS}")
         found.append(text)
     return found
 
