@@ -45,7 +45,8 @@ weights: setup
 	$(PY) -m transformer download all-MiniLM-L6-v2
 
 weights-test: setup-test
-	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer
+	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer splade-tiny \
+	    SmolLM2-135M-Instruct-Q4_1 gemma-3-270m-Q4_K_M
 
 bench: setup-test weights
 	$(PY) -m pip install -q -e ".[bench]"

@@ -146,7 +146,27 @@ def _import_numba_arraymath_without_scipy():
         sys.meta_path.remove(finder)
 
 
+# The values Numba takes for NUMBA_THREADING_LAYER (a layer, or a rule to pick one).
+THREADING_LAYERS = ("workqueue", "omp", "tbb", "default", "safe", "threadsafe", "forksafe")
+
+
+def _check_numba_environment():
+    """ValueError naming NUMBA_NUM_THREADS or NUMBA_THREADING_LAYER when the value set cannot
+    work. Numba itself says "Number of threads specified must be > 0." from inside its
+    import, warns with a traceback and goes on for a value that is not a number, and names
+    an unknown layer only when a kernel first runs; none of those names the variable."""
+    threads = os.environ.get("NUMBA_NUM_THREADS")
+    if threads is not None and not (threads.strip().isdigit() and int(threads) > 0):
+        raise ValueError(f"NUMBA_NUM_THREADS={threads!r}: expected a positive whole number of threads "
+                         f"(or leave it unset for one per CPU)")
+    layer = os.environ.get("NUMBA_THREADING_LAYER")
+    if layer is not None and layer not in THREADING_LAYERS:
+        raise ValueError(f"NUMBA_THREADING_LAYER={layer!r} is not a threading layer Numba knows: "
+                         f"{', '.join(THREADING_LAYERS)}")
+
+
 # Must happen before `import numba`; the user's choice wins.
+_check_numba_environment()
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 _import_numba()
 

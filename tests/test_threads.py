@@ -40,9 +40,10 @@ def test_a_thread_count_out_of_range_is_refused_with_the_limit(bad):
         transformer.set_num_threads(bad)
 
 
-@pytest.mark.parametrize("bad", [2.0, "2", True, None])
-def test_a_thread_count_that_is_not_an_int_is_refused(bad):
-    with pytest.raises(TypeError, match="set_num_threads: n must be an int"):
+@pytest.mark.parametrize("bad, shown", [(2.0, "the float 2.0"), ("2", "the str '2'"), (True, "the bool True"),
+                                        (None, "None")])
+def test_a_thread_count_that_is_not_an_int_is_refused_showing_it(bad, shown):
+    with pytest.raises(TypeError, match=f"set_num_threads: n must be an int, got {shown}$"):
         transformer.set_num_threads(bad)
 
 

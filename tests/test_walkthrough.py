@@ -7,11 +7,16 @@ one unit (a rounding boundary crossed by a BLAS summing in another order); the w
 number of digits must match exactly. Then the prose is checked too: every decimal number and
 every shape like (1, 12, 384) that the text quotes must be one that the run printed, and every
 link to a function ([`embed`](../transformer/model.py)) must name a function or class that
-exists in that file.
+exists in that file. Counts of exercises written as words ("ten exercises") and references to
+them ("exercise 8") must match docs/exercises.md, and the learner's set-up must fetch every
+model the walkthrough loads.
+
+docs/exercises.md is checked the same way (tests/test_exercises.py): its solutions are
+doctest blocks too.
 
 After changing the walkthrough's code, refresh its outputs from a run with
 
-    python tests/test_walkthrough.py --update
+    python tests/test_walkthrough.py --update [docs/exercises.md]
 
 and read the diff: the prose around the outputs may quote numbers that changed.
 """
@@ -88,18 +93,19 @@ class RecordingRunner(doctest.DocTestRunner):
                                   + "".join(traceback.format_exception(*exc_info)))
 
 
-def run_walkthrough(markdown):
-    """Run every python block in order in one namespace -> the runner (with what was printed)."""
+def run_walkthrough(markdown, path=WALKTHROUGH):
+    """Run every python block of the page at `path` in order in one namespace -> the runner
+    (with what was printed)."""
     runner = RecordingRunner()
     namespace = {"__name__": "walkthrough"}
     parser = doctest.DocTestParser()
     for number, (line, code) in enumerate(python_blocks(markdown)):
         examples = parser.get_examples(code)
         if not examples:
-            raise AssertionError(f"the python block at line {line} of {WALKTHROUGH.name} has no >>> example")
+            raise AssertionError(f"the python block at line {line} of {path.name} has no >>> example")
         runner.block = number
-        test = doctest.DocTest(examples, namespace, f"{WALKTHROUGH.name} block {number + 1}",
-                               str(WALKTHROUGH), line - 1, code)
+        test = doctest.DocTest(examples, namespace, f"{path.name} block {number + 1}",
+                               str(path), line - 1, code)
         runner.run(test, clear_globs=False)
         namespace = test.globs  # DocTest copies the namespace it is given: carry the copy on
     return runner
@@ -108,7 +114,7 @@ def run_walkthrough(markdown):
 def update(path=WALKTHROUGH):
     """Rewrite the walkthrough's outputs with what a fresh run prints."""
     markdown = path.read_text(encoding="utf-8")
-    runner = run_walkthrough(markdown)
+    runner = run_walkthrough(markdown, path)
     if any(got is None for _, _, got in runner.printed):
         raise SystemExit("an example raised; fix it first:\n\n" + "\n\n".join(runner.failures_text))
     blocks = python_blocks(markdown)
@@ -199,6 +205,95 @@ def test_every_picture_the_walkthrough_shows_is_a_png_in_docs(markdown):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{picture} is not a PNG file"
 
 
+LEARN = ROOT / "LEARN.md"
+LEARNERS_PAGES = [LEARN, WALKTHROUGH, ROOT / "docs" / "exercises.md", ROOT / "README.md"]
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", LEARNERS_PAGES, ids=lambda page: page.name)
+def test_learners_pages_link_only_to_files_that_exist(page):
+    text = page.read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in MARKDOWN_LINK.findall(text)
+               if not t.startswith(("http://", "https://", "#", "mailto:"))]
+    assert targets, f"{page.name} links to nothing"
+    missing = [t for t in targets if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+def test_the_path_names_only_functions_that_model_py_has():
+    # LEARN.md tells a reader which functions of model.py to read and which to skip: a renamed
+    # function must not leave the path pointing at nothing.
+    text = LEARN.read_text(encoding="utf-8")
+    section = text.split("### `transformer/model.py`", 1)[1].split("\n### ", 1)[0]
+    names = [n for n in re.findall(r"`([A-Za-z_]\w*)`", section)]
+    assert len(names) >= 15, names
+    model_py = (ROOT / "transformer" / "model.py").read_text(encoding="utf-8")
+    missing = [n for n in names if not re.search(rf"\b{re.escape(n)}\b", model_py)]
+    assert not missing, f"LEARN.md names what transformer/model.py does not have: {missing}"
+
+
+EXERCISES = ROOT / "docs" / "exercises.md"
+NUMBER_WORDS = {word: n for n, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+EXERCISE_COUNT = re.compile(rf"\b({'|'.join(NUMBER_WORDS)}|\d+) (?:[a-z-]+ )?(?:exercises|changes to make)\b",
+                            re.IGNORECASE)
+EXERCISE_REFERENCE = re.compile(r"\bexercises? (\d+(?:(?:, | and | to | or )\d+)*)", re.IGNORECASE)
+
+
+def test_counts_of_exercises_and_references_to_them_match_the_exercises_page():
+    # "eight changes" when there are nine, or "exercise 9" after the exercises were renumbered,
+    # misleads a reader although no printed number is wrong.
+    numbers = [int(n) for n in re.findall(r"^## (\d+)\. ", EXERCISES.read_text(encoding="utf-8"), flags=re.MULTILINE)]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
+    counts, references, wrong = 0, 0, []
+    for page in LEARNERS_PAGES:
+        text = prose(page.read_text(encoding="utf-8"))
+        for word in EXERCISE_COUNT.findall(text):
+            counts += 1
+            if NUMBER_WORDS.get(word.lower(), int(word) if word.isdigit() else None) != len(numbers):
+                wrong.append(f"{page.name}: {word} exercises, but there are {len(numbers)}")
+        for group in EXERCISE_REFERENCE.findall(text):
+            references += 1
+            wrong += [f"{page.name}: exercise {n}, but the last is {len(numbers)}"
+                      for n in map(int, re.findall(r"\d+", group)) if not 1 <= n <= len(numbers)]
+    assert counts >= 2 and references >= 5, (counts, references)
+    assert not wrong, wrong
+
+
+def models_fetched_by(make_target):
+    """The model names that `make TARGET` downloads, read from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(rf"^{make_target}:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE).group(1)
+    return set(re.search(r"transformer download (.+)", recipe).group(1).split())
+
+
+def models_loaded_by(page):
+    code = "\n".join(code for _, code in python_blocks(page.read_text(encoding="utf-8")))
+    return set(re.findall(r'from_pretrained\("([^"]+)"', code))
+
+
+@pytest.mark.parametrize("page", [LEARN, WALKTHROUGH], ids=lambda page: page.name)
+def test_the_learners_set_up_fetches_every_model_the_walkthrough_loads(page):
+    # The set-up without the test extras: `make demo`, then `transformer download ...`. A model
+    # the walkthrough loads but the set-up does not fetch fails on the reader's first try.
+    set_up = re.search(r"```sh\n(make demo\b.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert set_up, f"{page.name} has no set-up block starting with make demo"
+    downloads = re.findall(r"transformer download ([^#\n]+)", set_up.group(1))
+    fetched = models_fetched_by("weights") | {name for line in downloads for name in line.split()}
+    assert models_loaded_by(WALKTHROUGH) <= fetched, models_loaded_by(WALKTHROUGH) - fetched
+    # The exercises may use more, if `make test` fetches it and their opening names it.
+    extra = models_loaded_by(EXERCISES) - fetched
+    assert extra <= models_fetched_by("weights-test"), extra
+    opening = EXERCISES.read_text(encoding="utf-8").split("## Set-up", 1)[0]
+    assert all(name in opening for name in extra), extra
+
+
+def test_readme_points_learners_to_the_path_near_the_top():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    how = readme.index("## How it works")
+    assert how < readme.index("## Python") and "(LEARN.md)" in readme[how:readme.index("## Python")]
+
+
 def test_number_checker_accepts_one_unit_in_the_last_digit_only():
     checker = QuotedNumbersChecker()
     assert checker.check_output("cos 0.923 and 0.81\n", "cos 0.924 and 0.81\n", OPTIONS)
@@ -208,8 +303,9 @@ def test_number_checker_accepts_one_unit_in_the_last_digit_only():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--update"]:
+    if sys.argv[1:2] == ["--update"] and len(sys.argv) <= 3:
         os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-        update()
+        update(Path(sys.argv[2]).resolve() if len(sys.argv) == 3 else WALKTHROUGH)
     else:
-        raise SystemExit(f"usage: python {sys.argv[0]} --update   (rewrite the walkthrough's outputs)")
+        raise SystemExit(f"usage: python {sys.argv[0]} --update [PAGE.md]   (rewrite a page's outputs; "
+                         f"default: the walkthrough)")

@@ -18,6 +18,8 @@ Every error ends as one line on stderr, `transformer NAME: error: ...`, and exit
 
 import argparse
 import os
+import signal
+import stat
 import sys
 
 from transformer import cli_learning
@@ -65,14 +67,22 @@ def common_options():
 def read_lines(path, what="file", keep_blank=False):
     """The lines of a UTF-8 text file ("-" for stdin) as [(line_number, text)]: the
     non-empty ones, or every one with keep_blank=True (a final newline ends the last line,
-    it does not start another).
+    it does not start another). The file may be a named pipe (a shell's `<(command)`), not
+    a device or a folder.
 
     Raises CommandError for a missing file or bytes that are not UTF-8 (naming the line)."""
+    if path == "":
+        raise CommandError(f"the {what} is '': expected a file name ('-' for stdin)")
     if path == "-":
+        if sys.stdin is None:
+            raise CommandError("stdin is closed; give the texts as arguments or with --file FILE")
         data = sys.stdin.buffer.read()
-        path = "<stdin>"
+        path = "stdin"
     else:
         try:
+            if stat.S_ISFIFO(os.stat(path).st_mode):  # a stream the user made: read it to its end
+                with open(path, "rb") as pipe:
+                    return split_lines(pipe.read(), path, keep_blank)
             with open_regular(path, what) as file:
                 data = file.read()
         except FileNotFoundError:
@@ -106,14 +116,22 @@ def split_lines(data, source, keep_blank=False):
 def gather_texts(args, keep_blank=False):
     """Texts from the arguments, else --file, else stdin when it is piped. keep_blank: a
     blank line of a file is a text too (embed: row i of the output is line i)."""
-    if args.texts and args.file:
+    if args.texts and args.file is not None:
         raise CommandError("give texts as arguments or with --file, not both")
     if args.texts:
+        for number, text in enumerate(args.texts, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:  # Python keeps a byte that is not UTF-8 as a lone surrogate
+                raise CommandError(f"text argument {number} is not valid UTF-8 (byte "
+                                   f"0x{ord(text[error.start]) - 0xDC00:02x} at character {error.start + 1})") from None
         return list(args.texts)
-    if args.file:
+    if args.file == "":
+        raise CommandError("--file '': expected a file name ('-' for stdin)")
+    if args.file is not None:
         lines = read_lines(args.file, keep_blank=keep_blank)
-        source = args.file
-    elif not sys.stdin.isatty():
+        source = "stdin" if args.file == "-" else args.file
+    elif sys.stdin is not None and not sys.stdin.isatty():
         lines = read_lines("-", keep_blank=keep_blank)
         source = "stdin"
     else:
@@ -126,6 +144,15 @@ def gather_texts(args, keep_blank=False):
         print(f"note: {len(blank)} blank line{'s' if len(blank) > 1 else ''} of {source} ({shown}) "
               f"embedded as empty texts, so that row i is line i", file=sys.stderr)
     return [text for _, text in lines]
+
+
+def _stdout_is_not_unicode():
+    """Whether stdout's encoding cannot write every character (PYTHONIOENCODING=ascii, a
+    Latin-1 terminal): JSON then escapes non-ASCII characters, as \\u00e9, and stays valid."""
+    import codecs
+
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return codecs.lookup(encoding).name not in ("utf-8", "utf-16", "utf-32")
 
 
 def _shorten(text, width):
@@ -166,7 +193,8 @@ def run_embed(args):
 
             np.save(out.file, vectors)
         else:
-            lines = (_json_line(text, vector) for text, vector in zip(texts, vectors))
+            lines = (_json_line(text, vector, ascii_only=out.file is None and _stdout_is_not_unicode())
+                     for text, vector in zip(texts, vectors))
             for line in lines:
                 out.write(line + "\n")
     if output:
@@ -177,8 +205,10 @@ def run_embed(args):
 class OutputFile:
     """Where a command's results go: stdout (path None), or a file written whole or not at
     all. Opening checks that the file can be written, before any work is done: a missing or
-    unwritable folder is a one-line error at once, not after every text is embedded. The
-    results go to a temporary file beside it, renamed into place when the work succeeded."""
+    unwritable folder, or a file the user may not write, is a one-line error at once, not
+    after every text is embedded. The results go to a temporary file beside it, renamed into
+    place when the work succeeded, with the mode the file had (a new one gets the umask's).
+    A symbolic link is written through, as the shell's `>` does: its target is replaced."""
 
     def __init__(self, path):
         self.path = path
@@ -190,14 +220,22 @@ class OutputFile:
         import tempfile
         from pathlib import Path
 
-        target = Path(self.path)
-        if target.is_dir():
+        if self.path == "":
+            raise CommandError("--output '': expected a file name (.npy or .jsonl)")
+        self.target = Path(os.path.realpath(self.path)) if os.path.islink(self.path) else Path(self.path)
+        if self.target.is_dir():
             raise CommandError(f"--output {self.path} is a directory; expected a file name")
-        folder = target.parent
+        folder = self.target.parent
         if not folder.is_dir():
             raise CommandError(f"--output {self.path}: the folder {folder} does not exist")
+        if self.target.exists() and not os.access(self.target, os.W_OK):
+            raise CommandError(f"--output {self.path} is read-only; it was left as it is")
         try:
-            self.file = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".tmp",
+            self.mode = stat.S_IMODE(self.target.stat().st_mode)
+        except OSError:
+            self.mode = 0o666 & ~_umask()
+        try:
+            self.file = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{self.target.name}.", suffix=".tmp",
                                                     delete=False)
         except OSError as error:
             raise CommandError(f"--output {self.path}: cannot write in {folder} ({error.strerror})") from None
@@ -214,17 +252,24 @@ class OutputFile:
             return False
         self.file.close()
         if kind is None:
-            os.replace(self.file.name, self.path)
+            os.chmod(self.file.name, self.mode)
+            os.replace(self.file.name, self.target)
         else:
             os.unlink(self.file.name)
         return False
 
 
-def _json_line(text, vector):
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _json_line(text, vector, ascii_only=False):
     """{"text": ..., "embedding": [...]} with each float32 written in its shortest exact form."""
     import json
 
-    return '{"text": ' + json.dumps(text, ensure_ascii=False) + ', "embedding": [' + \
+    return '{"text": ' + json.dumps(text, ensure_ascii=ascii_only) + ', "embedding": [' + \
         ", ".join(map(str, vector)) + "]}"
 
 
@@ -256,7 +301,7 @@ def run_similarity(args):
 
         print(json.dumps({"model": args.model, "texts": texts,
                           "similarity": [[round(float(v), 6) for v in row] for row in matrix]},
-                         ensure_ascii=False))
+                         ensure_ascii=_stdout_is_not_unicode()))
     else:
         print(format_similarity(texts, matrix, args.model))
     cli_learning.plot_similarity_if_asked(args, texts, matrix)
@@ -356,7 +401,7 @@ def run_tokenize(args):
         import json
 
         print(json.dumps({"text": text, "tokens": tokens, "ids": ids,
-                          "offsets": [list(span) for span in offsets]}, ensure_ascii=False))
+                          "offsets": [list(span) for span in offsets]}, ensure_ascii=_stdout_is_not_unicode()))
         return 0
     token_width = max([len("token")] + [len(t) for t in tokens])
     id_width = max([len("id")] + [len(str(i)) for i in ids])
@@ -551,6 +596,8 @@ COMMANDS = [
     ("context", cli_learning.add_context, cli_learning.run_context),
     ("attention", cli_learning.add_attention, cli_learning.run_attention),
     ("map", cli_learning.add_map, cli_learning.run_map),
+    ("fill-mask", cli_learning.add_fill_mask, cli_learning.run_fill_mask),
+    ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
 ]
 
 
@@ -570,17 +617,79 @@ def build_parser():
     return parser
 
 
+class _NamedStdout:
+    """sys.stdout, with a failed write named as stdout's (a full disk, /dev/full): Python's
+    own words are "OSError: [Errno 28] No space left on device", naming no file."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise self._failed(error) from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise self._failed(error) from None
+
+    def _failed(self, error):
+        # What is left in the buffer goes nowhere, quietly, instead of failing again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        return CommandError(f"cannot write the results to stdout: {error.strerror or error}")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (`kill`, a service manager stopping us): unwinds like Ctrl-C, so that
+    no half-written output is left behind."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    for stream in (sys.stdout, sys.stderr):  # a text no encoding of the terminal can show is escaped, not fatal
+        if stream is not None and hasattr(stream, "reconfigure") and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+    if sys.stdout is None and not getattr(args, "output", None):
+        # Python drops what is printed to a closed stdout without a word.
+        print(f"transformer {args.command}: error: stdout is closed, so the results would go nowhere; "
+              f"redirect it{' or use --output FILE' if args.command == 'embed' else ''}", file=sys.stderr)
+        return 1
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be caught
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = _NamedStdout(stdout)
     try:
-        return args.run(args)
+        status = args.run(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a failure is reported, not at exit
+        return status
     except KeyboardInterrupt:
         print(f"transformer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"transformer {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # The reader went away (`transformer embed ... | head`): nothing more to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -590,6 +699,10 @@ def main(argv=None):
             raise
         print(f"transformer {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 1
+    finally:
+        sys.stdout = stdout
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def describe_error(error):

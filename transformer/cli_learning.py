@@ -1,12 +1,14 @@
-"""The learning subcommands of the `transformer` command line: context, attention, map, and
-the --plot option of `similarity`. `transformer.cli` registers them; the work is done by
-`transformer.context`, `transformer.corpus` and `transformer.plots`.
+"""The learning subcommands of the `transformer` command line: context, attention, map,
+fill-mask, diagram, and the --plot option of `similarity`. `transformer.cli` registers them;
+the work is done by `transformer.context`, `transformer.corpus` and `transformer.plots`.
 
-    transformer context                                   # "bank" and "run" in several sentences
+    transformer context                                   # "bank" and "run", two senses each
     transformer context --word bank "The river bank." "The bank is closed."
     transformer attention "He went to the bank to deposit money." --layer 1 --head 5 --plot attention.png
     transformer similarity "A cat." "A dog." "A car." --plot similarity.png
     transformer map --plot map.png                        # the bundled corpus in 2-D
+    transformer fill-mask "He went to the [MASK] to deposit money."   # a masked LM's guesses
+    transformer diagram --plot layer.png                  # one encoder layer, with its sizes
 """
 
 import sys
@@ -41,20 +43,22 @@ def add_context(subparsers, common):
         "context", parents=[common], help="one word in several sentences: static vs contextual vectors",
         description="Compare one word's vectors across sentences: the row of the embedding table "
                     "(static, the same in every sentence, as Word2Vec/GloVe) and the output of every "
-                    "layer (contextual). Without sentences it shows 'bank' (river vs money) and "
-                    "'run' (a run vs running a promotion).")
+                    "layer (contextual). Without sentences it shows 'bank' (river / money) and 'run' "
+                    "(exercise / manage), each sense in two sentences: same-sense pairs against "
+                    "other-sense pairs, and unrelated words as the baseline.")
     parser.add_argument("sentences", nargs="*", help="two or more sentences that contain the word")
     parser.add_argument("--word", "-w", action="append", default=None,
                         help="the word to follow; once for all sentences, or once per sentence "
                              "(e.g. -w run -w running). A word split into pieces is pooled over them.")
     parser.add_argument("--decimals", type=int, default=3, help="digits after the point (default: 3)")
-    _plot_option(parser, "the similarities layer by layer")
+    _plot_option(parser, "the similarities stage by stage")
     return parser
 
 
 def run_context(args):
     from transformer.cli_common import CommandError, load_sentence_encoder
-    from transformer.context import DEMOS, format_word_similarities, word_similarities
+    from transformer.context import (SENSES, format_sense_contrast, format_word_similarities, sense_contrast,
+                                     unrelated_baseline, word_similarities)
 
     check_plotting(args)
     if args.sentences:
@@ -65,19 +69,27 @@ def run_context(args):
         if len(args.word) not in (1, len(args.sentences)):
             raise CommandError(f"got {len(args.word)} --word for {len(args.sentences)} sentences; "
                                f"give one, or one per sentence")
-        groups = [(args.word[0] if len(args.word) == 1 else args.word, args.sentences)]
     elif args.word:
         raise CommandError("--word needs sentences that contain it")
-    else:
-        groups = [(word, sentences) for word, sentences in DEMOS.items()]
     model = load_sentence_encoder(args)
-    results = [word_similarities(sentences, word, model.encoder, model.tokenizer) for word, sentences in groups]
+    encoder, tokenizer = model.encoder, model.tokenizer
     print(f"model: {args.model}")
-    print("\n\n".join(format_word_similarities(result, args.decimals) for result in results))
-    if args.plot:
-        from transformer.plots import plot_word_similarities
+    if args.sentences:
+        word = args.word[0] if len(args.word) == 1 else args.word
+        result = word_similarities(args.sentences, word, encoder, tokenizer)
+        baseline = unrelated_baseline(args.sentences, word, encoder, tokenizer)
+        print(format_word_similarities(result, args.decimals, baseline=baseline))
+        if args.plot:
+            from transformer.plots import plot_word_similarities
 
-        _wrote(plot_word_similarities(results, args.plot, title=f"{args.model}: static vs contextual vectors"))
+            _wrote(plot_word_similarities([result], args.plot, title=f"{args.model}: static vs contextual vectors"))
+        return 0
+    contrasts = [sense_contrast(senses, word, encoder, tokenizer) for word, senses in SENSES.items()]
+    print("\n\n".join(format_sense_contrast(contrast, args.decimals) for contrast in contrasts))
+    if args.plot:
+        from transformer.plots import plot_sense_contrast
+
+        _wrote(plot_sense_contrast(contrasts, args.plot, title=f"{args.model}: one word, two senses"))
     return 0
 
 
@@ -177,3 +189,79 @@ def plot_similarity_if_asked(args, texts, matrix):
         from transformer.plots import plot_similarity
 
         _wrote(plot_similarity(matrix, texts, args.plot, title=f"{args.model}: cosine similarity"))
+
+
+# --- fill-mask --------------------------------------------------------------------------------
+
+FILL_MASK_MODEL = "splade-tiny"
+
+
+def add_fill_mask(subparsers, common):
+    # Its own --model (a masked-LM checkpoint by default), so the shared default stays the
+    # sentence encoder for every other command.
+    parser = subparsers.add_parser(
+        "fill-mask", help="a masked-LM checkpoint guesses the hidden word (how encoders are pretrained)",
+        description="Print a masked language model's top guesses for each [MASK] in the text: the task "
+                    "BERT-family encoders are pretrained on. The default model, splade-tiny (2 layers, "
+                    "128 wide), is tiny and its head was trained further for search, so it guesses "
+                    "words of the right topic more than the right word.")
+    parser.add_argument("text", nargs="+", help="the text, with [MASK] where a word is hidden")
+    parser.add_argument("--model", "-m", default=FILL_MASK_MODEL,
+                        help=f"a masked-LM model name or folder (default: {FILL_MASK_MODEL})")
+    parser.add_argument("--backend", choices=["numpy", "numba"], default=None,
+                        help="numpy (the readable reference) or numba (fast; the default when available)")
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="guesses per mask (default: 5)")
+    return parser
+
+
+def run_fill_mask(args):
+    from transformer import Encoder, Tokenizer
+    from transformer.cli import CommandError
+
+    if args.top_k < 1:
+        raise CommandError(f"--top-k must be at least 1, got {args.top_k}")
+    text = " ".join(args.text)
+    model = Encoder.from_pretrained(args.model, backend=args.backend)
+    if model.head is None or model.head.kind != "masked_lm":
+        raise CommandError(f"{args.model} has no masked-LM head (architectures: "
+                           f"{list(model.config.architectures)}); try --model {FILL_MASK_MODEL}")
+    tokenizer = Tokenizer.from_pretrained(model.path or args.model)
+    tokenizer.no_padding()
+    guesses = model.fill_mask(text, tokenizer, top_k=args.top_k)
+    print(f"model: {args.model} ({model.config.num_hidden_layers} layers, {model.config.hidden_size} wide)")
+    print(text)
+    for number, predictions in enumerate(guesses, start=1):
+        print(f"  mask {number}: " + "  ".join(f"{token} {probability:.3f}" for token, probability in predictions))
+    return 0
+
+
+# --- diagram ----------------------------------------------------------------------------------
+
+
+def add_diagram(subparsers, common):
+    from transformer.cli import DEFAULT_MODEL
+
+    parser = subparsers.add_parser(
+        "diagram", help="draw one encoder layer, with the model's own sizes",
+        description="Draw one layer of the model as boxes and arrows (attention, feed-forward, the "
+                    "residual sums and LayerNorms), labelled with the sizes from its config.json.")
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"a model name or folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--plot", metavar="FILE.png", required=True,
+                        help="the picture to write (.png, .svg or .pdf; needs matplotlib)")
+    return parser
+
+
+def run_diagram(args):
+    from transformer import store
+    from transformer.config import EncoderConfig
+    from transformer.plots import encoder_layer_boxes, plot_layer_diagram
+
+    check_plotting(args)
+    config = EncoderConfig.from_file(store.resolve(args.model) / "config.json")
+    name = f"{config.model_type} encoder layer ({args.model}: {config.num_hidden_layers} of them)"
+    print(f"{name}, from its input (bottom) to its output (top):")
+    for text, _ in encoder_layer_boxes(config):
+        print("  " + " ".join(text.split()))
+    _wrote(plot_layer_diagram([(name, encoder_layer_boxes(config))], args.plot, title="one layer, read bottom to top"))
+    return 0

@@ -115,7 +115,7 @@ class EncoderConfig:
         Read through `transformer.files`: a regular file, bounded, strict JSON (no NaN, no key
         given twice). Raises ConfigError naming the file and the field."""
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() and path.name != "config.json":  # a folder named config.json is no model folder
             path = path / "config.json"
         try:
             raw = read_json(path, "config file", unique_keys=True)

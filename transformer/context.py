@@ -13,6 +13,10 @@ table up through every layer.
     >>> round(float(result.static[0, 1]), 3), round(float(result.layers[-1][0, 1]), 3)  # doctest: +SKIP
     (1.0, 0.812)
 
+A similarity means little on its own, so `sense_contrast` gives each claim its controls: the
+word in two senses (same-sense pairs against other-sense pairs, every sentence holding the same
+token) and an unrelated-word baseline (other words in sentences of their own, `UNRELATED`).
+
 It also gives the attention map of one head (`attention_map`): how much each token draws from
 every other, the mixing that makes the vectors contextual.
 
@@ -30,19 +34,28 @@ import numpy as np
 
 from transformer.sentence import cosine_similarity
 
-# The demo the issue asks for: one word, several senses.
-DEMOS = {
-    "bank": [
-        "She sat by the river bank.",
-        "The fisherman sat on the bank of the river.",
-        "He went to the bank to deposit money.",
-        "The bank approved my loan application.",
-    ],
-    "run": [
-        "He went for a run",
-        "The company is running a promotion",
-    ],
+# Each demo word in two senses, two sentences each. Every sentence holds the same token (no
+# "banks", no "running"), so the rows of the embedding table are identical and whatever tells
+# the senses apart is the layers' doing.
+SENSES = {
+    "bank": {
+        "river": ["She sat by the river bank.", "The fisherman sat on the bank of the river."],
+        "money": ["He went to the bank to deposit money.", "The bank approved my loan application."],
+    },
+    "run": {
+        "exercise": ["He went for a run.", "She goes for a run every morning."],
+        "manage": ["The hotel is run by a family.", "They run a small bakery together."],
+    },
 }
+
+# Other words, each in a sentence of its own: what two vectors that have nothing to do with
+# each other score at each stage. A similarity can only be read next to this baseline.
+UNRELATED = [
+    ("carrot", "I bought a carrot at the market."),
+    ("violin", "He played the violin."),
+    ("kitten", "The kitten chased a ball of wool."),
+    ("traffic", "Turn left at the next traffic light."),
+]
 
 
 @dataclass
@@ -70,6 +83,14 @@ class WordSimilarities:
         """[(i, j)] for every pair of sentences i < j, in reading order."""
         n = len(self.sentences)
         return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+    def stages(self):
+        """The names of the stages: ["static", "embed", "layer1", ..., "layerL"]."""
+        return ["static", "embed"] + [f"layer{k}" for k in range(1, len(self.layers))]
+
+    def by_stage(self):
+        """float32 [num_layers + 2, n, n]: static, then layers[0] (embed), then each layer."""
+        return np.concatenate([self.static[None], self.layers])
 
 
 def find_word(text, word):
@@ -145,23 +166,132 @@ def word_similarities(sentences, word, model, tokenizer):
     return WordSimilarities(word, sentences, spans, pieces, static, layers)
 
 
-def format_word_similarities(result, decimals=3):
+def format_word_similarities(result, decimals=3, baseline=None):
     """A `WordSimilarities` as a text table: one row per sentence pair, one column per stage
-    (static table row, embedding output, then each layer)."""
+    (static table row, embedding output, then each layer). baseline: optional float
+    [num_stages], printed as a last row (e.g. `unrelated_baseline`)."""
     word = result.word if isinstance(result.word, str) else " / ".join(result.word)
     lines = [f'"{word}" in {len(result.sentences)} sentences (its word pieces in brackets):']
     for index, (sentence, pieces) in enumerate(zip(result.sentences, result.pieces), start=1):
         lines.append(f"  {index}  {sentence}  [{' '.join(pieces)}]")
-    num_layers = len(result.layers) - 1
-    headers = ["static", "embed"] + [f"layer{k}" for k in range(1, num_layers + 1)]
+    headers = result.stages()
     width = max(decimals + 3, max(len(h) for h in headers))
+    stages = result.by_stage()  # [stages, n, n]
     lines.append("cosine similarity of its vectors:")
     lines.append("  pair " + " ".join(h.rjust(width) for h in headers))
     for i, j in result.pairs():
-        values = [result.static[i, j]] + [result.layers[k][i, j] for k in range(num_layers + 1)]
-        lines.append(f"  {i + 1}-{j + 1}  " + " ".join(f"{float(v):{width}.{decimals}f}" for v in values))
+        label = f"{i + 1}-{j + 1}"
+        lines.append(f"  {label:<5}" + " ".join(f"{float(v):{width}.{decimals}f}" for v in stages[:, i, j]))
+    if baseline is not None:
+        lines.append("  unrel" + " ".join(f"{float(v):{width}.{decimals}f}" for v in baseline))
     lines.append("static: the row of the embedding table, the same in every sentence (as Word2Vec/GloVe);")
     lines.append("embed: after adding position vectors; layerK: after encoder layer K (contextual).")
+    if baseline is not None:
+        lines.append("unrel: the mean over unrelated words in sentences of their own (the baseline).")
+    return "\n".join(lines)
+
+
+# --- controls: same sense, other sense, unrelated words -----------------------------------------
+
+
+@dataclass
+class SenseContrast:
+    """One word in several senses, with the pairs a claim about context needs.
+
+    word         the word (the same token in every sentence)
+    senses       {sense: [sentences]} as given
+    similarities the `WordSimilarities` over the sense sentences, then the unrelated ones
+    labels       the sense of each sentence of `similarities`, None for an unrelated one
+    same, other, unrelated
+                 float32 [num_stages, 3]: (min, mean, max) cosine over the pairs of
+                 sentences of one sense / of two senses / (word, unrelated word)
+    """
+
+    word: str
+    senses: dict
+    similarities: WordSimilarities
+    labels: list
+    same: np.ndarray
+    other: np.ndarray
+    unrelated: np.ndarray
+
+    def stages(self):
+        return self.similarities.stages()
+
+    def apart(self):
+        """bool [num_stages]: every same-sense pair more alike than every other-sense pair."""
+        return self.same[:, 0] > self.other[:, 2]
+
+
+def _pair_summary(by_stage, pairs):
+    """by_stage float32 [stages, n, n], pairs [(i, j)] -> float32 [stages, 3] of min, mean, max."""
+    values = np.stack([by_stage[:, i, j] for i, j in pairs], axis=1)  # [stages, pairs]
+    return np.stack([values.min(axis=1), values.mean(axis=1), values.max(axis=1)], axis=1).astype(np.float32)
+
+
+def sense_contrast(senses, word, model, tokenizer, unrelated=UNRELATED):
+    """How far context separates the senses of `word`, with its controls, stage by stage.
+
+    senses: {sense: [sentences]} with at least two senses and two sentences in one of them;
+    word: the word to follow (found by `find_word`); unrelated: [(other word, its sentence)].
+    Returns a `SenseContrast`.
+    """
+    if len(senses) < 2:
+        raise ValueError(f"give at least two senses to contrast, got {list(senses)}")
+    labels = [sense for sense, sentences in senses.items() for _ in sentences]
+    if len(labels) == len(set(labels)):
+        raise ValueError("give at least two sentences of one sense, so that there is a same-sense pair")
+    sentences = [sentence for group in senses.values() for sentence in group]
+    words = [word] * len(sentences) + [other for other, _ in unrelated]
+    result = word_similarities(sentences + [text for _, text in unrelated], words, model, tokenizer)
+    labels = labels + [None] * len(unrelated)
+    by_stage = result.by_stage()
+    n = len(sentences)
+    same = [(i, j) for i, j in result.pairs() if j < n and labels[i] == labels[j]]
+    other = [(i, j) for i, j in result.pairs() if j < n and labels[i] != labels[j]]
+    baseline = [(i, j) for i in range(n) for j in range(n, len(labels))]
+    return SenseContrast(word, dict(senses), result, labels, _pair_summary(by_stage, same),
+                         _pair_summary(by_stage, other),
+                         _pair_summary(by_stage, baseline) if unrelated else None)
+
+
+def unrelated_baseline(sentences, word, model, tokenizer, unrelated=UNRELATED):
+    """float32 [num_stages]: the mean cosine between `word` in each of `sentences` and the
+    unrelated words in theirs, stage by stage (see `UNRELATED`)."""
+    sentences = list(sentences)
+    words = [word] * len(sentences) if isinstance(word, str) else list(word)
+    result = word_similarities(sentences + [text for _, text in unrelated], words + [w for w, _ in unrelated],
+                               model, tokenizer)
+    n = len(sentences)
+    pairs = [(i, j) for i in range(n) for j in range(n, n + len(unrelated))]
+    return _pair_summary(result.by_stage(), pairs)[:, 1]
+
+
+def format_sense_contrast(contrast, decimals=3):
+    """A `SenseContrast` as a text table: one row per stage, one column per kind of pair."""
+    lines = [f'"{contrast.word}" in {len(contrast.senses)} senses (its word pieces in brackets):']
+    result = contrast.similarities
+    for index, label in enumerate(contrast.labels):
+        if label is not None:
+            lines.append(f"  {label:<9} {result.sentences[index]}  [{' '.join(result.pieces[index])}]")
+    if contrast.unrelated is not None:
+        others = [w for w, label in zip(result.word, contrast.labels) if label is None]
+        lines.append(f"  unrelated {', '.join(others)}: other words, each in a sentence of its own")
+
+    def cell(row):
+        low, mean, high = (f"{float(v):.{decimals}f}" for v in row)
+        return f"{mean} ({low}..{high})"
+
+    kinds = [("same sense", contrast.same), ("other sense", contrast.other)]
+    if contrast.unrelated is not None:
+        kinds.append(("unrelated word", contrast.unrelated))
+    width = 2 + max(len(cell(row)) for _, values in kinds for row in values)
+    lines.append("cosine similarity of its vectors: mean (min..max) over the pairs")
+    lines.append("  stage  " + "".join(name.ljust(width) for name, _ in kinds) + "apart")
+    for stage, name in enumerate(contrast.stages()):
+        cells = "".join(cell(values[stage]).ljust(width) for _, values in kinds)
+        lines.append(f"  {name:<7}{cells}{'yes' if contrast.apart()[stage] else 'no'}")
+    lines.append("apart: every same-sense pair is more alike than every other-sense pair.")
     return "\n".join(lines)
 
 

@@ -27,15 +27,19 @@ sentence encoder needs.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from transformer import digest
 from transformer import model as numpy_model
 from transformer.config import EncoderConfig
+from transformer.files import ModelFileError
 from transformer.heads import head_logits, load_head, top_predictions
-from transformer.loading import keep_big_arrays_out_of_the_heap, load_params, read_checkpoint, warn_unused_layers
+from transformer.loading import (CheckpointError, checkpoint_layers, keep_big_arrays_out_of_the_heap, load_params,
+                                 read_checkpoint, warn_unused_layers)
 
 BACKENDS = ("numpy", "numba")
 
@@ -121,19 +125,41 @@ class Encoder:
         from transformer import store
 
         path = Path(store.resolve(name_or_path))
-        model_dir = path if path.is_dir() else path.parent
+        model_dir = model_folder(path, name_or_path)
+        if path.is_file() and not path.name.endswith(".safetensors"):  # its config.json: the folder's checkpoint
+            path = model_dir
         # Either way of loading (below) and every batch after it: big arrays in their own
         # pages, returned to the OS when freed, never left as holes in the heap.
         keep_big_arrays_out_of_the_heap()
-        config = EncoderConfig.from_file(model_dir / "config.json")
-        tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
+        # Tensors are read one by one, each by its file's name: a checkpoint replaced or
+        # rewritten meanwhile would give some tensors of each. Loaded again until no file
+        # changed from before the first read to after the last.
+        for _ in range(LOAD_ATTEMPTS):
+            before = _file_identities(model_dir, path)
+            encoder = cls._load(path, model_dir, backend)
+            if _file_identities(model_dir, path) == before:
+                return encoder
+        raise CheckpointError(f"{path}: the checkpoint changed while it was being read, {LOAD_ATTEMPTS} times "
+                              f"running; load it again once it is written")
+
+    @classmethod
+    def _load(cls, path, model_dir, backend):
+        """An Encoder from the checkpoint at `path` (a folder, or a .safetensors file) and the
+        config.json of `model_dir`."""
         backend_name, module = pick_backend(backend)
         # The numba backend keeps a packed copy of a big checkpoint next to it (see
         # transformer.numba_backend.packed_cache): reading it back skips reading, transposing and
-        # packing the weights.
+        # packing the weights. Found before any file is read: it saves what was packed only
+        # when the files are still the ones it found then.
         cache = None
-        if backend_name == "numba" and path.is_dir():
-            cache = importlib.import_module("transformer.numba_backend.packed_cache").PackedCache.find(model_dir)
+        if path.is_dir() and hasattr(module, "find_packed_cache"):
+            cache = module.find_packed_cache(model_dir)
+        config = EncoderConfig.from_file(model_dir / "config.json")
+        tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
+        layers = checkpoint_layers(tensors, config)
+        if layers and max(layers) + 1 < config.num_hidden_layers:  # else: "missing tensor ...layer.6..."
+            raise CheckpointError(f"{model_dir / 'config.json'} says num_hidden_layers={config.num_hidden_layers}, "
+                                  f"but {path} holds {max(layers) + 1} layers")
         prepared = cache.load(config) if cache is not None else None
         if prepared is not None:
             warn_unused_layers(tensors, config)  # as load_params does on the other path
@@ -216,6 +242,38 @@ class Encoder:
         head = f", head={self.head.kind}" if self.head is not None else ""
         return (f"Encoder({self.config.model_type}, layers={self.config.num_hidden_layers}, "
                 f"hidden={self.config.hidden_size}, backend={self.backend!r}{head})")
+
+
+LOAD_ATTEMPTS = 3
+
+
+def _file_identities(model_dir, path):
+    """{name: identity} of the files a load reads (config.json and the checkpoint's files):
+    any write to one, or its replacement, changes its identity (see transformer.digest)."""
+    names = ["config.json", path.name] if path.is_file() else \
+        [name for name in sorted(os.listdir(model_dir))
+         if name == "config.json" or name.endswith(".safetensors") or name == "model.safetensors.index.json"]
+    identities = {}
+    for name in names:
+        try:
+            identities[name] = digest.identity(os.stat(model_dir / name))
+        except OSError:
+            identities[name] = None
+    return identities
+
+
+def model_folder(path, name=None):
+    """The model folder a resolved path stands for: the path itself when it is a folder, the
+    folder a model file (its config.json or a .safetensors file) is in. ModelFileError (a
+    ValueError) for another file: a text file given as the model is not its folder's model."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.name == "config.json" or path.name.endswith(".safetensors"):
+        return path.parent
+    raise ModelFileError(f"model path {os.fspath(name if name is not None else path)!r} is a file, not a model: "
+                         f"expected a model folder (config.json, model.safetensors, tokenizer files), or its "
+                         f"config.json or .safetensors file")
 
 
 def _plain(value):

@@ -84,6 +84,8 @@ def _unique_object(pairs):
 def parse_json(data, source, unique_keys=False):
     """bytes or str -> the JSON value, strictly (see the module docstring); ModelFileError
     naming `source` when it is not valid JSON."""
+    if not data.strip():  # (json's own words for it: "Expecting value: line 1 column 1 (char 0)")
+        raise ModelFileError(f"{source} is empty; expected JSON")
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
         return json.loads(text, parse_constant=_refuse_constant,

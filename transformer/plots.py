@@ -164,3 +164,114 @@ def plot_word_similarities(results, path, title="the same word in different sent
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="sentence pair")
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def plot_sense_contrast(contrasts, path, title="the same word in different senses"):
+    """Each word's same-sense, other-sense and unrelated-word similarities, stage by stage.
+
+    contrasts: a list of `transformer.context.SenseContrast`; one panel each. A line is the
+    mean over the pairs of its kind, the band around it their min..max. The y-axis always
+    spans the unrelated baseline and 1.0, so that gaps are seen at their true size.
+    """
+    contrasts = list(contrasts)
+    figure = new_figure(11, 3.6 * len(contrasts) + 0.6)
+    panels = figure.subplots(len(contrasts), 1, squeeze=False)[:, 0]
+    kinds = [("same", "same sense", "C0"), ("other", "other sense", "C3"), ("unrelated", "unrelated word", "C7")]
+    for axes, contrast in zip(panels, contrasts):
+        stages = contrast.stages()
+        x = np.arange(len(stages))
+        lowest = 0.0
+        for field, label, colour in kinds:
+            values = getattr(contrast, field)
+            if values is None:
+                continue
+            axes.plot(x, values[:, 1], marker="o", color=colour, label=f"{label} (mean)")
+            axes.fill_between(x, values[:, 0], values[:, 2], color=colour, alpha=0.15, linewidth=0,
+                              label=f"{label} (min..max)")
+            lowest = min(lowest, float(values[:, 0].min()))
+        axes.axhline(0.0, color="black", linewidth=0.6)
+        axes.set_ylim(lowest - 0.05, 1.05)
+        axes.set_xticks(x, stages)
+        senses = " / ".join(contrast.senses)
+        axes.set_title(f'"{contrast.word}" ({senses}): cosine similarity of its vectors')
+        axes.set_ylabel("cosine similarity")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+# --- a diagram of one layer ----------------------------------------------------------------------
+
+
+def encoder_layer_boxes(config):
+    """One post-LayerNorm encoder layer (BERT's, `transformer.model.encoder_layer`) as the boxes
+    of a diagram, bottom to top: [(text, kind)], kind "tensor" (what flows), "step" (a
+    function of model.py), "add" (a residual sum: its input skips the block below it).
+    Sizes come from the config, so the diagram shows the model's own numbers."""
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    head_dim, inner = hidden // heads, config.intermediate_size
+    return [
+        (f"hidden  [seq, {hidden}]", "tensor"),
+        (f"query, key, value = linear(hidden)  3 x [seq, {hidden}]", "step"),
+        (f"split_heads: cut each {hidden} into {heads} x {head_dim}\n"
+         f"-> q, k, v: {heads} heads x [seq, {head_dim}] each", "step"),
+        (f"attention, each head on its own:\n"
+         f"softmax(q . k / sqrt({head_dim})) @ v  -> {heads} heads x [seq, {head_dim}]", "step"),
+        (f"merge_heads: the {heads} heads side by side\n"
+         f"-> [seq, {heads} x {head_dim} = {hidden}]", "step"),
+        (f"attention_output: linear {hidden} -> {hidden},\n"
+         f"mixes what the heads found", "step"),
+        ("+ hidden (residual), then layer_norm", "add"),
+        (f"feed_forward: linear {hidden} -> {inner}, {config.hidden_act},\n"
+         f"linear {inner} -> {hidden}  (each token on its own)", "step"),
+        ("+ its input (residual), then layer_norm", "add"),
+        (f"hidden  [seq, {hidden}]  (to the next layer)", "tensor"),
+    ]
+
+
+def plot_layer_diagram(columns, path, title="one encoder layer"):
+    """Draw layers as boxes and arrows, one column per layer kind, read bottom to top.
+
+    columns: [(name, boxes)] with boxes as from `encoder_layer_boxes`; a second column (e.g.
+    a decoder layer) is drawn beside the first. A residual's arrow skips the step below its
+    "add" box, from the tensor that entered that step.
+    """
+    columns = list(columns)
+    tallest = max(len(boxes) for _, boxes in columns)
+    figure = new_figure(5.6 * len(columns) + 0.4, 0.8 * tallest + 0.9)
+    panels = figure.subplots(1, len(columns), squeeze=False)[0]
+    style = {"tensor": dict(facecolor="#f2f2f2", edgecolor="#888888"),
+             "step": dict(facecolor="#dbe9f6", edgecolor="#2b6cb0"),
+             "add": dict(facecolor="#fde7c8", edgecolor="#c05621")}
+    for axes, (name, boxes) in zip(panels, columns):
+        axes.set_xlim(0, 1)
+        axes.set_ylim(-0.6, len(boxes) - 0.4)
+        axes.axis("off")
+        axes.set_title(name)
+        width = max(len(line) for text, _ in boxes for line in text.split("\n"))
+        artists = []
+        for level, (text, kind) in enumerate(boxes):
+            # Lines padded to one width (the font is monospaced): every box as wide as the widest,
+            # so the arrows line up.
+            padded = "\n".join(line.center(width) for line in text.split("\n"))
+            artists.append(axes.text(0.45, level, padded, ha="center", va="center", fontsize=8,
+                                     family="monospace",
+                                     bbox=dict(boxstyle="round,pad=0.4", linewidth=1.2, **style[kind])))
+            if level:
+                axes.annotate("", xy=(0.45, level - 0.28), xytext=(0.45, level - 0.72),
+                              arrowprops=dict(arrowstyle="->", color="black"))
+        sums = [level for level, (_, kind) in enumerate(boxes) if kind == "add"]
+        for order, level in enumerate(sums):
+            # The skip connection leaves from the tensor that entered the block below the sum;
+            # each one further out than the next, so that the lines do not merge.
+            start = next(k for k in range(level - 1, -1, -1) if boxes[k][1] != "step")
+            arm = 0.4 * (len(sums) - order) / len(sums)
+            # It arrives low on the right edge and leaves high, so that a sum's arriving and
+            # departing arrows stay apart.
+            axes.annotate("", xy=(1.0, 0.3), xycoords=artists[level], xytext=(1.0, 0.7),
+                          textcoords=artists[start],
+                          arrowprops=dict(arrowstyle="->", color="#c05621", linewidth=1.4, shrinkA=4, shrinkB=4,
+                                          connectionstyle=f"bar,fraction={arm / (level - start):.3f}"))
+    figure.suptitle(title)
+    return _save(figure, path)

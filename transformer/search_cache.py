@@ -42,6 +42,11 @@ class SearchCacheError(ValueError):
     """A cache file is corrupt (the message says how, and how to rebuild it)."""
 
 
+class ModelChangedError(RuntimeError):
+    """The model's files changed after it was loaded: embeddings made by the loaded model
+    cannot be keyed on the files as they are now."""
+
+
 def cache_dir(explicit=None):
     """`explicit`, else $TRANSFORMER_CACHE/search, else .search-cache/ in the weights folder."""
     from transformer.store import weights_dir
@@ -68,10 +73,17 @@ def model_files(folder):
 def model_record(model, memo=None):
     """{"path", "files": {name: {"identity", "sha256"}}, "max_seq_length", "pooling",
     "normalize"}: what the embeddings of `model` (a SentenceEncoder) depend on. `memo` (the
-    "files" of an earlier record) spares hashing files whose identity is unchanged."""
+    "files" of an earlier record) spares hashing files whose identity is unchanged. Raises
+    ModelChangedError when a file is not the one the model was loaded from
+    (`SentenceEncoder.files_at_load`): the cache would otherwise key the loaded model's
+    embeddings on other bytes."""
     folder = model.path.resolve()
     memo = {name: dict(value) for name, value in (memo or {}).items() if isinstance(value, dict)}
     digest.file_digests(folder, model_files(folder), memo)
+    at_load = getattr(model, "files_at_load", None)
+    if at_load is not None and {name: entry["identity"] for name, entry in memo.items()} != at_load:
+        raise ModelChangedError(f"the files of {folder} changed since the model was loaded from them; "
+                                f"run again to use the files as they are now")
     return {"path": str(folder), "files": memo, "max_seq_length": model.max_seq_length,
             "pooling": model.pooling_modes, "normalize": model.normalize}
 

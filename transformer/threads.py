@@ -95,7 +95,7 @@ def set_num_threads(n: int) -> None:
     or $NUMBA_NUM_THREADS).
     """
     if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__} {n!r}")
+        raise TypeError(f"set_num_threads: n must be an int, got {'None' if n is None else f'the {type(n).__name__} {n!r}'}")
     numba = _numba()
     limit = thread_limit()
     if not 1 <= n <= limit:

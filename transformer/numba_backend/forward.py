@@ -151,6 +151,14 @@ class PreparedEncoder:
         return plans
 
 
+def find_packed_cache(model_dir):
+    """The packed cache of the checkpoint in model_dir (`packed_cache.PackedCache`), or None
+    when it is not to be cached."""
+    from .packed_cache import PackedCache  # it builds on this module
+
+    return PackedCache.find(model_dir)
+
+
 def prepare(params, config):
     """Lay the weights out for the kernels, once: params (see `transformer.model`) -> PreparedEncoder.
 

@@ -20,8 +20,12 @@ When a cache is read (docs/security.md says the same for users):
     format and layout. Any change to a file's bytes changes its ctime (whatever its mtime
     says), so new weights are never answered with the old ones. The folder's name is the
     sha256 over the files' contents, the format and the layout.
+  * The record holds packed.bin's own identity as written too: a write to packed.bin since
+    (an edit, a stray write) changes its ctime, and the cache is rebuilt, not read.
   * A cache that came with the folder (an archive, a copy, a download) has other identities
     than the files on this disk: it is rebuilt from the checkpoint, never read.
+  * packed.bin and packed.meta are read only when they are regular files: a named pipe or
+    a device in their place is passed over (never waited on).
   * The folders are handled through directory descriptors and never through a symbolic
     link: when `.transformer-packed` or a cache folder is a link, the cache is not used.
     Only the files this module writes (packed.bin, packed.meta), in folders named as it
@@ -34,6 +38,7 @@ import errno
 import json
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -46,7 +51,7 @@ from transformer.kernels.gemm import pack_weight
 from .forward import PreparedEncoder
 from .program import LayerStack, stack_layout
 
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7
 CACHE_MIN_BYTES = 32 << 20
 FOLDER = ".transformer-packed"
 DATA, META = "packed.bin", "packed.meta"  # the only files written (and ever deleted) here
@@ -117,17 +122,18 @@ class PackedCache:
         if folder is None:
             return None
         try:
-            meta = parse_json(_read_file(folder, META), f"{FOLDER}/{name}/{META}")
+            with _open_regular(folder, META) as meta_file:
+                meta = parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
             made_from = meta["made_from"]
             files = made_from["files"]
             if (made_from["format"] != CACHE_FORMAT or made_from["layout"] != _layout()
                     or sorted(files) != sorted(self.identities)
                     or any(files[file]["identity"] != self.identities[file] for file in files)):
                 return None
-            data_fd = os.open(DATA, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
-            with os.fdopen(data_fd, "rb") as data_file:
-                if os.fstat(data_file.fileno()).st_size != meta["bytes"]:
-                    return None  # cut short (a full disk), or not the file the record describes
+            with _open_regular(folder, DATA) as data_file:
+                status = os.fstat(data_file.fileno())
+                if status.st_size != meta["bytes"] or digest.identity(status) != meta["data_identity"]:
+                    return None  # cut short (a full disk), written to since, or not the file the record describes
                 return _prepared_from(data_file, meta, config)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -170,6 +176,9 @@ class PackedCache:
             folder = _open_folder(root, temporary)
             try:
                 _write_file(folder, DATA, lambda file: _write_arrays(file, arrays, index, size))
+                # packed.bin as written: any later write to it changes its ctime, so its
+                # bytes are read back only while they are these.
+                meta["data_identity"] = digest.identity(os.stat(DATA, dir_fd=folder, follow_symlinks=False))
                 _write_file(folder, META, lambda file: file.write(json.dumps(meta).encode("utf-8")))
             finally:
                 os.close(folder)
@@ -323,10 +332,18 @@ def _entries(folder, pattern):
         return sorted(entry.name for entry in entries if pattern.match(entry.name))
 
 
-def _read_file(folder, name):
-    descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
-    with os.fdopen(descriptor, "rb") as file:
-        return file.read(1 << 24)
+def _open_regular(folder, name):
+    """The regular file `name` in the folder descriptor `folder`, open for reading; OSError
+    for a link, a named pipe (opened without waiting for a writer), a device, a folder."""
+    descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, f"{name} is not a regular file")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _write_file(folder, name, write):
