@@ -235,7 +235,7 @@ def test_a_checkpoint_replaced_after_its_header_is_read_never_enters_the_packed_
     import os
     import shutil
 
-    from transformer.kernels import packed_cache
+    from transformer.numba_backend import packed_cache
 
     monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)  # cache this small checkpoint too
     directory = tmp_path / "bert_gelu"
