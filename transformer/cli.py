@@ -23,10 +23,8 @@ import stat
 import sys
 
 from transformer import cli_learning
-from transformer.cli_common import CommandError, load_sentence_encoder
+from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -4,6 +4,8 @@ and neither from the other's functions, so the two have no import cycle."""
 
 import sys
 
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
 
 class CommandError(Exception):
     """A problem with what the user asked for, reported as one line."""

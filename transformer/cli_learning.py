@@ -216,7 +216,7 @@ def add_fill_mask(subparsers, common):
 
 def run_fill_mask(args):
     from transformer import Encoder, Tokenizer
-    from transformer.cli import CommandError
+    from transformer.cli_common import CommandError
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1, got {args.top_k}")
@@ -239,7 +239,7 @@ def run_fill_mask(args):
 
 
 def add_diagram(subparsers, common):
-    from transformer.cli import DEFAULT_MODEL
+    from transformer.cli_common import DEFAULT_MODEL
 
     parser = subparsers.add_parser(
         "diagram", help="draw one encoder layer, with the model's own sizes",
