@@ -16,7 +16,7 @@ another is not counted twice), without editing the package:
 
   encode:   tokenize (`Tokenizer.__call__`), forward (`Encoder.__call__`), pool + normalize
             (`pooling.pool`, `pooling.normalize`), and "encode glue" (sorting, slicing, Python)
-  numba:    `transformer.kernels.forward`'s gemm (split by role: QKV, attention out + residual,
+  numba:    `transformer.numba_backend.forward`'s gemm (split by role: QKV, attention out + residual,
             FFN up + GELU, FFN down + residual), attention (`VarlenPlan`), layer_norm_checked,
             embed_tokens, position ids, and "forward glue" (packing real tokens, unpacking to
             [batch, seq, hidden], input checks, Python between kernels). The layers normally
@@ -109,13 +109,15 @@ def instrument(model, timers):
     """
     from transformer import model as numpy_model
     from transformer import pooling, sentence
-    from transformer.kernels import forward as kernels_forward
+    from transformer.kernels import program as kernel_program
+    from transformer.numba_backend import forward as kernels_forward
 
     saved_numpy = {name: getattr(numpy_model, name) for name in
                    ("linear", "attention", "softmax", "layer_norm", "embed", "pooler")}
     saved_activations = dict(numpy_model.ACTIVATIONS)
     saved_kernels = {name: getattr(kernels_forward, name) for name in
-                     ("gemm", "layer_norm_checked", "embed_tokens", "numpy_model", "FUSED_LAYERS")}
+                     ("embed_tokens", "numpy_model", "FUSED_LAYERS")}
+    saved_steps = {name: getattr(kernel_program, name) for name in ("gemm", "layer_norm_checked")}
     saved_attention_call = kernels_forward.VarlenPlan.__call__
     saved_model = (model.tokenizer, model.encoder)
 
@@ -126,6 +128,8 @@ def instrument(model, timers):
         numpy_model.ACTIVATIONS.update(saved_activations)
         for name, value in saved_kernels.items():
             setattr(kernels_forward, name, value)
+        for name, value in saved_steps.items():
+            setattr(kernel_program, name, value)
         kernels_forward.VarlenPlan.__call__ = saved_attention_call
         sentence.pooling = pooling
         model.tokenizer, model.encoder = saved_model
@@ -159,14 +163,14 @@ def instrument(model, timers):
             x, out = args[0], kwargs["out"]
             return 2 * x.shape[0] * x.shape[1] * out.shape[1]
 
-        # The layers normally run as one compiled call (kernels/layer.py), which no timer can
+        # The layers normally run as one compiled call (kernels/program.py), which no timer can
         # split: the instrumented run takes the step-by-step path instead, the same kernels and
-        # bits (forward.encoder_layer_steps); the uninstrumented time is the default path's.
+        # bits (program.run_program_steps); the uninstrumented time is the default path's.
         kernels_forward.FUSED_LAYERS = False
-        kernels_forward.gemm = timers.wrap(gemm_role, kernels_forward.gemm, gemm_flops)
+        kernel_program.gemm = timers.wrap(gemm_role, kernel_program.gemm, gemm_flops)
         kernels_forward.VarlenPlan.__call__ = timers.wrap("attention (varlen kernel)", saved_attention_call,
                                                           attention_flops_varlen)
-        kernels_forward.layer_norm_checked = timers.wrap("layer norm", kernels_forward.layer_norm_checked)
+        kernel_program.layer_norm_checked = timers.wrap("layer norm", kernel_program.layer_norm_checked)
         kernels_forward.embed_tokens = timers.wrap("embeddings (gather + layer norm)", kernels_forward.embed_tokens)
         kernels_forward.numpy_model = Proxy(numpy_model, None)
         kernels_forward.numpy_model.position_ids = timers.wrap("forward glue (checks, packing, Python)",

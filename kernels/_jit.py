@@ -15,10 +15,10 @@ Every kernel module does
 
 and never imports numba itself. What this module takes care of:
 
-- Numba's threading layer, for kernels that use `prange` (the GEMM). Numba's default `omp`
-  layer spinning beside OpenBLAS's own threads made a feed-forward block 2.9-6x slower on
-  2 cores; the `workqueue` layer cannot oversubscribe. So `NUMBA_THREADING_LAYER=workqueue`
-  is set before numba is imported, unless the user chose a layer.
+- Numba's threading layer, for any kernel that uses `prange`. Numba's default `omp` layer
+  spins beside OpenBLAS's own threads and the two oversubscribe the cores; the `workqueue`
+  layer cannot. So `NUMBA_THREADING_LAYER=workqueue` is set before numba is imported, unless
+  the user chose a layer.
 - The disk cache (`cache=True`). Numba stores compiled kernels next to the source
   (`kernels/__pycache__`) or in `~/.cache/numba`; when neither is writable (a read-only
   site-packages, no home directory) a plain `numba.njit(cache=True)` raises "no locator
@@ -37,16 +37,15 @@ and never imports numba itself. What this module takes care of:
   context (`_KernelFunctionCache.load_overload`), and numba is imported without the SciPy
   and PyYAML it only checks for (`_import_numba`): together ~0.2 s less from a new
   process to its first vector.
-- Threads for the row kernels (`run_chunks`). Kernels are compiled `nogil=True`, and work
-  that is worth splitting runs as contiguous chunks on persistent worker threads (the
-  calling thread takes one chunk). Measured on 2 cores: a `prange` launch with the
-  workqueue layer costs 60-90 us even when empty, a ThreadPoolExecutor hand-off 25-30 us,
-  the hand-off here (the worker spins on a counter in compiled code) about 11 us; and
-  every `parallel=True` function costs 1.5-2 s more to compile. A worker spins for at
-  most SPIN_SECONDS after its last job, yielding the core to any other runnable thread
-  on every round, then blocks, so an idle process never keeps a core busy beside BLAS's
-  threads. The number of threads is Numba's (`numba.get_num_threads()`, set by
-  `transformer.set_num_threads`).
+- Threads for the kernels (`run_chunks`). Kernels are compiled `nogil=True`, and work that
+  is worth splitting runs as contiguous chunks on persistent worker threads (the calling
+  thread takes one chunk): a worker spinning on a counter in compiled code picks a job up
+  far sooner than a `prange` launch or a ThreadPoolExecutor hand-off, and no kernel pays
+  `parallel=True`'s extra compile time (benchmarks/bench_gemm.py measures the hand-offs).
+  A worker spins for at most SPIN_SECONDS after its last job, yielding the core to any
+  other runnable thread on every round, then blocks, so an idle process never keeps a core
+  busy beside BLAS's threads. The number of threads is Numba's (`numba.get_num_threads()`,
+  set by `transformer.set_num_threads`).
 """
 
 import functools
@@ -69,9 +68,8 @@ from pathlib import Path
 # np.convolve in jitted code may call BLAS's dot (`ensure_blas` imports scipy.linalg: 0.12-0.19
 # s). PyYAML: to read a `.numba_config.yaml` in the working directory (at `import numba`).
 # Here SciPy is hidden from those two checks (and only from them, in this thread), and PyYAML
-# from Numba's config when there is no such file; together 35-45 ms of `import numba` (the
-# largest part of a new process's time to its first vector), and 0.12-0.19 s of a first
-# compile. What changes: np.correlate / np.convolve in jitted code use Numba's own loop (np.dot
+# from Numba's config when there is no such file: importing either is a large part of a new
+# process's time to its first vector (docs/performance.md), for nothing the kernels use. What changes: np.correlate / np.convolve in jitted code use Numba's own loop (np.dot
 # and everything else still import SciPy when they need it), and Numba reads a config file
 # that appears later through a PyYAML imported then.
 
@@ -178,11 +176,10 @@ def _prefer_512_bit_vectors():
 
     LLVM's tuning for Intel's AVX-512 CPUs prefers 256-bit vectors in loops it vectorizes
     itself ("prefer-256-bit": older ones lowered their clock for 512-bit code), so exp,
-    GELU, LayerNorm and softmax loops ran on half the width the micro-kernels use anyway.
+    GELU, LayerNorm and softmax loops would run at half the width the micro-kernels use anyway.
     Numba compiles for the host's feature list (`numba.core.config.CPU_FEATURES` when set);
     here that list gains "-prefer-256-bit" on such a CPU, unless the user set
     NUMBA_CPU_FEATURES or NUMBA_CPU_NAME, or Numba has already compiled something.
-    Measured on a 2-core Xeon with AVX-512: the softmax exp loop 0.70 -> 0.52 ns per element.
     Numba keys its disk cache on the feature list, so kernels cached without it recompile.
     """
     from numba.core import config, registry
@@ -213,7 +210,8 @@ _prefer_512_bit_vectors()
 
 
 __all__ = ["jit", "prange", "parallel_chunks", "run_chunks", "fetch_add", "add_release", "wait_until_at_least",
-           "claim_front", "claim_back", "data_address", "cache_dir", "numba"]
+           "claim_front", "claim_back", "data_address", "cache_dir", "numba", "even_bounds", "PHASE_COUNTERS",
+           "PHASE_FINISHED"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,7 +231,7 @@ def _hash_files(stamps):
 def _source_stamp(py_file):
     """A stamp that changes when the kernel's file or any file of `kernels/` changes."""
     files = {os.path.realpath(py_file)}
-    with os.scandir(KERNELS_DIR) as entries:  # (pathlib's glob took ~0.2 ms per kernel)
+    with os.scandir(KERNELS_DIR) as entries:  # scandir: one system call, no Path objects per kernel
         files.update(entry.path for entry in entries if entry.name.endswith(".py"))
     stamps = []
     for path in sorted(files):
@@ -270,10 +268,10 @@ class _KernelFunctionCache(caching.FunctionCache):
 
     Numba's `load_overload` first refreshes the whole target context: it imports and
     registers every implementation Numba has (NumPy, unicode, typed containers, random,
-    ...), 0.13-0.24 s measured, the largest part of a new process's time to its first
-    vector. Linking a cached kernel needs none of it, only the runtime (NRT) that compiled
-    code calls to hold arrays; a cache miss compiles, and Numba's compiler refreshes the
-    context itself before it compiles anything.
+    ...), the largest part of a new process's time to its first vector. Linking a cached
+    kernel needs none of it, only the runtime (NRT) that compiled code calls to hold
+    arrays; a cache miss compiles, and Numba's compiler refreshes the context itself
+    before it compiles anything.
     """
 
     _impl_class = _KernelCacheImpl
@@ -433,7 +431,7 @@ def parallel_chunks(work, work_per_chunk):
     Handing a chunk to another thread costs tens of microseconds, more than small work
     takes on one core.
     """
-    if work < 2 * work_per_chunk:  # not worth a second thread; skip asking Numba (~1 us)
+    if work < 2 * work_per_chunk:  # not worth a second thread; skip asking Numba
         return 1
     return max(1, min(numba.get_num_threads(), int(work // work_per_chunk)))
 
@@ -447,8 +445,8 @@ def even_bounds(items, chunks):
 # Threads for `run_chunks`: persistent workers that spin briefly, then sleep.
 #
 # A ThreadPoolExecutor hand-off (submit + Future.result, the pool thread asleep on a queue)
-# cost 25-30 us on 2 cores; a batch-1 MiniLM forward makes ~24 GEMM calls and more row
-# kernel calls, each paying it. Here each worker thread owns a small int64 array of
+# wakes a sleeping thread through the OS for every call, and a small forward pass makes many
+# calls. Here each worker thread owns a small int64 array of
 # counters [posted, done]. The caller stores the job, bumps `posted` and runs its own
 # chunk; the worker, spinning in compiled nogil code on `posted`, sees it within a
 # microsecond, takes the GIL to unpack the arguments and runs its chunk. It publishes
@@ -532,6 +530,14 @@ def add_release(typingctx, counters, index, delta):
 
     return numba.types.void(counters, numba.types.intp, delta), codegen
 
+
+# A phase of a program run by many threads at once (the GEMM's, attention's, LayerNorm's
+# `*_phase` kernels; kernels/program.py runs them in turn) counts on PHASE_COUNTERS int64
+# counters of its own (128 bytes: two cache lines, shared with no other phase): claim
+# counters from 0, and at PHASE_FINISHED the items finished, which every thread waits on
+# before the next phase reads what the others wrote.
+PHASE_COUNTERS = 16
+PHASE_FINISHED = 8
 
 # A range of work units that its owner takes from the front while other threads take from
 # the back, through one int64 counter: units taken from the front in its low 32 bits, from

@@ -1,10 +1,10 @@
 """Activations in float32 that vectorize: exp, erf, tanh, sigmoid, the GELUs, ReLU, SiLU.
 
 Why not `math.erf` / `math.exp`? Numba compiles them to calls of the scalar C functions
-(`erff`, `expf`), one element at a time: an erf-GELU built on `math.erf` gained only 1.3x over
-NumPy. The functions here are written with nothing but multiply, add, divide, compare, floor
-and a bit cast, so LLVM turns a loop over them into AVX instructions, 8 floats at a time
-(11-86x NumPy measured for bias + GELU). Each is accurate to about one float32 ulp:
+(`erff`, `expf`), one element at a time, and a loop calling them does not vectorize. The
+functions here are written with nothing but multiply, add, divide, compare, floor and a bit
+cast, so LLVM turns a loop over them into vector instructions, 8 or 16 floats at a time.
+Each is accurate to about one float32 ulp:
 
     exp_f32      Cody-Waite range reduction + degree-6 polynomial (Cephes' expf), <= 2 ulp;
                  0 below -86.6 (no subnormal results, which are slow on x86);
@@ -25,9 +25,9 @@ standalone kernel is `bias_activation(x, bias, "gelu")`, beside its naive loop
 
     >>> out = bias_activation(x, bias, "gelu")   # x float32 [rows, cols], bias float32 [cols]
 
-The NumPy twins are `transformer.model.ACTIVATIONS` (the names `transformers` uses in
-config.json, mapped to kernel codes by `ACTIVATION_CODES`), and the tests hold each of
-these to them.
+The NumPy twins are the functions of `transformer/model.py` of the same names (`gelu`,
+`gelu_tanh`, `gelu_fast`, `quick_gelu`, `relu`, `silu`, `tanh`); its `ACTIVATIONS` maps
+config.json's names to them, and the tests hold each kernel to its twin.
 """
 
 import functools
@@ -41,29 +41,34 @@ from numba.extending import intrinsic
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 
 # ---------------------------------------------------------------------------------------
-# Which activation: config.json's `hidden_act` -> the code the kernels branch on.
+# Which activation: its name -> the code the kernels branch on. The names are those of the
+# NumPy twins in `transformer/model.py` (one function each); that module's ACTIVATIONS maps
+# config.json's `hidden_act` names ("gelu_new", "swish", ...) to them, once.
 
 RELU, GELU_ERF, GELU_TANH, GELU_FAST, QUICK_GELU, SILU, TANH, IDENTITY = range(8)
 
 ACTIVATION_CODES = {
     "gelu": GELU_ERF,  # 0.5 x (1 + erf(x / sqrt 2)), torch's exact GELU
-    "gelu_python": GELU_ERF,
-    "gelu_new": GELU_TANH,  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    "gelu_pytorch_tanh": GELU_TANH,
-    "gelu_python_tanh": GELU_TANH,
+    "gelu_tanh": GELU_TANH,  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     "gelu_fast": GELU_FAST,  # 0.5 x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2)))
     "quick_gelu": QUICK_GELU,  # x sigmoid(1.702 x)
     "relu": RELU,
     "silu": SILU,  # x sigmoid(x)
-    "swish": SILU,
     "tanh": TANH,
-    "linear": IDENTITY,
     None: IDENTITY,
 }
 
 
+_NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
+
+
+def activation_name(code):
+    """The name of the activation whose kernel code is `code` (None for IDENTITY)."""
+    return _NAMES[int(code)]
+
+
 def activation_code(name):
-    """The kernel code for config.json's `hidden_act` name, with a clear error otherwise."""
+    """The kernel code for an activation's name (see ACTIVATION_CODES), with a clear error otherwise."""
     try:
         return ACTIVATION_CODES[name]
     except (KeyError, TypeError):
@@ -347,8 +352,8 @@ def relu(x):
 # Row loops, one per activation, reached through their C address.
 #
 # Why addresses: a kernel that branches on the activation code compiles all seven loops
-# (about 5 s of LLVM time here), and one specialised on a jitted function argument is not
-# cached by Numba. So each activation has its own tiny loop, compiled (or loaded from the
+# into itself (seconds of LLVM time for every kernel that has an epilogue), and one
+# specialised on a jitted function argument is not cached by Numba. So each activation has its own tiny loop, compiled (or loaded from the
 # disk cache) the first time it is used, and kernels call it through its address.
 
 
@@ -472,8 +477,8 @@ def _add_bias(row, bias, out_row):
 def bias_activation(x, bias, activation, out=None):
     """out = activation(x + bias), rows split over the threads, vectorized; `out` may be `x` (in place).
 
-    x: float32 [rows, cols] C-contiguous; bias: float32 [cols]; activation: a config.json
-    `hidden_act` name ("gelu", "gelu_new", "relu", ...); out: float32 [rows, cols] or None
+    x: float32 [rows, cols] C-contiguous; bias: float32 [cols]; activation: a name of
+    ACTIVATION_CODES ("gelu", "gelu_tanh", "relu", ...); out: float32 [rows, cols] or None
     for a new array. Returns out.
     """
     code = activation_code(activation)

@@ -4,8 +4,8 @@ Why: at small batches a forward pass is bound by memory bandwidth, not arithmeti
 batch-1 MiniLM forward on 16 tokens streams all 42 MB of layer weights from DRAM (they do
 not stay in the last-level cache between calls), and with ordinary 4 KiB pages that is
 10,000 pages: a TLB miss every 4 KiB, and the hardware prefetchers stop at every page
-boundary. Linux's transparent huge pages (2 MiB) make it 21 pages. Measured on the 2-core
-test machine: the layers of that forward 6.1-6.7 ms -> 5.2 ms, nothing else changed.
+boundary. Linux's transparent huge pages (2 MiB) make it 21 pages (docs/performance.md has
+what that saves).
 
 Linux gives huge pages to anonymous memory that asks for them (`madvise(MADV_HUGEPAGE)`;
 the default mode of most distributions is "madvise"), not to memory-mapped files, so the

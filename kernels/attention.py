@@ -21,7 +21,7 @@ sequences with no padding at all, straight from the fused QKV projection:
                  owning columns [h * head_dim, (h + 1) * head_dim) of each third; with
                  head_major=True instead q_h | k_h | v_h, head after head (head h's
                  3 * head_dim columns from h * 3 * head_dim: what one thread's GEMM columns
-                 hold whole, see kernels/layer.py)
+                 hold whole, see kernels/program.py)
     cu_seqlens   int64 [batch + 1]: sequence b is rows cu_seqlens[b] .. cu_seqlens[b+1]-1
     position_bias float32 [heads, seq, seq] (MPNet, over the padded positions) or None
     positions    int64 [total_tokens]: each token's index in its padded row (picks its
@@ -40,12 +40,14 @@ How the core works (`_attend_head`), for one (sequence, head):
 3. context [24, head_dim] = P_block V through the micro-kernel again (V copied once into
    contiguous rows), then each row is divided by its softmax sum: head_dim multiplies
    instead of keys.
-A row-at-a-time attention in plain Numba was 1.3-5x slower than NumPy's batched matmul;
-the strips through the micro-kernel are what make it faster.
+A row-at-a-time attention in plain Numba is slower than NumPy's batched matmul (a dot
+product per score cannot keep the vector units busy); the strips through the micro-kernel
+are what make it faster.
 
 (sequence, head) pairs are spread over the threads in contiguous runs of about equal cost
 (keys x queries), so a batch sorted by length does not leave one thread with all the long
-sequences. Small problems run on the calling thread (a hand-off to another costs ~10 us).
+sequences. Small problems run on the calling thread (a hand-off to another costs more than
+they take).
 
 `attention_naive` is the reference loop: one query, one key at a time.
 """
@@ -54,7 +56,8 @@ import math
 
 import numpy as np
 
-from ._jit import even_bounds, jit, parallel_chunks, run_chunks
+from ._jit import (PHASE_FINISHED, add_release, claim_back, claim_front, even_bounds, fetch_add, jit, parallel_chunks,
+                   run_chunks, wait_until_at_least)
 from .layernorm import add_into
 from . import microkernel
 from .microkernel import MR, NR, WIDE_MR, tile
@@ -105,16 +108,16 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
             key_t[c * n_pad + j] = k[row + c]
     # The padding columns are read too (their sums dropped): zeros, not whatever the scratch
     # held. Leftover bits can be subnormal floats (small integers read as float32, say), and
-    # a multiply-add on one costs a ~100-cycle microcode assist: a 24-token BERT-base head
-    # measured 63 us with such leftovers, 3.7 us with zeros.
+    # a multiply-add on one costs a microcode assist of about a hundred cycles.
     if n_pad > n_k:
         for c in range(head_dim):
             padding = key_t[c * n_pad + n_k:c * n_pad + n_pad]
             for j in range(n_pad - n_k):
                 padding[j] = _F0
 
-    # V is copied into contiguous rows of d_pad floats: read in place from the QKV rows
-    # (3 * hidden floats apart, a new 4 KiB page every row) the P V product ran at 2/3 speed.
+    # V is copied into contiguous rows of d_pad floats: read in place, the QKV rows are
+    # 3 * hidden floats apart (a new 4 KiB page every row), which the P V product's loads and
+    # the prefetchers handle far worse than consecutive rows.
     d_pad = (head_dim + NR - 1) // NR * NR
     for j in range(n_k):
         source = v[v_start + j * qkv_stride:v_start + j * qkv_stride + head_dim]
@@ -252,7 +255,59 @@ def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, sca
                       max_len, scratch[c], wide, item_bounds[c], item_bounds[c + 1])
 
 
-def _balanced_bounds(costs, chunks):
+@jit
+def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
+                    head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide):
+    """Attention as one phase of a program (kernels/program.py): context = attention(qkv) for
+    every (sequence, head), qkv's columns head-major (VarlenPlan's head_major), then the wait
+    for the other threads. counters[base:] are the phase's (see `_jit.PHASE_COUNTERS`);
+    scratch: this thread's float32 [scratch_floats(max_len, head_dim)].
+
+    head_ranges int64 [ranges + 1] (not empty): thread t owns heads head_ranges[t] ..
+    head_ranges[t + 1] - 1, of every sequence: the heads whose q | k | v columns its own
+    QKV GEMM range computed, so they are in its own cache. It takes its (head, sequence)
+    items from the front, then the others' from their back (`_jit.claim_front` /
+    `claim_back`). Empty: items (sequence major) in the runs attention_bounds[r] ..
+    attention_bounds[r + 1] - 1, claimed in order by any thread.
+    """
+    batch = cu_seqlens.shape[0] - 1
+    ranges = head_ranges.shape[0] - 1
+    if ranges <= 0:
+        n_runs = attention_bounds.shape[0] - 1
+        while True:
+            run = fetch_add(counters, base, 1)
+            if run >= n_runs:
+                break
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
+                          positions, context_flat, max_len, scratch, wide, attention_bounds[run],
+                          attention_bounds[run + 1])
+            add_release(counters, base + PHASE_FINISHED, 1)
+        wait_until_at_least(counters, base + PHASE_FINISHED, n_runs)
+        return
+    for step in range(ranges + 1):  # its own range from the front (step 0), then the others' from their back
+        owner = (thread + step) % ranges
+        if step == 0 and thread >= ranges:
+            continue
+        first_head = head_ranges[owner]
+        units = (head_ranges[owner + 1] - first_head) * batch
+        while True:
+            if step == 0:
+                unit, count = claim_front(counters, base + owner, units, 1)
+                if count <= 0:
+                    break
+            else:
+                unit = claim_back(counters, base + owner, units)
+                if unit < 0:
+                    break
+            head = first_head + unit // batch
+            item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
+                          positions, context_flat, max_len, scratch, wide, item, item + 1)
+            add_release(counters, base + PHASE_FINISHED, 1)
+    wait_until_at_least(counters, base + PHASE_FINISHED, num_heads * batch)
+
+
+def balanced_bounds(costs, chunks):
     """Split items (in order) into `chunks` contiguous runs of about equal total cost.
 
     costs float64 [items] -> [chunks + 1] boundaries (run c is items bounds[c]..bounds[c+1]-1).
@@ -292,7 +347,8 @@ class VarlenPlan:
         context = plan(qkv, out)          # qkv float32 [total, 3 * hidden] -> [total, hidden]
     """
 
-    def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False):
+    def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False,
+                 scale=None):
         if hidden % num_heads:
             raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -307,11 +363,11 @@ class VarlenPlan:
         self.bias, self.bias_len, self.positions = _position_bias_args(
             position_bias, num_heads, positions, total, cu_seqlens)
         self.max_len = int(lengths.max())
-        self.scale = np.float32(1.0 / math.sqrt(head_dim))
+        self.scale = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)  # on q . k
         self.wide = microkernel.WIDE_TILES  # the micro-kernel's tiles (same numbers either way)
         self.head_major = bool(head_major)  # qkv's columns: q_h | k_h | v_h per head, else q | k | v
         costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
-        self.item_bounds = np.array(_balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
+        self.item_bounds = np.array(balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
 
     def __call__(self, qkv, out=None):

@@ -11,7 +11,7 @@ Layouts (the token axis may be a padded batch flattened, or packed tokens with n
     out         float32 [tokens, embedding_size]
 The sum is taken in the NumPy twin's order, (word + token_type) + position, so the two
 agree to the last bit before the LayerNorm. The twin is `transformer.model.embed` (which also
-applies ELECTRA's projection; `kernels.forward` does that with the GEMM).
+applies ELECTRA's projection; the numba backend does that with the GEMM).
 """
 
 import numpy as np
@@ -60,25 +60,6 @@ def embed_tokens(word, token_type, position, ln_weight, ln_bias, eps, ids, types
     bounds = even_bounds(len(ids), parallel_chunks(out.size, _ELEMENTS_PER_CHUNK))
     run_chunks(_embed_range, bounds, word, token_type, position, has_types, ln_weight, ln_bias, np.float32(eps),
                ids, types, positions, out)
-    return out
-
-
-def embed(embeddings, config, input_ids, token_type_ids):
-    """The kernel behind the NumPy twin's signature: int64 [batch, seq] -> float32 [batch, seq, hidden].
-
-    `embeddings` is params["embeddings"] (see `transformer.model`); ELECTRA's projection,
-    when there is one, is applied with NumPy here.
-    """
-    from transformer.model import position_ids
-
-    batch, seq = input_ids.shape
-    out = embed_tokens(
-        embeddings["word"], embeddings["token_type"], embeddings["position"],
-        embeddings["layer_norm"]["weight"], embeddings["layer_norm"]["bias"], config.layer_norm_eps,
-        input_ids.reshape(-1), token_type_ids.reshape(-1), position_ids(config, input_ids).reshape(-1),
-    ).reshape(batch, seq, -1)  # [batch * seq, E] -> [batch, seq, E]
-    if embeddings["projection"] is not None:
-        out = out @ embeddings["projection"]["weight"] + embeddings["projection"]["bias"]
     return out
 
 

@@ -16,7 +16,7 @@ How the fast path works (llm.c / BLIS style):
    stored row after row: panels[p, k, j] = weight[k, 16 p + j]. A 16-column slice of a row
    is then 64 contiguous bytes (two AVX registers), and the micro-kernel walks a panel
    straight through memory. The last panel is padded with zero columns.
-2. `gemm` splits C into blocks (`_plan_blocks`), and the threads (`_jit.run_chunks`: the
+2. `gemm` splits C into blocks (`plan_blocks`), and the threads (`_jit.run_chunks`: the
    calling thread and persistent workers, the kernel compiled nogil) take them through
    atomic counters (`gemm_run`). Many rows: row blocks of up to 576 rows with all the
    columns, claimed in order. Fewer (a batch-1 text): one contiguous run of columns per
@@ -28,8 +28,8 @@ How the fast path works (llm.c / BLIS style):
    KiB at K = 768, stay in L2 while the block's strips pass by), and each tile of C is
    computed by a register-blocked micro-kernel of `microkernel.py`: 6 x 16 (12 AVX2
    accumulators) or, where the CPU has AVX-512, 12 x 32 over two panels (24 accumulators);
-   a short last strip by a sibling with fewer rows (M = 16 = 6 + 6 + 4 or 12 + 4), so it
-   costs its rows of work, not a whole tile's (7-10% faster at M = 16).
+   a short last strip by a smaller register block (M = 16 = 6 + 6 + 4 or 12 + 4), so it
+   costs its rows of work, not a whole tile's.
 3. When a strip of rows x 64 (128) columns (one sweep) has seen its last K block, the
    epilogue runs on it while it is still in the L1 cache: + bias, activation, + residual.
    No separate pass over C. The activation is called through its row loop's C address
@@ -39,10 +39,9 @@ How the fast path works (llm.c / BLIS style):
 4. With few rows (a batch-1 text) a GEMM mostly waits for its weights to stream in from
    memory (42 MB a MiniLM forward pass, 340 MB BERT-base's, more than the cache keeps).
    Row blocks of at most PREFETCH_MAX_ROWS rows (WIDE_PREFETCH_MAX_ROWS with wide tiles) ask
-   for the panels they will need next while they compute (`microkernel_6x16_prefetching`,
-   the wide kernels' last argument): MiniLM batch-1 at 16 tokens ~8% faster, BERT-base ~9%.
-   With many rows a panel serves many strips from the cache and prefetching only got in
-   the way.
+   for the panels they will need next while they compute (the micro-kernels' prefetch_start),
+   so the weights arrive during arithmetic. With many rows a panel serves many strips from
+   the cache, and asking for lines already there only costs issue slots.
 
 Small products (under SERIAL_BELOW_FLOPS) run on the calling thread alone: handing work to
 another thread costs tens of microseconds, more than such a product takes on one core.
@@ -52,36 +51,79 @@ another thread costs tens of microseconds, more than such a product takes on one
 """
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
 from . import microkernel
-from ._jit import add_release, claim_back, claim_front, even_bounds, fetch_add, jit, numba, run_chunks
+from ._jit import (PHASE_FINISHED, add_release, claim_back, claim_front, even_bounds, fetch_add, jit, numba, run_chunks,
+                   wait_until_at_least)
 from .activations import activation_code, activation_row_address, call_activation_row
 from .microkernel import MR, NR, WIDE_MR, tile
 
-K_BLOCK = 768  # depth per pass over a tile (smaller blocks measured slower, 256-512: 3-8%)
+# Depth per pass over a tile: a strip of x (rows x K_BLOCK floats) stays in L1 while it meets
+# a sweep's panels, and the accumulators go back to C once per pass. Fewer, longer passes
+# win until the strip no longer fits; docs/performance.md has the measurements.
+K_BLOCK = 768
 # Row blocks of up to 576 rows (96 narrow tiles of 6, 48 wide ones of 12). Each sweep's
-# panels come from L3 or memory for the block's first strip, which takes ~2.5x a strip's
-# usual time waiting for them (measured); the other strips find them in L2. More strips per
-# sweep spread that wait: 144-row blocks ran 88-90% of the micro-kernel's in-cache speed on
-# BERT-base shapes, 576-row blocks 94-96% (one thread, M = 2048). The strips of x themselves
-# stream in from L3 at full speed (sequential rows), so they need not fit in L2.
+# panels come from L3 or memory for the block's first strip, which waits for them; the other
+# strips find them in L2. More strips per sweep spread that wait over more work. The strips of
+# x themselves stream in from L3 at full speed (sequential rows), so they need not fit in L2.
 MAX_BLOCK_ROWS = 576
 PANELS_PER_SWEEP = 4  # columns met by one strip of x before the next strip: 4 panels = 64
-WIDE_PANELS_PER_SWEEP = 8  # ... with wide tiles: 8 panels = 128 (4 tiles; 4 panels ran 5-10% slower)
-MAX_RANGES = 8  # a column-cut GEMM's ranges, one per thread (more threads only take others' units)
-_RANGES = 8  # where a plan's range bounds start
-PLAN_SIZE = _RANGES + MAX_RANGES + 1  # ints in a plan (see _plan_blocks)
-FINISHED = MAX_RANGES  # a GEMM's counters: claims at [0, MAX_RANGES), then the finished units
-# Row blocks this small prefetch the weight panels ahead (see _gemm_block): a batch-1 text's
-# (narrow: measured on AVX2 at 16 tokens; wide: up to 128 tokens, 1-6% faster at 128).
+WIDE_PANELS_PER_SWEEP = 8  # ... with wide tiles: 8 panels = 128 (4 tiles, so a strip's loads amortize)
+# A column-cut GEMM's ranges, one per thread (more threads only take others' units): each
+# range's claim counter sits before the phase's finished count (`_jit.PHASE_FINISHED`).
+MAX_RANGES = PHASE_FINISHED
+FINISHED = PHASE_FINISHED  # a GEMM's counters: claims at [0, MAX_RANGES), then the finished units
+# Row blocks this small prefetch the weight panels ahead (see _gemm_block): a batch-1 text's,
+# whose weights stream from memory while a panel serves only a few strips.
 PREFETCH_MAX_ROWS = 4 * MR
 WIDE_PREFETCH_MAX_ROWS = 11 * WIDE_MR
 SERIAL_BELOW_FLOPS = 8e6  # 2 M N K under this: no threads (their wake-up costs more)
 
 _NO_BIAS = np.zeros(0, dtype=np.float32)
 _NO_RESIDUAL = np.zeros((0, 0), dtype=np.float32)
+
+
+class GemmPlan(NamedTuple):
+    """How one GEMM is cut into blocks for the threads; made by `plan_blocks`, read by
+    `gemm_run` as a `GEMM_PLAN` record (`plan_record`)."""
+
+    units: int  # units of work: row blocks (a grid) or column units (ranges)
+    block_rows: int  # rows per row block
+    unit_panels: int  # weight panels per column unit
+    k_block: int  # depth of one pass over a tile
+    ranges: int  # column ranges, range r owned by thread r; 0: a grid of row blocks
+    prefetch: bool  # row blocks ask for the weight panels they need next (see _gemm_block)
+    wide: bool  # the micro-kernel's wide tiles (12 x 32), else narrow ones (6 x 16)
+    owner_batch: int  # units a range's owner takes at a time (one sweep)
+    bounds: tuple  # ranges + 1 unit indices: range r is units bounds[r] .. bounds[r + 1] - 1
+
+
+# A GemmPlan as the kernels read it: the same fields, `bounds` padded to MAX_RANGES + 1.
+GEMM_PLAN = np.dtype([("units", np.int64), ("block_rows", np.int64), ("unit_panels", np.int64),
+                      ("k_block", np.int64), ("ranges", np.int64), ("prefetch", np.bool_), ("wide", np.bool_),
+                      ("owner_batch", np.int64), ("bounds", np.int64, (MAX_RANGES + 1,))], align=True)
+
+
+def plan_records(plans):
+    """GemmPlans -> a GEMM_PLAN structured array of the same shape (a list, or nested lists)."""
+    def as_tuple(plan):
+        return (*plan[:-1], tuple(plan.bounds) + (0,) * (MAX_RANGES + 1 - len(plan.bounds)))
+
+    def convert(value):
+        return as_tuple(value) if isinstance(value, GemmPlan) else [convert(item) for item in value]
+
+    return np.array(convert(plans), dtype=GEMM_PLAN)
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_record(plan):
+    """One GemmPlan as a GEMM_PLAN record (read-only: shared by every caller)."""
+    records = plan_records([plan])
+    records.flags.writeable = False
+    return records[0]
 
 
 class PackedWeight:
@@ -158,15 +200,15 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
                 prefetch_limit):
     """Compute the block rows row0..row1-1 x panels panel0..panel1-1 of C, C being rows
     out_row0.. of `out` and A rows x_row0.. of x (the residual, if any, is read at out's
-    rows); plan: int64 [PLAN_SIZE] from `_plan_blocks`. With plan[5], panels up to
-    prefetch_limit may be asked into the cache ahead of need.
+    rows); plan: a GEMM_PLAN record. With plan.prefetch, panels up to prefetch_limit may be
+    asked into the cache ahead of need.
 
-    The standalone `gemm` has both offsets 0; the fused encoder layer (`layer.py`) runs the
+    The standalone `gemm` has both offsets 0; a program's MLP step (`program.py`) runs the
     feed-forward block on slices of its buffers this way.
     """
-    k_block = plan[3]
-    prefetch = plan[5] != 0
-    wide = plan[6] != 0
+    k_block = plan.k_block
+    prefetch = plan.prefetch
+    wide = plan.wide
     tile_rows = WIDE_MR if wide else MR
     tile_panels = 2 if wide else 1
     sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
@@ -194,9 +236,8 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
                     # Weights coming from memory (a batch-1 text's layers do not fit in the
                     # cache): the first strip asks for the next panel(s) while on these, on
                     # past the block's end up to prefetch_limit (the thread's next block), so
-                    # they arrive during arithmetic (see microkernel_6x16_prefetching). Asking
-                    # the second strip for the next sweep's as well made BERT-base's 16-token
-                    # call 8% slower.
+                    # they arrive during arithmetic. Only the first strip asks: the others
+                    # would ask again for lines already on their way.
                     ahead = -1
                     if prefetch and tile_row == row0 and panel + tile_panels < prefetch_limit:
                         ahead = panel + tile_panels
@@ -212,35 +253,36 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
 @jit
 def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
     """One thread's part of C = act(x[x_row0:][:m] @ W + b) + residual into out[out_row0:][:m]
-    (plan: int64 [PLAN_SIZE] from `_plan_blocks`): it claims blocks until none are left, and
-    adds each finished unit of work to counters[base + FINISHED] (the caller waits for plan[0]).
-    counters: int64, counters[base:base + FINISHED + 1] zero at the start; `thread`: this
-    thread's index (run_chunks' chunk), 0 <= thread. Any number of threads may take part, one
-    included; which thread computes a block never changes its numbers.
+    (plan: a GEMM_PLAN record, `plan_record(plan_blocks(...))`): it claims blocks until none
+    are left, and adds each finished unit of work to counters[base + FINISHED] (the caller
+    waits for plan.units). counters: int64, counters[base:base + FINISHED + 1] zero at the
+    start; `thread`: this thread's index (run_chunks' chunk), 0 <= thread. Any number of
+    threads may take part, one included; which thread computes a block never changes its numbers.
 
-    A grid plan (plan[4] = 0): row blocks, claimed in order from counters[base].
-    A range plan (plan[4] = R ranges): R contiguous runs of column units (plan[2] panels
-    each), range r owned by thread r. The owner takes its range's units from the front,
-    plan[7] at a time (one sweep: `_gemm_block` keeps the sweep's strips of x in L1 and
-    prefetches its next sweep); then it takes units of the other ranges from their back,
+    A grid plan (plan.ranges = 0): row blocks, claimed in order from counters[base].
+    A range plan (plan.ranges = R): R contiguous runs of column units (plan.unit_panels
+    panels each), range r owned by thread r. The owner takes its range's units from the front,
+    plan.owner_batch at a time (one sweep: `_gemm_block` keeps the sweep's strips of x in L1
+    and prefetches its next sweep); then it takes units of the other ranges from their back,
     one at a time, so a thread that finishes first (cores of a shared host rarely run at
     one speed; a worker may start late) does more of the other's work instead of waiting.
     Both ends claim through one atomic counter per range (`_jit.claim_front` / `claim_back`):
     a unit is taken at most once, and all are taken.
     """
     n_panels = panels.shape[0]
-    if plan[4] == 0:
+    if plan.ranges == 0:
         while True:
             task = fetch_add(counters, base, 1)
-            if task >= plan[0]:
+            if task >= plan.units:
                 return
-            row0 = task * plan[1]
+            row0 = task * plan.block_rows
             _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, row0,
-                        min(m, row0 + plan[1]), 0, n_panels, n_panels)
+                        min(m, row0 + plan.block_rows), 0, n_panels, n_panels)
             add_release(counters, base + FINISHED, 1)
-    ranges, unit, batch = plan[4], plan[2], plan[7]
+    ranges, unit, batch = plan.ranges, plan.unit_panels, plan.owner_batch
+    bounds = plan.bounds
     if thread < ranges:  # its own range, from the front
-        first, stop = plan[_RANGES + thread], plan[_RANGES + thread + 1]
+        first, stop = bounds[thread], bounds[thread + 1]
         while True:
             offset, take = claim_front(counters, base + thread, stop - first, batch)
             if take <= 0:
@@ -251,7 +293,7 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
             add_release(counters, base + FINISHED, take)
     for step in range(1, ranges + 1):  # the others' ranges (its own last), from the back
         other = (thread + step) % ranges
-        first, stop = plan[_RANGES + other], plan[_RANGES + other + 1]
+        first, stop = bounds[other], bounds[other + 1]
         while True:
             offset = claim_back(counters, base + other, stop - first)
             if offset < 0:
@@ -263,19 +305,23 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
 
 
 @jit
+def gemm_phase(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
+    """`gemm_run` as one phase of a program (kernels/program.py): this thread's part, then the
+    wait until every thread's part is done (the next phase reads `out`)."""
+    gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0)
+    wait_until_at_least(counters, base + FINISHED, plan.units)
+
+
+@jit
 def _gemm_tasks(x, panels, bias, residual, activation_row, out, plan, counters, first_thread, stop_thread):
     """`gemm_run` as one of the threads of `run_chunks` (first_thread: this thread's index)."""
     gemm_run(counters, 0, first_thread, plan, x, 0, x.shape[0], panels, bias, residual, activation_row, out, 0)
 
 
 @functools.lru_cache(maxsize=4096)
-def _plan_blocks(m, n_panels, k, threads, wide):
+def plan_blocks(m, n_panels, k, threads, wide):
     """How one GEMM is cut into blocks for `threads` threads, with the micro-kernel tiles of
-    `wide` (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel): a tuple of PLAN_SIZE ints
-
-        [0] units of work  [1] rows per row block  [2] panels per column unit  [3] K block
-        [4] ranges (0: a grid of row blocks)  [5] prefetch the weight panels ahead (0 / 1)
-        [6] wide (0 / 1)  [7] units an owner takes at a time  [8:] the ranges' bounds, in units
+    `wide` (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel): a GemmPlan.
 
     Many rows (more than MAX_BLOCK_ROWS on 2 threads): a grid of row blocks, as even as
     possible in whole tiles, their number a multiple of `threads`, each with all the columns.
@@ -284,8 +330,8 @@ def _plan_blocks(m, n_panels, k, threads, wide):
     PREFETCH_MAX_ROWS (wide: WIDE_PREFETCH_MAX_ROWS) rows prefetch the weights ahead. K goes
     in the fewest blocks of at most K_BLOCK, evenly.
 
-    >>> _plan_blocks(128, 72, 384, 2, True)[:11]  # 128 x 1152: 36 units of 2 panels, 18 each
-    (36, 132, 2, 384, 2, 1, 1, 4, 0, 18, 36)
+    >>> plan_blocks(128, 72, 384, 2, True)  # 128 x 1152: 36 units of 2 panels, 18 each
+    GemmPlan(units=36, block_rows=132, unit_panels=2, k_block=384, ranges=2, prefetch=True, wide=True, owner_batch=4, bounds=(0, 18, 36))
     """
     tile_rows, tile_panels = (WIDE_MR, 2) if wide else (MR, 1)
     sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
@@ -296,18 +342,16 @@ def _plan_blocks(m, n_panels, k, threads, wide):
     rows_per_block = tile_rows * -(-tiles // n_row_blocks)
     n_k_blocks = max(1, -(-k // K_BLOCK))
     k_block = max(1, -(-k // n_k_blocks))
-    prefetch = int(rows_per_block <= (WIDE_PREFETCH_MAX_ROWS if wide else PREFETCH_MAX_ROWS))
+    prefetch = rows_per_block <= (WIDE_PREFETCH_MAX_ROWS if wide else PREFETCH_MAX_ROWS)
+    wide = bool(wide)
     if m == 0 or n_panels == 0:
-        plan = (0, rows_per_block, n_panels, k_block, 0, 0, int(wide), 1)
-    elif threads > 1 and n_row_blocks == 1:
+        return GemmPlan(0, rows_per_block, n_panels, k_block, 0, False, wide, 1, ())
+    if threads > 1 and n_row_blocks == 1:
         units = -(-n_panels // tile_panels)
         ranges = min(threads, MAX_RANGES)
-        bounds = tuple(even_bounds(units, ranges))
-        plan = (units, rows_per_block, tile_panels, k_block, ranges, prefetch, int(wide), sweep_panels // tile_panels,
-                *bounds)
-    else:
-        plan = (-(-m // rows_per_block), rows_per_block, n_panels, k_block, 0, prefetch, int(wide), 1)
-    return plan + (0,) * (PLAN_SIZE - len(plan))
+        return GemmPlan(units, rows_per_block, tile_panels, k_block, ranges, prefetch, wide,
+                        sweep_panels // tile_panels, tuple(even_bounds(units, ranges)))
+    return GemmPlan(-(-m // rows_per_block), rows_per_block, n_panels, k_block, 0, prefetch, wide, 1, ())
 
 
 # ---------------------------------------------------------------------------------------
@@ -358,8 +402,8 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     """out = activation(x @ weight + bias) + residual, with `packed = pack_weight(weight)`.
 
     x: float32 [M, K] C-contiguous; packed: a PackedWeight of a [K, N] weight;
-    bias: float32 [N] or None; residual: float32 [M, N] or None; activation: None or a
-    config.json `hidden_act` name ("gelu", "gelu_new", "relu", "silu", ... see
+    bias: float32 [N] or None; residual: float32 [M, N] or None; activation: None or an
+    activation's name ("gelu", "gelu_tanh", "relu", "silu", ... see
     `activations.ACTIVATION_CODES`); out: float32 [M, N] to write into, or None for a new
     array (it must not overlap x or residual). Returns out, float32 [M, N].
     Every argument is checked; bad input raises TypeError / ValueError naming it.
@@ -371,12 +415,12 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     activation_row = activation_row_address(activation_code(activation))
     m = x.shape[0]
     threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
-    plan = _plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES)
-    if plan[0] == 0:  # M = 0 or N = 0: nothing to compute
+    plan = plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES)
+    if plan.units == 0:  # M = 0 or N = 0: nothing to compute
         return out
     counters = np.zeros(FINISHED + 1, dtype=np.int64)  # the blocks' claim counters (see gemm_run)
-    run_chunks(_gemm_tasks, range(min(threads, plan[0]) + 1),
-               x, packed.panels, bias, residual, activation_row, out, np.array(plan, dtype=np.int64), counters)
+    run_chunks(_gemm_tasks, range(min(threads, plan.units) + 1),
+               x, packed.panels, bias, residual, activation_row, out, plan_record(plan), counters)
     return out
 
 

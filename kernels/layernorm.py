@@ -6,9 +6,9 @@ Layouts: x, residual, out float32 [rows, d] C-contiguous; weight, bias float32 [
 `var` is the biased variance (divide by d) with eps inside the square root, as
 torch.nn.LayerNorm and the NumPy twin `transformer.model.layer_norm` do.
 
-Fusing saves a full pass over memory: NumPy's `layer_norm(a + b)` makes five or so passes
-over [rows, d] (add, mean, subtract, square-mean, scale); the kernel reads each row once into
-L1 and writes it once (6-15x NumPy measured). Rows are split over the threads
+Fusing saves passes over memory: NumPy's `layer_norm(a + b)` makes five or so passes over
+[rows, d] (add, mean, subtract, square-mean, scale); the kernel reads each row once into L1
+and writes it once. Rows are split over the threads
 (`_jit.run_chunks`); inside a row the sums vectorize (reordered float32 sums).
 """
 
@@ -16,7 +16,8 @@ import math
 
 import numpy as np
 
-from ._jit import data_address, even_bounds, jit, parallel_chunks, run_chunks
+from ._jit import (PHASE_FINISHED, add_release, data_address, even_bounds, fetch_add, jit, parallel_chunks, run_chunks,
+                   wait_until_at_least)
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -77,8 +78,8 @@ def add_into(row, addend):
 # Every row is normalized where it will stay: copied (or summed) into its row of `out`
 # first unless it is there already, then normalized in place. When a loop reads and writes
 # arrays that might overlap, LLVM checks at run time and takes a scalar loop if they do --
-# and for `out is x` (in place, as the forward pass calls it) they do, which made a LayerNorm
-# from x into out 2.4x slower in place. So the kernels ask (`data_address`), and the loops
+# and for `out is x` (in place, as the forward pass calls it) they do, so the in-place
+# LayerNorm would run scalar. So the kernels ask (`data_address`), and the loops
 # that write a row read only that row and the weights, which never overlap it.
 
 
@@ -105,6 +106,20 @@ def _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop)
         else:
             _add(x[i], residual[i], out[i])
         normalize_row_inplace(out[i], weight, bias, eps)
+
+
+@jit
+def layer_norm_phase(counters, base, bounds, x, weight, bias, eps, out):
+    """LayerNorm as one phase of a program (kernels/program.py): runs of rows bounds[t] ..
+    bounds[t + 1] - 1 claimed by any thread, then the wait for the others (`out` may be `x`)."""
+    n_tasks = bounds.shape[0] - 1
+    while True:
+        task = fetch_add(counters, base, 1)
+        if task >= n_tasks:
+            break
+        _layer_norm_range(x, weight, bias, eps, out, bounds[task], bounds[task + 1])
+        add_release(counters, base + PHASE_FINISHED, 1)
+    wait_until_at_least(counters, base + PHASE_FINISHED, n_tasks)
 
 
 def layer_norm(x, weight, bias, eps, out=None):

@@ -3,8 +3,8 @@
     C[rows, cols] (+)= A[rows, depth] @ B[depth, cols]
 
 This is the innermost loop of every matrix product in `kernels/` (the GEMM in `gemm.py`, and the
-attention strips). Plain Numba loops do not vectorize this shape well (3-15 GFLOP/s measured), so
-the loop body is written directly as LLVM vector instructions through a Numba `@intrinsic`.
+attention strips). Plain Numba loops do not keep a tile's accumulators in registers, so the
+loop body is written directly as LLVM vector instructions through a Numba `@intrinsic`.
 Two tile shapes, one per vector width, computing the same numbers:
 
     narrow  6 x 16 (AVX2: 256-bit ymm registers, 8 floats each). 12 accumulators (6 rows x 2
@@ -41,14 +41,28 @@ zero: its products are computed and dropped, and a subnormal float there costs a
 assist per multiply-add), and C is written through a masked store. With `accumulate=False`
 the tile is overwritten, with `accumulate=True` it is added to C.
 
-The caller guarantees the bounds (no checks inside: this is the hot loop). Inside a jitted
-loop, the GEMM's call for the tile at row i0, panel p, K block k0 reads:
+The contract, one signature for both tiles (the BLIS way: everything else -- packing,
+blocking, threads -- lives around it, in gemm.py and attention.py):
 
-    microkernel_6x16(x, i0 * K + k0, K, rows,                  # A = x[i0:i0+rows, k0:]
-                     panels, (p * K + k0) * 16, 16, depth,     # B = panels[p, k0:k0+depth, :]
-                     out, i0 * N + 16 * p, N, cols,            # C = out[i0:, 16p:16p+cols]
-                     k0 > 0)                                   # add to earlier K blocks
-    microkernel_12x32(..., the same ..., k0 > 0, K * 16)       # B = panels[p:p+2, k0:, :]
+    microkernel_6x16 / microkernel_12x32(
+        a, a_start, lda, rows,        A (rows <= 6 / 12)
+        b, b_start, ldb, depth,       B (16 columns per panel)
+        c, c_start, ldc, cols,        C (cols <= 16 / 32): written, or added to
+        accumulate,                   True: C += A @ B (a later K block); False: C = A @ B
+        b_second,                     wide: where B's second panel starts, relative to b_start
+        prefetch_start)               >= 0: per step of k, ask for b[prefetch_start + k * ldb]
+                                      (wide: and its second panel's line) on its way to the cache
+
+Inside, the rows pick the smallest register block that holds them (narrow 6 or 4, wide 12, 8
+or 4 rows: a short last strip costs its rows of work), and prefetch_start picks the loop with
+or without the extra prefetches; each is the same chain of multiply-adds. The caller
+guarantees the bounds (no checks inside: this is the hot loop). Inside a jitted loop, the
+GEMM's call for the tile at row i0, panel p, K block k0 reads (`tile` picks the width):
+
+    microkernel_12x32(x, i0 * K + k0, K, rows,                 # A = x[i0:i0+rows, k0:]
+                      panels, (p * K + k0) * 16, 16, depth,    # B = panels[p:p+2, k0:k0+depth, :]
+                      out, i0 * N + 16 * p, N, cols,           # C = out[i0:, 16p:16p+cols]
+                      k0 > 0, K * 16, -1)                      # add to earlier K blocks; no prefetch
 """
 
 import functools
@@ -61,8 +75,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 # B's rows are asked into the L1 cache this many steps of k ahead of their use: the hardware
-# prefetchers alone left the kernel waiting on B from L2 (BERT-base GEMM shapes, M = 864,
-# one core: 141 -> 152 GFLOP/s with 12-24 steps ahead; 4: 153, at L2 only: 144).
+# prefetchers alone leave the kernel waiting on B from L2; far enough ahead to cover L2's
+# latency, near enough that the lines are still in L1 when used.
 L1_AHEAD = 16
 MR = 6  # rows of the narrow C tile: 6 x 2 accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm
 NR = 16  # columns of a packed weight panel (the narrow tile's width; a wide tile spans two)
@@ -137,223 +151,147 @@ def _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate, 
                         store(value, pointer, half)
 
 
-def _typed_signature(name, a, b, c, extra=()):
-    """The intrinsics' signature, after checking the three arrays' types."""
+def _typed_signature(name, a, b, c):
+    """The micro-kernels' signature (one for both tiles), after checking the three arrays' types."""
     for label, array in (("a", a), ("b", b), ("c", c)):
         if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"):
             raise TypeError(f"{name}: {label} must be a C-contiguous float32 array, got {array}")
     return types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, types.intp, c, types.intp, types.intp,
-                      types.intp, types.boolean, *extra)
+                      types.intp, types.boolean, types.intp, types.intp)
 
 
 @intrinsic
-def microkernel_6x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    """C[rows, cols] (+)= A[rows, depth] @ B[depth, 16][:, :cols], rows <= 6; see the module docstring."""
-    return _typed_signature("microkernel_6x16", a, b, c), _tile_codegen(6)
-
-
-@intrinsic
-def microkernel_4x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    """The same for rows <= 4, with 8 accumulators: 2/3 of the 6-row kernel's work, for the
-    last tile of a row block whose rows are not a multiple of 6 (M = 16 = 6 + 6 + 4)."""
-    return _typed_signature("microkernel_4x16", a, b, c), _tile_codegen(4)
-
-
-@intrinsic
-def microkernel_6x16_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                 accumulate, prefetch_start):
-    """`microkernel_6x16`, and on the way one 64-byte line of b per step of k is asked into
-    the cache ahead of need: the line at b[prefetch_start + k * ldb]. The GEMM points it at
-    a panel it will need soon, so weights coming from memory arrive during arithmetic on
-    panels already in the cache instead of stalling it."""
-    return (_typed_signature("microkernel_6x16_prefetching", a, b, c, (types.intp,)),
-            _tile_codegen(6, prefetch=True))
-
-
-@intrinsic
-def microkernel_4x16_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                 accumulate, prefetch_start):
-    """`microkernel_4x16` with the prefetch of `microkernel_6x16_prefetching`."""
-    return (_typed_signature("microkernel_4x16_prefetching", a, b, c, (types.intp,)),
-            _tile_codegen(4, prefetch=True))
+def microkernel_6x16(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
+                     b_second, prefetch_start):
+    """The narrow tile (AVX2): C[rows, cols] (+)= A[rows, depth] @ B[depth, 16][:, :cols], rows <= 6,
+    cols <= 16; b_second unused (the panel's two halves are its 16 floats). See the contract above."""
+    return _typed_signature("microkernel_6x16", a, b, c), _tile_codegen((6, 4), wide=False)
 
 
 @intrinsic
 def microkernel_12x32(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
-                      b_second):
-    """C[rows, cols] (+)= A[rows, depth] @ [B | B'][:, :cols], rows <= 12, cols <= 32: the wide
-    tile, B' starting b_second floats after B (see the module docstring)."""
-    return _typed_signature("microkernel_12x32", a, b, c, (types.intp,)), _tile_codegen(12, wide=True)
+                      b_second, prefetch_start):
+    """The wide tile (AVX-512): C[rows, cols] (+)= A[rows, depth] @ [B | B'][:, :cols], rows <= 12,
+    cols <= 32, B' starting b_second floats after B. See the contract above."""
+    return _typed_signature("microkernel_12x32", a, b, c), _tile_codegen((12, 8, 4), wide=True)
 
 
-@intrinsic
-def microkernel_8x32(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
-                     b_second):
-    """`microkernel_12x32` for rows <= 8 (16 accumulators): a row block's last strip
-    (M = 128 = 10 x 12 + 8)."""
-    return _typed_signature("microkernel_8x32", a, b, c, (types.intp,)), _tile_codegen(8, wide=True)
-
-
-@intrinsic
-def microkernel_4x32(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
-                     b_second):
-    """`microkernel_12x32` for rows <= 4 (8 accumulators): M = 16 = 12 + 4."""
-    return _typed_signature("microkernel_4x32", a, b, c, (types.intp,)), _tile_codegen(4, wide=True)
-
-
-_WIDE_PREFETCHING = (types.intp, types.intp)  # b_second, prefetch_start
-
-
-@intrinsic
-def microkernel_12x32_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                  accumulate, b_second, prefetch_start):
-    """`microkernel_12x32`, and on the way two 64-byte lines per step of k are asked into the
-    cache ahead of need, at b[prefetch_start + k * ldb] and b[prefetch_start + b_second + k *
-    ldb]: the two panels the GEMM will need next. (Only where they come from memory: asking
-    for lines already in the cache made a 432-row GEMM 6% slower.)"""
-    return (_typed_signature("microkernel_12x32_prefetching", a, b, c, _WIDE_PREFETCHING),
-            _tile_codegen(12, prefetch=True, wide=True))
-
-
-@intrinsic
-def microkernel_8x32_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                 accumulate, b_second, prefetch_start):
-    """`microkernel_8x32` with the prefetch of `microkernel_12x32_prefetching`."""
-    return (_typed_signature("microkernel_8x32_prefetching", a, b, c, _WIDE_PREFETCHING),
-            _tile_codegen(8, prefetch=True, wide=True))
-
-
-@intrinsic
-def microkernel_4x32_prefetching(typingctx, a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                 accumulate, b_second, prefetch_start):
-    """`microkernel_4x32` with the prefetch of `microkernel_12x32_prefetching`."""
-    return (_typed_signature("microkernel_4x32_prefetching", a, b, c, _WIDE_PREFETCHING),
-            _tile_codegen(4, prefetch=True, wide=True))
-
-
-def _tile_codegen(tile_rows, prefetch=False, wide=False):
-    """The LLVM code of a micro-kernel of `tile_rows` rows: narrow (two 8-float halves of one
-    16-column panel) or `wide` (16 floats from each of two panels; one more argument,
-    b_second); with `prefetch`, one more argument: where in b to prefetch a line per step of
-    k (wide: two lines, one per panel)."""
-    lanes = 16 if wide else 8
+def _tile_codegen(row_blocks, wide):
+    """A micro-kernel's LLVM code: for each register block of `row_blocks` rows, with and without
+    the prefetch, the loop of `_emit_tile`; the call's rows and prefetch_start pick one (a
+    short last strip takes the smallest block that holds it: M = 16 = 12 + 4 or 6 + 6 + 4)."""
 
     def codegen(context, builder, sig, args):
-        a_val, a_start, lda, rows, b_val, b_start, ldb, depth, c_val, c_start, ldc, cols, accumulate = args[:13]
-        module = builder.module
-        vector = ir.VectorType(_f32, lanes)
-        fma = declare(module, f"llvm.fma.v{lanes}f32", vector, [vector, vector, vector])
-        a_data = context.make_array(sig.args[0])(context, builder, a_val).data
-        b_data = context.make_array(sig.args[4])(context, builder, b_val).data
-        c_data = context.make_array(sig.args[8])(context, builder, c_val).data
-        intp = lda.type
-        zero_vec = ir.Constant(vector, [0.0] * lanes)
-        # Where each step of k reads its two B vectors, relative to the row of k in B.
-        if wide:
-            b_offsets = [ir.Constant(intp, 0), args[13]]
-            prefetch_start = args[14] if prefetch else None
-        else:
-            b_offsets = [ir.Constant(intp, 0), ir.Constant(intp, lanes)]
-            prefetch_start = args[13] if prefetch else None
+        rows, prefetch_start = args[3], args[14]
+        intp = rows.type
 
-        # Row pointers of A; rows past `rows` re-read the last real row (results dropped).
-        last_row = builder.sub(rows, ir.Constant(intp, 1))
-        a_rows = []
-        for i in range(tile_rows):
-            row = builder.select(builder.icmp_signed("<", ir.Constant(intp, i), rows), ir.Constant(intp, i), last_row)
-            a_rows.append(builder.gep(a_data, [builder.add(a_start, builder.mul(row, lda))]))
-        b_row0 = builder.gep(b_data, [b_start])
-        byte_pointer = ir.IntType(8).as_pointer()
-        prefetch_line = declare(module, "llvm.prefetch.p0", ir.VoidType(), [byte_pointer, _i32, _i32, _i32])
-        # Each step of k also asks for B's row L1_AHEAD steps on into the L1 cache (one line
-        # per panel: the row of a 16-column panel is one 64-byte line).
-        b_ahead0 = builder.gep(b_row0, [builder.mul(ir.Constant(intp, L1_AHEAD), ldb)])
-        ahead_offsets = b_offsets if wide else b_offsets[:1]
-        if prefetch:
-            prefetch_rows0 = [builder.gep(b_data, [prefetch_start])]
-            if wide:
-                prefetch_rows0.append(builder.gep(b_data, [builder.add(prefetch_start, b_offsets[1])]))
+        def by_rows(blocks, prefetch):
+            if len(blocks) == 1:
+                _emit_tile(context, builder, sig, args, blocks[0], prefetch, wide)
+                return
+            with builder.if_else(builder.icmp_signed(">", rows, ir.Constant(intp, blocks[1]))) as (big, small):
+                with big:
+                    _emit_tile(context, builder, sig, args, blocks[0], prefetch, wide)
+                with small:
+                    by_rows(blocks[1:], prefetch)
 
-        # The 2 * tile_rows accumulators live in allocas that LLVM promotes to registers (mem2reg).
-        accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(tile_rows * 2)]
-        with cgutils.for_range(builder, depth, intp=intp) as loop:
-            k = loop.index
-            b_row = builder.gep(b_row0, [builder.mul(k, ldb)])
-            b_halves = [builder.load(builder.bitcast(builder.gep(b_row, [offset]), vector.as_pointer()), align=4)
-                        for offset in b_offsets]
-            b_ahead = builder.gep(b_ahead0, [builder.mul(k, ldb)])
-            for offset in ahead_offsets:  # read (0), into L1 (locality 3), data cache (1); never faults
-                line = builder.bitcast(builder.gep(b_ahead, [offset]), byte_pointer)
-                builder.call(prefetch_line, [line, ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)])
-            if prefetch:  # read (0), keep in L2 and beyond (locality 2), data cache (1); never faults
-                for prefetch_row0 in prefetch_rows0:
-                    line = builder.bitcast(builder.gep(prefetch_row0, [builder.mul(k, ldb)]), byte_pointer)
-                    builder.call(prefetch_line, [line, ir.Constant(_i32, 0), ir.Constant(_i32, 2), ir.Constant(_i32, 1)])
-            for i in range(tile_rows):
-                a_broadcast = splat(builder, builder.load(builder.gep(a_rows[i], [k])), lanes)
-                for half, b_half in enumerate(b_halves):
-                    slot = accumulators[2 * i + half]
-                    builder.store(builder.call(fma, [a_broadcast, b_half, builder.load(slot)]), slot)
-
-        # Store the tile. A full-width tile uses plain vector loads and stores; an edge tile
-        # masked ones (vmaskmovps is slow on some CPUs, so only at the edges).
-        mask = ir.VectorType(_i1, lanes)
-        masked_load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
-        masked_store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
-        align = ir.Constant(_i32, 4)
-        values = [builder.load(slot) for slot in accumulators]
-        full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
-        with builder.if_else(full_width) as (full, edge):
-            with full:
-                _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
-                            load=lambda pointer, half: builder.load(pointer, align=4),
-                            store=lambda value, pointer, half: builder.store(value, pointer, align=4))
-            with edge:
-                masks = [lane_mask(builder, cols, 0, lanes), lane_mask(builder, cols, lanes, lanes)]
-                _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
-                            load=lambda pointer, half: builder.call(masked_load, [pointer, align, masks[half], zero_vec]),
-                            store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))
+        with builder.if_else(builder.icmp_signed(">=", prefetch_start, ir.Constant(intp, 0))) as (ahead, plain):
+            with ahead:
+                by_rows(row_blocks, True)
+            with plain:
+                by_rows(row_blocks, False)
         return context.get_dummy_value()
 
     return codegen
 
 
+def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
+    """The code of one register block of `tile_rows` rows: narrow (two 8-float halves of one
+    16-column panel) or `wide` (16 floats from each of two panels, b_second apart); with
+    `prefetch`, a line at b[prefetch_start + k * ldb] asked for per step of k (wide: two
+    lines, one per panel)."""
+    lanes = 16 if wide else 8
+    a_val, a_start, lda, rows, b_val, b_start, ldb, depth, c_val, c_start, ldc, cols, accumulate = args[:13]
+    module = builder.module
+    vector = ir.VectorType(_f32, lanes)
+    fma = declare(module, f"llvm.fma.v{lanes}f32", vector, [vector, vector, vector])
+    a_data = context.make_array(sig.args[0])(context, builder, a_val).data
+    b_data = context.make_array(sig.args[4])(context, builder, b_val).data
+    c_data = context.make_array(sig.args[8])(context, builder, c_val).data
+    intp = lda.type
+    zero_vec = ir.Constant(vector, [0.0] * lanes)
+    # Where each step of k reads its two B vectors, relative to the row of k in B.
+    b_offsets = [ir.Constant(intp, 0), args[13] if wide else ir.Constant(intp, lanes)]
+    prefetch_start = args[14] if prefetch else None
+
+    # Row pointers of A; rows past `rows` re-read the last real row (results dropped).
+    last_row = builder.sub(rows, ir.Constant(intp, 1))
+    a_rows = []
+    for i in range(tile_rows):
+        row = builder.select(builder.icmp_signed("<", ir.Constant(intp, i), rows), ir.Constant(intp, i), last_row)
+        a_rows.append(builder.gep(a_data, [builder.add(a_start, builder.mul(row, lda))]))
+    b_row0 = builder.gep(b_data, [b_start])
+    byte_pointer = ir.IntType(8).as_pointer()
+    prefetch_line = declare(module, "llvm.prefetch.p0", ir.VoidType(), [byte_pointer, _i32, _i32, _i32])
+    # Each step of k also asks for B's row L1_AHEAD steps on into the L1 cache (one line
+    # per panel: the row of a 16-column panel is one 64-byte line).
+    b_ahead0 = builder.gep(b_row0, [builder.mul(ir.Constant(intp, L1_AHEAD), ldb)])
+    ahead_offsets = b_offsets if wide else b_offsets[:1]
+    if prefetch:
+        prefetch_rows0 = [builder.gep(b_data, [prefetch_start])]
+        if wide:
+            prefetch_rows0.append(builder.gep(b_data, [builder.add(prefetch_start, b_offsets[1])]))
+
+    # The 2 * tile_rows accumulators live in allocas that LLVM promotes to registers (mem2reg).
+    accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(tile_rows * 2)]
+    with cgutils.for_range(builder, depth, intp=intp) as loop:
+        k = loop.index
+        b_row = builder.gep(b_row0, [builder.mul(k, ldb)])
+        b_halves = [builder.load(builder.bitcast(builder.gep(b_row, [offset]), vector.as_pointer()), align=4)
+                    for offset in b_offsets]
+        b_ahead = builder.gep(b_ahead0, [builder.mul(k, ldb)])
+        for offset in ahead_offsets:  # read (0), into L1 (locality 3), data cache (1); never faults
+            line = builder.bitcast(builder.gep(b_ahead, [offset]), byte_pointer)
+            builder.call(prefetch_line, [line, ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)])
+        if prefetch:  # read (0), keep in L2 and beyond (locality 2), data cache (1); never faults
+            for prefetch_row0 in prefetch_rows0:
+                line = builder.bitcast(builder.gep(prefetch_row0, [builder.mul(k, ldb)]), byte_pointer)
+                builder.call(prefetch_line, [line, ir.Constant(_i32, 0), ir.Constant(_i32, 2), ir.Constant(_i32, 1)])
+        for i in range(tile_rows):
+            a_broadcast = splat(builder, builder.load(builder.gep(a_rows[i], [k])), lanes)
+            for half, b_half in enumerate(b_halves):
+                slot = accumulators[2 * i + half]
+                builder.store(builder.call(fma, [a_broadcast, b_half, builder.load(slot)]), slot)
+
+    # Store the tile. A full-width tile uses plain vector loads and stores; an edge tile
+    # masked ones (vmaskmovps is slow on some CPUs, so only at the edges).
+    mask = ir.VectorType(_i1, lanes)
+    masked_load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
+    masked_store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
+    align = ir.Constant(_i32, 4)
+    values = [builder.load(slot) for slot in accumulators]
+    full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
+    with builder.if_else(full_width) as (full, edge):
+        with full:
+            _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
+                        load=lambda pointer, half: builder.load(pointer, align=4),
+                        store=lambda value, pointer, half: builder.store(value, pointer, align=4))
+        with edge:
+            masks = [lane_mask(builder, cols, 0, lanes), lane_mask(builder, cols, lanes, lanes)]
+            _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
+                        load=lambda pointer, half: builder.call(masked_load, [pointer, align, masks[half], zero_vec]),
+                        store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))
+
+
 @jit(inline="always")
 def tile(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, wide, b_second,
          prefetch_start):
-    """One tile of C through the micro-kernel of its width and rows: wide, up to 32 columns
-    from two panels (b_second floats apart) in the 12-, 8- or 4-row kernel; narrow, up to 16
-    columns from one panel in the 6- or 4-row kernel (b_second unused). A short last strip
-    takes the smallest kernel that holds it (M = 16 = 12 + 4 or 6 + 6 + 4: 16 rows of work,
-    not 24 or 18). prefetch_start < 0: nothing to prefetch."""
+    """One tile of C through the micro-kernel of its width: wide, up to 12 rows x 32 columns
+    from two panels (b_second floats apart); narrow, up to 6 rows x 16 columns from one panel
+    (b_second unused). prefetch_start < 0: nothing to prefetch."""
     if wide:
-        if prefetch_start >= 0:
-            if rows > 8:
-                microkernel_12x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                              accumulate, b_second, prefetch_start)
-            elif rows > 4:
-                microkernel_8x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                             accumulate, b_second, prefetch_start)
-            else:
-                microkernel_4x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                             accumulate, b_second, prefetch_start)
-        elif rows > 8:
-            microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
-                              b_second)
-        elif rows > 4:
-            microkernel_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
-                             b_second)
-        else:
-            microkernel_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate,
-                             b_second)
-    elif prefetch_start >= 0:
-        if rows > 4:
-            microkernel_6x16_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                         accumulate, prefetch_start)
-        else:
-            microkernel_4x16_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols,
-                                         accumulate, prefetch_start)
-    elif rows > 4:
-        microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
+        microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, b_second,
+                          prefetch_start)
     else:
-        microkernel_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
+        microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, b_second,
+                         prefetch_start)

@@ -20,9 +20,9 @@ micro-kernel, in two passes over each row:
 
 A row's last partial vector is read and written through masks, so rows of any length work
 and nothing past a row is touched. Why not plain loops: LLVM vectorizes a loop in steps of
-4 vectors (64 floats at 512 bits), so the 16- to 128-wide rows of attention ran mostly in
-its scalar remainder, and a loop writing scalars that the next one reads as a vector
-stalls on store forwarding: a softmax row of 27 scores took ~100 ns, 4x its arithmetic.
+4 vectors (64 floats at 512 bits), so the 16- to 128-wide rows of attention would run mostly
+in its scalar remainder, and a loop writing scalars that the next one reads as a vector
+stalls on store forwarding, for longer than its arithmetic takes.
 """
 
 from llvmlite import ir

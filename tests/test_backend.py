@@ -1,4 +1,4 @@
-"""The numba backend (transformer.kernels.forward) against transformers' references and the NumPy path.
+"""The numba backend (transformer.numba_backend) against transformers' references and the NumPy path.
 
 Parity is over the real tokens: the numba backend never computes padding positions (they
 come out as zeros), where the reference's values mean nothing.
@@ -115,7 +115,7 @@ def test_left_padding_and_holes_match_the_numpy_path():
 
 
 def test_numba_forward_is_called_directly_with_the_numpy_signature():
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
 
     model = Encoder.from_pretrained(FAMILIES / "electra_projection", backend="numpy")
     prepared = forward.prepare(model.params, model.config)
@@ -154,7 +154,7 @@ def test_mpnet_on_numba_matches_transformers(mpnet_dir):
 
 
 def test_numba_pooler_runs_on_the_kernels_and_equals_the_numpy_pooler():
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
 
     model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
     hidden = np.random.default_rng(0).standard_normal((3, 5, model.config.hidden_size)).astype(np.float32)
@@ -180,7 +180,7 @@ def test_last_hidden_state_equals_the_call_and_skips_the_pooler(backend, monkeyp
 
 @pytest.mark.parametrize("case", ["bert_gelu", "electra_projection"])
 def test_numba_model_holds_packed_layers_only_and_rederives_the_same_weights(case):
-    from transformer.kernels.forward import UnpackedLayers
+    from transformer.numba_backend.forward import UnpackedLayers
 
     fast = Encoder.from_pretrained(FAMILIES / case, backend="numba")
     slow = Encoder.from_pretrained(FAMILIES / case, backend="numpy")
@@ -195,7 +195,7 @@ def test_numba_model_holds_packed_layers_only_and_rederives_the_same_weights(cas
 
 
 def test_feed_forward_in_row_blocks_gives_the_same_bits(monkeypatch):
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
 
     model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
     rng = np.random.default_rng(3)
@@ -207,7 +207,7 @@ def test_feed_forward_in_row_blocks_gives_the_same_bits(monkeypatch):
 
 @pytest.mark.parametrize("case", ["bert_gelu", "mpnet_gelu"])
 def test_layers_in_groups_of_sequences_give_the_same_bits(case, monkeypatch):
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
 
     model = Encoder.from_pretrained(FAMILIES / case, backend="numba")
     rng = np.random.default_rng(4)
@@ -230,7 +230,7 @@ def _cache_folders(directory):
 
 @pytest.fixture
 def small_checkpoints_cached(monkeypatch):
-    from transformer.kernels import packed_cache
+    from transformer.numba_backend import packed_cache
 
     monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
     return packed_cache
@@ -240,7 +240,7 @@ def small_checkpoints_cached(monkeypatch):
 def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_path, small_checkpoints_cached):
     import shutil
 
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
 
     directory = tmp_path / case
     shutil.copytree(FAMILIES / case, directory)
@@ -262,7 +262,7 @@ def test_packed_cache_is_written_once_and_read_back_to_the_same_bits(case, tmp_p
             assert np.array_equal(ours[part]["weight"], theirs[part]["weight"])
     # Both ways, every packed panel lives in one arena (read, not mapped: see kernels/arena.py).
     for model in (packed, cached):
-        panels = [getattr(layer, part).packed.panels for layer in model._weights.layers for part in forward.LINEARS]
+        panels = list(model._weights.stack.panels.values())
         assert len({id(array.base) for array in panels}) == 1 and not isinstance(panels[0].base, np.memmap)
 
 
@@ -276,7 +276,7 @@ def test_big_packed_cache_is_mapped_instead_of_read_and_gives_the_same_bits(tmp_
     expected = Encoder.from_pretrained(directory, backend="numba")(ids).last_hidden_state  # writes the cache
     monkeypatch.setattr(small_checkpoints_cached, "ARENA_FROM_CACHE_MAX_BYTES", 0)  # every cache counts as big
     mapped = Encoder.from_pretrained(directory, backend="numba")
-    assert isinstance(mapped._weights.layers[0].qkv.packed.panels.base, np.memmap)
+    assert isinstance(mapped._weights.stack.panels["qkv"].base, np.memmap)
     assert np.array_equal(mapped(ids).last_hidden_state, expected)
 
 
@@ -491,7 +491,7 @@ def test_loading_from_the_packed_cache_also_keeps_big_arrays_out_of_the_heap(tmp
     import shutil
 
     from transformer import encoder as encoder_module
-    from transformer.kernels import packed_cache
+    from transformer.numba_backend import packed_cache
 
     monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
     directory = tmp_path / "bert_gelu"
@@ -508,7 +508,7 @@ def test_loading_from_the_packed_cache_also_keeps_big_arrays_out_of_the_heap(tmp
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fused_layers_and_both_tile_widths_give_the_same_bits_as_the_kernels_called_one_by_one(case, threads, monkeypatch):
     import transformer
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
     from transformer.kernels import gemm as gemm_module
     from transformer.kernels import microkernel
 
@@ -535,14 +535,14 @@ def test_fused_layers_and_both_tile_widths_give_the_same_bits_as_the_kernels_cal
             monkeypatch.setattr(forward, "FFN_ROWS", ffn_rows)
             monkeypatch.setattr(gemm_module, "MAX_BLOCK_ROWS", block_rows)
             monkeypatch.setattr(microkernel, "WIDE_TILES", wide)
-            gemm_module._plan_blocks.cache_clear()
+            gemm_module.plan_blocks.cache_clear()
             model._weights._plans.clear()  # the plans keep their GEMM blocks
             # With hidden states the fused path runs one layer per call, without all in one.
             outputs[fused, ffn_rows, block_rows, wide] = (model(ids, mask, output_hidden_states=True),
                                                           model(ids, mask).last_hidden_state)
     finally:
         transformer.set_num_threads(previous)
-        gemm_module._plan_blocks.cache_clear()
+        gemm_module.plan_blocks.cache_clear()
         model._weights._plans.clear()
     reference = outputs[False, 1024, rows, False][0]
     assert reference.last_hidden_state.dtype == np.float32
@@ -554,19 +554,19 @@ def test_fused_layers_and_both_tile_widths_give_the_same_bits_as_the_kernels_cal
 
 
 def test_qkv_is_packed_head_major_and_unpacks_to_the_same_weights():
-    from transformer.kernels import forward
+    from transformer.numba_backend import program
 
     rng = np.random.default_rng(3)
     weights = [rng.standard_normal((8, 12), dtype=np.float32) for _ in range(3)]  # query, key, value: 3 heads of 4
     biases = [rng.standard_normal(12, dtype=np.float32) for _ in range(3)]
-    weight, bias = forward._head_major(weights, biases, 3)
+    weight, bias = program.head_major(weights, biases, 3)
     assert weight.shape == (8, 36) and bias.shape == (36,)
     for head in range(3):  # columns q_h | k_h | v_h, head after head
         for part in range(3):
             columns = slice(head * 12 + part * 4, head * 12 + part * 4 + 4)
             np.testing.assert_array_equal(weight[:, columns], weights[part][:, head * 4:head * 4 + 4])
             np.testing.assert_array_equal(bias[columns], biases[part][head * 4:head * 4 + 4])
-    unpacked_weights, unpacked_biases = forward._query_key_value(weight, bias, 3)
+    unpacked_weights, unpacked_biases = program.query_key_value(weight, bias, 3)
     np.testing.assert_array_equal(unpacked_weights, np.stack(weights))
     np.testing.assert_array_equal(unpacked_biases, np.stack(biases))
 
@@ -575,15 +575,15 @@ def test_qkv_is_packed_head_major_and_unpacks_to_the_same_weights():
 @pytest.mark.parametrize("rows, heads, head_dim", [(16, 12, 32), (128, 12, 64), (40, 4, 16), (7, 1, 16), (128, 16, 24)])
 def test_each_thread_attends_the_heads_its_qkv_columns_hold(rows, heads, head_dim, wide):
     from transformer.kernels import gemm as gemm_module
-    from transformer.kernels import layer
+    from transformer.kernels import program
 
     n_panels = -(-3 * heads * head_dim // 16)
-    plan = np.array(gemm_module._plan_blocks(rows, n_panels, heads * head_dim, 2, wide), dtype=np.int64)
-    ranges = layer._head_ranges(plan, heads, head_dim)
+    plan = gemm_module.plan_blocks(rows, n_panels, heads * head_dim, 2, wide)
+    ranges = program.head_ranges(plan, heads, head_dim)
     assert ranges[0] == 0 and ranges[-1] == heads and (np.diff(ranges) >= 0).all()
-    unit_columns = plan[2] * 16
+    unit_columns = plan.unit_panels * 16
     for thread in range(2):
-        first, stop = plan[gemm_module._RANGES + thread:gemm_module._RANGES + thread + 2] * unit_columns
+        first, stop = np.array(plan.bounds[thread:thread + 2]) * unit_columns
         for head in range(ranges[thread], ranges[thread + 1]):  # the head's middle column is the thread's
             assert first <= (3 * head + 1.5) * head_dim < stop
     if 3 * head_dim % unit_columns == 0 and heads % 2 == 0:  # heads end on unit bounds: an even split
@@ -593,20 +593,20 @@ def test_each_thread_attends_the_heads_its_qkv_columns_hold(rows, heads, head_di
 def test_fused_forward_runs_all_layers_in_one_call_per_group(monkeypatch):
     # No Python between layers: the layer kernel is entered once per group of sequences (once
     # per layer only when every layer's hidden states are asked for).
-    from transformer.kernels import forward
-    from transformer.kernels import layer as layer_module
+    from transformer.kernels import program as program_module
+    from transformer.numba_backend import forward
 
     model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
     layers = model.config.num_hidden_layers
     assert layers > 1
     calls = []
-    run_chunks = layer_module.run_chunks
+    run_chunks = program_module.run_chunks
 
     def counting_run_chunks(kernel, bounds, *args):
         calls.append(tuple(args[-2:]))  # (first_layer, stop_layer)
         return run_chunks(kernel, bounds, *args)
 
-    monkeypatch.setattr(layer_module, "run_chunks", counting_run_chunks)
+    monkeypatch.setattr(program_module, "run_chunks", counting_run_chunks)
     ids = np.random.default_rng(2).integers(5, model.config.vocab_size, size=(3, 7))
     model(ids)
     assert calls == [(0, layers)]
@@ -624,7 +624,7 @@ def test_plans_kept_per_lengths_give_each_batch_its_own_answer(case, monkeypatch
     # The attention and layer plans are kept under the sequences' lengths (and, for MPNet's
     # position bias, the padded layout): batches that differ only there must not share one.
     import transformer
-    from transformer.kernels import forward
+    from transformer.numba_backend import forward
 
     monkeypatch.setattr(forward, "PLANS_KEPT", 3)  # the store is cleared along the way too
     model = Encoder.from_pretrained(FAMILIES / case, backend="numba")

@@ -217,7 +217,7 @@ def test_embed_sigterm_unwinds_and_leaves_no_partial_output(tmp_path):
         time.sleep(0.01)  # the output's temporary file exists: the work has begun
     process.send_signal(signal.SIGTERM)
     stderr = process.stderr.read()
-    assert process.wait(60) == 128 + signal.SIGTERM
+    assert process.wait(60) == 128 + signal.SIGTERM, stderr
     assert stderr.strip().splitlines() == ["transformer embed: terminated"]
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
 

@@ -129,10 +129,10 @@ def test_unknown_backend_is_named():
 
 
 def fake_kernels_forward(calls):
-    """A stand-in for transformer.kernels.forward that records how Encoder uses it."""
+    """A stand-in for transformer.numba_backend.forward that records how Encoder uses it."""
     from transformer import model as numpy_model
 
-    module = types.ModuleType("transformer.kernels.forward")
+    module = types.ModuleType("transformer.numba_backend.forward")
 
     def prepare(params, config):
         calls.append("prepare")
@@ -153,7 +153,7 @@ def fake_kernels_forward(calls):
 
 def test_backend_none_picks_numba_when_kernels_forward_imports(monkeypatch):
     calls = []
-    monkeypatch.setitem(sys.modules, "transformer.kernels.forward", fake_kernels_forward(calls))
+    monkeypatch.setitem(sys.modules, "transformer.numba_backend.forward", fake_kernels_forward(calls))
     model = Encoder.from_pretrained(FAMILIES / "bert_gelu", backend=None)
     assert model.backend == "numba"
     model([[3, 4, 5]])
@@ -164,16 +164,16 @@ def test_backend_none_picks_numba_when_kernels_forward_imports(monkeypatch):
 
 def test_backend_none_falls_back_to_numpy_without_kernels(monkeypatch):
     def missing():
-        raise ImportError("No module named 'transformer.kernels.forward'")
+        raise ImportError("No module named 'transformer.numba_backend.forward'")
 
     monkeypatch.setattr(encoder_module, "_kernels_forward", missing)
     assert Encoder.from_pretrained(FAMILIES / "bert_gelu", backend=None).backend == "numpy"
-    with pytest.raises(ImportError, match="backend='numba' needs transformer.kernels.forward"):
+    with pytest.raises(ImportError, match="backend='numba' needs transformer.numba_backend.forward"):
         Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numba")
 
 
 def test_numba_backend_gives_the_numpy_answer_through_the_same_interface(monkeypatch):
-    monkeypatch.setitem(sys.modules, "transformer.kernels.forward", fake_kernels_forward([]))
+    monkeypatch.setitem(sys.modules, "transformer.numba_backend.forward", fake_kernels_forward([]))
     reference = np.load(FAMILIES / "bert_masked_lm" / "reference.npz")
     fast = Encoder.from_pretrained(FAMILIES / "bert_masked_lm", backend="numba")
     slow = Encoder.from_pretrained(FAMILIES / "bert_masked_lm", backend="numpy")
@@ -235,7 +235,7 @@ def test_a_checkpoint_replaced_after_its_header_is_read_never_enters_the_packed_
     import os
     import shutil
 
-    from transformer.kernels import packed_cache
+    from transformer.numba_backend import packed_cache
 
     monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)  # cache this small checkpoint too
     directory = tmp_path / "bert_gelu"

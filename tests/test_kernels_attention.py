@@ -132,7 +132,7 @@ def test_parallel_and_serial_paths_agree_exactly(monkeypatch):
 
 def test_work_is_split_into_runs_of_about_equal_cost():
     costs = np.array([1.0] * 8 + [64.0, 64.0])  # short sequences first, then two long ones
-    bounds = kernel._balanced_bounds(costs, 2)
+    bounds = kernel.balanced_bounds(costs, 2)
     assert bounds[0] == 0 and bounds[-1] == 10
     first, second = costs[: bounds[1]].sum(), costs[bounds[1]:].sum()
     assert abs(first - second) <= 64

@@ -9,6 +9,7 @@ from transformer import model
 from transformer.config import EncoderConfig
 from transformer.kernels import embeddings
 from transformer.loading import load_params, read_checkpoint
+from transformer.numba_backend.forward import embed
 
 FAMILIES = Path(__file__).parent / "references" / "families"
 
@@ -24,7 +25,7 @@ def test_embed_matches_numpy_for_every_family(case):
     reference = np.load(FAMILIES / case / "reference.npz")
     input_ids, _, token_type_ids = model.check_inputs(
         config, reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
-    got = embeddings.embed(params["embeddings"], config, input_ids, token_type_ids)
+    got = embed(params["embeddings"], config, input_ids, token_type_ids)
     expected = model.embed(params["embeddings"], config, input_ids, token_type_ids)
     assert got.dtype == np.float32 and got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-6 * max(1.0, np.abs(expected).max())

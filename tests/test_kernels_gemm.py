@@ -14,9 +14,7 @@ from transformer.kernels import gemm as gemm_module
 from transformer.kernels._jit import jit
 from transformer.kernels.gemm import PackedWeight, gemm, gemm_naive, pack_weight
 from transformer.kernels import microkernel
-from transformer.kernels.microkernel import (microkernel_4x16, microkernel_4x32, microkernel_4x32_prefetching,
-                                             microkernel_6x16, microkernel_8x32, microkernel_8x32_prefetching,
-                                             microkernel_12x32, microkernel_12x32_prefetching)
+from transformer.kernels.microkernel import microkernel_6x16, microkernel_12x32
 from transformer.model import ACTIVATIONS
 
 # Two float32 sums of the same products in different orders differ by a few units of 2^-24
@@ -69,72 +67,42 @@ def assert_close_to_float32_rounding(actual, expected, scale):
 # The micro-kernel on its own (attention calls it with unpacked B, ldb > 16)
 
 
+# One contract per tile. The wide tile reads its second 16 columns `b_second` floats after the
+# first (here 21 further along each row of b: the second panel is b[:, 26:42]); the narrow one
+# ignores b_second. prefetch_start >= 0 asks for lines of b on the way (it changes nothing
+# computed); the rows pick the register block inside (narrow 6 / 4, wide 12 / 8 / 4 rows).
 @jit
-def _tile_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
-
-
-@jit
-def _tile_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_4x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate)
-
-
-# The wide tiles read their second 16 columns `b_second` floats after the first (here 21
-# further along each row of b: the second panel is b[:, 26:42]); the prefetching ones' last
-# argument is where to prefetch from (it changes nothing computed).
-@jit
-def _tile_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21)
+def _narrow(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, prefetch_start):
+    microkernel_6x16(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21,
+                     prefetch_start)
 
 
 @jit
-def _tile_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_8x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21)
+def _wide(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, prefetch_start):
+    microkernel_12x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21,
+                      prefetch_start)
 
 
-@jit
-def _tile_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_4x32(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21)
-
-
-@jit
-def _tile_12x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_12x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 0)
-
-
-@jit
-def _tile_8x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_8x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21,
-                                 b_start)
-
-
-@jit
-def _tile_4x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate):
-    microkernel_4x32_prefetching(a, a_start, lda, rows, b, b_start, ldb, depth, c, c_start, ldc, cols, accumulate, 21, 3)
-
-
-@pytest.mark.parametrize("tile, tile_rows, tile_cols", [(_tile_6x16, 6, 16), (_tile_4x16, 4, 16), (_tile_12x32, 12, 32),
-                                                        (_tile_8x32, 8, 32), (_tile_4x32, 4, 32),
-                                                        (_tile_12x32_prefetching, 12, 32),
-                                                        (_tile_8x32_prefetching, 8, 32),
-                                                        (_tile_4x32_prefetching, 4, 32)])
-def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, tile_rows, tile_cols):
+@pytest.mark.parametrize("prefetch_start", [-1, 0, 3], ids=["no prefetch", "prefetch at 0", "prefetch at 3"])
+@pytest.mark.parametrize("tile, tile_rows, tile_cols", [(_narrow, 6, 16), (_wide, 12, 32)], ids=["narrow", "wide"])
+def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, tile_rows, tile_cols, prefetch_start):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((15, 40), dtype=np.float32)  # A = a[2:2+rows, 3:3+depth]
     b = rng.standard_normal((50, 48), dtype=np.float32)  # B = b[1:1+depth, 5:21] (| b[1:1+depth, 26:42]), ldb = 48
     columns = np.r_[5:21, 26:42][:tile_cols]
     depth = 33
+    # every register block: rows 12, 9 (12-row block), 8, 5 (8-row), 6 (narrow 6-row), 4 .. 1 (4-row)
     for rows, cols in [(tile_rows, tile_cols), (4, 16), (tile_rows, 11), (3, 7), (1, 1), (tile_rows, 16),
-                       (tile_rows - 1, tile_cols - 3), (2, 17)]:
-        cols = min(cols, tile_cols)
+                       (tile_rows - 1, tile_cols - 3), (2, 17), (8, 32), (5, 20), (9, 31), (6, 16)]:
+        rows, cols = min(rows, tile_rows), min(cols, tile_cols)
         expected = a[2:2 + rows, 3:3 + depth].astype(np.float64) @ b[1:1 + depth, columns[:cols]]
         c = np.full((14, 36), 7.0, dtype=np.float32)  # C = c[1:1+rows, 2:2+cols], ldc = 36
-        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 36 + 2, 36, cols, False)
+        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 36 + 2, 36, cols, False, prefetch_start)
         np.testing.assert_allclose(c[1:1 + rows, 2:2 + cols], expected, rtol=1e-5, atol=1e-5)
         untouched = np.ones(c.shape, dtype=bool)
         untouched[1:1 + rows, 2:2 + cols] = False
         assert (c[untouched] == 7.0).all(), "wrote outside the tile"
-        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 36 + 2, 36, cols, True)
+        tile(a, 2 * 40 + 3, 40, rows, b, 1 * 48 + 5, 48, depth, c, 1 * 36 + 2, 36, cols, True, prefetch_start)
         np.testing.assert_allclose(c[1:1 + rows, 2:2 + cols], 2 * expected, rtol=1e-5, atol=1e-5)
         assert (c[untouched] == 7.0).all()
 
@@ -281,12 +249,13 @@ def test_gemm_threaded_and_single_thread_paths_agree(monkeypatch):
 def test_column_plans_give_each_thread_a_run_of_whole_tiles(m, n, tiles):
     packed = pack_weight(random_problem(m, 64, n)[1])
     n_panels = packed.panels.shape[0]
-    plan = gemm_module._plan_blocks(m, n_panels, 64, 2, tiles)
-    units, rows, unit_panels, _, ranges, _, wide, batch = plan[:8]
-    assert len(plan) == gemm_module.PLAN_SIZE and wide == tiles
+    plan = gemm_module.plan_blocks(m, n_panels, 64, 2, tiles)
+    units, rows, unit_panels, ranges, wide, batch = (plan.units, plan.block_rows, plan.unit_panels, plan.ranges,
+                                                     plan.wide, plan.owner_batch)
+    assert len(plan.bounds) == ranges + 1 and wide == tiles
     assert rows >= m and ranges == 2 and unit_panels == (2 if tiles else 1)
     assert units * unit_panels >= n_panels > (units - 1) * unit_panels  # tile columns cover every panel once
-    bounds = plan[gemm_module._RANGES:gemm_module._RANGES + 3]
+    bounds = plan.bounds
     assert bounds[0] == 0 and bounds[2] == units and abs((bounds[2] - bounds[1]) - bounds[1]) <= 1  # halves
     assert batch * unit_panels == (gemm_module.WIDE_PANELS_PER_SWEEP if tiles else gemm_module.PANELS_PER_SWEEP)
 
@@ -299,13 +268,14 @@ def test_every_block_is_computed_once_whoever_runs(m, n, threads_running, tiles)
     # that owns no range: the same bits as one thread alone.
     x, weight, bias, residual = random_problem(m, 384, n, seed=5)
     packed = pack_weight(weight)
-    plan = np.array(gemm_module._plan_blocks(m, packed.panels.shape[0], 384, 2, tiles), dtype=np.int64)
-    assert plan[4] == 2
+    plan = gemm_module.plan_blocks(m, packed.panels.shape[0], 384, 2, tiles)
+    assert plan.ranges == 2
     out = np.full((m, n), np.nan, dtype=np.float32)
     counters = np.zeros(gemm_module.FINISHED + 1, dtype=np.int64)
     for thread in threads_running:
-        gemm_module._gemm_tasks(x, packed.panels, bias, residual, 0, out, plan, counters, thread, thread + 1)
-    assert counters[gemm_module.FINISHED] == plan[0]  # every unit counted finished once
+        gemm_module._gemm_tasks(x, packed.panels, bias, residual, 0, out, gemm_module.plan_record(plan), counters,
+                                thread, thread + 1)
+    assert counters[gemm_module.FINISHED] == plan.units  # every unit counted finished once
     alone = gemm_with_tiles(tiles, x, packed, bias, residual)
     np.testing.assert_array_equal(out, alone)
 
@@ -357,7 +327,8 @@ def test_gemm_with_no_rows_returns_an_empty_result():
 @pytest.mark.parametrize("activation", [None, "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu", "silu", "swish", "tanh"])
 def test_gemm_epilogue_applies_bias_activation_then_residual(activation):
     x, weight, bias, residual = random_problem(23, 40, 45, seed=4)
-    out = gemm(x, pack_weight(weight), bias, residual, activation)
+    kernel = None if activation is None else ACTIVATIONS[activation].__name__  # the kernel's name for it
+    out = gemm(x, pack_weight(weight), bias, residual, kernel)
     expected = numpy_twin(x, weight, bias, residual, activation)
     assert_close_to_float32_rounding(out, expected, dot_scale(x, weight, bias, residual))
 

@@ -427,3 +427,65 @@ def test_a_first_compile_says_so_once_on_a_terminal_and_never_from_the_cache(tmp
     (source / "more.py").write_text(KERNEL_MODULE.replace("add_one", "add_two").replace("1)", "3)"))
     piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert piped.returncode == 0 and "compiling" not in piped.stderr  # not a terminal: quiet
+
+
+# Numba internals kernels/_jit.py relies on, each for a reason its docstring gives. Nothing in
+# Numba's public API promises them: when an upgrade moves one, this test names it (and the
+# piece of _jit.py to revisit) instead of the kernels silently losing what it bought.
+def _numba_internals():
+    import inspect
+
+    import numba
+    from numba.core import caching, config, registry
+    from numba.core.runtime import rtsys
+    from numba.np import linalg
+
+    return [
+        ("numba._ensure_critical_deps imports scipy: _jit hides SciPy from this check at `import numba`",
+         lambda: "import scipy" in inspect.getsource(numba._ensure_critical_deps)),
+        ("numba.np.linalg.ensure_blas imports scipy.linalg: _jit hides it from a first compile",
+         lambda: "scipy.linalg" in inspect.getsource(linalg.ensure_blas)),
+        ("numba.core.config imports yaml at module level and keeps _HAVE_YAML: _jit reads PyYAML on first use",
+         lambda: hasattr(config, "_HAVE_YAML") and "import yaml" in inspect.getsource(config)),
+        ("numba.core.registry.CPUTarget._toplevel_target_context is made lazily (a cached property): "
+         "_prefer_512_bit_vectors sets CPU_FEATURES before it exists",
+         lambda: isinstance(inspect.getattr_static(registry.CPUTarget, "_toplevel_target_context"),
+                            __import__("functools").cached_property)),
+        ("numba.core.config.CPU_FEATURES / CPU_NAME / ENABLE_AVX / CACHE_DIR: read by _prefer_512_bit_vectors, "
+         "host_has_avx512 and the fallback cache directory",
+         lambda: all(hasattr(config, name) for name in ("CPU_FEATURES", "CPU_NAME", "ENABLE_AVX", "CACHE_DIR"))),
+        ("numba.core.caching's locator classes and CompileResultCacheImpl._locator_classes: _jit's locators "
+         "(the fallback directories, the whole-package source stamp)",
+         lambda: all(hasattr(caching, name) for name in ("InTreeCacheLocator", "UserProvidedCacheLocator",
+                                                          "UserWideCacheLocator"))
+         and isinstance(caching.CompileResultCacheImpl._locator_classes, list)
+         and callable(getattr(caching.InTreeCacheLocator, "get_source_stamp", None))),
+        ("numba.core.caching.FunctionCache._impl_class, _load_overload and _guard_against_spurious_io_errors: "
+         "_KernelFunctionCache.load_overload links a cached kernel without Numba's full refresh",
+         lambda: all(hasattr(caching.FunctionCache, name) for name in
+                     ("_impl_class", "_load_overload", "_guard_against_spurious_io_errors", "load_overload"))),
+        ("numba.core.runtime.rtsys.initialize(target_context): the runtime a cached kernel links against",
+         lambda: callable(rtsys.initialize)),
+        ("a Dispatcher keeps its disk cache in `_cache`: jit() puts _KernelFunctionCache there",
+         lambda: hasattr(numba.njit(cache=False)(lambda: 0), "_cache")),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_numba_internals())))
+def test_the_numba_internals_the_kernels_rely_on_are_still_there(index):
+    reliance, holds = _numba_internals()[index]
+    try:
+        ok = holds()
+    except Exception as error:  # a moved or renamed name
+        ok, reliance = False, f"{reliance} ({type(error).__name__}: {error})"
+    assert ok, f"Numba changed what kernels/_jit.py relies on: {reliance}"
+
+
+def test_import_numba_through_the_kernels_does_not_import_scipy():
+    pytest.importorskip("scipy")  # only matters where SciPy is installed
+    out, _ = run_python("""
+        import sys
+        from transformer.kernels import _jit
+        print("numba" in sys.modules, "scipy" in sys.modules)
+    """)
+    assert out.split() == ["True", "False"]

@@ -512,3 +512,36 @@ def test_shard_names_with_control_characters_or_no_encoding_are_refused(tmp_path
     write_index(directory, {**weight_map, first: shard})
     with pytest.raises(CheckpointError, match=r"weight_map gives tensor .* the shard .*expected the name of a file"):
         read_checkpoint(directory)
+
+
+def test_a_name_table_part_reads_a_fused_or_turned_tensor_as_its_own(tmp_path, monkeypatch):
+    # ModernBERT stores query, key and value as one Wqkv, GPT-2 its linears [in, out]: a name
+    # table says so with Part, and the loader hands out the same params as from separate tensors.
+    from transformer.families import bert
+    from transformer.recipe import Part
+
+    directory = copy_case("bert_gelu", tmp_path)
+    config = config_of(directory)
+    expected = load_params(read_checkpoint(directory), config)
+    tensors = {name: np.array(array) for name, array in read_checkpoint(directory).items()}
+    for i in range(config.num_hidden_layers):
+        stem = f"encoder.layer.{i}.attention."
+        for part in ("weight", "bias"):
+            tensors[f"{stem}self.qkv.{part}"] = np.concatenate(
+                [tensors.pop(f"{stem}self.{name}.{part}") for name in ("query", "key", "value")])
+        tensors[f"{stem}conv1d.weight"] = np.ascontiguousarray(tensors.pop(f"{stem}output.dense.weight").T)
+    write_safetensors(directory / "model.safetensors", tensors)
+    names = dict(bert.NAMES)
+    for chunk, name in enumerate(("query", "key", "value")):
+        for part in ("weight", "bias"):
+            names[f"layers.{{i}}.{name}.{part}"] = Part(f"encoder.layer.{{i}}.attention.self.qkv.{part}", chunk, 3)
+    names["layers.{i}.attention_output.weight"] = Part("encoder.layer.{i}.attention.conv1d.weight", in_out=True)
+    monkeypatch.setattr(bert, "NAMES", names)
+    params = load_params(read_checkpoint(directory), config)
+    for ours, theirs in zip(params["layers"], expected["layers"]):
+        for name in theirs:
+            for part in ("weight", "bias"):
+                np.testing.assert_array_equal(ours[name][part], theirs[name][part])
+    names["layers.{i}.query.weight"] = Part("encoder.layer.{i}.attention.self.qkv.weight", 0, 5)  # 96 rows / 5
+    with pytest.raises(CheckpointError, match=r"qkv\.weight' of shape \(96, 32\) cannot be cut into 5 equal parts"):
+        load_params(read_checkpoint(directory), config)

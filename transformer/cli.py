@@ -23,13 +23,8 @@ import stat
 import sys
 
 from transformer import cli_learning
+from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-
-
-class CommandError(Exception):
-    """A problem with what the user asked for, reported as one line."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -65,22 +60,6 @@ def common_options():
     group.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                        help="texts per forward pass (default: 32)")
     return common
-
-
-def load_sentence_encoder(args):
-    """The SentenceEncoder named by --model, with --threads and --backend applied."""
-    if args.threads is not None:
-        from transformer.threads import set_num_threads, thread_limit
-
-        threads = args.threads
-        if threads > thread_limit():
-            threads = thread_limit()
-            print(f"note: --threads {args.threads}: this process can run {threads} (NUMBA_NUM_THREADS, by "
-                  f"default the CPU count); using {threads}", file=sys.stderr)
-        set_num_threads(threads)
-    from transformer.sentence import SentenceEncoder
-
-    return SentenceEncoder.from_pretrained(args.model, backend=args.backend)
 
 
 def read_lines(path, what="file", keep_blank=False):

@@ -22,7 +22,7 @@ def _plot_option(parser, what):
 def check_plotting(args):
     """Fail at once, with the one-line hint, when --plot was asked for without matplotlib."""
     if getattr(args, "plot", None):
-        from transformer.cli import CommandError
+        from transformer.cli_common import CommandError
         from transformer.plots import require_matplotlib
 
         try:
@@ -56,7 +56,7 @@ def add_context(subparsers, common):
 
 
 def run_context(args):
-    from transformer.cli import CommandError, load_sentence_encoder
+    from transformer.cli_common import CommandError, load_sentence_encoder
     from transformer.context import (SENSES, format_sense_contrast, format_word_similarities, sense_contrast,
                                      unrelated_baseline, word_similarities)
 
@@ -111,7 +111,7 @@ def add_attention(subparsers, common):
 
 
 def run_attention(args):
-    from transformer.cli import load_sentence_encoder
+    from transformer.cli_common import load_sentence_encoder
     from transformer.context import attention_map, format_attention_map
 
     check_plotting(args)
@@ -150,7 +150,7 @@ def add_map(subparsers, common):
 def run_map(args):
     import numpy as np
 
-    from transformer.cli import load_sentence_encoder
+    from transformer.cli_common import load_sentence_encoder
     from transformer.corpus import load_corpus, pca
 
     check_plotting(args)
@@ -216,7 +216,7 @@ def add_fill_mask(subparsers, common):
 
 def run_fill_mask(args):
     from transformer import Encoder, Tokenizer
-    from transformer.cli import CommandError
+    from transformer.cli_common import CommandError
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1, got {args.top_k}")
@@ -239,7 +239,7 @@ def run_fill_mask(args):
 
 
 def add_diagram(subparsers, common):
-    from transformer.cli import DEFAULT_MODEL
+    from transformer.cli_common import DEFAULT_MODEL
 
     parser = subparsers.add_parser(
         "diagram", help="draw one encoder layer, with the model's own sizes",

@@ -2,10 +2,10 @@
 
 One typed config for every supported family. Each family spells a few fields its own way
 (DistilBERT says `dim`, `n_heads`, `n_layers`, `hidden_dim`, `activation`), leaves some out
-(MPNet and DistilBERT have no token types), or adds one (ELECTRA's `embedding_size`); this
-module folds those differences into one set of names so the model code never asks which
-family it is running, except for the few places where the math itself differs
-(`position_padding_idx`, `relative_attention_num_buckets`).
+(MPNet and DistilBERT have no token types), or adds one (ELECTRA's `embedding_size`); the
+family's module (`transformer/families/`) says how, and this module folds those differences
+into one set of names. What the model computes is the family's recipe (`config.recipe`, a
+`transformer.recipe.Recipe`): the model code never asks which family it is running.
 
     >>> config = EncoderConfig.from_file("weights/all-MiniLM-L6-v2/config.json")
     >>> config.hidden_size, config.num_attention_heads, config.head_dim
@@ -17,69 +17,21 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from transformer.families import MODEL_TYPES, family_module
 from transformer.files import ModelFileError, read_json
+from transformer.model import ACTIVATIONS
 
-# model_type (as written in config.json) -> the family whose name table and math it uses.
-# XLM-RoBERTa is RoBERTa with a bigger vocabulary: same names, same math.
-FAMILIES = {
-    "bert": "bert",
-    "roberta": "roberta",
-    "xlm-roberta": "roberta",
-    "distilbert": "distilbert",
-    "electra": "electra",
-    "mpnet": "mpnet",
-}
+# config.json's model_type -> the family whose module (transformer/families/) describes it:
+# its recipe, its name table, its config spellings.
+FAMILIES = MODEL_TYPES
 
-# The activations the feed-forward block knows (see `transformer.model.ACTIVATIONS`).
-SUPPORTED_ACTIVATIONS = (
-    "gelu",
-    "gelu_python",
-    "gelu_new",
-    "gelu_pytorch_tanh",
-    "gelu_python_tanh",
-    "gelu_fast",
-    "quick_gelu",
-    "relu",
-    "silu",
-    "swish",
-    "tanh",
-)
-
-# What `transformers` assumes when a key is missing from config.json (its config classes'
-# defaults), per family, then per model type where it differs. Files written by recent
-# `transformers` carry every key; old or hand-written ones may not.
-_DEFAULTS = {
-    "bert": dict(
-        vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
-        type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
-    ),
-    "roberta": dict(
-        vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
-        type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=1,
-    ),
-    "electra": dict(
-        vocab_size=30522, embedding_size=128, hidden_size=256, num_hidden_layers=12,
-        num_attention_heads=4, intermediate_size=1024, hidden_act="gelu",
-        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
-    ),
-    "mpnet": dict(
-        vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
-        layer_norm_eps=1e-12, pad_token_id=1, relative_attention_num_buckets=32,
-    ),
-    "distilbert": dict(
-        vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
-        activation="gelu", max_position_embeddings=512, pad_token_id=0,
-    ),
-    # A model type whose defaults differ from its family's: only these keys.
-    "xlm-roberta": dict(vocab_size=30522),
-}
+# The activations a feed-forward block may name: `transformer.model.ACTIVATIONS`, the one list.
+SUPPORTED_ACTIVATIONS = tuple(ACTIVATIONS)
 
 
 # The largest size any field may give: beyond every released encoder's (vocabularies reach
@@ -109,7 +61,9 @@ class EncoderConfig:
         table, 0 for families without one.
 
     `architectures`, `num_labels` and `id2label` say which head the checkpoint carries.
-    `raw` is the config.json dict as read, for anything not lifted into a field.
+    `options` holds the settings only one family has (rotary thetas, window sizes, ...), as its
+    module's `config_fields` read and checked them, for its recipe. `raw` is the config.json
+    dict as read, for anything not lifted into a field.
     """
 
     model_type: str
@@ -130,12 +84,23 @@ class EncoderConfig:
     num_labels: int = 2
     id2label: dict = field(default_factory=dict)
     tie_word_embeddings: bool = True
+    options: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def family(self) -> str:
-        """Which name table and math this config uses: bert, roberta, distilbert, electra, mpnet."""
+        """Which family module describes this config: bert, roberta, distilbert, electra, mpnet."""
         return FAMILIES[self.model_type]
+
+    @property
+    def family_module(self):
+        """The family's module (transformer/families/): its recipe, name table and heads."""
+        return family_module(self.family)
+
+    @cached_property
+    def recipe(self):
+        """What the model computes, step by step: the family's `transformer.recipe.Recipe`."""
+        return self.family_module.recipe(self)
 
     @property
     def head_dim(self) -> int:
@@ -169,24 +134,15 @@ class EncoderConfig:
     def from_dict(cls, raw: dict) -> "EncoderConfig":
         """Build from a config.json dict, filling missing keys with `transformers`' defaults.
         Raises ConfigError naming the first field (as config.json spells it) that is not what
-        a working encoder needs."""
+        a working encoder needs, or the first setting the family's recipe does not support."""
         model_type = raw.get("model_type")
         if not isinstance(model_type, str) or model_type not in FAMILIES:
             raise ConfigError(
                 f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}"
             )
-        family = FAMILIES[model_type]
-        values = {**_DEFAULTS[family], **_DEFAULTS.get(model_type, {}), **raw}
-        # DistilBERT's own spelling of the same sizes. transformers reads hidden_size,
-        # num_attention_heads and num_hidden_layers as aliases of dim, n_heads and n_layers
-        # (DistilBertConfig.attribute_map): where a file gives both, the alias wins.
-        key = {}
-        if family == "distilbert":
-            key = {ours: ours if ours in _DISTILBERT_ALIASES and ours in raw else theirs
-                   for ours, theirs in _DISTILBERT_KEYS.items()}
-
-        def size(name, smallest=1):
-            return _integer(values.get(key.get(name, name)), key.get(name, name), smallest)
+        module = family_module(FAMILIES[model_type])
+        values = {**module.DEFAULTS, **getattr(module, "TYPE_DEFAULTS", {}).get(model_type, {}), **raw}
+        read = Reader(raw, values, module.config_keys(raw) if hasattr(module, "config_keys") else {})
 
         for flag in ("is_decoder", "add_cross_attention"):
             if flag in raw and not isinstance(raw[flag], bool):
@@ -194,38 +150,25 @@ class EncoderConfig:
         if raw.get("is_decoder") or raw.get("add_cross_attention"):
             raise ConfigError("decoder configurations (is_decoder / add_cross_attention) are not supported; "
                               "this package runs bidirectional encoders only")
-        position_embedding_type = raw.get("position_embedding_type", "absolute")
-        if position_embedding_type not in (None, "absolute"):
-            raise ConfigError(
-                f"position_embedding_type {position_embedding_type!r:.60} is not supported; "
-                f"only 'absolute' position embeddings are implemented"
-            )
+        for option, supported in module.OPTIONS.items():
+            value = raw.get(option)
+            if value is not None and value not in supported:
+                raise ConfigError(f"{option} {value!r:.60} is not supported by {model_type}; supported: "
+                                  f"{', '.join(map(repr, supported))}")
 
-        hidden_size = size("hidden_size")
+        hidden_size = read.integer("hidden_size")
         pad_token_id = values.get("pad_token_id")
         if pad_token_id is not None:
             pad_token_id = _integer(pad_token_id, "pad_token_id", smallest=None)
-        if family == "roberta":
-            # fairseq's convention: position p+1 is the first real token, p = padding_idx.
-            position_padding_idx = pad_token_id
-            if position_padding_idx is None:
-                raise ConfigError("RoBERTa-style configs need pad_token_id (positions are counted from it)")
-        elif family == "mpnet":
-            # transformers' MPNetEmbeddings hard-codes padding_idx = 1, whatever pad_token_id says.
-            position_padding_idx = 1
-        else:
-            position_padding_idx = None
-
-        # MPNet and DistilBERT have no token types; BERT, RoBERTa and ELECTRA add row 0 of
-        # their table to every token, so it must have one.
-        type_vocab_size = 0 if family in ("mpnet", "distilbert") else size("type_vocab_size", smallest=0)
-        # DistilBERT hard-codes eps=1e-12 in every LayerNorm; its config has no key for it.
-        layer_norm_eps = 1e-12 if family == "distilbert" else _number(values.get("layer_norm_eps"), "layer_norm_eps")
-        embedding_size = size("embedding_size") if family == "electra" else hidden_size
-        hidden_act = values.get(key.get("hidden_act", "hidden_act"))
+        read.pad_token_id = pad_token_id
+        fields = module.config_fields(read)  # position_padding_idx, type_vocab_size, ...
+        layer_norm_eps = fields.pop("layer_norm_eps", None)
+        if layer_norm_eps is None:
+            layer_norm_eps = _number(values.get("layer_norm_eps"), "layer_norm_eps")
+        fields.setdefault("embedding_size", hidden_size)
+        hidden_act = values.get(read.key("hidden_act"))
         if not isinstance(hidden_act, str):
-            raise ConfigError(f"{key.get('hidden_act', 'hidden_act')} must be an activation name, "
-                              f"found {_show(hidden_act)}")
+            raise ConfigError(f"{read.key('hidden_act')} must be an activation name, found {_show(hidden_act)}")
 
         architectures = raw.get("architectures") or []
         if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
@@ -241,24 +184,21 @@ class EncoderConfig:
 
         config = cls(
             model_type=model_type,
-            vocab_size=size("vocab_size"),
+            vocab_size=read.integer("vocab_size"),
             hidden_size=hidden_size,
-            num_hidden_layers=size("num_hidden_layers"),
-            num_attention_heads=size("num_attention_heads"),
-            intermediate_size=size("intermediate_size"),
+            num_hidden_layers=read.integer("num_hidden_layers"),
+            num_attention_heads=read.integer("num_attention_heads"),
+            intermediate_size=read.integer("intermediate_size"),
             hidden_act=hidden_act,
-            max_position_embeddings=size("max_position_embeddings"),
-            type_vocab_size=type_vocab_size,
+            max_position_embeddings=read.integer("max_position_embeddings"),
             layer_norm_eps=layer_norm_eps,
             pad_token_id=pad_token_id,
-            embedding_size=embedding_size,
-            position_padding_idx=position_padding_idx,
-            relative_attention_num_buckets=size("relative_attention_num_buckets") if family == "mpnet" else 0,
             architectures=tuple(architectures),
             num_labels=num_labels,
             id2label=id2label,
             tie_word_embeddings=tie_word_embeddings,
             raw=dict(raw),
+            **fields,
         )
         config.validate()
         return config
@@ -270,9 +210,6 @@ class EncoderConfig:
         for name in positive:
             _integer(getattr(self, name), name)
         _integer(self.type_vocab_size, "type_vocab_size", smallest=0)
-        if self.family in ("bert", "roberta", "electra") and self.type_vocab_size == 0:
-            raise ConfigError(f"type_vocab_size is 0, but {self.model_type} adds a token-type embedding to "
-                              f"every token: its table needs at least 1 row")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -283,12 +220,9 @@ class EncoderConfig:
                 f"unsupported activation {self.hidden_act!r}; supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
             )
         _number(self.layer_norm_eps, "layer_norm_eps")
-        if self.model_type == "mpnet" and self.relative_attention_num_buckets < 32:
-            # transformers' MPNet always sorts distances into 32 buckets, whatever the table says
-            raise ConfigError(
-                f"relative_attention_num_buckets is {self.relative_attention_num_buckets}; MPNet reads 32 "
-                f"relative-position buckets, so its bias table needs at least 32 rows"
-            )
+        if self.recipe.embeddings.token_types and self.type_vocab_size == 0:
+            raise ConfigError(f"type_vocab_size is 0, but {self.model_type} adds a token-type embedding to "
+                              f"every token: its table needs at least 1 row")
         if self.position_padding_idx is not None:
             # Positions run up to padding_idx + seq, so the table must be longer than padding_idx + 1.
             if not 0 <= self.position_padding_idx < self.max_position_embeddings - 1:
@@ -306,10 +240,31 @@ class EncoderConfig:
         return self.max_position_embeddings - self.position_padding_idx - 1
 
 
-# DistilBERT's keys for the sizes every other family names like BERT.
-_DISTILBERT_KEYS = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
-                    "intermediate_size": "hidden_dim", "hidden_act": "activation"}
-_DISTILBERT_ALIASES = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+class Reader:
+    """config.json as one family reads it, for its `config_fields(read)`: `values` (the dict
+    with the family's defaults filled in), `raw` (as written), `pad_token_id` (checked), and
+    the checks below, each raising ConfigError naming the key as config.json spells it."""
+
+    def __init__(self, raw, values, keys):
+        self.raw, self.values, self.keys = raw, values, keys
+        self.pad_token_id = None
+
+    def key(self, name):
+        """The config.json key of our field `name` (DistilBERT: "hidden_size" -> "dim")."""
+        return self.keys.get(name, name)
+
+    def integer(self, name, smallest=1):
+        """Our field `name` as an int in [smallest, MAX_SIZE]."""
+        key = self.key(name)
+        return _integer(self.values.get(key), key, smallest)
+
+    def number(self, name):
+        """Our field `name` as a LayerNorm-style epsilon (a number in (0, 1))."""
+        key = self.key(name)
+        return _number(self.values.get(key), key)
+
+    def fail(self, message):
+        raise ConfigError(message)
 
 
 def _integer(value, name, smallest=1):

@@ -8,9 +8,9 @@
 The backend is picked once, at load:
 
   * "numpy": `transformer.model.encoder_forward(params, config, ...)`, the readable reference.
-  * "numba": `transformer.kernels.forward.encoder_forward(prepared, config, ...)` on
-    `prepared = transformer.kernels.forward.prepare(params, config)`, made once at load.
-  * None: "numba" when `transformer.kernels.forward` imports, else "numpy".
+  * "numba": `transformer.numba_backend.forward.encoder_forward(prepared, config, ...)` on
+    `prepared = transformer.numba_backend.forward.prepare(params, config)`, made once at load.
+  * None: "numba" when `transformer.numba_backend.forward` imports, else "numpy".
 
 Both take (weights, config, input_ids, attention_mask, token_type_ids, output_hidden_states,
 output_attentions) with the inputs already checked by `transformer.model.check_inputs`
@@ -68,7 +68,7 @@ class EncoderOutput:
 
 
 def _kernels_forward():
-    return importlib.import_module("transformer.kernels.forward")
+    return importlib.import_module("transformer.numba_backend.forward")
 
 
 def pick_backend(backend):
@@ -85,7 +85,7 @@ def pick_backend(backend):
             return "numba", _kernels_forward()
         except ImportError as error:
             raise ImportError(
-                f"backend='numba' needs transformer.kernels.forward, which failed to import ({error}); "
+                f"backend='numba' needs transformer.numba_backend.forward, which failed to import ({error}); "
                 f"use backend='numpy'"
             ) from error
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))} or None (auto)")
@@ -111,6 +111,7 @@ class Encoder:
         if self.backend == "numba":
             self._weights = prepared if prepared is not None else self._forward_module.prepare(params, config)
         else:
+            numpy_model.check_recipe(config.recipe)  # a step it cannot run is refused here, by name
             self._weights = params
         # The heads' matrix products: the packed GEMM on the numba backend (no BLAS call there).
         self._head_linear = None  # None: transformer.model.linear
@@ -147,7 +148,7 @@ class Encoder:
         config.json of `model_dir`."""
         backend_name, module = pick_backend(backend)
         # The numba backend keeps a packed copy of a big checkpoint next to it (see
-        # transformer.kernels.packed_cache): reading it back skips reading, transposing and
+        # transformer.numba_backend.packed_cache): reading it back skips reading, transposing and
         # packing the weights. Found before any file is read: it saves what was packed only
         # when the files are still the ones it found then.
         cache = None

@@ -33,12 +33,10 @@ _HEAD_OF_SUFFIX = {
     "ForTokenClassification": "token_classification",
 }
 
-# The activation between a head's dense layer and its output, per family. These are fixed in
-# `transformers`' code, not read from hidden_act, except where noted.
-_MASKED_LM_ACTIVATION = {"bert": None, "distilbert": None,  # None: config.hidden_act
-                         "roberta": "gelu", "mpnet": "gelu", "electra": "gelu"}
-_CLASSIFIER_ACTIVATION = {"roberta": "tanh", "mpnet": "tanh", "electra": "gelu", "distilbert": "relu",
-                          "bert": None}  # BERT classifies its pooler output directly
+# The activation between a head's dense layer and its output is the family's
+# (transformer/families/<family>.py: MASKED_LM_ACTIVATION, None meaning config.hidden_act, and
+# CLASSIFIER_ACTIVATION, None meaning the pooler output is classified directly): fixed in
+# `transformers`' code, not read from hidden_act.
 
 
 @dataclass
@@ -64,7 +62,7 @@ def head_kind(config, architecture: str):
     if architecture.endswith("ForPreTraining"):
         # BERT pretrains with the masked LM (+ next-sentence prediction, not loaded here);
         # ELECTRA's pretraining model is its discriminator.
-        return "discriminator" if config.family == "electra" else "masked_lm"
+        return getattr(config.family_module, "PRETRAINING_HEAD", "masked_lm")
     for suffix, kind in _HEAD_OF_SUFFIX.items():
         if architecture.endswith(suffix):
             return kind
@@ -111,14 +109,14 @@ def _load_masked_lm(tensors, config, params, architecture):
         "layer_norm": linear_params(tensors, config, "masked_lm.layer_norm"),
         "decoder": {"weight": decoder_weight, "bias": find_tensor(tensors, config, "masked_lm.decoder.bias")},
     }
-    act = _MASKED_LM_ACTIVATION[config.family] or config.hidden_act
+    act = config.family_module.MASKED_LM_ACTIVATION or config.hidden_act
     return Head("masked_lm", architecture, head_params, activation=act)
 
 
 def _load_sequence_classifier(tensors, config, params, architecture):
     if not _first_present(tensors, config, "sequence_classification.out.weight"):
         return None
-    act = _CLASSIFIER_ACTIVATION[config.family]
+    act = config.family_module.CLASSIFIER_ACTIVATION
     if act is None and params["pooler"] is None:
         raise CheckpointError(f"{architecture} classifies the pooler output but the checkpoint has no "
                               f"pooler tensors (pooler.dense.weight)")

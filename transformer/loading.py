@@ -13,11 +13,13 @@ errors that say which tensor of which file is truncated.
 
 The name tables
 ---------------
-One table per family maps our flat names to the checkpoint's. `{i}` is the layer index. A
-value may be a tuple: the first name is the usual one, later ones are other spellings found
-in real files (a tied copy, an older name). Base-model names are looked up with and without
-the prefix a task model puts in front (`bert.`, `roberta.`, `distilbert.`, `electra.`,
-`mpnet.`); head names (`masked_lm.*`, `sequence_classification.*`, ...) sit at the top level.
+Each family's module (`transformer/families/<family>.py`, `NAMES`) maps our flat names to the
+checkpoint's. `{i}` is the layer index. A value may be a tuple: the first name is the usual
+one, later ones are other spellings found in real files (a tied copy, an older name).
+Base-model names are looked up with and without the prefix a task model puts in front (each
+family's `PREFIX`: `bert.`, `roberta.`, ...); head names (`masked_lm.*`,
+`sequence_classification.*`, ...) sit at the top level. Which parameters a model has, and
+their shapes, come from its recipe (`config.recipe`).
 Old TensorFlow-converted checkpoints call LayerNorm's weight/bias `gamma`/`beta`; both are
 accepted. Buffers such as `embeddings.position_ids` are simply never asked for.
 """
@@ -30,187 +32,35 @@ import os
 import re
 import warnings
 from collections.abc import MutableMapping
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from transformer.families import FAMILY_MODULES
 from transformer.files import ModelFileError, open_regular, parse_json, read_json
+from transformer.recipe import Linear, Part
+
+
+def _as_tuple(names):
+    """A name table's value (a name or Part, a tuple of them, or None) as a tuple of entries."""
+    return () if names is None else (names,) if isinstance(names, (str, Part)) else tuple(names)
+
+
+def _entry_name(entry):
+    return entry.name if isinstance(entry, Part) else entry
 
 # ---------------------------------------------------------------------------------------
-# Name tables: our name -> checkpoint name(s)
+# Name tables: our name -> checkpoint name(s), one per family (transformer/families/*.NAMES)
 # ---------------------------------------------------------------------------------------
-_BERT_LAYER = {
-    "layers.{i}.query.weight": "encoder.layer.{i}.attention.self.query.weight",
-    "layers.{i}.query.bias": "encoder.layer.{i}.attention.self.query.bias",
-    "layers.{i}.key.weight": "encoder.layer.{i}.attention.self.key.weight",
-    "layers.{i}.key.bias": "encoder.layer.{i}.attention.self.key.bias",
-    "layers.{i}.value.weight": "encoder.layer.{i}.attention.self.value.weight",
-    "layers.{i}.value.bias": "encoder.layer.{i}.attention.self.value.bias",
-    "layers.{i}.attention_output.weight": "encoder.layer.{i}.attention.output.dense.weight",
-    "layers.{i}.attention_output.bias": "encoder.layer.{i}.attention.output.dense.bias",
-    "layers.{i}.attention_layer_norm.weight": "encoder.layer.{i}.attention.output.LayerNorm.weight",
-    "layers.{i}.attention_layer_norm.bias": "encoder.layer.{i}.attention.output.LayerNorm.bias",
-    "layers.{i}.intermediate.weight": "encoder.layer.{i}.intermediate.dense.weight",
-    "layers.{i}.intermediate.bias": "encoder.layer.{i}.intermediate.dense.bias",
-    "layers.{i}.output.weight": "encoder.layer.{i}.output.dense.weight",
-    "layers.{i}.output.bias": "encoder.layer.{i}.output.dense.bias",
-    "layers.{i}.output_layer_norm.weight": "encoder.layer.{i}.output.LayerNorm.weight",
-    "layers.{i}.output_layer_norm.bias": "encoder.layer.{i}.output.LayerNorm.bias",
-}
-
-_BERT_EMBEDDINGS = {
-    "embeddings.word": "embeddings.word_embeddings.weight",
-    "embeddings.position": "embeddings.position_embeddings.weight",
-    "embeddings.token_type": "embeddings.token_type_embeddings.weight",
-    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
-    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
-}
-
-# BERT, and BERT-architecture checkpoints such as MiniLM, bge, e5, gte.
-BERT_NAMES = {
-    **_BERT_EMBEDDINGS,
-    **_BERT_LAYER,
-    "pooler.weight": "pooler.dense.weight",
-    "pooler.bias": "pooler.dense.bias",
-    # heads (BertForMaskedLM / BertForPreTraining, BertFor{Sequence,Token}Classification)
-    "masked_lm.dense.weight": "cls.predictions.transform.dense.weight",
-    "masked_lm.dense.bias": "cls.predictions.transform.dense.bias",
-    "masked_lm.layer_norm.weight": "cls.predictions.transform.LayerNorm.weight",
-    "masked_lm.layer_norm.bias": "cls.predictions.transform.LayerNorm.bias",
-    "masked_lm.decoder.weight": "cls.predictions.decoder.weight",  # used only when not tied
-    "masked_lm.decoder.bias": ("cls.predictions.bias", "cls.predictions.decoder.bias"),
-    "sequence_classification.out.weight": "classifier.weight",
-    "sequence_classification.out.bias": "classifier.bias",
-    "token_classification.out.weight": "classifier.weight",
-    "token_classification.out.bias": "classifier.bias",
-}
-
-# The pooler and heads of RoBERTa, XLM-RoBERTa and MPNet (lm_head, classifier.out_proj).
-_ROBERTA_HEADS = {
-    "pooler.weight": "pooler.dense.weight",
-    "pooler.bias": "pooler.dense.bias",
-    "masked_lm.dense.weight": "lm_head.dense.weight",
-    "masked_lm.dense.bias": "lm_head.dense.bias",
-    "masked_lm.layer_norm.weight": "lm_head.layer_norm.weight",
-    "masked_lm.layer_norm.bias": "lm_head.layer_norm.bias",
-    "masked_lm.decoder.weight": "lm_head.decoder.weight",
-    "masked_lm.decoder.bias": ("lm_head.bias", "lm_head.decoder.bias"),
-    "sequence_classification.dense.weight": "classifier.dense.weight",
-    "sequence_classification.dense.bias": "classifier.dense.bias",
-    "sequence_classification.out.weight": "classifier.out_proj.weight",
-    "sequence_classification.out.bias": "classifier.out_proj.bias",
-    "token_classification.out.weight": "classifier.weight",
-    "token_classification.out.bias": "classifier.bias",
-}
-
-# RoBERTa and XLM-RoBERTa: BERT's body names; their own heads.
-ROBERTA_NAMES = {**_BERT_EMBEDDINGS, **_BERT_LAYER, **_ROBERTA_HEADS}
-
-# ELECTRA: BERT's body, an optional projection from embedding_size to hidden_size, no pooler.
-ELECTRA_NAMES = {
-    **_BERT_EMBEDDINGS,
-    "embeddings.projection.weight": "embeddings_project.weight",
-    "embeddings.projection.bias": "embeddings_project.bias",
-    **_BERT_LAYER,
-    # the generator's masked-LM head (ElectraForMaskedLM)
-    "masked_lm.dense.weight": "generator_predictions.dense.weight",
-    "masked_lm.dense.bias": "generator_predictions.dense.bias",
-    "masked_lm.layer_norm.weight": "generator_predictions.LayerNorm.weight",
-    "masked_lm.layer_norm.bias": "generator_predictions.LayerNorm.bias",
-    "masked_lm.decoder.weight": "generator_lm_head.weight",
-    "masked_lm.decoder.bias": "generator_lm_head.bias",
-    # the discriminator's replaced-token head (ElectraForPreTraining)
-    "discriminator.dense.weight": "discriminator_predictions.dense.weight",
-    "discriminator.dense.bias": "discriminator_predictions.dense.bias",
-    "discriminator.out.weight": "discriminator_predictions.dense_prediction.weight",
-    "discriminator.out.bias": "discriminator_predictions.dense_prediction.bias",
-    "sequence_classification.dense.weight": "classifier.dense.weight",
-    "sequence_classification.dense.bias": "classifier.dense.bias",
-    "sequence_classification.out.weight": "classifier.out_proj.weight",
-    "sequence_classification.out.bias": "classifier.out_proj.bias",
-    "token_classification.out.weight": "classifier.weight",
-    "token_classification.out.bias": "classifier.bias",
-}
-
-# DistilBERT: its own names, no token types, no pooler.
-DISTILBERT_NAMES = {
-    "embeddings.word": "embeddings.word_embeddings.weight",
-    "embeddings.position": "embeddings.position_embeddings.weight",
-    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
-    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
-    "layers.{i}.query.weight": "transformer.layer.{i}.attention.q_lin.weight",
-    "layers.{i}.query.bias": "transformer.layer.{i}.attention.q_lin.bias",
-    "layers.{i}.key.weight": "transformer.layer.{i}.attention.k_lin.weight",
-    "layers.{i}.key.bias": "transformer.layer.{i}.attention.k_lin.bias",
-    "layers.{i}.value.weight": "transformer.layer.{i}.attention.v_lin.weight",
-    "layers.{i}.value.bias": "transformer.layer.{i}.attention.v_lin.bias",
-    "layers.{i}.attention_output.weight": "transformer.layer.{i}.attention.out_lin.weight",
-    "layers.{i}.attention_output.bias": "transformer.layer.{i}.attention.out_lin.bias",
-    "layers.{i}.attention_layer_norm.weight": "transformer.layer.{i}.sa_layer_norm.weight",
-    "layers.{i}.attention_layer_norm.bias": "transformer.layer.{i}.sa_layer_norm.bias",
-    "layers.{i}.intermediate.weight": "transformer.layer.{i}.ffn.lin1.weight",
-    "layers.{i}.intermediate.bias": "transformer.layer.{i}.ffn.lin1.bias",
-    "layers.{i}.output.weight": "transformer.layer.{i}.ffn.lin2.weight",
-    "layers.{i}.output.bias": "transformer.layer.{i}.ffn.lin2.bias",
-    "layers.{i}.output_layer_norm.weight": "transformer.layer.{i}.output_layer_norm.weight",
-    "layers.{i}.output_layer_norm.bias": "transformer.layer.{i}.output_layer_norm.bias",
-    "masked_lm.dense.weight": "vocab_transform.weight",
-    "masked_lm.dense.bias": "vocab_transform.bias",
-    "masked_lm.layer_norm.weight": "vocab_layer_norm.weight",
-    "masked_lm.layer_norm.bias": "vocab_layer_norm.bias",
-    "masked_lm.decoder.weight": "vocab_projector.weight",
-    "masked_lm.decoder.bias": "vocab_projector.bias",
-    "sequence_classification.dense.weight": "pre_classifier.weight",
-    "sequence_classification.dense.bias": "pre_classifier.bias",
-    "sequence_classification.out.weight": "classifier.weight",
-    "sequence_classification.out.bias": "classifier.bias",
-    "token_classification.out.weight": "classifier.weight",
-    "token_classification.out.bias": "classifier.bias",
-}
-
-# MPNet: its own attention names, one relative position bias table shared by all layers.
-MPNET_NAMES = {
-    "embeddings.word": "embeddings.word_embeddings.weight",
-    "embeddings.position": "embeddings.position_embeddings.weight",
-    "embeddings.layer_norm.weight": "embeddings.LayerNorm.weight",
-    "embeddings.layer_norm.bias": "embeddings.LayerNorm.bias",
-    "relative_attention_bias": "encoder.relative_attention_bias.weight",
-    "layers.{i}.query.weight": "encoder.layer.{i}.attention.attn.q.weight",
-    "layers.{i}.query.bias": "encoder.layer.{i}.attention.attn.q.bias",
-    "layers.{i}.key.weight": "encoder.layer.{i}.attention.attn.k.weight",
-    "layers.{i}.key.bias": "encoder.layer.{i}.attention.attn.k.bias",
-    "layers.{i}.value.weight": "encoder.layer.{i}.attention.attn.v.weight",
-    "layers.{i}.value.bias": "encoder.layer.{i}.attention.attn.v.bias",
-    "layers.{i}.attention_output.weight": "encoder.layer.{i}.attention.attn.o.weight",
-    "layers.{i}.attention_output.bias": "encoder.layer.{i}.attention.attn.o.bias",
-    "layers.{i}.attention_layer_norm.weight": "encoder.layer.{i}.attention.LayerNorm.weight",
-    "layers.{i}.attention_layer_norm.bias": "encoder.layer.{i}.attention.LayerNorm.bias",
-    "layers.{i}.intermediate.weight": "encoder.layer.{i}.intermediate.dense.weight",
-    "layers.{i}.intermediate.bias": "encoder.layer.{i}.intermediate.dense.bias",
-    "layers.{i}.output.weight": "encoder.layer.{i}.output.dense.weight",
-    "layers.{i}.output.bias": "encoder.layer.{i}.output.dense.bias",
-    "layers.{i}.output_layer_norm.weight": "encoder.layer.{i}.output.LayerNorm.weight",
-    "layers.{i}.output_layer_norm.bias": "encoder.layer.{i}.output.LayerNorm.bias",
-    **_ROBERTA_HEADS,
-}
-
-NAME_TABLES = {
-    "bert": BERT_NAMES,
-    "roberta": ROBERTA_NAMES,
-    "electra": ELECTRA_NAMES,
-    "distilbert": DISTILBERT_NAMES,
-    "mpnet": MPNET_NAMES,
-}
-
 # The prefixes a task model (XForMaskedLM, ...) puts in front of its base model's names.
-BASE_PREFIXES = ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.")
+BASE_PREFIXES = tuple(dict.fromkeys(module.PREFIX for module in FAMILY_MODULES.values()))
 
 # Where the word table may also be found: a checkpoint that stored the tied copy only.
-TIED_WORD_TABLE = (
-    "cls.predictions.decoder.weight", "lm_head.decoder.weight",
-    "vocab_projector.weight", "generator_lm_head.weight",
-)
+TIED_WORD_TABLE = tuple(dict.fromkeys(
+    _entry_name(entry) for module in FAMILY_MODULES.values()
+    for entry in _as_tuple(module.NAMES.get("masked_lm.decoder.weight"))))
 
 HEAD_KINDS = ("masked_lm", "sequence_classification", "token_classification", "discriminator")
 
@@ -624,26 +474,27 @@ def _is_plain_file_name(name):
 # Expected shapes (PyTorch's orientation, as stored: linear weights [out, in])
 # ---------------------------------------------------------------------------------------
 def expected_shape(config, ours: str) -> tuple:
-    """The shape the checkpoint must store for our name `ours`, from the config.
+    """The shape the checkpoint must store for our name `ours`, from the config and its recipe.
 
     >>> expected_shape(config, "layers.3.intermediate.weight")   # [out, in] as stored
     (1536, 384)
     """
-    hidden, emb, inter = config.hidden_size, config.embedding_size, config.intermediate_size
-    name = ours.split(".", 2)[-1] if ours.startswith("layers.") else ours
+    hidden, emb = config.hidden_size, config.embedding_size
+    table = recipe_part(config, ours)  # a model-level table: the whole name
+    if table is not None:
+        return (table.rows, config.num_attention_heads)
+    owner, _, part = ours.rpartition(".")
+    spec = recipe_part(config, owner) if owner else None
+    if spec is not None:
+        if isinstance(spec, Linear):
+            return (spec.out_features, spec.in_features) if part == "weight" else (spec.out_features,)
+        return (spec.size,)  # a Norm
     shapes = {
         "embeddings.word": (config.vocab_size, emb),
         "embeddings.position": (config.max_position_embeddings, emb),
         "embeddings.token_type": (config.type_vocab_size, emb),
-        "embeddings.layer_norm.weight": (emb,),
-        "embeddings.layer_norm.bias": (emb,),
-        "embeddings.projection.weight": (hidden, emb),
-        "embeddings.projection.bias": (hidden,),
-        "relative_attention_bias": (config.relative_attention_num_buckets, config.num_attention_heads),
-        "intermediate.weight": (inter, hidden),
-        "intermediate.bias": (inter,),
-        "output.weight": (hidden, inter),
         "pooler.weight": (hidden, hidden),
+        "pooler.bias": (hidden,),
         # the masked-LM transform ends at embedding_size (only ELECTRA's generator differs from hidden)
         "masked_lm.dense.weight": (emb, hidden),
         "masked_lm.dense.bias": (emb,),
@@ -652,18 +503,34 @@ def expected_shape(config, ours: str) -> tuple:
         "masked_lm.decoder.weight": (config.vocab_size, emb),
         "masked_lm.decoder.bias": (config.vocab_size,),
         "sequence_classification.dense.weight": (hidden, hidden),
+        "sequence_classification.dense.bias": (hidden,),
         "sequence_classification.out.weight": (config.num_labels, hidden),
         "sequence_classification.out.bias": (config.num_labels,),
         "token_classification.out.weight": (config.num_labels, hidden),
         "token_classification.out.bias": (config.num_labels,),
         "discriminator.dense.weight": (hidden, hidden),
+        "discriminator.dense.bias": (hidden,),
         "discriminator.out.weight": (1, hidden),
         "discriminator.out.bias": (1,),
     }
-    if name in shapes:
-        return shapes[name]
-    # query/key/value/attention_output weights, every other bias and LayerNorm: hidden-sized.
-    return (hidden, hidden) if name.endswith("weight") and "layer_norm" not in name else (hidden,)
+    return shapes[ours]
+
+
+def recipe_part(config, name):
+    """The recipe's Linear, Norm or position scheme that our parameter `name` belongs to
+    ("layers.3.intermediate", "embeddings.layer_norm", "relative_attention_bias"), or None."""
+    recipe = config.recipe
+    if name.startswith("layers."):
+        _, index, own = name.split(".", 2)
+        layer = recipe.layers[int(index)]
+        return next((part for part in layer.linears() + layer.norms() if part.name == own), None)
+    if name.startswith("embeddings."):
+        own = name.split(".", 1)[1]
+        spec = recipe.embeddings
+        return next((part for part in (spec.norm, spec.projection) if part is not None and part.name == own), None)
+    if recipe.final_norm is not None and recipe.final_norm.name == name:
+        return recipe.final_norm
+    return next((scheme for scheme in recipe.position_schemes() if getattr(scheme, "table", "") == name), None)
 
 
 def _describe_config(config) -> str:
@@ -686,48 +553,54 @@ def _spellings(checkpoint_name: str):
         yield checkpoint_name[: -len("bias")] + "beta"
 
 
-def checkpoint_names(config, ours: str) -> list:
-    """Every checkpoint name our name `ours` may be stored under, most usual first."""
-    table = NAME_TABLES[config.family]
+def checkpoint_entries(config, ours: str) -> list:
+    """Every name-table entry (a checkpoint name, or a Part of one) our name `ours` may be
+    stored under, most usual first, with the layer index filled in and each spelling and
+    task-model prefix spelt out."""
+    table = config.family_module.NAMES
     key = ours
     layer = None
     if ours.startswith("layers."):
         _, layer, rest = ours.split(".", 2)
         key = "layers.{i}." + rest
-    value = table[key]
-    names = [value] if isinstance(value, str) else list(value)
-    names = [n.format(i=layer) for n in names]
     is_head = ours.split(".", 1)[0] in HEAD_KINDS
     candidates = []
-    for name in names:
+    for entry in _as_tuple(table[key]):
+        name = _entry_name(entry).format(i=layer)
         for spelling in _spellings(name):
-            if is_head:
-                candidates.append(spelling)
-            else:
-                # a base model saved alone has no prefix; inside a task model it has one
-                candidates.append(spelling)
-                candidates.extend(prefix + spelling for prefix in BASE_PREFIXES)
+            # a base model saved alone has no prefix; inside a task model it has one
+            names = [spelling] if is_head else [spelling, *(prefix + spelling for prefix in BASE_PREFIXES)]
+            candidates.extend(replace(entry, name=n) if isinstance(entry, Part) else n for n in names)
     if ours == "embeddings.word":
         candidates.extend(TIED_WORD_TABLE)
     return candidates
+
+
+def checkpoint_names(config, ours: str) -> list:
+    """Every checkpoint name our name `ours` may be stored under, most usual first."""
+    return [_entry_name(entry) for entry in checkpoint_entries(config, ours)]
 
 
 def find_tensor(tensors, config, ours: str, required: bool = True):
     """The float32 array stored for our name `ours`, shape-checked, linear weights turned to
     [in, out]. None when absent and not required; CheckpointError when required and absent
     or when the shape does not fit the config."""
-    candidates = checkpoint_names(config, ours)
-    for name in candidates:
-        if name in tensors:
+    candidates = checkpoint_entries(config, ours)
+    for entry in candidates:
+        if _entry_name(entry) in tensors:
             break
     else:
         if not required:
             return None
+        names = [_entry_name(entry) for entry in candidates]
         raise CheckpointError(
-            f"missing tensor {candidates[0]!r} (our {ours!r}); looked for: {', '.join(candidates[:4])}"
-            + (" ..." if len(candidates) > 4 else "")
+            f"missing tensor {names[0]!r} (our {ours!r}); looked for: {', '.join(names[:4])}"
+            + (" ..." if len(names) > 4 else "")
         )
+    name = _entry_name(entry)
     array = tensors[name]
+    if isinstance(entry, Part):
+        array = _part_of(array, entry, ours)
     expected = expected_shape(config, ours)
     if tuple(array.shape) != expected:
         raise CheckpointError(
@@ -746,6 +619,18 @@ def find_tensor(tensors, config, ours: str, required: bool = True):
     return array
 
 
+def _part_of(array, part, ours):
+    """The piece of a stored tensor that a Part names, as PyTorch would store it alone ([out, in])."""
+    if part.in_out and array.ndim == 2:
+        array = array.T  # [in, out] -> [out, in]
+    rows = array.shape[0] if array.ndim else 0
+    if part.chunks < 1 or not 0 <= part.chunk < part.chunks or rows % part.chunks:
+        raise CheckpointError(f"tensor {part.name!r} of shape {tuple(array.shape)} cannot be cut into "
+                              f"{part.chunks} equal parts along its first axis (for our {ours!r})")
+    size = rows // part.chunks
+    return array[part.chunk * size:(part.chunk + 1) * size]
+
+
 def _check_finite(array, name, tensors):
     """CheckpointError when a parameter holds NaN or infinity: every output it touches would.
     min and max carry a NaN through and meet any infinity, in two passes without a temporary."""
@@ -758,55 +643,65 @@ def _check_finite(array, name, tensors):
         )
 
 
-def linear_params(tensors, config, ours, required=True):
+def linear_params(tensors, config, ours, required=True, bias=True):
     """{"weight": [in, out], "bias": [out]} for our name `ours` (a linear or LayerNorm), or
-    None when absent and not required."""
+    None when absent and not required. bias False: a bias-free linear or norm ("bias": None)."""
     weight = find_tensor(tensors, config, ours + ".weight", required)
     if weight is None:
         return None
-    return {"weight": weight, "bias": find_tensor(tensors, config, ours + ".bias")}
+    return {"weight": weight, "bias": find_tensor(tensors, config, ours + ".bias") if bias else None}
 
 
 def load_params(tensors, config) -> dict:
-    """Checkpoint tensors -> the nested `params` dict documented in `transformer.model`.
+    """Checkpoint tensors -> the nested `params` dict documented in `transformer.model`, with
+    the parameters the config's recipe names.
 
     tensors: {checkpoint name: array} from `read_checkpoint`; config: EncoderConfig.
     Raises CheckpointError naming any missing tensor or shape that does not fit the config.
     """
     keep_big_arrays_out_of_the_heap()
-    has_projection = config.embedding_size != config.hidden_size
+    recipe = config.recipe
+    spec = recipe.embeddings
     embeddings = {
         "word": find_tensor(tensors, config, "embeddings.word"),
-        "position": find_tensor(tensors, config, "embeddings.position"),
-        "token_type": find_tensor(tensors, config, "embeddings.token_type") if config.type_vocab_size else None,
-        "layer_norm": linear_params(tensors, config, "embeddings.layer_norm"),
-        "projection": linear_params(tensors, config, "embeddings.projection") if has_projection else None,
+        "position": find_tensor(tensors, config, "embeddings.position") if spec.positions is not None else None,
+        "token_type": find_tensor(tensors, config, "embeddings.token_type") if spec.token_types else None,
+        "layer_norm": None,
+        "projection": None,
     }
+    for part in (spec.norm, spec.projection):
+        if part is not None:
+            embeddings[part.name] = linear_params(tensors, config, f"embeddings.{part.name}", bias=part.bias)
     layers = []
-    for i in range(config.num_hidden_layers):
-        layers.append({
-            part: linear_params(tensors, config, f"layers.{i}.{part}")
-            for part in ("query", "key", "value", "attention_output", "attention_layer_norm",
-                         "intermediate", "output", "output_layer_norm")
-        })
+    for i, layer_recipe in enumerate(recipe.layers):
+        layer = {}
+        for block in layer_recipe.blocks:
+            # block order: the norm before, the sublayer's linears and norms, the norms after
+            parts = [block.norm_before, *block.sublayer.linears(), *block.sublayer.norms(), block.norm_after,
+                     block.norm_after_residual]
+            for part in parts:
+                if part is not None:
+                    layer[part.name] = linear_params(tensors, config, f"layers.{i}.{part.name}", bias=part.bias)
+        layers.append(layer)
     warn_unused_layers(tensors, config)
-    has_pooler = "pooler.weight" in NAME_TABLES[config.family]
-    return {
-        "embeddings": embeddings,
-        "relative_attention_bias": (find_tensor(tensors, config, "relative_attention_bias")
-                                    if config.family == "mpnet" else None),
-        "layers": layers,
-        # Task models other than sequence classification drop the pooler: absent is fine.
-        "pooler": linear_params(tensors, config, "pooler", required=False) if has_pooler else None,
-    }
+    params = {"embeddings": embeddings, "layers": layers}
+    for table in recipe.tables():
+        params[table] = find_tensor(tensors, config, table)
+    if recipe.final_norm is not None:
+        final = recipe.final_norm
+        params[final.name] = linear_params(tensors, config, final.name, bias=final.bias)
+    has_pooler = "pooler.weight" in config.family_module.NAMES
+    # Task models other than sequence classification drop the pooler: absent is fine.
+    params["pooler"] = linear_params(tensors, config, "pooler", required=False) if has_pooler else None
+    return params
 
 
 def checkpoint_layers(tensors, config) -> dict:
     """{layer index: number of tensors} for the encoder layers the checkpoint holds, found by
     the family's layer names (`encoder.layer.{i}.`, `transformer.layer.{i}.`, with or without
     a task model's prefix)."""
-    stems = {value.split("{i}")[0] for key, values in NAME_TABLES[config.family].items() if "{i}" in key
-             for value in ((values,) if isinstance(values, str) else values)}
+    stems = {_entry_name(value).split("{i}")[0] for key, values in config.family_module.NAMES.items() if "{i}" in key
+             for value in _as_tuple(values)}
     pattern = re.compile(r"(?:%s)?(?:%s)(\d+)\." % ("|".join(map(re.escape, BASE_PREFIXES)),
                                                    "|".join(map(re.escape, sorted(stems)))))
     layers = {}

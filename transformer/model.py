@@ -1,25 +1,31 @@
 """The encoder's math in plain NumPy: token ids -> contextual vectors.
 
-Read top to bottom, this file is the whole forward pass of a BERT-family encoder:
+Read top to bottom, this file is the whole forward pass of an encoder:
 
     embed          word + token type + position vectors, LayerNorm (+ ELECTRA's projection)
     attention      each token mixes in the others, weighted by softmax(q . k / sqrt(d))
     feed_forward   a two-layer MLP applied to every token on its own
-    encoder_layer  attention and feed-forward, each wrapped in residual + LayerNorm
+    encoder_layer  the layer's blocks in order, each a sublayer wrapped in a residual and norms
     encoder_forward   embed, then num_hidden_layers encoder layers
 
-Every function is pure: arrays in, arrays out, float32 throughout. The fast Numba path
-(`transformer.kernels.forward`) computes the same thing on the same parameters.
+What a model computes is its recipe (`config.recipe`, see `transformer.recipe`): for BERT,
+every layer is two blocks,
 
-Parameters (`params`), the same structure for every family
------------------------------------------------------------
+    hidden = LayerNorm(hidden + SelfAttention(hidden))
+    hidden = LayerNorm(hidden + FeedForward(hidden))
+
+and `encoder_layer` runs exactly that when given BERT's layer recipe. Every function is pure:
+arrays in, arrays out, float32 throughout. The fast Numba path
+(`transformer.numba_backend.forward`) computes the same thing on the same parameters.
+
+Parameters (`params`)
+---------------------
 `transformer.loading.load_params` turns a checkpoint into this nested dict of C-contiguous
-float32 arrays. Keys are always present; a part the family does not have is None.
-Linear weights are stored [in, out] (transposed once at load from PyTorch's [out, in]), so a
-linear layer is `x @ weight + bias`.
+float32 arrays. Linear weights are stored [in, out] (transposed once at load from PyTorch's
+[out, in]), so a linear layer is `x @ weight + bias`. A BERT checkpoint's:
 
     params = {
-      "embeddings": {
+      "embeddings": {                            # these keys always; None where a family has none
         "word":        [vocab_size, embedding_size]
         "position":    [max_position_embeddings, embedding_size]
         "token_type":  [type_vocab_size, embedding_size]    or None (DistilBERT, MPNet)
@@ -27,10 +33,8 @@ linear layer is `x @ weight + bias`.
         "projection":  {"weight": [embedding_size, hidden_size], "bias": [hidden_size]}
                        or None (only ELECTRA with embedding_size != hidden_size has one)
       },
-      "relative_attention_bias": [relative_attention_num_buckets, num_attention_heads]
-                                 or None (only MPNet has one; shared by all layers)
-      "layers": [                                # num_hidden_layers dicts, in order
-        {
+      "layers": [                                # num_hidden_layers dicts, in order; the keys
+        {                                        # are the names in the layer's recipe
           "query":                {"weight": [hidden, hidden], "bias": [hidden]},
           "key":                  {"weight": [hidden, hidden], "bias": [hidden]},
           "value":                {"weight": [hidden, hidden], "bias": [hidden]},
@@ -45,12 +49,12 @@ linear layer is `x @ weight + bias`.
       "pooler": {"weight": [hidden, hidden], "bias": [hidden]}   or None (no pooler in the file)
     }
 
+plus one entry per model-level table the recipe names: MPNet's "relative_attention_bias"
+[relative_attention_num_buckets, num_attention_heads], shared by all layers. A bias-free
+linear's "bias" is None.
+
 The query/key/value columns are laid out head by head: columns [h*head_dim, (h+1)*head_dim)
 belong to head h (that is how `split_heads` reads them).
-
-Everything the math needs besides the arrays is in the `EncoderConfig`: hidden_act,
-layer_norm_eps, num_attention_heads, position_padding_idx (None: positions 0..seq-1; int p:
-RoBERTa/MPNet positions p+1, p+2, ... over non-padding tokens, p on padding tokens).
 
 Inputs and outputs of `encoder_forward`
 ---------------------------------------
@@ -69,6 +73,8 @@ import math
 
 import numpy as np
 
+from transformer.recipe import AbsolutePositions, Attention, MLP, RelativeBuckets
+
 # The additive mask value for padding keys. Adding the most negative float32 (not -inf)
 # drives a padded key's softmax weight to exactly 0 while keeping every score finite: a row
 # whose keys are all padding then gets a uniform softmax instead of NaN (0/0).
@@ -79,11 +85,12 @@ MASK_VALUE = np.finfo(np.float32).min
 # Building blocks
 # ---------------------------------------------------------------------------------------
 def linear(x, weight, bias):
-    """x @ weight + bias. x [..., in], weight [in, out], bias [out] -> [..., out]."""
+    """x @ weight + bias. x [..., in], weight [in, out], bias [out] or None -> [..., out]."""
     # One 2-D matrix product over all tokens: NumPy runs a 3-D @ 2-D product as one BLAS call
     # per batch row, about half as fast.
     flat = x.reshape(-1, x.shape[-1])  # [..., in] -> [tokens, in]
-    return (flat @ weight + bias).reshape(*x.shape[:-1], weight.shape[1])  # -> [..., out]
+    out = flat @ weight if bias is None else flat @ weight + bias
+    return out.reshape(*x.shape[:-1], weight.shape[1])  # -> [..., out]
 
 
 def layer_norm(x, weight, bias, eps):
@@ -97,6 +104,12 @@ def layer_norm(x, weight, bias, eps):
     centered = x - mean
     variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
     return centered / np.sqrt(variance + np.float32(eps)) * weight + bias
+
+
+def norm(spec, params, x):
+    """The normalisation `spec` (a recipe Norm) with its parameters params[spec.name].
+    float32 [..., spec.size] -> [..., spec.size]."""
+    return layer_norm(x, **params[spec.name], eps=spec.eps)
 
 
 def softmax(x):
@@ -174,7 +187,8 @@ def silu(x):
     return x * sigmoid(x)
 
 
-# config.hidden_act -> the function. The names are `transformers`' (its ACT2FN table).
+# config.hidden_act -> the function: the one list of activation names (`transformers`' ACT2FN
+# names). The kernels compute each function under its name here (`gelu`, `gelu_tanh`, ...).
 ACTIVATIONS = {
     "gelu": gelu,
     "gelu_python": gelu,
@@ -204,13 +218,13 @@ def activation(name):
 def position_ids(config, input_ids):
     """The row of the position table each token reads. int64 [batch, seq] -> [batch, seq].
 
-    BERT-style (position_padding_idx None): 0, 1, ..., seq-1 for every sequence.
-    RoBERTa/MPNet (an int p): fairseq counts real tokens from p + 1 and gives padding
+    The recipe's AbsolutePositions says which: padding_idx None (BERT), 0, 1, ..., seq-1 for
+    every sequence; an int p (RoBERTa, MPNet), fairseq counts real tokens from p + 1 and gives padding
     tokens p itself, so with p = 1 the ids [0, 5, 7, 1, 1] get positions [2, 3, 4, 1, 1].
     Padding is recognised by the token id, not by the attention mask, as `transformers` does.
     """
     batch, seq = input_ids.shape
-    padding_idx = config.position_padding_idx
+    padding_idx = config.recipe.embeddings.positions.padding_idx
     if padding_idx is None:
         return np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))  # [seq] -> [batch, seq]
     is_token = (input_ids != padding_idx).astype(np.int64)  # [batch, seq] of 0/1
@@ -221,15 +235,19 @@ def embed(embeddings, config, input_ids, token_type_ids):
     """Token ids -> the first hidden states. int64 [batch, seq] -> float32 [batch, seq, hidden].
 
     word vector + token-type vector (when the model has them) + position vector, LayerNorm,
-    then ELECTRA's projection from embedding_size up to hidden_size when there is one.
+    then ELECTRA's projection from embedding_size up to hidden_size when there is one: the
+    steps of the recipe's `Embeddings`.
     """
+    spec = config.recipe.embeddings
     hidden = embeddings["word"][input_ids]  # [batch, seq] -> [batch, seq, embedding_size]
-    if embeddings["token_type"] is not None:
+    if spec.token_types:
         hidden = hidden + embeddings["token_type"][token_type_ids]
-    hidden = hidden + embeddings["position"][position_ids(config, input_ids)]
-    hidden = layer_norm(hidden, **embeddings["layer_norm"], eps=config.layer_norm_eps)
-    if embeddings["projection"] is not None:
-        hidden = linear(hidden, **embeddings["projection"])  # [b, s, embedding_size] -> [b, s, hidden]
+    if spec.positions is not None:
+        hidden = hidden + embeddings["position"][position_ids(config, input_ids)]
+    if spec.norm is not None:
+        hidden = norm(spec.norm, embeddings, hidden)
+    if spec.projection is not None:
+        hidden = linear(hidden, **embeddings[spec.projection.name])  # [b, s, embedding_size] -> [b, s, hidden]
     return hidden
 
 
@@ -268,13 +286,12 @@ def relative_position_buckets(seq_len, num_buckets=32, max_distance=128):
     return buckets + np.where(distance < max_exact, distance, far)  # [seq, seq]
 
 
-def relative_position_bias(table, seq_len):
+def relative_position_bias(table, seq_len, num_buckets=32, max_distance=128):
     """MPNet's learned bias added to every layer's attention scores.
 
-    table float32 [num_buckets, heads], -> float32 [1, heads, seq, seq].
+    table float32 [rows, heads] (rows >= num_buckets) -> float32 [1, heads, seq, seq].
     """
-    # transformers always buckets with num_buckets=32 here, whatever the table's size.
-    buckets = relative_position_buckets(seq_len, num_buckets=32)  # [seq, seq]
+    buckets = relative_position_buckets(seq_len, num_buckets, max_distance)  # [seq, seq]
     bias = table[buckets]  # [seq, seq] -> [seq, seq, heads]
     return np.ascontiguousarray(bias.transpose(2, 0, 1))[None]  # -> [1, heads, seq, seq]
 
@@ -315,43 +332,60 @@ def attention(query, key, value, mask_bias, position_bias=None):
     return context, probabilities
 
 
-def self_attention(layer, config, hidden, mask_bias, position_bias=None):
+def self_attention(layer, spec, hidden, mask_bias, position_bias=None):
     """Multi-head self-attention with its output projection (no residual yet).
 
+    layer: the layer's params; spec: its recipe's Attention (which params, how many heads).
     hidden float32 [batch, seq, hidden] -> (output [batch, seq, hidden], probabilities
     [batch, heads, seq, seq]).
     """
-    heads = config.num_attention_heads
-    query = split_heads(linear(hidden, **layer["query"]), heads)  # -> [batch, heads, seq, head_dim]
-    key = split_heads(linear(hidden, **layer["key"]), heads)  # -> [batch, heads, seq, head_dim]
-    value = split_heads(linear(hidden, **layer["value"]), heads)  # -> [batch, heads, seq, head_dim]
+    heads = spec.num_heads
+    query = split_heads(linear(hidden, **layer[spec.query.name]), heads)  # -> [batch, heads, seq, head_dim]
+    key = split_heads(linear(hidden, **layer[spec.key.name]), heads)  # -> [batch, heads, seq, head_dim]
+    value = split_heads(linear(hidden, **layer[spec.value.name]), heads)  # -> [batch, heads, seq, head_dim]
     context, probabilities = attention(query, key, value, mask_bias, position_bias)
-    output = linear(merge_heads(context), **layer["attention_output"])  # -> [batch, seq, hidden]
+    output = linear(merge_heads(context), **layer[spec.output.name])  # -> [batch, seq, hidden]
     return output, probabilities
 
 
-def feed_forward(layer, config, hidden):
+def feed_forward(layer, spec, hidden):
     """The per-token MLP: hidden -> intermediate -> activation -> hidden (no residual yet).
 
-    float32 [batch, seq, hidden] -> [batch, seq, hidden].
+    layer: the layer's params; spec: its recipe's MLP. float32 [batch, seq, hidden] ->
+    [batch, seq, hidden].
     """
-    inner = linear(hidden, **layer["intermediate"])  # [b, s, hidden] -> [b, s, intermediate]
-    inner = activation(config.hidden_act)(inner)
-    return linear(inner, **layer["output"])  # [b, s, intermediate] -> [b, s, hidden]
+    inner = linear(hidden, **layer[spec.up.name])  # [b, s, hidden] -> [b, s, intermediate]
+    inner = activation(spec.activation)(inner)
+    return linear(inner, **layer[spec.down.name])  # [b, s, intermediate] -> [b, s, hidden]
 
 
-def encoder_layer(layer, config, hidden, mask_bias, position_bias=None):
-    """One post-LayerNorm transformer layer (BERT's arrangement):
+def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_biases=None):
+    """One transformer layer: the blocks of `layer_recipe` (a recipe Layer) in order, each
 
-        hidden = LayerNorm(hidden + SelfAttention(hidden))
-        hidden = LayerNorm(hidden + FeedForward(hidden))
+        x = norm_before(hidden)               (when the block has one: pre-norm)
+        x = sublayer(x)                       self_attention or feed_forward
+        hidden = hidden + x                   the residual
+        hidden = norm_after_residual(hidden)  (when the block has one: BERT's post-norm)
 
-    float32 [batch, seq, hidden] -> ([batch, seq, hidden], probabilities [batch, heads, seq, seq]).
+    For BERT that is hidden = LayerNorm(hidden + SelfAttention(hidden)), then
+    hidden = LayerNorm(hidden + FeedForward(hidden)).
+
+    layer: the layer's params; hidden float32 [batch, seq, hidden]; mask_bias [batch, 1, 1, seq]
+    (attention_mask_bias); position_biases: {position scheme: [1, heads, seq, seq]} for the
+    attention's relative positions (MPNet), or None. Returns (hidden [batch, seq, hidden],
+    the attention's probabilities [batch, heads, seq, seq]).
     """
-    eps = config.layer_norm_eps
-    attended, probabilities = self_attention(layer, config, hidden, mask_bias, position_bias)
-    hidden = layer_norm(attended + hidden, **layer["attention_layer_norm"], eps=eps)
-    hidden = layer_norm(feed_forward(layer, config, hidden) + hidden, **layer["output_layer_norm"], eps=eps)
+    probabilities = None
+    for block in layer_recipe.blocks:
+        x = hidden if block.norm_before is None else norm(block.norm_before, layer, hidden)
+        if isinstance(block.sublayer, Attention):
+            position_bias = None if block.sublayer.positions is None else position_biases[block.sublayer.positions]
+            x, probabilities = self_attention(layer, block.sublayer, x, mask_bias, position_bias)
+        else:
+            x = feed_forward(layer, block.sublayer, x)
+        hidden = x + hidden
+        if block.norm_after_residual is not None:
+            hidden = norm(block.norm_after_residual, layer, hidden)
     return hidden, probabilities
 
 
@@ -362,16 +396,18 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
                     output_hidden_states=False, output_attentions=False):
     """Token ids -> contextual vectors, the NumPy reference forward pass.
 
-    params: the nested dict described in this module's docstring; config: EncoderConfig.
-    input_ids int64 [batch, seq]; attention_mask [batch, seq] of 1/0 (None: all 1);
-    token_type_ids [batch, seq] (None: all 0). Returns (last_hidden_state float32
-    [batch, seq, hidden], hidden_states tuple of num_layers + 1 arrays or None, attentions
-    tuple of num_layers arrays [batch, heads, seq, seq] or None).
+    params: the nested dict described in this module's docstring; config: EncoderConfig
+    (its recipe says what to compute). input_ids int64 [batch, seq]; attention_mask
+    [batch, seq] of 1/0 (None: all 1); token_type_ids [batch, seq] (None: all 0). Returns
+    (last_hidden_state float32 [batch, seq, hidden], hidden_states tuple of num_layers + 1
+    arrays or None, attentions tuple of num_layers arrays [batch, heads, seq, seq] or None).
 
         >>> last, _, _ = encoder_forward(params, config, np.array([[101, 7592, 102]]))
         >>> last.shape
         (1, 3, 384)
     """
+    recipe = config.recipe
+    check_recipe(recipe)
     input_ids = np.asarray(input_ids, dtype=np.int64)
     batch, seq = input_ids.shape
     if attention_mask is None:
@@ -381,23 +417,61 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
 
     hidden = embed(params["embeddings"], config, input_ids, token_type_ids)  # -> [batch, seq, hidden]
     mask_bias = attention_mask_bias(np.asarray(attention_mask))  # -> [batch, 1, 1, seq]
-    position_bias = None
-    if params["relative_attention_bias"] is not None:
-        position_bias = relative_position_bias(params["relative_attention_bias"], seq)  # -> [1, heads, seq, seq]
+    position_biases = {  # MPNet's relative position bias, once for all layers: [1, heads, seq, seq]
+        scheme: relative_position_bias(params[scheme.table], seq, scheme.num_buckets, scheme.max_distance)
+        for scheme in recipe.position_schemes()}
 
     hidden_states = [hidden] if output_hidden_states else None
     attentions = [] if output_attentions else None
-    for layer in params["layers"]:
-        hidden, probabilities = encoder_layer(layer, config, hidden, mask_bias, position_bias)
+    for layer_recipe, layer in zip(recipe.layers, params["layers"]):
+        hidden, probabilities = encoder_layer(layer, layer_recipe, hidden, mask_bias, position_biases)
         if output_hidden_states:
             hidden_states.append(hidden)
         if output_attentions:
             attentions.append(probabilities)
+    if recipe.final_norm is not None:
+        hidden = norm(recipe.final_norm, params, hidden)
     return (
         hidden,
         tuple(hidden_states) if output_hidden_states else None,
         tuple(attentions) if output_attentions else None,
     )
+
+
+def check_recipe(recipe):
+    """Raise NotImplementedError naming the first step of `recipe` this file cannot compute yet
+    (each is one new case in `norm`, `embed`, `self_attention` or `feed_forward`)."""
+    def refuse(what):
+        raise NotImplementedError(f"the numpy backend does not implement {what} yet")
+
+    norms = [norm for layer in recipe.layers for norm in layer.norms()]
+    norms += [n for n in (recipe.embeddings.norm, recipe.final_norm) if n is not None]
+    for spec in norms:
+        if spec.kind != "layer_norm" or spec.offset or not spec.bias:
+            refuse(f"the {spec.kind} {spec.name!r} with bias={spec.bias}, offset={spec.offset} (only a "
+                   f"layer_norm with a bias)")
+    if recipe.embeddings.scale is not None:
+        refuse("scaled embeddings")
+    positions = recipe.embeddings.positions
+    if positions is not None and not isinstance(positions, AbsolutePositions):
+        refuse(f"embedding positions {positions}")
+    for layer in recipe.layers:
+        for block in layer.blocks:
+            if block.norm_after is not None:
+                refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
+            sublayer = block.sublayer
+            if isinstance(sublayer, MLP):
+                if sublayer.gate is not None:
+                    refuse(f"gated MLPs ({sublayer.gate.name!r})")
+                continue
+            if not isinstance(sublayer, Attention):
+                refuse(f"the sublayer {type(sublayer).__name__}")
+            if sublayer.positions is not None and not isinstance(sublayer.positions, RelativeBuckets):
+                refuse(f"{type(sublayer.positions).__name__} attention positions")
+            if sublayer.mask.causal or sublayer.mask.window is not None:
+                refuse(f"the attention mask {sublayer.mask}")
+            if sublayer.kv_heads != sublayer.num_heads or sublayer.norms() or sublayer.scale is not None:
+                refuse("grouped-query heads, query/key norms or a custom attention scale")
 
 
 def pooler(pooler_params, last_hidden_state):

@@ -4,8 +4,8 @@
     prepared = cache.load(config)          # a PreparedEncoder, or None when no cache is valid
     cache.save(prepared)                   # after packing from the checkpoint
 
-Reading a checkpoint, transposing its linear weights and packing them costs about a second
-for BERT-base, and two copies of the weights in memory on the way. The prepared arrays are
+Reading a checkpoint, transposing its linear weights and packing them is most of a big
+model's load time, and holds two copies of the weights in memory on the way. The prepared arrays are
 saved once in `<model folder>/.transformer-packed/<key>/`: packed.bin holds them one after
 another (each on a 64-byte boundary), packed.meta (JSON) their offsets and shapes and what
 they were made from. They come back with nothing to transpose or pack: the packed panels
@@ -45,20 +45,22 @@ import numpy as np
 from transformer import digest
 from transformer.files import parse_json
 
-from .arena import ALIGN, WeightArena, aligned
-from .forward import LAYER_NORMS, LINEARS, LayerStack, PreparedEncoder
-from .gemm import pack_weight
+from transformer.kernels.arena import ALIGN, WeightArena, aligned
+from transformer.kernels.gemm import pack_weight
 
-CACHE_FORMAT = 6
+from .forward import PreparedEncoder
+from .program import LayerStack, stack_layout
+
+CACHE_FORMAT = 7
 CACHE_MIN_BYTES = 32 << 20
 FOLDER = ".transformer-packed"
 DATA, META = "packed.bin", "packed.meta"  # the only files written (and ever deleted) here
 _KEY = re.compile(r"^[0-9a-f]{24}$")  # a cache folder's name
 _TEMPORARY = re.compile(r"^tmp-(\d+)-[0-9a-f]{24}$")  # one being written by process <pid>
 
-# Reading the panels into the arena costs a copy at load (BERT-base's 340 MB: about a third
-# of a second); above this size the packed cache is mapped instead (no huge pages, but nothing
-# to read until used). MiniLM's 42 MB are read.
+# Reading the panels into the arena costs a copy at load, which grows with the model while
+# what the huge pages save does not; above this size the packed cache is mapped instead (no
+# huge pages, but nothing to read until used). MiniLM's 42 MB are read, BERT-base's 340 mapped.
 ARENA_FROM_CACHE_MAX_BYTES = 128 << 20
 
 _DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -159,7 +161,8 @@ class PackedCache:
             index[name] = {"offset": size, "shape": list(array.shape)}
             size = aligned(size + array.nbytes)  # each array on a cache line
         meta = {"made_from": {"format": CACHE_FORMAT, "layout": layout, "files": memo},
-                "out_features": out_features, "bytes": size, "arrays": index}
+                "stack": _stack_names(prepared.stack.layout), "out_features": out_features, "bytes": size,
+                "arrays": index}
         try:
             root = _open_folder(self.model_dir, FOLDER, create=True)
         except OSError:
@@ -196,17 +199,20 @@ def _flatten(prefix, value, arrays):
 
 
 def _arrays_of(prepared):
-    """({dotted name: float32 array}, {linear: out_features}) of a PreparedEncoder."""
+    """({dotted name: float32 array}, {linear: out_features}) of a PreparedEncoder: every
+    parameter but the layers' by its params path ("embeddings.word", "pooler.weight", ...),
+    the stacked layers as "stack.<linear>.panels", "stack.<linear>.bias", "stack.<norm>.<part>"."""
     params = prepared.params
     arrays = {}
-    for name in ("embeddings", "relative_attention_bias", "pooler"):
-        _flatten(name, params[name], arrays)
+    for name, value in params.items():
+        if name != "layers":
+            _flatten(name, value, arrays)
     stack = prepared.stack
-    for name in LINEARS:
-        arrays[f"stack.{name}.panels"] = stack.panels[name]
-        arrays[f"stack.{name}.bias"] = stack.bias[name]
-    for name in LAYER_NORMS:
-        _flatten(f"stack.{name}", stack.norms[name], arrays)
+    for linear in stack.layout.linears:
+        arrays[f"stack.{linear.name}.panels"] = stack.panels[linear.name]
+        arrays[f"stack.{linear.name}.bias"] = stack.bias[linear.name]
+    for name in stack.layout.vectors:
+        arrays[f"stack.{name}"] = stack.vectors[name]
     return arrays, stack.out_features
 
 
@@ -244,13 +250,24 @@ def _read_panels_into_arena(data_file, entries):
     return panels
 
 
+def _stack_names(layout):
+    """The names of a StackLayout's slots, as the cache's meta records them."""
+    return {"linears": [linear.name for linear in layout.linears], "vectors": list(layout.vectors)}
+
+
 def _prepared_from(data_file, meta, config):
     """The PreparedEncoder in an open packed.bin and its meta: the packed panels read into a
     huge-page arena, or mapped when they are more than ARENA_FROM_CACHE_MAX_BYTES; the other
-    arrays mapped, copy-on-write."""
+    arrays mapped, copy-on-write. None when the cache holds another layout than the config's
+    recipe makes."""
+    layers = config.recipe.layers
+    layout = stack_layout(layers)
+    if meta["stack"] != _stack_names(layout):
+        return None
     data = np.memmap(data_file, dtype=np.uint8, mode="c")  # one mapping for every array
     entries = meta["arrays"]
-    panel_names = [f"stack.{name}.panels" for name in LINEARS]
+    linears = [linear.name for linear in layout.linears]
+    panel_names = [f"stack.{name}.panels" for name in linears]
     big = WeightArena.bytes_for(tuple(entries[name]["shape"]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
     arrays = {name: _array_in(data, entry, name) for name, entry in entries.items()
               if big or name not in panel_names}
@@ -265,20 +282,23 @@ def _prepared_from(data_file, meta, config):
         for part in path:
             node = node.setdefault(part, {})
         node[leaf] = array
-    embeddings = nested["embeddings"]
-    params = {
-        "embeddings": {"word": embeddings["word"], "position": embeddings["position"],
-                       "token_type": embeddings.get("token_type"), "layer_norm": embeddings["layer_norm"],
-                       "projection": embeddings.get("projection")},
-        "relative_attention_bias": nested.get("relative_attention_bias"),
-        "pooler": nested.get("pooler"),
-    }
-    stack = LayerStack(panels={name: arrays[f"stack.{name}.panels"] for name in LINEARS},
-                       bias={name: arrays[f"stack.{name}.bias"] for name in LINEARS},
-                       norms={name: {part: arrays[f"stack.{name}.{part}"] for part in ("weight", "bias")}
-                              for name in LAYER_NORMS},
-                       out_features={name: int(meta["out_features"][name]) for name in LINEARS},
-                       num_heads=config.num_attention_heads)
+    recipe = config.recipe
+    params = {"embeddings": {key: nested["embeddings"].get(key)
+                             for key in ("word", "position", "token_type", "layer_norm", "projection")}}
+    for part in (recipe.embeddings.norm, recipe.embeddings.projection):
+        if part is not None and not part.bias:
+            params["embeddings"][part.name]["bias"] = None
+    for table in recipe.tables():
+        params[table] = nested[table]
+    if recipe.final_norm is not None:
+        params[recipe.final_norm.name] = {"weight": nested[recipe.final_norm.name]["weight"],
+                                          "bias": nested[recipe.final_norm.name].get("bias")}
+    params["pooler"] = nested.get("pooler")
+    stack = LayerStack(layout, tuple(stack_layout([layer]) for layer in layers),
+                       panels={name: arrays[f"stack.{name}.panels"] for name in linears},
+                       bias={name: arrays[f"stack.{name}.bias"] for name in linears},
+                       vectors={name: arrays[f"stack.{name}"] for name in layout.vectors},
+                       out_features={name: int(meta["out_features"][name]) for name in linears})
     return PreparedEncoder(params, config, stack=stack)
 
 

@@ -1,0 +1,27 @@
+"""What the command line's modules share: `transformer.cli` (the parser and the everyday
+subcommands) and `transformer.cli_learning` (the learning subcommands) both import from here,
+and neither from the other's functions, so the two have no import cycle."""
+
+import sys
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class CommandError(Exception):
+    """A problem with what the user asked for, reported as one line."""
+
+
+def load_sentence_encoder(args):
+    """The SentenceEncoder named by --model, with --threads and --backend applied."""
+    if args.threads is not None:
+        from transformer.threads import set_num_threads, thread_limit
+
+        threads = args.threads
+        if threads > thread_limit():
+            threads = thread_limit()
+            print(f"note: --threads {args.threads}: this process can run {threads} (NUMBA_NUM_THREADS, by "
+                  f"default the CPU count); using {threads}", file=sys.stderr)
+        set_num_threads(threads)
+    from transformer.sentence import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(args.model, backend=args.backend)

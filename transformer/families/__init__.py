@@ -1,0 +1,41 @@
+"""The checkpoint families, one short module each: a recipe, a name table, config spellings.
+
+    bert        BERT and BERT-architecture checkpoints (MiniLM, bge, e5, gte)
+    roberta     RoBERTa, XLM-RoBERTa
+    distilbert  DistilBERT
+    electra     ELECTRA
+    mpnet       MPNet
+
+A family module defines (see bert.py, the model for the others):
+
+    MODEL_TYPES             the config.json `model_type` values it reads
+    DEFAULTS                what `transformers` assumes for a missing config.json key
+    TYPE_DEFAULTS           (optional) {model_type: the defaults that differ from DEFAULTS}
+    config_keys(raw)        (optional) {our field: the config.json key it is spelled as}
+    OPTIONS                 config.json settings that change the math: {key: supported values};
+                            any other value is refused at load, naming the key
+    config_fields(read)     the EncoderConfig fields the family reads its own way (a dict), and
+                            its own checks (`read.fail(message)`); see transformer.config.Reader
+    recipe(config)          the `transformer.recipe.Recipe` both backends run
+    NAMES                   our parameter names -> the checkpoint's (a tuple: other spellings)
+    PREFIX                  what a task model puts before the base model's names ("bert.")
+    MASKED_LM_ACTIVATION, CLASSIFIER_ACTIVATION   the task heads' activations (transformer.heads)
+    PRETRAINING_HEAD        (optional) the head of XForPreTraining (default "masked_lm")
+
+Adding a family: write its module, add it to FAMILY_MODULES below, and add what its recipe
+needs that a backend does not run yet (a new step kind in each backend); docs/architecture.md
+walks through it.
+"""
+
+from . import bert, distilbert, electra, mpnet, roberta
+
+# The family name -> its module, in the order the loader tries their task-model prefixes.
+FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet}
+
+# config.json's model_type -> the family name.
+MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}
+
+
+def family_module(name):
+    """The module of the family called `name` ("bert", "roberta", ...)."""
+    return FAMILY_MODULES[name]

@@ -1,0 +1,369 @@
+"""A recipe -> what the fused layers run: the weights stacked over the layers, and the program.
+
+    stack = LayerStack.pack(params["layers"], recipe)     # once, at load (or from the packed cache)
+    program = compile_program(recipe, stack.layout)       # the steps of every layer (kernels/program.py)
+
+For BERT's layer (two post-norm blocks) the program is, per layer:
+
+    GEMM       QKV = HIDDEN @ W[qkv] + b
+    ATTENTION  CONTEXT = attention(QKV)
+    GEMM       ATTENDED = CONTEXT @ W[attention_output] + b + HIDDEN
+    NORM       ATTENDED = LayerNorm(ATTENDED)
+    MLP        HIDDEN = gelu(ATTENDED @ W[intermediate] + b) @ W[output] + b + ATTENDED
+    NORM       HIDDEN = LayerNorm(HIDDEN)
+
+A block's sublayer writes `stream + sublayer(x)` into the other stream buffer (a GEMM's output
+may not overlap its residual input), so the residual add is the last GEMM's epilogue; a
+pre-norm block first normalises the stream into NORMED. What the kernels do not run yet is
+refused by name (`check_recipe`): a new operation is a new step kind in kernels/program.py
+and a case in `compile_program`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from transformer import model as numpy_model
+from transformer.kernels.activations import activation_code, activation_row_address
+from transformer.kernels.arena import WeightArena
+from transformer.kernels.gemm import NR, pack_weight
+from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GEMM, GEMM_STEP, HIDDEN,
+                                         INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program, Weights)
+from transformer.recipe import AbsolutePositions, Attention, RelativeBuckets
+from transformer.recipe import MLP as MLPSpec
+
+
+def check_recipe(recipe):
+    """Raise NotImplementedError naming the first step of `recipe` the numba backend does not run yet."""
+    def refuse(what):
+        raise NotImplementedError(f"the numba backend does not implement {what} yet")
+
+    embeddings = recipe.embeddings
+    if embeddings.norm is None:
+        refuse("embeddings without a norm")
+    if embeddings.scale is not None:
+        refuse("scaled embeddings")
+    if not isinstance(embeddings.positions, AbsolutePositions):
+        refuse("embeddings without a position table")
+    norms = [norm for layer in recipe.layers for norm in layer.norms()] + [embeddings.norm]
+    if recipe.final_norm is not None:
+        norms.append(recipe.final_norm)
+    for norm in norms:
+        if norm.kind != "layer_norm" or norm.offset or not norm.bias:
+            refuse(f"the {norm.kind} {norm.name!r} with bias={norm.bias}, offset={norm.offset} (only a "
+                   f"layer_norm with a bias)")
+    schemes = recipe.position_schemes()
+    if len(schemes) > 1 or any(not isinstance(scheme, RelativeBuckets) for scheme in schemes):
+        refuse(f"the attention positions {', '.join(type(scheme).__name__ for scheme in schemes)} (it runs one "
+               f"relative position table)")
+    shapes = None
+    for layer in recipe.layers:
+        if len(layer.blocks) % 2:
+            refuse("a layer of an odd number of blocks (its output would end in the other stream buffer)")
+        attention = layer.attention()
+        if len(attention) != 1:
+            refuse(f"a layer with {len(attention)} attention blocks")
+        for block in layer.blocks:
+            if block.norm_after is not None:
+                refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
+            sublayer = block.sublayer
+            if isinstance(sublayer, MLPSpec):
+                if sublayer.gate is not None:
+                    refuse(f"gated MLPs ({sublayer.gate.name!r})")
+            elif isinstance(sublayer, Attention):
+                if sublayer.mask.causal or sublayer.mask.window is not None:
+                    refuse(f"the attention mask {sublayer.mask}")
+                if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
+                    refuse("grouped-query heads or query/key norms")
+                if not (sublayer.query.bias == sublayer.key.bias == sublayer.value.bias):
+                    refuse("biases on some of the query, key and value linears only")
+                shape = (sublayer.num_heads, sublayer.head_dim)
+                if shapes not in (None, shape):
+                    refuse("layers whose attention differs in heads")
+                shapes = shape
+            else:
+                refuse(f"the sublayer {type(sublayer).__name__}")
+
+
+# ---------------------------------------------------------------------------------------
+# The weights, stacked over the layers
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StackedLinear:
+    """One linear slot of the stack: `name`, the params it is made of (`parts`: one name, or
+    the query, key and value names fused head-major into one QKV linear of `heads` heads),
+    and whether it has a bias."""
+
+    name: str
+    parts: tuple
+    heads: int = 0
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """The slots of a layer's prepared weights: linears (packed panels and biases) and vectors
+    (the norms' weights and biases, named "<norm>.weight", "<norm>.bias"), in slot order."""
+
+    linears: tuple[StackedLinear, ...]
+    vectors: tuple[str, ...]
+
+    def linear_slot(self, name):
+        return next(i for i, linear in enumerate(self.linears) if linear.name == name)
+
+    def vector_slot(self, name):
+        """The slot of vector `name` in `LayerStack.weights().vectors` (0 is an empty vector)."""
+        return 1 + self.vectors.index(name)
+
+
+def stack_layout(layers):
+    """The StackLayout of some layer recipes: a fused head-major QKV linear ("qkv") per
+    attention block, every other linear by its name, every norm's weight and bias; the union
+    over the layers, in first-use order (a layer without a slot, such as ModernBERT's first
+    layer without an attention norm, leaves its rows unused)."""
+    linears, vectors = {}, {}
+    for layer_recipe in layers:
+        for block in layer_recipe.blocks:
+            sublayer = block.sublayer
+            if isinstance(sublayer, Attention):
+                parts = (sublayer.query.name, sublayer.key.name, sublayer.value.name)
+                found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias),
+                         StackedLinear(sublayer.output.name, (sublayer.output.name,), bias=sublayer.output.bias)]
+            else:
+                found = [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in sublayer.linears()]
+            for linear in found:
+                if linears.setdefault(linear.name, linear) != linear:
+                    raise NotImplementedError(f"the numba backend stacks each linear once for all layers; "
+                                              f"{linear.name!r} is made differently in different layers")
+            for norm in block.norms():
+                vectors.setdefault(f"{norm.name}.weight")
+                vectors.setdefault(f"{norm.name}.bias")
+    return StackLayout(tuple(linears.values()), tuple(vectors))
+
+
+def head_major(weights, biases, num_heads):
+    """The query, key and value weights (3 x [in, hidden]) and biases (3 x [hidden], or None)
+    as one [in, 3 * hidden] weight and [3 * hidden] bias whose columns go head after head:
+    q_h | k_h | v_h for h = 0, 1, ... (each head_dim wide). A thread that computes a run of
+    the QKV GEMM's columns then holds whole heads for attention (kernels/program.py)."""
+    weight = np.stack(weights, axis=1)  # 3 x [in, hidden] -> [in, 3, hidden]
+    size = weight.shape[0]
+    weight = weight.reshape(size, 3, num_heads, -1).transpose(0, 2, 1, 3).reshape(size, -1)  # -> [in, heads, 3, hd] -> [in, 3 * hidden]
+    if biases[0] is None:
+        return np.ascontiguousarray(weight), None
+    bias = np.stack(biases).reshape(3, num_heads, -1).transpose(1, 0, 2).reshape(-1)  # [3, hidden] -> [heads, 3, hd] -> [3 * hidden]
+    return np.ascontiguousarray(weight), np.ascontiguousarray(bias)
+
+
+def query_key_value(weight, bias, num_heads):
+    """`head_major` undone: ([3, in, hidden] weights, [3, hidden] biases or None) of query, key, value."""
+    size = weight.shape[0]
+    weights = weight.reshape(size, num_heads, 3, -1).transpose(2, 0, 1, 3).reshape(3, size, -1)  # [in, heads, 3, hd] -> [3, in, hidden]
+    if bias is None:
+        return weights, None
+    biases = bias.reshape(num_heads, 3, -1).transpose(1, 0, 2).reshape(3, -1)  # [heads, 3, hd] -> [3, hidden]
+    return weights, biases
+
+
+def _prepared_linears(layout, layer):
+    """{slot name: ([in, out] weight, [out] bias or None)} for one layer's params (the slots of
+    `layout` it has)."""
+    linears = {}
+    for linear in layout.linears:
+        if linear.parts[0] not in layer:
+            continue
+        parts = [layer[name] for name in linear.parts]
+        if len(parts) == 3:
+            linears[linear.name] = head_major([p["weight"] for p in parts], [p["bias"] for p in parts], linear.heads)
+        else:
+            linears[linear.name] = (parts[0]["weight"], parts[0]["bias"])
+    return linears
+
+
+def _vectors(layout, layer):
+    """{vector name: [d] array} for one layer's params ("attention_layer_norm.weight": ...), the
+    vectors of `layout` it has."""
+    vectors = {}
+    for name in layout.vectors:
+        norm, part = name.rsplit(".", 1)
+        if norm in layer:
+            vectors[name] = layer[norm][part]
+    return vectors
+
+
+class LayerStack:
+    """Every layer's prepared weights, one array per slot with the layer first: the fused
+    layers (`kernels.program`) run all the layers in one call on these.
+
+        panels[name]        float32 [layers, panels, in, 16]  the packed weight (gemm.pack_weight)
+        bias[name]          float32 [layers, out], or [layers, 0] for a bias-free linear
+        vectors[name]       float32 [layers, d]: "<norm>.weight" and "<norm>.bias"
+        out_features[name]  the linear's width (the panels pad it to a multiple of 16)
+        layout              the StackLayout (which params each slot is made of)
+        layer_layouts       each layer's own StackLayout (the slots it uses)
+
+    The panels live in one huge-page arena (see kernels/arena.py) or in a mapping of the
+    packed cache; `layer_params(i)` re-derives layer i's params from them.
+    """
+
+    def __init__(self, layout, layer_layouts, panels, bias, vectors, out_features):
+        self.layout, self.layer_layouts = layout, layer_layouts
+        self.panels, self.bias, self.vectors, self.out_features = panels, bias, vectors, out_features
+        self._weights = None
+
+    def __len__(self):
+        return len(next(iter(self.bias.values())))
+
+    @classmethod
+    def pack(cls, layers, recipe):
+        """Pack a list of layer params (transformer.model's layout) layer by layer into one
+        arena, setting each list entry to None once packed: memory holds one copy of the
+        weights plus one layer, never two copies of them all. A slot's weights have one shape
+        in every layer that has it."""
+        layout, layer_layouts = stack_layout(recipe.layers), tuple(stack_layout([layer]) for layer in recipe.layers)
+        count = len(layers)
+        shapes, bias_sizes, vector_sizes = {}, {}, {}
+        for i, layer_layout in enumerate(layer_layouts):  # every slot's shape, from the recipe
+            for linear in layer_layout.linears:
+                if linear.name not in shapes:
+                    shapes[linear.name], bias_sizes[linear.name] = _slot_shape(recipe.layers[i], linear)
+            for name in layer_layout.vectors:
+                vector_sizes.setdefault(name, _norm_size(recipe.layers[i], name))
+        panel_shapes = {name: (count, -(-n // NR), k, NR) for name, (k, n) in shapes.items()}  # [layers, panels, in, 16]
+        arena = WeightArena(WeightArena.bytes_for(panel_shapes[linear.name] for linear in layout.linears))
+        panels = {linear.name: arena.take(panel_shapes[linear.name]) for linear in layout.linears}
+        bias = {name: np.zeros((count, size), dtype=np.float32) for name, size in bias_sizes.items()}
+        vectors = {name: np.zeros((count, size), dtype=np.float32) for name, size in vector_sizes.items()}
+        for i in range(count):
+            for name, (weight, b) in _prepared_linears(layer_layouts[i], layers[i]).items():
+                if weight.shape != shapes[name]:
+                    raise ValueError(f"layer {i}'s {name} weight has shape {weight.shape}, expected {shapes[name]}")
+                panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32)).panels
+                if b is not None:
+                    bias[name][i] = b
+            for name, vector in _vectors(layer_layouts[i], layers[i]).items():
+                vectors[name][i] = vector
+            if isinstance(layers, list):
+                layers[i] = None
+        out_features = {name: n for name, (_, n) in shapes.items()}
+        return cls(layout, layer_layouts, panels, bias, vectors, out_features)
+
+    def weights(self):
+        """The stack as the kernels' `Weights` tuple, in slot order (vectors: an empty [layers,
+        0] first, for "no vector")."""
+        if self._weights is None:
+            names = [linear.name for linear in self.layout.linears]
+            empty = np.zeros((len(self), 0), dtype=np.float32)
+            self._weights = Weights(panels=tuple(self.panels[name] for name in names),
+                                    biases=tuple(self.bias[name] for name in names),
+                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)))
+        return self._weights
+
+    def unpacked_weight(self, name, i):
+        """Layer i's [in, out] weight of slot `name`, re-derived from the panels (a new array)."""
+        panels = self.panels[name][i]  # [panels, in, 16]
+        k = panels.shape[1]
+        return panels.transpose(1, 0, 2).reshape(k, -1)[:, :self.out_features[name]]  # -> [in, 16 * panels] -> [in, out]
+
+    def layer_params(self, i):
+        """Layer i in the layout of `transformer.model` ({"query": {"weight", "bias"}, ...}),
+        re-derived from the packed form: the same values the layer was prepared from."""
+        layer = {}
+        for linear in self.layer_layouts[i].linears:
+            weight = self.unpacked_weight(linear.name, i)
+            bias = self.bias[linear.name][i] if linear.bias else None
+            if len(linear.parts) == 3:
+                weights, biases = query_key_value(weight, bias, linear.heads)
+                for j, part in enumerate(linear.parts):
+                    layer[part] = {"weight": np.ascontiguousarray(weights[j]),
+                                   "bias": None if biases is None else biases[j]}
+            else:
+                layer[linear.parts[0]] = {"weight": weight, "bias": bias}
+        for name in self.layer_layouts[i].vectors:
+            norm, part = name.rsplit(".", 1)
+            layer.setdefault(norm, {})[part] = self.vectors[name][i]
+        return layer
+
+
+def _slot_shape(layer_recipe, linear):
+    """((in, out) of the packed weight, bias size) of a StackedLinear, from the layer's recipe."""
+    specs = {spec.name: spec for spec in layer_recipe.linears()}
+    parts = [specs[name] for name in linear.parts]
+    out = sum(part.out_features for part in parts)
+    return (parts[0].in_features, out), out if linear.bias else 0
+
+
+def _norm_size(layer_recipe, vector):
+    """The width of a norm's vector ("attention_layer_norm.weight"), from the layer's recipe."""
+    norm = vector.rsplit(".", 1)[0]
+    return next(spec.size for spec in layer_recipe.norms() if spec.name == norm)
+
+
+class UnpackedLayers(Sequence):
+    """params["layers"] of a prepared model: each layer's dict made from the packed weights
+    when asked for, so the unpacked weights are not held beside the packed ones."""
+
+    def __init__(self, stack):
+        self._stack = stack
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._stack.layer_params(i) for i in range(len(self._stack))[index]]
+        return self._stack.layer_params(range(len(self._stack))[index])
+
+    def __len__(self):
+        return len(self._stack)
+
+
+# ---------------------------------------------------------------------------------------
+# The program
+# ---------------------------------------------------------------------------------------
+def kernel_activation(name):
+    """config.json's activation name -> the kernels' code for the same function."""
+    return activation_code(numpy_model.ACTIVATIONS[name].__name__)
+
+
+def compile_program(recipe, layout):
+    """The kernels' Program for `recipe`, its weights in the slots of `layout`: every layer's
+    blocks as steps over the buffers (see the module docstring). The activations' row loops
+    are compiled (or loaded from the disk cache) here."""
+    steps, layer_steps = [], [0]
+    tables = {GEMM: [], ATTENTION: [], NORM: [], MLP: []}
+
+    def add(kind, record):
+        steps.append((kind, len(tables[kind])))
+        tables[kind].append(record)
+
+    def norm_step(norm, source, target):
+        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), layout.vector_slot(f"{norm.name}.bias"), source, target,
+                   np.float32(norm.eps)))
+
+    for layer_recipe in recipe.layers:
+        stream, other = HIDDEN, ATTENDED  # the residual stream's buffer, and the one the next block writes
+        for block in layer_recipe.blocks:
+            source = stream
+            if block.norm_before is not None:
+                norm_step(block.norm_before, stream, NORMED)
+                source = NORMED
+            sublayer = block.sublayer
+            if isinstance(sublayer, Attention):
+                add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
+                scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
+                add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
+                                sublayer.positions is not None))
+                add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
+            else:
+                code = kernel_activation(sublayer.activation)
+                add(MLP, (layout.linear_slot(sublayer.up.name), layout.linear_slot(sublayer.down.name), source, INNER,
+                          other, stream, code, activation_row_address(code)))
+            stream, other = other, stream
+            if block.norm_after_residual is not None:
+                norm_step(block.norm_after_residual, stream, stream)
+        layer_steps.append(len(steps))
+    dtypes = {GEMM: GEMM_STEP, ATTENTION: ATTENTION_STEP, NORM: NORM_STEP, MLP: MLP_STEP}
+    records = {kind: np.array(rows, dtype=dtypes[kind]) for kind, rows in tables.items()}
+    return Program(layer_steps=np.array(layer_steps, dtype=np.int64), steps=np.array(steps, dtype=STEP),
+                   gemms=records[GEMM], attentions=records[ATTENTION], norms=records[NORM], mlps=records[MLP])
