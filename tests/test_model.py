@@ -248,6 +248,18 @@ def test_check_inputs_names_what_is_wrong(ids, error, message):
         model.check_inputs(small_config(), ids)
 
 
+@pytest.mark.parametrize("ids, error, message", [
+    ([[]], ValueError, "input_ids has sequences of length 0"),
+    (None, TypeError, r"input_ids is None; expected token ids, integers \[batch, seq\]"),
+    ("hello", TypeError, "input_ids is str; expected token ids"),
+    (b"hello", TypeError, "input_ids is bytes; expected token ids"),
+    ([["101", "102"]], TypeError, r"input_ids holds str values \('101'\); expected integer token ids"),
+])
+def test_check_inputs_names_what_was_given_not_what_numpy_made_of_it(ids, error, message):
+    with pytest.raises(error, match=message):
+        model.check_inputs(small_config(), ids)
+
+
 def test_check_inputs_checks_mask_and_token_types():
     config = small_config()
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\), expected the shape of input_ids \(1, 3\)"):

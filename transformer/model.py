@@ -485,6 +485,10 @@ def pooler(pooler_params, last_hidden_state):
 # ---------------------------------------------------------------------------------------
 def _as_2d_integer_array(values, name):
     """Lists / arrays of integers -> int64 [batch, seq], or an error naming `name`."""
+    if values is None or isinstance(values, (str, bytes, bytearray)):
+        kind = "None" if values is None else type(values).__name__
+        raise TypeError(f"{name} is {kind}; expected token ids, integers [batch, seq] "
+                        f"(a list of lists of int, or the tokenizer's {name})")
     try:
         array = np.asarray(values)
     except ValueError:
@@ -500,8 +504,13 @@ def _as_2d_integer_array(values, name):
     if array.ndim != 2:
         hint = " (wrap a single sequence in a list: [ids])" if array.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-D [batch, seq]; found shape {array.shape}{hint}")
+    if array.size == 0:
+        return array.astype(np.int64)  # [[]] arrives as float64; check_inputs names the empty side
     if array.dtype == bool:
         array = array.astype(np.int64)
+    if array.dtype.kind in "US":  # ids written as text: '101', b'101'
+        kind = "str" if array.dtype.kind == "U" else "bytes"
+        raise TypeError(f"{name} holds {kind} values ({array.flat[0].item()!r:.20}); expected integer token ids")
     if not np.issubdtype(array.dtype, np.integer):
         if array.size and np.issubdtype(array.dtype, np.floating) and name == "attention_mask" \
                 and np.isin(array, (0.0, 1.0)).all():
