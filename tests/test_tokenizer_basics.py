@@ -88,7 +88,7 @@ def test_decode_gives_the_normalized_text_like_the_reference(minilm, minilm_refe
 def test_non_str_item_names_its_index(minilm):
     with pytest.raises(TypeError, match=r"texts\[2\] is int"):
         minilm(["a", "b", 3])
-    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
+    with pytest.raises(TypeError, match=r"texts\[1\] is None;"):
         minilm.encode_batch(["a", None])
 
 

@@ -1,5 +1,7 @@
 """A bad argument to the tokenizer gets one clear line naming it and what was expected."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -33,9 +35,9 @@ def test_bytes_are_refused_with_a_hint_to_decode(tok):
 
 
 def test_none_is_refused(tok):
-    with pytest.raises(TypeError, match="texts is NoneType; expected a list of str"):
+    with pytest.raises(TypeError, match="texts is None; expected a list of str"):
         tok(None)
-    with pytest.raises(TypeError, match="text is NoneType; expected a str"):
+    with pytest.raises(TypeError, match="text is None; expected a str"):
         tok.encode(None)
 
 
@@ -119,7 +121,7 @@ def test_bad_stored_settings_are_refused(fresh, call, message):
 
 @pytest.mark.parametrize("ids, message", [
     ("abc", "ids is str; expected a list of int token ids"),
-    (None, "ids is NoneType"),
+    (None, "ids is None;"),
     ([1.5], r"ids\[0\] is 1.5"),
     ([-1], r"ids\[0\] is -1"),
     ([2 ** 32], r"ids\[0\] is 4294967296; expected a token id below 2\*\*32"),
@@ -162,3 +164,25 @@ def test_from_str_refuses_what_is_not_json_text():
 
 def test_numpy_strings_are_texts(tok):
     assert tok(np.array(["a b", "c"]), padding=True)["input_ids"].shape == (2, 4)
+
+
+# --- errors that only encoding finds still name the file ---------------------------------------
+
+def test_a_vocabulary_without_the_unk_token_names_the_file_when_a_word_needs_it(minilm_dir, tmp_path):
+    data = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    data["model"]["vocab"] = {}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BaseException):  # the reference loads it too, and fails when a word needs [UNK]
+        tokenizers.Tokenizer.from_file(str(path)).encode("hello")
+    with pytest.raises(ValueError) as caught:
+        Tokenizer.from_file(path).encode("hello")
+    assert _one_line(caught) == (f"{path}: WordPiece: the unk_token '[UNK]' is not in the vocabulary "
+                                 "(model.vocab), and the word 'hello' needs it")
+
+
+def test_an_empty_vocab_txt_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "vocab.txt").write_bytes(b"")
+    with pytest.raises(ValueError) as caught:
+        Tokenizer.from_pretrained(tmp_path)
+    assert _one_line(caught) == f"vocabulary {tmp_path / 'vocab.txt'} is empty; expected one token per line"

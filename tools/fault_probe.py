@@ -1627,7 +1627,7 @@ def sentence_cases():
 
 def tokenizer_cases():
     """Expected as Rust `tokenizers` does: it refuses the file (a clear error) or reads it (the
-    same ids). transformer/tokenizer/ is another helper's: these are recorded, not fixed here."""
+    same ids)."""
     def tokenize_folder(change, text="Hello world, tokenizers!"):
         def act(world):
             folder = world.model()
@@ -1635,14 +1635,15 @@ def tokenizer_cases():
             result = world.cli("tokenize", "-m", folder, "--json", text)
             path = folder / "tokenizer.json"
             if os.path.exists(path) and stat.S_ISREG(os.stat(path).st_mode):  # Rust would block on a pipe
-                result.extra["expect"] = ERROR  # what Rust refuses, we must refuse too
+                result.extra["expect"] = ERROR  # what Rust refuses, at load or on this text, we must refuse too
                 try:
                     from tokenizers import Tokenizer as RustTokenizer
 
-                    RustTokenizer.from_file(str(path))
+                    RustTokenizer.from_file(str(path)).encode(text)
                     result.extra["expect"] = ANSWER
-                except Exception:  # noqa: BLE001
-                    pass
+                except BaseException as error:  # noqa: BLE001  (a Rust panic is a BaseException)
+                    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                        raise
             return result
         return act
 
@@ -1678,13 +1679,7 @@ def tokenizer_cases():
         folder = world.model()
         world.edit_json(folder / "tokenizer.json", lambda data: data.update(normalizer={
             "type": "Replace", "pattern": {"Regex": "(a+)+$"}, "content": "x"}))
-        text = "a" * 29 + "!"
-        result = world.cli("tokenize", "-m", folder, "--json", text)
-        result.extra["text"] = text
-        return result
-
-    def regex_check(world, result):
-        return same_tokens(result.extra["text"], folder="case")(world, result)
+        return world.cli("tokenize", "-m", folder, "--json", "a" * 29 + "!")
 
     def long_api(world):
         world.stored()
@@ -1727,7 +1722,8 @@ def tokenizer_cases():
         Case("tokenizer/an added token past the vocab", ERROR, tokenize_folder(tokenizer_json(added_out_of_range)),
              names=(tj,)),
         Case("tokenizer/version missing", ERROR, tokenize_folder(set_path("version", DELETE)), names=(tj,)),
-        Case("tokenizer/Replace regex (a+)+$ on 29 a's", ANSWER, regex_case, check=regex_check, timeout=15),
+        # Rust loads the pattern and panics on this text (Oniguruma's retry limit): refused at load.
+        Case("tokenizer/Replace regex (a+)+$ on 29 a's", ERROR, regex_case, names=(tj, "(a+)+$"), timeout=15),
         answer("tokenizer/vocab.txt only (no tokenizer.json)", embed_folder(vocab_txt_only), same_vectors(folder="case")),
         error("tokenizer/vocab.txt only, empty", embed_folder(steps(vocab_txt_only, file_is("vocab.txt", b""))),
               "vocab.txt"),

@@ -121,9 +121,11 @@ def from_tokenizer_json(data, cls, config=None, source="tokenizer.json"):
     gives it (schema.py): a file Rust `tokenizers` refuses is refused here, with one line
     naming `source` and the field."""
     try:
-        return _from_tokenizer_json(data, cls, config or {})
+        tokenizer = _from_tokenizer_json(data, cls, config or {})
     except ValueError as error:
         raise ModelFileError(f"{source}: {error}") from None
+    tokenizer.source = str(source)
+    return tokenizer
 
 
 def from_json_text(text, cls):
@@ -272,6 +274,8 @@ def from_bert_vocab(vocab_path, config, cls):
     lines = _text_lines(vocab_path, "vocabulary")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
+    if not lines:
+        raise ModelFileError(f"vocabulary {vocab_path} is empty; expected one token per line")
     vocab = {}
     for index, line in enumerate(lines):
         vocab[line.rstrip(_RUST_WHITESPACE)] = index
@@ -291,8 +295,10 @@ def from_bert_vocab(vocab_path, config, cls):
     cls_id = ids.get(cls_token, vocab.get(cls_token))
     sep_id = ids.get(sep_token, vocab.get(sep_token))
     post = post_processors.BertProcessing((sep_token, sep_id), (cls_token, cls_id))
-    return cls(model, normalizer, pre_tokenizers.BertPreTokenizer(), post, decoders.WordPiece("##", True),
-               added, None, None, _model_max_length(config), roles, special_contents=special)
+    tokenizer = cls(model, normalizer, pre_tokenizers.BertPreTokenizer(), post, decoders.WordPiece("##", True),
+                    added, None, None, _model_max_length(config), roles, special_contents=special)
+    tokenizer.source = str(vocab_path)
+    return tokenizer
 
 
 # --- vocab.json + merges.txt (GPT-2) ------------------------------------------------------------
@@ -333,6 +339,8 @@ def from_gpt2_files(vocab_path, merges_path, config, cls):
             seen.add(token)
             added.append(AddedToken(token, vocab[token], special=True))
     single, pair = [(post_processors.A, 0)], [(post_processors.A, 0), (post_processors.B, 1)]
-    return cls(model, None, pre_tokenizers.ByteLevel(add_prefix_space, True, True),
-               post_processors.TemplateProcessing(single, pair, {}), decoders.ByteLevel(),
-               sorted(added, key=lambda t: t.id), None, None, _model_max_length(config), roles)
+    tokenizer = cls(model, None, pre_tokenizers.ByteLevel(add_prefix_space, True, True),
+                    post_processors.TemplateProcessing(single, pair, {}), decoders.ByteLevel(),
+                    sorted(added, key=lambda t: t.id), None, None, _model_max_length(config), roles)
+    tokenizer.source = str(vocab_path)
+    return tokenizer

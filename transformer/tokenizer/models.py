@@ -15,6 +15,13 @@ import re
 
 from .schema import U32, USIZE, Fields, show
 
+
+
+class MissingUnkError(ValueError):
+    """A word needs the unknown token and the vocabulary has none: the reference fails at
+    encode time too. The Tokenizer adds the file the vocabulary came from."""
+
+
 _CACHE_LIMIT = 200_000  # words; the cache is cleared when it grows past this
 _CACHED_WORD_LIMIT = 256  # characters: longer words are not cached
 
@@ -57,7 +64,8 @@ class WordPiece:
 
     def _unk(self, word):
         if self.unk_token not in self.vocab:
-            raise ValueError(f"WordPiece: the unk_token {self.unk_token!r} is not in the vocabulary")
+            raise MissingUnkError(f"WordPiece: the unk_token {self.unk_token!r} is not in the vocabulary (model.vocab), "
+                                  f"and the word {word!r:.40} needs it")
         return [(self.vocab[self.unk_token], self.unk_token, 0, len(word))]
 
     def tokenize(self, word):
@@ -239,7 +247,8 @@ class BPE:
                 continue  # the reference drops characters it cannot represent
             unk_id = vocab.get(self.unk_token)
             if unk_id is None:
-                raise ValueError(f"BPE: the unk_token {self.unk_token!r} is not in the vocabulary")
+                raise MissingUnkError(f"BPE: the unk_token {self.unk_token!r} is not in the vocabulary (model.vocab), "
+                                      f"and {piece!r:.40} needs it")
             if pending is not None and self.fuse_unk:
                 pending[1] += length
                 continue
@@ -354,7 +363,8 @@ class Unigram:
                     tokens.extend((i, f"<0x{b:02X}>", start, end) for i, b in zip(byte_ids, text.encode("utf-8")))
                     continue
             if self.unk_id is None:
-                raise ValueError(f"Unigram: {text!r} is not in the vocabulary and the model has no unk_id")
+                raise MissingUnkError(f"Unigram: {text!r:.40} is not in the vocabulary (model.vocab) and the model "
+                                      "has no unk_id")
             tokens.append((self.unk_id, text, start, end))
         return tokens
 
@@ -384,7 +394,8 @@ class Unigram:
                     break
             if not single:
                 if self.unk_id is None:
-                    raise ValueError(f"Unigram: {word[start]!r} is not in the vocabulary and the model has no unk_id")
+                    raise MissingUnkError(f"Unigram: {word[start]!r} is not in the vocabulary (model.vocab) and the "
+                                          "model has no unk_id")
                 end = start + 1
                 candidate = here + unk_score
                 if back[end] < 0 or candidate > best[end]:
@@ -424,7 +435,8 @@ class WordLevel:
         if token_id is not None:
             return [(token_id, word, 0, len(word))]
         if self.unk_token not in self.vocab:
-            raise ValueError(f"WordLevel: the unk_token {self.unk_token!r} is not in the vocabulary")
+            raise MissingUnkError(f"WordLevel: the unk_token {self.unk_token!r} is not in the vocabulary "
+                                  f"(model.vocab), and the word {word!r:.40} needs it")
         return [(self.vocab[self.unk_token], self.unk_token, 0, len(word))]
 
     def token_to_id(self, token):

@@ -21,9 +21,12 @@ import os
 
 import numpy as np
 
+from transformer.files import ModelFileError
+
 from . import loaders
 from .added_tokens import AddedVocabulary
 from .encoding import Encoding, truncate_pair
+from .models import MissingUnkError
 from .unicode import LazyRegex, char_class
 
 VERY_LARGE_INTEGER = int(1e30)  # what transformers reports when a checkpoint sets no limit
@@ -49,6 +52,7 @@ class Tokenizer:
         self.padding = padding         # dict(length or None, pad_id, pad_type_id, pad_token, direction, pad_to_multiple_of) or None
         self.model_max_length = model_max_length if model_max_length is not None else VERY_LARGE_INTEGER
         self.special_tokens = dict(special_tokens or {})  # role ("pad_token", ...) -> token string
+        self.source = None  # the file it was read from, named in errors that only encoding finds
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
@@ -183,6 +187,14 @@ class Tokenizer:
         """One text -> an Encoding without special tokens (stages 1-3)."""
         if not isinstance(text, str):
             raise TypeError(f"expected a str to tokenize, got {type(text).__name__}")
+        try:
+            return self._encode_words(text)
+        except MissingUnkError as error:
+            if self.source is None:
+                raise
+            raise ModelFileError(f"{self.source}: {error}") from None
+
+    def _encode_words(self, text):
         ids, tokens, offsets, word_ids = [], [], [], []
         tokenize = self.model.tokenize
         for index, (word, origin, token_id) in enumerate(self._words(text)):
@@ -415,7 +427,7 @@ class Tokenizer:
         if isinstance(ids, np.ndarray):
             ids = ids.tolist()
         if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple, range)):
-            raise TypeError(f"ids is {type(ids).__name__}; expected a list of int token ids")
+            raise TypeError(f"ids is {_kind(ids)}; expected a list of int token ids")
         _check_flag(skip_special_tokens, "skip_special_tokens")
         tokens = []
         decoded, model_token = self.added_vocabulary.decoded, self.model.id_to_token
@@ -442,7 +454,7 @@ class Tokenizer:
             raise TypeError(f"sequences is {type(sequences).__name__}; expected a list of lists of token ids")
         for index, ids in enumerate(sequences):
             if not isinstance(ids, (list, tuple, np.ndarray, range)):
-                raise TypeError(f"sequences[{index}] is {type(ids).__name__}; expected a list of token ids")
+                raise TypeError(f"sequences[{index}] is {_kind(ids)}; expected a list of token ids")
         return [self.decode(ids, skip_special_tokens) for ids in sequences]
 
     def __repr__(self):
@@ -457,6 +469,11 @@ def _span(origin, start, end):
     return (0 if first < 0 else first), (0 if last < 0 else last + 1)
 
 
+def _kind(value):
+    """What a message calls a value of the wrong type: 'None', or its type's name."""
+    return "None" if value is None else type(value).__name__
+
+
 def _check_texts(texts, name, allow_none=False):
     """texts: a list (or other iterable) of str -> a list; TypeError naming the bad item."""
     if isinstance(texts, str):
@@ -465,7 +482,7 @@ def _check_texts(texts, name, allow_none=False):
         raise TypeError(f"{name} is {type(texts).__name__}; expected a str or a list of str "
                         "(decode bytes first, e.g. data.decode('utf-8'))")
     if isinstance(texts, dict) or texts is None:
-        raise TypeError(f"{name} is {type(texts).__name__}; expected a list of str")
+        raise TypeError(f"{name} is {_kind(texts)}; expected a list of str")
     try:
         texts = list(texts)
     except TypeError:
@@ -480,7 +497,7 @@ def _check_text(text, name, plural=None):
     """TypeError unless `text` is a str (with a hint for the usual mistakes)."""
     if isinstance(text, str):
         return
-    kind = type(text).__name__
+    kind = _kind(text)
     if isinstance(text, (bytes, bytearray)):
         raise TypeError(f"{name} is {kind}; expected a str (decode bytes first, e.g. data.decode('utf-8'))")
     if isinstance(text, (list, tuple)) and plural:
