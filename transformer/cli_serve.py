@@ -1,0 +1,75 @@
+"""The command line's serving and index subcommands (registered in transformer/cli.py):
+
+    transformer serve --model all-MiniLM-L6-v2 --port 8000
+"""
+
+import argparse
+import os
+
+from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
+
+PRECISIONS = ("float32",)
+
+
+def _count(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _missing_extra(error, extra, what):
+    return CommandError(f"{what} needs the '{extra}' extra ({error.name} is not installed): "
+                        f"pip install 'transformer[{extra}]'")
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def add_serve(subparsers, common):
+    parser = subparsers.add_parser(
+        "serve", help="an OpenAI-compatible embedding server (POST /v1/embeddings)",
+        description="Serve one sentence model over HTTP: POST /v1/embeddings (OpenAI's API), GET /v1/models, "
+                    "POST /tokenize, POST /similarity, GET /health, GET /metrics, GET /openapi.json. "
+                    "Concurrent requests are batched together. Needs the 'serve' extra. See docs/serving.md.")
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"a model name or folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this "
+                                                              "machine only; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=_count(0), default=8000, help="the port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="the arithmetic of the forward pass (default and only one here: float32)")
+    parser.add_argument("--backend", choices=["numpy", "numba"], default=None,
+                        help="numpy (the readable reference) or numba (fast; the default when available)")
+    parser.add_argument("--threads", type=_count(1), default=None, metavar="N",
+                        help="threads for the forward pass (default: all cores)")
+    parser.add_argument("--max-batch-tokens", type=_count(1), default=16384, metavar="N",
+                        help="padded tokens (rows x longest row) in one forward pass (default: 16384)")
+    parser.add_argument("--max-queue", type=_count(1), default=1024, metavar="N",
+                        help="texts waiting at once; beyond it requests get 429 (default: 1024)")
+    parser.add_argument("--api-key", default=os.environ.get("TRANSFORMER_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' (default: $TRANSFORMER_API_KEY; none when unset)")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info")
+    return parser
+
+
+def run_serve(args):
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise _missing_extra(error, "serve", "transformer serve") from None
+    from transformer.serve import serve
+
+    model = load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads))
+    if args.max_batch_tokens < model.max_seq_length:
+        raise CommandError(f"--max-batch-tokens {args.max_batch_tokens} is less than one text of "
+                           f"{model.max_seq_length} tokens (the model's limit); give at least {model.max_seq_length}")
+    serve(model, args.model, host=args.host, port=args.port, threads=args.threads,
+          max_batch_tokens=args.max_batch_tokens, max_queue=args.max_queue, api_key=args.api_key or None,
+          log_level=args.log_level)
+    return 0
