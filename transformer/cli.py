@@ -598,6 +598,7 @@ COMMANDS = [
     ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
     # Serving and the vector index (transformer/cli_serve.py).
     ("serve", cli_serve.add_serve, cli_serve.run_serve),
+    ("index", cli_serve.add_index, cli_serve.run_index),
 ]
 
 

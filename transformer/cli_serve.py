@@ -1,10 +1,14 @@
 """The command line's serving and index subcommands (registered in transformer/cli.py):
 
     transformer serve --model all-MiniLM-L6-v2 --port 8000
+    transformer index build notes.index --corpus notes.txt
+    transformer index add notes.index "one more note"
+    transformer index search notes.index where did I put the keys
 """
 
 import argparse
 import os
+import sys
 
 from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 
@@ -72,4 +76,63 @@ def run_serve(args):
     serve(model, args.model, host=args.host, port=args.port, threads=args.threads,
           max_batch_tokens=args.max_batch_tokens, max_queue=args.max_queue, api_key=args.api_key or None,
           log_level=args.log_level)
+    return 0
+
+
+# --- index ------------------------------------------------------------------------------------
+
+
+def add_index(subparsers, common):
+    parser = subparsers.add_parser(
+        "index", help="a vector index on disk: build, add, search",
+        description="A folder holding a corpus's texts, their embeddings and an approximate-nearest-neighbour "
+                    "graph (usearch HNSW; the exact scan below 20,000 texts). Needs the 'index' extra.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser("build", parents=[common], help="embed a corpus file into a new index")
+    build.add_argument("index", help="the index folder (made or replaced)")
+    build.add_argument("--corpus", "-c", required=True, help="a UTF-8 text file, one document per line")
+    add = actions.add_parser("add", parents=[common], help="embed more texts into an index")
+    add.add_argument("index", help="the index folder")
+    add.add_argument("texts", nargs="*", help="texts to add")
+    add.add_argument("--file", "-f", help="read one text per line from FILE ('-' for stdin)")
+    search = actions.add_parser("search", parents=[common], help="the documents closest to a query")
+    search.add_argument("index", help="the index folder")
+    search.add_argument("query", nargs="+", help="the query (several words are joined by spaces)")
+    search.add_argument("--top-k", "-k", type=_count(1), default=5, metavar="K", help="how many results (default: 5)")
+    search.add_argument("--exact", action="store_true", help="scan every vector instead of the graph")
+    return parser
+
+
+def run_index(args):
+    try:
+        import usearch  # noqa: F401
+    except ImportError as error:
+        raise _missing_extra(error, "index", "transformer index") from None
+    from transformer.cli import gather_texts, read_lines
+    from transformer.index import IndexDamagedError, SemanticIndex
+
+    if args.action == "build":
+        texts = [text for _, text in read_lines(args.corpus, what="corpus")]
+        if not texts:
+            raise CommandError(f"corpus {args.corpus} has no text (every line is empty)")
+        model = load_sentence_encoder(args)
+        index = SemanticIndex.build(args.index, model, texts, batch_size=args.batch_size)
+        print(f"indexed {len(index)} texts of {args.corpus} in {args.index}", file=sys.stderr)
+        return 0
+    model = load_sentence_encoder(args)
+    try:
+        index = SemanticIndex.open(args.index, model, batch_size=args.batch_size)
+    except IndexDamagedError as error:
+        raise CommandError(str(error)) from None
+    if args.action == "add":
+        texts = gather_texts(args)
+        index.add(texts, batch_size=args.batch_size)
+        print(f"added {len(texts)} texts; {args.index} holds {len(index)}", file=sys.stderr)
+        return 0
+    query = " ".join(args.query)
+    hits = index.search(query, k=args.top_k, exact=args.exact or None)
+    print(f"Top {len(hits)} of {len(index)} documents in {args.index} for: {query}")
+    for rank, hit in enumerate(hits, start=1):
+        text = " ".join(hit.text.split())
+        print(f"{rank:>3}. {hit.score:.4f}  #{hit.row + 1}: {text if len(text) <= 120 else text[:119] + '…'}")
     return 0
