@@ -48,3 +48,38 @@ def test_bad_arguments_are_refused_before_any_work(minilm_dir):
         embed_dataset(ds, model=str(minilm_dir), threads_per_actor=0)
     with pytest.raises(ValueError, match="precision='bfloat16'"):
         embed_dataset(ds, model=str(minilm_dir), precision="bfloat16")
+
+
+def test_embed_command_on_ray_writes_parquet_with_an_embedding_column(tmp_path, minilm_dir):
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as parquet
+
+    corpus = texts(20)
+    source = tmp_path / "texts.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i, text in enumerate(corpus)))
+    output = tmp_path / "vectors.parquet"
+    result = subprocess.run([sys.executable, "-m", "transformer", "embed", "--engine", "ray", "--input", str(source),
+                             "--output", str(output), "--model", str(minilm_dir)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = parquet.read_table(output).to_pydict()
+    order = np.argsort(table["id"])
+    assert [table["text"][i] for i in order] == corpus
+    vectors = np.array([table["embedding"][i] for i in order], dtype=np.float32)
+    np.testing.assert_allclose(vectors, SentenceEncoder.from_pretrained(minilm_dir).encode(corpus), atol=2e-6)
+
+
+def test_embed_command_on_ray_names_what_is_missing(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "transformer", "embed", "--engine", "ray", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    assert "reads --input FILE" in run("--output", str(tmp_path / "v.parquet")).stderr
+    (tmp_path / "t.txt").write_text("a text\n")
+    assert "writes a .parquet file" in run("--input", str(tmp_path / "t.txt"), "--output", "v.npy").stderr

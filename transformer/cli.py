@@ -175,10 +175,13 @@ def add_embed(subparsers, common):
     parser.add_argument("--long", choices=["truncate", "chunk"], default="truncate",
                         help="texts longer than the model's limit: cut them (default) or average "
                              "overlapping windows")
+    cli_serve.add_embed_engine(parser)
     return parser
 
 
 def run_embed(args):
+    if args.engine == "ray":
+        return cli_serve.run_embed_ray(args)
     texts = gather_texts(args, keep_blank=True)
     output = args.output
     if output and not output.endswith((".npy", ".jsonl", ".json")):

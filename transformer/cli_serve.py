@@ -1,9 +1,10 @@
-"""The command line's serving and index subcommands (registered in transformer/cli.py):
+"""The command line's serving, index and Ray parts (registered in transformer/cli.py):
 
     transformer serve --model all-MiniLM-L6-v2 --port 8000
     transformer index build notes.index --corpus notes.txt
     transformer index add notes.index "one more note"
     transformer index search notes.index where did I put the keys
+    transformer embed --engine ray --input texts.parquet --output vectors.parquet
 """
 
 import argparse
@@ -135,4 +136,73 @@ def run_index(args):
     for rank, hit in enumerate(hits, start=1):
         text = " ".join(hit.text.split())
         print(f"{rank:>3}. {hit.score:.4f}  #{hit.row + 1}: {text if len(text) <= 120 else text[:119] + '…'}")
+    return 0
+
+
+# --- embed --engine ray -----------------------------------------------------------------------
+
+RAY_INPUTS = (".parquet", ".jsonl", ".txt")
+
+
+def add_embed_engine(parser):
+    """`transformer embed`'s options for embedding a corpus file on Ray."""
+    group = parser.add_argument_group("on a Ray cluster (the 'ray' extra)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="ray: embed --input on Ray actors ($RAY_ADDRESS, else a local cluster of this "
+                            "machine's cores) and write a .parquet --output")
+    group.add_argument("--input", "-i", help="with --engine ray: a .parquet or .jsonl file with a text column, "
+                                             "or a .txt file, one text per line")
+    group.add_argument("--column", default="text", help="the column of texts (default: text)")
+    group.add_argument("--actors", type=_count(1), default=None, metavar="N",
+                       help="actors (default: the cluster's CPUs // --threads)")
+
+
+def run_embed_ray(args):
+    if args.input is None or not args.input.endswith(RAY_INPUTS):
+        raise CommandError(f"--engine ray reads --input FILE ({', '.join(RAY_INPUTS)}), got "
+                           f"{'no --input' if args.input is None else repr(args.input)}")
+    if args.texts or args.file is not None:
+        raise CommandError("--engine ray reads the texts from --input, not from arguments or --file")
+    if args.output is None or not args.output.endswith(".parquet"):
+        raise CommandError("--engine ray writes a .parquet file: give --output FILE.parquet")
+    if not os.path.isfile(args.input):
+        raise CommandError(f"--input {args.input} does not exist")
+    if args.long != "truncate":
+        raise CommandError("--engine ray truncates long texts; --long chunk runs with the local engine only")
+    try:
+        import pyarrow.parquet as parquet
+        import ray
+    except ImportError as error:
+        raise _missing_extra(error, "ray", "--engine ray") from None
+    from transformer.cli import OutputFile
+    from transformer.distributed import embed_dataset
+
+    with OutputFile(args.output) as out:  # checked before Ray starts
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            if args.input.endswith(".parquet"):
+                ds = ray.data.read_parquet(args.input)
+            elif args.input.endswith(".jsonl"):
+                ds = ray.data.read_json(args.input, lines=True)
+            else:
+                ds = ray.data.read_text(args.input, drop_empty_lines=True)
+            # Read before the actor pool starts: read tasks need CPUs that the actors would hold.
+            ds = ds.materialize()
+            threads = args.threads or 1
+            ds = embed_dataset(ds, model=args.model, column=args.column, batch_size=max(args.batch_size, 256),
+                               actors=args.actors, threads_per_actor=threads, backend=args.backend,
+                               encode_batch_size=args.batch_size, normalize=args.normalize)
+            writer, rows = None, 0
+            for table in ds.iter_batches(batch_format="pyarrow", batch_size=4096):
+                if writer is None:
+                    writer = parquet.ParquetWriter(out.file, table.schema)
+                writer.write_table(table)
+                rows += table.num_rows
+            if writer is None:
+                raise CommandError(f"--input {args.input} holds no rows")
+            writer.close()
+        finally:
+            ray.shutdown()
+    print(f"wrote {rows} rows with an embedding column to {args.output}", file=sys.stderr)
     return 0
