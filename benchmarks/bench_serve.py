@@ -144,6 +144,7 @@ def main():
     texts = corpus_texts(args.texts)
     results = {"model": MODEL, "clients": args.clients, "seconds": args.seconds, "max_requests": args.max_requests,
                "texts": len(texts), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+               "load_average_at_start": os.getloadavg()[0],
                "in_process_texts_per_second": in_process_throughput(texts), "runs": []}
     print(f"in-process encode: {results['in_process_texts_per_second']:.1f} texts/s", flush=True)
     for system in args.systems:
@@ -168,12 +169,14 @@ def main():
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
+    results["load_average_at_end"] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# `transformer serve` under load ({MODEL})", "",
              f"{args.clients} concurrent clients on loopback, {args.seconds:g} s per run (at most "
              f"{args.max_requests} requests), {len(texts)} texts of benchmarks/data/corpus.txt; "
-             f"{results['machine']}, the load generator on the same cores. "
+             f"{results['machine']}, the load generator on the same cores; load average "
+             f"{results['load_average_at_start']:.1f} at the start, {results['load_average_at_end']:.1f} at the end. "
              f"In-process `encode(batch_size=32)`: **{results['in_process_texts_per_second']:.1f} texts/s**.", "",
              "| server | texts / request | texts / s | vs in-process | p50 ms | p99 ms | requests | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
