@@ -240,6 +240,29 @@ def test_a_body_over_the_limit_gets_413(server):
     assert "MiB" in response.json()["error"]["message"]
 
 
+def test_a_chunked_body_over_the_limit_gets_413(server):
+    from transformer.serve.app import MAX_BODY_BYTES
+
+    def chunks():  # no Content-Length: the server counts the bytes as they come
+        yield b'{"input": "'
+        for _ in range(MAX_BODY_BYTES // 2**20 + 1):
+            yield b"a" * 2**20
+        yield b'"}'
+
+    response = httpx.post(f"{server}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"},
+                          timeout=60)
+    assert response.status_code == 413
+    assert "MiB" in response.json()["error"]["message"]
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+
+
+def test_an_unknown_endpoint_or_method_gets_an_openai_error_body(server):
+    missing = httpx.post(f"{server}/v1/completions", json={})
+    assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]["message"]
+    wrong = httpx.get(f"{server}/v1/embeddings")
+    assert wrong.status_code == 405 and wrong.json()["error"]["message"] == "Method Not Allowed"
+
+
 def test_the_openai_client_raises_on_a_bad_request(client):
     import openai
 

@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.serve.batcher import Batcher, Closed, QueueFull
 from transformer.serve.engine import InputError, shorten
@@ -150,6 +151,16 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
     @app.exception_handler(ApiError)
     async def on_api_error(request, error):
         return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request, error):
+        # FastAPI reports a failure while reading the body as 400 "error parsing the body": a
+        # chunked body (no Content-Length) cut off at the size limit is a 413.
+        if isinstance(error.__cause__, BodyTooLarge):
+            return body_too_large()
+        message = f"no such endpoint: {request.method} {request.url.path}" if error.status_code == 404 \
+            else str(error.detail)
+        return error_response(error.status_code, message, headers=getattr(error, "headers", None))
 
     def check_model(name):
         if name is not None and name != engine.name:
@@ -276,7 +287,11 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The request body went past MAX_BODY_BYTES while it was being read."""
+
+
+def body_too_large():
+    return error_response(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", None, "body_too_large")
 
 
 class Guard:
@@ -317,13 +332,7 @@ class Guard:
                     raise BodyTooLarge()
                 return message
 
-            try:
-                await self.app(scope, receive_bounded, send_counted)
-            except BodyTooLarge:
-                if "code" in status:
-                    raise
-                await error_response(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", None,
-                                     "body_too_large")(scope, receive, send_counted)
+            await self.app(scope, receive_bounded, send_counted)  # the app answers BodyTooLarge with 413
         self.metrics.request(endpoint, status.get("code", 500), time.perf_counter() - started)
 
     def _refusal(self, scope, path):
@@ -336,6 +345,5 @@ class Guard:
                                       None, "invalid_api_key")
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return error_response(413, f"the request body is over {MAX_BODY_BYTES // 2**20} MiB", None,
-                                  "body_too_large")
+            return body_too_large()
         return None
