@@ -22,7 +22,7 @@ import signal
 import stat
 import sys
 
-from transformer import cli_learning
+from transformer import cli_learning, cli_serve
 from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
 
@@ -175,10 +175,13 @@ def add_embed(subparsers, common):
     parser.add_argument("--long", choices=["truncate", "chunk"], default="truncate",
                         help="texts longer than the model's limit: cut them (default) or average "
                              "overlapping windows")
+    cli_serve.add_embed_engine(parser)
     return parser
 
 
 def run_embed(args):
+    if args.engine == "ray":
+        return cli_serve.run_embed_ray(args)
     texts = gather_texts(args, keep_blank=True)
     output = args.output
     if output and not output.endswith((".npy", ".jsonl", ".json")):
@@ -596,6 +599,9 @@ COMMANDS = [
     ("map", cli_learning.add_map, cli_learning.run_map),
     ("fill-mask", cli_learning.add_fill_mask, cli_learning.run_fill_mask),
     ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
+    # Serving and the vector index (transformer/cli_serve.py).
+    ("serve", cli_serve.add_serve, cli_serve.run_serve),
+    ("index", cli_serve.add_index, cli_serve.run_index),
 ]
 
 

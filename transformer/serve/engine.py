@@ -1,0 +1,96 @@
+"""The model as the server uses it: texts -> token ids, token ids -> sentence vectors.
+
+    engine = Engine(SentenceEncoder.from_pretrained("all-MiniLM-L6-v2"), name="all-MiniLM-L6-v2")
+    sequences = engine.tokenize(["A man is eating food."], truncate=True)   # [[101, 1037, ...]]
+    vectors = engine.embed(sequences)                                       # float32 [1, 384]
+
+The server tokenizes each request on its own, then `embed` runs the token ids of several
+requests as one padded batch. The steps are those of `SentenceEncoder.encode` (lower-casing
+when the model says so, truncation at max_seq_length, the encoder, the model's pooling, its
+Normalize), so a text's vector is the one `encode` gives it, whichever texts share its batch.
+"""
+
+import numpy as np
+
+from transformer import pooling
+
+
+class InputError(ValueError):
+    """A request's input the model cannot take (too long, an unknown token id); `param`
+    names the field, as `input[3]`."""
+
+    def __init__(self, message, param):
+        super().__init__(message)
+        self.param = param
+
+
+class Engine:
+    """One loaded SentenceEncoder, served under `name`."""
+
+    def __init__(self, model, name):
+        self.model = model
+        self.name = name
+        self.dimension = model.dimension
+        self.max_tokens = model.max_seq_length  # special tokens included
+        self.vocab_size = model.encoder.config.vocab_size
+        self.pad_id = model.tokenizer.pad_token_id or 0
+
+    def tokenize(self, texts, truncate, param="input"):
+        """Texts -> [token ids], each at most max_tokens long (special tokens included).
+
+        truncate=False: a text longer than that raises InputError naming it (`input[i]`)."""
+        if self.model.do_lower_case:
+            texts = [text.lower() for text in texts]
+        # One token past the limit tells "too long" from "exactly fits" without tokenizing the
+        # whole of a long text (the tokenizer stops early when it truncates).
+        probe = self.max_tokens if truncate else self.max_tokens + 1
+        sequences = [self._ids(text, probe) for text in texts]
+        for index, ids in enumerate(sequences):
+            if len(ids) > self.max_tokens:
+                raise InputError(f"{param}[{index}] is longer than the model's limit of {self.max_tokens} tokens; "
+                                 f"shorten it or send \"truncate\": true to cut it", f"{param}[{index}]")
+        return sequences
+
+    def _ids(self, text, max_length):
+        batch = self.model.tokenizer([text], truncation=True, max_length=max_length)
+        return batch["input_ids"][0].tolist()
+
+    def check_ids(self, sequences, truncate, param="input"):
+        """Token id lists sent by a client -> the same lists, cut at max_tokens when truncate,
+        else InputError for one that is longer; InputError for an id outside the vocabulary.
+        The ids are the model's input as they are: no special tokens are added."""
+        checked = []
+        for index, ids in enumerate(sequences):
+            bad = next((i for i, token in enumerate(ids) if not 0 <= token < self.vocab_size), None)
+            if bad is not None:
+                raise InputError(f"{param}[{index}][{bad}] is {ids[bad]}: token ids of {self.name} are 0 to "
+                                 f"{self.vocab_size - 1}", f"{param}[{index}]")
+            if len(ids) > self.max_tokens:
+                if not truncate:
+                    raise InputError(f"{param}[{index}] has {len(ids)} token ids, more than the model's limit of "
+                                     f"{self.max_tokens}; send fewer or \"truncate\": true", f"{param}[{index}]")
+                ids = ids[: self.max_tokens]
+            checked.append(list(ids))
+        return checked
+
+    def embed(self, sequences):
+        """[token ids] -> sentence vectors float32 [len(sequences), dimension], normalized when
+        the model normalizes. The rows are padded on the right to the longest."""
+        length = max(len(ids) for ids in sequences)
+        input_ids = np.full((len(sequences), length), self.pad_id, dtype=np.int64)  # [batch, seq]
+        attention_mask = np.zeros((len(sequences), length), dtype=np.int64)  # [batch, seq]
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        token_type_ids = np.zeros_like(input_ids)  # [batch, seq]: one segment per text
+        hidden = self.model.encoder.last_hidden_state(input_ids, attention_mask, token_type_ids)  # [batch, seq, hidden]
+        vectors = pooling.pool(hidden, attention_mask, self.model.pooling_modes)  # [batch, dim]
+        if not np.isfinite(vectors).all():
+            raise ValueError(f"the model {self.name} gave a vector that is not finite (NaN or inf)")
+        return pooling.normalize(vectors) if self.model.normalize else vectors
+
+
+def shorten(vectors, dimensions):
+    """OpenAI's `dimensions`: the first `dimensions` numbers of each vector, scaled back to
+    unit length. float32 [n, dim] -> [n, dimensions]."""
+    return pooling.normalize(vectors[:, :dimensions])
