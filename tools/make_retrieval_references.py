@@ -2,7 +2,7 @@
 prompts, truncate_dim, similarity functions and quantized vectors, so the tests can check
 this package without torch.
 
-    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize]   (default: both)
+    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross]   (default: all)
 
 The tests import the cases from here (`prompted_model_folder`, `PROMPT_CASES`, ...), so the
 live comparison and the committed file run the same inputs.
@@ -60,6 +60,57 @@ def prompted_model_folder(source, target):
     return target
 
 
+# Cross-encoders without torch: all-MiniLM-L6-v2's encoder with a classifier drawn here.
+CROSS_LABELS = (1, 3)
+CROSS_PAIRS = [
+    ("How do vaccines train the immune system?",
+     "Vaccines expose the immune system to a harmless piece of a pathogen so it learns to recognise it."),
+    ("How do vaccines train the immune system?", "The stock market closed higher on Friday after a week of losses."),
+    ("A man is eating food.", "A man is eating a piece of bread."),
+    ("Where is the Eiffel Tower?", "The Eiffel Tower stands on the Champ de Mars in Paris, France."),
+    ("Where is the Eiffel Tower?", ""),
+    ("long " * 300, "the second text survives: the first, longer one is cut"),
+]
+
+
+def minilm_cross_encoder(source, target, num_labels, seed=0):
+    """A BertForSequenceClassification folder at `target`: all-MiniLM-L6-v2's encoder and
+    pooler (from `source`) under "bert.", a classifier [num_labels, 384] drawn with NumPy
+    (std 1/sqrt(384), bias std 0.1), its tokenizer files linked."""
+    from safetensors.numpy import load_file, save_file
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    tensors = {"bert." + name: value for name, value in load_file(Path(source) / "model.safetensors").items()}
+    rng = np.random.default_rng(seed)
+    tensors["classifier.weight"] = (rng.standard_normal((num_labels, 384)) / np.sqrt(384)).astype(np.float32)
+    tensors["classifier.bias"] = (0.1 * rng.standard_normal(num_labels)).astype(np.float32)
+    save_file(tensors, str(target / "model.safetensors"))
+    config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    config.update(architectures=["BertForSequenceClassification"], num_labels=num_labels)
+    config.pop("_name_or_path", None)
+    if num_labels != 2:
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        os.symlink((Path(source) / name).resolve(), target / name)
+    return target
+
+
+def cross_encoder_references(folder):
+    """{"scores", "rank_ids", "rank_scores"} of sentence-transformers' CrossEncoder on CROSS_PAIRS."""
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(folder), device="cpu")
+    found = {"scores": model.predict(CROSS_PAIRS, batch_size=4)}
+    if model.num_labels == 1:
+        ranked = model.rank(CROSS_PAIRS[0][0], [document for _, document in CROSS_PAIRS])
+        found["rank_ids"] = np.array([hit["corpus_id"] for hit in ranked])
+        found["rank_scores"] = np.array([hit["score"] for hit in ranked], dtype=np.float32)
+    return found
+
+
 def calibration_split(vectors):
     """(calibration vectors, vectors to quantize) out of one set: the first two thirds calibrate."""
     cut = 2 * len(vectors) // 3
@@ -109,12 +160,16 @@ def main():
     from transformer.store import weights_dir
 
     source = weights_dir() / "all-MiniLM-L6-v2"
-    only = sys.argv[1:] or ["prompts", "quantize"]
+    only = sys.argv[1:] or ["prompts", "quantize", "cross"]
     with tempfile.TemporaryDirectory() as scratch:
         if "prompts" in only:
             folder = prompted_model_folder(source, Path(scratch) / "prompted")
             model = SentenceTransformer(str(folder), device="cpu")
             np.savez(REFERENCES / "retrieval_prompts.npz", **prompt_references(model))
+        if "cross" in only:
+            for labels in CROSS_LABELS:
+                folder = minilm_cross_encoder(source, Path(scratch) / f"cross{labels}", labels)
+                np.savez(REFERENCES / f"retrieval_cross_encoder_{labels}.npz", **cross_encoder_references(folder))
     if "quantize" in only:
         plain = SentenceTransformer(str(source), device="cpu")
         np.savez(REFERENCES / "retrieval_quantize.npz", **quantize_references(corpus_vectors(plain)))
