@@ -2,7 +2,7 @@
 prompts, truncate_dim, similarity functions and quantized vectors, so the tests can check
 this package without torch.
 
-    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross]   (default: all)
+    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross] [sparse]   (default: all)
 
 The tests import the cases from here (`prompted_model_folder`, `PROMPT_CASES`, ...), so the
 live comparison and the committed file run the same inputs.
@@ -111,6 +111,41 @@ def cross_encoder_references(folder):
     return found
 
 
+SPARSE_TEXTS = [
+    "The cat sat on the mat.",
+    "How do vaccines train the immune system?",
+    "",
+    "Der Himmel ist heute sehr blau.",
+    "Sparse retrieval expands a query to the words a relevant passage would use. " * 40,  # past 512 tokens
+    "what is the capital of france",
+]
+SPARSE_MAX_ACTIVE_DIMS = 8
+
+
+def sparse_references(folder):
+    """sentence-transformers' SparseEncoder on SPARSE_TEXTS: the dense weights stored compactly
+    (row, word, weight of every non-zero), the same with max_active_dims, and decode's top 5."""
+    from sentence_transformers import SparseEncoder
+
+    model = SparseEncoder(str(folder), device="cpu")
+    found = {}
+    for name, options in (("all", {}), ("top", {"max_active_dims": SPARSE_MAX_ACTIVE_DIMS})):
+        dense = model.encode(SPARSE_TEXTS, batch_size=4, convert_to_sparse_tensor=False, **options).numpy()
+        rows, words = np.nonzero(dense)
+        found[f"{name}_rows"], found[f"{name}_words"], found[f"{name}_weights"] = rows, words, dense[rows, words]
+    decoded = model.decode(model.encode(SPARSE_TEXTS[:2]), top_k=5)
+    found["decoded_tokens"] = np.array([[token for token, _ in row] for row in decoded])
+    found["decoded_weights"] = np.array([[weight for _, weight in row] for row in decoded], dtype=np.float32)
+    return found
+
+
+def dense_from(found, name, dimension):
+    """The [len(SPARSE_TEXTS), dimension] weights stored by `sparse_references` under `name`."""
+    dense = np.zeros((len(SPARSE_TEXTS), dimension), dtype=np.float32)
+    dense[found[f"{name}_rows"], found[f"{name}_words"]] = found[f"{name}_weights"]
+    return dense
+
+
 def calibration_split(vectors):
     """(calibration vectors, vectors to quantize) out of one set: the first two thirds calibrate."""
     cut = 2 * len(vectors) // 3
@@ -160,7 +195,7 @@ def main():
     from transformer.store import weights_dir
 
     source = weights_dir() / "all-MiniLM-L6-v2"
-    only = sys.argv[1:] or ["prompts", "quantize", "cross"]
+    only = sys.argv[1:] or ["prompts", "quantize", "cross", "sparse"]
     with tempfile.TemporaryDirectory() as scratch:
         if "prompts" in only:
             folder = prompted_model_folder(source, Path(scratch) / "prompted")
@@ -170,6 +205,8 @@ def main():
             for labels in CROSS_LABELS:
                 folder = minilm_cross_encoder(source, Path(scratch) / f"cross{labels}", labels)
                 np.savez(REFERENCES / f"retrieval_cross_encoder_{labels}.npz", **cross_encoder_references(folder))
+    if "sparse" in only:
+        np.savez(REFERENCES / "retrieval_sparse.npz", **sparse_references(weights_dir() / "splade-tiny"))
     if "quantize" in only:
         plain = SentenceTransformer(str(source), device="cpu")
         np.savez(REFERENCES / "retrieval_quantize.npz", **quantize_references(corpus_vectors(plain)))
