@@ -22,7 +22,7 @@ import signal
 import stat
 import sys
 
-from transformer import cli_learning, cli_serve
+from transformer import cli_learning, cli_retrieval, cli_serve
 from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
 
@@ -602,6 +602,8 @@ COMMANDS = [
     # Serving and the vector index (transformer/cli_serve.py).
     ("serve", cli_serve.add_serve, cli_serve.run_serve),
     ("index", cli_serve.add_index, cli_serve.run_index),
+    # The retrieval subcommands (transformer/cli_retrieval.py).
+    ("rerank", cli_retrieval.add_rerank, cli_retrieval.run_rerank),
 ]
 
 

@@ -34,13 +34,21 @@ from transformer.files import ModelFileError, read_json
 from transformer.progress import Progress
 
 LONG_TEXT_MODES = ("truncate", "chunk")
+# The similarity functions a model may name in config_sentence_transformers.json.
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+# sentence-transformers' SentenceTransformer always knows a "query" and a "document" prompt,
+# empty unless the model's config says otherwise.
+DEFAULT_PROMPTS = {"query": "", "document": ""}
+# encode_document uses the first of these prompt names the model has.
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
 class SentenceEncoder:
     """A tokenizer, an encoder and the pooling / normalization steps of a sentence model."""
 
     def __init__(self, tokenizer, encoder, pooling_modes=("mean",), normalize=False,
-                 max_seq_length=None, do_lower_case=False, path=None):
+                 max_seq_length=None, do_lower_case=False, path=None, prompts=None, default_prompt_name=None,
+                 similarity_fn_name=None, truncate_dim=None):
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.pooling_modes = list(pooling_modes)
@@ -50,14 +58,29 @@ class SentenceEncoder:
         self.do_lower_case = bool(do_lower_case)
         self.path = Path(path) if path is not None else None
         self.files_at_load = None  # {file: identity} when loaded from a folder (`from_pretrained`)
+        self.prompts = dict(DEFAULT_PROMPTS, **(prompts or {}))
+        if default_prompt_name is not None and default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts "
+                             f"{sorted(self.prompts)}")
+        self.default_prompt_name = default_prompt_name
+        if similarity_fn_name is not None and similarity_fn_name not in SIMILARITY_FUNCTIONS:
+            raise ValueError(f"similarity_fn_name={similarity_fn_name!r}; expected one of "
+                             f"{', '.join(map(repr, SIMILARITY_FUNCTIONS))}")
+        self.similarity_fn_name = similarity_fn_name or "cosine"
+        self.truncate_dim = None if truncate_dim is None else self._check_truncate_dim(truncate_dim)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, backend=None):
+    def from_pretrained(cls, name_or_path, backend=None, truncate_dim=None):
         """Load a sentence-transformers model folder or a known model name.
 
         name_or_path: "all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2", or a folder
         (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
         backend: "numpy", "numba", or None (numba when available).
+        truncate_dim: keep the first truncate_dim dimensions of every vector (Matryoshka
+            models); None for what config_sentence_transformers.json says (else all).
+
+        config_sentence_transformers.json gives `prompts`, `default_prompt_name`,
+        `similarity_fn_name` and `truncate_dim` (see `read_model_config`).
         """
         from transformer.encoder import Encoder, model_folder
         from transformer.store import resolve
@@ -66,6 +89,7 @@ class SentenceEncoder:
         path = model_folder(resolve(name_or_path), name_or_path)
         files_at_load = file_identities(path)  # before anything is read: see `file_identities`
         modules = read_modules(path)
+        settings = read_model_config(path)
         transformer_dir = path / modules["transformer"]
         with warnings.catch_warnings():
             # A sentence model runs the base encoder only: a task head named in config.json
@@ -80,6 +104,10 @@ class SentenceEncoder:
             max_seq_length=modules["max_seq_length"] or _tokenizer_limit(transformer_dir),
             do_lower_case=modules["do_lower_case"],
             path=path,
+            prompts=settings["prompts"],
+            default_prompt_name=settings["default_prompt_name"],
+            similarity_fn_name=settings["similarity_fn_name"],
+            truncate_dim=truncate_dim if truncate_dim is not None else settings["truncate_dim"],
         )
         model.files_at_load = files_at_load
         return model
@@ -94,7 +122,8 @@ class SentenceEncoder:
         return self.encoder.backend
 
     def encode(self, texts, batch_size=32, normalize=None, show_progress=None, long="truncate",
-               stride=None, *, show_progress_bar=None, normalize_embeddings=None, convert_to_numpy=True,
+               stride=None, *, prompt_name=None, prompt=None, truncate_dim=None, precision="float32",
+               show_progress_bar=None, normalize_embeddings=None, convert_to_numpy=True,
                convert_to_tensor=False, device=None):
         """Texts -> sentence vectors, float32 [n, dim] (a single str gives [dim]; an empty
         list gives [0, dim]).
@@ -109,6 +138,15 @@ class SentenceEncoder:
             are dropped. "chunk": a long text is cut into windows of max_seq_length tokens that
             overlap by `stride` tokens (default max_seq_length // 8); the windows' pooled
             vectors are averaged, weighted by their token counts, so every token counts.
+
+        prompt_name: one of `self.prompts` (config_sentence_transformers.json's "prompts"),
+            whose text is put before every text; prompt: that text given directly (it wins
+            over prompt_name). Neither: the model's default_prompt_name, if it has one.
+        truncate_dim: keep the first truncate_dim dimensions (Matryoshka models); None for
+            the model's truncate_dim. The model's Normalize step runs before the cut, as in
+            sentence-transformers; normalize=True makes the cut vectors unit length again.
+        precision: "float32", or "int8" / "uint8" / "binary" / "ubinary" for
+            `transformer.quantize.quantize_embeddings` with ranges from these vectors.
 
         sentence-transformers' names work too: show_progress_bar (= show_progress),
         normalize_embeddings=True (normalize; False leaves it to the model, as there),
@@ -128,6 +166,8 @@ class SentenceEncoder:
             raise ValueError(f"device={device!r}: this package runs on the CPU only; pass device=None or 'cpu'")
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
+        prompt = self._resolve_prompt(prompt_name, prompt)
+        truncate_dim = self.truncate_dim if truncate_dim is None else self._check_truncate_dim(truncate_dim)
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if long not in LONG_TEXT_MODES:
@@ -136,6 +176,8 @@ class SentenceEncoder:
             stride = self.max_seq_length // 8
         if long == "chunk":
             self._check_stride(stride)
+        if prompt:
+            texts = [prompt + text for text in texts]
         if self.do_lower_case:
             texts = [text.lower() for text in texts]
 
@@ -162,9 +204,59 @@ class SentenceEncoder:
                              f"forward pass overflow")
         if self.normalize if normalize is None else normalize:
             vectors = pooling.normalize(vectors)  # [n, dim], each row of length 1
+        if truncate_dim is not None:
+            vectors = vectors[:, :truncate_dim]  # [n, dim] -> [n, truncate_dim]
+            if normalize:
+                vectors = pooling.normalize(vectors)
+        if precision != "float32":
+            from transformer.quantize import quantize_embeddings
+
+            vectors = quantize_embeddings(vectors, precision)
         if single:
             return vectors[0]
         return vectors if convert_to_numpy else list(vectors)
+
+    def encode_query(self, texts, prompt_name=None, prompt=None, **options):
+        """`encode` for search queries: the model's "query" prompt unless one is given."""
+        if prompt_name is None and prompt is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **options)
+
+    def encode_document(self, texts, prompt_name=None, prompt=None, **options):
+        """`encode` for the documents searched: the first of the model's "document",
+        "passage", "corpus" prompts unless one is given (as sentence-transformers, whose
+        models always have a "document" prompt, empty unless the config sets it)."""
+        if prompt_name is None and prompt is None:
+            prompt_name = next((name for name in DOCUMENT_PROMPT_NAMES if name in self.prompts), None)
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **options)
+
+    def similarity(self, vectors_a, vectors_b):
+        """[n, dim], [m, dim] -> float32 [n, m] by the model's similarity_fn_name (see
+        `similarity`); one [dim] vector counts as [1, dim]."""
+        return similarity(vectors_a, vectors_b, self.similarity_fn_name)
+
+    def _resolve_prompt(self, prompt_name, prompt):
+        """The text to put before every text, or None: `prompt` wins, then `prompt_name`,
+        then the model's default_prompt_name."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is None:
+            prompt_name = self.default_prompt_name
+            if prompt_name is None:
+                return None
+        if prompt_name not in self.prompts:
+            raise ValueError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
+                             f"({', '.join(map(repr, self.prompts))}; config_sentence_transformers.json sets them)")
+        return self.prompts[prompt_name]
+
+    def _check_truncate_dim(self, truncate_dim):
+        if not isinstance(truncate_dim, (int, np.integer)) or isinstance(truncate_dim, bool) \
+                or not 1 <= truncate_dim <= self.dimension:
+            raise ValueError(f"truncate_dim must be an integer in [1, {self.dimension}] (the model's vectors have "
+                             f"{self.dimension} dimensions), got {truncate_dim!r}")
+        return int(truncate_dim)
 
     def _embed_truncated(self, texts):
         """Pooled vectors [len(texts), dim] of texts cut at max_seq_length tokens."""
@@ -230,6 +322,57 @@ def cosine_similarity(vectors_a, vectors_b=None):
     vectors_a = pooling.normalize(np.atleast_2d(vectors_a))
     vectors_b = vectors_a if vectors_b is None else pooling.normalize(np.atleast_2d(vectors_b))
     return vectors_a @ vectors_b.T  # [n, dim] @ [dim, m] -> [n, m]
+
+
+def similarity(vectors_a, vectors_b, function="cosine"):
+    """Similarities between the rows of two sets of vectors: [n, dim], [m, dim] -> float32 [n, m].
+
+    function: "cosine"; "dot" (the dot product); "euclidean" and "manhattan", the negative L2
+    and L1 distances (so that larger is more similar, as for the other two).
+    """
+    if function not in SIMILARITY_FUNCTIONS:
+        raise ValueError(f"similarity function {function!r}; expected one of "
+                         f"{', '.join(map(repr, SIMILARITY_FUNCTIONS))}")
+    vectors_a, vectors_b = (np.atleast_2d(np.asarray(v, dtype=np.float32)) for v in (vectors_a, vectors_b))
+    if vectors_a.ndim != 2 or vectors_b.ndim != 2 or vectors_a.shape[1] != vectors_b.shape[1]:
+        raise ValueError(f"similarity needs [n, dim] and [m, dim] vectors of one dim, got shapes "
+                         f"{list(vectors_a.shape)} and {list(vectors_b.shape)}")
+    if function == "cosine":
+        return cosine_similarity(vectors_a, vectors_b)
+    if function == "dot":
+        return vectors_a @ vectors_b.T  # [n, dim] @ [dim, m] -> [n, m]
+    order = 2 if function == "euclidean" else 1
+    distances = np.empty((len(vectors_a), len(vectors_b)), dtype=np.float32)
+    for row, vector in enumerate(vectors_a):  # one row at a time: [m, dim] of differences, not [n, m, dim]
+        distances[row] = np.linalg.norm(vectors_b - vector, ord=order, axis=1)  # [m]
+    return -distances
+
+
+def read_model_config(path):
+    """config_sentence_transformers.json -> {"prompts": {name: text}, "default_prompt_name",
+    "similarity_fn_name", "truncate_dim"} (None where the file, or the field, is absent).
+    ModelFileError naming the field that is malformed."""
+    config_file = Path(path) / "config_sentence_transformers.json"
+    config = _read_json(config_file, "sentence-transformers model config", default={})
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{config_file} must hold a JSON object, found {_show(config)}")
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(text, str) for text in prompts.values()):
+        raise ModelFileError(f"{config_file}: prompts must be an object of name: text, found {_show(prompts)}")
+    default_prompt_name = config.get("default_prompt_name")
+    if default_prompt_name is not None and default_prompt_name not in dict(DEFAULT_PROMPTS, **prompts):
+        raise ModelFileError(f"{config_file}: default_prompt_name {_show(default_prompt_name)} is not one of the "
+                             f"prompts ({', '.join(map(repr, dict(DEFAULT_PROMPTS, **prompts)))})")
+    similarity_fn_name = config.get("similarity_fn_name")
+    if similarity_fn_name is not None and similarity_fn_name not in SIMILARITY_FUNCTIONS:
+        raise ModelFileError(f"{config_file}: similarity_fn_name is {_show(similarity_fn_name)}; expected one of "
+                             f"{', '.join(map(repr, SIMILARITY_FUNCTIONS))}")
+    truncate_dim = config.get("truncate_dim")
+    if truncate_dim is not None and (type(truncate_dim) is not int or truncate_dim < 1):
+        raise ModelFileError(f"{config_file}: truncate_dim must be a positive integer or null, found "
+                             f"{_show(truncate_dim)}")
+    return {"prompts": prompts, "default_prompt_name": default_prompt_name,
+            "similarity_fn_name": similarity_fn_name, "truncate_dim": truncate_dim}
 
 
 def read_modules(path):
