@@ -1,0 +1,216 @@
+"""Training: each loss and its gradient against sentence-transformers' loss + torch autograd;
+whole-model gradients of each loss on every family's random checkpoint; AdamW and its
+schedule against torch; saved folders that sentence-transformers and transformers load;
+resuming; the same loss curve as sentence-transformers' modules trained the same way."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+st = pytest.importorskip("sentence_transformers")
+transformers = pytest.importorskip("transformers")
+
+from sentence_transformers.sentence_transformer import losses as st_losses  # noqa: E402
+
+from transformer import losses, optim, train  # noqa: E402
+from transformer.encoder import Encoder  # noqa: E402
+from transformer.loading import checkpoint_names  # noqa: E402
+from transformer.sentence import SentenceEncoder  # noqa: E402
+
+FAMILIES = Path(__file__).parent / "references" / "families"
+MINILM = Path(__file__).parent.parent / "weights" / "all-MiniLM-L6-v2"
+needs_minilm = pytest.mark.skipif(not (MINILM / "model.safetensors").is_file(),
+                                  reason="weights/all-MiniLM-L6-v2 not fetched (make weights-test)")
+
+
+def relative_error(ours, reference):
+    reference = reference.detach().numpy() if isinstance(reference, torch.Tensor) else np.asarray(reference)
+    return float(np.linalg.norm(ours - reference) / max(np.linalg.norm(reference), 1e-30))
+
+
+class Embedded(torch.nn.Module):
+    """A stand-in SentenceTransformer for sentence-transformers' losses: the 'features' of a
+    column are its vectors already."""
+
+    device = torch.device("cpu")
+
+    def forward(self, features):
+        return {"sentence_embedding": features["sentence_embedding"]}
+
+
+def columns(rng, count, n=6, d=8):
+    return [rng.standard_normal((n, d)).astype(np.float32) for _ in range(count)]
+
+
+def reference_loss(loss_module, vectors, labels=None):
+    """sentence-transformers' loss on `vectors` and its autograd gradients: (loss, grads)."""
+    leaves = [torch.tensor(v, requires_grad=True) for v in vectors]
+    value = loss_module([{"sentence_embedding": leaf} for leaf in leaves], labels)
+    value.backward()
+    return float(value.detach()), [leaf.grad for leaf in leaves]
+
+
+def assert_loss_and_gradients_match(ours, reference):
+    (loss, grads), (expected_loss, expected_grads) = ours[:2], reference
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    for grad, expected in zip(grads, expected_grads, strict=True):
+        assert grad.dtype == np.float32
+        assert relative_error(grad, expected) <= 1e-5
+
+
+# --- each loss against sentence-transformers ----------------------------------------------
+@pytest.mark.parametrize("negatives", [0, 1])
+def test_multiple_negatives_ranking_loss_matches_sentence_transformers(negatives):
+    vectors = columns(np.random.default_rng(0), 2 + negatives)
+    reference = reference_loss(st_losses.MultipleNegativesRankingLoss(Embedded()), vectors)
+    assert_loss_and_gradients_match(losses.multiple_negatives_ranking_loss(*vectors), reference)
+
+
+def test_symmetric_ranking_loss_matches_sentence_transformers():
+    vectors = columns(np.random.default_rng(1), 2)
+    module = st_losses.MultipleNegativesRankingLoss(Embedded(), directions=("query_to_doc", "doc_to_query"),
+                                                    partition_mode="per_direction")
+    reference = reference_loss(module, vectors)
+    assert_loss_and_gradients_match(losses.multiple_negatives_ranking_loss(*vectors, symmetric=True), reference)
+
+
+def test_cosent_loss_matches_sentence_transformers():
+    rng = np.random.default_rng(2)
+    vectors = columns(rng, 2)
+    scores = np.array([0.1, 0.9, 0.5, 0.5, 0.0, 1.0], dtype=np.float32)  # a tie counts no pair
+    reference = reference_loss(st_losses.CoSENTLoss(Embedded()), vectors, torch.tensor(scores))
+    assert_loss_and_gradients_match(losses.cosent_loss(*vectors, scores), reference)
+
+
+def test_softmax_loss_matches_sentence_transformers():
+    rng = np.random.default_rng(3)
+    vectors, labels = columns(rng, 2), np.array([0, 2, 1, 1, 0, 2])
+    module = st_losses.SoftmaxLoss(Embedded(), embedding_dimension=8, num_labels=3)
+    classifier = {"weight": module.classifier.weight.detach().numpy().T.copy(),
+                  "bias": module.classifier.bias.detach().numpy().copy()}
+    reference = reference_loss(module, vectors, torch.tensor(labels))
+    ours = losses.softmax_loss(*vectors, labels, classifier)
+    assert_loss_and_gradients_match(ours, reference)
+    assert relative_error(ours[2]["weight"], module.classifier.weight.grad.T) <= 1e-5
+    assert relative_error(ours[2]["bias"], module.classifier.bias.grad) <= 1e-5
+
+
+def test_classification_loss_matches_torch_cross_entropy():
+    rng = np.random.default_rng(4)
+    (vectors,), labels = columns(rng, 1), np.array([0, 1, 1, 0, 1, 0])
+    classifier = train.new_classifier(8, 2, seed=0)
+    leaf, weight = torch.tensor(vectors, requires_grad=True), torch.tensor(classifier["weight"], requires_grad=True)
+    value = torch.nn.functional.cross_entropy(leaf @ weight + torch.tensor(classifier["bias"]), torch.tensor(labels))
+    value.backward()
+    loss, (d_vectors,), d_classifier = losses.classification_loss(vectors, labels, classifier)
+    assert loss == pytest.approx(float(value), rel=1e-6)
+    assert relative_error(d_vectors, leaf.grad) <= 1e-5
+    assert relative_error(d_classifier["weight"], weight.grad) <= 1e-5
+
+
+def test_matryoshka_sums_the_loss_of_each_truncation():
+    vectors = columns(np.random.default_rng(5), 2)
+    module = st_losses.MultipleNegativesRankingLoss(Embedded())
+    leaves = [torch.tensor(v, requires_grad=True) for v in vectors]
+    total = sum(module([{"sentence_embedding": leaf[:, :dim]} for leaf in leaves], None) for dim in (8, 4, 2))
+    total.backward()
+    ours = losses.matryoshka(losses.multiple_negatives_ranking_loss, (8, 4, 2))(*vectors)
+    assert_loss_and_gradients_match(ours, (float(total.detach()), [leaf.grad for leaf in leaves]))
+
+
+# --- whole-model gradients of each loss, every family -------------------------------------
+CASES = ["bert_gelu", "distilbert_gelu", "electra_projection", "mpnet_gelu", "roberta_gelu", "xlm_roberta_silu"]
+
+
+def family_case(case):
+    """(our SentenceEncoder without tokenizer, transformers' model, the reference batch)."""
+    reference = dict(np.load(FAMILIES / case / "reference.npz"))
+    encoder = Encoder.from_pretrained(FAMILIES / case, backend="numpy")
+    model = SentenceEncoder(tokenizer=None, encoder=encoder, pooling_modes=("mean",), normalize=True)
+    torch_model = transformers.AutoModel.from_pretrained(FAMILIES / case, attn_implementation="eager").eval()
+    return model, torch_model, reference
+
+
+def torch_vectors(torch_model, ids, mask, types, token_types):
+    kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    if token_types:
+        kwargs["token_type_ids"] = torch.tensor(types)
+    hidden = torch_model(**kwargs).last_hidden_state
+    m = torch.tensor(mask)[..., None].float()
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
+@pytest.mark.parametrize("loss", ["mnrl", "cosent", "softmax"])
+@pytest.mark.parametrize("case", CASES)
+def test_whole_model_gradient_of_each_loss_matches_autograd(case, loss):
+    model, torch_model, reference = family_case(case)
+    ids, mask, types = reference["input_ids"], reference["attention_mask"], reference["token_type_ids"]
+    # two columns: the batch's rows, and other texts with the padding of the rows rolled by one
+    vocab = model.encoder.config.vocab_size
+    rolled_ids, rolled_mask, rolled_types = (np.roll(a, 1, axis=0) for a in (ids, mask, types))
+    column_b = (np.where(rolled_mask == 1, 2 + (rolled_ids * 7 + 3) % (vocab - 2), rolled_ids), rolled_mask, rolled_types)
+    token_types = model.encoder.config.recipe.embeddings.token_types
+    rows = len(ids)
+    labels = np.array([0.3, 0.9, 0.1, 0.6][:rows], dtype=np.float32) if loss == "cosent" else np.arange(rows) % 2
+    classifier = train.new_classifier(model.dimension, 2, seed=0) if loss == "softmax" else None
+
+    vectors_a = torch_vectors(torch_model, ids, mask, types, token_types)
+    vectors_b = torch_vectors(torch_model, *column_b, token_types)
+    if loss == "mnrl":
+        value = st_losses.MultipleNegativesRankingLoss(Embedded()).compute_loss_from_embeddings([vectors_a, vectors_b], None)
+    elif loss == "cosent":
+        value = st_losses.CoSENTLoss(Embedded()).compute_loss_from_embeddings([vectors_a, vectors_b], torch.tensor(labels))
+    else:
+        logits = vectors_a @ torch.tensor(classifier["weight"]) + torch.tensor(classifier["bias"])
+        value = torch.nn.functional.cross_entropy(logits, torch.tensor(labels))
+    value.backward()
+    torch_grads = dict(torch_model.named_parameters())
+
+    settings = train.Settings(loss=loss)
+    cached = [train.vectors_with_cache(model, model.encoder.params, *column) for column in ((ids, mask, types), column_b)]
+    vectors = [v for v, _ in cached][:1 if loss == "softmax" else 2]
+    ours, d_vectors, *_ = train.sentence_loss(settings, labels, classifier)(*vectors)
+    assert ours == pytest.approx(float(value), rel=1e-5)
+    grads = None
+    for d, (_, cache) in zip(d_vectors, cached):
+        column_grads = train.embed_backward(model, model.encoder.params, d, cache)
+        grads = column_grads if grads is None else train.add_trees(grads, column_grads)
+    config = model.encoder.config
+    tensors = train.checkpoint_tensors(config, grads)  # our gradients under torch's names
+    key_biases = {checkpoint_names(config, f"layers.{i}.key.bias")[0]: checkpoint_names(config, f"layers.{i}.key.weight")[0]
+                  for i in range(config.num_hidden_layers)}
+    errors = {}
+    for name, grad in tensors.items():
+        expected = torch_grads[name].grad
+        scale = np.linalg.norm(expected.numpy())
+        if name in key_biases:  # 0 in exact arithmetic: see test_backward_model
+            scale = np.linalg.norm(tensors[key_biases[name]])
+        errors[name] = float(np.linalg.norm(grad - expected.numpy()) / max(scale, 1e-30))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-4, f"{case} {loss}: {worst} relative error {errors[worst]:.2e}"
+
+
+# --- the optimizer ------------------------------------------------------------------------
+def test_adamw_with_schedule_and_clipping_matches_torch():
+    rng = np.random.default_rng(6)
+    params = {"layer": {"weight": rng.standard_normal((4, 3)).astype(np.float32),
+                        "bias": rng.standard_normal(3).astype(np.float32)}}
+    gradients = [{"layer": {"weight": rng.standard_normal((4, 3)).astype(np.float32) * 3,
+                            "bias": rng.standard_normal(3).astype(np.float32)}} for _ in range(6)]
+    weight = torch.tensor(params["layer"]["weight"], requires_grad=True)
+    bias = torch.tensor(params["layer"]["bias"], requires_grad=True)
+    optimizer = torch.optim.AdamW([{"params": [weight], "weight_decay": 0.01},
+                                   {"params": [bias], "weight_decay": 0.0}], lr=1e-2)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, num_warmup_steps=2, num_training_steps=6)
+    ours = optim.AdamW(weight_decay=0.01)
+    for step, grads in enumerate(gradients):
+        weight.grad, bias.grad = torch.tensor(grads["layer"]["weight"]), torch.tensor(grads["layer"]["bias"])
+        torch.nn.utils.clip_grad_norm_([weight, bias], 1.0)
+        optimizer.step()
+        schedule.step()
+        optim.clip_by_global_norm(grads, 1.0)
+        ours.step(params, grads, optim.linear_schedule(step, 1e-2, 2, 6), no_decay={"layer/bias"})
+    assert np.abs(params["layer"]["weight"] - weight.detach().numpy()).max() <= 1e-6
+    assert np.abs(params["layer"]["bias"] - bias.detach().numpy()).max() <= 1e-6

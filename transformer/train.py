@@ -1,0 +1,494 @@
+"""Fine-tuning a sentence encoder in NumPy: batches -> loss -> gradients -> AdamW, repeated.
+
+One training step, for pairs (anchor, positive) and MultipleNegativesRankingLoss:
+
+    vectors_a, cache_a = embed_with_cache(model, anchors)      tokenize, encoder, pool, normalize
+    vectors_b, cache_b = embed_with_cache(model, positives)
+    loss, (d_a, d_b) = losses.multiple_negatives_ranking_loss(vectors_a, vectors_b)
+    grads = embed_backward(model, d_a, cache_a) + embed_backward(model, d_b, cache_b)
+    clip_by_global_norm(grads, 1.0); optimizer.step(params, grads, lr)
+
+`Trainer` runs that over epochs with a seeded shuffle, gradient accumulation, warm-up and
+linear decay, and saves sentence-transformers folders (`save_sentence_model`) that
+sentence-transformers, transformers and `SentenceEncoder` load. Dropout is off: training here
+is deterministic (the same seed gives the same model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transformer import backward, losses, pooling
+from transformer.loading import checkpoint_names, recipe_part
+from transformer.model import linear
+from transformer.optim import AdamW, clip_by_global_norm, leaves, linear_schedule
+from transformer.recipe import Linear
+
+LOSSES = ("mnrl", "cosent", "softmax")
+
+
+# ---------------------------------------------------------------------------------------
+# The model's forward with a cache, and its backward
+# ---------------------------------------------------------------------------------------
+def tokenize(model, texts):
+    """Texts -> int64 arrays [batch, seq] (input_ids, attention_mask, token_type_ids), padded to
+    the longest text, cut at the model's max_seq_length (as sentence-transformers batches)."""
+    if model.do_lower_case:
+        texts = [text.lower() for text in texts]
+    batch = model.tokenizer(list(texts), padding=True, truncation=True, max_length=model.max_seq_length)
+    return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+
+
+def embed_with_cache(model, params, texts):
+    """Sentence vectors of `texts` with `params` (model: a SentenceEncoder: tokenizer, pooling
+    modes, normalize) -> (vectors float32 [batch, dim], cache for embed_backward)."""
+    return vectors_with_cache(model, params, *tokenize(model, texts))
+
+
+def vectors_with_cache(model, params, input_ids, attention_mask, token_type_ids):
+    """Token ids int64 [batch, seq] -> (sentence vectors float32 [batch, dim], cache): the
+    encoder, the model's pooling modes side by side, and its Normalize when it has one."""
+    config = model.encoder.config
+    hidden, cache = backward.encoder_forward_with_cache(params, config, input_ids, attention_mask,
+                                                        token_type_ids)  # -> [batch, seq, hidden]
+    pooled = pooling.pool(hidden, attention_mask, model.pooling_modes)  # -> [batch, modes * hidden]
+    vectors = pooling.normalize(pooled) if model.normalize else pooled
+    return vectors, dict(encoder=cache, hidden=hidden, attention_mask=attention_mask, pooled=pooled)
+
+
+def embed_backward(model, params, d_vectors, cache):
+    """The gradient of every encoder parameter from d_vectors [batch, dim] (the loss's
+    gradient with respect to the vectors embed_with_cache returned)."""
+    d_pooled = backward.normalize_backward(d_vectors, cache["pooled"]) if model.normalize else d_vectors
+    hidden, mask = cache["hidden"], cache["attention_mask"]
+    width = hidden.shape[-1]
+    d_hidden = np.zeros_like(hidden)
+    for index, mode in enumerate(model.pooling_modes):  # pooled = the modes' vectors side by side
+        if mode not in backward.POOLING_BACKWARDS:
+            raise NotImplementedError(f"training through {mode!r} pooling (trainable: "
+                                      f"{', '.join(backward.POOLING_BACKWARDS)})")
+        d_hidden += backward.POOLING_BACKWARDS[mode](d_pooled[:, index * width:(index + 1) * width], mask, hidden)
+    return backward.encoder_backward(d_hidden, params, model.encoder.config, cache["encoder"])
+
+
+def add_trees(a, b):
+    """Two gradient trees -> their sum (None + None = None)."""
+    if isinstance(a, dict):
+        return {name: add_trees(a[name], b[name]) for name in a}
+    if isinstance(a, list):
+        return [add_trees(x, y) for x, y in zip(a, b)]
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def scale_tree(tree, factor):
+    if isinstance(tree, dict):
+        return {name: scale_tree(part, factor) for name, part in tree.items()}
+    if isinstance(tree, list):
+        return [scale_tree(part, factor) for part in tree]
+    return None if tree is None else tree * np.float32(factor)
+
+
+def sentence_loss(settings, labels, classifier):
+    """The loss `settings.loss` as a function of the batch's vectors alone:
+    (*vectors) -> (loss, (d_vectors, ...), [d_classifier])."""
+    if settings.loss == "mnrl":
+        loss = lambda *vectors: losses.multiple_negatives_ranking_loss(  # noqa: E731
+            *vectors, symmetric=settings.symmetric)
+    elif settings.loss == "cosent":
+        loss = lambda a, b: losses.cosent_loss(a, b, labels)  # noqa: E731
+    elif settings.loss == "softmax":
+        loss = lambda *vectors: (losses.classification_loss(vectors[0], labels, classifier) if len(vectors) == 1
+                                 else losses.softmax_loss(*vectors, labels, classifier))  # noqa: E731
+    else:
+        raise ValueError(f"unknown loss {settings.loss!r}; expected one of {', '.join(LOSSES)}")
+    if settings.matryoshka_dims:
+        if settings.loss == "softmax":
+            raise ValueError("MatryoshkaLoss wraps losses of the vectors alone (mnrl, cosent), not softmax")
+        loss = losses.matryoshka(loss, settings.matryoshka_dims)
+    return loss
+
+
+def loss_and_gradients(model, params, settings, batch, classifier=None):
+    """One batch -> (loss, gradient tree {"encoder": ..., "classifier": ... or None}).
+
+    batch: (texts_a, texts_b or None, labels or None): each text column is embedded on its
+    own (padded to its own longest text), as sentence-transformers does; classifier: the
+    softmax loss's head."""
+    texts_a, texts_b, labels = batch
+    columns = [texts_a] if texts_b is None else [texts_a, texts_b]
+    embedded = [embed_with_cache(model, params, texts) for texts in columns]
+    value, d_vectors, *rest = sentence_loss(settings, labels, classifier)(*(vectors for vectors, _ in embedded))
+    grads = None
+    for d, (_, cache) in zip(d_vectors, embedded):
+        column_grads = embed_backward(model, params, d, cache)
+        grads = column_grads if grads is None else add_trees(grads, column_grads)
+    return value, {"encoder": grads, "classifier": rest[0] if rest else None}
+
+
+# ---------------------------------------------------------------------------------------
+# Settings, state, the loop
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    """A training run's hyperparameters (sentence-transformers' fit defaults where it has them)."""
+
+    loss: str = "mnrl"
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 2e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    accumulation_steps: int = 1
+    seed: int = 0
+    shuffle: bool = True
+    symmetric: bool = False
+    matryoshka_dims: tuple = ()
+    num_labels: int = 0
+
+    def check(self):
+        """Raise ValueError naming the first setting out of its range."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if not self.lr > 0:
+            raise ValueError(f"the learning rate must be > 0, got {self.lr}")
+        for name in ("epochs", "batch_size", "accumulation_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ValueError("warmup_steps and weight_decay must be >= 0 and max_grad_norm > 0")
+
+
+@dataclass
+class State:
+    """Where a run is: optimizer steps done, the batches of the current epoch done."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    losses: list = field(default_factory=list)
+
+
+class Trainer:
+    """Trains `model` (a SentenceEncoder, numpy backend) on `examples` with `settings`.
+
+    examples: a list of (text_a, text_b, label or None). The model's encoder params are
+    updated in place; `save(folder)` writes a sentence-transformers folder and the state
+    to resume from (`Trainer.resume(folder, examples)`).
+    """
+
+    def __init__(self, model, examples, settings, classifier=None):
+        settings.check()
+        model.encoder.params = writable(model.encoder.params)
+        self.model, self.examples, self.settings = model, list(examples), settings
+        self.params = {"encoder": model.encoder.params, "classifier": classifier}
+        if settings.loss == "softmax" and classifier is None:
+            features = model.dimension * (3 if self.examples[0][1] is not None else 1)
+            self.params["classifier"] = new_classifier(features, settings.num_labels, settings.seed)
+        self.optimizer = AdamW(weight_decay=settings.weight_decay)
+        self.state = State()
+        self.no_decay = no_decay_paths(model.encoder.config, self.params)
+
+    @property
+    def batches_per_epoch(self):
+        return -(-len(self.examples) // self.settings.batch_size)
+
+    @property
+    def total_steps(self):
+        return self.batches_per_epoch // self.settings.accumulation_steps * self.settings.epochs
+
+    def epoch_order(self, epoch):
+        """The example indices of `epoch`, shuffled by (seed, epoch): a resumed run sees the
+        same order as an uninterrupted one."""
+        if not self.settings.shuffle:
+            return np.arange(len(self.examples))
+        return np.random.default_rng([self.settings.seed, epoch]).permutation(len(self.examples))
+
+    def batch(self, indices):
+        rows = [self.examples[i] for i in indices]
+        labels = None if rows[0][2] is None else np.array([row[2] for row in rows])
+        texts_b = None if rows[0][1] is None else [row[1] for row in rows]
+        return [row[0] for row in rows], texts_b, labels
+
+    def run(self, on_step=None, on_epoch=None, stop_after=None):
+        """Train to the end (or `stop_after` more optimizer steps). on_step(state, loss, lr)
+        is called after each optimizer step, on_epoch(epoch) after each epoch (0 first).
+        Returns the list of every step's loss."""
+        settings = self.settings
+        done_now = 0
+        while self.state.epoch < settings.epochs:
+            order = self.epoch_order(self.state.epoch)
+            batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+            usable = len(batches) // settings.accumulation_steps * settings.accumulation_steps
+            while self.state.batch_in_epoch < usable:
+                if stop_after is not None and done_now >= stop_after:
+                    return self.state.losses
+                start = self.state.batch_in_epoch
+                loss, lr = self.step([self.batch(b) for b in batches[start:start + settings.accumulation_steps]])
+                self.state.batch_in_epoch += settings.accumulation_steps
+                done_now += 1
+                if on_step is not None:
+                    on_step(self.state, loss, lr)
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            if on_epoch is not None:
+                on_epoch(self.state.epoch - 1)
+        return self.state.losses
+
+    def step(self, batches):
+        """One optimizer step from one or more batches (gradient accumulation: their gradients
+        averaged). Returns (the mean loss, the learning rate used)."""
+        settings = self.settings
+        total_loss, grads = 0.0, None
+        for batch in batches:
+            loss, batch_grads = loss_and_gradients(
+                self.model, self.params["encoder"], settings, batch, self.params["classifier"])
+            total_loss += loss
+            grads = batch_grads if grads is None else add_trees(grads, batch_grads)
+        if len(batches) > 1:
+            grads = scale_tree(grads, 1.0 / len(batches))
+        clip_by_global_norm(grads, settings.max_grad_norm)
+        lr = linear_schedule(self.state.step, settings.lr, settings.warmup_steps, self.total_steps)
+        self.optimizer.step(self.params, grads, lr, self.no_decay)
+        self.state.step += 1
+        mean_loss = total_loss / len(batches)
+        self.state.losses.append(mean_loss)
+        return mean_loss, lr
+
+    # --- checkpoints --------------------------------------------------------------------
+    def save(self, folder, overwrite=True):
+        """A sentence-transformers folder of the model now, plus training_state/ to resume."""
+        folder = Path(folder)
+        save_sentence_model(self.model, self.params["encoder"], folder, overwrite=overwrite)
+        state_dir = folder / "training_state"
+        state_dir.mkdir(exist_ok=True)
+        numbers, arrays = self.optimizer.state()
+        if self.params["classifier"] is not None:
+            # the classifier's weights ride with the optimizer state: a sentence-transformers
+            # folder has no place for a head of ours
+            arrays.update({f"classifier/{k}": v for k, v in leaves(self.params["classifier"])})
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, state_dir / "optimizer.safetensors.tmp")
+        os.replace(state_dir / "optimizer.safetensors.tmp", state_dir / "optimizer.safetensors")
+        (state_dir / "state.json.tmp").write_text(json.dumps(
+            {"settings": {**asdict(self.settings), "matryoshka_dims": list(self.settings.matryoshka_dims)},
+             "state": asdict(self.state), "optimizer": numbers}, indent=1))
+        os.replace(state_dir / "state.json.tmp", state_dir / "state.json")
+
+    @classmethod
+    def resume(cls, folder, examples):
+        """The Trainer saved in `folder`, ready to `run` on from where it stopped."""
+        from safetensors.numpy import load_file
+
+        from transformer.sentence import SentenceEncoder
+
+        folder = Path(folder)
+        saved = json.loads((folder / "training_state" / "state.json").read_text())
+        settings = Settings(**{**saved["settings"], "matryoshka_dims": tuple(saved["settings"]["matryoshka_dims"])})
+        arrays = load_file(folder / "training_state" / "optimizer.safetensors")
+        classifier = None
+        if "classifier/weight" in arrays:
+            classifier = {"weight": arrays.pop("classifier/weight"), "bias": arrays.pop("classifier/bias")}
+        model = SentenceEncoder.from_pretrained(folder, backend="numpy")
+        trainer = cls(model, examples, settings, classifier=classifier)
+        trainer.state = State(**saved["state"])
+        # the optimizer's paths are those of trainer.params: "encoder/...", "classifier/..."
+        trainer.optimizer.load_state(saved["optimizer"], arrays)
+        return trainer
+
+
+def writable(tree):
+    """A copy of a params tree whose arrays can be updated in place (loaded weights may be
+    read-only memory maps)."""
+    if isinstance(tree, dict):
+        return {name: writable(part) for name, part in tree.items()}
+    if isinstance(tree, list):
+        return [writable(part) for part in tree]
+    return None if tree is None else np.array(tree, dtype=np.float32, copy=True)
+
+
+def new_classifier(features, num_labels, seed):
+    """A fresh linear classifier [features -> num_labels], torch.nn.Linear's initialisation
+    (uniform in +-1/sqrt(features))."""
+    if num_labels < 2:
+        raise ValueError(f"the softmax loss needs at least 2 classes, got num_labels={num_labels}")
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(features)
+    return {"weight": rng.uniform(-bound, bound, (features, num_labels)).astype(np.float32),
+            "bias": rng.uniform(-bound, bound, num_labels).astype(np.float32)}
+
+
+def no_decay_paths(config, params):
+    """The paths of `params` that get no weight decay: every bias and every norm's parameters
+    (sentence-transformers' and transformers' Trainer's rule)."""
+    recipe = config.recipe
+    norm_names = {norm.name for layer in recipe.layers for norm in layer.norms()}
+    norm_names |= {norm.name for norm in (recipe.embeddings.norm, recipe.final_norm) if norm is not None}
+    return frozenset(path for path, _ in leaves(params)
+                     if path.endswith("/bias") or any(f"/{name}/" in path for name in norm_names))
+
+
+# ---------------------------------------------------------------------------------------
+# Saving a sentence-transformers folder
+# ---------------------------------------------------------------------------------------
+MODEL_FILES = (".safetensors", ".bin", ".onnx", ".h5", ".msgpack", ".ot", ".gguf")
+
+
+def checkpoint_tensors(config, params):
+    """Our params tree -> {checkpoint name: array} in PyTorch's layout (linear weights [out,
+    in]), the names a base model of the family is saved under."""
+    tensors = {}
+    for path, array in leaves(params):
+        ours = path.replace("/", ".")
+        name = checkpoint_names(config, ours)[0]
+        owner, _, part = ours.rpartition(".")
+        spec = recipe_part(config, owner) if owner else None
+        is_linear_weight = part == "weight" and (isinstance(spec, Linear) or owner == "pooler")
+        tensors[name] = np.ascontiguousarray(array.T if is_linear_weight else array, dtype=np.float32)
+    return tensors
+
+
+def save_sentence_model(model, params, folder, overwrite=False):
+    """Write `model` with `params` as a sentence-transformers folder: the source folder's
+    configuration and tokenizer files, and model.safetensors with the new weights.
+
+    model: a SentenceEncoder loaded from a folder (model.path). Raises FileExistsError when
+    `folder` exists and is not empty, unless overwrite.
+    """
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"the output folder {folder} exists and is not empty; pass overwrite=True "
+                              f"(--overwrite) to replace it")
+    source = model.path
+    if source is None:
+        raise ValueError("the model has no source folder (model.path) to copy its configuration from")
+    folder.mkdir(parents=True, exist_ok=True)
+    if source.resolve() != folder.resolve():
+        for item in source.rglob("*"):
+            relative = item.relative_to(source)
+            if any(part.startswith(".") for part in relative.parts) or relative.parts[0] == "training_state":
+                continue  # caches and download records of the source, and its training state
+            if item.is_dir():
+                (folder / relative).mkdir(parents=True, exist_ok=True)
+            elif not item.name.endswith(MODEL_FILES + (".tmp",)):
+                shutil.copyfile(item, folder / relative)
+    from transformer.sentence import read_modules
+
+    transformer_dir = folder / read_modules(folder)["transformer"]
+    tensors = checkpoint_tensors(model.encoder.config, params)
+    # written aside, then renamed: an interrupted save leaves the previous file whole
+    save_file(tensors, transformer_dir / "model.safetensors.tmp", metadata={"format": "pt"})
+    os.replace(transformer_dir / "model.safetensors.tmp", transformer_dir / "model.safetensors")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading training data: TSV or JSONL
+# ---------------------------------------------------------------------------------------
+# What each loss reads from a row: (field names in TSV order, the label's kind or None).
+ROW_FORMATS = {
+    "mnrl": (("anchor", "positive"), None),
+    "cosent": (("a", "b", "score"), "score"),
+    "softmax": (("text", "label"), "class"),
+}
+# JSONL keys accepted for each field, first match wins.
+JSON_KEYS = {
+    "anchor": ("anchor", "sentence1", "text1", "query", "a"),
+    "positive": ("positive", "sentence2", "text2", "document", "b"),
+    "a": ("a", "sentence1", "text1", "anchor"),
+    "b": ("b", "sentence2", "text2", "positive"),
+    "text": ("text", "sentence"),
+    "score": ("score", "label"),
+    "label": ("label",),
+}
+
+
+class DataError(ValueError):
+    """A training file that cannot be read as the loss needs, naming the file and line."""
+
+
+def read_examples(path, loss):
+    """A TSV or JSONL file (by its suffix: .jsonl / .json for JSON lines, anything else TSV)
+    -> a list of (text_a, text_b or None, label or None) for `loss`:
+
+        mnrl      anchor<TAB>positive                    {"anchor": ..., "positive": ...}
+        cosent    a<TAB>b<TAB>score (a number)           {"a": ..., "b": ..., "score": 0.8}
+        softmax   text<TAB>label (any string or number)  {"text": ..., "label": ...}
+
+    Empty lines are skipped. Class labels stay as written; `label_ids` numbers them.
+    Raises DataError naming the file, the line and what was expected.
+    """
+    path = Path(path)
+    if loss not in ROW_FORMATS:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(ROW_FORMATS)}")
+    fields, label_kind = ROW_FORMATS[loss]
+    layout = "<TAB>".join(fields)
+    is_json = path.suffix in (".jsonl", ".json")
+    examples = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            values = _json_row(line, fields, where) if is_json else _tsv_row(line, fields, loss, layout, where)
+            if label_kind == "score":
+                try:
+                    values[-1] = float(values[-1])
+                except (TypeError, ValueError):
+                    raise DataError(f"{where}: the score {values[-1]!r} is not a number "
+                                    f"(expected {layout} for --loss {loss})") from None
+            if any(not isinstance(text, str) or not text for text in values[:len(fields) - (label_kind is not None)]):
+                raise DataError(f"{where}: an empty or non-text field (expected {layout} for --loss {loss})")
+            texts = values[:-1] if label_kind is not None else values
+            label = values[-1] if label_kind is not None else None
+            examples.append((texts[0], texts[1] if len(texts) > 1 else None, label))
+    if not examples:
+        raise DataError(f"{path}: no examples (expected lines of {layout} for --loss {loss})")
+    return examples
+
+
+def _tsv_row(line, fields, loss, layout, where):
+    values = line.split("\t")
+    if len(values) != len(fields):
+        hint = ""
+        if len(values) == 2 and len(fields) == 3:
+            hint = f"; these look like pairs without a score: --loss {loss} needs a label (mnrl trains on pairs)"
+        raise DataError(f"{where}: expected {len(fields)} tab-separated fields ({layout}) for --loss {loss}, "
+                        f"found {len(values)}{hint}")
+    return values
+
+
+def _json_row(line, fields, where):
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, found {type(row).__name__}")
+    values = []
+    for name in fields:
+        key = next((key for key in JSON_KEYS[name] if key in row), None)
+        if key is None:
+            raise DataError(f"{where}: no {name!r} field (expected keys {', '.join(fields)}; found "
+                            f"{', '.join(row) or 'none'})")
+        values.append(row[key])
+    return values
+
+
+def label_ids(examples):
+    """Class labels -> (examples with int labels 0..k-1, the label names in id order)."""
+    names = sorted({str(label) for _, _, label in examples})
+    index = {name: i for i, name in enumerate(names)}
+    return [(a, b, index[str(label)]) for a, b, label in examples], names
