@@ -214,3 +214,105 @@ def test_adamw_with_schedule_and_clipping_matches_torch():
         ours.step(params, grads, optim.linear_schedule(step, 1e-2, 2, 6), no_decay={"layer/bias"})
     assert np.abs(params["layer"]["weight"] - weight.detach().numpy()).max() <= 1e-6
     assert np.abs(params["layer"]["bias"] - bias.detach().numpy()).max() <= 1e-6
+
+
+# --- on MiniLM: saved folders, resuming, the same loss curve as sentence-transformers --------
+PAIRS = [("The cat is eating an apple.", "A kitten devours a piece of fruit."),
+         ("The pilot is reading a newspaper.", "An aviator looks through the daily paper."),
+         ("The farmer is building a fence.", "A grower puts together some railings."),
+         ("The singer is carrying a heavy box.", "A vocalist hauls a weighty crate."),
+         ("The doctor is washing the car.", "A physician cleans an automobile."),
+         ("The child is buying fresh bread.", "A little kid purchases a warm loaf."),
+         ("The sailor is selling a small boat.", "A seaman sells off a little dinghy."),
+         ("The teacher is painting a chair.", "An instructor colours a seat.")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """MiniLM after 2 steps of MNRL on PAIRS (batch 4), saved: (trainer, folder)."""
+    if not (MINILM / "model.safetensors").is_file():
+        pytest.skip("weights/all-MiniLM-L6-v2 not fetched (make weights-test)")
+    model = SentenceEncoder.from_pretrained(MINILM, backend="numpy")
+    settings = train.Settings(loss="mnrl", batch_size=4, lr=1e-4, epochs=2, seed=3)
+    trainer = train.Trainer(model, [(a, b, None) for a, b in PAIRS], settings)
+    trainer.run(stop_after=2)
+    folder = tmp_path_factory.mktemp("trained") / "minilm-mnrl"
+    trainer.save(folder)
+    return trainer, folder
+
+
+def cosines(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_saved_folder_loads_in_sentence_transformers_with_our_vectors(trained):
+    trainer, folder = trained
+    texts = [text for pair in PAIRS for text in pair]
+    ours = SentenceEncoder.from_pretrained(folder, backend="numpy").encode(texts)
+    theirs = st.SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    assert cosines(ours, theirs).min() >= 0.999999
+    before = SentenceEncoder.from_pretrained(MINILM, backend="numpy").encode(texts)
+    assert cosines(ours, before).min() < 0.9999, "the saved weights are the trained ones"
+    assert np.array_equal(trainer.model.encode(texts), ours)
+
+
+def test_saved_folder_loads_in_transformers_with_no_missing_weight(trained):
+    _, folder = trained
+    model, info = transformers.AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(trained):
+    trainer, folder = trained
+    resumed = train.Trainer.resume(folder, trainer.examples)
+    assert resumed.state.step == 2 and resumed.state.epoch == 1
+    resumed.run(stop_after=1)
+    trainer.run(stop_after=1)
+    assert resumed.state.losses == trainer.state.losses
+    for (path, ours), (_, theirs) in zip(optim.leaves(resumed.params), optim.leaves(trainer.params)):
+        assert np.array_equal(ours, theirs), path
+
+
+def test_epochs_see_different_seeded_orders_and_the_same_seed_repeats_them(trained):
+    trainer, _ = trained
+    first, second = trainer.epoch_order(0), trainer.epoch_order(1)
+    assert sorted(first) == list(range(len(PAIRS))) and not np.array_equal(first, second)
+    assert np.array_equal(first, train.Trainer.epoch_order(trainer, 0))
+
+
+def test_accumulating_two_batches_is_one_step_on_their_mean_gradient():
+    model = SentenceEncoder(tokenizer=None, encoder=Encoder.from_pretrained(FAMILIES / "bert_gelu", backend="numpy"))
+    reference = dict(np.load(FAMILIES / "bert_gelu" / "reference.npz"))
+    ids, mask, types = reference["input_ids"], reference["attention_mask"], reference["token_type_ids"]
+    settings = train.Settings(loss="mnrl")
+
+    def gradient(rows):
+        cached = [train.vectors_with_cache(model, model.encoder.params, ids[r], mask[r], types[r]) for r in rows]
+        _, d_vectors = train.sentence_loss(settings, None, None)(*(v for v, _ in cached))
+        return train.add_trees(*(train.embed_backward(model, model.encoder.params, d, c)
+                                 for d, (_, c) in zip(d_vectors, cached)))
+    first, second = gradient([[0, 1], [2, 3]]), gradient([[2, 3], [0, 1]])
+    mean = train.scale_tree(train.add_trees(first, second), 0.5)
+    for (_, g1), (_, g2), (_, m) in zip(optim.leaves(first), optim.leaves(second), optim.leaves(mean)):
+        assert np.allclose(m, (g1 + g2) / 2, atol=1e-7)
+
+
+@pytest.fixture
+def torch_one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the shared machine's other work makes torch's threads wait on each other
+    yield
+    torch.set_num_threads(threads)
+
+
+@needs_minilm
+def test_loss_curve_matches_sentence_transformers_trained_the_same_way(torch_one_thread):
+    """6 steps here; benchmarks/train_parity.py runs 50 (benchmarks/results/train_parity.md)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.train_parity import compare
+
+    figures = compare(6, batch_size=8, lr=5e-5, warmup_steps=2)
+    assert figures["max_relative_difference"] <= 1e-3, figures
+    assert figures["min_embedding_cosine"] >= 0.9999, figures

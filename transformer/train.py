@@ -179,16 +179,22 @@ class State:
 
 
 class Trainer:
-    """Trains `model` (a SentenceEncoder, numpy backend) on `examples` with `settings`.
+    """Trains `model` (a SentenceEncoder) on `examples` with `settings`.
 
-    examples: a list of (text_a, text_b, label or None). The model's encoder params are
-    updated in place; `save(folder)` writes a sentence-transformers folder and the state
+    examples: a list of (text_a, text_b or None, label or None). model.encoder becomes a
+    numpy-backend encoder over a copy of the weights, trained in place; `save(folder)` writes a sentence-transformers folder and the state
     to resume from (`Trainer.resume(folder, examples)`).
     """
 
     def __init__(self, model, examples, settings, classifier=None):
         settings.check()
-        model.encoder.params = writable(model.encoder.params)
+        from transformer.encoder import Encoder
+
+        # Training updates the weights in place: a numpy-backend encoder over a copy of them
+        # (loaded weights may be read-only maps; the numba backend keeps its own layout).
+        encoder = model.encoder
+        model.encoder = Encoder(encoder.config, writable(encoder.params), head=encoder.head, backend="numpy",
+                                path=encoder.path)
         self.model, self.examples, self.settings = model, list(examples), settings
         self.params = {"encoder": model.encoder.params, "classifier": classifier}
         if settings.loss == "softmax" and classifier is None:
@@ -312,9 +318,9 @@ def writable(tree):
     read-only memory maps)."""
     if isinstance(tree, dict):
         return {name: writable(part) for name, part in tree.items()}
-    if isinstance(tree, list):
-        return [writable(part) for part in tree]
-    return None if tree is None else np.array(tree, dtype=np.float32, copy=True)
+    if tree is None or isinstance(tree, np.ndarray):
+        return None if tree is None else np.array(tree, dtype=np.float32, copy=True)
+    return [writable(part) for part in tree]  # a list, or the numba backend's sequence of layers
 
 
 def new_classifier(features, num_labels, seed):
