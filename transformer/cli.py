@@ -22,7 +22,7 @@ import signal
 import stat
 import sys
 
-from transformer import cli_learning
+from transformer import cli_learning, cli_train
 from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
 
@@ -596,6 +596,8 @@ COMMANDS = [
     ("map", cli_learning.add_map, cli_learning.run_map),
     ("fill-mask", cli_learning.add_fill_mask, cli_learning.run_fill_mask),
     ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
+    # Fine-tuning (transformer/cli_train.py).
+    ("train", cli_train.add_train, cli_train.run_train),
 ]
 
 
