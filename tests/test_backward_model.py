@@ -104,3 +104,69 @@ def test_sentence_loss_gradient_matches_autograd(case):
     errors = gradient_errors(case, mean_pooled_cosine_loss)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOLERANCE, f"{case}: {worst} relative error {errors[worst]:.2e}"
+
+
+# --- the task heads: cross-encoder classification and masked-LM losses ---------------------
+def head_gradient_errors(case):
+    """Our loss gradients through the encoder and its head (cross-entropy on the sequence
+    classifier's logits, or the masked LM's on a few positions) against transformers' own
+    task model + autograd: {our parameter name: relative error}."""
+    from transformer import losses
+
+    reference = dict(np.load(FAMILIES / case / "reference.npz"))
+    ids, mask, types = reference["input_ids"], reference["attention_mask"], reference["token_type_ids"]
+    encoder = Encoder.from_pretrained(FAMILIES / case, backend="numpy")
+    config, head, params = encoder.config, encoder.head, encoder.params
+    masked = head.kind == "masked_lm"
+    task = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForSequenceClassification
+    torch_model = task.from_pretrained(FAMILIES / case, attn_implementation="eager").eval()
+    if masked:  # every third real token is predicted, the rest ignored (-100)
+        labels = np.where((mask == 1) & (np.arange(ids.shape[1]) % 3 == 1), ids, -100)
+    else:
+        labels = np.arange(len(ids)) % config.num_labels
+    kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels))
+    if config.recipe.embeddings.token_types:
+        kwargs["token_type_ids"] = torch.tensor(types)
+    expected_loss = torch_model(**kwargs).loss
+    expected_loss.backward()
+    torch_grads = {name: p.grad for name, p in torch_model.named_parameters() if p.grad is not None}
+
+    hidden, cache = backward.encoder_forward_with_cache(params, config, ids, mask, types)
+    if masked:
+        logits, head_cache = backward.masked_lm_with_cache(head, config.layer_norm_eps, hidden)
+        loss, d_logits = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        d_hidden, head_grads = backward.masked_lm_backward(d_logits.reshape(logits.shape), head, head_cache)
+        pooler_grads = None
+    else:
+        logits, head_cache = backward.sequence_classification_with_cache(head, params, hidden)
+        loss, d_logits = losses.cross_entropy(logits, labels)
+        d_hidden, head_grads, pooler_grads = backward.sequence_classification_backward(d_logits, head, params, head_cache)
+    assert loss == pytest.approx(float(expected_loss.detach()), rel=1e-5)
+    grads = backward.encoder_backward(d_hidden, params, config, cache)
+    grads["pooler"] = pooler_grads
+    if masked and config.tie_word_embeddings:  # the decoder is the word table, transposed
+        decoder = head_grads["decoder"]
+        grads["embeddings"]["word"] = grads["embeddings"]["word"] + decoder["weight"].T
+        head_grads["decoder"] = {"weight": None, "bias": decoder["bias"]}
+    flat = flatten(grads)
+    flat.update(flatten(head_grads, head.kind))
+    errors = {}
+    for name, grad in flat.items():
+        expected = torch_gradient(config, torch_grads, name)
+        scale = np.linalg.norm(expected)
+        if name.endswith(".key.bias"):  # see gradient_errors
+            scale = np.linalg.norm(flat[name.replace(".bias", ".weight")])
+        errors[name] = float(np.linalg.norm(grad - expected) / max(scale, 1e-30))
+    return errors
+
+
+HEAD_CASES = ["bert_sequence_classification", "distilbert_sequence_classification", "electra_sequence_classification",
+              "mpnet_sequence_classification", "roberta_sequence_classification", "bert_masked_lm",
+              "distilbert_masked_lm", "electra_masked_lm", "mpnet_masked_lm", "roberta_masked_lm"]
+
+
+@pytest.mark.parametrize("case", HEAD_CASES)
+def test_cross_encoder_and_masked_lm_gradients_match_autograd(case):
+    errors = head_gradient_errors(case)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOLERANCE, f"{case}: {worst} relative error {errors[worst]:.2e}"

@@ -316,3 +316,25 @@ def test_loss_curve_matches_sentence_transformers_trained_the_same_way(torch_one
     figures = compare(6, batch_size=8, lr=5e-5, warmup_steps=2)
     assert figures["max_relative_difference"] <= 1e-3, figures
     assert figures["min_embedding_cosine"] >= 0.9999, figures
+
+
+def test_binary_cross_entropy_matches_torch_bce_with_logits():
+    logits = np.array([-30.0, -2.0, 0.0, 0.5, 3.0, 40.0], dtype=np.float32)  # far ends: no overflow
+    labels = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.3], dtype=np.float32)
+    leaf = torch.tensor(logits, requires_grad=True)
+    value = torch.nn.functional.binary_cross_entropy_with_logits(leaf, torch.tensor(labels))
+    value.backward()
+    loss, d_logits = losses.binary_cross_entropy(logits, labels)
+    assert loss == pytest.approx(float(value.detach()), rel=1e-6)
+    assert relative_error(d_logits, leaf.grad) <= 1e-6
+
+
+def test_cross_entropy_ignores_rows_labelled_minus_100_as_torch():
+    logits = np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)
+    labels = np.array([1, -100, 3, 0, -100])
+    leaf = torch.tensor(logits, requires_grad=True)
+    value = torch.nn.functional.cross_entropy(leaf, torch.tensor(labels))
+    value.backward()
+    loss, d_logits = losses.cross_entropy(logits, labels)
+    assert loss == pytest.approx(float(value.detach()), rel=1e-6)
+    assert relative_error(d_logits, leaf.grad) <= 1e-6 and not d_logits[[1, 4]].any()

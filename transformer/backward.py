@@ -516,3 +516,62 @@ POOLING_BACKWARDS = {
     "max": lambda d, mask, hidden: max_pooling_backward(d, mask, hidden),
     "mean_sqrt_len_tokens": lambda d, mask, hidden: mean_sqrt_len_pooling_backward(d, mask, hidden.shape[1]),
 }
+
+
+# ---------------------------------------------------------------------------------------
+# Task heads (transformer.heads): cross-encoder classification and the masked LM
+# ---------------------------------------------------------------------------------------
+def sequence_classification_with_cache(head, params, last_hidden_state):
+    """`heads.sequence_classification_logits` on the encoder's output (BERT: through its
+    pooler) -> (logits float32 [batch, num_labels], cache)."""
+    if head.uses_pooler:
+        features = model.pooler(params["pooler"], last_hidden_state)  # [batch, seq, hidden] -> [batch, hidden]
+    else:
+        features = last_hidden_state[:, 0]  # the first token: [batch, seq, hidden] -> [batch, hidden]
+    before = after = features
+    if head.params.get("dense") is not None:
+        before = model.linear(features, **head.params["dense"])  # [batch, hidden] -> [batch, hidden]
+        after = model.activation(head.activation)(before)
+    logits = model.linear(after, **head.params["out"])  # [batch, hidden] -> [batch, num_labels]
+    return logits, dict(hidden=last_hidden_state, features=features, before=before, after=after)
+
+
+def sequence_classification_backward(d_logits, head, params, cache):
+    """The backward of sequence_classification_with_cache: d_logits [batch, num_labels] ->
+    (d_last_hidden_state [batch, seq, hidden], head gradients {"dense", "out"}, pooler
+    gradients or None)."""
+    grads = {"dense": None}
+    d_after, grads["out"] = linear_backward(d_logits, cache["after"], **head.params["out"])  # -> [batch, hidden]
+    d_features = d_after
+    if head.params.get("dense") is not None:
+        d_before = activation_backward(head.activation)(d_after, cache["before"])
+        d_features, grads["dense"] = linear_backward(d_before, cache["features"], **head.params["dense"])
+    if head.uses_pooler:
+        d_hidden, pooler_grads = pooler_backward(d_features, params["pooler"], cache["hidden"])
+        return d_hidden, grads, pooler_grads
+    d_hidden = np.zeros_like(cache["hidden"])
+    d_hidden[:, 0] = d_features
+    return d_hidden, grads, None
+
+
+def masked_lm_with_cache(head, eps, hidden):
+    """`heads.masked_lm_logits` -> (logits float32 [batch, seq, vocab_size], cache)."""
+    before = model.linear(hidden, **head.params["dense"])  # [b, s, hidden] -> [b, s, embedding_size]
+    after = model.activation(head.activation)(before)
+    normed = model.layer_norm(after, **head.params["layer_norm"], eps=eps)
+    logits = model.linear(normed, **head.params["decoder"])  # [b, s, embedding_size] -> [b, s, vocab]
+    return logits, dict(hidden=hidden, before=before, after=after, normed=normed, eps=eps)
+
+
+def masked_lm_backward(d_logits, head, cache):
+    """The backward of masked_lm_with_cache: d_logits [batch, seq, vocab] -> (d_hidden
+    [batch, seq, hidden], head gradients {"dense", "layer_norm", "decoder"}). A tied decoder's
+    weight gradient [embedding_size, vocab] belongs to the word table (its transpose): the
+    caller adds it there."""
+    grads = {}
+    d_normed, grads["decoder"] = linear_backward(d_logits, cache["normed"], **head.params["decoder"])
+    d_after, grads["layer_norm"] = layer_norm_backward(d_normed, cache["after"], **head.params["layer_norm"],
+                                                       eps=cache["eps"])
+    d_before = activation_backward(head.activation)(d_after, cache["before"])
+    d_hidden, grads["dense"] = linear_backward(d_before, cache["hidden"], **head.params["dense"])  # -> [b, s, hidden]
+    return d_hidden, grads
