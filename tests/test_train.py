@@ -313,7 +313,7 @@ def test_loss_curve_matches_sentence_transformers_trained_the_same_way(torch_one
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.train_parity import compare
 
-    figures = compare(6, batch_size=8, lr=5e-5, warmup_steps=2)
+    figures = compare(6, batch_size=8, lr=2e-5, warmup_steps=2)
     assert figures["max_relative_difference"] <= 1e-3, figures
     assert figures["min_embedding_cosine"] >= 0.9999, figures
 
@@ -338,3 +338,59 @@ def test_cross_entropy_ignores_rows_labelled_minus_100_as_torch():
     loss, d_logits = losses.cross_entropy(logits, labels)
     assert loss == pytest.approx(float(value.detach()), rel=1e-6)
     assert relative_error(d_logits, leaf.grad) <= 1e-6 and not d_logits[[1, 4]].any()
+
+
+# --- cross-encoder and masked-LM training: folders transformers loads -----------------------
+@needs_minilm
+@pytest.mark.parametrize("loss", ["cross-encoder", "mlm"])
+def test_task_model_folder_loads_in_transformers_with_our_logits(tmp_path, loss):
+    from transformer import backward
+
+    model = SentenceEncoder.from_pretrained(MINILM, backend="numpy")
+    if loss == "cross-encoder":
+        examples, num_labels, names = train.cross_encoder_labels(
+            [(a, b, "1") for a, b in PAIRS[:2]] + [(PAIRS[0][0], PAIRS[1][1], "0"), (PAIRS[1][0], PAIRS[0][1], "0")])
+    else:
+        examples, num_labels, names = [(a, None, None) for a, _ in PAIRS[:4]], 0, ()
+    settings = train.Settings(loss=loss, batch_size=2, lr=1e-4, num_labels=num_labels, label_names=names)
+    trainer = train.Trainer(model, examples, settings)
+    trainer.run()
+    assert all(np.isfinite(trainer.state.losses)) and len(trainer.state.losses) == 2
+    trainer.save(tmp_path / "out")
+
+    texts, pairs = [a for a, _, _ in examples], [b for _, b, _ in examples] if loss == "cross-encoder" else None
+    tokens = trainer.model.tokenizer(texts, pairs, padding=True)
+    ids, mask, types = tokens["input_ids"], tokens["attention_mask"], tokens["token_type_ids"]
+    encoder = trainer.model.encoder
+    hidden, _ = backward.encoder_forward_with_cache(encoder.params, encoder.config, ids, mask, types)
+    task = transformers.AutoModelForSequenceClassification if loss == "cross-encoder" else transformers.AutoModelForMaskedLM
+    reference, info = task.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    with torch.no_grad():
+        expected = reference.eval()(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                    token_type_ids=torch.tensor(types)).logits.numpy()
+    if loss == "cross-encoder":
+        ours, _ = backward.sequence_classification_with_cache(trainer.head, encoder.params, hidden)
+        assert reference.config.num_labels == 1
+    else:
+        ours, _ = backward.masked_lm_with_cache(trainer.head, encoder.config.layer_norm_eps, hidden)
+    assert np.abs(ours - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_cross_encoder_labels_are_scores_in_0_1_or_class_names():
+    scored, count, names = train.cross_encoder_labels([("a", "b", "0.25"), ("c", "d", "1")])
+    assert scored == [("a", "b", 0.25), ("c", "d", 1.0)] and count == 1 and names == ()
+    classes, count, names = train.cross_encoder_labels([("a", "b", "entailment"), ("c", "d", "contradiction")])
+    assert classes == [("a", "b", 1), ("c", "d", 0)] and count == 2 and names == ("contradiction", "entailment")
+
+
+def test_masking_picks_only_real_tokens_and_labels_them():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, (8, 20))
+    special = np.zeros_like(ids, dtype=bool)
+    special[:, 0] = special[:, -3:] = True
+    masked, labels = train.mask_tokens(ids, special, 4, 100, rng)
+    targets = labels != -100
+    assert not (targets & special).any() and np.array_equal(labels[targets], ids[targets])
+    assert np.array_equal(masked[~targets], ids[~targets])
+    assert 0.05 < targets.sum() / (~special).sum() < 0.3 and (masked[targets] == 4).mean() > 0.5

@@ -101,3 +101,20 @@ def test_train_writes_a_sentence_transformers_folder_and_logs_the_loss(tmp_path,
     trained = SentenceEncoder.from_pretrained(output, backend="numpy").encode(["a cat"])
     before = SentenceEncoder.from_pretrained(MINILM, backend="numpy").encode(["a cat"])
     assert not np.allclose(trained, before)
+
+
+@pytest.mark.skipif(not (MINILM / "model.safetensors").is_file(), reason="weights/all-MiniLM-L6-v2 not fetched")
+def test_cross_encoder_run_resumes_from_its_saved_folder(tmp_path, capsys):
+    rows = ["a cat sits\ta kitten rests\tsimilar", "a cat sits\tthe stock fell\tunrelated",
+            "rain falls\tit is raining\tsimilar", "rain falls\ta dog barks\tunrelated"]
+    data = write(tmp_path / "labelled.tsv", "\n".join(rows) + "\n")
+    output = tmp_path / "out"
+    status, err = run_cli(capsys, "--model", MINILM, "--data", data, "--loss", "cross-encoder", "--batch-size", 2,
+                          "--lr", "1e-4", "--output", output)
+    assert status == 0, err
+    config = json.loads((output / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "similar", "1": "unrelated"}
+    status, err = run_cli(capsys, "--data", data, "--epochs", 2, "--output", output, "--resume")
+    assert status == 0, err
+    assert json.loads((output / "training_state" / "state.json").read_text())["state"]["step"] == 4

@@ -37,7 +37,7 @@ def _dims(text):
 
 
 # transformer.train.LOSSES, spelt here so that `transformer --help` imports no numpy
-LOSSES = ("mnrl", "cosent", "softmax")
+LOSSES = ("mnrl", "cosent", "softmax", "cross-encoder", "mlm")
 
 
 def add_train(subparsers, common):
@@ -45,12 +45,15 @@ def add_train(subparsers, common):
         "train", help="fine-tune a sentence encoder on pairs, scored pairs or labelled texts",
         description="Fine-tune a sentence encoder (NumPy backward pass, AdamW, linear warm-up and decay). "
                     "FILE rows: anchor<TAB>positive (mnrl), a<TAB>b<TAB>score (cosent), text<TAB>label "
-                    "(softmax); or JSON lines with those keys.")
+                    "(softmax), a<TAB>b<TAB>label (cross-encoder: a score in [0, 1] or a class), text "
+                    "(mlm); or JSON lines with those keys. mnrl, cosent and softmax write a "
+                    "sentence-transformers folder; cross-encoder and mlm a transformers task-model folder.")
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"the model to start from (default: {DEFAULT_MODEL})")
     parser.add_argument("--data", required=True, type=Path, metavar="FILE", help="training rows (.tsv or .jsonl)")
     parser.add_argument("--eval", type=Path, metavar="FILE", help="held-out rows of the same form: loss each epoch")
     parser.add_argument("--loss", choices=LOSSES, default="mnrl")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="passes over the data (default 1); with --resume, the new total")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-5, help="the peak learning rate (> 0)")
     parser.add_argument("--warmup-steps", type=int, default=0)
@@ -76,26 +79,29 @@ def run_train(args):
         raise CommandError(f"--lr must be > 0, got {args.lr}")
     output = args.output
     if args.resume:
-        examples = _examples(args)
-        trainer = train.Trainer.resume(output, examples)
+        trainer = train.Trainer.resume(output, [])
+        trainer.examples = _relabel(trainer.settings, train.read_examples(args.data, trainer.settings.loss), args.data)
+        if args.epochs is not None:
+            trainer.settings.epochs = args.epochs
     else:
         if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
             raise CommandError(f"the output folder {output} exists; pass --overwrite to replace it "
                                f"(or --resume to continue the run saved there)")
-        examples = _examples(args)
+        examples, num_labels, label_names = _labelled(args, train.read_examples(args.data, args.loss))
         settings = train.Settings(
-            loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            loss=args.loss, epochs=1 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=args.lr,
             warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
             accumulation_steps=args.accumulation_steps, seed=args.seed, symmetric=args.symmetric,
-            matryoshka_dims=args.matryoshka_dims,
-            num_labels=len({label for _, _, label in examples}) if args.loss == "softmax" else 0)
+            matryoshka_dims=args.matryoshka_dims, num_labels=num_labels, label_names=label_names)
         try:
             settings.check()
         except ValueError as error:
             raise CommandError(str(error)) from None
         model = SentenceEncoder.from_pretrained(args.model, backend="numpy")
         trainer = train.Trainer(model, examples, settings)
-    evaluation = _examples(args, args.eval) if args.eval else None
+    evaluation = None
+    if args.eval:
+        evaluation = _relabel(trainer.settings, train.read_examples(args.eval, trainer.settings.loss), args.eval)
     total = trainer.total_steps
     print(f"training {total} steps ({trainer.settings.epochs} epochs of {trainer.batches_per_epoch} batches) "
           f"on {len(trainer.examples)} examples, loss {trainer.settings.loss}", file=sys.stderr)
@@ -127,25 +133,49 @@ def run_train(args):
     return 0
 
 
-def _examples(args, path=None):
+def _labelled(args, examples):
+    """Class names -> ids: (examples, num_labels, label names in id order)."""
     from transformer import train
 
-    examples = train.read_examples(path or args.data, args.loss)
     if args.loss == "softmax":
-        examples, _ = train.label_ids(examples)
+        examples, names = train.label_ids(examples)
+        return examples, len(names), tuple(names)
+    if args.loss == "cross-encoder":
+        return train.cross_encoder_labels(examples)
+    return examples, 0, ()
+
+
+def _relabel(settings, examples, path):
+    """Labels as the run numbered them (its class names in id order; cross-encoder scores as
+    numbers), for a held-out file or the data of a resumed run."""
+    if settings.label_names:
+        index = {name: i for i, name in enumerate(settings.label_names)}
+        unknown = sorted({str(label) for _, _, label in examples} - set(index))
+        if unknown:
+            raise CommandError(f"{path}: labels the run was not trained on: {', '.join(unknown[:5])}")
+        return [(a, b, index[str(label)]) for a, b, label in examples]
+    if settings.loss == "cross-encoder":
+        return [(a, b, float(label)) for a, b, label in examples]
     return examples
 
 
 def evaluate(trainer, examples):
-    """The mean loss over `examples` in batches of the training batch size, no update."""
-    from transformer.train import loss_and_gradients
+    """The mean loss over `examples` in batches of the training batch size, no update (the
+    masked LM masks with a fixed seed, so epochs compare)."""
+    import numpy as np
+
+    from transformer.train import head_loss_and_gradients, loss_and_gradients
 
     size = trainer.settings.batch_size
     values = []
     for start in range(0, len(examples), size):
         batch = _batch(examples[start:start + size])
-        value, _ = loss_and_gradients(trainer.model, trainer.params["encoder"], trainer.settings, batch,
-                                      trainer.params["classifier"])
+        if trainer.head is not None:
+            value, _ = head_loss_and_gradients(trainer.model, trainer.params["encoder"], trainer.head,
+                                               trainer.settings, batch, np.random.default_rng(start))
+        else:
+            value, _ = loss_and_gradients(trainer.model, trainer.params["encoder"], trainer.settings, batch,
+                                          trainer.params["classifier"])
         values.append(value)
     return sum(values) / len(values)
 

@@ -30,7 +30,9 @@ from transformer.model import linear
 from transformer.optim import AdamW, clip_by_global_norm, leaves, linear_schedule
 from transformer.recipe import Linear
 
-LOSSES = ("mnrl", "cosent", "softmax")
+LOSSES = ("mnrl", "cosent", "softmax", "cross-encoder", "mlm")
+HEAD_LOSSES = {"cross-encoder": "sequence_classification", "mlm": "masked_lm"}  # losses that train a task head
+MASKED_FRACTION = 0.15  # BERT's masking: 15% of the tokens, of those 80% [MASK], 10% random, 10% kept
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ def sentence_loss(settings, labels, classifier):
         loss = lambda *vectors: (losses.classification_loss(vectors[0], labels, classifier) if len(vectors) == 1
                                  else losses.softmax_loss(*vectors, labels, classifier))  # noqa: E731
     else:
-        raise ValueError(f"unknown loss {settings.loss!r}; expected one of {', '.join(LOSSES)}")
+        raise ValueError(f"{settings.loss!r} is not a loss of sentence vectors; expected mnrl, cosent or softmax")
     if settings.matryoshka_dims:
         if settings.loss == "softmax":
             raise ValueError("MatryoshkaLoss wraps losses of the vectors alone (mnrl, cosent), not softmax")
@@ -130,7 +132,120 @@ def loss_and_gradients(model, params, settings, batch, classifier=None):
     for d, (_, cache) in zip(d_vectors, embedded):
         column_grads = embed_backward(model, params, d, cache)
         grads = column_grads if grads is None else add_trees(grads, column_grads)
-    return value, {"encoder": grads, "classifier": rest[0] if rest else None}
+    return value, {"encoder": grads, "classifier": rest[0] if rest else None, "head": None}
+
+
+# ---------------------------------------------------------------------------------------
+# Losses through a task head: cross-encoder classification, masked LM
+# ---------------------------------------------------------------------------------------
+def task_head(encoder, kind, num_labels, seed):
+    """The encoder's own head of `kind` when the checkpoint has one, else a new one with BERT's
+    initialisation (normal(0, 0.02) weights, zero biases, LayerNorm scale 1), the decoder of
+    a masked LM tied to the word table. A copy of the weights (training updates them)."""
+    from transformer.heads import Head
+    from transformer.untrained import random_params
+
+    config, params = encoder.config, encoder.params
+    family = config.family_module
+    head = encoder.head if encoder.head is not None and encoder.head.kind == kind else None
+    if kind == "sequence_classification":
+        if head is not None and (num_labels in (0, head.params["out"]["weight"].shape[1])):
+            return Head(kind, head.architecture, writable(head.params), head.activation, head.uses_pooler)
+        hidden, activation = config.hidden_size, family.CLASSIFIER_ACTIVATION
+        if activation is None and params["pooler"] is None:
+            raise ValueError(f"a {config.model_type} classifier reads the pooler output, and this checkpoint has "
+                             f"no pooler")
+        shapes = {"dense": {"weight": np.zeros((hidden, hidden), np.float32), "bias": np.zeros(hidden, np.float32)}
+                  if activation else None,
+                  "out": {"weight": np.zeros((hidden, max(num_labels, 1)), np.float32),
+                          "bias": np.zeros(max(num_labels, 1), np.float32)}}
+        return Head(kind, _task_architecture(config, "ForSequenceClassification"),
+                    random_params(shapes, np.random.default_rng(seed)), activation, activation is None)
+    if head is not None:
+        head_params = writable(head.params)
+        activation, architecture = head.activation, head.architecture
+    else:
+        hidden, size = config.hidden_size, config.embedding_size
+        shapes = {"dense": {"weight": np.zeros((hidden, size), np.float32), "bias": np.zeros(size, np.float32)},
+                  "layer_norm": {"weight": np.zeros(size, np.float32), "bias": np.zeros(size, np.float32)},
+                  "decoder": {"weight": np.zeros((size, config.vocab_size), np.float32),
+                              "bias": np.zeros(config.vocab_size, np.float32)}}
+        head_params = random_params(shapes, np.random.default_rng(seed))
+        activation = family.MASKED_LM_ACTIVATION or config.hidden_act
+        architecture = _task_architecture(config, "ForMaskedLM")
+    if config.tie_word_embeddings:
+        head_params["decoder"]["weight"] = params["embeddings"]["word"].T  # a view: the word table itself
+    return Head(kind, architecture, head_params, activation)
+
+
+# config.json model_type -> the `transformers` class name's stem (BertForMaskedLM, ...)
+TASK_CLASS_STEMS = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert",
+                    "electra": "Electra", "mpnet": "MPNet"}
+
+
+def _task_architecture(config, suffix):
+    return TASK_CLASS_STEMS[config.model_type] + suffix
+
+
+def mask_tokens(input_ids, special, mask_token_id, vocab_size, rng):
+    """BERT's masking: MASKED_FRACTION of the tokens that are not special become prediction
+    targets; of those 80% are replaced by [MASK], 10% by a random word, 10% kept.
+    input_ids int64 [batch, seq]; special bool [batch, seq] (special tokens and padding) ->
+    (masked ids [batch, seq], labels [batch, seq]: the original id at targets, -100 elsewhere)."""
+    chosen = (rng.random(input_ids.shape) < MASKED_FRACTION) & ~special
+    if not chosen.any():  # a batch with no target has no loss: predict one token at least
+        candidates = np.argwhere(~special)
+        chosen[tuple(candidates[rng.integers(len(candidates))])] = True
+    labels = np.where(chosen, input_ids, -100)
+    draw = rng.random(input_ids.shape)
+    masked = np.where(chosen & (draw < 0.8), mask_token_id, input_ids)
+    random_words = rng.integers(0, vocab_size, input_ids.shape)
+    masked = np.where(chosen & (draw >= 0.8) & (draw < 0.9), random_words, masked)
+    return masked, labels
+
+
+def head_loss_and_gradients(model, params, head, settings, batch, rng):
+    """One batch through the encoder and a task head -> (loss, {"encoder", "classifier": None,
+    "head"} gradients).
+
+    cross-encoder: batch (texts_a, texts_b, labels) is tokenized as pairs ([CLS] a [SEP] b
+    [SEP]); one output logit trains with binary cross-entropy on labels in [0, 1]
+    (sentence-transformers' CrossEncoder with num_labels=1), more with cross-entropy on class ids.
+    mlm: batch (texts, None, None); `rng` draws the masking (mask_tokens)."""
+    texts_a, texts_b, labels = batch
+    config = model.encoder.config
+    if settings.loss == "cross-encoder":
+        texts = [text.lower() for text in texts_a] if model.do_lower_case else list(texts_a)
+        pairs = [text.lower() for text in texts_b] if model.do_lower_case else list(texts_b)
+        tokens = model.tokenizer(texts, pairs, padding=True, truncation=True, max_length=model.max_seq_length)
+        input_ids, attention_mask, token_type_ids = (tokens[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
+    else:
+        input_ids, attention_mask, token_type_ids = tokenize(model, texts_a)
+        special = model.tokenizer(list(texts_a), padding=True, truncation=True, max_length=model.max_seq_length,
+                                  return_special_tokens_mask=True)["special_tokens_mask"].astype(bool)
+        input_ids, labels = mask_tokens(input_ids, special | (attention_mask == 0), model.tokenizer.mask_token_id,
+                                        config.vocab_size, rng)
+    hidden, cache = backward.encoder_forward_with_cache(params, config, input_ids, attention_mask, token_type_ids)
+    if settings.loss == "cross-encoder":
+        logits, head_cache = backward.sequence_classification_with_cache(head, params, hidden)  # [batch, labels]
+        if logits.shape[1] == 1:
+            loss, d_scores = losses.binary_cross_entropy(logits[:, 0], labels)
+            d_logits = d_scores[:, None]
+        else:
+            loss, d_logits = losses.cross_entropy(logits, np.asarray(labels, dtype=np.int64))
+        d_hidden, head_grads, pooler_grads = backward.sequence_classification_backward(d_logits, head, params, head_cache)
+    else:
+        logits, head_cache = backward.masked_lm_with_cache(head, config.layer_norm_eps, hidden)  # [b, s, vocab]
+        loss, d_logits = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        d_hidden, head_grads = backward.masked_lm_backward(d_logits.reshape(logits.shape), head, head_cache)
+        pooler_grads = None
+    grads = backward.encoder_backward(d_hidden, params, config, cache)
+    grads["pooler"] = pooler_grads
+    if head.kind == "masked_lm" and config.tie_word_embeddings:
+        # the decoder is the word table: its gradient goes there, and the optimizer skips the view
+        grads["embeddings"]["word"] = grads["embeddings"]["word"] + head_grads["decoder"]["weight"].T
+        head_grads["decoder"]["weight"] = None
+    return loss, {"encoder": grads, "classifier": None, "head": head_grads}
 
 
 # ---------------------------------------------------------------------------------------
@@ -153,6 +268,7 @@ class Settings:
     symmetric: bool = False
     matryoshka_dims: tuple = ()
     num_labels: int = 0
+    label_names: tuple = ()  # the class names of softmax / cross-encoder labels, in id order
 
     def check(self):
         """Raise ValueError naming the first setting out of its range."""
@@ -196,7 +312,11 @@ class Trainer:
         model.encoder = Encoder(encoder.config, writable(encoder.params), head=encoder.head, backend="numpy",
                                 path=encoder.path)
         self.model, self.examples, self.settings = model, list(examples), settings
-        self.params = {"encoder": model.encoder.params, "classifier": classifier}
+        self.params = {"encoder": model.encoder.params, "classifier": classifier, "head": None}
+        self.head = None
+        if settings.loss in HEAD_LOSSES:
+            self.head = task_head(model.encoder, HEAD_LOSSES[settings.loss], settings.num_labels, settings.seed)
+            self.params["head"] = self.head.params
         if settings.loss == "softmax" and classifier is None:
             features = model.dimension * (3 if self.examples[0][1] is not None else 1)
             self.params["classifier"] = new_classifier(features, settings.num_labels, settings.seed)
@@ -256,8 +376,13 @@ class Trainer:
         settings = self.settings
         total_loss, grads = 0.0, None
         for batch in batches:
-            loss, batch_grads = loss_and_gradients(
-                self.model, self.params["encoder"], settings, batch, self.params["classifier"])
+            if self.head is not None:
+                rng = np.random.default_rng([settings.seed, self.state.step, len(batch[0])])  # the masking's draw
+                loss, batch_grads = head_loss_and_gradients(self.model, self.params["encoder"], self.head, settings,
+                                                            batch, rng)
+            else:
+                loss, batch_grads = loss_and_gradients(
+                    self.model, self.params["encoder"], settings, batch, self.params["classifier"])
             total_loss += loss
             grads = batch_grads if grads is None else add_trees(grads, batch_grads)
         if len(batches) > 1:
@@ -272,9 +397,15 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------
     def save(self, folder, overwrite=True):
-        """A sentence-transformers folder of the model now, plus training_state/ to resume."""
+        """A sentence-transformers folder of the model now (a `transformers` task-model folder
+        for cross-encoder and mlm: XForSequenceClassification, XForMaskedLM), plus
+        training_state/ to resume."""
         folder = Path(folder)
-        save_sentence_model(self.model, self.params["encoder"], folder, overwrite=overwrite)
+        if self.head is not None:
+            save_task_model(self.model, self.params["encoder"], self.head, folder, overwrite=overwrite,
+                            label_names=self.settings.label_names)
+        else:
+            save_sentence_model(self.model, self.params["encoder"], folder, overwrite=overwrite)
         state_dir = folder / "training_state"
         state_dir.mkdir(exist_ok=True)
         numbers, arrays = self.optimizer.state()
@@ -287,7 +418,8 @@ class Trainer:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, state_dir / "optimizer.safetensors.tmp")
         os.replace(state_dir / "optimizer.safetensors.tmp", state_dir / "optimizer.safetensors")
         (state_dir / "state.json.tmp").write_text(json.dumps(
-            {"settings": {**asdict(self.settings), "matryoshka_dims": list(self.settings.matryoshka_dims)},
+            {"settings": {**asdict(self.settings), "matryoshka_dims": list(self.settings.matryoshka_dims),
+                          "label_names": list(self.settings.label_names)},
              "state": asdict(self.state), "optimizer": numbers}, indent=1))
         os.replace(state_dir / "state.json.tmp", state_dir / "state.json")
 
@@ -300,7 +432,8 @@ class Trainer:
 
         folder = Path(folder)
         saved = json.loads((folder / "training_state" / "state.json").read_text())
-        settings = Settings(**{**saved["settings"], "matryoshka_dims": tuple(saved["settings"]["matryoshka_dims"])})
+        settings = Settings(**{**saved["settings"], "matryoshka_dims": tuple(saved["settings"]["matryoshka_dims"]),
+                               "label_names": tuple(saved["settings"]["label_names"])})
         arrays = load_file(folder / "training_state" / "optimizer.safetensors")
         classifier = None
         if "classifier/weight" in arrays:
@@ -399,6 +532,53 @@ def save_sentence_model(model, params, folder, overwrite=False):
     os.replace(transformer_dir / "model.safetensors.tmp", transformer_dir / "model.safetensors")
 
 
+# sentence-transformers' own files: a task-model folder is a plain `transformers` folder
+SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def save_task_model(model, params, head, folder, overwrite=False, label_names=()):
+    """Write the encoder with its task head as a `transformers` folder (config.json naming
+    the architecture, model.safetensors with the task model's names, the tokenizer files),
+    which AutoModelForSequenceClassification / AutoModelForMaskedLM and sentence-transformers'
+    CrossEncoder load."""
+    from safetensors.numpy import save_file
+
+    from transformer.sentence import read_modules
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"the output folder {folder} exists and is not empty; pass overwrite=True "
+                              f"(--overwrite) to replace it")
+    config = model.encoder.config
+    source = model.path / read_modules(model.path)["transformer"]
+    folder.mkdir(parents=True, exist_ok=True)
+    if source.resolve() != folder.resolve():
+        for item in source.iterdir():
+            if item.is_file() and not item.name.startswith(".") and item.name not in SENTENCE_FILES \
+                    and not item.name.endswith(MODEL_FILES + (".tmp",)):
+                shutil.copyfile(item, folder / item.name)
+    raw = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    raw["architectures"] = [head.architecture]
+    if head.kind == "sequence_classification":
+        count = head.params["out"]["weight"].shape[1]
+        names = list(label_names) if len(label_names) == count else [f"LABEL_{i}" for i in range(count)]
+        raw["num_labels"] = count
+        raw["id2label"] = {str(i): name for i, name in enumerate(names)}
+        raw["label2id"] = {name: i for i, name in enumerate(names)}
+    (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    prefix = config.family_module.PREFIX
+    tensors = {prefix + name: array for name, array in checkpoint_tensors(config, params).items()}
+    tied = head.kind == "masked_lm" and config.tie_word_embeddings
+    for part, values in head.params.items():
+        for key, array in (values or {}).items():
+            if array is None or (tied and part == "decoder" and key == "weight"):
+                continue  # transformers ties the decoder to the word table itself
+            name = checkpoint_names(config, f"{head.kind}.{part}.{key}")[0]
+            tensors[name] = np.ascontiguousarray(array.T if array.ndim == 2 else array, dtype=np.float32)
+    save_file(tensors, folder / "model.safetensors.tmp", metadata={"format": "pt"})
+    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+
+
 # ---------------------------------------------------------------------------------------
 # Reading training data: TSV or JSONL
 # ---------------------------------------------------------------------------------------
@@ -407,6 +587,8 @@ ROW_FORMATS = {
     "mnrl": (("anchor", "positive"), None),
     "cosent": (("a", "b", "score"), "score"),
     "softmax": (("text", "label"), "class"),
+    "cross-encoder": (("a", "b", "label"), "class"),
+    "mlm": (("text",), None),
 }
 # JSONL keys accepted for each field, first match wins.
 JSON_KEYS = {
@@ -416,7 +598,7 @@ JSON_KEYS = {
     "b": ("b", "sentence2", "text2", "positive"),
     "text": ("text", "sentence"),
     "score": ("score", "label"),
-    "label": ("label",),
+    "label": ("label", "score"),
 }
 
 
@@ -431,6 +613,8 @@ def read_examples(path, loss):
         mnrl      anchor<TAB>positive                    {"anchor": ..., "positive": ...}
         cosent    a<TAB>b<TAB>score (a number)           {"a": ..., "b": ..., "score": 0.8}
         softmax   text<TAB>label (any string or number)  {"text": ..., "label": ...}
+        cross-encoder  a<TAB>b<TAB>label                 {"a": ..., "b": ..., "label": ...}
+        mlm       text                                   {"text": ...}
 
     Empty lines are skipped. Class labels stay as written; `label_ids` numbers them.
     Raises DataError naming the file, the line and what was expected.
@@ -448,7 +632,10 @@ def read_examples(path, loss):
             if not line.strip():
                 continue
             where = f"{path} line {number}"
-            values = _json_row(line, fields, where) if is_json else _tsv_row(line, fields, loss, layout, where)
+            if is_json:
+                values = _json_row(line, fields, where)
+            else:  # a text alone is the whole line, tabs and all
+                values = [line] if len(fields) == 1 else _tsv_row(line, fields, loss, layout, where)
             if label_kind == "score":
                 try:
                     values[-1] = float(values[-1])
@@ -491,6 +678,20 @@ def _json_row(line, fields, where):
                             f"{', '.join(row) or 'none'})")
         values.append(row[key])
     return values
+
+
+def cross_encoder_labels(examples):
+    """Cross-encoder labels -> (examples, num_labels, label names). Numbers in [0, 1] are
+    one score each (one logit, binary cross-entropy: sentence-transformers' CrossEncoder with
+    num_labels=1); anything else is a class name (one logit per class, cross-entropy)."""
+    try:
+        scores = [float(label) for _, _, label in examples]
+    except (TypeError, ValueError):
+        scores = None
+    if scores is not None and all(0.0 <= score <= 1.0 for score in scores):
+        return [(a, b, score) for (a, b, _), score in zip(examples, scores)], 1, ()
+    examples, names = label_ids(examples)
+    return examples, len(names), tuple(names)
 
 
 def label_ids(examples):
