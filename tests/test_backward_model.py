@@ -170,3 +170,14 @@ def test_cross_encoder_and_masked_lm_gradients_match_autograd(case):
     errors = head_gradient_errors(case)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOLERANCE, f"{case}: {worst} relative error {errors[worst]:.2e}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_with_cache_computes_what_the_forward_computes(case):
+    from transformer.model import encoder_forward
+
+    reference = dict(np.load(FAMILIES / case / "reference.npz"))
+    inputs = reference["input_ids"], reference["attention_mask"], reference["token_type_ids"]
+    encoder = Encoder.from_pretrained(FAMILIES / case, backend="numpy")
+    hidden, _ = backward.encoder_forward_with_cache(encoder.params, encoder.config, *inputs)
+    assert np.array_equal(hidden, encoder_forward(encoder.params, encoder.config, *inputs)[0])
