@@ -307,9 +307,10 @@ def feed_forward_backward(d_output, layer, spec, cache):
     """The backward of `model.feed_forward`: d_output [batch, seq, hidden] -> (d_hidden
     [batch, seq, hidden], {linear name: its gradients})."""
     grads = {}
-    d_after, grads[spec.down.name] = linear_backward(d_output, cache["after"], **layer[spec.down.name])  # -> [b, s, inter]
+    down, up = layer[spec.down.name], layer[spec.up.name]
+    d_after, grads[spec.down.name] = linear_backward(d_output, cache["after"], **down)  # -> [b, s, intermediate]
     d_before = activation_backward(spec.activation)(d_after, cache["before"])
-    d_hidden, grads[spec.up.name] = linear_backward(d_before, cache["hidden"], **layer[spec.up.name])  # -> [b, s, hidden]
+    d_hidden, grads[spec.up.name] = linear_backward(d_before, cache["hidden"], **up)  # -> [b, s, hidden]
     return d_hidden, grads
 
 
@@ -362,7 +363,8 @@ def encoder_layer_backward(d_hidden, layer, layer_recipe, caches):
             d_residual, norm_grads = norm_backward(d_hidden, block.norm_after_residual, layer, cache["residual"])
             _add(grads, block.norm_after_residual.name, norm_grads)
         if isinstance(block.sublayer, Attention):
-            d_x, sublayer_grads, d_scores = self_attention_backward(d_residual, layer, block.sublayer, cache["sublayer"])
+            d_x, sublayer_grads, d_scores = self_attention_backward(
+                d_residual, layer, block.sublayer, cache["sublayer"])
             if block.sublayer.positions is not None:
                 d_scores_by_scheme[block.sublayer.positions] = d_scores
         else:

@@ -48,7 +48,8 @@ def add_train(subparsers, common):
                     "(softmax), a<TAB>b<TAB>label (cross-encoder: a score in [0, 1] or a class), text "
                     "(mlm); or JSON lines with those keys. mnrl, cosent and softmax write a "
                     "sentence-transformers folder; cross-encoder and mlm a transformers task-model folder.")
-    parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"the model to start from (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"the model to start from (default: {DEFAULT_MODEL})")
     parser.add_argument("--data", required=True, type=Path, metavar="FILE", help="training rows (.tsv or .jsonl)")
     parser.add_argument("--eval", type=Path, metavar="FILE", help="held-out rows of the same form: loss each epoch")
     parser.add_argument("--loss", choices=LOSSES, default="mnrl")

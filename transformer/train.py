@@ -218,7 +218,8 @@ def head_loss_and_gradients(model, params, head, settings, batch, rng):
         texts = [text.lower() for text in texts_a] if model.do_lower_case else list(texts_a)
         pairs = [text.lower() for text in texts_b] if model.do_lower_case else list(texts_b)
         tokens = model.tokenizer(texts, pairs, padding=True, truncation=True, max_length=model.max_seq_length)
-        input_ids, attention_mask, token_type_ids = (tokens[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
+        input_ids, attention_mask, token_type_ids = (
+            tokens[k] for k in ("input_ids", "attention_mask", "token_type_ids"))
     else:
         input_ids, attention_mask, token_type_ids = tokenize(model, texts_a)
         special = model.tokenizer(list(texts_a), padding=True, truncation=True, max_length=model.max_seq_length,
@@ -233,7 +234,8 @@ def head_loss_and_gradients(model, params, head, settings, batch, rng):
             d_logits = d_scores[:, None]
         else:
             loss, d_logits = losses.cross_entropy(logits, np.asarray(labels, dtype=np.int64))
-        d_hidden, head_grads, pooler_grads = backward.sequence_classification_backward(d_logits, head, params, head_cache)
+        d_hidden, head_grads, pooler_grads = backward.sequence_classification_backward(
+            d_logits, head, params, head_cache)
     else:
         logits, head_cache = backward.masked_lm_with_cache(head, config.layer_norm_eps, hidden)  # [b, s, vocab]
         loss, d_logits = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
@@ -298,8 +300,8 @@ class Trainer:
     """Trains `model` (a SentenceEncoder) on `examples` with `settings`.
 
     examples: a list of (text_a, text_b or None, label or None). model.encoder becomes a
-    numpy-backend encoder over a copy of the weights, trained in place; `save(folder)` writes a sentence-transformers folder and the state
-    to resume from (`Trainer.resume(folder, examples)`).
+    numpy-backend encoder over a copy of the weights, trained in place; `save(folder)`
+    writes the model's folder and the state to resume from (`Trainer.resume(folder, examples)`).
     """
 
     def __init__(self, model, examples, settings, classifier=None):
