@@ -377,9 +377,9 @@ class Trainer:
         averaged). Returns (the mean loss, the learning rate used)."""
         settings = self.settings
         total_loss, grads = 0.0, None
-        for batch in batches:
+        for index, batch in enumerate(batches):
             if self.head is not None:
-                rng = np.random.default_rng([settings.seed, self.state.step, len(batch[0])])  # the masking's draw
+                rng = np.random.default_rng([settings.seed, self.state.step, index])  # the masking's draw
                 loss, batch_grads = head_loss_and_gradients(self.model, self.params["encoder"], self.head, settings,
                                                             batch, rng)
             else:
