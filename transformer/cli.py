@@ -22,7 +22,7 @@ import signal
 import stat
 import sys
 
-from transformer import cli_learning, cli_retrieval, cli_serve
+from transformer import cli_learning, cli_retrieval, cli_serve, cli_train
 from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
 
@@ -604,6 +604,8 @@ COMMANDS = [
     ("index", cli_serve.add_index, cli_serve.run_index),
     # The retrieval subcommands (transformer/cli_retrieval.py).
     ("rerank", cli_retrieval.add_rerank, cli_retrieval.run_rerank),
+    # Fine-tuning (transformer/cli_train.py).
+    ("train", cli_train.add_train, cli_train.run_train),
 ]
 
 
