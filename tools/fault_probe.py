@@ -2733,6 +2733,10 @@ def main(argv=None):
         return 0
     if os.geteuid() != 0:
         parser.error("run as root: some cases act as the user nobody (through setpriv) to meet read-only folders")
+    # A shell starts a background job (`&`, nohup) with SIGINT ignored, and the cases' processes
+    # would inherit that: the SIGINT cases would then interrupt nothing. A handler of our own is
+    # reset to the default in every child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     base = args.root or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="transformer-fault-probe-", dir=base))
