@@ -13,7 +13,7 @@ Two seeded sets of unit vectors, each queried with new vectors drawn the same wa
 
 import argparse
 import json
-import resource
+import os
 import time
 from pathlib import Path
 
@@ -34,8 +34,10 @@ def recall(found, exact):
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact)]))
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mb():
+    """This process's resident memory now (not its peak: a second set would hide under the first's)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 
 
 def main():
@@ -51,7 +53,7 @@ def main():
                "connectivity": index_module.CONNECTIVITY, "expansion_add": index_module.EXPANSION_ADD, "sets": []}
     for name in args.sets:
         results["sets"].append(measure(name, args, rng))
-    write(results, args)
+        write(results, args)  # after each set: a long run stopped half-way keeps what it measured
 
 
 def draw(name, count, dimension, rng, centres):
@@ -65,13 +67,13 @@ def measure(name, args, rng):
     centres = random_unit(1000, args.dimension, rng)
     vectors = draw(name, args.count, args.dimension, rng, centres)
     queries = draw(name, args.queries, args.dimension, rng, centres)
-    rss_before = peak_rss_mb()
+    rss_before = rss_mb()
     started = time.perf_counter()
     index = VectorIndex(vectors, exact_limit=0)
     build_seconds = time.perf_counter() - started
     graph_bytes = len(index.graph.save())
     results = {"set": name, "build_seconds": build_seconds, "graph_mb": graph_bytes / 2**20,
-               "vectors_mb": vectors.nbytes / 2**20, "peak_rss_growth_mb": peak_rss_mb() - rss_before, "runs": []}
+               "vectors_mb": vectors.nbytes / 2**20, "rss_growth_mb": rss_mb() - rss_before, "runs": []}
     print(f"{name}: built {args.count} x {args.dimension} in {build_seconds:.1f} s; graph file "
           f"{graph_bytes / 2**20:.0f} MiB", flush=True)
     started = time.perf_counter()
@@ -106,6 +108,7 @@ def measure(name, args, rng):
 
 
 def write(results, args):
+    results["load_average"] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "index.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Vector index: usearch HNSW vs the exact scan ({args.count:,} random unit vectors, {args.dimension}-d)", "",
@@ -114,8 +117,8 @@ def write(results, args):
              f"See the docstring of benchmarks/bench_index.py for the two sets.", ""]
     for entry in results["sets"]:
         lines.append(f"- {entry['set']}: build {entry['build_seconds']:.1f} s; graph file {entry['graph_mb']:.0f} MiB "
-                     f"beside {entry['vectors_mb']:.0f} MiB of vectors; peak RSS grew "
-                     f"{entry['peak_rss_growth_mb']:.0f} MiB while building")
+                     f"beside {entry['vectors_mb']:.0f} MiB of vectors; resident memory grew "
+                     f"{entry['rss_growth_mb']:.0f} MiB with the graph built")
     lines += ["", "| set | expansion_search | recall@10 | graph p50 ms | graph p99 ms | graph batch ms/query | "
              "exact p50 ms | exact batch ms/query |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in [dict(run, set=entry["set"]) for entry in results["sets"] for run in entry["runs"]]:
@@ -123,7 +126,8 @@ def write(results, args):
                      f"{run['graph_query_ms_p50']:.2f} | {run['graph_query_ms_p99']:.2f} | "
                      f"{run['graph_batch_ms_per_query']:.3f} | {run['exact_query_ms_p50']:.2f} | "
                      f"{run['exact_batch_ms_per_query']:.3f} |")
-    lines += ["", "Made by `.venv/bin/python benchmarks/bench_index.py` on a 2-core machine shared with other jobs."]
+    lines += ["", f"Made by `.venv/bin/python benchmarks/bench_index.py` on a 2-core machine shared with other jobs "
+                  f"(load average {results['load_average']:.1f} when written)."]
     (RESULTS / "index.md").write_text("\n".join(lines) + "\n")
 
 
