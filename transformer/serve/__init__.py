@@ -7,7 +7,7 @@
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
     client.embeddings.create(model="all-MiniLM-L6-v2", input=["A man is eating food."])
 
-Three parts, each readable alone:
+Four parts, each readable alone:
 
   engine.py   the model: texts -> token ids -> vectors (the steps of SentenceEncoder.encode)
   batcher.py  dynamic batching: concurrent requests -> length-sorted batches under a token
