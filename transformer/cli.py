@@ -598,6 +598,7 @@ COMMANDS = [
     ("diagram", cli_learning.add_diagram, cli_learning.run_diagram),
     # The retrieval subcommands (transformer/cli_retrieval.py).
     ("rerank", cli_retrieval.add_rerank, cli_retrieval.run_rerank),
+    ("eval", cli_retrieval.add_eval, cli_retrieval.run_eval),
 ]
 
 
