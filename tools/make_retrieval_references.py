@@ -2,7 +2,7 @@
 prompts, truncate_dim, similarity functions and quantized vectors, so the tests can check
 this package without torch.
 
-    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross] [sparse]   (default: all)
+    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross] [sparse] [eval]   (default: all)
 
 The tests import the cases from here (`prompted_model_folder`, `PROMPT_CASES`, ...), so the
 live comparison and the committed file run the same inputs.
@@ -146,6 +146,21 @@ def dense_from(found, name, dimension):
     return dense
 
 
+EVAL_SLICE = 300  # the first sentences of each UCI source the probe test runs on
+
+
+def eval_references(model):
+    """With sentence-transformers' vectors (`model`), through transformer.eval's own code:
+    {source: 5-fold probe accuracy} on the first EVAL_SLICE sentences of each UCI source, and
+    "lee-similarity": {"pearson", "spearman"}."""
+    from transformer.eval import lee_similarity, probe_accuracy, uci_data
+
+    found = {source: probe_accuracy(model.encode(texts[:EVAL_SLICE], batch_size=16), labels[:EVAL_SLICE])
+             for source, (texts, labels) in uci_data().items()}
+    found["lee-similarity"] = lee_similarity(lambda texts: model.encode(texts, batch_size=16))
+    return found
+
+
 def calibration_split(vectors):
     """(calibration vectors, vectors to quantize) out of one set: the first two thirds calibrate."""
     cut = 2 * len(vectors) // 3
@@ -195,7 +210,7 @@ def main():
     from transformer.store import weights_dir
 
     source = weights_dir() / "all-MiniLM-L6-v2"
-    only = sys.argv[1:] or ["prompts", "quantize", "cross", "sparse"]
+    only = sys.argv[1:] or ["prompts", "quantize", "cross", "sparse", "eval"]
     with tempfile.TemporaryDirectory() as scratch:
         if "prompts" in only:
             folder = prompted_model_folder(source, Path(scratch) / "prompted")
@@ -207,6 +222,9 @@ def main():
                 np.savez(REFERENCES / f"retrieval_cross_encoder_{labels}.npz", **cross_encoder_references(folder))
     if "sparse" in only:
         np.savez(REFERENCES / "retrieval_sparse.npz", **sparse_references(weights_dir() / "splade-tiny"))
+    if "eval" in only:
+        accuracies = eval_references(SentenceTransformer(str(source), device="cpu"))
+        (REFERENCES / "retrieval_eval.json").write_text(json.dumps(accuracies, indent=1) + "\n", encoding="utf-8")
     if "quantize" in only:
         plain = SentenceTransformer(str(source), device="cpu")
         np.savez(REFERENCES / "retrieval_quantize.npz", **quantize_references(corpus_vectors(plain)))

@@ -604,6 +604,7 @@ COMMANDS = [
     ("index", cli_serve.add_index, cli_serve.run_index),
     # The retrieval subcommands (transformer/cli_retrieval.py).
     ("rerank", cli_retrieval.add_rerank, cli_retrieval.run_rerank),
+    ("eval", cli_retrieval.add_eval, cli_retrieval.run_eval),
     # Fine-tuning (transformer/cli_train.py).
     ("train", cli_train.add_train, cli_train.run_train),
 ]

@@ -57,3 +57,37 @@ def _set_threads(args):
             print(f"note: --threads {args.threads}: this process can run {thread_limit()}; using that",
                   file=sys.stderr)
         set_num_threads(min(args.threads, thread_limit()))
+
+
+# --- eval -------------------------------------------------------------------------------------
+
+
+def add_eval(subparsers, common):
+    # transformer.eval (and NumPy) is not imported here: `transformer --help` stays fast.
+    parser = subparsers.add_parser(
+        "eval", parents=[common], help="measure a sentence model on public evaluation tasks",
+        description="Run the model on evaluation tasks over public data (fetched into the store on "
+                    "first use) and print each task's scores; transformer/eval.py describes the tasks.")
+    parser.add_argument("--task", "-t", action="append", default=None,
+                        help="a task to run, e.g. lee-similarity (repeatable; default: every task; an "
+                             "unknown name is refused with the list)")
+    parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    return parser
+
+
+def run_eval(args):
+    import json
+
+    from transformer.cli_common import load_sentence_encoder
+    from transformer.eval import evaluate
+
+    model = load_sentence_encoder(args)
+    scores = evaluate(model, args.task, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"model": args.model, "scores": scores}, indent=2))
+        return 0
+    print(f"{args.model}")
+    for task, metrics in scores.items():
+        for metric, value in metrics.items():
+            print(f"  {task:<16} {metric:<18} {value:.4f}")
+    return 0
