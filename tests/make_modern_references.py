@@ -1,4 +1,4 @@
-"""Write the committed ModernBERT and NomicBERT references under tests/references/families/
+"""Write the committed ModernBERT, NomicBERT and Jina v3 references under tests/references/families/
 (needs torch + transformers: the test extra).
 
 Run from the repository root, in the venv with the test extras (`make setup-test`):
@@ -32,6 +32,7 @@ FAMILIES = ROOT / "tests" / "references" / "families"
 _TINY = dict(vocab_size=50, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2,
              max_position_embeddings=64)
 _NOMIC = dict(vocab_size=50, pad_token_id=0, max_position_embeddings=64)
+_JINA = dict(vocab_size=50, pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=64)
 
 # `lengths`: each row's real tokens (padded to the longest); `hidden_states`: whether the
 # committed file keeps every layer's output and attention map (base models).
@@ -93,6 +94,26 @@ CASES = [
          hidden_states=False,
          config=dict(_NOMIC, max_position_embeddings=2048, hidden_size=16, num_attention_heads=2,
                      num_hidden_layers=2, intermediate_size=32)),
+    # Jina v3 (transformers' port): post-norm, rotary (theta 20000 by default), biases, plain GELU MLP
+    dict(model_type="jina_embeddings_v3", name="jina_v3_gelu", architecture="JinaEmbeddingsV3Model",
+         lengths=[17, 9, 1], hidden_states=True,
+         config=dict(_JINA, hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=40)),
+    dict(model_type="jina_embeddings_v3", name="jina_v3_masked_lm", architecture="JinaEmbeddingsV3ForMaskedLM",
+         lengths=[13, 6], hidden_states=False,
+         config=dict(_JINA, hidden_size=32, num_attention_heads=4, num_hidden_layers=1, intermediate_size=48,
+                     hidden_act="gelu_new", rope_parameters={"rope_type": "default", "rope_theta": 5000.0})),
+    dict(model_type="jina_embeddings_v3", name="jina_v3_sequence_classification",
+         architecture="JinaEmbeddingsV3ForSequenceClassification", lengths=[11, 4], hidden_states=False,
+         config=dict(_JINA, hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=40,
+                     num_labels=3)),
+    dict(model_type="jina_embeddings_v3", name="jina_v3_token_classification",
+         architecture="JinaEmbeddingsV3ForTokenClassification", lengths=[15, 7], hidden_states=False,
+         config=dict(_JINA, hidden_size=32, num_attention_heads=2, num_hidden_layers=1, intermediate_size=40,
+                     num_labels=4, type_vocab_size=2)),
+    dict(model_type="jina_embeddings_v3", name="jina_v3_long_1030", architecture="JinaEmbeddingsV3Model",
+         lengths=[1030, 17], hidden_states=False,
+         config=dict(_JINA, max_position_embeddings=2048, hidden_size=16, num_attention_heads=2,
+                     num_hidden_layers=2, intermediate_size=32)),
 ]
 
 
@@ -135,7 +156,7 @@ def make_inputs(case, config, seed=0):
     for row, length in enumerate(lengths):
         input_ids[row, :length] = rng.choice(real_ids, size=length)
         attention_mask[row, :length] = 1
-        if case["model_type"] == "nomic_bert":  # a sentence pair: the second half is type 1
+        if getattr(config, "type_vocab_size", 1) > 1:  # a sentence pair: the second half is type 1
             token_type_ids[row, length // 2:length] = 1
     return input_ids, attention_mask, token_type_ids
 
@@ -145,7 +166,7 @@ def run_transformers(model, input_ids, attention_mask, token_type_ids):
     import torch
 
     inputs = dict(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
-    if model.config.model_type == "nomic_bert":
+    if model.config.model_type in ("nomic_bert", "jina_embeddings_v3"):
         inputs["token_type_ids"] = torch.from_numpy(token_type_ids)
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True, output_attentions=True)

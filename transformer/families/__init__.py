@@ -7,6 +7,7 @@
     mpnet       MPNet
     modernbert  ModernBERT (gte-modernbert, modernbert-embed)
     nomic_bert  NomicBERT (nomic-embed-text v1, v1.5)
+    jina_embeddings_v3  Jina Embeddings v3 (transformers' own port, no LoRA adapters)
 
 A family module defines (see bert.py, the model for the others):
 
@@ -29,11 +30,12 @@ needs that a backend does not run yet (a new step kind in each backend); docs/ar
 walks through it.
 """
 
-from . import bert, distilbert, electra, modernbert, mpnet, nomic_bert, roberta
+from . import bert, distilbert, electra, jina_embeddings_v3, modernbert, mpnet, nomic_bert, roberta
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
-                 "modernbert": modernbert, "nomic_bert": nomic_bert}
+                 "modernbert": modernbert, "nomic_bert": nomic_bert,
+                 "jina_embeddings_v3": jina_embeddings_v3}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}

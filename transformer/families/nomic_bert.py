@@ -36,15 +36,17 @@ CLASSIFIER_ACTIVATION = None  # the pooler output, classified directly
 REMOTE_CODE_KEYS = ("n_embd", "n_head", "n_layer", "rotary_emb_base", "rotary_emb_fraction")
 
 
-def _theta(read):
+def rope_theta(read, default, model_type):
+    """The rotary theta from rope_parameters (transformers 5) or rope_theta; a rope_type other
+    than "default" is refused, naming it."""
     parameters = read.values.get("rope_parameters")
-    theta = read.values.get("rope_theta", THETA)
+    theta = read.values.get("rope_theta", default)
     if parameters is not None:
         if not isinstance(parameters, dict):
             read.fail(f"rope_parameters must be an object, found {parameters!r:.60}")
         kind = parameters.get("rope_type", "default")
         if kind != "default":
-            read.fail(f"rope_parameters rope_type {kind!r} is not supported by nomic_bert; supported: 'default'")
+            read.fail(f"rope_parameters rope_type {kind!r} is not supported by {model_type}; supported: 'default'")
         theta = parameters.get("rope_theta", theta)
     if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 1:
         read.fail(f"rope_theta must be a number above 1, found {theta!r:.60}")
@@ -63,25 +65,34 @@ def config_fields(read):
         read.fail(f"head_dim {head_dim!r:.20} is not supported by nomic_bert; supported: hidden_size // "
                   f"num_attention_heads ({hidden // heads})")
     return dict(position_padding_idx=None, type_vocab_size=read.integer("type_vocab_size", smallest=1),
-                options=dict(rope_theta=_theta(read)))
+                options=dict(rope_theta=rope_theta(read, THETA, "nomic_bert")))
 
 
-def recipe(config):
+def rotary_post_norm_recipe(config, bias, gated):
+    """BERT's post-norm layers with rotary positions (config.options["rope_theta"]) instead of
+    a position table: NomicBERT's (no biases, a gated MLP) and Jina v3's (biases, a plain one)."""
     hidden, inner, eps = config.hidden_size, config.intermediate_size, config.layer_norm_eps
     attention = Attention(
-        query=Linear("query", hidden, hidden, bias=False), key=Linear("key", hidden, hidden, bias=False),
-        value=Linear("value", hidden, hidden, bias=False),
-        output=Linear("attention_output", hidden, hidden, bias=False),
+        query=Linear("query", hidden, hidden, bias), key=Linear("key", hidden, hidden, bias),
+        value=Linear("value", hidden, hidden, bias), output=Linear("attention_output", hidden, hidden, bias),
         num_heads=config.num_attention_heads, head_dim=config.head_dim,
         positions=Rotary(theta=config.options["rope_theta"]))
-    mlp = MLP(gate=Linear("gate", hidden, inner, bias=False), up=Linear("up", hidden, inner, bias=False),
-              down=Linear("down", inner, hidden, bias=False), activation=config.hidden_act)
+    if gated:
+        mlp = MLP(gate=Linear("gate", hidden, inner, bias), up=Linear("up", hidden, inner, bias),
+                  down=Linear("down", inner, hidden, bias), activation=config.hidden_act)
+    else:
+        mlp = MLP(up=Linear("intermediate", hidden, inner, bias), down=Linear("output", inner, hidden, bias),
+                  activation=config.hidden_act)
     layer = Layer((
         Block(attention, norm_after_residual=Norm("attention_layer_norm", hidden, eps=eps)),
         Block(mlp, norm_after_residual=Norm("output_layer_norm", hidden, eps=eps)),
     ))
     embeddings = Embeddings(size=hidden, positions=None, token_types=True, norm=Norm("layer_norm", hidden, eps=eps))
     return Recipe(embeddings=embeddings, layers=(layer,) * config.num_hidden_layers)
+
+
+def recipe(config):
+    return rotary_post_norm_recipe(config, bias=False, gated=True)
 
 
 NAMES = {
