@@ -400,7 +400,10 @@ def describe(program, layer=0, linear_names=None):
             lines.append(f"{name} {buffer(g['target'])} = {product}{residual}")
         elif kind == ATTENTION:
             a = program.attentions[index]
-            lines.append(f"{name} {buffer(a['target'])} = attention({buffer(a['source'])})")
+            extras = ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + \
+                ([f"window {a['window_half']} either side"] if a["window_half"] >= 0 else [])
+            source = "; ".join([buffer(a["source"]), ", ".join(extras)] if extras else [buffer(a["source"])])
+            lines.append(f"{name} {buffer(a['target'])} = attention({source})")
         elif kind == NORM:
             n = program.norms[index]
             lines.append(f"{name} {buffer(n['target'])} = LayerNorm({buffer(n['source'])})")

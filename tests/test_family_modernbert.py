@@ -75,7 +75,7 @@ def test_numba_program_of_a_local_layer():
     assert describe(prepared.program, 1, names).splitlines() == [
         "NORM       NORMED = LayerNorm(HIDDEN)",
         "GEMM       QKV = NORMED @ W[qkv] + b",
-        "ATTENTION  CONTEXT = attention(QKV)",
+        "ATTENTION  CONTEXT = attention(QKV; rotary[1], window 4 either side)",
         "GEMM       ATTENDED = CONTEXT @ W[attention_output] + b + HIDDEN",
         "NORM       NORMED = LayerNorm(ATTENDED)",
         "MLP        HIDDEN = gelu(NORMED @ W[gate+up].gate + b) * (NORMED @ W[gate+up].up + b) @ W[down] + b + ATTENDED",
@@ -83,6 +83,22 @@ def test_numba_program_of_a_local_layer():
     local = prepared.program.attentions[1]
     assert local["window_half"] == 4 and local["rotary"] == 1  # 8 // 2; the local theta
     assert prepared.program.attentions[0]["window_half"] == -1
+    assert "attention(QKV; rotary[0])" in describe(prepared.program, 0, names)  # global: every key
+
+
+def test_numba_packed_cache_keeps_the_gated_weights(tmp_path, monkeypatch):
+    import shutil
+
+    from transformer.numba_backend import packed_cache
+
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
+    folder = tmp_path / "model"
+    shutil.copytree(FAMILIES / "modernbert_biases_masked_lm", folder)
+    reference = dict(np.load(folder / "reference.npz"))
+    packed = Encoder.from_pretrained(folder, backend="numba")(reference["input_ids"], reference["attention_mask"])
+    assert (folder / ".transformer-packed").is_dir()
+    cached = Encoder.from_pretrained(folder, backend="numba")(reference["input_ids"], reference["attention_mask"])
+    np.testing.assert_array_equal(cached.logits, packed.logits)
 
 
 def test_local_layers_see_half_the_window_either_side():
