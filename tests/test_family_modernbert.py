@@ -185,3 +185,36 @@ def test_rotary_angles_agree_with_transformers_up_to_8192_positions():
         cos, sin = numpy_model.rotary_angles(Rotary(theta=theta), 64, np.arange(8192))
         assert np.abs(cos - freqs.cos().numpy()).max() <= 1e-7
         assert np.abs(sin - freqs.sin().numpy()).max() <= 1e-7
+
+
+SENTENCES = ["A man is eating food.", "ModernBERT reads long inputs: " + "a b c d e f g " * 30,
+             "Über den Wolken.", "x"]
+
+
+@pytest.mark.parametrize("model_type", ["modernbert", "nomic_bert", "jina_embeddings_v3"])
+def test_sentence_encoder_matches_sentence_transformers_live(model_type, minilm_dir, tmp_path):
+    """A random model of the family with all-MiniLM-L6-v2's tokenizer, modules.json and mean
+    pooling: SentenceEncoder.encode == sentence-transformers' encode."""
+    _live()
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import json
+    import shutil
+
+    base_models = {"modernbert": "ModernBertModel", "nomic_bert": "NomicBertModel",
+                   "jina_embeddings_v3": "JinaEmbeddingsV3Model"}
+    case = next(c for c in make_modern_references.CASES if c["architecture"] == base_models[model_type])
+    case = dict(case, config=dict(case["config"], vocab_size=30522, pad_token_id=0, max_position_embeddings=512))
+    folder = tmp_path / model_type
+    make_modern_references.build_model(case).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "modules.json",
+                 "sentence_bert_config.json"):
+        shutil.copy(Path(minilm_dir) / name, folder / name)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": case["config"]["hidden_size"], "pooling_mode_mean_tokens": True}))
+    theirs = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
+    from transformer.sentence import SentenceEncoder
+
+    for backend in BACKENDS:
+        ours = SentenceEncoder.from_pretrained(folder, backend=backend).encode(SENTENCES)
+        assert np.abs(ours - theirs).max() <= TOLERANCE, backend
