@@ -38,7 +38,9 @@ READ = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_att
         "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
         "embedding_size", "relative_attention_num_buckets", "architectures", "num_labels", "id2label",
         "tie_word_embeddings", "position_embedding_type", "is_decoder", "add_cross_attention",
-        "dim", "n_layers", "n_heads", "hidden_dim", "activation")
+        "dim", "n_layers", "n_heads", "hidden_dim", "activation",
+        "hidden_activation", "norm_eps", "norm_bias", "attention_bias", "mlp_bias", "layer_types", "local_attention",
+        "global_attn_every_n_layers", "rope_parameters", "classifier_pooling", "head_dim")
 SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "embedding_size", "num_labels")
 
@@ -62,7 +64,7 @@ def _check_fields(config):
         value = getattr(config, name)
         assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
     assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
-    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert")
+    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert", "modernbert")
     assert config.hidden_size % config.num_attention_heads == 0
     assert config.hidden_act in SUPPORTED_ACTIVATIONS
     assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1
@@ -96,11 +98,14 @@ def _transformers_reading(read_json):
         "pad_token_id", "num_labels", "tie_word_embeddings")}
     if family == "distilbert":
         fields["intermediate_size"], fields["hidden_act"] = theirs.hidden_dim, theirs.activation
+    elif family == "modernbert":  # its own spellings: hidden_activation, norm_eps
+        fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_activation
+        fields["layer_norm_eps"] = float(theirs.norm_eps)
     else:
         fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_act
-    if family != "distilbert":
+    if family not in ("distilbert", "modernbert"):
         fields["layer_norm_eps"] = float(theirs.layer_norm_eps)
-    if family in ("bert", "roberta", "electra"):
+    if family in ("bert", "roberta", "electra", "nomic_bert", "jina_embeddings_v3"):
         fields["type_vocab_size"] = theirs.type_vocab_size
     if family == "electra":
         fields["embedding_size"] = theirs.embedding_size
