@@ -29,9 +29,10 @@ float32 arrays. Linear weights are stored [in, out] (transposed once at load fro
     params = {
       "embeddings": {                            # these keys always; None where a family has none
         "word":        [vocab_size, embedding_size]
-        "position":    [max_position_embeddings, embedding_size]
-        "token_type":  [type_vocab_size, embedding_size]    or None (DistilBERT, MPNet)
-        "layer_norm":  {"weight": [embedding_size], "bias": [embedding_size]}
+        "position":    [max_position_embeddings, embedding_size]    or None (rotary positions:
+                       ModernBERT, NomicBERT, Jina v3)
+        "token_type":  [type_vocab_size, embedding_size]    or None (DistilBERT, MPNet, ModernBERT)
+        "layer_norm":  {"weight": [embedding_size], "bias": [embedding_size] or None (ModernBERT)}
         "projection":  {"weight": [embedding_size, hidden_size], "bias": [hidden_size]}
                        or None (only ELECTRA with embedding_size != hidden_size has one)
       },
