@@ -37,8 +37,9 @@ DEFAULTS = dict(
 THETAS = {"full_attention": 160_000.0, "sliding_attention": 10_000.0}  # global / local rope_theta defaults
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
-# config.json settings that change the math, and the values the recipe supports.
-OPTIONS = {"classifier_pooling": ("cls", "mean"), "rope_scaling": ({},), "sparse_prediction": (False,)}
+# config.json settings that change the math, and the values the recipe supports (rope_scaling:
+# transformers folds it into both layer types' rope_parameters; only none is supported).
+OPTIONS = {"classifier_pooling": ("cls", "mean"), "rope_scaling": ({},)}
 
 # ModernBERT's heads are its own (see head_settings); these are unused.
 MASKED_LM_ACTIVATION = None
