@@ -234,7 +234,10 @@ class EncoderConfig:
     @property
     def max_sequence_length(self) -> int:
         """The longest input the position table allows: RoBERTa-style models lose
-        padding_idx + 1 rows to their offset (514 rows -> 512 tokens)."""
+        padding_idx + 1 rows to their offset (514 rows -> 512 tokens). Without a position
+        table (DeBERTa-v3: relative positions only) no length is out of range."""
+        if self.recipe.embeddings.positions is None:
+            return MAX_SIZE
         if self.position_padding_idx is None:
             return self.max_position_embeddings
         return self.max_position_embeddings - self.position_padding_idx - 1

@@ -116,7 +116,10 @@ def _load_masked_lm(tensors, config, params, architecture):
 def _load_sequence_classifier(tensors, config, params, architecture):
     if not _first_present(tensors, config, "sequence_classification.out.weight"):
         return None
-    act = config.family_module.CLASSIFIER_ACTIVATION
+    module = config.family_module
+    # DeBERTa's ContextPooler reads its activation from config.json (pooler_hidden_act)
+    act = module.classifier_activation(config) if hasattr(module, "classifier_activation") else \
+        module.CLASSIFIER_ACTIVATION
     if act is None and params["pooler"] is None:
         raise CheckpointError(f"{architecture} classifies the pooler output but the checkpoint has no "
                               f"pooler tensors (pooler.dense.weight)")
