@@ -67,8 +67,11 @@ BUFFER_NAMES = ("EMPTY", "HIDDEN", "ATTENDED", "NORMED", "QKV", "CONTEXT", "INNE
 STEP = np.dtype([("kind", np.int64), ("index", np.int64)], align=True)
 GEMM_STEP = np.dtype([("linear", np.int64), ("source", np.int64), ("target", np.int64), ("residual", np.int64),
                       ("activation", np.int64), ("activation_row", np.int64)], align=True)
+# ATTENTION's table_ld: the row length of DeBERTa's projected tables (Weights.position_keys /
+# position_queries, kernels/disentangled.py); 0 when the step adds no disentangled terms.
 ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64),
-                           ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_)], align=True)
+                           ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_),
+                           ("table_ld", np.int64)], align=True)
 NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.int64), ("target", np.int64),
                       ("eps", np.float32)], align=True)
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
@@ -101,6 +104,8 @@ class Weights(NamedTuple):
     panels: tuple  # float32 [layers, panels, in, 16] each
     biases: tuple  # float32 [layers, out] or [layers, 0] each
     vectors: tuple  # float32 [layers, d] each
+    position_keys: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: DeBERTa's c2p tables, or [layers, 0]
+    position_queries: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: its p2c tables, or [layers, 0]
 
 
 class GroupPlan(NamedTuple):
@@ -118,6 +123,7 @@ class GroupPlan(NamedTuple):
     max_len: int  # the longest sequence
     ffn_rows: int  # rows per MLP block
     wide: bool  # the micro-kernel's tiles, for attention as for the GEMMs
+    rows_of: np.ndarray  # int64 [2 * max_len - 1]: DeBERTa's table row per distance (attention.VarlenPlan), or [0]
 
 
 def layer_phases(program, layer, rows, ffn_rows):
@@ -130,8 +136,8 @@ def layer_phases(program, layer, rows, ffn_rows):
 @jit
 def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 gemm_plans, attention_bounds, head_ranges, norm_bounds, cu_seqlens, position_bias, no_position_bias,
-                bias_len, positions, max_len, ffn_rows, wide,
-                panels, biases, vectors,
+                bias_len, positions, max_len, ffn_rows, wide, rows_of,
+                panels, biases, vectors, position_keys, position_queries,
                 buffers, flat_buffers, counters, first_layer, stop_layer, first_thread, stop_thread):
     """Every step of layers first_layer..stop_layer-1, layer after layer, as one of the threads
     taking part (first_thread: its index). A step ends when every thread is done with it, so
@@ -163,7 +169,8 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 attention_phase(layer_counters, base, first_thread, attention_bounds, head_ranges,
                                 flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
                                 a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
-                                max_len, scratch, wide)
+                                max_len, scratch, wide, position_keys[layer], position_queries[layer], a.table_ld,
+                                rows_of)
                 phase += 1
             elif step.kind == NORM:
                 n = norms[step.index]
@@ -261,12 +268,13 @@ class ProgramPlan:
             norm_bounds=np.array(even_bounds(rows, max(1, min(rows, 2 * threads))), dtype=np.int64),  # 2 runs per thread
             cu_seqlens=attend.cu_seqlens, position_bias=attend.bias, no_position_bias=np.zeros(0, np.float32),
             bias_len=attend.bias_len,
-            positions=attend.positions, max_len=attend.max_len, ffn_rows=ffn_rows, wide=wide)
+            positions=attend.positions, max_len=attend.max_len, ffn_rows=ffn_rows, wide=wide,
+            rows_of=attend.rows_of)
 
     @property
     def attention_scratch_shape(self):
         """(threads, floats): the SCRATCH buffer `run` takes, a row for each thread."""
-        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim)
+        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim) + self.attend.position_floats
 
     def run(self, program, weights, buffers, first_layer, stop_layer):
         """Layers first_layer..stop_layer-1 of `program` on the group, in one call: buffers[HIDDEN]
@@ -304,7 +312,8 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
                            buffers[g["residual"]], g["activation"])
             elif kind == ATTENTION:
                 a = program.attentions[index]
-                attend(buffers[a["source"]], out=buffers[a["target"]])
+                tables = (weights.position_keys[layer], weights.position_queries[layer], int(a["table_ld"]))
+                attend(buffers[a["source"]], out=buffers[a["target"]], position_tables=tables if a["table_ld"] else None)
             elif kind == NORM:
                 n = program.norms[index]
                 source = buffers[n["source"]]

@@ -328,18 +328,20 @@ def log_bucket_positions(distance, buckets, max_distance):
     return np.where(size <= mid, distance, (far * sign).astype(np.int64))
 
 
-def relative_position_rows(scheme, seq_len):
-    """The row of DeBERTa's relative-embedding table for each (query i, key j): int64 [seq, seq].
-
-    The distance i - j, log-bucketed when scheme.buckets > 0, shifted by scheme.span and
-    clipped into the table's 2 * span rows.
-    """
-    query = np.arange(seq_len, dtype=np.int64)[:, None]  # [seq, 1]
-    key = np.arange(seq_len, dtype=np.int64)[None, :]  # [1, seq]
-    distance = query - key  # [seq, seq]
+def relative_rows(scheme, distance):
+    """The row of DeBERTa's relative-embedding table (a Disentangled scheme) for each distance:
+    int64 [...] -> int64 [...]. The distance, log-bucketed when scheme.buckets > 0, shifted
+    by scheme.span and clipped into the table's 2 * span rows."""
     if scheme.buckets > 0:
         distance = log_bucket_positions(distance, scheme.buckets, scheme.max_distance)
-    return np.clip(distance + scheme.span, 0, 2 * scheme.span - 1)  # [seq, seq]
+    return np.clip(distance + scheme.span, 0, 2 * scheme.span - 1)
+
+
+def relative_position_rows(scheme, seq_len):
+    """The row of DeBERTa's relative-embedding table for each (query i, key j): int64 [seq, seq]."""
+    query = np.arange(seq_len, dtype=np.int64)[:, None]  # [seq, 1]
+    key = np.arange(seq_len, dtype=np.int64)[None, :]  # [1, seq]
+    return relative_rows(scheme, query - key)  # distance i - j [seq, seq] -> rows [seq, seq]
 
 
 def relative_embeddings(scheme, params):

@@ -29,10 +29,11 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.kernels.activations import activation_code, activation_row_address
 from transformer.kernels.arena import WeightArena
+from transformer.kernels.disentangled import table_ld
 from transformer.kernels.gemm import NR, pack_weight
 from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GEMM, GEMM_STEP, HIDDEN,
                                          INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program, Weights)
-from transformer.recipe import AbsolutePositions, Attention, RelativeBuckets
+from transformer.recipe import AbsolutePositions, Attention, Disentangled, RelativeBuckets
 from transformer.recipe import MLP as MLPSpec
 
 
@@ -46,8 +47,8 @@ def check_recipe(recipe):
         refuse("embeddings without a norm")
     if embeddings.scale is not None:
         refuse("scaled embeddings")
-    if not isinstance(embeddings.positions, AbsolutePositions):
-        refuse("embeddings without a position table")
+    if embeddings.positions is not None and not isinstance(embeddings.positions, AbsolutePositions):
+        refuse(f"embedding positions {embeddings.positions}")
     norms = [norm for layer in recipe.layers for norm in layer.norms()] + [embeddings.norm]
     if recipe.final_norm is not None:
         norms.append(recipe.final_norm)
@@ -56,9 +57,12 @@ def check_recipe(recipe):
             refuse(f"the {norm.kind} {norm.name!r} with bias={norm.bias}, offset={norm.offset} (only a "
                    f"layer_norm with a bias)")
     schemes = recipe.position_schemes()
-    if len(schemes) > 1 or any(not isinstance(scheme, RelativeBuckets) for scheme in schemes):
+    if len(schemes) > 1 or any(not isinstance(scheme, (RelativeBuckets, Disentangled)) for scheme in schemes):
         refuse(f"the attention positions {', '.join(type(scheme).__name__ for scheme in schemes)} (it runs one "
-               f"relative position table)")
+               f"relative position table or DeBERTa's disentangled positions)")
+    for scheme in schemes:
+        if isinstance(scheme, Disentangled) and scheme.norm is not None and not scheme.norm.bias:
+            refuse(f"a bias-free norm of the relative table ({scheme.norm.name!r})")
     shapes = None
     for layer in recipe.layers:
         if len(layer.blocks) % 2:
@@ -132,6 +136,10 @@ def stack_layout(layers):
                 parts = (sublayer.query.name, sublayer.key.name, sublayer.value.name)
                 found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias),
                          StackedLinear(sublayer.output.name, (sublayer.output.name,), bias=sublayer.output.bias)]
+                # DeBERTa's own position linears: kept here (layer_params re-derives them), but
+                # run once at load on the relative table (forward.PreparedEncoder), not per call
+                positions = sublayer.positions.linears() if isinstance(sublayer.positions, Disentangled) else ()
+                found += [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in positions]
             else:
                 found = [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in sublayer.linears()]
             for linear in found:
@@ -259,7 +267,8 @@ class LayerStack:
             empty = np.zeros((len(self), 0), dtype=np.float32)
             self._weights = Weights(panels=tuple(self.panels[name] for name in names),
                                     biases=tuple(self.bias[name] for name in names),
-                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)))
+                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)),
+                                    position_keys=empty, position_queries=empty)  # forward.py adds DeBERTa's
         return self._weights
 
     def unpacked_weight(self, name, i):
@@ -352,8 +361,10 @@ def compile_program(recipe, layout):
             if isinstance(sublayer, Attention):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
+                positions = sublayer.positions
+                ld = table_ld(positions.rows) if isinstance(positions, Disentangled) else 0
                 add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
-                                sublayer.positions is not None))
+                                isinstance(positions, RelativeBuckets), ld))
                 add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)
