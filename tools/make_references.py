@@ -8,6 +8,7 @@ Run from the repository root, in the venv that has the test extras (`make setup-
 
     .venv/bin/python tools/make_references.py            # rewrite everything below
     .venv/bin/python tools/make_references.py families   # only the random family checkpoints
+    .venv/bin/python tools/make_references.py families deberta   # only the cases named deberta*
     .venv/bin/python tools/make_references.py real       # only all-MiniLM-L6-v2 / all-mpnet-base-v2
     .venv/bin/python tools/make_references.py report     # write nothing; print our worst max |diff|
                                                          # per family against live transformers
@@ -403,10 +404,12 @@ def write_case(case, directory, seed=0):
     return reference
 
 
-def write_family_references():
+def write_family_references(prefix=""):
     root = REFERENCES / "families"
     root.mkdir(parents=True, exist_ok=True)
     for case in FAMILY_CASES:
+        if not case["name"].startswith(prefix):
+            continue
         reference = write_case(case, root / case["name"])
         if not case["architecture"].endswith("Model"):
             # head cases check the logits; the base models' cases hold the per-layer outputs
@@ -561,7 +564,7 @@ def main(argv):
         report()
         return
     if what in ("all", "families"):
-        write_family_references()
+        write_family_references(argv[2] if what == "families" and len(argv) > 2 else "")
     if what in ("all", "real"):
         write_real_references()
 
