@@ -199,3 +199,22 @@ def test_v3_settings_make_the_recipe():
     assert scheme.c2p and scheme.p2c and scheme.share_key and scheme.norm is not None
     assert attention.scale == pytest.approx(1 / np.sqrt(8 * 3))
     assert config.recipe.embeddings.positions is None and not config.recipe.embeddings.token_types
+
+
+@pytest.mark.parametrize("name", ["deberta_v3_buckets", "deberta_c2p_masked_lm"])
+def test_packed_cache_keeps_the_relative_table_its_norm_and_the_position_linears(name, tmp_path, monkeypatch):
+    import shutil
+
+    from transformer.numba_backend import packed_cache
+
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
+    directory = tmp_path / name
+    shutil.copytree(FAMILIES / name, directory)
+    reference = dict(np.load(directory / "reference.npz"))
+    args = (reference["input_ids"], reference["attention_mask"], reference["token_type_ids"])
+    packed = Encoder.from_pretrained(directory, backend="numba")  # packs, then writes the cache
+    cached = Encoder.from_pretrained(directory, backend="numba")  # maps the cache back
+    assert isinstance(cached.params["embeddings"]["word"].base, np.memmap)
+    first, second = packed(*args), cached(*args)
+    np.testing.assert_array_equal(first.last_hidden_state, second.last_hidden_state)
+    assert (first.logits is None and second.logits is None) or np.array_equal(first.logits, second.logits)
