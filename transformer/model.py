@@ -50,7 +50,9 @@ float32 arrays. Linear weights are stored [in, out] (transposed once at load fro
     }
 
 plus one entry per model-level table the recipe names: MPNet's "relative_attention_bias"
-[relative_attention_num_buckets, num_attention_heads], shared by all layers. A bias-free
+[relative_attention_num_buckets, num_attention_heads], shared by all layers; DeBERTa's
+"relative_embeddings" [2 * span, hidden] (and its "relative_layer_norm"), which every
+layer projects through its key and query linears (`disentangled_bias`). A bias-free
 linear's "bias" is None.
 
 The query/key/value columns are laid out head by head: columns [h*head_dim, (h+1)*head_dim)
