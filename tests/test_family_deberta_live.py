@@ -73,3 +73,45 @@ def test_committed_deberta_references_are_what_the_script_makes(tmp_path):
     for key in ("last_hidden_state", "hidden_states", "attentions"):
         scale = max(1.0, float(np.abs(committed[key]).max()))
         assert np.abs(fresh[key] - committed[key]).max() <= 1e-6 * scale
+
+
+def test_sentence_encoder_matches_sentence_transformers_on_a_deberta_folder(tmp_path):
+    # A DeBERTa-v3-style sentence model: the committed tiny checkpoint, a SentencePiece-style
+    # Unigram tokenizer.json (Metaspace, [CLS] $A [SEP]) made by the Rust `tokenizers`, mean
+    # pooling and normalization; sentence-transformers runs the same folder.
+    import json
+    import shutil
+
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    from transformer import SentenceEncoder
+
+    folder = tmp_path / "deberta_sentence"
+    shutil.copytree(ROOT / "tests" / "references" / "families" / "deberta_v3_buckets", folder)
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    pieces = ["\u2581the", "\u2581a", "\u2581cat", "\u2581sat", "\u2581on", "\u2581mat", "\u2581", "s", "ing",
+              *"abcdefghijklmnopqrstuvwxyz.,!"]
+    vocab = [(piece, 0.0) for piece in specials] + [(piece, -1.0 - 0.1 * i) for i, piece in enumerate(pieces)]
+    tokenizer = Tokenizer(models.Unigram(vocab[:50], unk_id=3, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+        "unk_token": "[UNK]", "mask_token": "[MASK]", "model_max_length": 512}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                   "pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    texts = ["the cat sat on the mat.", "a cat!", "the mats, sitting on cats", "z"]
+    theirs = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    for backend in ("numpy", "numba"):
+        ours = SentenceEncoder.from_pretrained(folder, backend=backend).encode(texts)
+        assert np.abs(ours - theirs).max() <= TOLERANCE, backend
