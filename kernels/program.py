@@ -368,7 +368,8 @@ def describe(program, layer=0, linear_names=None):
             lines.append(f"{name} {buffer(g['target'])} = {product}{residual}")
         elif kind == ATTENTION:
             a = program.attentions[index]
-            lines.append(f"{name} {buffer(a['target'])} = attention({buffer(a['source'])})")
+            terms = "  (scores + c2p + p2c)" if a["table_ld"] else ""  # DeBERTa's disentangled terms
+            lines.append(f"{name} {buffer(a['target'])} = attention({buffer(a['source'])}){terms}")
         elif kind == NORM:
             n = program.norms[index]
             lines.append(f"{name} {buffer(n['target'])} = LayerNorm({buffer(n['source'])})")
