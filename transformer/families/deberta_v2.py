@@ -78,15 +78,16 @@ def config_fields(read):
 
     hidden = read.integer("hidden_size")
     heads = read.integer("num_attention_heads")
-    if "attention_head_size" in read.raw and read.raw["attention_head_size"] * heads != hidden:
-        read.fail(f"attention_head_size {read.raw['attention_head_size']!r:.20} is not supported by deberta-v2; "
+    head_size = read.raw.get("attention_head_size")
+    if head_size is not None and (type(head_size) is not int or head_size * heads != hidden):
+        read.fail(f"attention_head_size {head_size!r:.20} is not supported by deberta-v2; "
                   f"supported: hidden_size / num_attention_heads ({hidden // heads})")
     norm_rel_ebd = read.values.get("norm_rel_ebd")
     terms = [item.strip() for item in norm_rel_ebd.lower().split("|")] if isinstance(norm_rel_ebd, str) else None
     if terms is None or not set(terms) <= {"none", "layer_norm"}:
         read.fail(f"norm_rel_ebd {norm_rel_ebd!r:.60} is not supported by deberta-v2; supported: 'none', 'layer_norm'")
     pooler_act = read.values.get("pooler_hidden_act")
-    if pooler_act not in ACTIVATIONS:
+    if not isinstance(pooler_act, str) or pooler_act not in ACTIVATIONS:
         read.fail(f"pooler_hidden_act {pooler_act!r:.60} is not supported; supported: {', '.join(ACTIVATIONS)}")
     if read.values.get("pooler_hidden_size", hidden) != hidden:
         read.fail(f"pooler_hidden_size {read.values['pooler_hidden_size']!r:.20} is not supported by deberta-v2; "
