@@ -59,12 +59,15 @@ import numpy as np
 from ._jit import (PHASE_FINISHED, add_release, claim_back, claim_front, even_bounds, fetch_add, jit, parallel_chunks,
                    run_chunks, wait_until_at_least)
 from .layernorm import add_into
-from . import microkernel
+from . import disentangled, microkernel
+from .disentangled import add_position_scores, position_scores
 from .microkernel import MR, NR, WIDE_MR, tile
 from .softmax import softmax_rows_inplace
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
+_NO_ROWS = np.zeros(0, dtype=np.int64)  # rows_of of attention without DeBERTa's terms
+_NO_TABLE = np.zeros(0, dtype=np.float32)
 MASK_VALUE = np.finfo(np.float32).min
 
 # Splitting over threads pays off above about this many flops per thread.
@@ -82,7 +85,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                  mask, mask_start,
                  bias, bias_start, bias_len, positions, q_pos_start, k_pos_start,
                  out, out_start, out_stride,
-                 key_t, value_packed, scores, inverse_sums, wide, window_half):
+                 key_t, value_packed, scores, inverse_sums, wide, window_half,
+                 position_key, position_query, table_start, table_ld, rows_of, position_scratch):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
     Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
@@ -99,10 +103,15 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     i + window_half; queries and keys the same sequence): a block of queries computes the
     scores of its window's keys only (from a multiple of 16 below it), the others in that
     range are masked out; -1: every key.
+    DeBERTa's disentangled terms (kernels/disentangled.py), when rows_of is not empty: the
+    head's projected tables position_key (c2p) and position_query (p2c) from table_start,
+    rows table_ld floats long (an empty table: no such term); query i and key j are tokens
+    i and j of one sequence. position_scratch: `disentangled.scratch_floats` floats.
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
     has_bias = bias.shape[0] > 0
+    has_relative = rows_of.shape[0] > 0
 
     # 1. key_t[c, j] = K[j, c]: the keys become the 16-wide panels the micro-kernel reads.
     for j in range(n_k):
@@ -141,6 +150,19 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     tile_rows, tile_cols = (WIDE_MR, 2 * NR) if wide else (MR, NR)  # the micro-kernel's tile
     block_rows = n_q if n_q <= SHORT_SEQUENCE else QUERY_BLOCK
     windowed = window_half >= 0
+    # DeBERTa: p2c for every key once; c2p per block of queries, in the block's rows.
+    r_lo, width = 0, 0
+    width_pad = 0
+    c2p, p2c = position_scratch[:0], position_scratch[:0]
+    if has_relative:
+        r_lo, width = disentangled.window(rows_of, n_k)
+        width_pad = (width + NR - 1) // NR * NR
+        if position_key.shape[0] > 0:
+            c2p = position_scratch[:block_rows * width_pad]
+        if position_query.shape[0] > 0:
+            p2c = position_scratch[block_rows * width_pad:(block_rows + n_k) * width_pad]
+            position_scores(k, k_start, qkv_stride, n_k, position_query, table_start, table_ld, head_dim, r_lo, width,
+                            p2c, width_pad, wide)
     for i0 in range(0, n_q, block_rows):
         block = min(block_rows, n_q - i0)
         # The block's keys: all, or those its window reaches (from a multiple of 16, so the
@@ -158,13 +180,19 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 tile(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(tile_rows, block - s0),
                      key_t, j0, n_pad, head_dim,
                      scores, s0 * n_pad + j0, n_pad, cols, False, wide, NR if cols > NR else 0, -1)
+        if c2p.shape[0] > 0:
+            position_scores(q, q_start + i0 * qkv_stride, qkv_stride, block, position_key, table_start, table_ld,
+                            head_dim, r_lo, width, c2p, width_pad, wide)
         # * scale (+ position bias + mask), then exp(x - max) in place and 1 / the sums
         row_scale = scale
-        if has_bias or has_mask or windowed:
+        if has_bias or has_mask or windowed or has_relative:
             for r in range(block):
                 row = scores[r * n_pad + k_lo:r * n_pad + k_hi]  # a view: loops from 0 vectorize
                 for j in range(n_keys):
                     row[j] *= scale
+                if has_relative:
+                    add_position_scores(row, i0 + r, k_lo, n_keys, rows_of, r_lo, c2p, r * width_pad, p2c, width_pad,
+                                        scale)
                 if has_bias:
                     bias_row = bias_start + positions[q_pos_start + i0 + r] * bias_len
                     if consecutive:
@@ -258,15 +286,18 @@ def rotate_rows(x, row0, stride, n, cos, sin, positions, position0):
 @jit
 def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale,
                   bias, bias_len, positions, out, max_len, scratch, wide, window_half, rotary_cos, rotary_sin,
-                  rotary_positions, first_item, stop_item):
+                  rotary_positions, first_item, stop_item, position_key, position_query, table_ld, rows_of):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
-    [>= scratch_floats(max_len, head_dim)], this thread's own; wide: the micro-kernel's tiles;
+    [>= scratch_floats(max_len, head_dim)], this thread's own (plus the disentangled terms'
+    when rows_of is not empty); wide: the micro-kernel's tiles;
     head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan);
     window_half: see `_attend_head`; rotary_cos / rotary_sin float32 [positions, half] (empty:
     no rotary): each item first rotates its head's queries and keys in place, by the angles of
     rotary_positions int64 [total tokens] (its slot in the padded row): they are in this
-    thread's cache for the scores right after, and no other item reads them."""
+    thread's cache for the scores right after, and no other item reads them. position_key,
+    position_query: one layer's `disentangled.pack_tables` row (or empty), see _attend_head."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
+    position_scratch = scratch[_scratch_layout(max_len, head_dim)[3]:]
     no_mask = scratch[:0]
     stride = 3 * hidden
     head_stride, part_stride = (3 * head_dim, head_dim) if head_major else (head_dim, hidden)
@@ -286,25 +317,28 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scal
                      no_mask, start,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
-                     key_t, value_packed, scores, inverse_sums, wide, window_half)
+                     key_t, value_packed, scores, inverse_sums, wide, window_half,
+                     position_key, position_query, h * head_dim * table_ld, table_ld, rows_of, position_scratch)
 
 
 @jit
 def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
                    max_len, item_bounds, scratch, wide, window_half, rotary_cos, rotary_sin, rotary_positions,
+                   position_key, position_query, table_ld, rows_of,
                    first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
     for c in range(first_chunk, stop_chunk):
         _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
                       max_len, scratch[c], wide, window_half, rotary_cos, rotary_sin, rotary_positions,
-                      item_bounds[c], item_bounds[c + 1])
+                      item_bounds[c], item_bounds[c + 1], position_key, position_query, table_ld, rows_of)
 
 
 @jit
 def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
                     head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
-                    window_half, rotary_cos, rotary_sin, rotary_positions):
+                    window_half, rotary_cos, rotary_sin, rotary_positions, position_key, position_query, table_ld,
+                    rows_of):
     """Attention as one phase of a program (kernels/program.py): context = attention(qkv) for
     every (sequence, head), qkv's columns head-major (VarlenPlan's head_major), then the wait
     for the other threads. counters[base:] are the phase's (see `_jit.PHASE_COUNTERS`);
@@ -328,7 +362,8 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
                 break
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
                           positions, context_flat, max_len, scratch, wide, window_half, rotary_cos, rotary_sin,
-                          rotary_positions, attention_bounds[run], attention_bounds[run + 1])
+                          rotary_positions, attention_bounds[run], attention_bounds[run + 1], position_key,
+                          position_query, table_ld, rows_of)
             add_release(counters, base + PHASE_FINISHED, 1)
         wait_until_at_least(counters, base + PHASE_FINISHED, n_runs)
         return
@@ -351,7 +386,7 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
                           positions, context_flat, max_len, scratch, wide, window_half, rotary_cos, rotary_sin,
-                          rotary_positions, item, item + 1)
+                          rotary_positions, item, item + 1, position_key, position_query, table_ld, rows_of)
             add_release(counters, base + PHASE_FINISHED, 1)
     wait_until_at_least(counters, base + PHASE_FINISHED, num_heads * batch)
 
@@ -403,7 +438,7 @@ class VarlenPlan:
     """
 
     def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False,
-                 scale=None, window=None, rotary=None, rotary_positions=None):
+                 scale=None, window=None, rotary=None, rotary_positions=None, rows_of=None, table_rows=0):
         if hidden % num_heads:
             raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -418,6 +453,14 @@ class VarlenPlan:
         self.bias, self.bias_len, self.positions = _position_bias_args(
             position_bias, num_heads, positions, total, cu_seqlens)
         self.max_len = int(lengths.max())
+        # DeBERTa's disentangled terms: rows_of int64 [2 * max_len - 1], the relative table's
+        # row of each distance (kernels/disentangled.py), table_rows its rows; else empty.
+        self.rows_of = _NO_ROWS if rows_of is None else np.ascontiguousarray(rows_of, dtype=np.int64)
+        if len(self.rows_of) not in (0, 2 * self.max_len - 1):
+            raise ValueError(f"attention_varlen: rows_of must hold 2 * {self.max_len} - 1 rows (one per distance), "
+                             f"got {len(self.rows_of)}")
+        self.position_floats = 0 if rows_of is None else disentangled.scratch_floats(
+            self.max_len, table_rows, max(QUERY_BLOCK, min(self.max_len, SHORT_SEQUENCE)))
         self.scale = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)  # on q . k
         self.wide = microkernel.WIDE_TILES  # the micro-kernel's tiles (same numbers either way)
         self.head_major = bool(head_major)  # qkv's columns: q_h | k_h | v_h per head, else q | k | v
@@ -428,10 +471,12 @@ class VarlenPlan:
         self.item_bounds = np.array(balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
 
-    def __call__(self, qkv, out=None, window_half=None, rotary=None):
+    def __call__(self, qkv, out=None, window_half=None, rotary=None, position_tables=None):
         """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`).
         window_half, rotary: this call's instead of the plan's (a program's layers differ:
-        ModernBERT's local and global layers), rotary as (cos, sin) float32 [positions, half]."""
+        ModernBERT's local and global layers), rotary as (cos, sin) float32 [positions, half].
+        position_tables: (position_key, position_query, table_ld) of one layer for DeBERTa's
+        terms (`disentangled.pack_tables` rows, each possibly empty), when rows_of was given."""
         shape = (self.total, self.hidden)
         if qkv.shape != (self.total, 3 * self.hidden) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
             raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 array of shape "
@@ -443,12 +488,18 @@ class VarlenPlan:
         if self.total == 0:
             return out
         chunks = len(self.item_bounds) - 1
-        scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim)), dtype=np.float32)
+        scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim) + self.position_floats),
+                           dtype=np.float32)
+        if position_tables is None:
+            if len(self.rows_of):
+                raise ValueError("attention_varlen: this plan has disentangled positions (rows_of); pass the "
+                                 "layer's position_tables")
+            position_tables = (_NO_TABLE, _NO_TABLE, 0)
         run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.head_major, self.cu_seqlens,
                    self.num_heads, self.head_dim, self.scale, self.bias, self.bias_len, self.positions,
                    out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide,
                    self.window_half if window_half is None else window_half,
-                   *(self.rotary if rotary is None else rotary), self.rotary_positions)
+                   *(self.rotary if rotary is None else rotary), self.rotary_positions, *position_tables, self.rows_of)
         return out
 
 
@@ -518,7 +569,8 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
                          mask, b * seq + lo,
                          bias, h * seq * seq, seq, positions, first_query, lo,
                          out, head0, head_dim,
-                         key_t, value_packed, scores, inverse_sums, wide, no_window)
+                         key_t, value_packed, scores, inverse_sums, wide, no_window,
+                         scratch[c, :0], scratch[c, :0], first_query, first_query, positions[:0], scratch[c, :0])
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):

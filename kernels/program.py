@@ -77,9 +77,11 @@ BUFFER_NAMES = ("EMPTY", "HIDDEN", "ATTENDED", "NORMED", "QKV", "CONTEXT", "INNE
 STEP = np.dtype([("kind", np.int64), ("index", np.int64)], align=True)
 GEMM_STEP = np.dtype([("linear", np.int64), ("source", np.int64), ("target", np.int64), ("residual", np.int64),
                       ("activation", np.int64), ("activation_row", np.int64)], align=True)
+# ATTENTION's table_ld: the row length of DeBERTa's projected tables (Weights.position_keys /
+# position_queries, kernels/disentangled.py); 0 when the step adds no disentangled terms.
 ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64),
                            ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_),
-                           ("window_half", np.int64), ("rotary", np.int64)], align=True)
+                           ("window_half", np.int64), ("rotary", np.int64), ("table_ld", np.int64)], align=True)
 NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.int64), ("target", np.int64),
                       ("eps", np.float32)], align=True)
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
@@ -113,6 +115,8 @@ class Weights(NamedTuple):
     panels: tuple  # float32 [layers, panels, in, 16] each
     biases: tuple  # float32 [layers, out] or [layers, 0] each
     vectors: tuple  # float32 [layers, d] each
+    position_keys: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: DeBERTa's c2p tables, or [layers, 0]
+    position_queries: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: its p2c tables, or [layers, 0]
 
 
 class GroupPlan(NamedTuple):
@@ -134,6 +138,7 @@ class GroupPlan(NamedTuple):
     max_len: int  # the longest sequence
     ffn_rows: int  # rows per MLP block
     wide: bool  # the micro-kernel's tiles, for attention as for the GEMMs
+    rows_of: np.ndarray  # int64 [2 * max_len - 1]: DeBERTa's table row per distance (attention.VarlenPlan), or [0]
 
 
 def layer_phases(program, layer, rows, ffn_rows):
@@ -147,7 +152,7 @@ def layer_phases(program, layer, rows, ffn_rows):
 def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 gemm_plans, attention_bounds, head_ranges, norm_bounds, cu_seqlens, position_bias, no_position_bias,
                 bias_len, positions, rotary_cos, rotary_sin, no_rotary, rotary_positions, max_len, ffn_rows, wide,
-                panels, biases, vectors,
+                rows_of, panels, biases, vectors, position_keys, position_queries,
                 buffers, flat_buffers, counters, first_layer, stop_layer, first_thread, stop_thread):
     """Every step of layers first_layer..stop_layer-1, layer after layer, as one of the threads
     taking part (first_thread: its index). A step ends when every thread is done with it, so
@@ -180,7 +185,8 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 attention_phase(layer_counters, base, first_thread, attention_bounds, head_ranges,
                                 flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
                                 a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
-                                max_len, scratch, wide, a.window_half, cos, sin, rotary_positions)
+                                max_len, scratch, wide, a.window_half, cos, sin, rotary_positions,
+                                position_keys[layer], position_queries[layer], a.table_ld, rows_of)
                 phase += 1
             elif step.kind == NORM:
                 n = norms[step.index]
@@ -285,12 +291,12 @@ class ProgramPlan:
             bias_len=attend.bias_len, positions=attend.positions,
             rotary_cos=_NO_TABLES if rotary is None else rotary[0], rotary_sin=_NO_TABLES if rotary is None else rotary[1],
             no_rotary=_NO_TABLES[0], rotary_positions=attend.rotary_positions,
-            max_len=attend.max_len, ffn_rows=ffn_rows, wide=wide)
+            max_len=attend.max_len, ffn_rows=ffn_rows, wide=wide, rows_of=attend.rows_of)
 
     @property
     def attention_scratch_shape(self):
         """(threads, floats): the SCRATCH buffer `run` takes, a row for each thread."""
-        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim)
+        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim) + self.attend.position_floats
 
     def run(self, program, weights, buffers, first_layer, stop_layer):
         """Layers first_layer..stop_layer-1 of `program` on the group, in one call: buffers[HIDDEN]
@@ -330,8 +336,9 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
             elif kind == ATTENTION:
                 a = program.attentions[index]
                 tables = None if a["rotary"] < 0 else (rotary[0][a["rotary"]], rotary[1][a["rotary"]])
+                position_tables = (weights.position_keys[layer], weights.position_queries[layer], int(a["table_ld"]))
                 attend(buffers[a["source"]], out=buffers[a["target"]], window_half=int(a["window_half"]),
-                       rotary=tables)
+                       rotary=tables, position_tables=position_tables if a["table_ld"] else None)
             elif kind == NORM:
                 n = program.norms[index]
                 source = buffers[n["source"]]
@@ -403,7 +410,8 @@ def describe(program, layer=0, linear_names=None):
             extras = ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + \
                 ([f"window {a['window_half']} either side"] if a["window_half"] >= 0 else [])
             source = "; ".join([buffer(a["source"]), ", ".join(extras)] if extras else [buffer(a["source"])])
-            lines.append(f"{name} {buffer(a['target'])} = attention({source})")
+            terms = "  (scores + c2p + p2c)" if a["table_ld"] else ""  # DeBERTa's disentangled terms
+            lines.append(f"{name} {buffer(a['target'])} = attention({source}){terms}")
         elif kind == NORM:
             n = program.norms[index]
             lines.append(f"{name} {buffer(n['target'])} = LayerNorm({buffer(n['source'])})")

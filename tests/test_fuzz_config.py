@@ -64,7 +64,7 @@ def _check_fields(config):
         value = getattr(config, name)
         assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
     assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
-    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert", "modernbert")
+    assert config.type_vocab_size >= 1 or not config.recipe.embeddings.token_types
     assert config.hidden_size % config.num_attention_heads == 0
     assert config.hidden_act in SUPPORTED_ACTIVATIONS
     assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1

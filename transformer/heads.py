@@ -148,7 +148,10 @@ def _load_sequence_classifier(tensors, config, params, architecture):
         head_params["out"] = linear_params(tensors, config, "sequence_classification.out")
         return Head("sequence_classification", architecture, head_params, activation=act,
                     pooling=settings.get("pooling", "cls"))
-    act = config.family_module.CLASSIFIER_ACTIVATION
+    module = config.family_module
+    # DeBERTa's ContextPooler reads its activation from config.json (pooler_hidden_act)
+    act = module.classifier_activation(config) if hasattr(module, "classifier_activation") else \
+        module.CLASSIFIER_ACTIVATION
     if act is None and params["pooler"] is None:
         raise CheckpointError(f"{architecture} classifies the pooler output but the checkpoint has no "
                               f"pooler tensors (pooler.dense.weight)")

@@ -53,7 +53,9 @@ float32 arrays. Linear weights are stored [in, out] (transposed once at load fro
     }
 
 plus one entry per model-level table the recipe names: MPNet's "relative_attention_bias"
-[relative_attention_num_buckets, num_attention_heads], shared by all layers. A bias-free
+[relative_attention_num_buckets, num_attention_heads], shared by all layers; DeBERTa's
+"relative_embeddings" [2 * span, hidden] (and its "relative_layer_norm"), which every
+layer projects through its key and query linears (`disentangled_bias`). A bias-free
 linear's "bias" is None.
 
 The query/key/value columns are laid out head by head: columns [h*head_dim, (h+1)*head_dim)
@@ -76,7 +78,7 @@ import math
 
 import numpy as np
 
-from transformer.recipe import AbsolutePositions, Attention, MLP, RelativeBuckets, Rotary
+from transformer.recipe import AbsolutePositions, Attention, Disentangled, MLP, RelativeBuckets, Rotary
 
 # The additive mask value for padding keys. Adding the most negative float32 (not -inf)
 # drives a padded key's softmax weight to exactly 0 while keeping every score finite: a row
@@ -235,12 +237,13 @@ def position_ids(config, input_ids):
     return np.cumsum(is_token, axis=1) * is_token + padding_idx  # [batch, seq]
 
 
-def embed(embeddings, config, input_ids, token_type_ids):
+def embed(embeddings, config, input_ids, token_type_ids, attention_mask=None):
     """Token ids -> the first hidden states. int64 [batch, seq] -> float32 [batch, seq, hidden].
 
     word vector + token-type vector (when the model has them) + position vector, LayerNorm,
     then ELECTRA's projection from embedding_size up to hidden_size when there is one: the
-    steps of the recipe's `Embeddings`.
+    steps of the recipe's `Embeddings`. DeBERTa projects before the norm (`project_first`)
+    and zeroes the padding tokens' vectors (`zero_padding`, by attention_mask [batch, seq]).
     """
     spec = config.recipe.embeddings
     hidden = embeddings["word"][input_ids]  # [batch, seq] -> [batch, seq, embedding_size]
@@ -248,23 +251,32 @@ def embed(embeddings, config, input_ids, token_type_ids):
         hidden = hidden + embeddings["token_type"][token_type_ids]
     if spec.positions is not None:
         hidden = hidden + embeddings["position"][position_ids(config, input_ids)]
+    if spec.projection is not None and spec.project_first:
+        hidden = linear(hidden, **embeddings[spec.projection.name])  # [b, s, embedding_size] -> [b, s, hidden]
     if spec.norm is not None:
         hidden = norm(spec.norm, embeddings, hidden)
-    if spec.projection is not None:
+    if spec.projection is not None and not spec.project_first:
         hidden = linear(hidden, **embeddings[spec.projection.name])  # [b, s, embedding_size] -> [b, s, hidden]
+    if spec.zero_padding and attention_mask is not None:
+        hidden = hidden * attention_mask[:, :, None].astype(np.float32)  # [batch, seq] -> [batch, seq, 1]
     return hidden
 
 
 # ---------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------
-def attention_mask_bias(attention_mask):
+def attention_mask_bias(attention_mask, queries=False):
     """1/0 mask -> what is added to attention scores: 0 for tokens, MASK_VALUE for padding.
 
     int [batch, seq] -> float32 [batch, 1, 1, seq], broadcasting over heads and queries:
     a padding token is never attended *to*; its own row is still computed (and ignored).
+    queries (DeBERTa's mask of query and key): [batch, 1, seq, seq], a padding token's row
+    masked too, so every score in it is MASK_VALUE (float32 absorbs the score added to it)
+    and it attends uniformly.
     """
     keep = attention_mask[:, None, None, :] != 0  # [batch, seq] -> [batch, 1, 1, seq]
+    if queries:
+        keep = keep & (attention_mask[:, None, :, None] != 0)  # -> [batch, 1, seq, seq]
     return np.where(keep, np.float32(0.0), MASK_VALUE).astype(np.float32)
 
 
@@ -344,6 +356,81 @@ def sliding_window_bias(seq_len, window):
     return np.where(distance <= window // 2, np.float32(0.0), MASK_VALUE).astype(np.float32)
 
 
+def log_bucket_positions(distance, buckets, max_distance):
+    """DeBERTa's bucket for each relative distance: int64 [...] -> int64 [...].
+
+    Distances up to buckets / 2 either way keep their value; longer ones share
+    logarithmically wider buckets, sign kept, the last (+-(buckets / 2 + ...)) reached at
+    max_distance - 1. float32 arithmetic as `transformers`' make_log_bucket_position, so
+    that bucket edges fall on the same distances: e.g. buckets 256, max_distance 512 gives
+    128 -> 128, 129 -> 129, 200 -> 173, 511 -> 255.
+    """
+    mid = buckets // 2
+    sign = np.sign(distance)
+    near = (distance < mid) & (distance > -mid)
+    size = np.where(near, mid - 1, np.abs(distance))  # the near ones take the exact branch below
+    # Both logarithms through one np.log call: its vector and scalar paths may differ in the
+    # last bit, and at size = max_distance - 1 the ratio must be exactly 1.
+    logs = np.log(np.append(size.reshape(-1).astype(np.float32) / np.float32(mid),
+                            np.float32((max_distance - 1) / mid)))
+    ratio = (logs[:-1] / logs[-1]).reshape(size.shape)
+    far = np.ceil(ratio * np.float32(mid - 1)) + np.float32(mid)  # float32 [...]
+    return np.where(size <= mid, distance, (far * sign).astype(np.int64))
+
+
+def relative_rows(scheme, distance):
+    """The row of DeBERTa's relative-embedding table (a Disentangled scheme) for each distance:
+    int64 [...] -> int64 [...]. The distance, log-bucketed when scheme.buckets > 0, shifted
+    by scheme.span and clipped into the table's 2 * span rows."""
+    if scheme.buckets > 0:
+        distance = log_bucket_positions(distance, scheme.buckets, scheme.max_distance)
+    return np.clip(distance + scheme.span, 0, 2 * scheme.span - 1)
+
+
+def relative_position_rows(scheme, seq_len):
+    """The row of DeBERTa's relative-embedding table for each (query i, key j): int64 [seq, seq]."""
+    query = np.arange(seq_len, dtype=np.int64)[:, None]  # [seq, 1]
+    key = np.arange(seq_len, dtype=np.int64)[None, :]  # [1, seq]
+    return relative_rows(scheme, query - key)  # distance i - j [seq, seq] -> rows [seq, seq]
+
+
+def relative_embeddings(scheme, params):
+    """DeBERTa's relative-embedding table as every layer reads it: float32 [2 * span, hidden],
+    LayerNorm-ed when the scheme has a norm (norm_rel_ebd "layer_norm")."""
+    table = params[scheme.table]  # [rows, hidden]
+    return table if scheme.norm is None else norm(scheme.norm, params, table)
+
+
+def disentangled_bias(layer, spec, query, key, table, rows):
+    """DeBERTa's position terms of the attention scores: content-to-position (c2p) and
+    position-to-content (p2c), each times spec.scale.
+
+    query, key float32 [batch, heads, seq, head_dim]; table [2 * span, hidden] (relative_embeddings);
+    rows int64 [seq, seq] (relative_position_rows). -> float32 [batch, heads, seq, seq]:
+        c2p[i, j] = q_i . pk[rows[i, j]],   pk = the table through the key linear (or position_key)
+        p2c[i, j] = k_j . pq[rows[i, j]],   pq = the table through the query linear (or position_query)
+    (p2c reads row rows[i, j] for key j: DeBERTa's bucket is odd, so -bucket(j - i) = bucket(i - j)).
+    """
+    scheme = spec.positions
+    scale = np.float32(spec.scale)
+    heads = spec.num_heads
+    batch, _, seq, _ = query.shape
+    bias = np.zeros((batch, heads, seq, seq), dtype=np.float32)
+    if scheme.c2p:
+        projection = spec.key if scheme.share_key else scheme.position_key
+        position_key = split_heads(linear(table[None], **layer[projection.name]), heads)  # -> [1, heads, rows, hd]
+        c2p = query @ position_key.transpose(0, 1, 3, 2)  # -> [batch, heads, seq, 2 * span]
+        c2p = np.take_along_axis(c2p, np.broadcast_to(rows, (batch, heads, seq, seq)), axis=-1)  # -> [b, h, seq, seq]
+        bias = bias + c2p * scale
+    if scheme.p2c:
+        projection = spec.query if scheme.share_key else scheme.position_query
+        position_query = split_heads(linear(table[None], **layer[projection.name]), heads)  # -> [1, heads, rows, hd]
+        p2c = key @ position_query.transpose(0, 1, 3, 2)  # -> [batch, heads, seq_k, 2 * span]
+        p2c = np.take_along_axis(p2c, np.broadcast_to(rows.T, (batch, heads, seq, seq)), axis=-1)  # [b, h, k, q]
+        bias = bias + p2c.transpose(0, 1, 3, 2) * scale  # -> [batch, heads, seq_q, seq_k]
+    return bias
+
+
 def split_heads(x, num_heads):
     """[batch, seq, hidden] -> [batch, heads, seq, head_dim]; head h owns columns
     h*head_dim ... (h+1)*head_dim - 1."""
@@ -359,12 +446,13 @@ def merge_heads(x):
     return x.reshape(batch, seq, heads * head_dim)  # -> [batch, seq, hidden]
 
 
-def attention(query, key, value, mask_bias, position_bias=None):
+def attention(query, key, value, mask_bias, position_bias=None, scale=None):
     """Scaled dot-product attention, every head at once.
 
     query, key, value float32 [batch, heads, seq, head_dim]; mask_bias [batch, 1, 1, seq]
-    (from attention_mask_bias) or [batch, 1, seq, seq] (with a sliding window); position_bias
-    None or [1, heads, seq, seq] (MPNet).
+    (from attention_mask_bias) or [batch, 1, seq, seq] (with a sliding window, or DeBERTa's
+    mask of queries); position_bias None or [1, heads, seq, seq] (MPNet) or
+    [batch, heads, seq, seq] (DeBERTa); scale None: 1 / sqrt(head_dim).
     Returns (context [batch, heads, seq, head_dim], probabilities [batch, heads, seq, seq]).
     The bias and mask are added before the softmax, in float32, as the reference does.
     """
@@ -372,7 +460,7 @@ def attention(query, key, value, mask_bias, position_bias=None):
     scores = query @ key.transpose(0, 1, 3, 2)  # -> [batch, heads, seq_q, seq_k]
     # Dividing by sqrt(head_dim) keeps the scores' variance near 1 whatever the head width,
     # so the softmax does not saturate.
-    scores = scores * np.float32(1.0 / math.sqrt(head_dim))
+    scores = scores * np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)
     if position_bias is not None:
         scores = scores + position_bias
     scores = scores + mask_bias
@@ -387,8 +475,9 @@ def self_attention(layer, spec, hidden, mask_bias, position_input=None):
     layer: the layer's params; spec: its recipe's Attention (which params, how many heads,
     its positions and mask). hidden float32 [batch, seq, hidden]; mask_bias [batch, 1, 1, seq];
     position_input: what spec.positions needs (`position_inputs`): a bias [1, heads, seq, seq]
-    (RelativeBuckets) or (cos, sin) [seq, dims // 2] (Rotary). -> (output [batch, seq, hidden],
-    probabilities [batch, heads, seq, seq]).
+    (RelativeBuckets), (cos, sin) [seq, dims // 2] (Rotary), or the pair
+    (relative_embeddings, relative_position_rows) (DeBERTa's Disentangled).
+    -> (output [batch, seq, hidden], probabilities [batch, heads, seq, seq]).
     """
     heads = spec.num_heads
     query = split_heads(linear(hidden, **layer[spec.query.name]), heads)  # -> [batch, heads, seq, head_dim]
@@ -398,12 +487,14 @@ def self_attention(layer, spec, hidden, mask_bias, position_input=None):
     if isinstance(spec.positions, Rotary):
         cos, sin = position_input
         query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+    elif isinstance(spec.positions, Disentangled):
+        position_bias = disentangled_bias(layer, spec, query, key, *position_input)  # -> [b, h, seq, seq]
     elif spec.positions is not None:
         position_bias = position_input
     if spec.mask.window is not None:
         # min, not +: a padded key outside the window stays MASK_VALUE (a sum would be -inf)
         mask_bias = np.minimum(mask_bias, sliding_window_bias(hidden.shape[1], spec.mask.window))  # -> [b, 1, s, s]
-    context, probabilities = attention(query, key, value, mask_bias, position_bias)
+    context, probabilities = attention(query, key, value, mask_bias, position_bias, spec.scale)
     output = linear(merge_heads(context), **layer[spec.output.name])  # -> [batch, seq, hidden]
     return output, probabilities
 
@@ -457,8 +548,9 @@ def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_inputs=None):
 
 def position_inputs(params, recipe, seq_len):
     """What each attention position scheme of `recipe` needs, once for all layers: {scheme:
-    MPNet's bias [1, heads, seq, seq] (RelativeBuckets), or the (cos, sin) [seq, dims // 2]
-    of positions 0 .. seq-1 (Rotary: one per theta, ModernBERT has two)}."""
+    MPNet's bias [1, heads, seq, seq] (RelativeBuckets), the (cos, sin) [seq, dims // 2]
+    of positions 0 .. seq-1 (Rotary: one per theta, ModernBERT has two), or DeBERTa's
+    (relative_embeddings [rows, hidden], relative_position_rows [seq, seq]) (Disentangled)}."""
     inputs = {}
     for layer_recipe in recipe.layers:
         for spec in layer_recipe.attention():
@@ -467,6 +559,8 @@ def position_inputs(params, recipe, seq_len):
                 continue
             if isinstance(scheme, Rotary):
                 inputs[scheme] = rotary_angles(scheme, spec.head_dim, np.arange(seq_len))
+            elif isinstance(scheme, Disentangled):  # DeBERTa: the table and each (query, key)'s row of it
+                inputs[scheme] = (relative_embeddings(scheme, params), relative_position_rows(scheme, seq_len))
             else:
                 inputs[scheme] = relative_position_bias(params[scheme.table], seq_len, scheme.num_buckets,
                                                         scheme.max_distance)
@@ -501,9 +595,11 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
     if token_type_ids is None:
         token_type_ids = np.zeros((batch, seq), dtype=np.int64)
 
-    hidden = embed(params["embeddings"], config, input_ids, token_type_ids)  # -> [batch, seq, hidden]
-    mask_bias = attention_mask_bias(np.asarray(attention_mask))  # -> [batch, 1, 1, seq]
-    positions = position_inputs(params, recipe, seq)  # relative bias or rotary angles, once for all layers
+    attention_mask = np.asarray(attention_mask)
+    hidden = embed(params["embeddings"], config, input_ids, token_type_ids, attention_mask)  # -> [b, seq, hidden]
+    queries = any(spec.mask.queries for layer in recipe.layers for spec in layer.attention())
+    mask_bias = attention_mask_bias(attention_mask, queries)  # -> [batch, 1, 1, seq] ([b, 1, seq, seq]: queries)
+    positions = position_inputs(params, recipe, seq)  # relative bias, rotary angles..., once for all layers
 
     hidden_states = [hidden] if output_hidden_states else None
     attentions = [] if output_attentions else None
@@ -550,15 +646,15 @@ def check_recipe(recipe):
             if not isinstance(sublayer, Attention):
                 refuse(f"the sublayer {type(sublayer).__name__}")
             scheme = sublayer.positions
-            if scheme is not None and not isinstance(scheme, (RelativeBuckets, Rotary)):
+            if scheme is not None and not isinstance(scheme, (RelativeBuckets, Rotary, Disentangled)):
                 refuse(f"{type(scheme).__name__} attention positions")
             if isinstance(scheme, Rotary) and (scheme.interleaved or scheme.scaling):
                 refuse(f"rotary positions with interleaved={scheme.interleaved}, scaling={dict(scheme.scaling)} "
                        f"(only the halves layout, unscaled)")
             if sublayer.mask.causal:
                 refuse(f"the attention mask {sublayer.mask}")
-            if sublayer.kv_heads != sublayer.num_heads or sublayer.norms() or sublayer.scale is not None:
-                refuse("grouped-query heads, query/key norms or a custom attention scale")
+            if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
+                refuse("grouped-query heads or query/key norms")
 
 
 def pooler(pooler_params, last_hidden_state):

@@ -8,6 +8,7 @@
     modernbert  ModernBERT (gte-modernbert, modernbert-embed)
     nomic_bert  NomicBERT (nomic-embed-text v1, v1.5)
     jina_embeddings_v3  Jina Embeddings v3 (transformers' own port, no LoRA adapters)
+    deberta_v2  DeBERTa-v2 / v3, mDeBERTa
 
 A family module defines (see bert.py, the model for the others):
 
@@ -30,12 +31,12 @@ needs that a backend does not run yet (a new step kind in each backend); docs/ar
 walks through it.
 """
 
-from . import bert, distilbert, electra, jina_embeddings_v3, modernbert, mpnet, nomic_bert, roberta
+from . import bert, deberta_v2, distilbert, electra, jina_embeddings_v3, modernbert, mpnet, nomic_bert, roberta
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
-                 "modernbert": modernbert, "nomic_bert": nomic_bert,
-                 "jina_embeddings_v3": jina_embeddings_v3}
+                  "modernbert": modernbert, "nomic_bert": nomic_bert,
+                  "jina_embeddings_v3": jina_embeddings_v3, "deberta_v2": deberta_v2}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}

@@ -47,11 +47,12 @@ from transformer import model as numpy_model
 from transformer.kernels import program as kernel_program
 from transformer.kernels._jit import numba
 from transformer.kernels.attention import VarlenPlan
+from transformer.kernels.disentangled import pack_tables
 from transformer.kernels.embeddings import embed_tokens
 from transformer.kernels.gemm import gemm, pack_weight
 from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked
 
-from transformer.recipe import RelativeBuckets
+from transformer.recipe import Disentangled, RelativeBuckets
 
 from .program import LayerStack, UnpackedLayers, check_recipe, compile_program, rotary_tables
 
@@ -63,7 +64,7 @@ class PreparedLinear:
 
     def __init__(self, weight, bias):
         self.packed = pack_weight(np.ascontiguousarray(weight, dtype=np.float32))  # [in, out] -> panels
-        self.bias = np.ascontiguousarray(bias, dtype=np.float32)  # [out]
+        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)  # [out], or bias-free
 
     @classmethod
     def from_packed(cls, packed, bias):
@@ -104,10 +105,18 @@ class PreparedEncoder:
         self.projection = PreparedLinear(**params["embeddings"][projection.name]) if projection is not None else None
         self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
         self.packed_heads = {}  # id(head weight) -> (weight, PreparedLinear), filled by head_linear
+        self._weights = None
         self._program = None
         self._shapes = None
         self._scratch = threading.local()  # per thread: {name: flat float32 buffer}
         self._plans = {}  # (lengths, threads, ...) -> (VarlenPlan, ProgramPlan or None), see group_plans
+
+    def weights(self):
+        """The kernels' Weights: the stack's, and DeBERTa's relative table projected by every
+        layer's position linears (`position_tables`)."""
+        if self._weights is None:
+            self._weights = self.stack.weights()._replace(**position_tables(self.params, self.config.recipe, self.stack))
+        return self._weights
 
     @property
     def program(self):
@@ -152,6 +161,34 @@ class PreparedEncoder:
                 self._plans.clear()
             plans = self._plans[key] = make()
         return plans
+
+
+def position_tables(params, recipe, stack):
+    """{"position_keys", "position_queries"}: for DeBERTa's disentangled attention, the
+    relative table (LayerNorm-ed when the recipe says) through each layer's key / query linears
+    (or its own position ones), packed per head for the kernels (`disentangled.pack_tables`:
+    float32 [layers, heads * head_dim * table_ld]); made once, since they do not depend on the
+    input. {} for other recipes (the stack's empty ones stand)."""
+    schemes = [scheme for scheme in recipe.position_schemes() if isinstance(scheme, Disentangled)]
+    if not schemes:
+        return {}
+    scheme = schemes[0]  # one at most (program.check_recipe)
+    table = numpy_model.relative_embeddings(scheme, params)  # [rows, hidden]
+    tables = {}
+    for field, wanted in (("position_keys", scheme.c2p), ("position_queries", scheme.p2c)):
+        if not wanted:
+            continue
+        projected = []
+        for i, layer_recipe in enumerate(recipe.layers):
+            attention = layer_recipe.attention()[0]
+            if field == "position_keys":
+                linear = attention.key if scheme.share_key else scheme.position_key
+            else:
+                linear = attention.query if scheme.share_key else scheme.position_query
+            layer = stack.layer_params(i)
+            projected.append(numpy_model.linear(table, **layer[linear.name]))  # [rows, hidden] -> [rows, heads * hd]
+        tables[field] = pack_tables(projected, recipe.layers[0].attention()[0].num_heads)
+    return tables
 
 
 def find_packed_cache(model_dir):
@@ -243,7 +280,8 @@ FUSED_LAYERS = True
 
 def positions_of(config, input_ids, slots):
     """Each real token's row of the position table: int64 [tokens], from the padded layout
-    (without a table, the position its rotary angles are of: its slot in the row)."""
+    (without a table, the position its rotary angles are of: its slot in the row; the
+    embeddings then add no position row)."""
     positions = config.recipe.embeddings.positions
     padding_idx = None if positions is None else positions.padding_idx
     if padding_idx is None:  # BERT: a token's position is its slot in the row
@@ -255,6 +293,9 @@ def embed(embeddings, config, input_ids, token_type_ids):
     """The embedding kernel behind the NumPy twin's signature (`transformer.model.embed`):
     int64 [batch, seq] -> float32 [batch, seq, hidden] (every slot, padding included)."""
     batch, seq = input_ids.shape
+    spec = config.recipe.embeddings
+    if spec.project_first:  # DeBERTa: the sum, projected, normed
+        return numpy_model.embed(embeddings, config, input_ids, token_type_ids)
     out = _embed_tokens(embeddings, config, input_ids.reshape(-1), token_type_ids.reshape(-1),
                         positions_of(config, input_ids, np.arange(batch * seq)))
     if embeddings["projection"] is not None:
@@ -269,6 +310,24 @@ def _embed_tokens(embeddings, config, ids, types, positions):
     return embed_tokens(embeddings["word"], embeddings["token_type"] if spec.token_types else None,
                         embeddings["position"] if spec.positions is not None else None, norm["weight"], norm["bias"],
                         spec.norm.eps, ids, types, positions)
+
+
+def _projected_embeddings(prepared, config, ids, types, positions):
+    """DeBERTa's embeddings for a flat run of tokens: LayerNorm((word + token type + position)
+    @ projection), the projection bias-free, on the GEMM -> float32 [tokens, hidden]."""
+    spec = config.recipe.embeddings
+    embeddings = prepared.params["embeddings"]
+    summed = embeddings["word"][ids]  # [tokens] -> [tokens, embedding_size]
+    if spec.token_types:
+        summed = summed + embeddings["token_type"][types]
+    if spec.positions is not None:
+        summed = summed + embeddings["position"][positions]
+    hidden = prepared.projection(np.ascontiguousarray(summed),
+                                 out=np.empty((len(ids), config.hidden_size), dtype=np.float32))
+    norm = embeddings[spec.norm.name]
+    layer_norm_checked(hidden, norm["weight"], norm["bias"], np.float32(spec.norm.eps), hidden,
+                       layer_norm_bounds(*hidden.shape))
+    return hidden
 
 
 def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type_ids=None,
@@ -313,9 +372,13 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
 
     # Embeddings, for the real tokens only; positions come from the padded layout.
     embeddings = params["embeddings"]
-    hidden = _embed_tokens(embeddings, config, input_ids.reshape(-1)[slots], token_type_ids.reshape(-1)[slots],
-                           positions_of(config, input_ids, slots))  # -> [tokens, embedding_size]
-    if prepared.projection is not None:  # ELECTRA: embedding_size -> hidden_size
+    token_ids, token_types = input_ids.reshape(-1)[slots], token_type_ids.reshape(-1)[slots]
+    if recipe.embeddings.project_first and prepared.projection is not None:  # DeBERTa: project, then norm
+        hidden = _projected_embeddings(prepared, config, token_ids, token_types, positions_of(config, input_ids, slots))
+    else:
+        hidden = _embed_tokens(embeddings, config, token_ids, token_types,
+                               positions_of(config, input_ids, slots))  # -> [tokens, embedding_size]
+    if prepared.projection is not None and not recipe.embeddings.project_first:  # ELECTRA: embedding_size -> hidden_size
         hidden = prepared.projection(hidden, out=np.empty((tokens, hidden_size), dtype=np.float32))
 
     attention, context_width, inner_width, gated_width, uses_normed, schemes = prepared.shapes
@@ -323,11 +386,14 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     # or rotary angles (ModernBERT) for the padded positions 0 .. seq-1.
     position_bias = None
     slot_in_row = None
+    disentangled = None  # DeBERTa's scheme: its table rows per distance go to each group's plan
     rotary = rotary_tables(recipe, seq)  # None, or (cos, sin) [rotary schemes, seq, half]
     if rotary is not None:
         slot_in_row = slots % seq  # [tokens]: each token's index in its padded row: its position
     for scheme in schemes:
-        if isinstance(scheme, RelativeBuckets):  # one at most (program.check_recipe)
+        if isinstance(scheme, Disentangled):  # one at most (program.check_recipe)
+            disentangled = scheme
+        elif isinstance(scheme, RelativeBuckets):  # one at most (program.check_recipe)
             position_bias = numpy_model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets,
                                                                scheme.max_distance)[0]  # [heads, seq, seq]
             slot_in_row = slots % seq
@@ -352,7 +418,7 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     context = prepared.scratch("context", group_rows, context_width)
     inner = prepared.scratch("inner", ffn_rows, inner_width)  # one row block's worth
     gated = prepared.scratch("gated", ffn_rows, gated_width) if gated_width else _EMPTY
-    weights = stack.weights()
+    weights = prepared.weights()
     layers = len(program.layer_steps) - 1
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
@@ -365,9 +431,14 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         group_slots = None if slot_in_row is None else slot_in_row[row0:row1]
 
         def make_plans():
+            rows_of = None
+            if disentangled is not None:  # the table row of every distance -(max_len - 1) .. max_len - 1
+                max_len = int(np.diff(group_seqlens).max())
+                rows_of = numpy_model.relative_rows(disentangled, np.arange(1 - max_len, max_len, dtype=np.int64))
             attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias,
                                 group_slots if position_bias is not None else None, head_major=True,
-                                scale=attention.scale, rotary_positions=group_slots if rotary is not None else None)
+                                scale=attention.scale, rotary_positions=group_slots if rotary is not None else None,
+                                rows_of=rows_of, table_rows=0 if disentangled is None else disentangled.rows)
             return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows, rotary)
                             if FUSED_LAYERS else None)
 

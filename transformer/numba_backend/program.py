@@ -32,11 +32,12 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.kernels.activations import activation_code, activation_row_address
 from transformer.kernels.arena import WeightArena
+from transformer.kernels.disentangled import table_ld
 from transformer.kernels.gemm import NR, pack_gated_weight, pack_weight, unpack_gated_weight
 from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GATED, GEMM, GEMM_STEP,
                                          HIDDEN, INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program,
                                          Weights)
-from transformer.recipe import AbsolutePositions, Attention, RelativeBuckets, Rotary
+from transformer.recipe import AbsolutePositions, Attention, Disentangled, RelativeBuckets, Rotary
 from transformer.recipe import MLP as MLPSpec
 
 
@@ -61,15 +62,20 @@ def check_recipe(recipe):
     schemes = recipe.position_schemes()
     buckets = [scheme for scheme in schemes if isinstance(scheme, RelativeBuckets)]
     rotary = [scheme for scheme in schemes if isinstance(scheme, Rotary)]
-    if len(buckets) > 1 or (buckets and rotary) or len(buckets) + len(rotary) < len(schemes):
+    disentangled = [scheme for scheme in schemes if isinstance(scheme, Disentangled)]
+    if len(buckets) + len(disentangled) > 1 or ((buckets or disentangled) and rotary) \
+            or len(buckets) + len(rotary) + len(disentangled) < len(schemes):
         refuse(f"the attention positions {', '.join(type(scheme).__name__ for scheme in schemes)} (it runs one "
-               f"relative position table, or rotary positions)")
+               f"relative position table, DeBERTa's disentangled positions, or rotary positions)")
     for scheme in rotary:
         if scheme.interleaved or scheme.scaling:
             refuse(f"rotary positions with interleaved={scheme.interleaved}, scaling={dict(scheme.scaling)} "
                    f"(only the halves layout, unscaled)")
     if len({scheme.dims for scheme in rotary}) > 1:
         refuse("rotary positions that turn different numbers of dimensions in different layers")
+    for scheme in disentangled:
+        if scheme.norm is not None and not scheme.norm.bias:
+            refuse(f"a bias-free norm of the relative table ({scheme.norm.name!r})")
     shapes = None
     for layer in recipe.layers:
         if len(layer.blocks) % 2:
@@ -146,6 +152,10 @@ def stack_layout(layers):
                 parts = (sublayer.query.name, sublayer.key.name, sublayer.value.name)
                 found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias),
                          StackedLinear(sublayer.output.name, (sublayer.output.name,), bias=sublayer.output.bias)]
+                # DeBERTa's own position linears: kept here (layer_params re-derives them), but
+                # run once at load on the relative table (forward.PreparedEncoder), not per call
+                positions = sublayer.positions.linears() if isinstance(sublayer.positions, Disentangled) else ()
+                found += [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in positions]
             elif sublayer.gate is not None:  # a GLU: gate and up as one paired linear, then down
                 found = [StackedLinear(f"{sublayer.gate.name}+{sublayer.up.name}", (sublayer.gate.name, sublayer.up.name),
                                        bias=sublayer.up.bias, gated=True, inner=sublayer.gate.out_features),
@@ -281,7 +291,8 @@ class LayerStack:
             empty = np.zeros((len(self), 0), dtype=np.float32)
             self._weights = Weights(panels=tuple(self.panels[name] for name in names),
                                     biases=tuple(self.bias[name] for name in names),
-                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)))
+                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)),
+                                    position_keys=empty, position_queries=empty)  # forward.py adds DeBERTa's
         return self._weights
 
     def unpacked_weight(self, name, i):
@@ -403,9 +414,11 @@ def compile_program(recipe, layout):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
                 window_half = -1 if sublayer.mask.window is None else sublayer.mask.window // 2
+                positions = sublayer.positions
+                ld = table_ld(positions.rows) if isinstance(positions, Disentangled) else 0
                 add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
-                                isinstance(sublayer.positions, RelativeBuckets), window_half,
-                                rotary.index(sublayer.positions) if isinstance(sublayer.positions, Rotary) else -1))
+                                isinstance(positions, RelativeBuckets), window_half,
+                                rotary.index(positions) if isinstance(positions, Rotary) else -1, ld))
                 add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)
