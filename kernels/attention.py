@@ -82,7 +82,7 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                  mask, mask_start,
                  bias, bias_start, bias_len, positions, q_pos_start, k_pos_start,
                  out, out_start, out_stride,
-                 key_t, value_packed, scores, inverse_sums, wide):
+                 key_t, value_packed, scores, inverse_sums, wide, causal, window):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
     Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
@@ -96,6 +96,12 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     rounded up to 16; block rows: QUERY_BLOCK, or n_q when n_q <= SHORT_SEQUENCE). wide: the
     products in the micro-kernel's wide tiles (12 x 32), else narrow ones (6 x 16); the same
     numbers.
+
+    causal (0 / 1): query i sees keys 0..i only (a decoder; queries and keys are the same
+    tokens, n_q == n_k); window (0: none) keeps keys i - window + 1 .. i of those. A block of
+    queries computes scores only for the keys some of its queries see: the fully masked
+    upper triangle (and what lies before every window) is never computed; inside the block
+    the keys a row does not see get MASK_VALUE, whose softmax weight is exactly 0.
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
@@ -139,17 +145,36 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     block_rows = n_q if n_q <= SHORT_SEQUENCE else QUERY_BLOCK
     for i0 in range(0, n_q, block_rows):
         block = min(block_rows, n_q - i0)
+        # The keys some query of the block sees: [key0, key_stop) (all of them, unless causal).
+        key0, key_stop = 0, n_k
+        if causal:
+            key_stop = min(n_k, i0 + block)
+            if window > 0:
+                key0 = max(0, i0 - window + 1) // NR * NR  # from a panel's first column
+        n_keys = key_stop - key0
         # 2. scores[r, j] = q_{i0+r} . k_j for a block of queries, tile by tile; each tile's
         #    keys (16 or 32 columns of key_t) serve all the block's strips while in L1.
-        for j0 in range(0, n_k, tile_cols):  # wide: keys j0 + 16.. are the next 16 columns of key_t
-            cols = min(tile_cols, n_k - j0)
+        for j0 in range(key0, key_stop, tile_cols):  # wide: keys j0 + 16.. are the next 16 columns of key_t
+            cols = min(tile_cols, key_stop - j0)
             for s0 in range(0, block, tile_rows):
                 tile(q, q_start + (i0 + s0) * qkv_stride, qkv_stride, min(tile_rows, block - s0),
                      key_t, j0, n_pad, head_dim,
                      scores, s0 * n_pad + j0, n_pad, cols, False, wide, NR if cols > NR else 0, -1)
         # * scale (+ position bias + mask), then exp(x - max) in place and 1 / the sums
         row_scale = scale
-        if has_bias or has_mask:
+        if causal:
+            for r in range(block):
+                row = scores[r * n_pad + key0:r * n_pad + key_stop]  # a view: loops from 0 vectorize
+                for j in range(n_keys):
+                    row[j] *= scale
+                i = i0 + r  # the query's own key is the last it sees
+                for j in range(i + 1 - key0, n_keys):
+                    row[j] = MASK_VALUE
+                if window > 0:
+                    for j in range(0, min(n_keys, i - window + 1 - key0)):
+                        row[j] = MASK_VALUE
+            row_scale = _ONE
+        elif has_bias or has_mask:  # (a causal head has neither: VarlenPlan refuses them)
             for r in range(block):
                 row = scores[r * n_pad:r * n_pad + n_k]  # a view: loops from 0 vectorize
                 for j in range(n_k):
@@ -165,13 +190,13 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                 if has_mask:
                     add_into(row, mask[mask_start:mask_start + n_k])
             row_scale = _ONE  # scaled already (x * 1 is x exactly)
-        softmax_rows_inplace(scores, 0, n_pad, block, n_k, row_scale, inverse_sums, 0)
+        softmax_rows_inplace(scores, key0, n_pad, block, n_keys, row_scale, inverse_sums, 0)
         # 3. context = exp-scores @ V, strip by strip, tile by tile; then / the softmax sums.
         for s0 in range(0, block, tile_rows):
             for c0 in range(0, head_dim, tile_cols):
                 cols = min(tile_cols, head_dim - c0)
-                tile(scores, s0 * n_pad, n_pad, min(tile_rows, block - s0),
-                     value_packed, c0, d_pad, n_k,
+                tile(scores, s0 * n_pad + key0, n_pad, min(tile_rows, block - s0),
+                     value_packed, key0 * d_pad + c0, d_pad, n_keys,
                      out, out_start + (i0 + s0) * out_stride + c0, out_stride,
                      cols, False, wide, NR if cols > NR else 0, -1)
         for r in range(block):
@@ -222,10 +247,11 @@ def _split_scratch(scratch, max_len, head_dim):
 
 @jit
 def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale,
-                  bias, bias_len, positions, out, max_len, scratch, wide, first_item, stop_item):
+                  bias, bias_len, positions, out, max_len, scratch, wide, causal, window, first_item, stop_item):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
     [>= scratch_floats(max_len, head_dim)], this thread's own; wide: the micro-kernel's tiles;
-    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan)."""
+    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan);
+    causal, window: the mask (see `_attend_head`)."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
     no_mask = scratch[:0]
     stride = 3 * hidden
@@ -242,26 +268,28 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scal
                      no_mask, start,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
-                     key_t, value_packed, scores, inverse_sums, wide)
+                     key_t, value_packed, scores, inverse_sums, wide, causal, window)
 
 
 @jit
 def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
-                   max_len, item_bounds, scratch, wide, first_chunk, stop_chunk):
+                   max_len, item_bounds, scratch, wide, causal, window, first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
     for c in range(first_chunk, stop_chunk):
         _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
-                      max_len, scratch[c], wide, item_bounds[c], item_bounds[c + 1])
+                      max_len, scratch[c], wide, causal, window, item_bounds[c], item_bounds[c + 1])
 
 
 @jit
 def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
-                    head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide):
+                    head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
+                    causal, window):
     """Attention as one phase of a program (kernels/program.py): context = attention(qkv) for
     every (sequence, head), qkv's columns head-major (VarlenPlan's head_major), then the wait
     for the other threads. counters[base:] are the phase's (see `_jit.PHASE_COUNTERS`);
-    scratch: this thread's float32 [scratch_floats(max_len, head_dim)].
+    scratch: this thread's float32 [scratch_floats(max_len, head_dim)]; causal, window: the
+    mask (see `_attend_head`).
 
     head_ranges int64 [ranges + 1] (not empty): thread t owns heads head_ranges[t] ..
     head_ranges[t + 1] - 1, of every sequence: the heads whose q | k | v columns its own
@@ -279,7 +307,7 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             if run >= n_runs:
                 break
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, attention_bounds[run],
+                          positions, context_flat, max_len, scratch, wide, causal, window, attention_bounds[run],
                           attention_bounds[run + 1])
             add_release(counters, base + PHASE_FINISHED, 1)
         wait_until_at_least(counters, base + PHASE_FINISHED, n_runs)
@@ -302,7 +330,7 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             head = first_head + unit // batch
             item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, item, item + 1)
+                          positions, context_flat, max_len, scratch, wide, causal, window, item, item + 1)
             add_release(counters, base + PHASE_FINISHED, 1)
     wait_until_at_least(counters, base + PHASE_FINISHED, num_heads * batch)
 
@@ -321,9 +349,12 @@ def balanced_bounds(costs, chunks):
     return [0, *inner.tolist(), len(costs)]
 
 
-def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None, head_major=False):
+def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None, head_major=False,
+                     causal=False, window=None):
     """Attention over packed sequences; see the module docstring for the layouts (head_major:
-    qkv's columns q_h | k_h | v_h for each head in turn, as `forward` packs its QKV weight).
+    qkv's columns q_h | k_h | v_h for each head in turn, as `forward` packs its QKV weight;
+    causal: each token sees itself and the tokens before it only, window: of those only the
+    `window` most recent).
 
     Returns the context, float32 [total_tokens, hidden] (written into `out` when given).
     """
@@ -331,7 +362,8 @@ def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=N
     if qkv.ndim != 2 or qkv.dtype != np.float32 or qkv.shape[1] % 3 or not qkv.flags.c_contiguous:
         raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, 3 * hidden] array, "
                          f"got {qkv.dtype} {qkv.shape}")
-    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions, head_major)
+    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions, head_major,
+                      causal=causal, window=window)
     if qkv.shape[0] != plan.total:
         raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {qkv.shape[0]} rows of qkv, "
                          f"got {plan.cu_seqlens.tolist()[:8]}")
@@ -345,10 +377,13 @@ class VarlenPlan:
 
         plan = VarlenPlan(cu_seqlens, num_heads, hidden)
         context = plan(qkv, out)          # qkv float32 [total, 3 * hidden] -> [total, hidden]
+
+    causal, window: the mask (a decoder's: each token sees itself and the tokens before it,
+    of those only the `window` most recent when window is not None), also given per call.
     """
 
     def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False,
-                 scale=None):
+                 scale=None, causal=False, window=None):
         if hidden % num_heads:
             raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -366,12 +401,16 @@ class VarlenPlan:
         self.scale = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)  # on q . k
         self.wide = microkernel.WIDE_TILES  # the micro-kernel's tiles (same numbers either way)
         self.head_major = bool(head_major)  # qkv's columns: q_h | k_h | v_h per head, else q | k | v
+        self.causal, self.window = _mask_args(causal, window, position_bias)
         costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
         self.item_bounds = np.array(balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
 
-    def __call__(self, qkv, out=None):
-        """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`)."""
+    def __call__(self, qkv, out=None, scale=None, causal=None, window=None):
+        """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`).
+        scale, causal, window: this call's, when not the plan's (a layer of its own kind)."""
+        scale = self.scale if scale is None else np.float32(scale)
+        mask = (self.causal, self.window) if causal is None else _mask_args(causal, window, self.bias)
         shape = (self.total, self.hidden)
         if qkv.shape != (self.total, 3 * self.hidden) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
             raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 array of shape "
@@ -385,9 +424,19 @@ class VarlenPlan:
         chunks = len(self.item_bounds) - 1
         scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim)), dtype=np.float32)
         run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.head_major, self.cu_seqlens,
-                   self.num_heads, self.head_dim, self.scale, self.bias, self.bias_len, self.positions,
-                   out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide)
+                   self.num_heads, self.head_dim, scale, self.bias, self.bias_len, self.positions,
+                   out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide, *mask)
         return out
+
+
+def _mask_args(causal, window, position_bias):
+    """(causal 0 / 1, window 0 for none) as `_attend_head` takes them, checked."""
+    if window is not None and (not causal or int(window) < 1):
+        raise ValueError(f"attention_varlen: a window must be a positive number of keys on a causal mask, "
+                         f"got causal={causal}, window={window}")
+    if causal and position_bias is not None and np.size(position_bias):
+        raise ValueError("attention_varlen: a causal mask with a position bias is not implemented")
+    return np.int64(bool(causal)), np.int64(0 if window is None else window)
 
 
 def _position_bias_args(position_bias, num_heads, positions, total, cu_seqlens):
@@ -422,6 +471,7 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
     """(batch, head) items of [batch, heads, seq, head_dim] arrays, chunk c being the items
     item_bounds[c]..item_bounds[c + 1] - 1 with scratch[c] (float32 [chunks, floats])."""
     first_query = first_chunk - first_chunk  # 0 as a run-time int64: a literal 0 would specialise _attend_head
+    no_causal = first_query  # the padded layout runs encoders' (bidirectional) attention only
     for c in range(first_chunk, stop_chunk):
         key_t, value_packed, scores, inverse_sums = _split_scratch(scratch[c], seq, head_dim)
         for item in range(item_bounds[c], item_bounds[c + 1]):
@@ -434,7 +484,7 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
                          mask, b * seq + lo,
                          bias, h * seq * seq, seq, positions, first_query, lo,
                          out, head0, head_dim,
-                         key_t, value_packed, scores, inverse_sums, wide)
+                         key_t, value_packed, scores, inverse_sums, wide, no_causal, no_causal)
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):

@@ -68,7 +68,8 @@ STEP = np.dtype([("kind", np.int64), ("index", np.int64)], align=True)
 GEMM_STEP = np.dtype([("linear", np.int64), ("source", np.int64), ("target", np.int64), ("residual", np.int64),
                       ("activation", np.int64), ("activation_row", np.int64)], align=True)
 ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64),
-                           ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_)], align=True)
+                           ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_),
+                           ("causal", np.int64), ("window", np.int64)], align=True)
 NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.int64), ("target", np.int64),
                       ("eps", np.float32)], align=True)
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
@@ -163,7 +164,7 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 attention_phase(layer_counters, base, first_thread, attention_bounds, head_ranges,
                                 flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
                                 a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
-                                max_len, scratch, wide)
+                                max_len, scratch, wide, a.causal, a.window)
                 phase += 1
             elif step.kind == NORM:
                 n = norms[step.index]
@@ -304,7 +305,8 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
                            buffers[g["residual"]], g["activation"])
             elif kind == ATTENTION:
                 a = program.attentions[index]
-                attend(buffers[a["source"]], out=buffers[a["target"]])
+                attend(buffers[a["source"]], out=buffers[a["target"]], scale=a["scale"], causal=bool(a["causal"]),
+                       window=int(a["window"]) or None)
             elif kind == NORM:
                 n = program.norms[index]
                 source = buffers[n["source"]]
@@ -359,7 +361,8 @@ def describe(program, layer=0, linear_names=None):
             lines.append(f"{name} {buffer(g['target'])} = {product}{residual}")
         elif kind == ATTENTION:
             a = program.attentions[index]
-            lines.append(f"{name} {buffer(a['target'])} = attention({buffer(a['source'])})")
+            kind = "causal_attention" if a["causal"] else "attention"
+            lines.append(f"{name} {buffer(a['target'])} = {kind}({buffer(a['source'])})")
         elif kind == NORM:
             n = program.norms[index]
             lines.append(f"{name} {buffer(n['target'])} = LayerNorm({buffer(n['source'])})")

@@ -106,10 +106,24 @@ def layer_norm(x, weight, bias, eps):
     return centered / np.sqrt(variance + np.float32(eps)) * weight + bias
 
 
+def rms_norm(x, weight, eps, offset=0.0):
+    """Scale the last axis to root-mean-square 1, then by (offset + weight): Llama's RMSNorm
+    (offset 0), Gemma's (1 + w) (offset 1). No mean is taken out and there is no bias.
+
+    x [..., d] float32, weight [d] -> [..., d]. eps sits inside the square root, as in
+    `transformers`' LlamaRMSNorm.
+    """
+    mean_square = (x * x).mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
+    return x / np.sqrt(mean_square + np.float32(eps)) * (np.float32(offset) + weight)
+
+
 def norm(spec, params, x):
     """The normalisation `spec` (a recipe Norm) with its parameters params[spec.name].
     float32 [..., spec.size] -> [..., spec.size]."""
-    return layer_norm(x, **params[spec.name], eps=spec.eps)
+    if spec.kind == "rms_norm":
+        return rms_norm(x, params[spec.name]["weight"], spec.eps, spec.offset)
+    bias = params[spec.name]["bias"]
+    return layer_norm(x, params[spec.name]["weight"], np.float32(0.0) if bias is None else bias, eps=spec.eps)
 
 
 def softmax(x):
@@ -264,6 +278,44 @@ def attention_mask_bias(attention_mask):
     return np.where(keep, np.float32(0.0), MASK_VALUE).astype(np.float32)
 
 
+def visible_keys(attention_mask, mask):
+    """Which keys each query may look at: not padding, and what the recipe's Mask allows.
+
+    int [batch, seq] of 1/0, a recipe Mask -> bool [batch, 1, seq_q, seq_k] (or [batch, 1, 1,
+    seq_k] when every query sees the same keys: an encoder without a window). A decoder's
+    mask is causal: query i sees keys 0..i, its left context only, so a token's vector is
+    the same whatever comes after it (the model was trained to predict the next token, which
+    it must not see). A sliding window keeps only the `window` most recent of those (Mistral,
+    Gemma 3's local layers): query i sees keys i - window + 1 .. i.
+
+        causal, seq 4:   1 0 0 0      causal, window 2:   1 0 0 0
+                         1 1 0 0                          1 1 0 0
+                         1 1 1 0                          0 1 1 0
+                         1 1 1 1                          0 0 1 1
+    """
+    not_padding = attention_mask[:, None, None, :] != 0  # [batch, seq] -> [batch, 1, 1, seq_k]
+    if not mask.causal and mask.window is None:
+        return not_padding
+    seq = attention_mask.shape[1]
+    query = np.arange(seq)[:, None]  # [seq_q, 1]
+    key = np.arange(seq)[None, :]  # [1, seq_k]
+    if mask.causal:
+        allowed = key <= query  # [seq_q, seq_k]: the lower triangle
+        if mask.window is not None:
+            allowed &= query - key < mask.window
+    else:  # a window either side (ModernBERT's local layers): window // 2 keys each way
+        allowed = np.abs(query - key) <= mask.window // 2
+    return not_padding & allowed[None, None]  # -> [batch, 1, seq_q, seq_k]
+
+
+def mask_bias_of(attention_mask, mask):
+    """What is added to the attention scores under the recipe's Mask `mask`: 0 where a key is
+    visible, MASK_VALUE where not. int [batch, seq] -> float32 [batch, 1, 1 or seq, seq].
+    One value per (query, key), never a sum of two masks: a query that sees no key at all (a
+    left-padding token under a causal mask) then gets uniform weights, as in `transformers`."""
+    return np.where(visible_keys(attention_mask, mask), np.float32(0.0), MASK_VALUE).astype(np.float32)
+
+
 def relative_position_buckets(seq_len, num_buckets=32, max_distance=128):
     """MPNet's (T5-style) bucket for each (query, key) pair. -> int64 [seq, seq].
 
@@ -311,19 +363,21 @@ def merge_heads(x):
     return x.reshape(batch, seq, heads * head_dim)  # -> [batch, seq, hidden]
 
 
-def attention(query, key, value, mask_bias, position_bias=None):
+def attention(query, key, value, mask_bias, position_bias=None, scale=None):
     """Scaled dot-product attention, every head at once.
 
     query, key, value float32 [batch, heads, seq, head_dim]; mask_bias [batch, 1, 1, seq]
-    (from attention_mask_bias); position_bias None or [1, heads, seq, seq] (MPNet).
-    Returns (context [batch, heads, seq, head_dim], probabilities [batch, heads, seq, seq]).
-    The bias and mask are added before the softmax, in float32, as the reference does.
+    (from attention_mask_bias) or [batch, 1, seq, seq] (mask_bias_of: a causal mask);
+    position_bias None or [1, heads, seq, seq] (MPNet); scale: the factor on q . k (None:
+    1 / sqrt(head_dim)). Returns (context [batch, heads, seq, head_dim], probabilities
+    [batch, heads, seq, seq]). The bias and mask are added before the softmax, in float32, as
+    the reference does.
     """
     head_dim = query.shape[-1]
     scores = query @ key.transpose(0, 1, 3, 2)  # -> [batch, heads, seq_q, seq_k]
     # Dividing by sqrt(head_dim) keeps the scores' variance near 1 whatever the head width,
     # so the softmax does not saturate.
-    scores = scores * np.float32(1.0 / math.sqrt(head_dim))
+    scores = scores * np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)
     if position_bias is not None:
         scores = scores + position_bias
     scores = scores + mask_bias
@@ -343,7 +397,7 @@ def self_attention(layer, spec, hidden, mask_bias, position_bias=None):
     query = split_heads(linear(hidden, **layer[spec.query.name]), heads)  # -> [batch, heads, seq, head_dim]
     key = split_heads(linear(hidden, **layer[spec.key.name]), heads)  # -> [batch, heads, seq, head_dim]
     value = split_heads(linear(hidden, **layer[spec.value.name]), heads)  # -> [batch, heads, seq, head_dim]
-    context, probabilities = attention(query, key, value, mask_bias, position_bias)
+    context, probabilities = attention(query, key, value, mask_bias, position_bias, spec.scale)
     output = linear(merge_heads(context), **layer[spec.output.name])  # -> [batch, seq, hidden]
     return output, probabilities
 
@@ -359,7 +413,7 @@ def feed_forward(layer, spec, hidden):
     return linear(inner, **layer[spec.down.name])  # [b, s, intermediate] -> [b, s, hidden]
 
 
-def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_biases=None):
+def encoder_layer(layer, layer_recipe, hidden, mask_biases, position_biases=None):
     """One transformer layer: the blocks of `layer_recipe` (a recipe Layer) in order, each
 
         x = norm_before(hidden)               (when the block has one: pre-norm)
@@ -370,8 +424,9 @@ def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_biases=None):
     For BERT that is hidden = LayerNorm(hidden + SelfAttention(hidden)), then
     hidden = LayerNorm(hidden + FeedForward(hidden)).
 
-    layer: the layer's params; hidden float32 [batch, seq, hidden]; mask_bias [batch, 1, 1, seq]
-    (attention_mask_bias); position_biases: {position scheme: [1, heads, seq, seq]} for the
+    layer: the layer's params; hidden float32 [batch, seq, hidden]; mask_biases: {recipe Mask:
+    its mask_bias_of} for the masks the layer's attention uses, or one [batch, 1, 1, seq]
+    padding mask (attention_mask_bias) for all of them; position_biases: {position scheme: [1, heads, seq, seq]} for the
     attention's relative positions (MPNet), or None. Returns (hidden [batch, seq, hidden],
     the attention's probabilities [batch, heads, seq, seq]).
     """
@@ -380,6 +435,7 @@ def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_biases=None):
         x = hidden if block.norm_before is None else norm(block.norm_before, layer, hidden)
         if isinstance(block.sublayer, Attention):
             position_bias = None if block.sublayer.positions is None else position_biases[block.sublayer.positions]
+            mask_bias = mask_biases[block.sublayer.mask] if isinstance(mask_biases, dict) else mask_biases
             x, probabilities = self_attention(layer, block.sublayer, x, mask_bias, position_bias)
         else:
             x = feed_forward(layer, block.sublayer, x)
@@ -416,7 +472,9 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
         token_type_ids = np.zeros((batch, seq), dtype=np.int64)
 
     hidden = embed(params["embeddings"], config, input_ids, token_type_ids)  # -> [batch, seq, hidden]
-    mask_bias = attention_mask_bias(np.asarray(attention_mask))  # -> [batch, 1, 1, seq]
+    mask_biases = {  # per kind of mask the layers use: [batch, 1, 1, seq], or [batch, 1, seq, seq] (causal)
+        mask: mask_bias_of(np.asarray(attention_mask), mask)
+        for mask in dict.fromkeys(attention.mask for layer in recipe.layers for attention in layer.attention())}
     position_biases = {  # MPNet's relative position bias, once for all layers: [1, heads, seq, seq]
         scheme: relative_position_bias(params[scheme.table], seq, scheme.num_buckets, scheme.max_distance)
         for scheme in recipe.position_schemes()}
@@ -424,7 +482,7 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
     hidden_states = [hidden] if output_hidden_states else None
     attentions = [] if output_attentions else None
     for layer_recipe, layer in zip(recipe.layers, params["layers"]):
-        hidden, probabilities = encoder_layer(layer, layer_recipe, hidden, mask_bias, position_biases)
+        hidden, probabilities = encoder_layer(layer, layer_recipe, hidden, mask_biases, position_biases)
         if output_hidden_states:
             hidden_states.append(hidden)
         if output_attentions:
@@ -447,9 +505,9 @@ def check_recipe(recipe):
     norms = [norm for layer in recipe.layers for norm in layer.norms()]
     norms += [n for n in (recipe.embeddings.norm, recipe.final_norm) if n is not None]
     for spec in norms:
-        if spec.kind != "layer_norm" or spec.offset or not spec.bias:
-            refuse(f"the {spec.kind} {spec.name!r} with bias={spec.bias}, offset={spec.offset} (only a "
-                   f"layer_norm with a bias)")
+        if spec.kind not in ("layer_norm", "rms_norm") or (spec.kind == "layer_norm" and spec.offset):
+            refuse(f"the {spec.kind} {spec.name!r} with offset={spec.offset} (a layer_norm, or an rms_norm "
+                   f"with an offset)")
     if recipe.embeddings.scale is not None:
         refuse("scaled embeddings")
     positions = recipe.embeddings.positions
@@ -468,10 +526,8 @@ def check_recipe(recipe):
                 refuse(f"the sublayer {type(sublayer).__name__}")
             if sublayer.positions is not None and not isinstance(sublayer.positions, RelativeBuckets):
                 refuse(f"{type(sublayer.positions).__name__} attention positions")
-            if sublayer.mask.causal or sublayer.mask.window is not None:
-                refuse(f"the attention mask {sublayer.mask}")
-            if sublayer.kv_heads != sublayer.num_heads or sublayer.norms() or sublayer.scale is not None:
-                refuse("grouped-query heads, query/key norms or a custom attention scale")
+            if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
+                refuse("grouped-query heads or query/key norms")
 
 
 def pooler(pooler_params, last_hidden_state):

@@ -258,8 +258,16 @@ def embed(embeddings, config, input_ids, token_type_ids):
 
 
 def _embed_tokens(embeddings, config, ids, types, positions):
-    """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]."""
+    """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]
+    (without the LayerNorm where the recipe has none: GPT-2's pre-norm layers normalise first)."""
     spec = config.recipe.embeddings
+    if spec.norm is None:  # two gathers and an add: nothing to fuse
+        hidden = embeddings["word"][ids]  # [tokens] -> [tokens, embedding_size]
+        if spec.token_types:
+            hidden += embeddings["token_type"][types]
+        if spec.positions is not None:
+            hidden += embeddings["position"][positions]
+        return hidden
     norm = embeddings[spec.norm.name]
     return embed_tokens(embeddings["word"], embeddings["token_type"] if spec.token_types else None,
                         embeddings["position"], norm["weight"], norm["bias"], spec.norm.eps, ids, types, positions)

@@ -42,13 +42,13 @@ def check_recipe(recipe):
         raise NotImplementedError(f"the numba backend does not implement {what} yet")
 
     embeddings = recipe.embeddings
-    if embeddings.norm is None:
-        refuse("embeddings without a norm")
     if embeddings.scale is not None:
         refuse("scaled embeddings")
     if not isinstance(embeddings.positions, AbsolutePositions):
         refuse("embeddings without a position table")
-    norms = [norm for layer in recipe.layers for norm in layer.norms()] + [embeddings.norm]
+    norms = [norm for layer in recipe.layers for norm in layer.norms()]
+    if embeddings.norm is not None:
+        norms.append(embeddings.norm)
     if recipe.final_norm is not None:
         norms.append(recipe.final_norm)
     for norm in norms:
@@ -74,8 +74,10 @@ def check_recipe(recipe):
                 if sublayer.gate is not None:
                     refuse(f"gated MLPs ({sublayer.gate.name!r})")
             elif isinstance(sublayer, Attention):
-                if sublayer.mask.causal or sublayer.mask.window is not None:
-                    refuse(f"the attention mask {sublayer.mask}")
+                if sublayer.mask.window is not None and not sublayer.mask.causal:
+                    refuse(f"the attention mask {sublayer.mask} (a window on a causal mask only)")
+                if sublayer.mask.causal and sublayer.positions is not None:
+                    refuse("a causal mask with a relative position bias")
                 if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
                     refuse("grouped-query heads or query/key norms")
                 if not (sublayer.query.bias == sublayer.key.bias == sublayer.value.bias):
@@ -353,7 +355,7 @@ def compile_program(recipe, layout):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
                 add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
-                                sublayer.positions is not None))
+                                sublayer.positions is not None, int(sublayer.mask.causal), sublayer.mask.window or 0))
                 add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)

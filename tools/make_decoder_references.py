@@ -1,0 +1,160 @@
+"""Regenerate the decoder references committed under tests/references/decoders/ (needs torch +
+transformers): tiny random GPT-2 (and later Llama, Qwen, Gemma 3) checkpoints written by
+transformers' save_pretrained, and transformers' fp32 eager hidden states on padded batches.
+
+    .venv/bin/python tools/make_decoder_references.py          # rewrite every case
+    .venv/bin/python tools/make_decoder_references.py report   # write nothing; our worst max |diff|
+
+What it writes, per case: tests/references/decoders/<case>/config.json, model.safetensors, and
+reference.npz holding input_ids, attention_mask [batch, seq] (int64) and transformers'
+last_hidden_state [batch, seq, hidden] (after the final norm), and for short cases
+hidden_states [layers + 1, batch, seq, hidden] (transformers' last entry is the final-normed
+one, as last_hidden_state).
+
+The cases cover both paddings (right, and left as decoders are often batched), lengths from
+1 token to 300+, and each family's options. tests/test_family_<family>.py compares both our
+backends with these files, and with transformers live where it is installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCES = ROOT / "tests" / "references" / "decoders"
+
+_GPT2 = dict(vocab_size=60, n_positions=320, n_embd=32, n_head=4, n_layer=2, bos_token_id=1, eos_token_id=1)
+
+# `lengths`: the real tokens of each row; `padding`: "right" or "left".
+CASES = [
+    dict(name="gpt2_gelu_new", model_type="gpt2", architecture="GPT2Model", lengths=[17, 9, 1], padding="right",
+         config=dict(_GPT2)),
+    dict(name="gpt2_left_padding_relu", model_type="gpt2", architecture="GPT2Model", lengths=[13, 4, 17],
+         padding="left", config=dict(_GPT2, n_head=2, n_inner=40, activation_function="relu",
+                                     layer_norm_epsilon=1e-6)),
+    dict(name="gpt2_long_inverse_layer_scale", model_type="gpt2", architecture="GPT2LMHeadModel",
+         lengths=[307, 60], padding="right",
+         config=dict(_GPT2, n_head=8, n_layer=3, scale_attn_by_inverse_layer_idx=True)),
+    dict(name="gpt2_one_token_unscaled", model_type="gpt2", architecture="GPT2Model", lengths=[1], padding="right",
+         config=dict(_GPT2, n_head=1, n_layer=1, scale_attn_weights=False, activation_function="gelu")),
+]
+
+# Cases whose per-layer hidden states are committed too (the long ones keep the last only).
+HIDDEN_STATES_UP_TO = 40
+
+
+def build_model(case, seed=0):
+    """A transformers model for `case`, eager attention, every parameter drawn at random.
+
+    As tools/make_references.py explains: linear weights std 1/sqrt(fan_in) so activations
+    stay near unit scale and attention is far from uniform; norm weights 1 + N(0, 0.2) and
+    biases N(0, 0.1), so that every parameter matters; embedding tables std 1/sqrt(width).
+    GPT-2's Conv1D weights are stored [in, out]: their fan-in is the first axis.
+    """
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.for_model(case["model_type"], **case["config"])
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = getattr(transformers, case["architecture"])(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std):
+        return std * torch.randn(shape, generator=generator)
+
+    conv1d = (transformers.pytorch_utils.Conv1D,)
+    in_out = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, conv1d)}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 1:
+                is_norm_weight = name.endswith("weight")
+                fill = (1.0 if is_norm_weight else 0.0) + normal(parameter.shape, 0.2 if is_norm_weight else 0.1)
+            elif name in in_out:
+                fill = normal(parameter.shape, parameter.shape[0] ** -0.5)  # Conv1D [in, out]
+            else:
+                fill = normal(parameter.shape, parameter.shape[1] ** -0.5)  # linear [out, in], tables [rows, width]
+            parameter.copy_(fill)
+    return model
+
+
+def make_inputs(case, seed=0):
+    """Random ids (never the pad id 0) for the case's lengths, padded with 0 on its side."""
+    rng = np.random.default_rng(seed)
+    lengths = case["lengths"]
+    seq = max(lengths)
+    vocab = case["config"]["vocab_size"]
+    input_ids = np.zeros((len(lengths), seq), dtype=np.int64)
+    attention_mask = np.zeros((len(lengths), seq), dtype=np.int64)
+    for row, length in enumerate(lengths):
+        real = slice(seq - length, seq) if case["padding"] == "left" else slice(0, length)
+        input_ids[row, real] = rng.integers(1, vocab, size=length)
+        attention_mask[row, real] = 1
+    return input_ids, attention_mask
+
+
+def run_transformers(model, input_ids, attention_mask):
+    """transformers' hidden states for one batch (the base model's, under a task model)."""
+    import torch
+
+    base = getattr(model, model.base_model_prefix, model)
+    with torch.no_grad():
+        out = base(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
+                   output_hidden_states=True)
+    return {"last_hidden_state": out.last_hidden_state.numpy(),
+            "hidden_states": np.stack([h.numpy() for h in out.hidden_states])}
+
+
+def write_case(case, directory, seed=0):
+    """Build, save (config.json + model.safetensors) and run one case; returns its reference dict."""
+    directory = Path(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    model = build_model(case, seed)
+    model.save_pretrained(directory)
+    input_ids, attention_mask = make_inputs(case, seed)
+    reference = dict(input_ids=input_ids, attention_mask=attention_mask)
+    reference.update(run_transformers(model, input_ids, attention_mask))
+    return reference
+
+
+def write_references():
+    REFERENCES.mkdir(parents=True, exist_ok=True)
+    for case in CASES:
+        reference = write_case(case, REFERENCES / case["name"])
+        if max(case["lengths"]) > HIDDEN_STATES_UP_TO:
+            del reference["hidden_states"]
+        np.savez_compressed(REFERENCES / case["name"] / "reference.npz", **reference)
+        print(f"wrote {case['name']}")
+
+
+def report():
+    """Every case live against transformers, both backends: the worst max |diff| (real tokens)."""
+    import tempfile
+
+    from transformer.encoder import Encoder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CASES:
+            reference = write_case(case, Path(tmp) / case["name"])
+            mask = reference["attention_mask"].astype(bool)
+            diffs = []
+            for backend in ("numpy", "numba"):
+                out = Encoder.from_pretrained(Path(tmp) / case["name"], backend=backend)(
+                    reference["input_ids"], reference["attention_mask"])
+                diffs.append(float(np.abs(out.last_hidden_state - reference["last_hidden_state"])[mask].max()))
+            print(f"{case['name']:36s} numpy {diffs[0]:.1e}  numba {diffs[1]:.1e}  "
+                  f"(|hidden| up to {np.abs(reference['last_hidden_state'][mask]).max():.1f})")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["report"]:
+        report()
+    elif sys.argv[1:]:
+        raise SystemExit(__doc__)
+    else:
+        write_references()
