@@ -1,5 +1,5 @@
 """The varlen attention kernel under a causal mask (decoders), with and without a sliding
-window, against the NumPy twin (transformer.model.attention with mask_bias_of)."""
+window, against the NumPy twin (transformer.model.attention with causal_bias)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,6 @@ import pytest
 from transformer import model
 from transformer.kernels import attention as kernel
 from transformer.kernels import microkernel
-from transformer.recipe import Mask
 
 # (heads, head_dim, lengths of the packed sequences, window or None)
 CASES = [
@@ -20,7 +19,7 @@ CASES = [
 ]
 
 
-def reference(qkv, cu_seqlens, heads, head_dim, mask):
+def reference(qkv, cu_seqlens, heads, head_dim, window):
     """Each sequence through transformer.model.attention on its own: [tokens, heads * head_dim]."""
     hidden = heads * head_dim
     out = np.empty((qkv.shape[0], hidden), np.float32)
@@ -28,7 +27,7 @@ def reference(qkv, cu_seqlens, heads, head_dim, mask):
         n = stop - start
         q, k, v = (qkv[start:stop, i * hidden:(i + 1) * hidden].reshape(1, n, heads, head_dim).transpose(0, 2, 1, 3)
                    for i in range(3))  # -> [1, heads, n, head_dim]
-        context, _ = model.attention(q, k, v, model.mask_bias_of(np.ones((1, n), np.int64), mask))
+        context, _ = model.attention(q, k, v, model.causal_bias(n, window))
         out[start:stop] = context.transpose(0, 2, 1, 3).reshape(n, hidden)
     return out
 
@@ -43,7 +42,7 @@ def test_causal_varlen_attention_matches_the_numpy_twin(heads, head_dim, lengths
     cu_seqlens = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
     qkv = rng.standard_normal((cu_seqlens[-1], 3 * heads * head_dim)).astype(np.float32)
     got = kernel.attention_varlen(qkv, cu_seqlens, heads, causal=True, window=window)
-    expected = reference(qkv, cu_seqlens, heads, head_dim, Mask(causal=True, window=window))
+    expected = reference(qkv, cu_seqlens, heads, head_dim, window)
     assert np.abs(got - expected).max() <= 2e-6 * max(1.0, np.abs(expected).max())
 
 
@@ -64,6 +63,6 @@ def test_a_causal_plan_runs_bidirectional_layers_too_and_windows_need_a_causal_m
         kernel.VarlenPlan(cu_seqlens, heads, heads * head_dim, window=4)
 
 
-def test_mask_bias_of_a_causal_window():
-    bias = model.mask_bias_of(np.array([[1, 1, 1, 1]]), Mask(causal=True, window=2))[0, 0]
+def test_causal_bias_with_a_window():
+    bias = model.causal_bias(4, window=2)
     np.testing.assert_array_equal(bias == 0, [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]])

@@ -504,6 +504,12 @@ def expected_shape(config, ours: str) -> tuple:
         "masked_lm.decoder.bias": (config.vocab_size,),
         "sequence_classification.dense.weight": (hidden, hidden),
         "sequence_classification.dense.bias": (hidden,),
+        "sequence_classification.layer_norm.weight": (hidden,),  # ModernBERT's head norm
+        "sequence_classification.layer_norm.bias": (hidden,),
+        "token_classification.dense.weight": (hidden, hidden),  # ModernBERT's head transform
+        "token_classification.dense.bias": (hidden,),
+        "token_classification.layer_norm.weight": (hidden,),
+        "token_classification.layer_norm.bias": (hidden,),
         "sequence_classification.out.weight": (config.num_labels, hidden),
         "sequence_classification.out.bias": (config.num_labels,),
         "token_classification.out.weight": (config.num_labels, hidden),

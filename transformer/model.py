@@ -3,8 +3,10 @@
 Read top to bottom, this file is the whole forward pass of an encoder:
 
     embed          word + token type + position vectors, LayerNorm (+ ELECTRA's projection)
-    attention      each token mixes in the others, weighted by softmax(q . k / sqrt(d))
-    feed_forward   a two-layer MLP applied to every token on its own
+    attention      each token mixes in the others, weighted by softmax(q . k / sqrt(d)); its
+                   positions a relative bias (MPNet) or rotated queries and keys (rotary:
+                   ModernBERT), its keys all or a sliding window of them
+    feed_forward   a two-layer MLP applied to every token on its own, plain or gated (GLU)
     encoder_layer  the layer's blocks in order, each a sublayer wrapped in a residual and norms
     encoder_forward   embed, then num_hidden_layers encoder layers
 
@@ -73,7 +75,7 @@ import math
 
 import numpy as np
 
-from transformer.recipe import AbsolutePositions, Attention, MLP, RelativeBuckets
+from transformer.recipe import AbsolutePositions, Attention, MLP, RelativeBuckets, Rotary
 
 # The additive mask value for padding keys. Adding the most negative float32 (not -inf)
 # drives a padded key's softmax weight to exactly 0 while keeping every score finite: a row
@@ -96,14 +98,15 @@ def linear(x, weight, bias):
 def layer_norm(x, weight, bias, eps):
     """Normalise the last axis to mean 0, variance 1, then scale and shift.
 
-    x [..., d] float32, weight and bias [d] -> [..., d]. The variance is the biased one
-    (divide by d, not d - 1) and eps sits inside the square root, as in torch.nn.LayerNorm;
-    at 1e-5 parity both details matter.
+    x [..., d] float32, weight [d], bias [d] or None (a bias-free LayerNorm: ModernBERT) ->
+    [..., d]. The variance is the biased one (divide by d, not d - 1) and eps sits inside the
+    square root, as in torch.nn.LayerNorm; at 1e-5 parity both details matter.
     """
     mean = x.mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
     centered = x - mean
     variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
-    return centered / np.sqrt(variance + np.float32(eps)) * weight + bias
+    scaled = centered / np.sqrt(variance + np.float32(eps)) * weight
+    return scaled if bias is None else scaled + bias
 
 
 def rms_norm(x, weight, eps, offset=0.0):
@@ -278,44 +281,6 @@ def attention_mask_bias(attention_mask):
     return np.where(keep, np.float32(0.0), MASK_VALUE).astype(np.float32)
 
 
-def visible_keys(attention_mask, mask):
-    """Which keys each query may look at: not padding, and what the recipe's Mask allows.
-
-    int [batch, seq] of 1/0, a recipe Mask -> bool [batch, 1, seq_q, seq_k] (or [batch, 1, 1,
-    seq_k] when every query sees the same keys: an encoder without a window). A decoder's
-    mask is causal: query i sees keys 0..i, its left context only, so a token's vector is
-    the same whatever comes after it (the model was trained to predict the next token, which
-    it must not see). A sliding window keeps only the `window` most recent of those (Mistral,
-    Gemma 3's local layers): query i sees keys i - window + 1 .. i.
-
-        causal, seq 4:   1 0 0 0      causal, window 2:   1 0 0 0
-                         1 1 0 0                          1 1 0 0
-                         1 1 1 0                          0 1 1 0
-                         1 1 1 1                          0 0 1 1
-    """
-    not_padding = attention_mask[:, None, None, :] != 0  # [batch, seq] -> [batch, 1, 1, seq_k]
-    if not mask.causal and mask.window is None:
-        return not_padding
-    seq = attention_mask.shape[1]
-    query = np.arange(seq)[:, None]  # [seq_q, 1]
-    key = np.arange(seq)[None, :]  # [1, seq_k]
-    if mask.causal:
-        allowed = key <= query  # [seq_q, seq_k]: the lower triangle
-        if mask.window is not None:
-            allowed &= query - key < mask.window
-    else:  # a window either side (ModernBERT's local layers): window // 2 keys each way
-        allowed = np.abs(query - key) <= mask.window // 2
-    return not_padding & allowed[None, None]  # -> [batch, 1, seq_q, seq_k]
-
-
-def mask_bias_of(attention_mask, mask):
-    """What is added to the attention scores under the recipe's Mask `mask`: 0 where a key is
-    visible, MASK_VALUE where not. int [batch, seq] -> float32 [batch, 1, 1 or seq, seq].
-    One value per (query, key), never a sum of two masks: a query that sees no key at all (a
-    left-padding token under a causal mask) then gets uniform weights, as in `transformers`."""
-    return np.where(visible_keys(attention_mask, mask), np.float32(0.0), MASK_VALUE).astype(np.float32)
-
-
 def relative_position_buckets(seq_len, num_buckets=32, max_distance=128):
     """MPNet's (T5-style) bucket for each (query, key) pair. -> int64 [seq, seq].
 
@@ -348,6 +313,69 @@ def relative_position_bias(table, seq_len, num_buckets=32, max_distance=128):
     return np.ascontiguousarray(bias.transpose(2, 0, 1))[None]  # -> [1, heads, seq, seq]
 
 
+def rotary_inverse_frequencies(rotary, head_dim):
+    """How fast each rotating pair of a head's dimensions turns: float32 [dims // 2], pair i
+    by theta^(-2i / dims) radians per position (dims: rotary.dims, else head_dim).
+
+    Rounded as `transformers` rounds it (theta ** (2i / dims) to float32, then 1 / that in
+    float32; torch's pow is within one ulp of this correctly rounded one): at position 8192
+    one float32 ulp of a frequency can move an angle by ~5e-4 radians, so each rounding step
+    has to be the reference's. Rope scaling kinds (linear, dynamic, llama3, yarn) rescale
+    what this returns."""
+    dims = head_dim if rotary.dims is None else rotary.dims
+    exponents = np.arange(0, dims, 2).astype(np.float32) / np.float32(dims)  # [dims // 2]
+    powers = (np.float64(rotary.theta) ** exponents.astype(np.float64)).astype(np.float32)
+    return np.float32(1.0) / powers  # [dims // 2]
+
+
+def rotary_angles(rotary, head_dim, positions):
+    """cos and sin of each position's rotation angles (position * frequency, in float32).
+    int [...] positions -> (cos, sin), each float32 [..., dims // 2]."""
+    angles = positions[..., None].astype(np.float32) * rotary_inverse_frequencies(rotary, head_dim)  # [..., dims // 2]
+    # float64 cos / sin rounded once: the correctly rounded float32 value
+    return np.cos(angles.astype(np.float64)).astype(np.float32), np.sin(angles.astype(np.float64)).astype(np.float32)
+
+
+def apply_rotary(x, cos, sin):
+    """Rotary position embedding: rotate each pair (x_i, x_{i + half}) of a head's first
+    2 * half dimensions by its position's angle i (the halves layout of GPT-NeoX, Llama,
+    ModernBERT); dimensions past them pass through (partial rotary). After this, q . k
+    depends on the positions only through their difference.
+
+    x float32 [batch, heads, seq, head_dim]; cos, sin [seq, half] -> [batch, heads, seq, head_dim].
+    """
+    half = cos.shape[-1]
+    first, second, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]  # [..., half] each, rest
+    return np.concatenate((first * cos - second * sin, second * cos + first * sin, rest), axis=-1)
+
+
+def sliding_window_bias(seq_len, window):
+    """The local attention of ModernBERT: a query sees the keys at most window // 2 positions
+    away on either side. -> float32 [seq, seq]: 0 inside the window, MASK_VALUE outside."""
+    position = np.arange(seq_len)
+    distance = np.abs(position[:, None] - position[None, :])  # [seq, seq]
+    return np.where(distance <= window // 2, np.float32(0.0), MASK_VALUE).astype(np.float32)
+
+
+def causal_bias(seq_len, window=None):
+    """A decoder's mask: query i sees keys 0..i, its left context only, so a token's vector is
+    the same whatever comes after it (the model was trained to predict the next token, which
+    it must not see). A window keeps only the `window` most recent of those, i - window + 1
+    .. i (Mistral, Gemma 3's local layers). -> float32 [seq, seq]: 0 where seen, MASK_VALUE not.
+
+        causal, seq 4:   0 M M M      causal, window 2:   0 M M M
+                         0 0 M M                          0 0 M M
+                         0 0 0 M                          M 0 0 M
+                         0 0 0 0                          M M 0 0
+    """
+    query = np.arange(seq_len)[:, None]  # [seq, 1]
+    key = np.arange(seq_len)[None, :]  # [1, seq]
+    seen = key <= query  # [seq, seq]: the lower triangle
+    if window is not None:
+        seen &= query - key < window
+    return np.where(seen, np.float32(0.0), MASK_VALUE).astype(np.float32)
+
+
 def split_heads(x, num_heads):
     """[batch, seq, hidden] -> [batch, heads, seq, head_dim]; head h owns columns
     h*head_dim ... (h+1)*head_dim - 1."""
@@ -367,7 +395,7 @@ def attention(query, key, value, mask_bias, position_bias=None, scale=None):
     """Scaled dot-product attention, every head at once.
 
     query, key, value float32 [batch, heads, seq, head_dim]; mask_bias [batch, 1, 1, seq]
-    (from attention_mask_bias) or [batch, 1, seq, seq] (mask_bias_of: a causal mask);
+    (from attention_mask_bias) or [batch, 1, seq, seq] (a causal mask, a sliding window);
     position_bias None or [1, heads, seq, seq] (MPNet); scale: the factor on q . k (None:
     1 / sqrt(head_dim)). Returns (context [batch, heads, seq, head_dim], probabilities
     [batch, heads, seq, seq]). The bias and mask are added before the softmax, in float32, as
@@ -386,34 +414,52 @@ def attention(query, key, value, mask_bias, position_bias=None, scale=None):
     return context, probabilities
 
 
-def self_attention(layer, spec, hidden, mask_bias, position_bias=None):
+def self_attention(layer, spec, hidden, mask_bias, position_input=None):
     """Multi-head self-attention with its output projection (no residual yet).
 
-    layer: the layer's params; spec: its recipe's Attention (which params, how many heads).
-    hidden float32 [batch, seq, hidden] -> (output [batch, seq, hidden], probabilities
-    [batch, heads, seq, seq]).
+    layer: the layer's params; spec: its recipe's Attention (which params, how many heads,
+    its positions and mask). hidden float32 [batch, seq, hidden]; mask_bias [batch, 1, 1, seq];
+    position_input: what spec.positions needs (`position_inputs`): a bias [1, heads, seq, seq]
+    (RelativeBuckets) or (cos, sin) [seq, dims // 2] (Rotary). -> (output [batch, seq, hidden],
+    probabilities [batch, heads, seq, seq]).
     """
     heads = spec.num_heads
     query = split_heads(linear(hidden, **layer[spec.query.name]), heads)  # -> [batch, heads, seq, head_dim]
     key = split_heads(linear(hidden, **layer[spec.key.name]), heads)  # -> [batch, heads, seq, head_dim]
     value = split_heads(linear(hidden, **layer[spec.value.name]), heads)  # -> [batch, heads, seq, head_dim]
+    position_bias = None
+    if isinstance(spec.positions, Rotary):
+        cos, sin = position_input
+        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+    elif spec.positions is not None:
+        position_bias = position_input
+    # min, not +: a padded key outside the pattern stays MASK_VALUE (a sum would be -inf)
+    if spec.mask.causal:
+        mask_bias = np.minimum(mask_bias, causal_bias(hidden.shape[1], spec.mask.window))  # -> [b, 1, s, s]
+    elif spec.mask.window is not None:
+        mask_bias = np.minimum(mask_bias, sliding_window_bias(hidden.shape[1], spec.mask.window))  # -> [b, 1, s, s]
     context, probabilities = attention(query, key, value, mask_bias, position_bias, spec.scale)
     output = linear(merge_heads(context), **layer[spec.output.name])  # -> [batch, seq, hidden]
     return output, probabilities
 
 
 def feed_forward(layer, spec, hidden):
-    """The per-token MLP: hidden -> intermediate -> activation -> hidden (no residual yet).
+    """The per-token MLP (no residual yet). float32 [batch, seq, hidden] -> [batch, seq, hidden].
 
-    layer: the layer's params; spec: its recipe's MLP. float32 [batch, seq, hidden] ->
-    [batch, seq, hidden].
+    Plain (BERT): down(act(up(hidden))). Gated, a GLU (spec.gate; ModernBERT's GeGLU,
+    Llama's SwiGLU): down(act(gate(hidden)) * up(hidden)), the activated half scaling the
+    other element by element. layer: the layer's params; spec: its recipe's MLP.
     """
     inner = linear(hidden, **layer[spec.up.name])  # [b, s, hidden] -> [b, s, intermediate]
-    inner = activation(spec.activation)(inner)
+    if spec.gate is None:
+        inner = activation(spec.activation)(inner)
+    else:
+        gate = linear(hidden, **layer[spec.gate.name])  # [b, s, hidden] -> [b, s, intermediate]
+        inner = activation(spec.activation)(gate) * inner
     return linear(inner, **layer[spec.down.name])  # [b, s, intermediate] -> [b, s, hidden]
 
 
-def encoder_layer(layer, layer_recipe, hidden, mask_biases, position_biases=None):
+def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_inputs=None):
     """One transformer layer: the blocks of `layer_recipe` (a recipe Layer) in order, each
 
         x = norm_before(hidden)               (when the block has one: pre-norm)
@@ -424,25 +470,42 @@ def encoder_layer(layer, layer_recipe, hidden, mask_biases, position_biases=None
     For BERT that is hidden = LayerNorm(hidden + SelfAttention(hidden)), then
     hidden = LayerNorm(hidden + FeedForward(hidden)).
 
-    layer: the layer's params; hidden float32 [batch, seq, hidden]; mask_biases: {recipe Mask:
-    its mask_bias_of} for the masks the layer's attention uses, or one [batch, 1, 1, seq]
-    padding mask (attention_mask_bias) for all of them; position_biases: {position scheme: [1, heads, seq, seq]} for the
-    attention's relative positions (MPNet), or None. Returns (hidden [batch, seq, hidden],
-    the attention's probabilities [batch, heads, seq, seq]).
+    layer: the layer's params; hidden float32 [batch, seq, hidden]; mask_bias [batch, 1, 1, seq]
+    (attention_mask_bias); position_inputs: {position scheme: what it adds} (`position_inputs`),
+    or None. Returns (hidden [batch, seq, hidden], the attention's probabilities
+    [batch, heads, seq, seq]).
     """
     probabilities = None
     for block in layer_recipe.blocks:
         x = hidden if block.norm_before is None else norm(block.norm_before, layer, hidden)
         if isinstance(block.sublayer, Attention):
-            position_bias = None if block.sublayer.positions is None else position_biases[block.sublayer.positions]
-            mask_bias = mask_biases[block.sublayer.mask] if isinstance(mask_biases, dict) else mask_biases
-            x, probabilities = self_attention(layer, block.sublayer, x, mask_bias, position_bias)
+            scheme = block.sublayer.positions
+            x, probabilities = self_attention(layer, block.sublayer, x, mask_bias,
+                                              None if scheme is None else position_inputs[scheme])
         else:
             x = feed_forward(layer, block.sublayer, x)
         hidden = x + hidden
         if block.norm_after_residual is not None:
             hidden = norm(block.norm_after_residual, layer, hidden)
     return hidden, probabilities
+
+
+def position_inputs(params, recipe, seq_len):
+    """What each attention position scheme of `recipe` needs, once for all layers: {scheme:
+    MPNet's bias [1, heads, seq, seq] (RelativeBuckets), or the (cos, sin) [seq, dims // 2]
+    of positions 0 .. seq-1 (Rotary: one per theta, ModernBERT has two)}."""
+    inputs = {}
+    for layer_recipe in recipe.layers:
+        for spec in layer_recipe.attention():
+            scheme = spec.positions
+            if scheme is None or scheme in inputs:
+                continue
+            if isinstance(scheme, Rotary):
+                inputs[scheme] = rotary_angles(scheme, spec.head_dim, np.arange(seq_len))
+            else:
+                inputs[scheme] = relative_position_bias(params[scheme.table], seq_len, scheme.num_buckets,
+                                                        scheme.max_distance)
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------
@@ -457,6 +520,8 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
     [batch, seq] of 1/0 (None: all 1); token_type_ids [batch, seq] (None: all 0). Returns
     (last_hidden_state float32 [batch, seq, hidden], hidden_states tuple of num_layers + 1
     arrays or None, attentions tuple of num_layers arrays [batch, heads, seq, seq] or None).
+    With a final norm (ModernBERT), last_hidden_state and the last of hidden_states are the
+    last layer's output after it, as in `transformers`.
 
         >>> last, _, _ = encoder_forward(params, config, np.array([[101, 7592, 102]]))
         >>> last.shape
@@ -472,23 +537,21 @@ def encoder_forward(params, config, input_ids, attention_mask=None, token_type_i
         token_type_ids = np.zeros((batch, seq), dtype=np.int64)
 
     hidden = embed(params["embeddings"], config, input_ids, token_type_ids)  # -> [batch, seq, hidden]
-    mask_biases = {  # per kind of mask the layers use: [batch, 1, 1, seq], or [batch, 1, seq, seq] (causal)
-        mask: mask_bias_of(np.asarray(attention_mask), mask)
-        for mask in dict.fromkeys(attention.mask for layer in recipe.layers for attention in layer.attention())}
-    position_biases = {  # MPNet's relative position bias, once for all layers: [1, heads, seq, seq]
-        scheme: relative_position_bias(params[scheme.table], seq, scheme.num_buckets, scheme.max_distance)
-        for scheme in recipe.position_schemes()}
+    mask_bias = attention_mask_bias(np.asarray(attention_mask))  # -> [batch, 1, 1, seq]
+    positions = position_inputs(params, recipe, seq)  # relative bias or rotary angles, once for all layers
 
     hidden_states = [hidden] if output_hidden_states else None
     attentions = [] if output_attentions else None
     for layer_recipe, layer in zip(recipe.layers, params["layers"]):
-        hidden, probabilities = encoder_layer(layer, layer_recipe, hidden, mask_biases, position_biases)
+        hidden, probabilities = encoder_layer(layer, layer_recipe, hidden, mask_bias, positions)
         if output_hidden_states:
             hidden_states.append(hidden)
         if output_attentions:
             attentions.append(probabilities)
     if recipe.final_norm is not None:
         hidden = norm(recipe.final_norm, params, hidden)
+        if output_hidden_states:  # the last entry is the normed output, as in transformers
+            hidden_states[-1] = hidden
     return (
         hidden,
         tuple(hidden_states) if output_hidden_states else None,
@@ -519,13 +582,15 @@ def check_recipe(recipe):
                 refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
             sublayer = block.sublayer
             if isinstance(sublayer, MLP):
-                if sublayer.gate is not None:
-                    refuse(f"gated MLPs ({sublayer.gate.name!r})")
                 continue
             if not isinstance(sublayer, Attention):
                 refuse(f"the sublayer {type(sublayer).__name__}")
-            if sublayer.positions is not None and not isinstance(sublayer.positions, RelativeBuckets):
-                refuse(f"{type(sublayer.positions).__name__} attention positions")
+            scheme = sublayer.positions
+            if scheme is not None and not isinstance(scheme, (RelativeBuckets, Rotary)):
+                refuse(f"{type(scheme).__name__} attention positions")
+            if isinstance(scheme, Rotary) and (scheme.interleaved or scheme.scaling):
+                refuse(f"rotary positions with interleaved={scheme.interleaved}, scaling={dict(scheme.scaling)} "
+                       f"(only the halves layout, unscaled)")
             if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
                 refuse("grouped-query heads or query/key norms")
 

@@ -385,8 +385,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         final = params[recipe.final_norm.name]
         layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(recipe.final_norm.eps), hidden,
                            layer_norm_bounds(*hidden.shape))
-        if output_hidden_states:
-            return unpack(hidden), tuple(hidden_states), None
+        if output_hidden_states:  # the last entry is the normed output, as in transformers
+            hidden_states[-1] = unpack(hidden)
     if output_hidden_states:
         last_hidden_state = hidden_states[-1]
     elif tokens == batch * seq:  # no padding at all: the packed rows are the answer (a fresh array)
