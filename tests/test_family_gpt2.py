@@ -7,36 +7,20 @@ hidden values stay below 5 in magnitude, so 1e-5 is absolute and relative alike)
 transformers live where it is installed.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from decoder_cases import (DECODERS, check_every_layer, check_last_hidden_state, check_left_context_only,
+                           check_live, committed, tool, with_hidden_states)
 from transformer.config import ConfigError, EncoderConfig
 from transformer.encoder import Encoder
 from transformer.recipe import CAUSAL
 
-ROOT = Path(__file__).resolve().parent.parent
-DECODERS = ROOT / "tests" / "references" / "decoders"
-CASES = sorted(p.name for p in DECODERS.glob("gpt2_*") if (p / "reference.npz").is_file())
-TOLERANCE = 1e-5
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_decoder_references", ROOT / "tools" / "make_decoder_references.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def worst_difference(ours, theirs, mask):
-    return float(np.abs(ours - theirs)[mask.astype(bool)].max())
+CASES = committed("gpt2")
 
 
 def test_committed_gpt2_cases_cover_padding_sides_lengths_and_scalings():
-    tool = _load_tool()
-    cases = {case["name"]: case for case in tool.CASES if case["model_type"] == "gpt2"}
+    cases = {case["name"]: case for case in tool().CASES if case["model_type"] == "gpt2"}
     assert sorted(cases) == CASES
     lengths = [length for case in cases.values() for length in case["lengths"]]
     assert 1 in lengths and 17 in lengths and max(lengths) >= 300
@@ -48,40 +32,18 @@ def test_committed_gpt2_cases_cover_padding_sides_lengths_and_scalings():
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("name", CASES)
 def test_gpt2_last_hidden_state_matches_transformers(name, backend):
-    reference = np.load(DECODERS / name / "reference.npz")
-    model = Encoder.from_pretrained(DECODERS / name, backend=backend)
-    out = model(reference["input_ids"], reference["attention_mask"])
-    assert out.last_hidden_state.dtype == np.float32
-    assert out.last_hidden_state.shape == reference["last_hidden_state"].shape
-    assert worst_difference(out.last_hidden_state, reference["last_hidden_state"], reference["attention_mask"]) \
-        <= TOLERANCE
+    check_last_hidden_state(name, backend)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("name", [n for n in CASES if "hidden_states" in np.load(DECODERS / n / "reference.npz")])
+@pytest.mark.parametrize("name", with_hidden_states(CASES))
 def test_gpt2_every_layer_matches_transformers(name, backend):
-    # Our hidden_states are the embeddings and each layer's output; transformers' last entry
-    # is the final-normed last_hidden_state instead of the last layer's raw output.
-    reference = np.load(DECODERS / name / "reference.npz")
-    model = Encoder.from_pretrained(DECODERS / name, backend=backend)
-    out = model(reference["input_ids"], reference["attention_mask"], output_hidden_states=True)
-    theirs = reference["hidden_states"]
-    assert len(out.hidden_states) == len(theirs)
-    for ours, expected in zip(out.hidden_states[:-1], theirs[:-1]):
-        assert worst_difference(ours, expected, reference["attention_mask"]) <= TOLERANCE
-    assert worst_difference(out.last_hidden_state, theirs[-1], reference["attention_mask"]) <= TOLERANCE
+    check_every_layer(name, backend)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_gpt2_token_sees_only_its_left_context(backend):
-    # Changing token 5 changes the vectors of tokens 5.. and leaves tokens 0..4 bit for bit.
-    model = Encoder.from_pretrained(DECODERS / "gpt2_gelu_new", backend=backend)
-    ids = np.arange(1, 13)[None]
-    changed = ids.copy()
-    changed[0, 5] = 40
-    before, after = model(ids).last_hidden_state, model(changed).last_hidden_state
-    np.testing.assert_array_equal(before[0, :5], after[0, :5])
-    assert np.abs(before[0, 5:] - after[0, 5:]).min(axis=-1).max() > 0
+    check_left_context_only("gpt2_gelu_new", backend)
 
 
 def test_gpt2_recipe_is_pre_norm_causal_with_a_final_norm():
@@ -116,21 +78,6 @@ def test_gpt2_input_longer_than_its_positions_is_refused():
         model(np.ones((1, 321), dtype=np.int64))
 
 
-# --- live: transformers itself, where installed -----------------------------------------
 @pytest.mark.parametrize("name", CASES)
 def test_gpt2_matches_transformers_live(name, tmp_path):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    tool = _load_tool()
-    case = next(case for case in tool.CASES if case["name"] == name)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = tool.write_case(case, tmp_path / name, seed=1)  # other weights and ids than committed
-    finally:
-        torch.set_num_threads(previous)
-    for backend in ("numpy", "numba"):
-        out = Encoder.from_pretrained(tmp_path / name, backend=backend)(reference["input_ids"],
-                                                                         reference["attention_mask"])
-        assert worst_difference(out.last_hidden_state, reference["last_hidden_state"], reference["attention_mask"]) \
-            <= TOLERANCE
+    check_live(name, tmp_path, ("numpy", "numba"))

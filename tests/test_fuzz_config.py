@@ -41,7 +41,9 @@ READ = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_att
         "tie_word_embeddings", "position_embedding_type", "is_decoder", "add_cross_attention",
         "dim", "n_layers", "n_heads", "hidden_dim", "activation",
         "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "activation_function", "layer_norm_epsilon",
-        "scale_attn_weights", "scale_attn_by_inverse_layer_idx")
+        "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+        "rms_norm_eps", "num_key_value_heads", "head_dim", "rope_parameters", "sliding_window", "attention_bias",
+        "mlp_bias", "hidden_activation", "norm_eps")
 SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "embedding_size", "num_labels")
 
@@ -65,7 +67,7 @@ def _check_fields(config):
         value = getattr(config, name)
         assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
     assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
-    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert", "gpt2")
+    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert", "gpt2", "llama", "modernbert")
     assert config.hidden_size % config.num_attention_heads == 0
     assert config.hidden_act in SUPPORTED_ACTIVATIONS
     assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1
@@ -103,9 +105,14 @@ def _transformers_reading(read_json):
         fields["intermediate_size"] = theirs.n_inner if theirs.n_inner is not None else 4 * theirs.n_embd
         fields["hidden_act"] = theirs.activation_function
         fields["layer_norm_eps"] = float(theirs.layer_norm_epsilon)
+    elif family == "modernbert":
+        fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_activation
+        fields["layer_norm_eps"] = float(theirs.norm_eps)
     else:
         fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_act
-    if family not in ("distilbert", "gpt2"):
+    if family == "llama":
+        fields["layer_norm_eps"] = float(theirs.rms_norm_eps)
+    elif family not in ("distilbert", "gpt2", "modernbert"):
         fields["layer_norm_eps"] = float(theirs.layer_norm_eps)
     if family in ("bert", "roberta", "electra"):
         fields["type_vocab_size"] = theirs.type_vocab_size

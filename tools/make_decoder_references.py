@@ -2,8 +2,10 @@
 transformers): tiny random GPT-2 (and later Llama, Qwen, Gemma 3) checkpoints written by
 transformers' save_pretrained, and transformers' fp32 eager hidden states on padded batches.
 
-    .venv/bin/python tools/make_decoder_references.py          # rewrite every case
-    .venv/bin/python tools/make_decoder_references.py report   # write nothing; our worst max |diff|
+    .venv/bin/python tools/make_decoder_references.py              # rewrite every case
+    .venv/bin/python tools/make_decoder_references.py llama        # the cases named llama*
+    .venv/bin/python tools/make_decoder_references.py report       # write nothing; our worst max |diff|
+    .venv/bin/python tools/make_decoder_references.py report llama numpy   # one family, one backend
 
 What it writes, per case: tests/references/decoders/<case>/config.json, model.safetensors, and
 reference.npz holding input_ids, attention_mask [batch, seq] (int64) and transformers'
@@ -43,8 +45,41 @@ CASES = [
          config=dict(_GPT2, n_head=1, n_layer=1, scale_attn_weights=False, activation_function="gelu")),
 ]
 
+_LLAMA = dict(vocab_size=60, max_position_embeddings=320, hidden_size=32, intermediate_size=48,
+              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=1,
+              rms_norm_eps=1e-5)
+
+
+def _rope(kind="default", theta=10000.0, **settings):
+    return dict(rope_type=kind, rope_theta=theta, **settings)
+
+
+CASES += [
+    dict(name="llama_gqa_llama3_rope", model_type="llama", architecture="LlamaModel", lengths=[17, 9, 1],
+         padding="right", config=dict(_LLAMA, rope_parameters=_rope(
+             "llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=64))),
+    dict(name="llama_mha_biases_linear_rope_left", model_type="llama", architecture="LlamaForCausalLM",
+         lengths=[13, 4, 17], padding="left",
+         config=dict(_LLAMA, num_key_value_heads=4, head_dim=16, attention_bias=True, mlp_bias=True,
+                     tie_word_embeddings=True, rope_parameters=_rope("linear", theta=500.0, factor=2.0))),
+    dict(name="llama_yarn_long", model_type="llama", architecture="LlamaModel", lengths=[309, 40], padding="right",
+         config=dict(_LLAMA, num_key_value_heads=1, rope_parameters=_rope(
+             "yarn", factor=4.0, original_max_position_embeddings=80))),
+    dict(name="llama_dynamic_rope_gelu", model_type="llama", architecture="LlamaModel", lengths=[1, 17],
+         padding="right", config=dict(_LLAMA, hidden_act="gelu", rope_parameters=_rope("dynamic", factor=2.0))),
+    dict(name="mistral_window_5", model_type="mistral", architecture="MistralModel", lengths=[37, 17, 1],
+         padding="right", config=dict(_LLAMA, num_key_value_heads=1, sliding_window=5)),
+    dict(name="mistral_window_64_long", model_type="mistral", architecture="MistralModel", lengths=[301, 20],
+         padding="left", config=dict(_LLAMA, sliding_window=64, rope_parameters=_rope(theta=1e6))),
+]
+
 # Cases whose per-layer hidden states are committed too (the long ones keep the last only).
 HIDDEN_STATES_UP_TO = 40
+
+
+def only(prefix):
+    """The cases of one family (their names start with `prefix`)."""
+    return [case for case in CASES if case["name"].startswith(prefix)]
 
 
 def build_model(case, seed=0):
@@ -122,9 +157,9 @@ def write_case(case, directory, seed=0):
     return reference
 
 
-def write_references():
+def write_references(cases=CASES):
     REFERENCES.mkdir(parents=True, exist_ok=True)
-    for case in CASES:
+    for case in cases:
         reference = write_case(case, REFERENCES / case["name"])
         if max(case["lengths"]) > HIDDEN_STATES_UP_TO:
             del reference["hidden_states"]
@@ -132,29 +167,34 @@ def write_references():
         print(f"wrote {case['name']}")
 
 
-def report():
+def report(cases=CASES, backends=("numpy", "numba")):
     """Every case live against transformers, both backends: the worst max |diff| (real tokens)."""
     import tempfile
 
     from transformer.encoder import Encoder
 
     with tempfile.TemporaryDirectory() as tmp:
-        for case in CASES:
+        for case in cases:
             reference = write_case(case, Path(tmp) / case["name"])
             mask = reference["attention_mask"].astype(bool)
             diffs = []
-            for backend in ("numpy", "numba"):
+            for backend in backends:
                 out = Encoder.from_pretrained(Path(tmp) / case["name"], backend=backend)(
                     reference["input_ids"], reference["attention_mask"])
                 diffs.append(float(np.abs(out.last_hidden_state - reference["last_hidden_state"])[mask].max()))
-            print(f"{case['name']:36s} numpy {diffs[0]:.1e}  numba {diffs[1]:.1e}  "
-                  f"(|hidden| up to {np.abs(reference['last_hidden_state'][mask]).max():.1f})")
+            print(f"{case['name']:36s} " + "  ".join(f"{b} {d:.1e}" for b, d in zip(backends, diffs)) +
+                  f"  (|hidden| up to {np.abs(reference['last_hidden_state'][mask]).max():.1f})")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["report"]:
-        report()
-    elif sys.argv[1:]:
+    # [report] [family name prefix] [backend ...]
+    arguments = sys.argv[1:]
+    reporting = arguments[:1] == ["report"]
+    arguments = arguments[1:] if reporting else arguments
+    cases = only(arguments[0]) if arguments else CASES
+    if not cases:
         raise SystemExit(__doc__)
+    if reporting:
+        report(cases, tuple(arguments[1:]) or ("numpy", "numba"))
     else:
-        write_references()
+        write_references(cases)

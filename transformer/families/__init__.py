@@ -7,6 +7,7 @@
     mpnet       MPNet
     modernbert  ModernBERT (gte-modernbert, modernbert-embed)
     gpt2        GPT-2 (a decoder: causal attention)
+    llama       Llama, Mistral (rotary, grouped-query attention, RMSNorm, SwiGLU)
 
 A family module defines (see bert.py, the model for the others):
 
@@ -29,11 +30,11 @@ needs that a backend does not run yet (a new step kind in each backend); docs/ar
 walks through it.
 """
 
-from . import bert, distilbert, electra, gpt2, modernbert, mpnet, roberta
+from . import bert, distilbert, electra, gpt2, llama, modernbert, mpnet, roberta
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
-                  "modernbert": modernbert, "gpt2": gpt2}
+                  "modernbert": modernbert, "gpt2": gpt2, "llama": llama}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}
