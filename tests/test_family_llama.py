@@ -60,8 +60,13 @@ def test_causal_lm_checkpoint_loads_as_its_base_model_quietly(recwarn):
 
 @pytest.mark.parametrize("rope, message", [
     (dict(rope_type="longrope", rope_theta=10000.0, factor=2.0), "rope_type 'longrope' is not supported"),
-    (dict(rope_type="linear", rope_theta=10000.0), "needs a factor"),
-    (dict(rope_type="llama3", rope_theta=10000.0, factor=8.0), "needs original_max_position_embeddings"),
+    (dict(rope_type="linear", rope_theta=10000.0), "needs factor"),
+    (dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, original_max_position_embeddings=64),
+     "needs high_freq_factor"),
+    (dict(rope_type="yarn", rope_theta=10000.0, factor=2.0, original_max_position_embeddings=64, truncate=[1]),
+     "truncate must be true or false"),
+    (dict(rope_type="linear", rope_theta=10000.0, factor=0.5), "factor must be at least 1"),
+    (dict(rope_type="llama3", rope_theta=10000.0, factor=8.0), "needs low_freq_factor"),
     (dict(rope_type="default", rope_theta="big"), "rope_theta must be a positive number"),
 ])
 def test_unsupported_or_incomplete_rope_settings_are_refused_by_name(rope, message):

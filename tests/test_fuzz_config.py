@@ -42,7 +42,7 @@ READ = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_att
         "dim", "n_layers", "n_heads", "hidden_dim", "activation",
         "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "activation_function", "layer_norm_epsilon",
         "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
-        "rms_norm_eps", "num_key_value_heads", "head_dim", "rope_parameters", "sliding_window", "attention_bias",
+        "rms_norm_eps", "num_key_value_heads", "head_dim", "sliding_window", "attention_bias",
         "mlp_bias", "hidden_activation", "norm_eps")
 SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "embedding_size", "num_labels")
@@ -67,7 +67,8 @@ def _check_fields(config):
         value = getattr(config, name)
         assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
     assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
-    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert", "gpt2", "llama", "modernbert")
+    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert", "gpt2", "llama", "qwen", "gemma3",
+                                                                       "modernbert")
     assert config.hidden_size % config.num_attention_heads == 0
     assert config.hidden_act in SUPPORTED_ACTIVATIONS
     assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1
@@ -108,9 +109,11 @@ def _transformers_reading(read_json):
     elif family == "modernbert":
         fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_activation
         fields["layer_norm_eps"] = float(theirs.norm_eps)
+    elif family == "gemma3":
+        fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_activation
     else:
         fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_act
-    if family == "llama":
+    if family in ("llama", "qwen", "gemma3"):
         fields["layer_norm_eps"] = float(theirs.rms_norm_eps)
     elif family not in ("distilbert", "gpt2", "modernbert"):
         fields["layer_norm_eps"] = float(theirs.layer_norm_eps)

@@ -73,6 +73,37 @@ CASES += [
          padding="left", config=dict(_LLAMA, sliding_window=64, rope_parameters=_rope(theta=1e6))),
 ]
 
+_GEMMA = dict(vocab_size=60, max_position_embeddings=320, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=12, sliding_window=6,
+              layer_types=["sliding_attention", "full_attention", "sliding_attention"], bos_token_id=2, eos_token_id=1,
+              pad_token_id=0, rms_norm_eps=1e-6)
+
+CASES += [
+    dict(name="qwen2_biases_window_layers", model_type="qwen2", architecture="Qwen2Model", lengths=[37, 17, 1],
+         padding="right", config=dict(_LLAMA, use_sliding_window=True, sliding_window=6, max_window_layers=1)),
+    dict(name="qwen2_long_left", model_type="qwen2", architecture="Qwen2ForCausalLM", lengths=[303, 9],
+         padding="left", config=dict(_LLAMA, num_key_value_heads=1, rope_parameters=_rope(theta=1e6))),
+    dict(name="qwen3_qk_norm_gqa", model_type="qwen3", architecture="Qwen3Model", lengths=[17, 9, 1],
+         padding="right", config=dict(_LLAMA, head_dim=16)),
+    dict(name="qwen3_long_left_tied", model_type="qwen3", architecture="Qwen3ForCausalLM", lengths=[300, 17],
+         padding="left", config=dict(_LLAMA, head_dim=8, num_key_value_heads=1, tie_word_embeddings=True,
+                                     attention_bias=True)),
+    dict(name="qwen3_yarn_relu", model_type="qwen3", architecture="Qwen3Model", lengths=[40, 3],
+         padding="right", config=dict(_LLAMA, hidden_act="relu", rope_parameters=_rope(
+             "yarn", factor=2.0, original_max_position_embeddings=16, beta_fast=8.0, beta_slow=2.0))),
+    dict(name="gemma3_text_local_global", model_type="gemma3_text", architecture="Gemma3TextModel",
+         lengths=[17, 9, 1], padding="right", config=dict(_GEMMA)),
+    dict(name="gemma3_text_long_left", model_type="gemma3_text", architecture="Gemma3ForCausalLM",
+         lengths=[301, 30], padding="left", config=dict(_GEMMA, sliding_window=32)),
+    dict(name="gemma3_text_bidirectional", model_type="gemma3_text", architecture="Gemma3TextModel",
+         lengths=[23, 12, 1], padding="right", config=dict(_GEMMA, use_bidirectional_attention=True)),
+    dict(name="gemma3_text_bidirectional_long", model_type="gemma3_text", architecture="Gemma3TextModel",
+         lengths=[305, 64], padding="right",
+         config=dict(_GEMMA, use_bidirectional_attention=True, sliding_window=40, query_pre_attn_scalar=8,
+                     rope_parameters={"sliding_attention": _rope(theta=10000.0),
+                                      "full_attention": _rope("linear", theta=1e6, factor=8.0)})),
+]
+
 # Cases whose per-layer hidden states are committed too (the long ones keep the last only).
 HIDDEN_STATES_UP_TO = 40
 
@@ -86,8 +117,9 @@ def build_model(case, seed=0):
     """A transformers model for `case`, eager attention, every parameter drawn at random.
 
     As tools/make_references.py explains: linear weights std 1/sqrt(fan_in) so activations
-    stay near unit scale and attention is far from uniform; norm weights 1 + N(0, 0.2) and
-    biases N(0, 0.1), so that every parameter matters; embedding tables std 1/sqrt(width).
+    stay near unit scale and attention is far from uniform; norm weights 1 + N(0, 0.2)
+    (Gemma's, which scale by 1 + w: N(0, 0.2)) and biases N(0, 0.1), so that every parameter
+    matters; embedding tables std 1/sqrt(width).
     GPT-2's Conv1D weights are stored [in, out]: their fan-in is the first axis.
     """
     import torch
@@ -108,7 +140,9 @@ def build_model(case, seed=0):
         for name, parameter in model.named_parameters():
             if parameter.ndim == 1:
                 is_norm_weight = name.endswith("weight")
-                fill = (1.0 if is_norm_weight else 0.0) + normal(parameter.shape, 0.2 if is_norm_weight else 0.1)
+                # Gemma's norms scale by (1 + w): its weights are centred on 0, not 1
+                one = 1.0 if is_norm_weight and not case["model_type"].startswith("gemma") else 0.0
+                fill = one + normal(parameter.shape, 0.2 if is_norm_weight else 0.1)
             elif name in in_out:
                 fill = normal(parameter.shape, parameter.shape[0] ** -0.5)  # Conv1D [in, out]
             else:
@@ -168,7 +202,8 @@ def write_references(cases=CASES):
 
 
 def report(cases=CASES, backends=("numpy", "numba")):
-    """Every case live against transformers, both backends: the worst max |diff| (real tokens)."""
+    """Every case live against transformers, both backends: the worst max |diff| over the real
+    tokens, divided by the largest |value| when above 1 (tests/decoder_cases.py's measure)."""
     import tempfile
 
     from transformer.encoder import Encoder
@@ -181,7 +216,8 @@ def report(cases=CASES, backends=("numpy", "numba")):
             for backend in backends:
                 out = Encoder.from_pretrained(Path(tmp) / case["name"], backend=backend)(
                     reference["input_ids"], reference["attention_mask"])
-                diffs.append(float(np.abs(out.last_hidden_state - reference["last_hidden_state"])[mask].max()))
+                scale = max(1.0, float(np.abs(reference["last_hidden_state"][mask]).max()))
+                diffs.append(float(np.abs(out.last_hidden_state - reference["last_hidden_state"])[mask].max()) / scale)
             print(f"{case['name']:36s} " + "  ".join(f"{b} {d:.1e}" for b, d in zip(backends, diffs)) +
                   f"  (|hidden| up to {np.abs(reference['last_hidden_state'][mask]).max():.1f})")
 

@@ -365,7 +365,7 @@ def rope_scaling(scaling, theta, dims, powers):
         medium = ~(wavelength < np.float32(high_wavelength)) & ~(wavelength > np.float32(low_wavelength))
         return np.where(medium, smoothed, scaled).astype(np.float32)
     if kind == "yarn":
-        factor = _yarn_factor(scaling)
+        factor = scaling["factor"]
         context = scaling["original_max_position_embeddings"]
         fast, slow = scaling.get("beta_fast") or 32, scaling.get("beta_slow") or 1
 
@@ -385,12 +385,6 @@ def rope_scaling(scaling, theta, dims, powers):
     raise ValueError(f"unknown rope_type {kind!r}")
 
 
-def _yarn_factor(scaling):
-    factor = scaling.get("factor")
-    return scaling["max_position_embeddings"] / scaling["original_max_position_embeddings"] if factor is None \
-        else factor
-
-
 def rope_attention_factor(scaling):
     """What yarn multiplies the rotary cos and sin by (1 for the other kinds):
     0.1 ln(factor) + 1, or attention_factor, or the mscale / mscale_all_dim ratio."""
@@ -402,7 +396,7 @@ def rope_attention_factor(scaling):
     def mscale(scale, m=1.0):
         return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
 
-    factor = _yarn_factor(scaling)
+    factor = scaling["factor"]
     if scaling.get("mscale") and scaling.get("mscale_all_dim"):
         return mscale(factor, scaling["mscale"]) / mscale(factor, scaling["mscale_all_dim"])
     return mscale(factor)

@@ -8,6 +8,8 @@
     modernbert  ModernBERT (gte-modernbert, modernbert-embed)
     gpt2        GPT-2 (a decoder: causal attention)
     llama       Llama, Mistral (rotary, grouped-query attention, RMSNorm, SwiGLU)
+    qwen        Qwen2, Qwen3 (Llama's decoder; Qwen3's per-head q/k norms)
+    gemma3      Gemma 3 text, EmbeddingGemma (scaled embeddings, (1 + w) norms both sides)
 
 A family module defines (see bert.py, the model for the others):
 
@@ -30,11 +32,11 @@ needs that a backend does not run yet (a new step kind in each backend); docs/ar
 walks through it.
 """
 
-from . import bert, distilbert, electra, gpt2, llama, modernbert, mpnet, roberta
+from . import bert, distilbert, electra, gemma3, gpt2, llama, modernbert, mpnet, qwen, roberta
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
-                  "modernbert": modernbert, "gpt2": gpt2, "llama": llama}
+                  "modernbert": modernbert, "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}

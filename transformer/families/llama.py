@@ -35,14 +35,14 @@ OPTIONS = {"pretraining_tp": (1,)}
 MASKED_LM_ACTIVATION = None
 CLASSIFIER_ACTIVATION = None
 
-# The rope_type values transformers defines for Llama, and the keys each reads.
+# The rope_type values transformers defines for Llama: (the keys each needs, the keys it may have).
 ROPE_KINDS = {
-    "default": (),
-    "linear": ("factor",),
-    "dynamic": ("factor",),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
-    "yarn": ("factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
-             "mscale_all_dim", "truncate"),
+    "default": ((), ()),
+    "linear": (("factor",), ()),
+    "dynamic": (("factor",), ()),
+    "llama3": (("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"), ()),
+    "yarn": (("factor", "original_max_position_embeddings"),
+             ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate")),
 }
 
 
@@ -74,18 +74,21 @@ def read_rope(read, parameters=None, where="rope_parameters"):
         read.fail(f"{where} rope_type {kind!r:.40} is not supported; supported: {', '.join(ROPE_KINDS)}")
     if kind == "default":
         return theta, ()
+    required, optional = ROPE_KINDS[kind]
     scaling = {"rope_type": kind}
-    for key in ROPE_KINDS[kind]:
+    for key in required + optional:
         value = parameters.get(key)
         if value is None:
-            continue
-        scaling[key] = value if key == "truncate" else _number(read, value, f"{where} {key}")
-    if "factor" not in scaling and kind != "yarn":
-        read.fail(f"{where} rope_type {kind!r} needs a factor")
-    if kind in ("llama3", "yarn") and "original_max_position_embeddings" not in scaling:
-        read.fail(f"{where} rope_type {kind!r} needs original_max_position_embeddings")
-    if kind == "yarn":  # its factor defaults to the context length over the original one
-        scaling["max_position_embeddings"] = read.integer("max_position_embeddings")
+            if key in required:
+                read.fail(f"{where} rope_type {kind!r} needs {key}")
+        elif key == "truncate":
+            if not isinstance(value, bool):
+                read.fail(f"{where} truncate must be true or false, found {value!r:.60}")
+            scaling[key] = value
+        else:
+            scaling[key] = _number(read, value, f"{where} {key}")
+    if scaling["factor"] < 1:
+        read.fail(f"{where} factor must be at least 1, found {scaling['factor']}")
     return theta, tuple(sorted(scaling.items()))
 
 
