@@ -2,7 +2,8 @@
 
     out[i, :] = (v - mean(v)) / sqrt(var(v) + eps) * weight + bias,   v = x[i, :] (+ residual[i, :])
 
-Layouts: x, residual, out float32 [rows, d] C-contiguous; weight, bias float32 [d].
+Layouts: x, residual, out float32 [rows, d] C-contiguous; weight float32 [d]; bias float32
+[d], or None for a bias-free LayerNorm (passed to the kernels as an empty array).
 `var` is the biased variance (divide by d) with eps inside the square root, as
 torch.nn.LayerNorm and the NumPy twin `transformer.model.layer_norm` do.
 
@@ -21,6 +22,7 @@ from ._jit import (PHASE_FINISHED, add_release, data_address, even_bounds, fetch
 
 _F0 = np.float32(0.0)
 _ONE = np.float32(1.0)
+_NO_BIAS = np.zeros(0, dtype=np.float32)  # a bias-free LayerNorm's bias
 
 # Below about this many elements per thread, handing rows to another thread (tens of
 # microseconds) costs more than it saves: small inputs run on the calling thread alone.
@@ -44,14 +46,19 @@ def _sum_and_centered_squares(row):
 
 @jit(fastmath={"contract"})
 def normalize_row_inplace(row, weight, bias, eps):
-    """row = LayerNorm(row), written over the row."""
+    """row = LayerNorm(row), written over the row; bias [d], or empty for a bias-free
+    LayerNorm (ModernBERT)."""
     d = row.shape[0]
     total, squares = _sum_and_centered_squares(row)
     mean = total / np.float32(d)
     inverse_std = _ONE / np.sqrt(squares / np.float32(d) + eps)
     # No `reassoc` here: it would let LLVM turn the multiply by 1/std back into a divide.
-    for j in range(d):
-        row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
+    if bias.shape[0] > 0:
+        for j in range(d):
+            row[j] = (row[j] - mean) * inverse_std * weight[j] + bias[j]
+    else:
+        for j in range(d):
+            row[j] = (row[j] - mean) * inverse_std * weight[j]
 
 
 @jit
@@ -123,7 +130,8 @@ def layer_norm_phase(counters, base, bounds, x, weight, bias, eps, out):
 
 
 def layer_norm(x, weight, bias, eps, out=None):
-    """LayerNorm over the last axis. float32 [rows, d] -> [rows, d]; `out` may be `x`."""
+    """LayerNorm over the last axis. float32 [rows, d] -> [rows, d]; `out` may be `x`; bias
+    None: none."""
     x, out = _check("layer_norm", x, weight, bias, out)
     return layer_norm_checked(x, weight, bias, np.float32(eps), out, layer_norm_bounds(*x.shape))
 
@@ -138,7 +146,7 @@ def layer_norm_checked(x, weight, bias, eps, out, bounds):
     calls it many times on the same shapes (the forward pass: twice a layer). x and out
     float32 [rows, d] C-contiguous (out may be x), weight and bias float32 [d], eps a
     np.float32, bounds from `layer_norm_bounds(rows, d)`."""
-    run_chunks(_layer_norm_range, bounds, x, weight, bias, eps, out)
+    run_chunks(_layer_norm_range, bounds, x, weight, _NO_BIAS if bias is None else bias, eps, out)
     return out
 
 
@@ -154,7 +162,8 @@ def residual_layer_norm(x, residual, weight, bias, eps, out=None):
             f"residual_layer_norm: residual must be a C-contiguous float32 array of shape {x.shape}, "
             f"got {residual.dtype} {residual.shape}"
         )
-    run_chunks(_residual_layer_norm_range, layer_norm_bounds(*x.shape), x, residual, weight, bias, np.float32(eps), out)
+    run_chunks(_residual_layer_norm_range, layer_norm_bounds(*x.shape), x, residual, weight,
+               _NO_BIAS if bias is None else bias, np.float32(eps), out)
     return out
 
 
@@ -163,6 +172,8 @@ def _check(name, x, weight, bias, out):
     if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous:
         raise ValueError(f"{name}: x must be a C-contiguous float32 [rows, d] array, got {x.dtype} {x.shape}")
     for label, vector in (("weight", weight), ("bias", bias)):
+        if vector is None and label == "bias":
+            continue
         if vector.shape != (x.shape[1],) or vector.dtype != np.float32:
             raise ValueError(f"{name}: {label} must be float32 [{x.shape[1]}], got {vector.dtype} {vector.shape}")
     if out is None:

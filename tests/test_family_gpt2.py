@@ -62,7 +62,7 @@ def test_gpt2_layer_program_says_causal_attention():
     from transformer.kernels.program import describe
 
     text = describe(model._weights.program, linear_names=[s.name for s in model._weights.stack.layout.linears])
-    assert "causal_attention(QKV)" in text
+    assert "attention(QKV; causal)" in text
     assert text.splitlines()[0].startswith("NORM")  # pre-norm: the layer starts with its norm
 
 

@@ -181,7 +181,7 @@ def test_the_scratch_padding_read_by_the_micro_kernel_is_zeroed(length, head_dim
         out = np.empty_like(expected)
         kernel._varlen_chunks(qkv.reshape(-1), heads * head_dim, False, cu_seqlens, heads, head_dim, plan.scale, plan.bias,
                               plan.bias_len, plan.positions, out.reshape(-1), length, np.array([0, heads]), scratch,
-                              plan.wide, plan.causal, plan.window, 0, 1)
+                              plan.wide, plan.window_half, plan.causal, *plan.rotary, plan.rotary_positions, 0, 1)
         np.testing.assert_array_equal(out, expected)
         n_pad, d_pad = -(-length // 16) * 16, -(-head_dim // 16) * 16
         key_t = scratch[0, :head_dim * n_pad].reshape(head_dim, n_pad)

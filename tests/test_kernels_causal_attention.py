@@ -53,14 +53,12 @@ def test_causal_first_token_attends_to_itself_alone():
     np.testing.assert_array_equal(got[0], qkv[0, 2 * heads * head_dim:])  # softmax of one key: its value
 
 
-def test_a_causal_plan_runs_bidirectional_layers_too_and_windows_need_a_causal_mask():
+def test_a_causal_plan_runs_bidirectional_layers_too():
     heads, head_dim = 2, 16
     qkv = np.random.default_rng(1).standard_normal((20, 3 * heads * head_dim)).astype(np.float32)
     cu_seqlens = np.array([0, 20])
     plan = kernel.VarlenPlan(cu_seqlens, heads, heads * head_dim, causal=True)
     np.testing.assert_array_equal(plan(qkv, causal=False), kernel.attention_varlen(qkv, cu_seqlens, heads))
-    with pytest.raises(ValueError, match="window"):
-        kernel.VarlenPlan(cu_seqlens, heads, heads * head_dim, window=4)
 
 
 def test_causal_bias_with_a_window():

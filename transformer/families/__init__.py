@@ -6,6 +6,8 @@
     electra     ELECTRA
     mpnet       MPNet
     modernbert  ModernBERT (gte-modernbert, modernbert-embed)
+    nomic_bert  NomicBERT (nomic-embed-text v1, v1.5)
+    jina_embeddings_v3  Jina Embeddings v3 (transformers' own port, no LoRA adapters)
     gpt2        GPT-2 (a decoder: causal attention)
     llama       Llama, Mistral (rotary, grouped-query attention, RMSNorm, SwiGLU)
     qwen        Qwen2, Qwen3 (Llama's decoder; Qwen3's per-head q/k norms)
@@ -32,11 +34,14 @@ needs that a backend does not run yet (a new step kind in each backend); docs/ar
 walks through it.
 """
 
-from . import bert, distilbert, electra, gemma3, gpt2, llama, modernbert, mpnet, qwen, roberta
+from . import (bert, distilbert, electra, gemma3, gpt2, jina_embeddings_v3, llama, modernbert, mpnet, nomic_bert, qwen,
+               roberta)
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
-                  "modernbert": modernbert, "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3}
+                  "modernbert": modernbert, "nomic_bert": nomic_bert,
+                  "jina_embeddings_v3": jina_embeddings_v3,
+                  "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}

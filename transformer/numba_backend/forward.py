@@ -51,7 +51,9 @@ from transformer.kernels.embeddings import embed_tokens
 from transformer.kernels.gemm import gemm, pack_weight
 from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked
 
-from .program import LayerStack, UnpackedLayers, check_recipe, compile_program
+from transformer.recipe import RelativeBuckets
+
+from .program import LayerStack, UnpackedLayers, check_recipe, compile_program, rotary_tables
 
 
 class PreparedLinear:
@@ -117,14 +119,15 @@ class PreparedEncoder:
     @property
     def shapes(self):
         """What every call needs to know of the program, worked out once: (the attention spec,
-        the width of its context, the widest MLP inner buffer, whether a pre-norm block uses
-        NORMED, the position schemes)."""
+        the width of its context, the widest MLP inner buffer, the widest GLU product (0:
+        none), whether a pre-norm block uses NORMED, the position schemes)."""
         if self._shapes is None:
             recipe, program, stack = self.config.recipe, self.program, self.stack
             attention = recipe.layers[0].attention()[0]
             inner = max(stack.out_features[stack.layout.linears[int(m["up"])].name] for m in program.mlps)
+            gated = max((stack.layout.linears[int(m["up"])].inner for m in program.mlps), default=0)
             uses_normed = bool((program.norms["target"] == kernel_program.NORMED).any())
-            self._shapes = (attention, attention.num_heads * attention.head_dim, inner, uses_normed,
+            self._shapes = (attention, attention.num_heads * attention.head_dim, inner, gated, uses_normed,
                             recipe.position_schemes())
         return self._shapes
 
@@ -239,8 +242,10 @@ FUSED_LAYERS = True
 
 
 def positions_of(config, input_ids, slots):
-    """Each real token's row of the position table: int64 [tokens], from the padded layout."""
-    padding_idx = config.recipe.embeddings.positions.padding_idx
+    """Each real token's row of the position table: int64 [tokens], from the padded layout
+    (without a table, the position its rotary angles are of: its slot in the row)."""
+    positions = config.recipe.embeddings.positions
+    padding_idx = None if positions is None else positions.padding_idx
     if padding_idx is None:  # BERT: a token's position is its slot in the row
         return slots % input_ids.shape[1]
     return numpy_model.position_ids(config, input_ids).reshape(-1)[slots]  # RoBERTa / MPNet count real tokens
@@ -270,7 +275,8 @@ def _embed_tokens(embeddings, config, ids, types, positions):
         return hidden
     norm = embeddings[spec.norm.name]
     return embed_tokens(embeddings["word"], embeddings["token_type"] if spec.token_types else None,
-                        embeddings["position"], norm["weight"], norm["bias"], spec.norm.eps, ids, types, positions)
+                        embeddings["position"] if spec.positions is not None else None, norm["weight"], norm["bias"],
+                        spec.norm.eps, ids, types, positions)
 
 
 def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type_ids=None,
@@ -320,14 +326,19 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     if prepared.projection is not None:  # ELECTRA: embedding_size -> hidden_size
         hidden = prepared.projection(hidden, out=np.empty((tokens, hidden_size), dtype=np.float32))
 
-    attention, context_width, inner_width, uses_normed, schemes = prepared.shapes
-    # A relative position bias (MPNet), over the padded positions (what the reference sees).
+    attention, context_width, inner_width, gated_width, uses_normed, schemes = prepared.shapes
+    # A relative position bias (MPNet), over the padded positions (what the reference sees),
+    # or rotary angles (ModernBERT) for the padded positions 0 .. seq-1.
     position_bias = None
     slot_in_row = None
-    for scheme in schemes:  # one at most (program.check_recipe)
-        position_bias = numpy_model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets,
-                                                           scheme.max_distance)[0]  # [heads, seq, seq]
-        slot_in_row = slots % seq  # [tokens]: each token's index in its padded row
+    rotary = rotary_tables(recipe, seq)  # None, or (cos, sin) [rotary schemes, seq, half]
+    if rotary is not None:
+        slot_in_row = slots % seq  # [tokens]: each token's index in its padded row: its position
+    for scheme in schemes:
+        if isinstance(scheme, RelativeBuckets):  # one at most (program.check_recipe)
+            position_bias = numpy_model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets,
+                                                               scheme.max_distance)[0]  # [heads, seq, seq]
+            slot_in_row = slots % seq
 
     # The layers run on groups of whole sequences of about GROUP_ROWS tokens, one group after
     # another (sequences do not see each other), so the per-layer buffers hold one group, not
@@ -348,6 +359,7 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     qkv = prepared.scratch("qkv", group_rows, stack.out_features["qkv"])
     context = prepared.scratch("context", group_rows, context_width)
     inner = prepared.scratch("inner", ffn_rows, inner_width)  # one row block's worth
+    gated = prepared.scratch("gated", ffn_rows, gated_width) if gated_width else _EMPTY
     weights = stack.weights()
     layers = len(program.layer_steps) - 1
 
@@ -361,9 +373,10 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         group_slots = None if slot_in_row is None else slot_in_row[row0:row1]
 
         def make_plans():
-            attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias, group_slots,
-                                head_major=True, scale=attention.scale)
-            return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows)
+            attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias,
+                                group_slots if position_bias is not None else None, head_major=True,
+                                scale=attention.scale, rotary_positions=group_slots if rotary is not None else None)
+            return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows, rotary)
                             if FUSED_LAYERS else None)
 
         key = (group_seqlens.tobytes(), numba.get_num_threads(), ffn_rows, FUSED_LAYERS,
@@ -371,13 +384,14 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         attend, plan = prepared.group_plans(key, make_plans)
         attention_scratch = prepared.scratch("attention", *plan.attention_scratch_shape) if FUSED_LAYERS else _EMPTY
         buffers = (_EMPTY, hidden[row0:row1], attended[:rows], normed[:rows], qkv[:rows], context[:rows], inner,
-                   attention_scratch)  # EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH
+                   attention_scratch, gated)  # EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH, GATED
         layer_runs = [(i, i + 1) for i in range(layers)] if output_hidden_states else [(0, layers)]
         for first_layer, stop_layer in layer_runs:
             if FUSED_LAYERS:  # every layer in one compiled call; with output_hidden_states, one layer per call
                 plan.run(program, weights, buffers, first_layer, stop_layer)
             else:  # each step its own kernel call
-                kernel_program.run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer)
+                kernel_program.run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer,
+                                                 rotary)
             if output_hidden_states:
                 hidden_states.append(unpack(hidden))
 

@@ -29,10 +29,11 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.kernels.activations import activation_code, activation_row_address
 from transformer.kernels.arena import WeightArena
-from transformer.kernels.gemm import NR, pack_weight
-from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GEMM, GEMM_STEP, HIDDEN,
-                                         INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program, Weights)
-from transformer.recipe import AbsolutePositions, Attention, RelativeBuckets
+from transformer.kernels.gemm import NR, pack_gated_weight, pack_weight, unpack_gated_weight
+from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GATED, GEMM, GEMM_STEP,
+                                         HIDDEN, INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program,
+                                         Weights)
+from transformer.recipe import AbsolutePositions, Attention, RelativeBuckets, Rotary
 from transformer.recipe import MLP as MLPSpec
 
 
@@ -44,21 +45,28 @@ def check_recipe(recipe):
     embeddings = recipe.embeddings
     if embeddings.scale is not None:
         refuse("scaled embeddings")
-    if not isinstance(embeddings.positions, AbsolutePositions):
-        refuse("embeddings without a position table")
+    if embeddings.positions is not None and not isinstance(embeddings.positions, AbsolutePositions):
+        refuse(f"embedding positions {embeddings.positions}")
     norms = [norm for layer in recipe.layers for norm in layer.norms()]
     if embeddings.norm is not None:
         norms.append(embeddings.norm)
     if recipe.final_norm is not None:
         norms.append(recipe.final_norm)
     for norm in norms:
-        if norm.kind != "layer_norm" or norm.offset or not norm.bias:
-            refuse(f"the {norm.kind} {norm.name!r} with bias={norm.bias}, offset={norm.offset} (only a "
-                   f"layer_norm with a bias)")
+        if norm.kind != "layer_norm" or norm.offset:
+            refuse(f"the {norm.kind} {norm.name!r} with offset={norm.offset} (only a layer_norm)")
     schemes = recipe.position_schemes()
-    if len(schemes) > 1 or any(not isinstance(scheme, RelativeBuckets) for scheme in schemes):
+    buckets = [scheme for scheme in schemes if isinstance(scheme, RelativeBuckets)]
+    rotary = [scheme for scheme in schemes if isinstance(scheme, Rotary)]
+    if len(buckets) > 1 or (buckets and rotary) or len(buckets) + len(rotary) < len(schemes):
         refuse(f"the attention positions {', '.join(type(scheme).__name__ for scheme in schemes)} (it runs one "
-               f"relative position table)")
+               f"relative position table, or rotary positions)")
+    for scheme in rotary:
+        if scheme.interleaved or scheme.scaling:
+            refuse(f"rotary positions with interleaved={scheme.interleaved}, scaling={dict(scheme.scaling)} "
+                   f"(only the halves layout, unscaled)")
+    if len({scheme.dims for scheme in rotary}) > 1:
+        refuse("rotary positions that turn different numbers of dimensions in different layers")
     shapes = None
     for layer in recipe.layers:
         if len(layer.blocks) % 2:
@@ -71,12 +79,11 @@ def check_recipe(recipe):
                 refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
             sublayer = block.sublayer
             if isinstance(sublayer, MLPSpec):
-                if sublayer.gate is not None:
-                    refuse(f"gated MLPs ({sublayer.gate.name!r})")
+                if sublayer.gate is not None and sublayer.gate.bias != sublayer.up.bias:
+                    refuse(f"a gated MLP with a bias on one of {sublayer.gate.name!r} and {sublayer.up.name!r} only")
             elif isinstance(sublayer, Attention):
-                if sublayer.mask.window is not None and not sublayer.mask.causal:
-                    refuse(f"the attention mask {sublayer.mask} (a window on a causal mask only)")
-                if sublayer.mask.causal and sublayer.positions is not None:
+                if sublayer.mask.causal and sublayer.positions is not None and \
+                        not isinstance(sublayer.positions, Rotary):
                     refuse("a causal mask with a relative position bias")
                 if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
                     refuse("grouped-query heads or query/key norms")
@@ -95,14 +102,17 @@ def check_recipe(recipe):
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StackedLinear:
-    """One linear slot of the stack: `name`, the params it is made of (`parts`: one name, or
-    the query, key and value names fused head-major into one QKV linear of `heads` heads),
-    and whether it has a bias."""
+    """One linear slot of the stack: `name`, the params it is made of (`parts`: one name, the
+    query, key and value names fused head-major into one QKV linear of `heads` heads, or a
+    GLU's gate and up names fused in pairs of panels when `gated`: gemm.pack_gated_weight),
+    and whether it has a bias; `inner`: a gated slot's GLU width (the gate's out_features)."""
 
     name: str
     parts: tuple
     heads: int = 0
     bias: bool = True
+    gated: bool = False
+    inner: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,10 @@ def stack_layout(layers):
                 parts = (sublayer.query.name, sublayer.key.name, sublayer.value.name)
                 found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias),
                          StackedLinear(sublayer.output.name, (sublayer.output.name,), bias=sublayer.output.bias)]
+            elif sublayer.gate is not None:  # a GLU: gate and up as one paired linear, then down
+                found = [StackedLinear(f"{sublayer.gate.name}+{sublayer.up.name}", (sublayer.gate.name, sublayer.up.name),
+                                       bias=sublayer.up.bias, gated=True, inner=sublayer.gate.out_features),
+                         StackedLinear(sublayer.down.name, (sublayer.down.name,), bias=sublayer.down.bias)]
             else:
                 found = [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in sublayer.linears()]
             for linear in found:
@@ -142,7 +156,8 @@ def stack_layout(layers):
                                               f"{linear.name!r} is made differently in different layers")
             for norm in block.norms():
                 vectors.setdefault(f"{norm.name}.weight")
-                vectors.setdefault(f"{norm.name}.bias")
+                if norm.bias:
+                    vectors.setdefault(f"{norm.name}.bias")
     return StackLayout(tuple(linears.values()), tuple(vectors))
 
 
@@ -178,7 +193,10 @@ def _prepared_linears(layout, layer):
         if linear.parts[0] not in layer:
             continue
         parts = [layer[name] for name in linear.parts]
-        if len(parts) == 3:
+        if linear.gated:
+            linears[linear.name] = pack_gated_weight(parts[0]["weight"], parts[1]["weight"], parts[0]["bias"],
+                                                     parts[1]["bias"])
+        elif len(parts) == 3:
             linears[linear.name] = head_major([p["weight"] for p in parts], [p["bias"] for p in parts], linear.heads)
         else:
             linears[linear.name] = (parts[0]["weight"], parts[0]["bias"])
@@ -277,7 +295,13 @@ class LayerStack:
         for linear in self.layer_layouts[i].linears:
             weight = self.unpacked_weight(linear.name, i)
             bias = self.bias[linear.name][i] if linear.bias else None
-            if len(linear.parts) == 3:
+            if linear.gated:
+                inner = linear.inner
+                halves = unpack_gated_weight(weight, inner)
+                bias_halves = unpack_gated_weight(bias, inner) if bias is not None else (None, None)
+                for j, part in enumerate(linear.parts):
+                    layer[part] = {"weight": halves[j], "bias": bias_halves[j]}
+            elif len(linear.parts) == 3:
                 weights, biases = query_key_value(weight, bias, linear.heads)
                 for j, part in enumerate(linear.parts):
                     layer[part] = {"weight": np.ascontiguousarray(weights[j]),
@@ -295,6 +319,8 @@ def _slot_shape(layer_recipe, linear):
     specs = {spec.name: spec for spec in layer_recipe.linears()}
     parts = [specs[name] for name in linear.parts]
     out = sum(part.out_features for part in parts)
+    if linear.gated:  # gate and up in pairs of 16 columns, each padded to a multiple of 16
+        out = 2 * NR * -(-linear.inner // NR)
     return (parts[0].in_features, out), out if linear.bias else 0
 
 
@@ -328,6 +354,24 @@ def kernel_activation(name):
     return activation_code(numpy_model.ACTIVATIONS[name].__name__)
 
 
+def rotary_schemes(recipe):
+    """The recipe's Rotary schemes in first-use order: the rows of the rotary tables an
+    attention step's `rotary` field indexes (ModernBERT: its global theta, then its local)."""
+    return [scheme for scheme in recipe.position_schemes() if isinstance(scheme, Rotary)]
+
+
+def rotary_tables(recipe, seq_len):
+    """(cos, sin) float32 [rotary schemes, seq_len, half] for positions 0 .. seq_len-1 (the
+    NumPy twin's own `rotary_angles`, so both backends turn by the same bits), or None."""
+    schemes = rotary_schemes(recipe)
+    if not schemes:
+        return None
+    head_dim = next(attention.head_dim for layer in recipe.layers for attention in layer.attention()
+                    if attention.positions in schemes)
+    angles = [numpy_model.rotary_angles(scheme, head_dim, np.arange(seq_len)) for scheme in schemes]
+    return np.stack([cos for cos, _ in angles]), np.stack([sin for _, sin in angles])
+
+
 def compile_program(recipe, layout):
     """The kernels' Program for `recipe`, its weights in the slots of `layout`: every layer's
     blocks as steps over the buffers (see the module docstring). The activations' row loops
@@ -340,8 +384,10 @@ def compile_program(recipe, layout):
         tables[kind].append(record)
 
     def norm_step(norm, source, target):
-        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), layout.vector_slot(f"{norm.name}.bias"), source, target,
-                   np.float32(norm.eps)))
+        bias = layout.vector_slot(f"{norm.name}.bias") if norm.bias else 0  # 0: the empty vector, no bias
+        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), bias, source, target, np.float32(norm.eps)))
+
+    rotary = rotary_schemes(recipe)
 
     for layer_recipe in recipe.layers:
         stream, other = HIDDEN, ATTENDED  # the residual stream's buffer, and the one the next block writes
@@ -354,13 +400,22 @@ def compile_program(recipe, layout):
             if isinstance(sublayer, Attention):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
+                # How far a query sees either side: a causal window's `window` most recent keys are
+                # window - 1 back (and none ahead: causal); a bidirectional one window // 2 each way.
+                window = sublayer.mask.window
+                window_half = -1 if window is None else window - 1 if sublayer.mask.causal else window // 2
                 add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
-                                sublayer.positions is not None, int(sublayer.mask.causal), sublayer.mask.window or 0))
+                                isinstance(sublayer.positions, RelativeBuckets), window_half,
+                                rotary.index(sublayer.positions) if isinstance(sublayer.positions, Rotary) else -1,
+                                int(sublayer.mask.causal)))
                 add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)
-                add(MLP, (layout.linear_slot(sublayer.up.name), layout.linear_slot(sublayer.down.name), source, INNER,
-                          other, stream, code, activation_row_address(code)))
+                up, gated = sublayer.up.name, EMPTY
+                if sublayer.gate is not None:  # a GLU: the paired gate + up slot, its product in GATED
+                    up, gated = f"{sublayer.gate.name}+{sublayer.up.name}", GATED
+                add(MLP, (layout.linear_slot(up), layout.linear_slot(sublayer.down.name), source, INNER,
+                          other, stream, code, activation_row_address(code), gated))
             stream, other = other, stream
             if block.norm_after_residual is not None:
                 norm_step(block.norm_after_residual, stream, stream)
