@@ -82,7 +82,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                  mask, mask_start,
                  bias, bias_start, bias_len, positions, q_pos_start, k_pos_start,
                  out, out_start, out_stride,
-                 key_t, value_packed, scores, inverse_sums, wide, window_half, causal):
+                 key_t, value_packed, scores, inverse_sums, wide, window_half, causal,
+                 key_cos, key_sin, key_positions, key_position0):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
     Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
@@ -101,15 +102,26 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     range are masked out; -1: every key. causal (0 / 1): query i sees keys 0..i only (a
     decoder; with window_half, keys i - window_half .. i): a block of queries computes no
     score right of its last query (the masked upper triangle is never computed).
+    key_cos, key_sin float32 [positions, half] (empty: none): the keys are rotated (rotary
+    positions, by the angles of key_positions[key_position0 + j]) as they are copied, so the
+    stored keys stay as they were: a key head serves several query heads (grouped-query
+    attention), each item reading it unrotated, with no order between them.
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
     has_bias = bias.shape[0] > 0
 
     # 1. key_t[c, j] = K[j, c]: the keys become the 16-wide panels the micro-kernel reads.
+    half = key_cos.shape[1] if key_cos.shape[0] > 0 else 0
     for j in range(n_k):
         row = k_start + j * qkv_stride
-        for c in range(head_dim):
+        if half > 0:  # rotated as rotate_rows does: the same float32 operations, the same bits
+            cos_row, sin_row = key_cos[key_positions[key_position0 + j]], key_sin[key_positions[key_position0 + j]]
+            for c in range(half):
+                x1, x2 = k[row + c], k[row + half + c]
+                key_t[c * n_pad + j] = x1 * cos_row[c] - x2 * sin_row[c]
+                key_t[(c + half) * n_pad + j] = x2 * cos_row[c] + x1 * sin_row[c]
+        for c in range(2 * half, head_dim):
             key_t[c * n_pad + j] = k[row + c]
     # The padding columns are read too (their sums dropped): zeros, not whatever the scratch
     # held. Leftover bits can be subnormal floats (small integers read as float32, say), and
@@ -262,20 +274,22 @@ def rotate_rows(x, row0, stride, n, cos, sin, positions, position0):
 
 
 @jit
-def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale,
+def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale,
                   bias, bias_len, positions, out, max_len, scratch, wide, window_half, causal, rotary_cos, rotary_sin,
                   rotary_positions, first_item, stop_item):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
     [>= scratch_floats(max_len, head_dim)], this thread's own; wide: the micro-kernel's tiles;
-    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan);
+    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan;
+    with kv_heads < num_heads, grouped-query attention: program.head_major's layout);
     window_half, causal: see `_attend_head`; rotary_cos / rotary_sin float32 [positions, half] (empty:
-    no rotary): each item first rotates its head's queries and keys in place, by the angles of
+    no rotary): each item first rotates its head's queries in place, by the angles of
     rotary_positions int64 [total tokens] (its slot in the padded row): they are in this
-    thread's cache for the scores right after, and no other item reads them."""
+    thread's cache for the scores right after, and no other item reads them; its keys as
+    `_attend_head` copies them (another item may read the same key head)."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
     no_mask = scratch[:0]
-    stride = 3 * hidden
-    head_stride, part_stride = (3 * head_dim, head_dim) if head_major else (head_dim, hidden)
+    group = num_heads // kv_heads  # query heads per key/value head
+    stride = (num_heads + 2 * kv_heads) * head_dim
     rotary = rotary_cos.shape[0] > 0
     for item in range(first_item, stop_item):
         b = item // num_heads
@@ -284,32 +298,43 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scal
         n = cu_seqlens[b + 1] - start
         if n == 0:
             continue
-        row0 = start * stride + h * head_stride
+        g = h // group
+        if head_major:  # [q of the group's G heads | k_g | v_g] per key/value head
+            q0 = (g * (group + 2) + h - g * group) * head_dim
+            k0 = (g * (group + 2) + group) * head_dim
+            v0 = k0 + head_dim
+        else:  # [q of every head | k of every key head | v likewise]
+            q0 = h * head_dim
+            k0 = (num_heads + g) * head_dim
+            v0 = (num_heads + kv_heads + g) * head_dim
+        row0 = start * stride
         if rotary:
-            rotate_rows(qkv, row0, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
-            rotate_rows(qkv, row0 + part_stride, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
-        _attend_head(qkv, row0, qkv, row0 + part_stride, qkv, row0 + 2 * part_stride, stride, n, n, head_dim, scale,
+            rotate_rows(qkv, row0 + q0, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
+        _attend_head(qkv, row0 + q0, qkv, row0 + k0, qkv, row0 + v0, stride, n, n, head_dim, scale,
                      no_mask, start,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
-                     key_t, value_packed, scores, inverse_sums, wide, window_half, causal)
+                     key_t, value_packed, scores, inverse_sums, wide, window_half, causal,
+                     rotary_cos, rotary_sin, rotary_positions, start)
 
 
 @jit
-def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
+def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale, bias, bias_len, positions,
+                   out,
                    max_len, item_bounds, scratch, wide, window_half, causal, rotary_cos, rotary_sin, rotary_positions,
                    first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
     for c in range(first_chunk, stop_chunk):
-        _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
+        _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale, bias, bias_len,
+                      positions, out,
                       max_len, scratch[c], wide, window_half, causal, rotary_cos, rotary_sin, rotary_positions,
                       item_bounds[c], item_bounds[c + 1])
 
 
 @jit
 def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
-                    head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
+                    kv_heads, head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
                     window_half, causal, rotary_cos, rotary_sin, rotary_positions):
     """Attention as one phase of a program (kernels/program.py): context = attention(qkv) for
     every (sequence, head), qkv's columns head-major (VarlenPlan's head_major), then the wait
@@ -332,9 +357,9 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             run = fetch_add(counters, base, 1)
             if run >= n_runs:
                 break
-            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos, rotary_sin,
-                          rotary_positions, attention_bounds[run], attention_bounds[run + 1])
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, kv_heads, head_dim, scale, position_bias,
+                          bias_len, positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos,
+                          rotary_sin, rotary_positions, attention_bounds[run], attention_bounds[run + 1])
             add_release(counters, base + PHASE_FINISHED, 1)
         wait_until_at_least(counters, base + PHASE_FINISHED, n_runs)
         return
@@ -355,9 +380,9 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
                     break
             head = first_head + unit // batch
             item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
-            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos, rotary_sin,
-                          rotary_positions, item, item + 1)
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, kv_heads, head_dim, scale, position_bias,
+                          bias_len, positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos,
+                          rotary_sin, rotary_positions, item, item + 1)
             add_release(counters, base + PHASE_FINISHED, 1)
     wait_until_at_least(counters, base + PHASE_FINISHED, num_heads * batch)
 
@@ -377,7 +402,7 @@ def balanced_bounds(costs, chunks):
 
 
 def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None, head_major=False,
-                     window=None, rotary=None, rotary_positions=None, causal=False):
+                     window=None, rotary=None, rotary_positions=None, causal=False, kv_heads=None):
     """Attention over packed sequences; see the module docstring for the layouts (head_major:
     qkv's columns q_h | k_h | v_h for each head in turn, as `forward` packs its QKV weight).
     window: a sliding window (a query sees window // 2 keys either side) or None; rotary:
@@ -388,11 +413,17 @@ def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=N
     Returns the context, float32 [total_tokens, hidden] (written into `out` when given).
     """
     qkv = np.asarray(qkv)
-    if qkv.ndim != 2 or qkv.dtype != np.float32 or qkv.shape[1] % 3 or not qkv.flags.c_contiguous:
-        raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, 3 * hidden] array, "
-                         f"got {qkv.dtype} {qkv.shape}")
-    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions, head_major,
-                      window=window, rotary=rotary, rotary_positions=rotary_positions, causal=causal)
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    parts = num_heads + 2 * kv_heads  # head-widths of q, k and v in a row
+    if qkv.ndim != 2 or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
+        raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, (heads + 2 * kv_heads) * "
+                         f"head_dim] array, got {qkv.dtype} {qkv.shape}")
+    if qkv.shape[1] % parts:
+        raise ValueError(f"attention_varlen: qkv's {qkv.shape[1]} columns are not a multiple of num_heads={num_heads} "
+                         f"+ 2 * kv_heads={kv_heads} head widths")
+    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // parts * num_heads, position_bias, positions, head_major,
+                      window=window, rotary=rotary, rotary_positions=rotary_positions, causal=causal,
+                      kv_heads=kv_heads)
     if qkv.shape[0] != plan.total:
         raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {qkv.shape[0]} rows of qkv, "
                          f"got {plan.cu_seqlens.tolist()[:8]}")
@@ -413,7 +444,7 @@ class VarlenPlan:
     """
 
     def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False,
-                 scale=None, window=None, rotary=None, rotary_positions=None, causal=False):
+                 scale=None, window=None, rotary=None, rotary_positions=None, causal=False, kv_heads=None):
         if hidden % num_heads:
             raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -425,6 +456,10 @@ class VarlenPlan:
         total = int(cu_seqlens[-1])
         self.cu_seqlens, self.num_heads, self.hidden, self.head_dim, self.total = (
             cu_seqlens, num_heads, hidden, head_dim, total)
+        self.kv_heads = num_heads if kv_heads is None else int(kv_heads)
+        if self.kv_heads < 1 or num_heads % self.kv_heads:
+            raise ValueError(f"attention_varlen: num_heads={num_heads} is not a multiple of kv_heads={kv_heads}")
+        self.qkv_width = (num_heads + 2 * self.kv_heads) * head_dim  # q, k and v columns of a row
         self.bias, self.bias_len, self.positions = _position_bias_args(
             position_bias, num_heads, positions, total, cu_seqlens)
         self.max_len = int(lengths.max())
@@ -446,9 +481,9 @@ class VarlenPlan:
         layers differ: ModernBERT's local and global layers), rotary as (cos, sin) float32
         [positions, half]."""
         shape = (self.total, self.hidden)
-        if qkv.shape != (self.total, 3 * self.hidden) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
+        if qkv.shape != (self.total, self.qkv_width) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
             raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 array of shape "
-                             f"{(self.total, 3 * self.hidden)}, got {qkv.dtype} {qkv.shape}")
+                             f"{(self.total, self.qkv_width)}, got {qkv.dtype} {qkv.shape}")
         if out is None:
             out = np.empty(shape, dtype=np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
@@ -458,7 +493,7 @@ class VarlenPlan:
         chunks = len(self.item_bounds) - 1
         scratch = np.empty((chunks, scratch_floats(self.max_len, self.head_dim)), dtype=np.float32)
         run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.head_major, self.cu_seqlens,
-                   self.num_heads, self.head_dim, self.scale if scale is None else np.float32(scale), self.bias,
+                   self.num_heads, self.kv_heads, self.head_dim, self.scale if scale is None else np.float32(scale), self.bias,
                    self.bias_len, self.positions, out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide,
                    self.window_half if window_half is None else window_half,
                    self.causal if causal is None else np.int64(bool(causal)),
@@ -521,6 +556,7 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
     first_query = first_chunk - first_chunk  # 0 as a run-time int64: a literal 0 would specialise _attend_head
     no_window = first_query - 1  # -1, likewise
     no_causal = first_query  # the padded layout runs encoders' (bidirectional) attention only
+    no_rotary = scratch[0, :0].reshape(0, 1)  # float32 [0, 1]: no rotation of the keys
     for c in range(first_chunk, stop_chunk):
         key_t, value_packed, scores, inverse_sums = _split_scratch(scratch[c], seq, head_dim)
         for item in range(item_bounds[c], item_bounds[c + 1]):
@@ -533,7 +569,8 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
                          mask, b * seq + lo,
                          bias, h * seq * seq, seq, positions, first_query, lo,
                          out, head0, head_dim,
-                         key_t, value_packed, scores, inverse_sums, wide, no_window, no_causal)
+                         key_t, value_packed, scores, inverse_sums, wide, no_window, no_causal,
+                         no_rotary, no_rotary, positions, first_query)
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):

@@ -10,7 +10,7 @@ from transformer.encoder import Encoder
 from transformer.recipe import Mask
 
 CASES = committed("llama") + committed("mistral")
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "numba"]
 
 
 def test_committed_llama_cases_cover_gqa_rope_kinds_windows_and_lengths():

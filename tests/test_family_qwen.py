@@ -12,6 +12,7 @@ from transformer.recipe import CAUSAL, Mask
 
 CASES = committed("qwen")
 BACKENDS = ["numpy"]
+NUMBA_CASES = committed("qwen2")  # Qwen3's per-head q/k norms: the numpy backend only, for now
 
 
 def test_committed_qwen_cases_cover_both_types_windows_and_lengths():
@@ -27,6 +28,16 @@ def test_committed_qwen_cases_cover_both_types_windows_and_lengths():
 @pytest.mark.parametrize("name", CASES)
 def test_qwen_last_hidden_state_matches_transformers(name, backend):
     check_last_hidden_state(name, backend)
+
+
+@pytest.mark.parametrize("name", NUMBA_CASES)
+def test_qwen2_on_numba_matches_transformers(name):
+    check_last_hidden_state(name, "numba")
+
+
+def test_qwen3_on_numba_is_refused_by_name():
+    with pytest.raises(NotImplementedError, match="the numba backend does not implement query/key norms"):
+        Encoder.from_pretrained(DECODERS / "qwen3_qk_norm_gqa", backend="numba")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -69,4 +80,4 @@ def test_a_qwen_token_id_outside_the_vocabulary_is_refused():
 
 @pytest.mark.parametrize("name", CASES)
 def test_qwen_matches_transformers_live(name, tmp_path):
-    check_live(name, tmp_path, BACKENDS)
+    check_live(name, tmp_path, ("numpy", "numba") if name in NUMBA_CASES else BACKENDS)

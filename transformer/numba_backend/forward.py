@@ -49,7 +49,7 @@ from transformer.kernels._jit import numba
 from transformer.kernels.attention import VarlenPlan
 from transformer.kernels.embeddings import embed_tokens
 from transformer.kernels.gemm import gemm, pack_weight
-from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked
+from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked, rms_norm_checked
 
 from transformer.recipe import RelativeBuckets
 
@@ -375,7 +375,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         def make_plans():
             attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias,
                                 group_slots if position_bias is not None else None, head_major=True,
-                                scale=attention.scale, rotary_positions=group_slots if rotary is not None else None)
+                                scale=attention.scale, rotary_positions=group_slots if rotary is not None else None,
+                                kv_heads=attention.kv_heads)
             return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows, rotary)
                             if FUSED_LAYERS else None)
 
@@ -396,9 +397,13 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
                 hidden_states.append(unpack(hidden))
 
     if recipe.final_norm is not None:
-        final = params[recipe.final_norm.name]
-        layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(recipe.final_norm.eps), hidden,
-                           layer_norm_bounds(*hidden.shape))
+        spec, final = recipe.final_norm, params[recipe.final_norm.name]
+        if spec.kind == "rms_norm":
+            rms_norm_checked(hidden, final["weight"], np.float32(spec.eps), np.float32(spec.offset), hidden,
+                             layer_norm_bounds(*hidden.shape))
+        else:
+            layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(spec.eps), hidden,
+                               layer_norm_bounds(*hidden.shape))
         if output_hidden_states:  # the last entry is the normed output, as in transformers
             hidden_states[-1] = unpack(hidden)
     if output_hidden_states:
