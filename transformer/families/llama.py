@@ -66,8 +66,8 @@ def read_rope(read, parameters=None, where="rope_parameters"):
         if parameters is None:  # the older spelling
             parameters = dict(values.get("rope_scaling") or {}, rope_theta=values.get("rope_theta", 10000.0))
             where = "rope_scaling"
-    if not isinstance(parameters, dict):
-        read.fail(f"{where} must be an object, found {parameters!r:.60}")
+    if not isinstance(parameters, dict) or any(isinstance(value, dict) for value in parameters.values()):
+        read.fail(f"{where} must be an object of rope settings (one for every layer), found {parameters!r:.60}")
     theta = _number(read, parameters.get("rope_theta", values.get("rope_theta", 10000.0)), f"{where} rope_theta")
     kind = parameters.get("rope_type", parameters.get("type", "default"))
     if kind not in ROPE_KINDS:
@@ -99,7 +99,8 @@ def read_layer_types(read, layers, sliding_window):
     if layer_types is None:
         return ("sliding_attention" if sliding_window else "full_attention",) * layers
     kinds = ("full_attention", "sliding_attention")
-    if not isinstance(layer_types, list) or len(layer_types) != layers or not set(layer_types) <= set(kinds):
+    if not isinstance(layer_types, list) or len(layer_types) != layers or \
+            not all(isinstance(kind, str) and kind in kinds for kind in layer_types):
         read.fail(f"layer_types must list {layers} layer types ({' or '.join(kinds)}), found {layer_types!r:.80}")
     return tuple(layer_types)
 

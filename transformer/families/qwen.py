@@ -35,6 +35,8 @@ def config_fields(read):
     values = read.values  # the Reader's own copy of config.json's values
     if not isinstance(values.get("use_sliding_window"), bool):
         read.fail(f"use_sliding_window must be true or false, found {values.get('use_sliding_window')!r:.60}")
+    if values.get("sliding_window") is not None:
+        read.integer("sliding_window")  # checked even when unused, as transformers checks it
     if not values["use_sliding_window"]:
         values["sliding_window"] = None
     if values.get("layer_types") is None:
