@@ -85,7 +85,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                  mask, mask_start,
                  bias, bias_start, bias_len, positions, q_pos_start, k_pos_start,
                  out, out_start, out_stride,
-                 key_t, value_packed, scores, inverse_sums, wide, window_half,
+                 key_t, value_packed, scores, inverse_sums, wide, window_half, causal,
+                 key_cos, key_sin, key_positions, key_position0,
                  position_key, position_query, table_start, table_ld, rows_of, position_scratch):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
@@ -102,7 +103,13 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     numbers. window_half >= 0: a sliding window (query i sees keys i - window_half ..
     i + window_half; queries and keys the same sequence): a block of queries computes the
     scores of its window's keys only (from a multiple of 16 below it), the others in that
-    range are masked out; -1: every key.
+    range are masked out; -1: every key. causal (0 / 1): query i sees keys 0..i only (a
+    decoder; with window_half, keys i - window_half .. i): a block of queries computes no
+    score right of its last query (the masked upper triangle is never computed).
+    key_cos, key_sin float32 [positions, half] (empty: none): the keys are rotated (rotary
+    positions, by the angles of key_positions[key_position0 + j]) as they are copied, so the
+    stored keys stay as they were: a key head serves several query heads (grouped-query
+    attention), each item reading it unrotated, with no order between them.
     DeBERTa's disentangled terms (kernels/disentangled.py), when rows_of is not empty: the
     head's projected tables position_key (c2p) and position_query (p2c) from table_start,
     rows table_ld floats long (an empty table: no such term); query i and key j are tokens
@@ -114,9 +121,16 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     has_relative = rows_of.shape[0] > 0
 
     # 1. key_t[c, j] = K[j, c]: the keys become the 16-wide panels the micro-kernel reads.
+    half = key_cos.shape[1] if key_cos.shape[0] > 0 else 0
     for j in range(n_k):
         row = k_start + j * qkv_stride
-        for c in range(head_dim):
+        if half > 0:  # rotated as rotate_rows does: the same float32 operations, the same bits
+            cos_row, sin_row = key_cos[key_positions[key_position0 + j]], key_sin[key_positions[key_position0 + j]]
+            for c in range(half):
+                x1, x2 = k[row + c], k[row + half + c]
+                key_t[c * n_pad + j] = x1 * cos_row[c] - x2 * sin_row[c]
+                key_t[(c + half) * n_pad + j] = x2 * cos_row[c] + x1 * sin_row[c]
+        for c in range(2 * half, head_dim):
             key_t[c * n_pad + j] = k[row + c]
     # The padding columns are read too (their sums dropped): zeros, not whatever the scratch
     # held. Leftover bits can be subnormal floats (small integers read as float32, say), and
@@ -150,6 +164,7 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     tile_rows, tile_cols = (WIDE_MR, 2 * NR) if wide else (MR, NR)  # the micro-kernel's tile
     block_rows = n_q if n_q <= SHORT_SEQUENCE else QUERY_BLOCK
     windowed = window_half >= 0
+    masked = windowed or causal != 0
     # DeBERTa: p2c for every key once; c2p per block of queries, in the block's rows.
     r_lo, width = 0, 0
     width_pad = 0
@@ -171,6 +186,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
         if windowed:
             k_lo = max(0, i0 - window_half) // NR * NR
             k_hi = min(n_k, i0 + block + window_half)
+        if causal:
+            k_hi = min(n_k, i0 + block)
         n_keys = k_hi - k_lo
         # 2. scores[r, j] = q_{i0+r} . k_j for a block of queries, tile by tile; each tile's
         #    keys (16 or 32 columns of key_t) serve all the block's strips while in L1.
@@ -185,7 +202,7 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                             head_dim, r_lo, width, c2p, width_pad, wide)
         # * scale (+ position bias + mask), then exp(x - max) in place and 1 / the sums
         row_scale = scale
-        if has_bias or has_mask or windowed or has_relative:
+        if has_bias or has_mask or masked or has_relative:
             for r in range(block):
                 row = scores[r * n_pad + k_lo:r * n_pad + k_hi]  # a view: loops from 0 vectorize
                 for j in range(n_keys):
@@ -203,10 +220,11 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                             row[j] += bias[bias_row + positions[k_pos_start + k_lo + j]]
                 if has_mask:
                     add_into(row, mask[mask_start + k_lo:mask_start + k_hi])
-                if windowed:  # the keys outside this query's window: weight 0, as the reference's
+                if masked:  # the keys this query does not see: weight 0, as the reference's
                     i = i0 + r
                     for j in range(n_keys):
-                        if abs(i - (k_lo + j)) > window_half:
+                        key = k_lo + j
+                        if (windowed and abs(i - key) > window_half) or (causal and key > i):
                             row[j] = MASK_VALUE
             row_scale = _ONE  # scaled already (x * 1 is x exactly)
         softmax_rows_inplace(scores, k_lo, n_pad, block, n_keys, row_scale, inverse_sums, 0)
@@ -284,23 +302,25 @@ def rotate_rows(x, row0, stride, n, cos, sin, positions, position0):
 
 
 @jit
-def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale,
-                  bias, bias_len, positions, out, max_len, scratch, wide, window_half, rotary_cos, rotary_sin,
+def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale,
+                  bias, bias_len, positions, out, max_len, scratch, wide, window_half, causal, rotary_cos, rotary_sin,
                   rotary_positions, first_item, stop_item, position_key, position_query, table_ld, rows_of):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
     [>= scratch_floats(max_len, head_dim)], this thread's own (plus the disentangled terms'
     when rows_of is not empty); wide: the micro-kernel's tiles;
-    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan);
-    window_half: see `_attend_head`; rotary_cos / rotary_sin float32 [positions, half] (empty:
-    no rotary): each item first rotates its head's queries and keys in place, by the angles of
+    head_major: qkv's columns q_h | k_h | v_h head after head, else q | k | v (see VarlenPlan;
+    with kv_heads < num_heads, grouped-query attention: program.head_major's layout);
+    window_half, causal: see `_attend_head`; rotary_cos / rotary_sin float32 [positions, half] (empty:
+    no rotary): each item first rotates its head's queries in place, by the angles of
     rotary_positions int64 [total tokens] (its slot in the padded row): they are in this
-    thread's cache for the scores right after, and no other item reads them. position_key,
+    thread's cache for the scores right after, and no other item reads them; its keys as
+    `_attend_head` copies them (another item may read the same key head). position_key,
     position_query: one layer's `disentangled.pack_tables` row (or empty), see _attend_head."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
     position_scratch = scratch[_scratch_layout(max_len, head_dim)[3]:]
     no_mask = scratch[:0]
-    stride = 3 * hidden
-    head_stride, part_stride = (3 * head_dim, head_dim) if head_major else (head_dim, hidden)
+    group = num_heads // kv_heads  # query heads per key/value head
+    stride = (num_heads + 2 * kv_heads) * head_dim
     rotary = rotary_cos.shape[0] > 0
     for item in range(first_item, stop_item):
         b = item // num_heads
@@ -309,40 +329,51 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scal
         n = cu_seqlens[b + 1] - start
         if n == 0:
             continue
-        row0 = start * stride + h * head_stride
+        g = h // group
+        if head_major:  # [q of the group's G heads | k_g | v_g] per key/value head
+            q0 = (g * (group + 2) + h - g * group) * head_dim
+            k0 = (g * (group + 2) + group) * head_dim
+            v0 = k0 + head_dim
+        else:  # [q of every head | k of every key head | v likewise]
+            q0 = h * head_dim
+            k0 = (num_heads + g) * head_dim
+            v0 = (num_heads + kv_heads + g) * head_dim
+        row0 = start * stride
         if rotary:
-            rotate_rows(qkv, row0, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
-            rotate_rows(qkv, row0 + part_stride, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
-        _attend_head(qkv, row0, qkv, row0 + part_stride, qkv, row0 + 2 * part_stride, stride, n, n, head_dim, scale,
+            rotate_rows(qkv, row0 + q0, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
+        _attend_head(qkv, row0 + q0, qkv, row0 + k0, qkv, row0 + v0, stride, n, n, head_dim, scale,
                      no_mask, start,
                      bias, h * bias_len * bias_len, bias_len, positions, start, start,
                      out, start * hidden + h * head_dim, hidden,
-                     key_t, value_packed, scores, inverse_sums, wide, window_half,
+                     key_t, value_packed, scores, inverse_sums, wide, window_half, causal,
+                     rotary_cos, rotary_sin, rotary_positions, start,
                      position_key, position_query, h * head_dim * table_ld, table_ld, rows_of, position_scratch)
 
 
 @jit
-def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
-                   max_len, item_bounds, scratch, wide, window_half, rotary_cos, rotary_sin, rotary_positions,
+def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale, bias, bias_len, positions,
+                   out,
+                   max_len, item_bounds, scratch, wide, window_half, causal, rotary_cos, rotary_sin, rotary_positions,
                    position_key, position_query, table_ld, rows_of,
                    first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
     for c in range(first_chunk, stop_chunk):
-        _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, head_dim, scale, bias, bias_len, positions, out,
-                      max_len, scratch[c], wide, window_half, rotary_cos, rotary_sin, rotary_positions,
+        _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale, bias, bias_len,
+                      positions, out,
+                      max_len, scratch[c], wide, window_half, causal, rotary_cos, rotary_sin, rotary_positions,
                       item_bounds[c], item_bounds[c + 1], position_key, position_query, table_ld, rows_of)
 
 
 @jit
 def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
-                    head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
-                    window_half, rotary_cos, rotary_sin, rotary_positions, position_key, position_query, table_ld,
-                    rows_of):
+                    kv_heads, head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
+                    window_half, causal, rotary_cos, rotary_sin, rotary_positions, position_key, position_query,
+                    table_ld, rows_of):
     """Attention as one phase of a program (kernels/program.py): context = attention(qkv) for
     every (sequence, head), qkv's columns head-major (VarlenPlan's head_major), then the wait
     for the other threads. counters[base:] are the phase's (see `_jit.PHASE_COUNTERS`);
-    scratch: this thread's float32 [scratch_floats(max_len, head_dim)]; window_half and the
+    scratch: this thread's float32 [scratch_floats(max_len, head_dim)]; window_half, causal and the
     rotary arguments: see `_varlen_range`.
 
     head_ranges int64 [ranges + 1] (not empty): thread t owns heads head_ranges[t] ..
@@ -360,10 +391,10 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             run = fetch_add(counters, base, 1)
             if run >= n_runs:
                 break
-            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, window_half, rotary_cos, rotary_sin,
-                          rotary_positions, attention_bounds[run], attention_bounds[run + 1], position_key,
-                          position_query, table_ld, rows_of)
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, kv_heads, head_dim, scale, position_bias,
+                          bias_len, positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos,
+                          rotary_sin, rotary_positions, attention_bounds[run], attention_bounds[run + 1],
+                          position_key, position_query, table_ld, rows_of)
             add_release(counters, base + PHASE_FINISHED, 1)
         wait_until_at_least(counters, base + PHASE_FINISHED, n_runs)
         return
@@ -384,9 +415,9 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
                     break
             head = first_head + unit // batch
             item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
-            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, head_dim, scale, position_bias, bias_len,
-                          positions, context_flat, max_len, scratch, wide, window_half, rotary_cos, rotary_sin,
-                          rotary_positions, item, item + 1, position_key, position_query, table_ld, rows_of)
+            _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, kv_heads, head_dim, scale, position_bias,
+                          bias_len, positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos,
+                          rotary_sin, rotary_positions, item, item + 1, position_key, position_query, table_ld, rows_of)
             add_release(counters, base + PHASE_FINISHED, 1)
     wait_until_at_least(counters, base + PHASE_FINISHED, num_heads * batch)
 
@@ -406,7 +437,7 @@ def balanced_bounds(costs, chunks):
 
 
 def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=None, out=None, head_major=False,
-                     window=None, rotary=None, rotary_positions=None):
+                     window=None, rotary=None, rotary_positions=None, causal=False, kv_heads=None):
     """Attention over packed sequences; see the module docstring for the layouts (head_major:
     qkv's columns q_h | k_h | v_h for each head in turn, as `forward` packs its QKV weight).
     window: a sliding window (a query sees window // 2 keys either side) or None; rotary:
@@ -417,11 +448,17 @@ def attention_varlen(qkv, cu_seqlens, num_heads, position_bias=None, positions=N
     Returns the context, float32 [total_tokens, hidden] (written into `out` when given).
     """
     qkv = np.asarray(qkv)
-    if qkv.ndim != 2 or qkv.dtype != np.float32 or qkv.shape[1] % 3 or not qkv.flags.c_contiguous:
-        raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, 3 * hidden] array, "
-                         f"got {qkv.dtype} {qkv.shape}")
-    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // 3, position_bias, positions, head_major,
-                      window=window, rotary=rotary, rotary_positions=rotary_positions)
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    parts = num_heads + 2 * kv_heads  # head-widths of q, k and v in a row
+    if qkv.ndim != 2 or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
+        raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 [tokens, (heads + 2 * kv_heads) * "
+                         f"head_dim] array, got {qkv.dtype} {qkv.shape}")
+    if qkv.shape[1] % parts:
+        raise ValueError(f"attention_varlen: qkv's {qkv.shape[1]} columns are not a multiple of num_heads={num_heads} "
+                         f"+ 2 * kv_heads={kv_heads} head widths")
+    plan = VarlenPlan(cu_seqlens, num_heads, qkv.shape[1] // parts * num_heads, position_bias, positions, head_major,
+                      window=window, rotary=rotary, rotary_positions=rotary_positions, causal=causal,
+                      kv_heads=kv_heads)
     if qkv.shape[0] != plan.total:
         raise ValueError(f"attention_varlen: cu_seqlens must rise from 0 to the {qkv.shape[0]} rows of qkv, "
                          f"got {plan.cu_seqlens.tolist()[:8]}")
@@ -435,10 +472,15 @@ class VarlenPlan:
 
         plan = VarlenPlan(cu_seqlens, num_heads, hidden)
         context = plan(qkv, out)          # qkv float32 [total, 3 * hidden] -> [total, hidden]
+
+    causal: each token sees itself and the tokens before it only (a decoder); a window then
+    keeps the `window` most recent of them (Mistral, Gemma 3's local layers) instead of
+    window // 2 either side.
     """
 
     def __init__(self, cu_seqlens, num_heads, hidden, position_bias=None, positions=None, head_major=False,
-                 scale=None, window=None, rotary=None, rotary_positions=None, rows_of=None, table_rows=0):
+                 scale=None, window=None, rotary=None, rotary_positions=None, causal=False, kv_heads=None,
+                 rows_of=None, table_rows=0):
         if hidden % num_heads:
             raise ValueError(f"attention_varlen: hidden size {hidden} is not a multiple of num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -450,6 +492,10 @@ class VarlenPlan:
         total = int(cu_seqlens[-1])
         self.cu_seqlens, self.num_heads, self.hidden, self.head_dim, self.total = (
             cu_seqlens, num_heads, hidden, head_dim, total)
+        self.kv_heads = num_heads if kv_heads is None else int(kv_heads)
+        if self.kv_heads < 1 or num_heads % self.kv_heads:
+            raise ValueError(f"attention_varlen: num_heads={num_heads} is not a multiple of kv_heads={kv_heads}")
+        self.qkv_width = (num_heads + 2 * self.kv_heads) * head_dim  # q, k and v columns of a row
         self.bias, self.bias_len, self.positions = _position_bias_args(
             position_bias, num_heads, positions, total, cu_seqlens)
         self.max_len = int(lengths.max())
@@ -464,23 +510,26 @@ class VarlenPlan:
         self.scale = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)  # on q . k
         self.wide = microkernel.WIDE_TILES  # the micro-kernel's tiles (same numbers either way)
         self.head_major = bool(head_major)  # qkv's columns: q_h | k_h | v_h per head, else q | k | v
-        # A sliding window (ModernBERT's local layers): a query sees window // 2 keys either side.
-        self.window_half = -1 if window is None else int(window) // 2
+        # A sliding window (ModernBERT's local layers): a query sees window // 2 keys either side;
+        # a causal one the window - 1 keys before it.
+        self.causal = np.int64(bool(causal))
+        self.window_half = -1 if window is None else int(window) - 1 if causal else int(window) // 2
         self.rotary, self.rotary_positions = _rotary_args(rotary, rotary_positions, head_dim, total, cu_seqlens)
         costs = np.repeat(lengths.astype(np.float64) ** 2 * head_dim * 4 + 1.0, num_heads)  # per (b, h)
         self.item_bounds = np.array(balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
 
-    def __call__(self, qkv, out=None, window_half=None, rotary=None, position_tables=None):
+    def __call__(self, qkv, out=None, window_half=None, rotary=None, causal=None, scale=None, position_tables=None):
         """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`).
-        window_half, rotary: this call's instead of the plan's (a program's layers differ:
-        ModernBERT's local and global layers), rotary as (cos, sin) float32 [positions, half].
-        position_tables: (position_key, position_query, table_ld) of one layer for DeBERTa's
-        terms (`disentangled.pack_tables` rows, each possibly empty), when rows_of was given."""
+        window_half, rotary, causal, scale: this call's instead of the plan's (a program's
+        layers differ: ModernBERT's local and global layers), rotary as (cos, sin) float32
+        [positions, half]. position_tables: (position_key, position_query, table_ld) of one
+        layer for DeBERTa's terms (`disentangled.pack_tables` rows, each possibly empty), when
+        rows_of was given."""
         shape = (self.total, self.hidden)
-        if qkv.shape != (self.total, 3 * self.hidden) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
+        if qkv.shape != (self.total, self.qkv_width) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
             raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 array of shape "
-                             f"{(self.total, 3 * self.hidden)}, got {qkv.dtype} {qkv.shape}")
+                             f"{(self.total, self.qkv_width)}, got {qkv.dtype} {qkv.shape}")
         if out is None:
             out = np.empty(shape, dtype=np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
@@ -496,9 +545,10 @@ class VarlenPlan:
                                  "layer's position_tables")
             position_tables = (_NO_TABLE, _NO_TABLE, 0)
         run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.head_major, self.cu_seqlens,
-                   self.num_heads, self.head_dim, self.scale, self.bias, self.bias_len, self.positions,
-                   out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide,
+                   self.num_heads, self.kv_heads, self.head_dim, self.scale if scale is None else np.float32(scale), self.bias,
+                   self.bias_len, self.positions, out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide,
                    self.window_half if window_half is None else window_half,
+                   self.causal if causal is None else np.int64(bool(causal)),
                    *(self.rotary if rotary is None else rotary), self.rotary_positions, *position_tables, self.rows_of)
         return out
 
@@ -557,6 +607,8 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
     item_bounds[c]..item_bounds[c + 1] - 1 with scratch[c] (float32 [chunks, floats])."""
     first_query = first_chunk - first_chunk  # 0 as a run-time int64: a literal 0 would specialise _attend_head
     no_window = first_query - 1  # -1, likewise
+    no_causal = first_query  # the padded layout runs encoders' (bidirectional) attention only
+    no_rotary = scratch[0, :0].reshape(0, 1)  # float32 [0, 1]: no rotation of the keys
     for c in range(first_chunk, stop_chunk):
         key_t, value_packed, scores, inverse_sums = _split_scratch(scratch[c], seq, head_dim)
         for item in range(item_bounds[c], item_bounds[c + 1]):
@@ -569,7 +621,8 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
                          mask, b * seq + lo,
                          bias, h * seq * seq, seq, positions, first_query, lo,
                          out, head0, head_dim,
-                         key_t, value_packed, scores, inverse_sums, wide, no_window,
+                         key_t, value_packed, scores, inverse_sums, wide, no_window, no_causal,
+                         no_rotary, no_rotary, positions, first_query,
                          scratch[c, :0], scratch[c, :0], first_query, first_query, positions[:0], scratch[c, :0])
 
 

@@ -12,7 +12,7 @@ program. Each step is a record (`kind`, `index` into its kind's table of records
     step       computes                                         by (each thread its items)
     GEMM       target = act(source @ W + b) + residual          gemm.gemm_phase
     ATTENTION  target = attention(source) per (sequence, head)  attention.attention_phase
-    NORM       target = LayerNorm(source)                       layernorm.layer_norm_phase
+    NORM       target = LayerNorm(source) or RMSNorm(source)    layernorm.layer_norm_phase, rms_norm_phase
     MLP        per block of <= ffn_rows rows:                   gemm.gemm_phase, twice a block
                  inner = act(source[block] @ W_up + b)
                  target[block] = inner @ W_down + b + residual[block]
@@ -61,7 +61,7 @@ from ._jit import PHASE_COUNTERS, even_bounds, jit, numba, run_chunks
 from .activations import activation_name
 from .attention import attention_phase, balanced_bounds, scratch_floats
 from .gemm import NR, PackedWeight, gemm, gemm_gated, gemm_phase, plan_blocks, plan_records
-from .layernorm import layer_norm_bounds, layer_norm_checked, layer_norm_phase
+from .layernorm import layer_norm_bounds, layer_norm_checked, layer_norm_phase, rms_norm_checked, rms_norm_phase
 
 # Step kinds.
 GEMM, ATTENTION, NORM, MLP = range(4)
@@ -79,11 +79,12 @@ GEMM_STEP = np.dtype([("linear", np.int64), ("source", np.int64), ("target", np.
                       ("activation", np.int64), ("activation_row", np.int64)], align=True)
 # ATTENTION's table_ld: the row length of DeBERTa's projected tables (Weights.position_keys /
 # position_queries, kernels/disentangled.py); 0 when the step adds no disentangled terms.
-ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64),
+ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64), ("kv_heads", np.int64),
                            ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_),
-                           ("window_half", np.int64), ("rotary", np.int64), ("table_ld", np.int64)], align=True)
+                           ("window_half", np.int64), ("rotary", np.int64), ("causal", np.int64),
+                           ("table_ld", np.int64)], align=True)
 NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.int64), ("target", np.int64),
-                      ("eps", np.float32)], align=True)
+                      ("eps", np.float32), ("rms", np.int64), ("offset", np.float32)], align=True)
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
                      ("target", np.int64), ("residual", np.int64), ("activation", np.int64),
                      ("activation_row", np.int64), ("gated", np.int64)], align=True)
@@ -184,14 +185,18 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 cos, sin = (rotary_cos[a.rotary], rotary_sin[a.rotary]) if a.rotary >= 0 else (no_rotary, no_rotary)
                 attention_phase(layer_counters, base, first_thread, attention_bounds, head_ranges,
                                 flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
-                                a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
-                                max_len, scratch, wide, a.window_half, cos, sin, rotary_positions,
+                                a.kv_heads, a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
+                                max_len, scratch, wide, a.window_half, a.causal, cos, sin, rotary_positions,
                                 position_keys[layer], position_queries[layer], a.table_ld, rows_of)
                 phase += 1
             elif step.kind == NORM:
                 n = norms[step.index]
-                layer_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
-                                 vectors[n.bias][layer], n.eps, buffers[n.target])
+                if n.rms:
+                    rms_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
+                                   n.eps, n.offset, buffers[n.target])
+                else:
+                    layer_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
+                                     vectors[n.bias][layer], n.eps, buffers[n.target])
                 phase += 1
             else:  # MLP, ffn_rows rows at a time (each row is independent)
                 m = mlps[step.index]
@@ -217,15 +222,17 @@ assert tuple(inspect.signature(_run_layers.py_func).parameters)[:len(Program._fi
     Program._fields + GroupPlan._fields + Weights._fields, "_run_layers' parameters and the records' fields differ"
 
 
-def head_ranges(qkv_plan, num_heads, head_dim):
+def head_ranges(qkv_plan, num_heads, head_dim, kv_heads=None):
     """int64 [ranges + 1]: the heads each thread's column range of the QKV GEMM (a GemmPlan)
     computes whole (head h's q | k | v columns are 3 * head_dim from h * 3 * head_dim: the
-    QKV weight is packed head-major), a head going to the range its middle column falls in;
-    empty when the GEMM has no column ranges (many rows: row blocks)."""
+    QKV weight is packed head-major; with grouped-query attention a group's G query heads,
+    key and value are (G + 2) * head_dim), a head going to the range its group's middle
+    column falls in; empty when the GEMM has no column ranges (many rows: row blocks)."""
     if qkv_plan.ranges == 0:
         return np.zeros(0, dtype=np.int64)
+    group = num_heads // (num_heads if kv_heads is None else kv_heads)
     column_bounds = np.array(qkv_plan.bounds) * qkv_plan.unit_panels * NR  # units -> panels -> columns
-    middles = (np.arange(num_heads) * 3 + 1.5) * head_dim  # each head's middle column
+    middles = (np.arange(num_heads) // group + 0.5) * (group + 2) * head_dim  # each head's group's middle column
     owners = np.searchsorted(column_bounds[1:], middles, side="right")  # the range each falls in
     return np.searchsorted(owners, np.arange(qkv_plan.ranges + 1), side="left").astype(np.int64)  # [ranges + 1]
 
@@ -272,7 +279,7 @@ class ProgramPlan:
             # thread attends the heads whose columns it computed (see attention.attention_phase);
             # else the items go in ATTENTION_RUNS_PER_THREAD runs per thread, balanced by cost.
             qkv_plan = plans[min(qkv_slots)][ALL_ROWS] if qkv_slots else empty
-            ranges = head_ranges(qkv_plan, attend.num_heads, attend.head_dim)
+            ranges = head_ranges(qkv_plan, attend.num_heads, attend.head_dim, attend.kv_heads)
         else:
             ranges = np.zeros(0, dtype=np.int64)
         lengths = np.diff(attend.cu_seqlens)
@@ -338,14 +345,19 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
                 tables = None if a["rotary"] < 0 else (rotary[0][a["rotary"]], rotary[1][a["rotary"]])
                 position_tables = (weights.position_keys[layer], weights.position_queries[layer], int(a["table_ld"]))
                 attend(buffers[a["source"]], out=buffers[a["target"]], window_half=int(a["window_half"]),
-                       rotary=tables, position_tables=position_tables if a["table_ld"] else None)
+                       rotary=tables, causal=bool(a["causal"]), scale=a["scale"],
+                       position_tables=position_tables if a["table_ld"] else None)
             elif kind == NORM:
                 n = program.norms[index]
                 source = buffers[n["source"]]
                 if norm_bounds is None:
                     norm_bounds = layer_norm_bounds(rows, source.shape[1])  # the thread split, once
-                layer_norm_checked(source, weights.vectors[n["weight"]][layer], weights.vectors[n["bias"]][layer],
-                                   n["eps"], buffers[n["target"]], norm_bounds)
+                if n["rms"]:
+                    rms_norm_checked(source, weights.vectors[n["weight"]][layer], n["eps"], n["offset"],
+                                     buffers[n["target"]], norm_bounds)
+                else:
+                    layer_norm_checked(source, weights.vectors[n["weight"]][layer], weights.vectors[n["bias"]][layer],
+                                       n["eps"], buffers[n["target"]], norm_bounds)
             else:
                 m = program.mlps[index]
                 source, inner, target, residual = (buffers[m[name]] for name in ("source", "inner", "target", "residual"))
@@ -407,14 +419,16 @@ def describe(program, layer=0, linear_names=None):
             lines.append(f"{name} {buffer(g['target'])} = {product}{residual}")
         elif kind == ATTENTION:
             a = program.attentions[index]
-            extras = ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + \
-                ([f"window {a['window_half']} either side"] if a["window_half"] >= 0 else [])
+            side = "back" if a["causal"] else "either side"
+            extras = ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + (["causal"] if a["causal"] else []) + \
+                ([f"window {a['window_half']} {side}"] if a["window_half"] >= 0 else [])
             source = "; ".join([buffer(a["source"]), ", ".join(extras)] if extras else [buffer(a["source"])])
             terms = "  (scores + c2p + p2c)" if a["table_ld"] else ""  # DeBERTa's disentangled terms
             lines.append(f"{name} {buffer(a['target'])} = attention({source}){terms}")
         elif kind == NORM:
             n = program.norms[index]
-            lines.append(f"{name} {buffer(n['target'])} = LayerNorm({buffer(n['source'])})")
+            kind = "RMSNorm" if n["rms"] else "LayerNorm"
+            lines.append(f"{name} {buffer(n['target'])} = {kind}({buffer(n['source'])})")
         else:
             m = program.mlps[index]
             act = activation_name(m["activation"])

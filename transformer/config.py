@@ -181,7 +181,7 @@ class EncoderConfig:
         if id2label and raw.get("num_labels") is not None and raw["num_labels"] != num_labels:
             # transformers then keeps num_labels and renames every label LABEL_i: refuse the guess
             raise ConfigError(f"num_labels is {_show(raw['num_labels'])} but id2label names {num_labels} labels")
-        tie_word_embeddings = raw.get("tie_word_embeddings", True)
+        tie_word_embeddings = values.get("tie_word_embeddings", True)  # the family's default when absent
         if not isinstance(tie_word_embeddings, bool):
             raise ConfigError(f"tie_word_embeddings must be true or false, found {_show(tie_word_embeddings)}")
 

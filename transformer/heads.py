@@ -90,7 +90,9 @@ def load_head(tensors, config, params):
     architecture = config.architectures[0]
     kind = head_kind(config, architecture)
     if kind is None:
-        if not architecture.endswith("Model"):
+        # A decoder's language-model head predicts the next token; its hidden states are what
+        # an embedder reads, so XForCausalLM loads as its base model, quietly.
+        if not architecture.endswith(("Model", "ForCausalLM")):
             warnings.warn(
                 f"{architecture}: this head is not supported (masked LM, sequence and token "
                 f"classification are); loading the base model only", stacklevel=3)

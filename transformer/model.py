@@ -112,10 +112,24 @@ def layer_norm(x, weight, bias, eps):
     return scaled if bias is None else scaled + bias
 
 
+def rms_norm(x, weight, eps, offset=0.0):
+    """Scale the last axis to root-mean-square 1, then by (offset + weight): Llama's RMSNorm
+    (offset 0), Gemma's (1 + w) (offset 1). No mean is taken out and there is no bias.
+
+    x [..., d] float32, weight [d] -> [..., d]. eps sits inside the square root, as in
+    `transformers`' LlamaRMSNorm.
+    """
+    mean_square = (x * x).mean(axis=-1, keepdims=True)  # [..., d] -> [..., 1]
+    return x / np.sqrt(mean_square + np.float32(eps)) * (np.float32(offset) + weight)
+
+
 def norm(spec, params, x):
     """The normalisation `spec` (a recipe Norm) with its parameters params[spec.name].
     float32 [..., spec.size] -> [..., spec.size]."""
-    return layer_norm(x, **params[spec.name], eps=spec.eps)
+    if spec.kind == "rms_norm":
+        return rms_norm(x, params[spec.name]["weight"], spec.eps, spec.offset)
+    bias = params[spec.name]["bias"]
+    return layer_norm(x, params[spec.name]["weight"], np.float32(0.0) if bias is None else bias, eps=spec.eps)
 
 
 def softmax(x):
@@ -251,6 +265,8 @@ def embed(embeddings, config, input_ids, token_type_ids, attention_mask=None):
         hidden = hidden + embeddings["token_type"][token_type_ids]
     if spec.positions is not None:
         hidden = hidden + embeddings["position"][position_ids(config, input_ids)]
+    if spec.scale is not None:  # Gemma: word vectors * sqrt(hidden_size)
+        hidden = hidden * np.float32(spec.scale)
     if spec.projection is not None and spec.project_first:
         hidden = linear(hidden, **embeddings[spec.projection.name])  # [b, s, embedding_size] -> [b, s, hidden]
     if spec.norm is not None:
@@ -314,17 +330,89 @@ def relative_position_bias(table, seq_len, num_buckets=32, max_distance=128):
 
 def rotary_inverse_frequencies(rotary, head_dim):
     """How fast each rotating pair of a head's dimensions turns: float32 [dims // 2], pair i
-    by theta^(-2i / dims) radians per position (dims: rotary.dims, else head_dim).
+    by theta^(-2i / dims) radians per position (dims: rotary.dims, else head_dim), then
+    rescaled by rotary.scaling's rope_type (`rope_scaling`).
 
     Rounded as `transformers` rounds it (theta ** (2i / dims) to float32, then 1 / that in
     float32; torch's pow is within one ulp of this correctly rounded one): at position 8192
     one float32 ulp of a frequency can move an angle by ~5e-4 radians, so each rounding step
-    has to be the reference's. Rope scaling kinds (linear, dynamic, llama3, yarn) rescale
-    what this returns."""
+    has to be the reference's."""
     dims = head_dim if rotary.dims is None else rotary.dims
     exponents = np.arange(0, dims, 2).astype(np.float32) / np.float32(dims)  # [dims // 2]
     powers = (np.float64(rotary.theta) ** exponents.astype(np.float64)).astype(np.float32)
-    return np.float32(1.0) / powers  # [dims // 2]
+    return rope_scaling(dict(rotary.scaling), rotary.theta, dims, powers)  # [dims // 2]
+
+
+# The rope_type values `rope_scaling` computes.
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+
+
+def rope_scaling(scaling, theta, dims, powers):
+    """Rotary frequencies stretched for contexts longer than the model was trained on, by
+    `transformers`' rope_type (float32 throughout, as there):
+
+      linear   every frequency / factor (positions interpolated: position p turns as p / factor)
+      dynamic  unchanged up to max_position_embeddings (longer inputs are refused here)
+      llama3   long wavelengths (> original context / low_freq_factor) / factor, short ones
+               (< original context / high_freq_factor) kept, a smooth blend between
+      yarn     per pair a blend of interpolated (/ factor) and original frequencies by a
+               linear ramp over the pairs between the beta_fast and beta_slow rotation
+               counts; the angles' cos and sin are then scaled (`rope_attention_factor`)
+
+    scaling: dict(Rotary.scaling) ({} or with "rope_type"); theta, dims: the Rotary's; powers:
+    theta ** (2i / dims), float32 [dims // 2] -> the inverse frequencies, float32 [dims // 2]."""
+    inverse_frequencies = np.float32(1.0) / powers
+    kind = scaling.get("rope_type", "default")
+    if kind in ("default", "dynamic"):
+        return inverse_frequencies
+    if kind == "linear":
+        return inverse_frequencies / np.float32(scaling["factor"])
+    if kind == "llama3":
+        factor, low, high = (np.float32(scaling[key]) for key in ("factor", "low_freq_factor", "high_freq_factor"))
+        context = scaling["original_max_position_embeddings"]
+        low_wavelength, high_wavelength = context / scaling["low_freq_factor"], context / scaling["high_freq_factor"]
+        wavelength = np.float32(2 * math.pi) / inverse_frequencies  # [dims // 2]
+        scaled = np.where(wavelength > np.float32(low_wavelength), inverse_frequencies / factor, inverse_frequencies)
+        smooth = (np.float32(context) / wavelength - low) / (high - low)
+        smoothed = (np.float32(1.0) - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelength < np.float32(high_wavelength)) & ~(wavelength > np.float32(low_wavelength))
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    if kind == "yarn":
+        factor = scaling["factor"]
+        context = scaling["original_max_position_embeddings"]
+        fast, slow = scaling.get("beta_fast") or 32, scaling.get("beta_slow") or 1
+
+        def correction(rotations):  # the pair whose wavelength turns `rotations` times over the context
+            return dims * math.log(context / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+        low, high = correction(fast), correction(slow)
+        if scaling.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dims - 1)
+        if low == high:
+            high += 0.001  # as transformers: no division by zero
+        ramp = np.clip((np.arange(dims // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+        extrapolation = np.float32(1.0) - ramp.astype(np.float32)  # [dims // 2]: 1 keeps the original frequency
+        interpolated = np.float32(1.0) / (np.float32(factor) * powers)
+        return (interpolated * (np.float32(1.0) - extrapolation) + inverse_frequencies * extrapolation).astype(np.float32)
+    raise ValueError(f"unknown rope_type {kind!r}")
+
+
+def rope_attention_factor(scaling):
+    """What yarn multiplies the rotary cos and sin by (1 for the other kinds):
+    0.1 ln(factor) + 1, or attention_factor, or the mscale / mscale_all_dim ratio."""
+    if scaling.get("rope_type") != "yarn":
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return scaling["attention_factor"]
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    factor = scaling["factor"]
+    if scaling.get("mscale") and scaling.get("mscale_all_dim"):
+        return mscale(factor, scaling["mscale"]) / mscale(factor, scaling["mscale_all_dim"])
+    return mscale(factor)
 
 
 def rotary_angles(rotary, head_dim, positions):
@@ -332,7 +420,12 @@ def rotary_angles(rotary, head_dim, positions):
     int [...] positions -> (cos, sin), each float32 [..., dims // 2]."""
     angles = positions[..., None].astype(np.float32) * rotary_inverse_frequencies(rotary, head_dim)  # [..., dims // 2]
     # float64 cos / sin rounded once: the correctly rounded float32 value
-    return np.cos(angles.astype(np.float64)).astype(np.float32), np.sin(angles.astype(np.float64)).astype(np.float32)
+    cos = np.cos(angles.astype(np.float64)).astype(np.float32)
+    sin = np.sin(angles.astype(np.float64)).astype(np.float32)
+    factor = rope_attention_factor(dict(rotary.scaling))
+    if factor != 1.0:
+        cos, sin = cos * np.float32(factor), sin * np.float32(factor)
+    return cos, sin
 
 
 def apply_rotary(x, cos, sin):
@@ -431,6 +524,25 @@ def disentangled_bias(layer, spec, query, key, table, rows):
     return bias
 
 
+def causal_bias(seq_len, window=None):
+    """A decoder's mask: query i sees keys 0..i, its left context only, so a token's vector is
+    the same whatever comes after it (the model was trained to predict the next token, which
+    it must not see). A window keeps only the `window` most recent of those, i - window + 1
+    .. i (Mistral, Gemma 3's local layers). -> float32 [seq, seq]: 0 where seen, MASK_VALUE not.
+
+        causal, seq 4:   0 M M M      causal, window 2:   0 M M M
+                         0 0 M M                          0 0 M M
+                         0 0 0 M                          M 0 0 M
+                         0 0 0 0                          M M 0 0
+    """
+    query = np.arange(seq_len)[:, None]  # [seq, 1]
+    key = np.arange(seq_len)[None, :]  # [1, seq]
+    seen = key <= query  # [seq, seq]: the lower triangle
+    if window is not None:
+        seen &= query - key < window
+    return np.where(seen, np.float32(0.0), MASK_VALUE).astype(np.float32)
+
+
 def split_heads(x, num_heads):
     """[batch, seq, hidden] -> [batch, heads, seq, head_dim]; head h owns columns
     h*head_dim ... (h+1)*head_dim - 1."""
@@ -450,9 +562,9 @@ def attention(query, key, value, mask_bias, position_bias=None, scale=None):
     """Scaled dot-product attention, every head at once.
 
     query, key, value float32 [batch, heads, seq, head_dim]; mask_bias [batch, 1, 1, seq]
-    (from attention_mask_bias) or [batch, 1, seq, seq] (with a sliding window, or DeBERTa's
-    mask of queries); position_bias None or [1, heads, seq, seq] (MPNet) or
-    [batch, heads, seq, seq] (DeBERTa); scale None: 1 / sqrt(head_dim).
+    (from attention_mask_bias) or [batch, 1, seq, seq] (a causal mask, a sliding window, or
+    DeBERTa's mask of queries); position_bias None or [1, heads, seq, seq] (MPNet) or
+    [batch, heads, seq, seq] (DeBERTa); scale: the factor on q . k (None: 1 / sqrt(head_dim)).
     Returns (context [batch, heads, seq, head_dim], probabilities [batch, heads, seq, seq]).
     The bias and mask are added before the softmax, in float32, as the reference does.
     """
@@ -479,10 +591,13 @@ def self_attention(layer, spec, hidden, mask_bias, position_input=None):
     (relative_embeddings, relative_position_rows) (DeBERTa's Disentangled).
     -> (output [batch, seq, hidden], probabilities [batch, heads, seq, seq]).
     """
-    heads = spec.num_heads
+    heads, kv_heads = spec.num_heads, spec.kv_heads
     query = split_heads(linear(hidden, **layer[spec.query.name]), heads)  # -> [batch, heads, seq, head_dim]
-    key = split_heads(linear(hidden, **layer[spec.key.name]), heads)  # -> [batch, heads, seq, head_dim]
-    value = split_heads(linear(hidden, **layer[spec.value.name]), heads)  # -> [batch, heads, seq, head_dim]
+    key = split_heads(linear(hidden, **layer[spec.key.name]), kv_heads)  # -> [batch, kv_heads, seq, head_dim]
+    value = split_heads(linear(hidden, **layer[spec.value.name]), kv_heads)  # -> [batch, kv_heads, seq, head_dim]
+    if spec.query_norm is not None:  # Qwen3, Gemma 3: each head's query and key normalised on its own
+        query = norm(spec.query_norm, layer, query)
+        key = norm(spec.key_norm, layer, key)
     position_bias = None
     if isinstance(spec.positions, Rotary):
         cos, sin = position_input
@@ -491,9 +606,17 @@ def self_attention(layer, spec, hidden, mask_bias, position_input=None):
         position_bias = disentangled_bias(layer, spec, query, key, *position_input)  # -> [b, h, seq, seq]
     elif spec.positions is not None:
         position_bias = position_input
-    if spec.mask.window is not None:
-        # min, not +: a padded key outside the window stays MASK_VALUE (a sum would be -inf)
+    # min, not +: a padded key outside the pattern stays MASK_VALUE (a sum would be -inf)
+    if spec.mask.causal:
+        mask_bias = np.minimum(mask_bias, causal_bias(hidden.shape[1], spec.mask.window))  # -> [b, 1, s, s]
+    elif spec.mask.window is not None:
         mask_bias = np.minimum(mask_bias, sliding_window_bias(hidden.shape[1], spec.mask.window))  # -> [b, 1, s, s]
+    if kv_heads != heads:
+        # Grouped-query attention: query heads g * group .. (g + 1) * group - 1 share key/value
+        # head g (the kernels read it in place; here it is repeated to read plainly).
+        group = heads // kv_heads
+        key = np.repeat(key, group, axis=1)  # [batch, kv_heads, seq, head_dim] -> [batch, heads, seq, head_dim]
+        value = np.repeat(value, group, axis=1)  # [batch, kv_heads, seq, head_dim] -> [batch, heads, seq, head_dim]
     context, probabilities = attention(query, key, value, mask_bias, position_bias, spec.scale)
     output = linear(merge_heads(context), **layer[spec.output.name])  # -> [batch, seq, hidden]
     return output, probabilities
@@ -520,6 +643,7 @@ def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_inputs=None):
 
         x = norm_before(hidden)               (when the block has one: pre-norm)
         x = sublayer(x)                       self_attention or feed_forward
+        x = norm_after(x)                     (when the block has one: Gemma 3)
         hidden = hidden + x                   the residual
         hidden = norm_after_residual(hidden)  (when the block has one: BERT's post-norm)
 
@@ -540,6 +664,8 @@ def encoder_layer(layer, layer_recipe, hidden, mask_bias, position_inputs=None):
                                               None if scheme is None else position_inputs[scheme])
         else:
             x = feed_forward(layer, block.sublayer, x)
+        if block.norm_after is not None:  # Gemma 3 normalises the sublayer's output too
+            x = norm(block.norm_after, layer, x)
         hidden = x + hidden
         if block.norm_after_residual is not None:
             hidden = norm(block.norm_after_residual, layer, hidden)
@@ -629,17 +755,14 @@ def check_recipe(recipe):
     norms = [norm for layer in recipe.layers for norm in layer.norms()]
     norms += [n for n in (recipe.embeddings.norm, recipe.final_norm) if n is not None]
     for spec in norms:
-        if spec.kind != "layer_norm" or spec.offset:
-            refuse(f"the {spec.kind} {spec.name!r} with offset={spec.offset} (only a layer_norm)")
-    if recipe.embeddings.scale is not None:
-        refuse("scaled embeddings")
+        if spec.kind not in ("layer_norm", "rms_norm") or (spec.kind == "layer_norm" and spec.offset):
+            refuse(f"the {spec.kind} {spec.name!r} with offset={spec.offset} (a layer_norm, or an rms_norm "
+                   f"with an offset)")
     positions = recipe.embeddings.positions
     if positions is not None and not isinstance(positions, AbsolutePositions):
         refuse(f"embedding positions {positions}")
     for layer in recipe.layers:
         for block in layer.blocks:
-            if block.norm_after is not None:
-                refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
             sublayer = block.sublayer
             if isinstance(sublayer, MLP):
                 continue
@@ -648,13 +771,12 @@ def check_recipe(recipe):
             scheme = sublayer.positions
             if scheme is not None and not isinstance(scheme, (RelativeBuckets, Rotary, Disentangled)):
                 refuse(f"{type(scheme).__name__} attention positions")
-            if isinstance(scheme, Rotary) and (scheme.interleaved or scheme.scaling):
-                refuse(f"rotary positions with interleaved={scheme.interleaved}, scaling={dict(scheme.scaling)} "
-                       f"(only the halves layout, unscaled)")
-            if sublayer.mask.causal:
-                refuse(f"the attention mask {sublayer.mask}")
-            if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
-                refuse("grouped-query heads or query/key norms")
+            if isinstance(scheme, Rotary) and scheme.interleaved:
+                refuse("interleaved rotary positions (only the halves layout)")
+            if isinstance(scheme, Rotary) and dict(scheme.scaling).get("rope_type", "default") not in ROPE_TYPES:
+                refuse(f"the rope_type {dict(scheme.scaling)['rope_type']!r} (only {', '.join(ROPE_TYPES)})")
+            if isinstance(scheme, Disentangled) and sublayer.kv_heads != sublayer.num_heads:
+                refuse("DeBERTa's disentangled positions with grouped-query heads")
 
 
 def pooler(pooler_params, last_hidden_state):

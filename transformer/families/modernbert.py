@@ -91,7 +91,8 @@ def _layer_types(read, layers):
     if layer_types is None:
         every = read.integer("global_attn_every_n_layers")
         return tuple("sliding_attention" if i % every else "full_attention" for i in range(layers))
-    if not isinstance(layer_types, list) or len(layer_types) != layers or not set(layer_types) <= set(LAYER_TYPES):
+    if not isinstance(layer_types, list) or len(layer_types) != layers or \
+            not all(isinstance(kind, str) and kind in LAYER_TYPES for kind in layer_types):
         read.fail(f"layer_types must list {layers} layer types ({' or '.join(LAYER_TYPES)}), found "
                   f"{layer_types!r:.80}")
     return tuple(layer_types)

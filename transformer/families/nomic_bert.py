@@ -59,6 +59,8 @@ def config_fields(read):
     if found:
         read.fail(f"{found[0]} is nomic's remote-code config format, which transformers' NomicBertConfig does not "
                   f"read; convert it to transformers' spelling (hidden_size, num_attention_heads, ...)")
+    if read.pad_token_id is None:  # NomicBertConfig's pad_token_id is an int, never null
+        read.fail("pad_token_id must be an integer for nomic_bert, found null")
     hidden, heads = read.integer("hidden_size"), read.integer("num_attention_heads")
     head_dim = read.values.get("head_dim")
     if head_dim is not None and head_dim != hidden // heads:

@@ -50,7 +50,7 @@ from transformer.kernels.attention import VarlenPlan
 from transformer.kernels.disentangled import pack_tables
 from transformer.kernels.embeddings import embed_tokens
 from transformer.kernels.gemm import gemm, pack_weight
-from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked
+from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked, rms_norm_checked
 
 from transformer.recipe import Disentangled, RelativeBuckets
 
@@ -304,8 +304,16 @@ def embed(embeddings, config, input_ids, token_type_ids):
 
 
 def _embed_tokens(embeddings, config, ids, types, positions):
-    """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]."""
+    """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]
+    (without the LayerNorm where the recipe has none: GPT-2's pre-norm layers normalise first)."""
     spec = config.recipe.embeddings
+    if spec.norm is None:  # two gathers and an add: nothing to fuse
+        hidden = embeddings["word"][ids]  # [tokens] -> [tokens, embedding_size]
+        if spec.token_types:
+            hidden += embeddings["token_type"][types]
+        if spec.positions is not None:
+            hidden += embeddings["position"][positions]
+        return hidden
     norm = embeddings[spec.norm.name]
     return embed_tokens(embeddings["word"], embeddings["token_type"] if spec.token_types else None,
                         embeddings["position"] if spec.positions is not None else None, norm["weight"], norm["bias"],
@@ -438,7 +446,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
             attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias,
                                 group_slots if position_bias is not None else None, head_major=True,
                                 scale=attention.scale, rotary_positions=group_slots if rotary is not None else None,
-                                rows_of=rows_of, table_rows=0 if disentangled is None else disentangled.rows)
+                                kv_heads=attention.kv_heads, rows_of=rows_of,
+                                table_rows=0 if disentangled is None else disentangled.rows)
             return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows, rotary)
                             if FUSED_LAYERS else None)
 
@@ -459,9 +468,13 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
                 hidden_states.append(unpack(hidden))
 
     if recipe.final_norm is not None:
-        final = params[recipe.final_norm.name]
-        layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(recipe.final_norm.eps), hidden,
-                           layer_norm_bounds(*hidden.shape))
+        spec, final = recipe.final_norm, params[recipe.final_norm.name]
+        if spec.kind == "rms_norm":
+            rms_norm_checked(hidden, final["weight"], np.float32(spec.eps), np.float32(spec.offset), hidden,
+                             layer_norm_bounds(*hidden.shape))
+        else:
+            layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(spec.eps), hidden,
+                               layer_norm_bounds(*hidden.shape))
         if output_hidden_states:  # the last entry is the normed output, as in transformers
             hidden_states[-1] = unpack(hidden)
     if output_hidden_states:

@@ -47,18 +47,21 @@ def check_recipe(recipe):
         raise NotImplementedError(f"the numba backend does not implement {what} yet")
 
     embeddings = recipe.embeddings
-    if embeddings.norm is None:
-        refuse("embeddings without a norm")
     if embeddings.scale is not None:
         refuse("scaled embeddings")
     if embeddings.positions is not None and not isinstance(embeddings.positions, AbsolutePositions):
         refuse(f"embedding positions {embeddings.positions}")
-    norms = [norm for layer in recipe.layers for norm in layer.norms()] + [embeddings.norm]
+    norms = [norm for layer in recipe.layers for norm in layer.norms()]
+    if embeddings.norm is not None:
+        norms.append(embeddings.norm)
     if recipe.final_norm is not None:
         norms.append(recipe.final_norm)
     for norm in norms:
-        if norm.kind != "layer_norm" or norm.offset:
-            refuse(f"the {norm.kind} {norm.name!r} with offset={norm.offset} (only a layer_norm)")
+        if norm.kind not in ("layer_norm", "rms_norm") or (norm.kind == "layer_norm" and norm.offset):
+            refuse(f"the {norm.kind} {norm.name!r} with offset={norm.offset} (a layer_norm, or an rms_norm with "
+                   f"an offset)")
+    if embeddings.norm is not None and embeddings.norm.kind != "layer_norm":
+        refuse(f"an embedding {embeddings.norm.kind} (the embedding kernel fuses a layer_norm)")
     schemes = recipe.position_schemes()
     buckets = [scheme for scheme in schemes if isinstance(scheme, RelativeBuckets)]
     rotary = [scheme for scheme in schemes if isinstance(scheme, Rotary)]
@@ -67,10 +70,11 @@ def check_recipe(recipe):
             or len(buckets) + len(rotary) + len(disentangled) < len(schemes):
         refuse(f"the attention positions {', '.join(type(scheme).__name__ for scheme in schemes)} (it runs one "
                f"relative position table, DeBERTa's disentangled positions, or rotary positions)")
-    for scheme in rotary:
-        if scheme.interleaved or scheme.scaling:
-            refuse(f"rotary positions with interleaved={scheme.interleaved}, scaling={dict(scheme.scaling)} "
-                   f"(only the halves layout, unscaled)")
+    for scheme in rotary:  # (the tables come from transformer.model.rotary_angles, scaled there)
+        if scheme.interleaved:
+            refuse("interleaved rotary positions (only the halves layout)")
+        if dict(scheme.scaling).get("rope_type", "default") not in numpy_model.ROPE_TYPES:
+            refuse(f"the rope_type {dict(scheme.scaling)['rope_type']!r} (only {', '.join(numpy_model.ROPE_TYPES)})")
     if len({scheme.dims for scheme in rotary}) > 1:
         refuse("rotary positions that turn different numbers of dimensions in different layers")
     for scheme in disentangled:
@@ -91,10 +95,11 @@ def check_recipe(recipe):
                 if sublayer.gate is not None and sublayer.gate.bias != sublayer.up.bias:
                     refuse(f"a gated MLP with a bias on one of {sublayer.gate.name!r} and {sublayer.up.name!r} only")
             elif isinstance(sublayer, Attention):
-                if sublayer.mask.causal:
-                    refuse(f"the attention mask {sublayer.mask}")
-                if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
-                    refuse("grouped-query heads or query/key norms")
+                if sublayer.mask.causal and sublayer.positions is not None and \
+                        not isinstance(sublayer.positions, Rotary):
+                    refuse("a causal mask with a relative position bias")
+                if sublayer.norms():
+                    refuse("query/key norms")
                 if not (sublayer.query.bias == sublayer.key.bias == sublayer.value.bias):
                     refuse("biases on some of the query, key and value linears only")
                 shape = (sublayer.num_heads, sublayer.head_dim)
@@ -121,6 +126,7 @@ class StackedLinear:
     bias: bool = True
     gated: bool = False
     inner: int = 0
+    kv_heads: int = 0  # a QKV slot's key/value heads (grouped-query attention: fewer than heads)
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ def stack_layout(layers):
             sublayer = block.sublayer
             if isinstance(sublayer, Attention):
                 parts = (sublayer.query.name, sublayer.key.name, sublayer.value.name)
-                found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias),
+                found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias, kv_heads=sublayer.kv_heads),
                          StackedLinear(sublayer.output.name, (sublayer.output.name,), bias=sublayer.output.bias)]
                 # DeBERTa's own position linears: kept here (layer_params re-derives them), but
                 # run once at load on the relative table (forward.PreparedEncoder), not per call
@@ -173,28 +179,44 @@ def stack_layout(layers):
     return StackLayout(tuple(linears.values()), tuple(vectors))
 
 
-def head_major(weights, biases, num_heads):
-    """The query, key and value weights (3 x [in, hidden]) and biases (3 x [hidden], or None)
-    as one [in, 3 * hidden] weight and [3 * hidden] bias whose columns go head after head:
-    q_h | k_h | v_h for h = 0, 1, ... (each head_dim wide). A thread that computes a run of
-    the QKV GEMM's columns then holds whole heads for attention (kernels/program.py)."""
-    weight = np.stack(weights, axis=1)  # 3 x [in, hidden] -> [in, 3, hidden]
-    size = weight.shape[0]
-    weight = weight.reshape(size, 3, num_heads, -1).transpose(0, 2, 1, 3).reshape(size, -1)  # -> [in, heads, 3, hd] -> [in, 3 * hidden]
+def head_major(weights, biases, num_heads, kv_heads=None):
+    """The query, key and value weights ([in, heads * hd], [in, kv_heads * hd] twice) and
+    biases (or None) as one [in, (heads + 2 * kv_heads) * hd] weight and bias whose columns go
+    key/value head after key/value head: its group of query heads, then its key, then its
+    value (G = heads / kv_heads query heads a group):
+
+        q_0 .. q_{G-1} | k_0 | v_0 | q_G .. q_{2G-1} | k_1 | v_1 | ...      (each hd wide)
+
+    Without grouped-query attention (G = 1) that is q_h | k_h | v_h head after head. A
+    thread that computes a run of the QKV GEMM's columns then holds whole groups for
+    attention (kernels/program.py), and a key/value head is stored once, not per query head."""
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    group = num_heads // kv_heads
+    size = weights[0].shape[0]
+    query = weights[0].reshape(size, kv_heads, group, -1)  # [in, heads * hd] -> [in, kv_heads, G, hd]
+    key, value = (w.reshape(size, kv_heads, 1, -1) for w in weights[1:])  # -> [in, kv_heads, 1, hd]
+    weight = np.concatenate((query, key, value), axis=2).reshape(size, -1)  # -> [in, kv_heads, G + 2, hd] -> [in, out]
     if biases[0] is None:
         return np.ascontiguousarray(weight), None
-    bias = np.stack(biases).reshape(3, num_heads, -1).transpose(1, 0, 2).reshape(-1)  # [3, hidden] -> [heads, 3, hd] -> [3 * hidden]
+    query = biases[0].reshape(kv_heads, group, -1)  # [heads * hd] -> [kv_heads, G, hd]
+    key, value = (b.reshape(kv_heads, 1, -1) for b in biases[1:])  # -> [kv_heads, 1, hd]
+    bias = np.concatenate((query, key, value), axis=1).reshape(-1)  # -> [kv_heads, G + 2, hd] -> [out]
     return np.ascontiguousarray(weight), np.ascontiguousarray(bias)
 
 
-def query_key_value(weight, bias, num_heads):
-    """`head_major` undone: ([3, in, hidden] weights, [3, hidden] biases or None) of query, key, value."""
+def query_key_value(weight, bias, num_heads, kv_heads=None):
+    """`head_major` undone: ([in, heads * hd], [in, kv_heads * hd] twice) weights and the
+    biases (or None) of query, key and value."""
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    group = num_heads // kv_heads
     size = weight.shape[0]
-    weights = weight.reshape(size, num_heads, 3, -1).transpose(2, 0, 1, 3).reshape(3, size, -1)  # [in, heads, 3, hd] -> [3, in, hidden]
+    grouped = weight.reshape(size, kv_heads, group + 2, -1)  # [in, out] -> [in, kv_heads, G + 2, hd]
+    weights = (grouped[:, :, :group].reshape(size, -1), grouped[:, :, group].reshape(size, -1),
+               grouped[:, :, group + 1].reshape(size, -1))
     if bias is None:
         return weights, None
-    biases = bias.reshape(num_heads, 3, -1).transpose(1, 0, 2).reshape(3, -1)  # [heads, 3, hd] -> [3, hidden]
-    return weights, biases
+    grouped = bias.reshape(kv_heads, group + 2, -1)  # [out] -> [kv_heads, G + 2, hd]
+    return weights, (grouped[:, :group].reshape(-1), grouped[:, group].reshape(-1), grouped[:, group + 1].reshape(-1))
 
 
 def _prepared_linears(layout, layer):
@@ -209,7 +231,8 @@ def _prepared_linears(layout, layer):
             linears[linear.name] = pack_gated_weight(parts[0]["weight"], parts[1]["weight"], parts[0]["bias"],
                                                      parts[1]["bias"])
         elif len(parts) == 3:
-            linears[linear.name] = head_major([p["weight"] for p in parts], [p["bias"] for p in parts], linear.heads)
+            linears[linear.name] = head_major([p["weight"] for p in parts], [p["bias"] for p in parts], linear.heads,
+                                              linear.kv_heads or None)
         else:
             linears[linear.name] = (parts[0]["weight"], parts[0]["bias"])
     return linears
@@ -315,7 +338,7 @@ class LayerStack:
                 for j, part in enumerate(linear.parts):
                     layer[part] = {"weight": halves[j], "bias": bias_halves[j]}
             elif len(linear.parts) == 3:
-                weights, biases = query_key_value(weight, bias, linear.heads)
+                weights, biases = query_key_value(weight, bias, linear.heads, linear.kv_heads or None)
                 for j, part in enumerate(linear.parts):
                     layer[part] = {"weight": np.ascontiguousarray(weights[j]),
                                    "bias": None if biases is None else biases[j]}
@@ -398,7 +421,8 @@ def compile_program(recipe, layout):
 
     def norm_step(norm, source, target):
         bias = layout.vector_slot(f"{norm.name}.bias") if norm.bias else 0  # 0: the empty vector, no bias
-        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), bias, source, target, np.float32(norm.eps)))
+        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), bias, source, target, np.float32(norm.eps),
+                   int(norm.kind == "rms_norm"), np.float32(norm.offset)))
 
     rotary = rotary_schemes(recipe)
 
@@ -413,12 +437,16 @@ def compile_program(recipe, layout):
             if isinstance(sublayer, Attention):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
-                window_half = -1 if sublayer.mask.window is None else sublayer.mask.window // 2
+                # How far a query sees either side: a causal window's `window` most recent keys are
+                # window - 1 back (and none ahead: causal); a bidirectional one window // 2 each way.
+                window = sublayer.mask.window
+                window_half = -1 if window is None else window - 1 if sublayer.mask.causal else window // 2
                 positions = sublayer.positions
                 ld = table_ld(positions.rows) if isinstance(positions, Disentangled) else 0
-                add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
+                add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.kv_heads, sublayer.head_dim, np.float32(scale),
                                 isinstance(positions, RelativeBuckets), window_half,
-                                rotary.index(positions) if isinstance(positions, Rotary) else -1, ld))
+                                rotary.index(positions) if isinstance(positions, Rotary) else -1,
+                                int(sublayer.mask.causal), ld))
                 add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)
