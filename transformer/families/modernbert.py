@@ -91,7 +91,8 @@ def _layer_types(read, layers):
     if layer_types is None:
         every = read.integer("global_attn_every_n_layers")
         return tuple("sliding_attention" if i % every else "full_attention" for i in range(layers))
-    if not isinstance(layer_types, list) or len(layer_types) != layers or not set(layer_types) <= set(LAYER_TYPES):
+    if not isinstance(layer_types, list) or len(layer_types) != layers or \
+            not all(isinstance(kind, str) and kind in LAYER_TYPES for kind in layer_types):
         read.fail(f"layer_types must list {layers} layer types ({' or '.join(LAYER_TYPES)}), found "
                   f"{layer_types!r:.80}")
     return tuple(layer_types)
@@ -112,7 +113,7 @@ def config_fields(read):
         classifier_pooling=read.values.get("classifier_pooling"),
         classifier_activation=read.values.get("classifier_activation"),
     )
-    if options["classifier_activation"] not in ACTIVATIONS:
+    if not isinstance(options["classifier_activation"], str) or options["classifier_activation"] not in ACTIVATIONS:
         read.fail(f"classifier_activation {options['classifier_activation']!r:.60} is not supported; supported: "
                   f"{', '.join(ACTIVATIONS)}")
     return dict(position_padding_idx=None, type_vocab_size=0, layer_norm_eps=read.number("layer_norm_eps"),
