@@ -113,7 +113,7 @@ def config_fields(read):
         classifier_pooling=read.values.get("classifier_pooling"),
         classifier_activation=read.values.get("classifier_activation"),
     )
-    if options["classifier_activation"] not in ACTIVATIONS:
+    if not isinstance(options["classifier_activation"], str) or options["classifier_activation"] not in ACTIVATIONS:
         read.fail(f"classifier_activation {options['classifier_activation']!r:.60} is not supported; supported: "
                   f"{', '.join(ACTIVATIONS)}")
     return dict(position_padding_idx=None, type_vocab_size=0, layer_norm_eps=read.number("layer_norm_eps"),
