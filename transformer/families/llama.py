@@ -131,8 +131,7 @@ def read_decoder(read, **more):
     window = read.values.get("sliding_window")
     if window is not None:
         window = read.integer("sliding_window")
-    # Gemma 3 reads its rope settings per layer type itself (more["rope"]): its rope_parameters
-    # maps layer types to settings, which read_rope would refuse as one setting.
+    # one rope for every layer; a family reading its own per layer type (Gemma 3) passes `rope`
     theta, scaling = (None, ()) if "rope" in more else read_rope(read)
     options = dict(num_key_value_heads=kv_heads, head_dim=head_dim, rope_theta=theta, rope_scaling=scaling,
                    sliding_window=window,
