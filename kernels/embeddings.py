@@ -44,11 +44,17 @@ def _embed_range(word, token_type, position, has_types, ln_weight, ln_bias, eps,
 def embed_tokens(word, token_type, position, ln_weight, ln_bias, eps, ids, types, positions, out=None):
     """LayerNorm(word[ids] + token_type[types] + position[positions]) for a flat run of tokens.
 
-    token_type may be None (no token types: `types` is then ignored). ids, types, positions:
-    int [tokens]. Returns float32 [tokens, embedding_size] (written into `out` when given).
-    The caller guarantees the ids are in range (`transformer.model.check_inputs` does).
+    token_type may be None (no token types: `types` is then ignored); position None (no
+    position table: ModernBERT, whose positions are rotary; `positions` is then ignored);
+    ln_bias None (a bias-free LayerNorm). ids, types, positions: int [tokens]. Returns float32
+    [tokens, embedding_size] (written into `out` when given). The caller guarantees the ids
+    are in range (`transformer.model.check_inputs` does).
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if position is None:  # a row of zeros for every token: w + 0 is w (a -0 turns +0, which no norm sees)
+        position, positions = np.zeros((1, word.shape[1]), dtype=np.float32), np.zeros(len(ids), dtype=np.int64)
+    if ln_bias is None:
+        ln_bias = np.zeros(0, dtype=np.float32)
     positions = np.ascontiguousarray(positions, dtype=np.int64)
     has_types = token_type is not None
     if has_types:

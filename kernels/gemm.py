@@ -174,14 +174,38 @@ def pack_weight(weight):
 
 
 @jit(inline="always")
-def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
-    """out[tile] = activation(out[tile] + bias) + residual for the tile's rows and columns."""
+def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row, gated):
+    """out[tile] = activation(out[tile] + bias) + residual for the tile's rows and columns.
+
+    With a gated output (`gated` not empty: a GLU, see `pack_gated_weight`) the tile's
+    columns come in pairs of panels, gate then up (col0 and cols multiples of 32), and the
+    epilogue writes gated[i, 16 c + j] = activation(gate + bias) * (up + bias) instead."""
     n = out.shape[1]
     has_bias = bias.shape[0] > 0
     has_residual = residual.shape[0] > 0
     # Loops over j in range(cols) on slices: j >= 0 is then evident to LLVM, so it drops
     # the negative-index wraparound and vectorizes the adds.
     bias_tile = bias[col0:col0 + cols] if has_bias else bias
+    if gated.shape[0] > 0:
+        inner = gated.shape[1]
+        for i in range(row0, row0 + rows):
+            out_tile = out[i, col0:col0 + cols]
+            if has_bias:
+                for j in range(cols):
+                    out_tile[j] += bias_tile[j]
+            for pair0 in range(col0, col0 + cols, 2 * NR):
+                first = pair0 // 2  # the pair's first column of the gated output
+                width = min(NR, inner - first)
+                if width <= 0:
+                    break
+                if activation_row != 0:
+                    call_activation_row(activation_row, out, i * n + pair0, width)
+                gate = out[i, pair0:pair0 + width]
+                up = out[i, pair0 + NR:pair0 + NR + width]
+                gated_row = gated[i, first:first + width]
+                for j in range(width):
+                    gated_row[j] = gate[j] * up[j]
+        return
     for i in range(row0, row0 + rows):
         out_tile = out[i, col0:col0 + cols]
         if has_bias:
@@ -196,15 +220,16 @@ def _epilogue(out, row0, rows, col0, cols, bias, residual, activation_row):
 
 
 @jit
-def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, row0, row1, panel0, panel1,
-                prefetch_limit):
+def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, gated, plan, row0, row1, panel0,
+                panel1, prefetch_limit):
     """Compute the block rows row0..row1-1 x panels panel0..panel1-1 of C, C being rows
     out_row0.. of `out` and A rows x_row0.. of x (the residual, if any, is read at out's
     rows); plan: a GEMM_PLAN record. With plan.prefetch, panels up to prefetch_limit may be
     asked into the cache ahead of need.
 
     The standalone `gemm` has both offsets 0; a program's MLP step (`program.py`) runs the
-    feed-forward block on slices of its buffers this way.
+    feed-forward block on slices of its buffers this way. gated: [0, 0], or a GLU's output
+    (see `_epilogue`; panel0 and panel1 are then even).
     """
     k_block = plan.k_block
     prefetch = plan.prefetch
@@ -247,11 +272,11 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
                 if last_pass:  # the finished rows x 64 (128) columns, still in L1
                     sweep_col0 = sweep0 * NR
                     _epilogue(out, out_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual,
-                              activation_row)
+                              activation_row, gated)
 
 
 @jit
-def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
+def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, gated):
     """One thread's part of C = act(x[x_row0:][:m] @ W + b) + residual into out[out_row0:][:m]
     (plan: a GEMM_PLAN record, `plan_record(plan_blocks(...))`): it claims blocks until none
     are left, and adds each finished unit of work to counters[base + FINISHED] (the caller
@@ -267,7 +292,8 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
     one at a time, so a thread that finishes first (cores of a shared host rarely run at
     one speed; a worker may start late) does more of the other's work instead of waiting.
     Both ends claim through one atomic counter per range (`_jit.claim_front` / `claim_back`):
-    a unit is taken at most once, and all are taken.
+    a unit is taken at most once, and all are taken. gated: see `_epilogue` (the plan's units
+    then hold whole pairs of panels: `plan_blocks(..., pairs=True)`).
     """
     n_panels = panels.shape[0]
     if plan.ranges == 0:
@@ -276,7 +302,7 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
             if task >= plan.units:
                 return
             row0 = task * plan.block_rows
-            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, row0,
+            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, gated, plan, row0,
                         min(m, row0 + plan.block_rows), 0, n_panels, n_panels)
             add_release(counters, base + FINISHED, 1)
     ranges, unit, batch = plan.ranges, plan.unit_panels, plan.owner_batch
@@ -288,7 +314,7 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
             if take <= 0:
                 break
             front = first + offset
-            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, 0, m,
+            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, gated, plan, 0, m,
                         front * unit, min(n_panels, (front + take) * unit), min(n_panels, stop * unit))
             add_release(counters, base + FINISHED, take)
     for step in range(1, ranges + 1):  # the others' ranges (its own last), from the back
@@ -299,27 +325,28 @@ def gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual,
             if offset < 0:
                 break
             last = first + offset
-            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, plan, 0, m,
+            _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0, gated, plan, 0, m,
                         last * unit, min(n_panels, (last + 1) * unit), min(n_panels, (last + 1) * unit))
             add_release(counters, base + FINISHED, 1)
 
 
 @jit
-def gemm_phase(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0):
+def gemm_phase(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0,
+               gated):
     """`gemm_run` as one phase of a program (kernels/program.py): this thread's part, then the
-    wait until every thread's part is done (the next phase reads `out`)."""
-    gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0)
+    wait until every thread's part is done (the next phase reads `out`, or `gated`)."""
+    gemm_run(counters, base, thread, plan, x, x_row0, m, panels, bias, residual, activation_row, out, out_row0, gated)
     wait_until_at_least(counters, base + FINISHED, plan.units)
 
 
 @jit
-def _gemm_tasks(x, panels, bias, residual, activation_row, out, plan, counters, first_thread, stop_thread):
+def _gemm_tasks(x, panels, bias, residual, activation_row, out, gated, plan, counters, first_thread, stop_thread):
     """`gemm_run` as one of the threads of `run_chunks` (first_thread: this thread's index)."""
-    gemm_run(counters, 0, first_thread, plan, x, 0, x.shape[0], panels, bias, residual, activation_row, out, 0)
+    gemm_run(counters, 0, first_thread, plan, x, 0, x.shape[0], panels, bias, residual, activation_row, out, 0, gated)
 
 
 @functools.lru_cache(maxsize=4096)
-def plan_blocks(m, n_panels, k, threads, wide):
+def plan_blocks(m, n_panels, k, threads, wide, pairs=False):
     """How one GEMM is cut into blocks for `threads` threads, with the micro-kernel tiles of
     `wide` (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel): a GemmPlan.
 
@@ -328,12 +355,15 @@ def plan_blocks(m, n_panels, k, threads, wide):
     Fewer (up to ~600 rows, a batch-1 text among them): one row block, its columns in units of
     one tile, in one range per thread (see `gemm_run`). Row blocks of at most
     PREFETCH_MAX_ROWS (wide: WIDE_PREFETCH_MAX_ROWS) rows prefetch the weights ahead. K goes
-    in the fewest blocks of at most K_BLOCK, evenly.
+    in the fewest blocks of at most K_BLOCK, evenly. pairs: a gated GEMM's (`gemm_gated`):
+    column units of whole pairs of panels (gate and up), so each block's epilogue has both.
 
     >>> plan_blocks(128, 72, 384, 2, True)  # 128 x 1152: 36 units of 2 panels, 18 each
     GemmPlan(units=36, block_rows=132, unit_panels=2, k_block=384, ranges=2, prefetch=True, wide=True, owner_batch=4, bounds=(0, 18, 36))
     """
     tile_rows, tile_panels = (WIDE_MR, 2) if wide else (MR, 1)
+    if pairs:
+        tile_panels = 2  # a column unit holds a gate panel and its up panel
     sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
     tiles = max(1, -(-m // tile_rows))
     n_row_blocks = -(-tiles // (MAX_BLOCK_ROWS // tile_rows))
@@ -420,7 +450,77 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
         return out
     counters = np.zeros(FINISHED + 1, dtype=np.int64)  # the blocks' claim counters (see gemm_run)
     run_chunks(_gemm_tasks, range(min(threads, plan.units) + 1),
-               x, packed.panels, bias, residual, activation_row, out, plan_record(plan), counters)
+               x, packed.panels, bias, residual, activation_row, out, _NO_RESIDUAL, plan_record(plan), counters)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Gated linear units: act(x @ Wg + bg) * (x @ Wu + bu) in one GEMM.
+
+
+def pack_gated_weight(gate, up, gate_bias=None, up_bias=None):
+    """A GLU's gate and up weights (float32 [K, inner] each; biases [inner] or None) as one
+    [K, 2 * inner_pad] weight and its bias, inner_pad = inner rounded up to 16: columns in
+    pairs of 16, gate chunk c at 32 c .. 32 c + 15 and up chunk c at 32 c + 16 .. 32 c + 31
+    (zeros past inner). Packed (`pack_weight`), panel 2 c is gate chunk c and panel 2 c + 1
+    up chunk c, so the epilogue that finishes a pair has both halves in L1.
+    Returns (weight [K, 2 * inner_pad], bias [2 * inner_pad] or None)."""
+    k, inner = gate.shape
+    chunks = -(-inner // NR)
+    weight = np.zeros((k, chunks, 2, NR), dtype=np.float32)  # [K, chunks, gate | up, 16]
+    for half, part in enumerate((gate, up)):
+        padded = np.zeros((k, chunks * NR), dtype=np.float32)
+        padded[:, :inner] = part
+        weight[:, :, half] = padded.reshape(k, chunks, NR)
+    bias = None
+    if gate_bias is not None:
+        bias = np.zeros((chunks, 2, NR), dtype=np.float32)
+        for half, part in enumerate((gate_bias, up_bias)):
+            padded = np.zeros(chunks * NR, dtype=np.float32)
+            padded[:inner] = part
+            bias[:, half] = padded.reshape(chunks, NR)
+        bias = bias.reshape(-1)
+    return weight.reshape(k, -1), bias  # -> [K, 2 * inner_pad], [2 * inner_pad]
+
+
+def unpack_gated_weight(weight, inner):
+    """`pack_gated_weight` undone for a weight or a bias: [..., 2 * inner_pad] -> (gate, up), [..., inner] each."""
+    pairs = weight.reshape(*weight.shape[:-1], -1, 2, NR)  # [..., chunks, 2, 16]
+    gate = pairs[..., 0, :].reshape(*weight.shape[:-1], -1)[..., :inner]
+    up = pairs[..., 1, :].reshape(*weight.shape[:-1], -1)[..., :inner]
+    return np.ascontiguousarray(gate), np.ascontiguousarray(up)
+
+
+def gemm_gated(x, packed, bias=None, activation=None, inner=None, out=None):
+    """A GLU: out = activation(x @ Wg + bg) * (x @ Wu + bu), one GEMM whose epilogue forms
+    the product, with `packed = pack_weight(pack_gated_weight(gate, up, ...)[0])`.
+
+    x: float32 [M, K] C-contiguous; bias: the packed bias [2 * inner_pad] or None; inner:
+    the GLU's width (default: every pair's 16 columns); out: float32 [M, inner] or None.
+    Returns out. The NumPy twin is `transformer.model.feed_forward`'s gated branch;
+    `gemm_gated_naive` the reference loop.
+    """
+    if not isinstance(packed, PackedWeight):
+        raise TypeError(f"gemm_gated: packed must be a PackedWeight, got {type(packed).__name__}")
+    k, n = packed.in_features, packed.out_features
+    if n % (2 * NR):
+        raise ValueError(f"gemm_gated: the packed weight must have pairs of 16 columns (pack_gated_weight), got {n}")
+    inner = n // 2 if inner is None else inner
+    if not 0 < inner <= n // 2 or -(-inner // NR) != n // (2 * NR):
+        raise ValueError(f"gemm_gated: inner={inner} does not fit a packed weight of {n} columns")
+    bias, _, wide = _check_inputs(x, k, n, bias, None, None)  # wide: the [M, 2 * inner_pad] products
+    if out is None:
+        out = np.empty((x.shape[0], inner), dtype=np.float32)
+    _check_matrix("out", out, (x.shape[0], inner))
+    activation_row = activation_row_address(activation_code(activation))
+    m = x.shape[0]
+    threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
+    plan = plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES, True)
+    if plan.units == 0:
+        return out
+    counters = np.zeros(FINISHED + 1, dtype=np.int64)
+    run_chunks(_gemm_tasks, range(min(threads, plan.units) + 1),
+               x, packed.panels, bias, _NO_RESIDUAL, activation_row, wide, out, plan_record(plan), counters)
     return out
 
 
@@ -444,6 +544,13 @@ def _gemm_naive_loops(x, weight, bias, residual, activation_row, out):
                 call_activation_row(activation_row, out, i * n + j, 1)
             if residual.shape[0] > 0:
                 out[i, j] += residual[i, j]
+
+
+def gemm_gated_naive(x, gate, up, gate_bias=None, up_bias=None, activation=None):
+    """The reference for `gemm_gated`: two `gemm_naive` products, then their product
+    element by element. float32 [M, K], [K, inner] twice -> [M, inner]."""
+    activated = gemm_naive(x, np.ascontiguousarray(gate), gate_bias, activation=activation)
+    return activated * gemm_naive(x, np.ascontiguousarray(up), up_bias)
 
 
 def gemm_naive(x, weight, bias=None, residual=None, activation=None, out=None):

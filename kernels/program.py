@@ -12,16 +12,26 @@ program. Each step is a record (`kind`, `index` into its kind's table of records
     step       computes                                         by (each thread its items)
     GEMM       target = act(source @ W + b) + residual          gemm.gemm_phase
     ATTENTION  target = attention(source) per (sequence, head)  attention.attention_phase
-    NORM       target = LayerNorm(source)                       layernorm.layer_norm_phase
+    NORM       target = LayerNorm(source) or RMSNorm(source)    layernorm.layer_norm_phase, rms_norm_phase
     MLP        per block of <= ffn_rows rows:                   gemm.gemm_phase, twice a block
                  inner = act(source[block] @ W_up + b)
                  target[block] = inner @ W_down + b + residual[block]
+               gated (a GLU: W_up holds the gate and up weights in pairs of panels,
+               gemm.pack_gated_weight), the first GEMM's epilogue writes
+                 gated = act(source @ W_gate + b) * (source @ W_up + b)
+               and the second reads it
 
 Buffers, a tuple of float32 C-contiguous [rows, width] arrays indexed by slot: EMPTY
 ([0, 0]: "no residual"), HIDDEN (the layers' input and output), ATTENDED (the residual
 stream's other buffer: a GEMM's output may not overlap its residual input), NORMED (a
 pre-norm block's normed input), QKV (attention's head-major q_h | k_h | v_h columns),
-CONTEXT, INNER ([ffn_rows, intermediate]), SCRATCH ([threads, attention scratch]).
+CONTEXT, INNER ([ffn_rows, intermediate], a GLU's [ffn_rows, 2 * intermediate rounded up
+to 16]), SCRATCH ([threads, attention scratch]), GATED (a GLU's [ffn_rows, intermediate]
+product; EMPTY's [0, 0] where no MLP is gated).
+
+Attention may turn its queries and keys by rotary angles first (ATTENTION_STEP.rotary: a
+row of the plan's rotary tables, -1 none) and see only a sliding window of keys
+(window_half, -1 none): see attention._varlen_range.
 
 Weights (`Weights`), stacked over the layers, the layer first: panels[slot] float32
 [layers, panels, in, 16] (gemm.pack_weight's panels), biases[slot] [layers, out] (or
@@ -50,16 +60,16 @@ from . import microkernel
 from ._jit import PHASE_COUNTERS, even_bounds, jit, numba, run_chunks
 from .activations import activation_name
 from .attention import attention_phase, balanced_bounds, scratch_floats
-from .gemm import NR, PackedWeight, gemm, gemm_phase, plan_blocks, plan_records
-from .layernorm import layer_norm_bounds, layer_norm_checked, layer_norm_phase
+from .gemm import NR, PackedWeight, gemm, gemm_gated, gemm_phase, plan_blocks, plan_records
+from .layernorm import layer_norm_bounds, layer_norm_checked, layer_norm_phase, rms_norm_checked, rms_norm_phase
 
 # Step kinds.
 GEMM, ATTENTION, NORM, MLP = range(4)
 STEP_NAMES = ("GEMM", "ATTENTION", "NORM", "MLP")
 
 # Buffer slots.
-EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH = range(8)
-BUFFER_NAMES = ("EMPTY", "HIDDEN", "ATTENDED", "NORMED", "QKV", "CONTEXT", "INNER", "SCRATCH")
+EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH, GATED = range(9)
+BUFFER_NAMES = ("EMPTY", "HIDDEN", "ATTENDED", "NORMED", "QKV", "CONTEXT", "INNER", "SCRATCH", "GATED")
 
 # The records. Buffer fields hold slots; `linear`, `up`, `down` slots of Weights.panels and
 # .biases; `weight`, `bias` slots of Weights.vectors; `activation` an activations code and
@@ -67,15 +77,20 @@ BUFFER_NAMES = ("EMPTY", "HIDDEN", "ATTENDED", "NORMED", "QKV", "CONTEXT", "INNE
 STEP = np.dtype([("kind", np.int64), ("index", np.int64)], align=True)
 GEMM_STEP = np.dtype([("linear", np.int64), ("source", np.int64), ("target", np.int64), ("residual", np.int64),
                       ("activation", np.int64), ("activation_row", np.int64)], align=True)
-ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64),
-                           ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_)], align=True)
+# ATTENTION's table_ld: the row length of DeBERTa's projected tables (Weights.position_keys /
+# position_queries, kernels/disentangled.py); 0 when the step adds no disentangled terms.
+ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64), ("kv_heads", np.int64),
+                           ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_),
+                           ("window_half", np.int64), ("rotary", np.int64), ("causal", np.int64),
+                           ("table_ld", np.int64)], align=True)
 NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.int64), ("target", np.int64),
-                      ("eps", np.float32)], align=True)
+                      ("eps", np.float32), ("rms", np.int64), ("offset", np.float32)], align=True)
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
                      ("target", np.int64), ("residual", np.int64), ("activation", np.int64),
-                     ("activation_row", np.int64)], align=True)
+                     ("activation_row", np.int64), ("gated", np.int64)], align=True)
 
 _NO_FLAT = np.zeros(0, dtype=np.float32)  # flat_buffers' entry for a buffer read as 2-D only
+_NO_TABLES = np.zeros((1, 0, 0), dtype=np.float32)  # GroupPlan's rotary tables where no step rotates
 
 # A GEMM's plan per row regime: every row of the group, a whole feed-forward block, the last
 # (shorter) block.
@@ -101,6 +116,8 @@ class Weights(NamedTuple):
     panels: tuple  # float32 [layers, panels, in, 16] each
     biases: tuple  # float32 [layers, out] or [layers, 0] each
     vectors: tuple  # float32 [layers, d] each
+    position_keys: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: DeBERTa's c2p tables, or [layers, 0]
+    position_queries: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: its p2c tables, or [layers, 0]
 
 
 class GroupPlan(NamedTuple):
@@ -115,9 +132,14 @@ class GroupPlan(NamedTuple):
     no_position_bias: np.ndarray  # float32 [0]: for the attention steps that add none
     bias_len: int
     positions: np.ndarray  # int64 [rows]: each token's row / column of the position bias
+    rotary_cos: np.ndarray  # float32 [rotary schemes, positions, half], or [0, 0, 0]
+    rotary_sin: np.ndarray  # likewise
+    no_rotary: np.ndarray  # float32 [0, 0]: for the attention steps that rotate nothing
+    rotary_positions: np.ndarray  # int64 [rows]: each token's position (its slot in the padded row)
     max_len: int  # the longest sequence
     ffn_rows: int  # rows per MLP block
     wide: bool  # the micro-kernel's tiles, for attention as for the GEMMs
+    rows_of: np.ndarray  # int64 [2 * max_len - 1]: DeBERTa's table row per distance (attention.VarlenPlan), or [0]
 
 
 def layer_phases(program, layer, rows, ffn_rows):
@@ -130,8 +152,8 @@ def layer_phases(program, layer, rows, ffn_rows):
 @jit
 def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 gemm_plans, attention_bounds, head_ranges, norm_bounds, cu_seqlens, position_bias, no_position_bias,
-                bias_len, positions, max_len, ffn_rows, wide,
-                panels, biases, vectors,
+                bias_len, positions, rotary_cos, rotary_sin, no_rotary, rotary_positions, max_len, ffn_rows, wide,
+                rows_of, panels, biases, vectors, position_keys, position_queries,
                 buffers, flat_buffers, counters, first_layer, stop_layer, first_thread, stop_thread):
     """Every step of layers first_layer..stop_layer-1, layer after layer, as one of the threads
     taking part (first_thread: its index). A step ends when every thread is done with it, so
@@ -155,34 +177,42 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 g = gemms[step.index]
                 gemm_phase(layer_counters, base, first_thread, gemm_plans[g.linear, ALL_ROWS], buffers[g.source],
                            0, rows, panels[g.linear][layer], biases[g.linear][layer],
-                           buffers[g.residual], g.activation_row, buffers[g.target], 0)
+                           buffers[g.residual], g.activation_row, buffers[g.target], 0, no_residual)
                 phase += 1
             elif step.kind == ATTENTION:
                 a = attentions[step.index]
                 bias = position_bias if a.position_bias else no_position_bias
+                cos, sin = (rotary_cos[a.rotary], rotary_sin[a.rotary]) if a.rotary >= 0 else (no_rotary, no_rotary)
                 attention_phase(layer_counters, base, first_thread, attention_bounds, head_ranges,
                                 flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
-                                a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
-                                max_len, scratch, wide)
+                                a.kv_heads, a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
+                                max_len, scratch, wide, a.window_half, a.causal, cos, sin, rotary_positions,
+                                position_keys[layer], position_queries[layer], a.table_ld, rows_of)
                 phase += 1
             elif step.kind == NORM:
                 n = norms[step.index]
-                layer_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
-                                 vectors[n.bias][layer], n.eps, buffers[n.target])
+                if n.rms:
+                    rms_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
+                                   n.eps, n.offset, buffers[n.target])
+                else:
+                    layer_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
+                                     vectors[n.bias][layer], n.eps, buffers[n.target])
                 phase += 1
             else:  # MLP, ffn_rows rows at a time (each row is independent)
                 m = mlps[step.index]
                 source, inner, target, residual = buffers[m.source], buffers[m.inner], buffers[m.target], \
                     buffers[m.residual]
+                gated = buffers[m.gated]  # a GLU's product (the down GEMM's input), or EMPTY
+                down_input = gated if m.gated != EMPTY else inner
                 for block0 in range(0, rows, ffn_rows):
                     block_rows = min(ffn_rows, rows - block0)
                     regime = BLOCK if block_rows == ffn_rows else LAST_BLOCK
                     gemm_phase(layer_counters, phase * PHASE_COUNTERS, first_thread, gemm_plans[m.up, regime],
                                source, block0, block_rows, panels[m.up][layer], biases[m.up][layer],
-                               no_residual, m.activation_row, inner, 0)
+                               no_residual, m.activation_row, inner, 0, gated)
                     gemm_phase(layer_counters, (phase + 1) * PHASE_COUNTERS, first_thread,
-                               gemm_plans[m.down, regime], inner, 0, block_rows, panels[m.down][layer],
-                               biases[m.down][layer], residual, 0, target, block0)
+                               gemm_plans[m.down, regime], down_input, 0, block_rows, panels[m.down][layer],
+                               biases[m.down][layer], residual, 0, target, block0, no_residual)
                     phase += 2
 
 
@@ -192,15 +222,17 @@ assert tuple(inspect.signature(_run_layers.py_func).parameters)[:len(Program._fi
     Program._fields + GroupPlan._fields + Weights._fields, "_run_layers' parameters and the records' fields differ"
 
 
-def head_ranges(qkv_plan, num_heads, head_dim):
+def head_ranges(qkv_plan, num_heads, head_dim, kv_heads=None):
     """int64 [ranges + 1]: the heads each thread's column range of the QKV GEMM (a GemmPlan)
     computes whole (head h's q | k | v columns are 3 * head_dim from h * 3 * head_dim: the
-    QKV weight is packed head-major), a head going to the range its middle column falls in;
-    empty when the GEMM has no column ranges (many rows: row blocks)."""
+    QKV weight is packed head-major; with grouped-query attention a group's G query heads,
+    key and value are (G + 2) * head_dim), a head going to the range its group's middle
+    column falls in; empty when the GEMM has no column ranges (many rows: row blocks)."""
     if qkv_plan.ranges == 0:
         return np.zeros(0, dtype=np.int64)
+    group = num_heads // (num_heads if kv_heads is None else kv_heads)
     column_bounds = np.array(qkv_plan.bounds) * qkv_plan.unit_panels * NR  # units -> panels -> columns
-    middles = (np.arange(num_heads) * 3 + 1.5) * head_dim  # each head's middle column
+    middles = (np.arange(num_heads) // group + 0.5) * (group + 2) * head_dim  # each head's group's middle column
     owners = np.searchsorted(column_bounds[1:], middles, side="right")  # the range each falls in
     return np.searchsorted(owners, np.arange(qkv_plan.ranges + 1), side="left").astype(np.int64)  # [ranges + 1]
 
@@ -212,10 +244,11 @@ class ProgramPlan:
 
     program: the Program; weights: its Weights (for the GEMMs' shapes); attend: the group's
     `attention.VarlenPlan` (sequence bounds, heads, position bias; head-major qkv); rows: the
-    group's tokens; ffn_rows: rows per MLP block.
+    group's tokens; ffn_rows: rows per MLP block; rotary: (cos, sin) float32 [rotary schemes,
+    positions, half] for the attention steps' `rotary` rows, or None.
     """
 
-    def __init__(self, program, weights, attend, rows, ffn_rows):
+    def __init__(self, program, weights, attend, rows, ffn_rows, rotary=None):
         threads = numba.get_num_threads()
         self.threads, self.attend, self.rows, self.ffn_rows = threads, attend, rows, ffn_rows
         wide = microkernel.WIDE_TILES
@@ -227,13 +260,15 @@ class ProgramPlan:
         for m in program.mlps:
             for slot in (int(m["up"]), int(m["down"])):
                 uses.setdefault(slot, set()).update((BLOCK, LAST_BLOCK))
+        # a GLU's gate and up weights: units of whole pairs of panels (gemm.plan_blocks)
+        paired = {int(m["up"]) for m in program.mlps if m["gated"] != EMPTY}
         empty = plan_blocks(0, 0, 0, threads, wide)
         plans = [[empty] * 3 for _ in weights.panels]
         for slot, regimes in uses.items():
             _, n_panels, k, _ = weights.panels[slot].shape  # [layers, panels, in, 16]
             for regime in regimes:
                 # No serial cut-off for small products here: the hand-off it avoids is not paid.
-                plans[slot][regime] = plan_blocks(regime_rows[regime], n_panels, k, threads, wide)
+                plans[slot][regime] = plan_blocks(regime_rows[regime], n_panels, k, threads, wide, slot in paired)
         self.gemm_plans = plans  # [slot][regime] GemmPlans
         if len(program.attentions):
             if not attend.head_major:
@@ -244,7 +279,7 @@ class ProgramPlan:
             # thread attends the heads whose columns it computed (see attention.attention_phase);
             # else the items go in ATTENTION_RUNS_PER_THREAD runs per thread, balanced by cost.
             qkv_plan = plans[min(qkv_slots)][ALL_ROWS] if qkv_slots else empty
-            ranges = head_ranges(qkv_plan, attend.num_heads, attend.head_dim)
+            ranges = head_ranges(qkv_plan, attend.num_heads, attend.head_dim, attend.kv_heads)
         else:
             ranges = np.zeros(0, dtype=np.int64)
         lengths = np.diff(attend.cu_seqlens)
@@ -260,13 +295,15 @@ class ProgramPlan:
             head_ranges=ranges,
             norm_bounds=np.array(even_bounds(rows, max(1, min(rows, 2 * threads))), dtype=np.int64),  # 2 runs per thread
             cu_seqlens=attend.cu_seqlens, position_bias=attend.bias, no_position_bias=np.zeros(0, np.float32),
-            bias_len=attend.bias_len,
-            positions=attend.positions, max_len=attend.max_len, ffn_rows=ffn_rows, wide=wide)
+            bias_len=attend.bias_len, positions=attend.positions,
+            rotary_cos=_NO_TABLES if rotary is None else rotary[0], rotary_sin=_NO_TABLES if rotary is None else rotary[1],
+            no_rotary=_NO_TABLES[0], rotary_positions=attend.rotary_positions,
+            max_len=attend.max_len, ffn_rows=ffn_rows, wide=wide, rows_of=attend.rows_of)
 
     @property
     def attention_scratch_shape(self):
         """(threads, floats): the SCRATCH buffer `run` takes, a row for each thread."""
-        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim)
+        return self.threads, scratch_floats(self.attend.max_len, self.attend.head_dim) + self.attend.position_floats
 
     def run(self, program, weights, buffers, first_layer, stop_layer):
         """Layers first_layer..stop_layer-1 of `program` on the group, in one call: buffers[HIDDEN]
@@ -289,10 +326,11 @@ def _steps_feeding(program, slot):
                 yield g, step
 
 
-def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer):
+def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer, rotary=None):
     """`ProgramPlan.run` kernel by kernel from Python (the standalone gemm, attention and
     LayerNorm): the same steps, the same numbers bit for bit; slower (a Python call and a
-    thread hand-off per kernel), for tests and for reading. attend: the group's VarlenPlan."""
+    thread hand-off per kernel), for tests and for reading. attend: the group's VarlenPlan;
+    rotary: ProgramPlan's."""
     rows = buffers[HIDDEN].shape[0]
     norm_bounds = None
     for layer in range(first_layer, stop_layer):
@@ -304,21 +342,34 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
                            buffers[g["residual"]], g["activation"])
             elif kind == ATTENTION:
                 a = program.attentions[index]
-                attend(buffers[a["source"]], out=buffers[a["target"]])
+                tables = None if a["rotary"] < 0 else (rotary[0][a["rotary"]], rotary[1][a["rotary"]])
+                position_tables = (weights.position_keys[layer], weights.position_queries[layer], int(a["table_ld"]))
+                attend(buffers[a["source"]], out=buffers[a["target"]], window_half=int(a["window_half"]),
+                       rotary=tables, causal=bool(a["causal"]), scale=a["scale"],
+                       position_tables=position_tables if a["table_ld"] else None)
             elif kind == NORM:
                 n = program.norms[index]
                 source = buffers[n["source"]]
                 if norm_bounds is None:
                     norm_bounds = layer_norm_bounds(rows, source.shape[1])  # the thread split, once
-                layer_norm_checked(source, weights.vectors[n["weight"]][layer], weights.vectors[n["bias"]][layer],
-                                   n["eps"], buffers[n["target"]], norm_bounds)
+                if n["rms"]:
+                    rms_norm_checked(source, weights.vectors[n["weight"]][layer], n["eps"], n["offset"],
+                                     buffers[n["target"]], norm_bounds)
+                else:
+                    layer_norm_checked(source, weights.vectors[n["weight"]][layer], weights.vectors[n["bias"]][layer],
+                                       n["eps"], buffers[n["target"]], norm_bounds)
             else:
                 m = program.mlps[index]
                 source, inner, target, residual = (buffers[m[name]] for name in ("source", "inner", "target", "residual"))
+                gated = buffers[m["gated"]] if m["gated"] != EMPTY else None
                 for block0 in range(0, rows, ffn_rows):
                     block = slice(block0, min(rows, block0 + ffn_rows))
                     block_inner = inner[:block.stop - block.start]
-                    _gemm_step(weights, layer, m["up"], source[block], block_inner, buffers[EMPTY], m["activation"])
+                    if gated is None:
+                        _gemm_step(weights, layer, m["up"], source[block], block_inner, buffers[EMPTY], m["activation"])
+                    else:
+                        block_inner = gated[:block.stop - block.start]
+                        _gated_step(weights, layer, m["up"], source[block], block_inner, m["activation"])
                     _gemm_step(weights, layer, m["down"], block_inner, target[block],
                                residual[block] if residual.size else residual, None)
 
@@ -330,6 +381,15 @@ def _gemm_step(weights, layer, slot, x, out, residual, activation):
     packed = PackedWeight(panels, panels.shape[1], out.shape[1])
     gemm(x, packed, bias if bias.size else None, residual if residual.size else None,
          activation=None if activation is None else activation_name(activation), out=out)
+
+
+def _gated_step(weights, layer, slot, x, out, activation):
+    """out = act(x @ W_gate + b) * (x @ W_up + b) with the paired weights of `slot` at `layer`,
+    by `gemm.gemm_gated`."""
+    panels = weights.panels[slot][layer]  # [panels, in, 16]
+    bias = weights.biases[slot][layer]
+    packed = PackedWeight(panels, panels.shape[1], panels.shape[0] * NR)
+    gemm_gated(x, packed, bias if bias.size else None, activation_name(activation), out.shape[1], out=out)
 
 
 def describe(program, layer=0, linear_names=None):
@@ -359,12 +419,23 @@ def describe(program, layer=0, linear_names=None):
             lines.append(f"{name} {buffer(g['target'])} = {product}{residual}")
         elif kind == ATTENTION:
             a = program.attentions[index]
-            lines.append(f"{name} {buffer(a['target'])} = attention({buffer(a['source'])})")
+            side = "back" if a["causal"] else "either side"
+            extras = ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + (["causal"] if a["causal"] else []) + \
+                ([f"window {a['window_half']} {side}"] if a["window_half"] >= 0 else [])
+            source = "; ".join([buffer(a["source"]), ", ".join(extras)] if extras else [buffer(a["source"])])
+            terms = "  (scores + c2p + p2c)" if a["table_ld"] else ""  # DeBERTa's disentangled terms
+            lines.append(f"{name} {buffer(a['target'])} = attention({source}){terms}")
         elif kind == NORM:
             n = program.norms[index]
-            lines.append(f"{name} {buffer(n['target'])} = LayerNorm({buffer(n['source'])})")
+            kind = "RMSNorm" if n["rms"] else "LayerNorm"
+            lines.append(f"{name} {buffer(n['target'])} = {kind}({buffer(n['source'])})")
         else:
             m = program.mlps[index]
-            lines.append(f"{name} {buffer(m['target'])} = {activation_name(m['activation'])}({buffer(m['source'])} @ "
-                         f"{weight(m['up'])} + b) @ {weight(m['down'])} + b + {buffer(m['residual'])}")
+            act = activation_name(m["activation"])
+            if m["gated"] != EMPTY:  # a GLU: W[up] holds the gate and up halves
+                inner = f"{act}({buffer(m['source'])} @ {weight(m['up'])}.gate + b) * ({buffer(m['source'])} @ " \
+                        f"{weight(m['up'])}.up + b)"
+            else:
+                inner = f"{act}({buffer(m['source'])} @ {weight(m['up'])} + b)"
+            lines.append(f"{name} {buffer(m['target'])} = {inner} @ {weight(m['down'])} + b + {buffer(m['residual'])}")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """docs/architecture.md's recipes cannot rot, and the backends refuse what they cannot run.
 
 The page shows BERT's recipe beside ModernBERT's and Llama's, as code. The code runs here:
-BERT's must be the recipe transformer/families/bert.py makes; ModernBERT's and Llama's must
-build (from their real configs' numbers) and be refused by both backends, by name.
+BERT's and ModernBERT's must be the recipes their family modules make (and both backends run
+them); Llama's must build (from its real config's numbers) and be refused by both backends,
+by name.
 """
 
 import re
@@ -76,20 +77,42 @@ def test_llama_recipe_is_causal_grouped_query_pre_rms_norm(recipes):
     assert built.embeddings.positions is None and built.final_norm.kind == "rms_norm"
 
 
-@pytest.mark.parametrize("name, config, numpy_refusal, numba_refusal", [
-    ("modernbert_recipe", modernbert_base, "the layer_norm 'mlp_norm' with bias=False",
-     "embeddings without a position table"),
-    ("llama_recipe", llama_32_1b, "the rms_norm 'input_norm'", "embeddings without a norm"),
-])
-def test_both_backends_refuse_a_recipe_step_they_do_not_run_by_name(recipes, name, config, numpy_refusal,
-                                                                      numba_refusal):
+def test_the_pages_modernbert_recipe_is_the_modernbert_familys_and_both_backends_run_it(recipes):
     from transformer.numba_backend import program
 
-    built = recipes[name](config())
-    with pytest.raises(NotImplementedError, match=f"the numpy backend does not implement {numpy_refusal}"):
-        model.check_recipe(built)
-    with pytest.raises(NotImplementedError, match=f"the numba backend does not implement {numba_refusal}"):
-        program.check_recipe(built)
+    config = EncoderConfig.from_dict(dict(model_type="modernbert", vocab_size=50368, pad_token_id=50283))
+    built = recipes["modernbert_recipe"](config)
+    assert built == config.recipe == recipes["modernbert_recipe"](modernbert_base())
+    model.check_recipe(built)
+    program.check_recipe(built)
+
+
+def test_the_pages_llama_recipe_runs_on_both_backends(recipes):
+    from transformer.numba_backend import program
+
+    built = recipes["llama_recipe"](llama_32_1b())
+    model.check_recipe(built)
+    program.check_recipe(built)
+
+
+def test_both_backends_refuse_a_recipe_step_they_do_not_run_by_name(recipes):
+    from dataclasses import replace
+
+    from transformer.numba_backend import program
+
+    built = recipes["llama_recipe"](llama_32_1b())
+    attention = built.layers[0].blocks[0].sublayer
+    interleaved = replace(attention, positions=replace(attention.positions, interleaved=True))
+    layer = replace(built.layers[0], blocks=(replace(built.layers[0].blocks[0], sublayer=interleaved),
+                                             *built.layers[0].blocks[1:]))
+    with pytest.raises(NotImplementedError, match="the numpy backend does not implement interleaved rotary"):
+        model.check_recipe(replace(built, layers=(layer,)))
+    normed = replace(attention, query_norm=recipe.Norm("q", 64, kind="rms_norm"),
+                     key_norm=recipe.Norm("k", 64, kind="rms_norm"))
+    layer = replace(built.layers[0], blocks=(replace(built.layers[0].blocks[0], sublayer=normed),
+                                             *built.layers[0].blocks[1:]))
+    with pytest.raises(NotImplementedError, match="the numba backend does not implement query/key norms"):
+        program.check_recipe(replace(built, layers=(layer,)))
 
 
 def test_the_pages_bert_program_is_what_the_numba_backend_compiles():

@@ -31,6 +31,7 @@ from transformer.store import weights_dir  # noqa: E402
 
 CONFIGS = [json.loads(path.read_text()) for path in
            sorted((Path(__file__).parent / "references" / "families").glob("*/config.json"))
+           + sorted((Path(__file__).parent / "references" / "decoders").glob("*/config.json"))
            + [weights_dir() / name / "config.json" for name in ("all-MiniLM-L6-v2", "all-mpnet-base-v2")]]
 
 # Every key this package reads from config.json (the mutations aim at these more often).
@@ -38,7 +39,12 @@ READ = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_att
         "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
         "embedding_size", "relative_attention_num_buckets", "architectures", "num_labels", "id2label",
         "tie_word_embeddings", "position_embedding_type", "is_decoder", "add_cross_attention",
-        "dim", "n_layers", "n_heads", "hidden_dim", "activation")
+        "dim", "n_layers", "n_heads", "hidden_dim", "activation",
+        "hidden_activation", "norm_eps", "norm_bias", "attention_bias", "mlp_bias", "layer_types", "local_attention",
+        "global_attn_every_n_layers", "rope_parameters", "classifier_pooling", "head_dim",
+        "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "activation_function", "layer_norm_epsilon",
+        "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+        "rms_norm_eps", "num_key_value_heads", "sliding_window")
 SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "embedding_size", "num_labels")
 
@@ -49,7 +55,7 @@ def config_text(rng, drawn):
     if kind == "tree":
         raw = mutate_tree(rng, raw, READ, drawn)
     elif kind == "family":
-        raw = {**raw, "model_type": rng.choice(list(FAMILIES) + ["gpt2", "BERT"])}
+        raw = {**raw, "model_type": rng.choice(list(FAMILIES) + ["bloom", "BERT"])}
         if rng.random() < 0.5:
             raw = mutate_tree(rng, raw, READ, drawn, count=1)
     text = json.dumps(raw)
@@ -62,7 +68,7 @@ def _check_fields(config):
         value = getattr(config, name)
         assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
     assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
-    assert config.type_vocab_size >= 1 or config.family in ("mpnet", "distilbert")
+    assert config.type_vocab_size >= 1 or not config.recipe.embeddings.token_types
     assert config.hidden_size % config.num_attention_heads == 0
     assert config.hidden_act in SUPPORTED_ACTIVATIONS
     assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1
@@ -96,11 +102,22 @@ def _transformers_reading(read_json):
         "pad_token_id", "num_labels", "tie_word_embeddings")}
     if family == "distilbert":
         fields["intermediate_size"], fields["hidden_act"] = theirs.hidden_dim, theirs.activation
+    elif family == "gpt2":
+        fields["intermediate_size"] = theirs.n_inner if theirs.n_inner is not None else 4 * theirs.n_embd
+        fields["hidden_act"] = theirs.activation_function
+        fields["layer_norm_eps"] = float(theirs.layer_norm_epsilon)
+    elif family == "modernbert":
+        fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_activation
+        fields["layer_norm_eps"] = float(theirs.norm_eps)
+    elif family == "gemma3":
+        fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_activation
     else:
         fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_act
-    if family != "distilbert":
+    if family in ("llama", "qwen", "gemma3"):
+        fields["layer_norm_eps"] = float(theirs.rms_norm_eps)
+    elif family not in ("distilbert", "gpt2", "modernbert"):
         fields["layer_norm_eps"] = float(theirs.layer_norm_eps)
-    if family in ("bert", "roberta", "electra"):
+    if family in ("bert", "roberta", "electra", "nomic_bert", "jina_embeddings_v3"):
         fields["type_vocab_size"] = theirs.type_vocab_size
     if family == "electra":
         fields["embedding_size"] = theirs.embedding_size

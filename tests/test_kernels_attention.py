@@ -179,9 +179,11 @@ def test_the_scratch_padding_read_by_the_micro_kernel_is_zeroed(length, head_dim
     for leftover in (np.arange(1, 1000, dtype=np.int32).view(np.float32)[:1], np.float32(np.nan)):  # a subnormal, NaN
         scratch = np.full((1, kernel.scratch_floats(length, head_dim)), leftover, dtype=np.float32)
         out = np.empty_like(expected)
-        kernel._varlen_chunks(qkv.reshape(-1), heads * head_dim, False, cu_seqlens, heads, head_dim, plan.scale, plan.bias,
+        kernel._varlen_chunks(qkv.reshape(-1), heads * head_dim, False, cu_seqlens, heads, heads, head_dim, plan.scale,
+                              plan.bias,
                               plan.bias_len, plan.positions, out.reshape(-1), length, np.array([0, heads]), scratch,
-                              plan.wide, 0, 1)
+                              plan.wide, plan.window_half, plan.causal, *plan.rotary, plan.rotary_positions,
+                              kernel._NO_TABLE, kernel._NO_TABLE, 0, kernel._NO_ROWS, 0, 1)
         np.testing.assert_array_equal(out, expected)
         n_pad, d_pad = -(-length // 16) * 16, -(-head_dim // 16) * 16
         key_t = scratch[0, :head_dim * n_pad].reshape(head_dim, n_pad)

@@ -273,7 +273,8 @@ def test_every_block_is_computed_once_whoever_runs(m, n, threads_running, tiles)
     out = np.full((m, n), np.nan, dtype=np.float32)
     counters = np.zeros(gemm_module.FINISHED + 1, dtype=np.int64)
     for thread in threads_running:
-        gemm_module._gemm_tasks(x, packed.panels, bias, residual, 0, out, gemm_module.plan_record(plan), counters,
+        gemm_module._gemm_tasks(x, packed.panels, bias, residual, 0, out, gemm_module._NO_RESIDUAL,
+                                gemm_module.plan_record(plan), counters,
                                 thread, thread + 1)
     assert counters[gemm_module.FINISHED] == plan.units  # every unit counted finished once
     alone = gemm_with_tiles(tiles, x, packed, bias, residual)

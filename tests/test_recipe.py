@@ -96,7 +96,7 @@ def test_pre_norm_layers_and_a_final_norm_match_the_numpy_path(bias, skip_first_
     (slow, slow_states, _), (fast, fast_states, _), real, _ = both_backends(recipe, random_params(recipe), True)
     assert fast.dtype == np.float32
     assert np.abs(fast - slow)[real].max() <= 1e-5 * max(1.0, np.abs(slow[real]).max())
-    for ours, theirs in zip(fast_states, slow_states):  # each layer's output, before the final norm
+    for ours, theirs in zip(fast_states, slow_states):  # each layer's output, the last one normed
         assert np.abs(ours - theirs)[real].max() <= 1e-5 * max(1.0, np.abs(theirs[real]).max())
 
 

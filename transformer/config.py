@@ -25,6 +25,7 @@ import numpy as np
 from transformer.families import MODEL_TYPES, family_module
 from transformer.files import ModelFileError, read_json
 from transformer.model import ACTIVATIONS
+from transformer.recipe import Rotary
 
 # config.json's model_type -> the family whose module (transformer/families/) describes it:
 # its recipe, its name table, its config spellings.
@@ -174,11 +175,13 @@ class EncoderConfig:
         if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
             raise ConfigError(f"architectures must be a list of class names, found {_show(architectures)}")
         id2label = _labels(raw.get("id2label"))
+        if "num_labels" in raw:  # transformers makes range(num_labels), beside id2label too
+            _integer(raw["num_labels"], "num_labels")
         num_labels = len(id2label) if id2label else _integer(raw.get("num_labels", 2), "num_labels")
         if id2label and raw.get("num_labels") is not None and raw["num_labels"] != num_labels:
             # transformers then keeps num_labels and renames every label LABEL_i: refuse the guess
             raise ConfigError(f"num_labels is {_show(raw['num_labels'])} but id2label names {num_labels} labels")
-        tie_word_embeddings = raw.get("tie_word_embeddings", True)
+        tie_word_embeddings = values.get("tie_word_embeddings", True)  # the family's default when absent
         if not isinstance(tie_word_embeddings, bool):
             raise ConfigError(f"tie_word_embeddings must be true or false, found {_show(tie_word_embeddings)}")
 
@@ -234,7 +237,13 @@ class EncoderConfig:
     @property
     def max_sequence_length(self) -> int:
         """The longest input the position table allows: RoBERTa-style models lose
-        padding_idx + 1 rows to their offset (514 rows -> 512 tokens)."""
+        padding_idx + 1 rows to their offset (514 rows -> 512 tokens). Without a position
+        table and without rotary positions (DeBERTa-v3: relative positions only) no length is
+        out of range; rotary models keep max_position_embeddings."""
+        recipe = self.recipe
+        if recipe.embeddings.positions is None and \
+                not any(isinstance(scheme, Rotary) for scheme in recipe.position_schemes()):
+            return MAX_SIZE
         if self.position_padding_idx is None:
             return self.max_position_embeddings
         return self.max_position_embeddings - self.position_padding_idx - 1

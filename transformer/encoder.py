@@ -201,7 +201,8 @@ class Encoder:
                 pooler_output = numpy_model.pooler(self.params["pooler"], last_hidden_state)
         logits = None
         if self.head is not None:
-            logits = head_logits(self.head, self.config, last_hidden_state, pooler_output, self._head_linear)
+            logits = head_logits(self.head, self.config, last_hidden_state, pooler_output, self._head_linear,
+                                 attention_mask)
         return EncoderOutput(last_hidden_state, pooler_output, hidden_states, attentions, logits)
 
     def last_hidden_state(self, input_ids, attention_mask=None, token_type_ids=None):

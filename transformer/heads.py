@@ -39,6 +39,16 @@ _HEAD_OF_SUFFIX = {
 # `transformers`' code, not read from hidden_act.
 
 
+def head_settings(config):
+    """How the family's task heads differ from BERT's: its module's `head_settings(config)`
+    (ModernBERT), else {}. Keys: activation (of every head's dense layer), dense_bias,
+    norm_bias, decoder_bias (False: that part has no bias), classifier_norm (True: the
+    classification heads are dense -> activation -> LayerNorm before their output layer),
+    pooling ("cls" or "mean": what sequence classification reads)."""
+    settings = getattr(config.family_module, "head_settings", None)
+    return settings(config) if settings is not None else {}
+
+
 @dataclass
 class Head:
     """A loaded task head.
@@ -48,6 +58,8 @@ class Head:
     with parts "dense", "layer_norm", "out" (the masked LM calls its output "decoder").
     activation: the hidden_act-style name applied after "dense", or None when there is no dense.
     uses_pooler: BERT's sequence classifier reads the pooler output instead of the first token.
+    pooling: what sequence classification reads when not the pooler: "cls" (the first token)
+    or "mean" (the mean of the real tokens: ModernBERT's classifier_pooling).
     """
 
     kind: str
@@ -55,6 +67,7 @@ class Head:
     params: dict
     activation: str | None = None
     uses_pooler: bool = False
+    pooling: str = "cls"
 
 
 def head_kind(config, architecture: str):
@@ -77,7 +90,9 @@ def load_head(tensors, config, params):
     architecture = config.architectures[0]
     kind = head_kind(config, architecture)
     if kind is None:
-        if not architecture.endswith("Model"):
+        # A decoder's language-model head predicts the next token; its hidden states are what
+        # an embedder reads, so XForCausalLM loads as its base model, quietly.
+        if not architecture.endswith(("Model", "ForCausalLM")):
             warnings.warn(
                 f"{architecture}: this head is not supported (masked LM, sequence and token "
                 f"classification are); loading the base model only", stacklevel=3)
@@ -100,23 +115,45 @@ def _first_present(tensors, config, ours):
 def _load_masked_lm(tensors, config, params, architecture):
     if not _first_present(tensors, config, "masked_lm.dense.weight"):
         return None
+    settings = head_settings(config)
     if config.tie_word_embeddings:
         decoder_weight = params["embeddings"]["word"].T  # [vocab, emb] -> [emb, vocab], a view
     else:
         decoder_weight = find_tensor(tensors, config, "masked_lm.decoder.weight")
+    decoder_bias = find_tensor(tensors, config, "masked_lm.decoder.bias") if settings.get("decoder_bias", True) \
+        else None
     head_params = {
-        "dense": linear_params(tensors, config, "masked_lm.dense"),
-        "layer_norm": linear_params(tensors, config, "masked_lm.layer_norm"),
-        "decoder": {"weight": decoder_weight, "bias": find_tensor(tensors, config, "masked_lm.decoder.bias")},
+        "dense": linear_params(tensors, config, "masked_lm.dense", bias=settings.get("dense_bias", True)),
+        "layer_norm": linear_params(tensors, config, "masked_lm.layer_norm", bias=settings.get("norm_bias", True)),
+        "decoder": {"weight": decoder_weight, "bias": decoder_bias},
     }
-    act = config.family_module.MASKED_LM_ACTIVATION or config.hidden_act
+    act = settings.get("activation") or config.family_module.MASKED_LM_ACTIVATION or config.hidden_act
     return Head("masked_lm", architecture, head_params, activation=act)
+
+
+def _classifier_transform(tensors, config, kind):
+    """The dense (+ LayerNorm, with classifier_norm) before a classifier's output layer, for
+    families whose heads have one (head_settings): ({"dense", "layer_norm"}, activation)."""
+    settings = head_settings(config)
+    dense = linear_params(tensors, config, f"{kind}.dense", bias=settings.get("dense_bias", True))
+    norm = linear_params(tensors, config, f"{kind}.layer_norm", bias=settings.get("norm_bias", True)) \
+        if settings.get("classifier_norm") else None
+    return {"dense": dense, "layer_norm": norm}, settings["activation"]
 
 
 def _load_sequence_classifier(tensors, config, params, architecture):
     if not _first_present(tensors, config, "sequence_classification.out.weight"):
         return None
-    act = config.family_module.CLASSIFIER_ACTIVATION
+    settings = head_settings(config)
+    if settings:
+        head_params, act = _classifier_transform(tensors, config, "sequence_classification")
+        head_params["out"] = linear_params(tensors, config, "sequence_classification.out")
+        return Head("sequence_classification", architecture, head_params, activation=act,
+                    pooling=settings.get("pooling", "cls"))
+    module = config.family_module
+    # DeBERTa's ContextPooler reads its activation from config.json (pooler_hidden_act)
+    act = module.classifier_activation(config) if hasattr(module, "classifier_activation") else \
+        module.CLASSIFIER_ACTIVATION
     if act is None and params["pooler"] is None:
         raise CheckpointError(f"{architecture} classifies the pooler output but the checkpoint has no "
                               f"pooler tensors (pooler.dense.weight)")
@@ -130,6 +167,10 @@ def _load_sequence_classifier(tensors, config, params, architecture):
 def _load_token_classifier(tensors, config, params, architecture):
     if not _first_present(tensors, config, "token_classification.out.weight"):
         return None
+    if head_settings(config):
+        head_params, act = _classifier_transform(tensors, config, "token_classification")
+        head_params["out"] = linear_params(tensors, config, "token_classification.out")
+        return Head("token_classification", architecture, head_params, activation=act)
     return Head("token_classification", architecture,
                 {"out": linear_params(tensors, config, "token_classification.out")})
 
@@ -163,20 +204,38 @@ def masked_lm_logits(head_params, activation_name, eps, hidden, linear=None):
     return linear(x, **head_params["decoder"])  # [b, s, embedding_size] -> [b, s, vocab]
 
 
-def sequence_classification_logits(head_params, activation_name, features, linear=None):
-    """features float32 [batch, hidden] (first token, or BERT's pooler output) ->
-    (dense -> activation, when the family has them) -> out -> [batch, num_labels]."""
-    linear = linear or _numpy_linear()
-    x = features
+def _transform(head_params, activation_name, eps, x, linear):
+    """A classifier's dense -> activation (-> LayerNorm: ModernBERT), where the family has
+    them; x as it is otherwise. float32 [..., hidden] -> [..., hidden]."""
     if head_params.get("dense") is not None:
-        x = activation(activation_name)(linear(x, **head_params["dense"]))  # [b, hidden] -> [b, hidden]
+        x = activation(activation_name)(linear(x, **head_params["dense"]))  # [..., hidden] -> [..., hidden]
+    if head_params.get("layer_norm") is not None:
+        x = layer_norm(x, **head_params["layer_norm"], eps=eps)
+    return x
+
+
+def sequence_classification_logits(head_params, activation_name, features, linear=None, eps=None):
+    """features float32 [batch, hidden] (first token, mean of the tokens, or BERT's pooler
+    output) -> (dense -> activation (-> LayerNorm), when the family has them) -> out ->
+    [batch, num_labels]."""
+    linear = linear or _numpy_linear()
+    x = _transform(head_params, activation_name, eps, features, linear)
     return linear(x, **head_params["out"])  # [b, hidden] -> [b, num_labels]
 
 
-def token_classification_logits(head_params, hidden, linear=None):
-    """A linear layer on every token: [batch, seq, hidden] -> [batch, seq, num_labels]."""
+def token_classification_logits(head_params, hidden, linear=None, activation_name=None, eps=None):
+    """A linear layer on every token (after ModernBERT's dense -> activation -> LayerNorm):
+    [batch, seq, hidden] -> [batch, seq, num_labels]."""
     linear = linear or _numpy_linear()
-    return linear(hidden, **head_params["out"])
+    return linear(_transform(head_params, activation_name, eps, hidden, linear), **head_params["out"])
+
+
+def mean_of_tokens(last_hidden_state, attention_mask):
+    """The mean of each sequence's real-token vectors: [batch, seq, hidden], [batch, seq] of
+    1/0 -> [batch, hidden] (ModernBERT's classifier_pooling "mean", summed as it sums)."""
+    mask = np.asarray(attention_mask).astype(np.float32)  # [batch, seq]
+    total = (last_hidden_state * mask[:, :, None]).sum(axis=1)  # -> [batch, hidden]
+    return total / mask.sum(axis=1, keepdims=True)  # -> [batch, hidden]
 
 
 def discriminator_logits(head_params, activation_name, hidden, linear=None):
@@ -187,16 +246,25 @@ def discriminator_logits(head_params, activation_name, hidden, linear=None):
     return linear(x, **head_params["out"])[..., 0]  # [b, s, 1] -> [b, s]
 
 
-def head_logits(head, config, last_hidden_state, pooler_output, linear=None):
+def head_logits(head, config, last_hidden_state, pooler_output, linear=None, attention_mask=None):
     """Run `head` on the encoder's outputs; the shape depends on the kind (see above).
-    linear: the matrix product to use (see `masked_lm_logits`)."""
+    linear: the matrix product to use (see `masked_lm_logits`); attention_mask [batch, seq]
+    (None: all 1), for a head that pools the mean of the real tokens."""
+    eps = config.layer_norm_eps
     if head.kind == "masked_lm":
-        return masked_lm_logits(head.params, head.activation, config.layer_norm_eps, last_hidden_state, linear)
+        return masked_lm_logits(head.params, head.activation, eps, last_hidden_state, linear)
     if head.kind == "sequence_classification":
-        features = pooler_output if head.uses_pooler else last_hidden_state[:, 0]  # -> [batch, hidden]
-        return sequence_classification_logits(head.params, head.activation, features, linear)
+        if head.uses_pooler:
+            features = pooler_output
+        elif head.pooling == "mean":
+            if attention_mask is None:
+                attention_mask = np.ones(last_hidden_state.shape[:2], dtype=np.int64)
+            features = mean_of_tokens(last_hidden_state, attention_mask)  # -> [batch, hidden]
+        else:
+            features = last_hidden_state[:, 0]  # -> [batch, hidden]
+        return sequence_classification_logits(head.params, head.activation, features, linear, eps)
     if head.kind == "token_classification":
-        return token_classification_logits(head.params, last_hidden_state, linear)
+        return token_classification_logits(head.params, last_hidden_state, linear, head.activation, eps)
     if head.kind == "discriminator":
         return discriminator_logits(head.params, head.activation, last_hidden_state, linear)
     raise ValueError(f"unknown head kind {head.kind!r}")

@@ -40,7 +40,7 @@ import numpy as np
 
 from transformer.families import FAMILY_MODULES
 from transformer.files import ModelFileError, open_regular, parse_json, read_json
-from transformer.recipe import Linear, Part
+from transformer.recipe import Disentangled, Linear, Part
 
 
 def _as_tuple(names):
@@ -481,6 +481,8 @@ def expected_shape(config, ours: str) -> tuple:
     """
     hidden, emb = config.hidden_size, config.embedding_size
     table = recipe_part(config, ours)  # a model-level table: the whole name
+    if isinstance(table, Disentangled):  # DeBERTa's relative embeddings, projected by each layer
+        return (table.rows, hidden)
     if table is not None:
         return (table.rows, config.num_attention_heads)
     owner, _, part = ours.rpartition(".")
@@ -504,6 +506,12 @@ def expected_shape(config, ours: str) -> tuple:
         "masked_lm.decoder.bias": (config.vocab_size,),
         "sequence_classification.dense.weight": (hidden, hidden),
         "sequence_classification.dense.bias": (hidden,),
+        "sequence_classification.layer_norm.weight": (hidden,),  # ModernBERT's head norm
+        "sequence_classification.layer_norm.bias": (hidden,),
+        "token_classification.dense.weight": (hidden, hidden),  # ModernBERT's head transform
+        "token_classification.dense.bias": (hidden,),
+        "token_classification.layer_norm.weight": (hidden,),
+        "token_classification.layer_norm.bias": (hidden,),
         "sequence_classification.out.weight": (config.num_labels, hidden),
         "sequence_classification.out.bias": (config.num_labels,),
         "token_classification.out.weight": (config.num_labels, hidden),
@@ -530,6 +538,9 @@ def recipe_part(config, name):
         return next((part for part in (spec.norm, spec.projection) if part is not None and part.name == own), None)
     if recipe.final_norm is not None and recipe.final_norm.name == name:
         return recipe.final_norm
+    for scheme in recipe.position_schemes():  # a norm of a position table (DeBERTa's norm_rel_ebd)
+        if getattr(scheme, "norm", None) is not None and scheme.norm.name == name:
+            return scheme.norm
     return next((scheme for scheme in recipe.position_schemes() if getattr(scheme, "table", "") == name), None)
 
 
@@ -687,6 +698,9 @@ def load_params(tensors, config) -> dict:
     params = {"embeddings": embeddings, "layers": layers}
     for table in recipe.tables():
         params[table] = find_tensor(tensors, config, table)
+    for scheme in recipe.position_schemes():
+        if getattr(scheme, "norm", None) is not None:
+            params[scheme.norm.name] = linear_params(tensors, config, scheme.norm.name, bias=scheme.norm.bias)
     if recipe.final_norm is not None:
         final = recipe.final_norm
         params[final.name] = linear_params(tensors, config, final.name, bias=final.bias)

@@ -119,13 +119,47 @@ class Rotary:
 
 
 @dataclass(frozen=True)
+class Disentangled:
+    """DeBERTa's disentangled attention: besides content-to-content q_i . k_j, the scores add
+    content-to-position q_i . pk[r] ("c2p") and position-to-content k_j . pq[r] ("p2c"), where r
+    is the (log-bucketed) distance i - j shifted into the rows of a learned table, and pk, pq
+    are that table projected by each layer's own key / query linears (`share_key`) or by
+    separate ones (`position_key`, `position_query`). The scale is 1 / sqrt(head_dim * (1 +
+    c2p + p2c)), on every term.
+
+    table: the model-level parameter [rows, hidden] (params[table]), rows = 2 * span; span:
+    the distances one side can tell apart (position_buckets, else max_relative_positions);
+    buckets: position_buckets (0: distances are exact, clipped at +-span), max_distance:
+    max_relative_positions (where the log buckets end); norm: a LayerNorm of the table
+    (norm_rel_ebd "layer_norm") or None."""
+
+    table: str
+    rows: int
+    span: int
+    buckets: int
+    max_distance: int
+    c2p: bool = True
+    p2c: bool = True
+    share_key: bool = True
+    position_key: Linear | None = None
+    position_query: Linear | None = None
+    norm: Norm | None = None
+
+    def linears(self):
+        return tuple(linear for linear in (self.position_key, self.position_query) if linear is not None)
+
+
+@dataclass(frozen=True)
 class Mask:
     """Which keys a query may see, besides padding: all of them (an encoder), those at or
     before it (`causal`, a decoder), and only those within `window` positions (sliding-window
-    attention: ModernBERT's local layers see window // 2 either side; Mistral's causal window)."""
+    attention: ModernBERT's local layers see window // 2 either side; Mistral's causal window).
+    queries: a padding token's own row sees no key either, so it attends uniformly over all
+    of them (DeBERTa masks query and key); it changes nothing at the real tokens."""
 
     causal: bool = False
     window: int | None = None
+    queries: bool = False
 
 
 BIDIRECTIONAL = Mask()
@@ -152,7 +186,7 @@ class Attention:
     head_dim: int
     num_kv_heads: int | None = None
     scale: float | None = None
-    positions: RelativeBuckets | Rotary | None = None
+    positions: RelativeBuckets | Rotary | Disentangled | None = None
     mask: Mask = BIDIRECTIONAL
     query_norm: Norm | None = None
     key_norm: Norm | None = None
@@ -162,7 +196,8 @@ class Attention:
         return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
     def linears(self):
-        return (self.query, self.key, self.value, self.output)
+        own = (self.query, self.key, self.value, self.output)
+        return own + self.positions.linears() if isinstance(self.positions, Disentangled) else own
 
     def norms(self):
         return tuple(norm for norm in (self.query_norm, self.key_norm) if norm is not None)
@@ -230,7 +265,9 @@ class Embeddings:
     positions: AbsolutePositions, or None (rotary or relative positions, given to attention);
     scale: multiply by it before the norm (Gemma: sqrt(hidden_size)); norm: a Norm named
     "layer_norm", or None (pre-norm decoders normalise inside the first block instead);
-    projection: a Linear from `size` up to the hidden size (ELECTRA's small embeddings)."""
+    projection: a Linear from `size` up to the hidden size (ELECTRA's small embeddings), after
+    the norm, or before it when `project_first` (DeBERTa, whose norm is hidden_size wide);
+    zero_padding: padding tokens' vectors are multiplied by their mask, 0 (DeBERTa)."""
 
     size: int
     positions: AbsolutePositions | None = field(default_factory=AbsolutePositions)
@@ -238,6 +275,8 @@ class Embeddings:
     scale: float | None = None
     norm: Norm | None = None
     projection: Linear | None = None
+    project_first: bool = False
+    zero_padding: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,7 +289,7 @@ class Recipe:
     final_norm: Norm | None = None
 
     def position_schemes(self):
-        """The distinct attention position schemes (RelativeBuckets, Rotary), in first-use order."""
+        """The distinct attention position schemes (RelativeBuckets, Rotary, Disentangled), in first-use order."""
         schemes = {}
         for layer in self.layers:
             for attention in layer.attention():
@@ -260,7 +299,8 @@ class Recipe:
 
     def tables(self):
         """The names of the model-level tables the layers share (params[name])."""
-        return tuple(scheme.table for scheme in self.position_schemes() if isinstance(scheme, RelativeBuckets))
+        return tuple(scheme.table for scheme in self.position_schemes()
+                     if isinstance(scheme, (RelativeBuckets, Disentangled)))
 
 
 # --- the name table's entries -------------------------------------------------------------

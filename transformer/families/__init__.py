@@ -5,6 +5,14 @@
     distilbert  DistilBERT
     electra     ELECTRA
     mpnet       MPNet
+    modernbert  ModernBERT (gte-modernbert, modernbert-embed)
+    nomic_bert  NomicBERT (nomic-embed-text v1, v1.5)
+    jina_embeddings_v3  Jina Embeddings v3 (transformers' own port, no LoRA adapters)
+    deberta_v2  DeBERTa-v2 / v3, mDeBERTa
+    gpt2        GPT-2 (a decoder: causal attention)
+    llama       Llama, Mistral (rotary, grouped-query attention, RMSNorm, SwiGLU)
+    qwen        Qwen2, Qwen3 (Llama's decoder; Qwen3's per-head q/k norms)
+    gemma3      Gemma 3 text, EmbeddingGemma (scaled embeddings, (1 + w) norms both sides)
 
 A family module defines (see bert.py, the model for the others):
 
@@ -27,10 +35,14 @@ needs that a backend does not run yet (a new step kind in each backend); docs/ar
 walks through it.
 """
 
-from . import bert, distilbert, electra, mpnet, roberta
+from . import (bert, deberta_v2, distilbert, electra, gemma3, gpt2, jina_embeddings_v3, llama, modernbert, mpnet,
+               nomic_bert, qwen, roberta)
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
-FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet}
+FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
+                  "modernbert": modernbert, "nomic_bert": nomic_bert,
+                  "jina_embeddings_v3": jina_embeddings_v3, "deberta_v2": deberta_v2,
+                  "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}

@@ -47,11 +47,14 @@ from transformer import model as numpy_model
 from transformer.kernels import program as kernel_program
 from transformer.kernels._jit import numba
 from transformer.kernels.attention import VarlenPlan
+from transformer.kernels.disentangled import pack_tables
 from transformer.kernels.embeddings import embed_tokens
 from transformer.kernels.gemm import gemm, pack_weight
-from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked
+from transformer.kernels.layernorm import layer_norm_bounds, layer_norm_checked, rms_norm_checked
 
-from .program import LayerStack, UnpackedLayers, check_recipe, compile_program
+from transformer.recipe import Disentangled, RelativeBuckets
+
+from .program import LayerStack, UnpackedLayers, check_recipe, compile_program, rotary_tables
 
 
 class PreparedLinear:
@@ -61,7 +64,7 @@ class PreparedLinear:
 
     def __init__(self, weight, bias):
         self.packed = pack_weight(np.ascontiguousarray(weight, dtype=np.float32))  # [in, out] -> panels
-        self.bias = np.ascontiguousarray(bias, dtype=np.float32)  # [out]
+        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)  # [out], or bias-free
 
     @classmethod
     def from_packed(cls, packed, bias):
@@ -102,10 +105,18 @@ class PreparedEncoder:
         self.projection = PreparedLinear(**params["embeddings"][projection.name]) if projection is not None else None
         self.pooler = PreparedLinear(**params["pooler"]) if params.get("pooler") is not None else None
         self.packed_heads = {}  # id(head weight) -> (weight, PreparedLinear), filled by head_linear
+        self._weights = None
         self._program = None
         self._shapes = None
         self._scratch = threading.local()  # per thread: {name: flat float32 buffer}
         self._plans = {}  # (lengths, threads, ...) -> (VarlenPlan, ProgramPlan or None), see group_plans
+
+    def weights(self):
+        """The kernels' Weights: the stack's, and DeBERTa's relative table projected by every
+        layer's position linears (`position_tables`)."""
+        if self._weights is None:
+            self._weights = self.stack.weights()._replace(**position_tables(self.params, self.config.recipe, self.stack))
+        return self._weights
 
     @property
     def program(self):
@@ -117,14 +128,15 @@ class PreparedEncoder:
     @property
     def shapes(self):
         """What every call needs to know of the program, worked out once: (the attention spec,
-        the width of its context, the widest MLP inner buffer, whether a pre-norm block uses
-        NORMED, the position schemes)."""
+        the width of its context, the widest MLP inner buffer, the widest GLU product (0:
+        none), whether a pre-norm block uses NORMED, the position schemes)."""
         if self._shapes is None:
             recipe, program, stack = self.config.recipe, self.program, self.stack
             attention = recipe.layers[0].attention()[0]
             inner = max(stack.out_features[stack.layout.linears[int(m["up"])].name] for m in program.mlps)
+            gated = max((stack.layout.linears[int(m["up"])].inner for m in program.mlps), default=0)
             uses_normed = bool((program.norms["target"] == kernel_program.NORMED).any())
-            self._shapes = (attention, attention.num_heads * attention.head_dim, inner, uses_normed,
+            self._shapes = (attention, attention.num_heads * attention.head_dim, inner, gated, uses_normed,
                             recipe.position_schemes())
         return self._shapes
 
@@ -149,6 +161,34 @@ class PreparedEncoder:
                 self._plans.clear()
             plans = self._plans[key] = make()
         return plans
+
+
+def position_tables(params, recipe, stack):
+    """{"position_keys", "position_queries"}: for DeBERTa's disentangled attention, the
+    relative table (LayerNorm-ed when the recipe says) through each layer's key / query linears
+    (or its own position ones), packed per head for the kernels (`disentangled.pack_tables`:
+    float32 [layers, heads * head_dim * table_ld]); made once, since they do not depend on the
+    input. {} for other recipes (the stack's empty ones stand)."""
+    schemes = [scheme for scheme in recipe.position_schemes() if isinstance(scheme, Disentangled)]
+    if not schemes:
+        return {}
+    scheme = schemes[0]  # one at most (program.check_recipe)
+    table = numpy_model.relative_embeddings(scheme, params)  # [rows, hidden]
+    tables = {}
+    for field, wanted in (("position_keys", scheme.c2p), ("position_queries", scheme.p2c)):
+        if not wanted:
+            continue
+        projected = []
+        for i, layer_recipe in enumerate(recipe.layers):
+            attention = layer_recipe.attention()[0]
+            if field == "position_keys":
+                linear = attention.key if scheme.share_key else scheme.position_key
+            else:
+                linear = attention.query if scheme.share_key else scheme.position_query
+            layer = stack.layer_params(i)
+            projected.append(numpy_model.linear(table, **layer[linear.name]))  # [rows, hidden] -> [rows, heads * hd]
+        tables[field] = pack_tables(projected, recipe.layers[0].attention()[0].num_heads)
+    return tables
 
 
 def find_packed_cache(model_dir):
@@ -239,8 +279,11 @@ FUSED_LAYERS = True
 
 
 def positions_of(config, input_ids, slots):
-    """Each real token's row of the position table: int64 [tokens], from the padded layout."""
-    padding_idx = config.recipe.embeddings.positions.padding_idx
+    """Each real token's row of the position table: int64 [tokens], from the padded layout
+    (without a table, the position its rotary angles are of: its slot in the row; the
+    embeddings then add no position row)."""
+    positions = config.recipe.embeddings.positions
+    padding_idx = None if positions is None else positions.padding_idx
     if padding_idx is None:  # BERT: a token's position is its slot in the row
         return slots % input_ids.shape[1]
     return numpy_model.position_ids(config, input_ids).reshape(-1)[slots]  # RoBERTa / MPNet count real tokens
@@ -250,6 +293,9 @@ def embed(embeddings, config, input_ids, token_type_ids):
     """The embedding kernel behind the NumPy twin's signature (`transformer.model.embed`):
     int64 [batch, seq] -> float32 [batch, seq, hidden] (every slot, padding included)."""
     batch, seq = input_ids.shape
+    spec = config.recipe.embeddings
+    if spec.project_first:  # DeBERTa: the sum, projected, normed
+        return numpy_model.embed(embeddings, config, input_ids, token_type_ids)
     out = _embed_tokens(embeddings, config, input_ids.reshape(-1), token_type_ids.reshape(-1),
                         positions_of(config, input_ids, np.arange(batch * seq)))
     if embeddings["projection"] is not None:
@@ -258,11 +304,38 @@ def embed(embeddings, config, input_ids, token_type_ids):
 
 
 def _embed_tokens(embeddings, config, ids, types, positions):
-    """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]."""
+    """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]
+    (without the LayerNorm where the recipe has none: GPT-2's pre-norm layers normalise first)."""
     spec = config.recipe.embeddings
+    if spec.norm is None:  # two gathers and an add: nothing to fuse
+        hidden = embeddings["word"][ids]  # [tokens] -> [tokens, embedding_size]
+        if spec.token_types:
+            hidden += embeddings["token_type"][types]
+        if spec.positions is not None:
+            hidden += embeddings["position"][positions]
+        return hidden
     norm = embeddings[spec.norm.name]
     return embed_tokens(embeddings["word"], embeddings["token_type"] if spec.token_types else None,
-                        embeddings["position"], norm["weight"], norm["bias"], spec.norm.eps, ids, types, positions)
+                        embeddings["position"] if spec.positions is not None else None, norm["weight"], norm["bias"],
+                        spec.norm.eps, ids, types, positions)
+
+
+def _projected_embeddings(prepared, config, ids, types, positions):
+    """DeBERTa's embeddings for a flat run of tokens: LayerNorm((word + token type + position)
+    @ projection), the projection bias-free, on the GEMM -> float32 [tokens, hidden]."""
+    spec = config.recipe.embeddings
+    embeddings = prepared.params["embeddings"]
+    summed = embeddings["word"][ids]  # [tokens] -> [tokens, embedding_size]
+    if spec.token_types:
+        summed = summed + embeddings["token_type"][types]
+    if spec.positions is not None:
+        summed = summed + embeddings["position"][positions]
+    hidden = prepared.projection(np.ascontiguousarray(summed),
+                                 out=np.empty((len(ids), config.hidden_size), dtype=np.float32))
+    norm = embeddings[spec.norm.name]
+    layer_norm_checked(hidden, norm["weight"], norm["bias"], np.float32(spec.norm.eps), hidden,
+                       layer_norm_bounds(*hidden.shape))
+    return hidden
 
 
 def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type_ids=None,
@@ -307,19 +380,31 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
 
     # Embeddings, for the real tokens only; positions come from the padded layout.
     embeddings = params["embeddings"]
-    hidden = _embed_tokens(embeddings, config, input_ids.reshape(-1)[slots], token_type_ids.reshape(-1)[slots],
-                           positions_of(config, input_ids, slots))  # -> [tokens, embedding_size]
-    if prepared.projection is not None:  # ELECTRA: embedding_size -> hidden_size
+    token_ids, token_types = input_ids.reshape(-1)[slots], token_type_ids.reshape(-1)[slots]
+    if recipe.embeddings.project_first and prepared.projection is not None:  # DeBERTa: project, then norm
+        hidden = _projected_embeddings(prepared, config, token_ids, token_types, positions_of(config, input_ids, slots))
+    else:
+        hidden = _embed_tokens(embeddings, config, token_ids, token_types,
+                               positions_of(config, input_ids, slots))  # -> [tokens, embedding_size]
+    if prepared.projection is not None and not recipe.embeddings.project_first:  # ELECTRA: embedding_size -> hidden_size
         hidden = prepared.projection(hidden, out=np.empty((tokens, hidden_size), dtype=np.float32))
 
-    attention, context_width, inner_width, uses_normed, schemes = prepared.shapes
-    # A relative position bias (MPNet), over the padded positions (what the reference sees).
+    attention, context_width, inner_width, gated_width, uses_normed, schemes = prepared.shapes
+    # A relative position bias (MPNet), over the padded positions (what the reference sees),
+    # or rotary angles (ModernBERT) for the padded positions 0 .. seq-1.
     position_bias = None
     slot_in_row = None
-    for scheme in schemes:  # one at most (program.check_recipe)
-        position_bias = numpy_model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets,
-                                                           scheme.max_distance)[0]  # [heads, seq, seq]
-        slot_in_row = slots % seq  # [tokens]: each token's index in its padded row
+    disentangled = None  # DeBERTa's scheme: its table rows per distance go to each group's plan
+    rotary = rotary_tables(recipe, seq)  # None, or (cos, sin) [rotary schemes, seq, half]
+    if rotary is not None:
+        slot_in_row = slots % seq  # [tokens]: each token's index in its padded row: its position
+    for scheme in schemes:
+        if isinstance(scheme, Disentangled):  # one at most (program.check_recipe)
+            disentangled = scheme
+        elif isinstance(scheme, RelativeBuckets):  # one at most (program.check_recipe)
+            position_bias = numpy_model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets,
+                                                               scheme.max_distance)[0]  # [heads, seq, seq]
+            slot_in_row = slots % seq
 
     # The layers run on groups of whole sequences of about GROUP_ROWS tokens, one group after
     # another (sequences do not see each other), so the per-layer buffers hold one group, not
@@ -340,7 +425,8 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     qkv = prepared.scratch("qkv", group_rows, stack.out_features["qkv"])
     context = prepared.scratch("context", group_rows, context_width)
     inner = prepared.scratch("inner", ffn_rows, inner_width)  # one row block's worth
-    weights = stack.weights()
+    gated = prepared.scratch("gated", ffn_rows, gated_width) if gated_width else _EMPTY
+    weights = prepared.weights()
     layers = len(program.layer_steps) - 1
 
     hidden_states = [unpack(hidden)] if output_hidden_states else None
@@ -353,9 +439,16 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         group_slots = None if slot_in_row is None else slot_in_row[row0:row1]
 
         def make_plans():
-            attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias, group_slots,
-                                head_major=True, scale=attention.scale)
-            return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows)
+            rows_of = None
+            if disentangled is not None:  # the table row of every distance -(max_len - 1) .. max_len - 1
+                max_len = int(np.diff(group_seqlens).max())
+                rows_of = numpy_model.relative_rows(disentangled, np.arange(1 - max_len, max_len, dtype=np.int64))
+            attend = VarlenPlan(group_seqlens, attention.num_heads, context_width, position_bias,
+                                group_slots if position_bias is not None else None, head_major=True,
+                                scale=attention.scale, rotary_positions=group_slots if rotary is not None else None,
+                                kv_heads=attention.kv_heads, rows_of=rows_of,
+                                table_rows=0 if disentangled is None else disentangled.rows)
+            return attend, (kernel_program.ProgramPlan(program, weights, attend, rows, ffn_rows, rotary)
                             if FUSED_LAYERS else None)
 
         key = (group_seqlens.tobytes(), numba.get_num_threads(), ffn_rows, FUSED_LAYERS,
@@ -363,22 +456,27 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
         attend, plan = prepared.group_plans(key, make_plans)
         attention_scratch = prepared.scratch("attention", *plan.attention_scratch_shape) if FUSED_LAYERS else _EMPTY
         buffers = (_EMPTY, hidden[row0:row1], attended[:rows], normed[:rows], qkv[:rows], context[:rows], inner,
-                   attention_scratch)  # EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH
+                   attention_scratch, gated)  # EMPTY, HIDDEN, ATTENDED, NORMED, QKV, CONTEXT, INNER, SCRATCH, GATED
         layer_runs = [(i, i + 1) for i in range(layers)] if output_hidden_states else [(0, layers)]
         for first_layer, stop_layer in layer_runs:
             if FUSED_LAYERS:  # every layer in one compiled call; with output_hidden_states, one layer per call
                 plan.run(program, weights, buffers, first_layer, stop_layer)
             else:  # each step its own kernel call
-                kernel_program.run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer)
+                kernel_program.run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, stop_layer,
+                                                 rotary)
             if output_hidden_states:
                 hidden_states.append(unpack(hidden))
 
     if recipe.final_norm is not None:
-        final = params[recipe.final_norm.name]
-        layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(recipe.final_norm.eps), hidden,
-                           layer_norm_bounds(*hidden.shape))
-        if output_hidden_states:
-            return unpack(hidden), tuple(hidden_states), None
+        spec, final = recipe.final_norm, params[recipe.final_norm.name]
+        if spec.kind == "rms_norm":
+            rms_norm_checked(hidden, final["weight"], np.float32(spec.eps), np.float32(spec.offset), hidden,
+                             layer_norm_bounds(*hidden.shape))
+        else:
+            layer_norm_checked(hidden, final["weight"], final["bias"], np.float32(spec.eps), hidden,
+                               layer_norm_bounds(*hidden.shape))
+        if output_hidden_states:  # the last entry is the normed output, as in transformers
+            hidden_states[-1] = unpack(hidden)
     if output_hidden_states:
         last_hidden_state = hidden_states[-1]
     elif tokens == batch * seq:  # no padding at all: the packed rows are the answer (a fresh array)

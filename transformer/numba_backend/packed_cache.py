@@ -290,6 +290,10 @@ def _prepared_from(data_file, meta, config):
             params["embeddings"][part.name]["bias"] = None
     for table in recipe.tables():
         params[table] = nested[table]
+    for scheme in recipe.position_schemes():  # DeBERTa's norm of its relative table
+        if getattr(scheme, "norm", None) is not None:
+            params[scheme.norm.name] = {"weight": nested[scheme.norm.name]["weight"],
+                                        "bias": nested[scheme.norm.name].get("bias")}
     if recipe.final_norm is not None:
         params[recipe.final_norm.name] = {"weight": nested[recipe.final_norm.name]["weight"],
                                           "bias": nested[recipe.final_norm.name].get("bias")}

@@ -14,7 +14,10 @@ For BERT's layer (two post-norm blocks) the program is, per layer:
 
 A block's sublayer writes `stream + sublayer(x)` into the other stream buffer (a GEMM's output
 may not overlap its residual input), so the residual add is the last GEMM's epilogue; a
-pre-norm block first normalises the stream into NORMED. What the kernels do not run yet is
+pre-norm block first normalises the stream into NORMED. A gated MLP's gate and up weights are
+one stacked slot ("gate+up", in pairs of panels: gemm.pack_gated_weight) whose GEMM writes
+act(gate) * up into GATED; an attention step names its row of the rotary tables
+(`rotary_tables`, one per theta) and its window. What the kernels do not run yet is
 refused by name (`check_recipe`): a new operation is a new step kind in kernels/program.py
 and a case in `compile_program`.
 """
@@ -29,10 +32,12 @@ import numpy as np
 from transformer import model as numpy_model
 from transformer.kernels.activations import activation_code, activation_row_address
 from transformer.kernels.arena import WeightArena
-from transformer.kernels.gemm import NR, pack_weight
-from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GEMM, GEMM_STEP, HIDDEN,
-                                         INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program, Weights)
-from transformer.recipe import AbsolutePositions, Attention, RelativeBuckets
+from transformer.kernels.disentangled import table_ld
+from transformer.kernels.gemm import NR, pack_gated_weight, pack_weight, unpack_gated_weight
+from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GATED, GEMM, GEMM_STEP,
+                                         HIDDEN, INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program,
+                                         Weights)
+from transformer.recipe import AbsolutePositions, Attention, Disentangled, RelativeBuckets, Rotary
 from transformer.recipe import MLP as MLPSpec
 
 
@@ -42,23 +47,39 @@ def check_recipe(recipe):
         raise NotImplementedError(f"the numba backend does not implement {what} yet")
 
     embeddings = recipe.embeddings
-    if embeddings.norm is None:
-        refuse("embeddings without a norm")
     if embeddings.scale is not None:
         refuse("scaled embeddings")
-    if not isinstance(embeddings.positions, AbsolutePositions):
-        refuse("embeddings without a position table")
-    norms = [norm for layer in recipe.layers for norm in layer.norms()] + [embeddings.norm]
+    if embeddings.positions is not None and not isinstance(embeddings.positions, AbsolutePositions):
+        refuse(f"embedding positions {embeddings.positions}")
+    norms = [norm for layer in recipe.layers for norm in layer.norms()]
+    if embeddings.norm is not None:
+        norms.append(embeddings.norm)
     if recipe.final_norm is not None:
         norms.append(recipe.final_norm)
     for norm in norms:
-        if norm.kind != "layer_norm" or norm.offset or not norm.bias:
-            refuse(f"the {norm.kind} {norm.name!r} with bias={norm.bias}, offset={norm.offset} (only a "
-                   f"layer_norm with a bias)")
+        if norm.kind not in ("layer_norm", "rms_norm") or (norm.kind == "layer_norm" and norm.offset):
+            refuse(f"the {norm.kind} {norm.name!r} with offset={norm.offset} (a layer_norm, or an rms_norm with "
+                   f"an offset)")
+    if embeddings.norm is not None and embeddings.norm.kind != "layer_norm":
+        refuse(f"an embedding {embeddings.norm.kind} (the embedding kernel fuses a layer_norm)")
     schemes = recipe.position_schemes()
-    if len(schemes) > 1 or any(not isinstance(scheme, RelativeBuckets) for scheme in schemes):
+    buckets = [scheme for scheme in schemes if isinstance(scheme, RelativeBuckets)]
+    rotary = [scheme for scheme in schemes if isinstance(scheme, Rotary)]
+    disentangled = [scheme for scheme in schemes if isinstance(scheme, Disentangled)]
+    if len(buckets) + len(disentangled) > 1 or ((buckets or disentangled) and rotary) \
+            or len(buckets) + len(rotary) + len(disentangled) < len(schemes):
         refuse(f"the attention positions {', '.join(type(scheme).__name__ for scheme in schemes)} (it runs one "
-               f"relative position table)")
+               f"relative position table, DeBERTa's disentangled positions, or rotary positions)")
+    for scheme in rotary:  # (the tables come from transformer.model.rotary_angles, scaled there)
+        if scheme.interleaved:
+            refuse("interleaved rotary positions (only the halves layout)")
+        if dict(scheme.scaling).get("rope_type", "default") not in numpy_model.ROPE_TYPES:
+            refuse(f"the rope_type {dict(scheme.scaling)['rope_type']!r} (only {', '.join(numpy_model.ROPE_TYPES)})")
+    if len({scheme.dims for scheme in rotary}) > 1:
+        refuse("rotary positions that turn different numbers of dimensions in different layers")
+    for scheme in disentangled:
+        if scheme.norm is not None and not scheme.norm.bias:
+            refuse(f"a bias-free norm of the relative table ({scheme.norm.name!r})")
     shapes = None
     for layer in recipe.layers:
         if len(layer.blocks) % 2:
@@ -71,13 +92,14 @@ def check_recipe(recipe):
                 refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
             sublayer = block.sublayer
             if isinstance(sublayer, MLPSpec):
-                if sublayer.gate is not None:
-                    refuse(f"gated MLPs ({sublayer.gate.name!r})")
+                if sublayer.gate is not None and sublayer.gate.bias != sublayer.up.bias:
+                    refuse(f"a gated MLP with a bias on one of {sublayer.gate.name!r} and {sublayer.up.name!r} only")
             elif isinstance(sublayer, Attention):
-                if sublayer.mask.causal or sublayer.mask.window is not None:
-                    refuse(f"the attention mask {sublayer.mask}")
-                if sublayer.kv_heads != sublayer.num_heads or sublayer.norms():
-                    refuse("grouped-query heads or query/key norms")
+                if sublayer.mask.causal and sublayer.positions is not None and \
+                        not isinstance(sublayer.positions, Rotary):
+                    refuse("a causal mask with a relative position bias")
+                if sublayer.norms():
+                    refuse("query/key norms")
                 if not (sublayer.query.bias == sublayer.key.bias == sublayer.value.bias):
                     refuse("biases on some of the query, key and value linears only")
                 shape = (sublayer.num_heads, sublayer.head_dim)
@@ -93,14 +115,18 @@ def check_recipe(recipe):
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StackedLinear:
-    """One linear slot of the stack: `name`, the params it is made of (`parts`: one name, or
-    the query, key and value names fused head-major into one QKV linear of `heads` heads),
-    and whether it has a bias."""
+    """One linear slot of the stack: `name`, the params it is made of (`parts`: one name, the
+    query, key and value names fused head-major into one QKV linear of `heads` heads, or a
+    GLU's gate and up names fused in pairs of panels when `gated`: gemm.pack_gated_weight),
+    and whether it has a bias; `inner`: a gated slot's GLU width (the gate's out_features)."""
 
     name: str
     parts: tuple
     heads: int = 0
     bias: bool = True
+    gated: bool = False
+    inner: int = 0
+    kv_heads: int = 0  # a QKV slot's key/value heads (grouped-query attention: fewer than heads)
 
 
 @dataclass(frozen=True)
@@ -130,8 +156,16 @@ def stack_layout(layers):
             sublayer = block.sublayer
             if isinstance(sublayer, Attention):
                 parts = (sublayer.query.name, sublayer.key.name, sublayer.value.name)
-                found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias),
+                found = [StackedLinear("qkv", parts, sublayer.num_heads, sublayer.query.bias, kv_heads=sublayer.kv_heads),
                          StackedLinear(sublayer.output.name, (sublayer.output.name,), bias=sublayer.output.bias)]
+                # DeBERTa's own position linears: kept here (layer_params re-derives them), but
+                # run once at load on the relative table (forward.PreparedEncoder), not per call
+                positions = sublayer.positions.linears() if isinstance(sublayer.positions, Disentangled) else ()
+                found += [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in positions]
+            elif sublayer.gate is not None:  # a GLU: gate and up as one paired linear, then down
+                found = [StackedLinear(f"{sublayer.gate.name}+{sublayer.up.name}", (sublayer.gate.name, sublayer.up.name),
+                                       bias=sublayer.up.bias, gated=True, inner=sublayer.gate.out_features),
+                         StackedLinear(sublayer.down.name, (sublayer.down.name,), bias=sublayer.down.bias)]
             else:
                 found = [StackedLinear(linear.name, (linear.name,), bias=linear.bias) for linear in sublayer.linears()]
             for linear in found:
@@ -140,32 +174,49 @@ def stack_layout(layers):
                                               f"{linear.name!r} is made differently in different layers")
             for norm in block.norms():
                 vectors.setdefault(f"{norm.name}.weight")
-                vectors.setdefault(f"{norm.name}.bias")
+                if norm.bias:
+                    vectors.setdefault(f"{norm.name}.bias")
     return StackLayout(tuple(linears.values()), tuple(vectors))
 
 
-def head_major(weights, biases, num_heads):
-    """The query, key and value weights (3 x [in, hidden]) and biases (3 x [hidden], or None)
-    as one [in, 3 * hidden] weight and [3 * hidden] bias whose columns go head after head:
-    q_h | k_h | v_h for h = 0, 1, ... (each head_dim wide). A thread that computes a run of
-    the QKV GEMM's columns then holds whole heads for attention (kernels/program.py)."""
-    weight = np.stack(weights, axis=1)  # 3 x [in, hidden] -> [in, 3, hidden]
-    size = weight.shape[0]
-    weight = weight.reshape(size, 3, num_heads, -1).transpose(0, 2, 1, 3).reshape(size, -1)  # -> [in, heads, 3, hd] -> [in, 3 * hidden]
+def head_major(weights, biases, num_heads, kv_heads=None):
+    """The query, key and value weights ([in, heads * hd], [in, kv_heads * hd] twice) and
+    biases (or None) as one [in, (heads + 2 * kv_heads) * hd] weight and bias whose columns go
+    key/value head after key/value head: its group of query heads, then its key, then its
+    value (G = heads / kv_heads query heads a group):
+
+        q_0 .. q_{G-1} | k_0 | v_0 | q_G .. q_{2G-1} | k_1 | v_1 | ...      (each hd wide)
+
+    Without grouped-query attention (G = 1) that is q_h | k_h | v_h head after head. A
+    thread that computes a run of the QKV GEMM's columns then holds whole groups for
+    attention (kernels/program.py), and a key/value head is stored once, not per query head."""
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    group = num_heads // kv_heads
+    size = weights[0].shape[0]
+    query = weights[0].reshape(size, kv_heads, group, -1)  # [in, heads * hd] -> [in, kv_heads, G, hd]
+    key, value = (w.reshape(size, kv_heads, 1, -1) for w in weights[1:])  # -> [in, kv_heads, 1, hd]
+    weight = np.concatenate((query, key, value), axis=2).reshape(size, -1)  # -> [in, kv_heads, G + 2, hd] -> [in, out]
     if biases[0] is None:
         return np.ascontiguousarray(weight), None
-    bias = np.stack(biases).reshape(3, num_heads, -1).transpose(1, 0, 2).reshape(-1)  # [3, hidden] -> [heads, 3, hd] -> [3 * hidden]
+    query = biases[0].reshape(kv_heads, group, -1)  # [heads * hd] -> [kv_heads, G, hd]
+    key, value = (b.reshape(kv_heads, 1, -1) for b in biases[1:])  # -> [kv_heads, 1, hd]
+    bias = np.concatenate((query, key, value), axis=1).reshape(-1)  # -> [kv_heads, G + 2, hd] -> [out]
     return np.ascontiguousarray(weight), np.ascontiguousarray(bias)
 
 
-def query_key_value(weight, bias, num_heads):
-    """`head_major` undone: ([3, in, hidden] weights, [3, hidden] biases or None) of query, key, value."""
+def query_key_value(weight, bias, num_heads, kv_heads=None):
+    """`head_major` undone: ([in, heads * hd], [in, kv_heads * hd] twice) weights and the
+    biases (or None) of query, key and value."""
+    kv_heads = num_heads if kv_heads is None else kv_heads
+    group = num_heads // kv_heads
     size = weight.shape[0]
-    weights = weight.reshape(size, num_heads, 3, -1).transpose(2, 0, 1, 3).reshape(3, size, -1)  # [in, heads, 3, hd] -> [3, in, hidden]
+    grouped = weight.reshape(size, kv_heads, group + 2, -1)  # [in, out] -> [in, kv_heads, G + 2, hd]
+    weights = (grouped[:, :, :group].reshape(size, -1), grouped[:, :, group].reshape(size, -1),
+               grouped[:, :, group + 1].reshape(size, -1))
     if bias is None:
         return weights, None
-    biases = bias.reshape(num_heads, 3, -1).transpose(1, 0, 2).reshape(3, -1)  # [heads, 3, hd] -> [3, hidden]
-    return weights, biases
+    grouped = bias.reshape(kv_heads, group + 2, -1)  # [out] -> [kv_heads, G + 2, hd]
+    return weights, (grouped[:, :group].reshape(-1), grouped[:, group].reshape(-1), grouped[:, group + 1].reshape(-1))
 
 
 def _prepared_linears(layout, layer):
@@ -176,8 +227,12 @@ def _prepared_linears(layout, layer):
         if linear.parts[0] not in layer:
             continue
         parts = [layer[name] for name in linear.parts]
-        if len(parts) == 3:
-            linears[linear.name] = head_major([p["weight"] for p in parts], [p["bias"] for p in parts], linear.heads)
+        if linear.gated:
+            linears[linear.name] = pack_gated_weight(parts[0]["weight"], parts[1]["weight"], parts[0]["bias"],
+                                                     parts[1]["bias"])
+        elif len(parts) == 3:
+            linears[linear.name] = head_major([p["weight"] for p in parts], [p["bias"] for p in parts], linear.heads,
+                                              linear.kv_heads or None)
         else:
             linears[linear.name] = (parts[0]["weight"], parts[0]["bias"])
     return linears
@@ -259,7 +314,8 @@ class LayerStack:
             empty = np.zeros((len(self), 0), dtype=np.float32)
             self._weights = Weights(panels=tuple(self.panels[name] for name in names),
                                     biases=tuple(self.bias[name] for name in names),
-                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)))
+                                    vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)),
+                                    position_keys=empty, position_queries=empty)  # forward.py adds DeBERTa's
         return self._weights
 
     def unpacked_weight(self, name, i):
@@ -275,8 +331,14 @@ class LayerStack:
         for linear in self.layer_layouts[i].linears:
             weight = self.unpacked_weight(linear.name, i)
             bias = self.bias[linear.name][i] if linear.bias else None
-            if len(linear.parts) == 3:
-                weights, biases = query_key_value(weight, bias, linear.heads)
+            if linear.gated:
+                inner = linear.inner
+                halves = unpack_gated_weight(weight, inner)
+                bias_halves = unpack_gated_weight(bias, inner) if bias is not None else (None, None)
+                for j, part in enumerate(linear.parts):
+                    layer[part] = {"weight": halves[j], "bias": bias_halves[j]}
+            elif len(linear.parts) == 3:
+                weights, biases = query_key_value(weight, bias, linear.heads, linear.kv_heads or None)
                 for j, part in enumerate(linear.parts):
                     layer[part] = {"weight": np.ascontiguousarray(weights[j]),
                                    "bias": None if biases is None else biases[j]}
@@ -293,6 +355,8 @@ def _slot_shape(layer_recipe, linear):
     specs = {spec.name: spec for spec in layer_recipe.linears()}
     parts = [specs[name] for name in linear.parts]
     out = sum(part.out_features for part in parts)
+    if linear.gated:  # gate and up in pairs of 16 columns, each padded to a multiple of 16
+        out = 2 * NR * -(-linear.inner // NR)
     return (parts[0].in_features, out), out if linear.bias else 0
 
 
@@ -326,6 +390,24 @@ def kernel_activation(name):
     return activation_code(numpy_model.ACTIVATIONS[name].__name__)
 
 
+def rotary_schemes(recipe):
+    """The recipe's Rotary schemes in first-use order: the rows of the rotary tables an
+    attention step's `rotary` field indexes (ModernBERT: its global theta, then its local)."""
+    return [scheme for scheme in recipe.position_schemes() if isinstance(scheme, Rotary)]
+
+
+def rotary_tables(recipe, seq_len):
+    """(cos, sin) float32 [rotary schemes, seq_len, half] for positions 0 .. seq_len-1 (the
+    NumPy twin's own `rotary_angles`, so both backends turn by the same bits), or None."""
+    schemes = rotary_schemes(recipe)
+    if not schemes:
+        return None
+    head_dim = next(attention.head_dim for layer in recipe.layers for attention in layer.attention()
+                    if attention.positions in schemes)
+    angles = [numpy_model.rotary_angles(scheme, head_dim, np.arange(seq_len)) for scheme in schemes]
+    return np.stack([cos for cos, _ in angles]), np.stack([sin for _, sin in angles])
+
+
 def compile_program(recipe, layout):
     """The kernels' Program for `recipe`, its weights in the slots of `layout`: every layer's
     blocks as steps over the buffers (see the module docstring). The activations' row loops
@@ -338,8 +420,11 @@ def compile_program(recipe, layout):
         tables[kind].append(record)
 
     def norm_step(norm, source, target):
-        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), layout.vector_slot(f"{norm.name}.bias"), source, target,
-                   np.float32(norm.eps)))
+        bias = layout.vector_slot(f"{norm.name}.bias") if norm.bias else 0  # 0: the empty vector, no bias
+        add(NORM, (layout.vector_slot(f"{norm.name}.weight"), bias, source, target, np.float32(norm.eps),
+                   int(norm.kind == "rms_norm"), np.float32(norm.offset)))
+
+    rotary = rotary_schemes(recipe)
 
     for layer_recipe in recipe.layers:
         stream, other = HIDDEN, ATTENDED  # the residual stream's buffer, and the one the next block writes
@@ -352,13 +437,24 @@ def compile_program(recipe, layout):
             if isinstance(sublayer, Attention):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
-                add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.head_dim, np.float32(scale),
-                                sublayer.positions is not None))
+                # How far a query sees either side: a causal window's `window` most recent keys are
+                # window - 1 back (and none ahead: causal); a bidirectional one window // 2 each way.
+                window = sublayer.mask.window
+                window_half = -1 if window is None else window - 1 if sublayer.mask.causal else window // 2
+                positions = sublayer.positions
+                ld = table_ld(positions.rows) if isinstance(positions, Disentangled) else 0
+                add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.kv_heads, sublayer.head_dim, np.float32(scale),
+                                isinstance(positions, RelativeBuckets), window_half,
+                                rotary.index(positions) if isinstance(positions, Rotary) else -1,
+                                int(sublayer.mask.causal), ld))
                 add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)
-                add(MLP, (layout.linear_slot(sublayer.up.name), layout.linear_slot(sublayer.down.name), source, INNER,
-                          other, stream, code, activation_row_address(code)))
+                up, gated = sublayer.up.name, EMPTY
+                if sublayer.gate is not None:  # a GLU: the paired gate + up slot, its product in GATED
+                    up, gated = f"{sublayer.gate.name}+{sublayer.up.name}", GATED
+                add(MLP, (layout.linear_slot(up), layout.linear_slot(sublayer.down.name), source, INNER,
+                          other, stream, code, activation_row_address(code), gated))
             stream, other = other, stream
             if block.norm_after_residual is not None:
                 norm_step(block.norm_after_residual, stream, stream)
