@@ -130,8 +130,10 @@ def test_softmax_and_another_activation_match_sentence_transformers(checkpoint):
 
 def test_rank_matches_sentence_transformers(checkpoint):
     folder, num_labels = checkpoint
-    if num_labels != 1:
-        pytest.skip("rank scores one label; predict covers the 3-label models")
+    if num_labels != 1:  # no single relevance score to sort by: refused, naming the label count
+        with pytest.raises(ValueError, match=f"rank needs a model with one label .* has {num_labels}"):
+            CrossEncoder.from_pretrained(folder).rank(QUERY, DOCUMENTS, top_k=4)
+        return
     ours = CrossEncoder.from_pretrained(folder).rank(QUERY, DOCUMENTS, top_k=4, return_documents=True)
     theirs = sentence_transformers.CrossEncoder(str(folder), device="cpu").rank(
         QUERY, DOCUMENTS, top_k=4, return_documents=True)
