@@ -226,6 +226,15 @@ class EncoderConfig:
         if self.recipe.embeddings.token_types and self.type_vocab_size == 0:
             raise ConfigError(f"type_vocab_size is 0, but {self.model_type} adds a token-type embedding to "
                               f"every token: its table needs at least 1 row")
+        # transformers sizes the rotary frequencies by config.json's head_dim when it has one,
+        # whether or not the family reads it: one that disagrees with the heads would rotate
+        # other dimensions there than here.
+        rotary_widths = {attention.head_dim for layer in self.recipe.layers for attention in layer.attention()
+                         if isinstance(attention.positions, Rotary)}
+        head_dim = self.raw.get("head_dim")
+        if rotary_widths and head_dim is not None and (type(head_dim) is not int or head_dim not in rotary_widths):
+            raise ConfigError(f"head_dim {_show(head_dim)} disagrees with the heads' width "
+                              f"{', '.join(map(str, sorted(rotary_widths)))} (hidden_size / num_attention_heads)")
         if self.position_padding_idx is not None:
             # Positions run up to padding_idx + seq, so the table must be longer than padding_idx + 1.
             if not 0 <= self.position_padding_idx < self.max_position_embeddings - 1:

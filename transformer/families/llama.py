@@ -70,7 +70,7 @@ def read_rope(read, parameters=None, where="rope_parameters"):
         read.fail(f"{where} must be an object of rope settings (one for every layer), found {parameters!r:.60}")
     theta = _number(read, parameters.get("rope_theta", values.get("rope_theta", 10000.0)), f"{where} rope_theta")
     kind = parameters.get("rope_type", parameters.get("type", "default"))
-    if kind not in ROPE_KINDS:
+    if not isinstance(kind, str) or kind not in ROPE_KINDS:
         read.fail(f"{where} rope_type {kind!r:.40} is not supported; supported: {', '.join(ROPE_KINDS)}")
     if kind == "default":
         return theta, ()
@@ -128,6 +128,8 @@ def read_decoder(read, **more):
         head_dim = hidden // heads
     else:
         head_dim = read.integer("head_dim")
+    if head_dim % 2:  # rotary embeddings turn pairs of dimensions
+        read.fail(f"head_dim {head_dim} is odd; rotary embeddings need an even head size")
     window = read.values.get("sliding_window")
     if window is not None:
         window = read.integer("sliding_window")
