@@ -215,10 +215,11 @@ def mutated_files(draw):
             tokens = sorted(model.get("vocab") or {"a": 0})[:60]
             model["merges"].insert(draw(st.integers(0, 5)), [draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens))])
         elif action == "added" and isinstance(data.get("added_tokens"), list) and data["added_tokens"]:
-            entry = dict(draw(st.sampled_from(data["added_tokens"])))
-            entry.update(content=draw(ADDED_CONTENTS),
-                         id=draw(st.integers(0, 40_000)), normalized=draw(st.booleans()))
-            data["added_tokens"].append(entry)
+            entry = draw(st.sampled_from(data["added_tokens"]))
+            if isinstance(entry, dict):  # an earlier mutation may have put any value there
+                entry = dict(entry, content=draw(ADDED_CONTENTS), id=draw(st.integers(0, 40_000)),
+                             normalized=draw(st.booleans()))
+                data["added_tokens"].append(entry)
     return data
 
 

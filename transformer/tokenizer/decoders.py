@@ -49,12 +49,13 @@ class ByteLevel(Decoder):
     def decode_chain(self, tokens):
         data = bytearray()
         for token in tokens:
-            for char in token:
-                byte = CHARS_TO_BYTES.get(char)
-                if byte is None:
-                    data.extend(char.encode("utf-8"))
-                else:
-                    data.append(byte)
+            # As the reference: a token with any character outside the GPT-2 alphabet is kept
+            # whole, as its own UTF-8 bytes (a second ByteLevel decoder leaves text alone).
+            token_bytes = [CHARS_TO_BYTES.get(char) for char in token]
+            if None in token_bytes:
+                data.extend(token.encode("utf-8"))
+            else:
+                data.extend(token_bytes)
         return [data.decode("utf-8", errors="replace")]
 
 
