@@ -10,7 +10,7 @@ import re
 
 from . import onig
 from .pre_tokenizers import CHARS_TO_BYTES, metaspace_fields
-from .schema import USIZE, type_of
+from .schema import USIZE, objects, type_of
 
 
 def _cleanup(text):
@@ -204,7 +204,7 @@ def from_config(config, where="decoder"):
     if kind == "ByteFallback":
         return ByteFallback()
     if kind == "Sequence":
-        return Sequence(from_config(d, f"{where}.decoders[{i}]") for i, d in enumerate(fields.array("decoders")))
+        return Sequence(from_config(d, f"{where}.decoders[{i}]") for i, d in enumerate(objects(fields, "decoders")))
 
 
 _KINDS = ("WordPiece", "ByteLevel", "Metaspace", "BPEDecoder", "CTC", "Replace", "Strip", "Fuse", "ByteFallback",

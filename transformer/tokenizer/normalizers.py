@@ -18,7 +18,7 @@ import unicodedata
 
 from .alignment import apply_changes, as_list, replace_chars, sub_origin
 from . import onig
-from .schema import type_of
+from .schema import objects, type_of
 from .unicode import LazyRegex, char_class
 from .unicode_tables import COMBINING_CLASS, DECOMPOSITION, LOWERCASE
 
@@ -501,7 +501,7 @@ def from_config(config, where="normalizer"):
         from .precompiled import Precompiled
         return Precompiled(fields.string("precompiled_charsmap"), fields.path("precompiled_charsmap"))
     if kind == "Sequence":
-        items = fields.array("normalizers")
+        items = objects(fields, "normalizers")
         return Sequence(from_config(item, f"{where}.normalizers[{i}]") for i, item in enumerate(items))
 
 

@@ -15,7 +15,7 @@ cover the spaces a byte-level token starts with.
 """
 
 from .encoding import Encoding
-from .schema import Fields, check_uint, show, type_of
+from .schema import Fields, check_uint, objects, show, type_of
 from .unicode import code_point_set
 
 
@@ -201,7 +201,7 @@ def from_config(config, where="post_processor"):
         fields.boolean("use_regex", True)
         return ByteLevel(fields.boolean("trim_offsets"), fields.boolean("add_prefix_space"))
     if kind == "Sequence":
-        return Sequence(from_config(p, f"{where}.processors[{i}]") for i, p in enumerate(fields.array("processors")))
+        return Sequence(from_config(p, f"{where}.processors[{i}]") for i, p in enumerate(objects(fields, "processors")))
 
 
 _KINDS = ("TemplateProcessing", "BertProcessing", "RobertaProcessing", "ByteLevel", "Sequence")

@@ -15,7 +15,7 @@ import re
 
 from . import onig
 from .alignment import as_list, sub_origin
-from .schema import type_of
+from .schema import objects, type_of
 from .unicode import LazyRegex, char_class
 
 _WS = char_class("WHITESPACE")
@@ -386,7 +386,7 @@ def from_config(config, where="pre_tokenizer"):
         replacement, scheme, split = metaspace_fields(fields)
         return Metaspace(replacement, scheme, split)
     if kind == "Sequence":
-        items = fields.array("pretokenizers")
+        items = objects(fields, "pretokenizers")
         return Sequence(from_config(item, f"{where}.pretokenizers[{i}]") for i, item in enumerate(items))
 
 

@@ -174,3 +174,14 @@ def type_of(config, where, kinds):
     if kind not in kinds:
         raise ValueError(f"{where}.type {kind!r} is unsupported; supported: {', '.join(kinds)}")
     return fields, kind
+
+
+def objects(fields, key):
+    """The array `key` of a Sequence component, each item an object: a null or other value in
+    a Sequence is refused (the reference reads each item as a component and refuses it too)."""
+    items = fields.array(key)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            shown = "null" if item is None else type(item).__name__
+            raise ValueError(f"{fields.path(key)}[{i}] must be an object, found {shown}")
+    return items
