@@ -117,6 +117,8 @@ def read_decoder(read, **more):
     biases; `more` adds a family's own."""
     heads = read.integer("num_attention_heads")
     kv_heads = read.values.get("num_key_value_heads")
+    if kv_heads is None and read.values.get("model_type") == "mistral" and "num_key_value_heads" in read.values:
+        read.fail("num_key_value_heads is null; mistral needs a number (transformers refuses null there)")
     kv_heads = heads if kv_heads is None else read.integer("num_key_value_heads")
     if heads % kv_heads:
         read.fail(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
