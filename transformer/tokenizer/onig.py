@@ -627,24 +627,31 @@ def _cannot_fail(node):
     return (node.kind in PLAIN or node.kind == "atomic") and _cannot_fail(node.body)
 
 
-def _first_chars(node):
-    """The characters a match of `node` can start with (ranges), assertions ignored."""
+def _edge_chars(node, last=False):
+    """The characters a match of `node` can start with (or end with, `last`), as ranges;
+    assertions ignored."""
     if isinstance(node, Chars):
         return node.ranges
     if isinstance(node, Assert):
         return ()
     if isinstance(node, Seq):
-        ranges = []
-        for item in node.items:
-            ranges.extend(_first_chars(item))
-            if not _nullable(item):
-                break
-        return _normalize(ranges)
+        return _chars_at_edge(reversed(node.items) if last else node.items, last)
     if isinstance(node, Alt):
-        return _normalize([r for branch in node.branches for r in _first_chars(branch)])
+        return _normalize([r for branch in node.branches for r in _edge_chars(branch, last)])
     if isinstance(node, Group) and node.kind in LOOK:
         return ()
-    return _first_chars(node.body)
+    return _edge_chars(node.body, last)
+
+
+def _chars_at_edge(items, last=False):
+    """The characters a run of `items` can start with (or, given nearest first, end with: `last`),
+    reading over the optional ones."""
+    ranges = []
+    for item in items:
+        ranges.extend(_edge_chars(item, last))
+        if not _nullable(item):
+            break
+    return _normalize(ranges)
 
 
 def _flatten(node):
@@ -683,10 +690,10 @@ def _check(node, after, refuse):
 
 def _check_followers(loop, after, refuse):
     """Rule 3: a second loop overlapping `loop`, reachable over optional items, must end the match."""
-    first = _first_chars(loop.body)
+    first = _edge_chars(loop.body)
     for index, item in enumerate(after):
         for candidate, rest in _loops_at_start(item, after[index + 1:]):
-            if _intersect(first, _first_chars(candidate.body)) and not all(_cannot_fail(r) for r in rest):
+            if _intersect(first, _edge_chars(candidate.body)) and not all(_cannot_fail(r) for r in rest):
                 refuse("has two repetitions that can match the same characters one after the other, "
                        "followed by more pattern (like a*a*b), which can take polynomial time")
         if not _nullable(item):
@@ -728,36 +735,6 @@ def _letters():
     return _table("ONIG_LETTER")
 
 
-def _last_chars(node):
-    """The characters a match of `node` can end with (ranges), assertions ignored."""
-    if isinstance(node, Chars):
-        return node.ranges
-    if isinstance(node, Assert):
-        return ()
-    if isinstance(node, Seq):
-        ranges = []
-        for item in reversed(node.items):
-            ranges.extend(_last_chars(item))
-            if not _nullable(item):
-                break
-        return _normalize(ranges)
-    if isinstance(node, Alt):
-        return _normalize([r for branch in node.branches for r in _last_chars(branch)])
-    if isinstance(node, Group) and node.kind in LOOK:
-        return ()
-    return _last_chars(node.body)
-
-
-def _chars_at_edge(items, edge):
-    """The characters the first (edge=_first_chars) or last items can show, over optional ones."""
-    ranges = []
-    for item in items:
-        ranges.extend(edge(item))
-        if not _nullable(item):
-            break
-    return _normalize(ranges)
-
-
 def _walk(node, before, after, visit):
     """Call visit(node, before, after) on every node, with the items matched just before it
     (nearest first) and just after it, across group boundaries."""
@@ -787,7 +764,7 @@ def _reads_past_a_letter(tree):
     def visit(node, before, after):
         forward = (isinstance(node, Assert) and node.kind in _FORWARD_ASSERTS) or \
             (isinstance(node, Group) and node.kind in ("ahead", "not_ahead"))
-        if forward and _intersect(_chars_at_edge(before, _last_chars), _letters()):
+        if forward and _intersect(_chars_at_edge(before, last=True), _letters()):
             found.append(node)
 
     _walk(tree, [], [], visit)
@@ -800,7 +777,7 @@ def _matches_letter_then_space(tree):
 
     def visit(node, before, after):
         if isinstance(node, Chars) and _intersect(node.ranges, _letters()) and \
-                _intersect(_chars_at_edge(after, _first_chars), _SPACE):
+                _intersect(_chars_at_edge(after), _SPACE):
             found.append(node)
 
     _walk(tree, [], [], visit)
