@@ -21,7 +21,8 @@ from transformer.tokenizer import Tokenizer
 tokenizers = pytest.importorskip("tokenizers")
 hypothesis = pytest.importorskip("hypothesis")
 faker = pytest.importorskip("faker")
-from tokenizer_inputs import SPECIAL_STRINGS, adversarial as draw_adversarial, assert_same as _assert_same  # noqa: E402
+from tokenizer_inputs import (  # noqa: E402
+    SPECIAL_STRINGS, adversarial as draw_adversarial, assert_same as _assert_same, compare_truncation_settings)
 
 DATA = Path(__file__).parent / "tokenizer_data"
 
@@ -136,55 +137,10 @@ def test_pairs_match_reference(name, tokenizer_pairs, multilingual, adversarial)
                  reference.encode_batch(list(zip(firsts, seconds))), list(zip(firsts, seconds)))
 
 
-SETTINGS = [  # (max_length, stride, strategy, direction, padding length (None: longest), multiple, side)
-    (16, 0, "longest_first", "right", None, None, "right"),   # even rows: single texts
-    (64, 4, "longest_first", "right", None, 8, "left"),       # odd rows: pairs
-    (24, 6, "only_first", "right", 40, None, "right"),
-    (96, 8, "only_second", "right", None, None, "right"),
-    (20, 5, "longest_first", "left", None, None, "right"),
-    (128, 0, "only_first", "left", 128, None, "left"),
-    (12, 3, "longest_first", "right", None, 16, "right"),
-    (80, 2, "longest_first", "right", None, None, "right"),
-    (8, 1, "longest_first", "right", None, None, "left"),
-    (256, 16, "longest_first", "right", None, None, "right"),
-    (6, 1, "longest_first", "right", None, None, "right"),
-    (48, 0, "only_second", "left", None, 8, "right"),
-]
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_truncation_padding_and_stride_match_reference(name, tokenizer_pairs, multilingual, adversarial):
     ours, reference = tokenizer_pairs[name]
-    pool = multilingual + adversarial
-    checked = refused = 0
-    for number, (max_length, stride, strategy, direction, length, multiple, side) in enumerate(SETTINGS):
-        texts = pool[number * 100:(number + 1) * 100]
-        pairs = pool[::-1][number * 100:(number + 1) * 100] if number % 2 else None
-        for tok in (ours, reference):
-            tok.enable_truncation(max_length, stride=stride, strategy=strategy, direction=direction)
-            tok.enable_padding(direction=side, pad_id=0, pad_token="[PAD]", length=length,
-                               pad_to_multiple_of=multiple)
-        try:
-            for index, text in enumerate(texts):
-                args = (text,) if pairs is None else (text, pairs[index])
-                try:
-                    expected = reference.encode(*args)
-                except BaseException as error:  # the reference refuses: too short, or it panics on stride
-                    if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                        raise
-                    reason = "stride" if "stride" in str(error) else "short"
-                    with pytest.raises(ValueError, match=reason):
-                        ours.encode(*args)
-                    refused += 1
-                    continue
-                _assert_same([ours.encode(*args)], [expected], [args])
-                checked += 1
-            if pairs is None:
-                _assert_same(ours.encode_batch(texts), reference.encode_batch(texts), texts)
-        finally:
-            for tok in (ours, reference):
-                tok.no_truncation()
-                tok.no_padding()
+    checked, refused = compare_truncation_settings(ours, reference, multilingual + adversarial, 100, "[PAD]")
     assert checked + refused == 1200 and checked >= 1000
 
 

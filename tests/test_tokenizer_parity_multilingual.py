@@ -12,7 +12,7 @@ attention mask, offsets, word ids, special tokens mask, overflowing windows):
 
 import pytest
 
-from tokenizer_inputs import adversarial, assert_same, udhr_paragraphs
+from tokenizer_inputs import adversarial, assert_same, compare_truncation_settings, udhr_paragraphs
 from transformer.tokenizer import Tokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -84,51 +84,10 @@ def test_pairs_match_the_reference(name, pairs, udhr, strange):
                 list(zip(firsts, seconds)))
 
 
-SETTINGS = [  # (max_length, stride, strategy, direction, padding length (None: longest), multiple, side)
-    (16, 0, "longest_first", "right", None, None, "right"),
-    (64, 4, "longest_first", "right", None, 8, "left"),
-    (24, 6, "only_first", "right", 40, None, "right"),
-    (96, 8, "only_second", "right", None, None, "right"),
-    (20, 5, "longest_first", "left", None, None, "right"),
-    (128, 0, "only_first", "left", 128, None, "left"),
-    (12, 3, "longest_first", "right", None, 16, "right"),
-    (80, 2, "longest_first", "right", None, None, "right"),
-    (8, 1, "longest_first", "right", None, None, "left"),
-    (256, 16, "longest_first", "right", None, None, "right"),
-    (6, 1, "longest_first", "right", None, None, "right"),
-    (48, 0, "only_second", "left", None, 8, "right"),
-]
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_truncation_padding_and_stride_match_the_reference(name, pairs, udhr, strange):
     ours, reference = pairs[name]
-    pool = udhr[::7] + strange[name][::5]
-    checked = refused = 0
-    for number, (max_length, stride, strategy, direction, length, multiple, side) in enumerate(SETTINGS):
-        texts = pool[number * 50:(number + 1) * 50]
-        others = pool[::-1][number * 50:(number + 1) * 50] if number % 2 else None
-        for tok in (ours, reference):
-            tok.enable_truncation(max_length, stride=stride, strategy=strategy, direction=direction)
-            tok.enable_padding(direction=side, pad_id=0, pad_token="<pad>", length=length, pad_to_multiple_of=multiple)
-        try:
-            for index, text in enumerate(texts):
-                args = (text,) if others is None else (text, others[index])
-                try:
-                    expected = reference.encode(*args)
-                except BaseException as error:  # the reference refuses: too short, or it panics on stride
-                    if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                        raise
-                    with pytest.raises(ValueError, match="stride" if "stride" in str(error) else "short"):
-                        ours.encode(*args)
-                    refused += 1
-                    continue
-                assert_same([ours.encode(*args)], [expected], [args])
-                checked += 1
-        finally:
-            for tok in (ours, reference):
-                tok.no_truncation()
-                tok.no_padding()
+    checked, refused = compare_truncation_settings(ours, reference, udhr[::7] + strange[name][::5], 50, "<pad>")
     assert checked + refused == 600 and checked >= 450
 
 

