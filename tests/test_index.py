@@ -69,6 +69,58 @@ def test_added_rows_are_found_by_the_graph():
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
+def clustered_unit(count, dimension, clusters, seed):
+    """Unit vectors around `clusters` random centres, as real embeddings are (topics)."""
+    rng = np.random.default_rng(seed)
+    centres = random_unit(clusters, dimension, seed + 1)
+    vectors = centres[rng.integers(0, clusters, count)] + 0.35 * rng.standard_normal((count, dimension)) / np.sqrt(dimension)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_calibration_keeps_the_first_ef_that_reaches_the_target():
+    vectors = clustered_unit(4000, 48, 40, 10)
+    index = VectorIndex(vectors, exact_limit=0)
+    ef, recall = index.calibration
+    assert ef in index_module.EXPANSION_LEVELS and recall >= index_module.TARGET_RECALL
+    assert index.graph.expansion_search == ef
+    if ef != index_module.EXPANSION_LEVELS[0]:  # the ef before it did not reach the target
+        narrower = index_module.EXPANSION_LEVELS[index_module.EXPANSION_LEVELS.index(ef) - 1]
+        assert index.calibrate(levels=(narrower,)).expansion_search is None
+        index.calibrate()
+    # queries that are not stored rows: the recall the probes promised, within sampling error
+    queries = clustered_unit(300, 48, 40, 10)[:300] + 0.05 * random_unit(300, 48, 11)
+    found, _ = index.search(queries, 10)
+    exact, _ = index.search(queries, 10, exact=True)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)]) >= 0.95
+
+
+def test_a_graph_that_never_reaches_the_target_is_not_used():
+    """With the widest ef still short of the target (on 100,000 uniform vectors of 384
+    dimensions even ef 1024 finds only 0.85 of the top 10: benchmarks/bench_index.py; here a
+    target above 1), searches are the exact scan's, row for row."""
+    vectors, queries = random_unit(2000, 64, 12), random_unit(20, 64, 13)
+    index = VectorIndex(vectors, exact_limit=0)
+    calibration = index.calibrate(target=1.01, levels=(16, 32))
+    assert calibration.expansion_search is None and 0.5 < calibration.recall <= 1
+    index.graph.search = lambda *args, **kwargs: pytest.fail("the graph was searched")
+    rows, scores = index.search(queries, 10)
+    expected_rows, expected_scores = index.search(queries, 10, exact=True)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(scores, expected_scores)
+
+
+def test_the_calibration_is_saved_with_the_graph(tmp_path, model, small_graph_limit):
+    built = SemanticIndex.build(tmp_path / "idx", model, CORPUS, say=lambda message: None)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["search"] == built.vectors.calibration._asdict()
+    assert SemanticIndex.open(tmp_path / "idx", model, say=pytest.fail).vectors.calibration == built.vectors.calibration
+    del manifest["search"]  # an index written before calibrations: measured again, and saved
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    reopened = SemanticIndex.open(tmp_path / "idx", model, say=pytest.fail)
+    assert reopened.vectors.calibration == built.vectors.calibration
+    assert "search" in json.loads((tmp_path / "idx" / "manifest.json").read_text())
+
+
 def test_vector_index_refuses_a_wrong_dimension():
     index = VectorIndex(random_unit(10, 16, 6))
     with pytest.raises(ValueError, match="dimension 16"):

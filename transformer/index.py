@@ -26,6 +26,15 @@ texts; damaged texts cannot be recovered and are reported. Each repair is said (
 Small corpora (fewer than EXACT_LIMIT rows) are searched by the exact scan, a matrix
 product, which is also the check the approximate search is measured against
 (benchmarks/bench_index.py: recall@10).
+
+How wide the graph search must be depends on the data: on clustered vectors (real embeddings)
+a narrow search (ef 64-128) finds nearly all of the exact top 10, while on vectors spread
+uniformly over the sphere even ef 1024 misses about one in six. So the graph is never trusted
+blind: whenever it is built or grown, `calibrate` searches it with PROBES queries drawn near
+stored rows at ef = 64, 128, ... 1024 and keeps the first ef whose recall@10 against the
+exact scan reaches TARGET_RECALL. If none does, searches take the exact scan
+instead (`Calibration.expansion_search` None): slower than a good graph, never a silently
+worse answer. The calibration is saved in the manifest beside the graph it measured.
 """
 
 import hashlib
@@ -41,11 +50,22 @@ VERSION = 1
 EXACT_LIMIT = 20_000  # rows below which the exact scan is fast enough and no graph is kept
 CONNECTIVITY = 32  # HNSW's M: graph edges per node
 EXPANSION_ADD = 128  # efConstruction
-EXPANSION_SEARCH = 128  # ef: candidates kept while searching (recall against speed)
+EXPANSION_SEARCH = 128  # ef the graph is made with; the one searches use comes from `calibrate`
+EXPANSION_LEVELS = (64, 128, 256, 512, 1024)  # the ef values `calibrate` tries, in order
+TARGET_RECALL = 0.96  # recall@10 on the probes an ef must reach (above 0.95 by two standard errors)
+PROBES = 200  # queries `calibrate` searches for
 
 
 class IndexDamagedError(ValueError):
     """An index file cannot be used and cannot be rebuilt (the message says which and how)."""
+
+
+class Calibration(NamedTuple):
+    """What `VectorIndex.calibrate` measured: the ef searches use (None: the graph never reached
+    the target and searches take the exact scan), and the recall@10 on the probes at that ef
+    (at the widest ef tried, when None)."""
+    expansion_search: object  # int, or None
+    recall: float
 
 
 class Hit(NamedTuple):
@@ -68,16 +88,22 @@ def _usearch():
 class VectorIndex:
     """Unit vectors float32 [n, dim] and, past EXACT_LIMIT rows, an HNSW graph over them."""
 
-    def __init__(self, vectors, graph=None, exact_limit=None):
+    def __init__(self, vectors, graph=None, exact_limit=None, calibration=None):
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] < 1:
             raise ValueError(f"vectors must be a 2-D array [n, dim], got shape {vectors.shape}")
         self.vectors = _unit(vectors)
         self.exact_limit = EXACT_LIMIT if exact_limit is None else exact_limit
         self.graph = graph
+        self.calibration = None
         if self.graph is None and len(self.vectors) >= self.exact_limit:
             self.graph = self._new_graph()
             self._add_to_graph(0, self.vectors)
+        if self.graph is not None:
+            if calibration is None:
+                self.calibrate()
+            else:
+                self._use(calibration)
 
     @property
     def dimension(self):
@@ -109,10 +135,49 @@ class VectorIndex:
         elif len(self.vectors) >= self.exact_limit:
             self.graph = self._new_graph()
             self._add_to_graph(0, self.vectors)
+        if self.graph is not None:
+            self.calibrate()
+
+    def calibrate(self, target=TARGET_RECALL, probes=PROBES, levels=EXPANSION_LEVELS, seed=0):
+        """Choose the ef searches use: the first of `levels` at which the graph's recall@10
+        against the exact scan, on `probes` queries drawn like the stored rows, reaches `target`;
+        None (the exact scan) when none does. -> the Calibration, also kept in self.calibration.
+
+        A stored row itself would be too easy a query: it is a node of the graph, linked to its
+        neighbours. So each probe is a stored row v moved away from it as far as v's own nearest
+        other row is (cosine c): q = c v + sqrt(1 - c^2) u, u a random unit direction at right
+        angles to v -- a new point among the stored ones, as a real query is."""
+        n = len(self.vectors)
+        k = min(10, n)
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(n, size=min(probes, n), replace=False)  # [p]
+        rows = self.vectors[chosen]  # [p, dim]
+        _, nearest = exact_search(self.vectors, rows, min(2, n))  # [p, 2]: itself, its nearest other row
+        c = np.clip(nearest[:, -1:], -1, 1)  # [p, 1]
+        u = rng.standard_normal(rows.shape).astype(np.float32)  # [p, dim]
+        u = _unit(u - (u * rows).sum(axis=1, keepdims=True) * rows)  # [p, dim], at right angles to each row
+        queries = _unit(c * rows + np.sqrt(1 - c * c) * u)  # [p, dim]
+        truth, _ = exact_search(self.vectors, queries, k)  # [p, k]
+        recall = 0.0
+        for ef in levels:
+            self.graph.expansion_search = ef
+            matches = self.graph.search(queries, k, threads=0)
+            found = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)  # [p, k]
+            recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found.tolist(), truth.tolist())]))
+            if recall >= target:
+                return self._use(Calibration(ef, recall))
+        return self._use(Calibration(None, recall))
+
+    def _use(self, calibration):
+        self.calibration = Calibration(*calibration)
+        if self.calibration.expansion_search is not None:
+            self.graph.expansion_search = int(self.calibration.expansion_search)
+        return self.calibration
 
     def search(self, queries, k=10, exact=None):
         """Queries float32 [q, dim] -> (rows int64 [q, k'], scores float32 [q, k']), best first,
-        k' = min(k, n). exact: None -> the graph when there is one, True -> the exact scan."""
+        k' = min(k, n). exact: None -> the graph when there is one and its calibration found
+        an ef that reaches the target recall, True -> the exact scan."""
         queries = _unit(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         if queries.shape[1] != self.dimension:
             raise ValueError(f"queries have dimension {queries.shape[1]}; this index holds {self.dimension}")
@@ -121,7 +186,7 @@ class VectorIndex:
         k = min(k, len(self.vectors))
         if k == 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
-        if exact or self.graph is None:
+        if exact or self.graph is None or self.calibration.expansion_search is None:
             return exact_search(self.vectors, queries, k)
         matches = self.graph.search(queries, k, threads=0)
         rows = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)  # [q, k]
@@ -212,8 +277,9 @@ class SemanticIndex:
             if graph is None or len(graph) != len(vectors) or graph.ndim != vectors.shape[1]:
                 say(f"the search graph of {path} is missing or damaged; building it again from the vectors")
                 graph, rebuilt = None, True
-        index = cls(path, model, texts, VectorIndex(vectors, graph), record, say)
-        if rebuilt:
+        calibration = _stored_calibration(manifest.get("search")) if graph is not None else None
+        index = cls(path, model, texts, VectorIndex(vectors, graph, calibration=calibration), record, say)
+        if rebuilt or (graph is not None and calibration is None):
             index.save()
         return index
 
@@ -245,6 +311,8 @@ class SemanticIndex:
             files["ann"] = _write(self.path, "ann", ".usearch", bytes(self.vectors.graph.save()))
         manifest = {"version": VERSION, "files": files, "count": len(self.texts),
                     "dimension": self.vectors.dimension, "model": self.model_record}
+        if self.vectors.calibration is not None:
+            manifest["search"] = self.vectors.calibration._asdict()
         _atomic_write(self.path / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
         named = {entry["file"] for entry in files.values()} | {"manifest.json"}
         for leftover in self.path.iterdir():
@@ -280,6 +348,17 @@ def _same_model(stored, current):
         sums = {name: entry.get("sha256") if isinstance(entry, dict) else None for name, entry in record["files"].items()}
         return sums, record.get("max_seq_length"), record.get("pooling"), record.get("normalize")
     return content(stored) is not None and content(stored) == content(current)
+
+
+def _stored_calibration(entry):
+    """The manifest's "search" entry as a Calibration, or None when it is missing or malformed
+    (the graph is then measured again)."""
+    if not isinstance(entry, dict):
+        return None
+    ef, recall = entry.get("expansion_search"), entry.get("recall")
+    if not (ef is None or (type(ef) is int and ef > 0)) or type(recall) not in (int, float) or not 0 <= recall <= 1:
+        return None
+    return Calibration(ef, float(recall))
 
 
 def _npy_bytes(array):
