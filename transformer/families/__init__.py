@@ -13,6 +13,7 @@
     llama       Llama, Mistral (rotary, grouped-query attention, RMSNorm, SwiGLU)
     qwen        Qwen2, Qwen3 (Llama's decoder; Qwen3's per-head q/k norms)
     gemma3      Gemma 3 text, EmbeddingGemma (scaled embeddings, (1 + w) norms both sides)
+    t5          T5 and mT5 encoders (sentence-t5, GTR): relative position buckets, no score scaling
 
 A family module defines (see bert.py, the model for the others):
 
@@ -36,13 +37,13 @@ walks through it.
 """
 
 from . import (bert, deberta_v2, distilbert, electra, gemma3, gpt2, jina_embeddings_v3, llama, modernbert, mpnet,
-               nomic_bert, qwen, roberta)
+               nomic_bert, qwen, roberta, t5)
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
                   "modernbert": modernbert, "nomic_bert": nomic_bert,
                   "jina_embeddings_v3": jina_embeddings_v3, "deberta_v2": deberta_v2,
-                  "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3}
+                  "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3, "t5": t5}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}
