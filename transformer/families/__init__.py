@@ -30,6 +30,10 @@ A family module defines (see bert.py, the model for the others):
     PREFIX                  what a task model puts before the base model's names ("bert.")
     MASKED_LM_ACTIVATION, CLASSIFIER_ACTIVATION   the task heads' activations (transformer.heads)
     PRETRAINING_HEAD        (optional) the head of XForPreTraining (default "masked_lm")
+    HEADS_SPLIT_HIDDEN      (optional) False: the heads' width is the family's own, so hidden_size
+                            need not divide by num_attention_heads (T5's d_kv; default True)
+    IGNORED_TENSORS         (optional) name prefixes of checkpoint tensors to skip (T5's decoder);
+                            with it, any other tensor the name table does not know is refused
 
 Adding a family: write its module, add it to FAMILY_MODULES below, and add what its recipe
 needs that a backend does not run yet (a new step kind in each backend); docs/architecture.md

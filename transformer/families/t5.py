@@ -34,6 +34,8 @@ DEFAULTS = dict(
 )
 TYPE_DEFAULTS = {"mt5": dict(vocab_size=250112, d_ff=1024, num_layers=8, num_heads=6, feed_forward_proj="gated-gelu")}
 OPTIONS = {}
+# The heads are d_kv wide, not d_model / num_heads (mT5-small: 512 wide, 6 heads of 64).
+HEADS_SPLIT_HIDDEN = False
 
 # Checkpoint tensors a T5 file may hold that its encoder does not read (the decoder, the
 # language-model head); loading.check_unexpected_tensors refuses any other unknown tensor.
@@ -93,6 +95,10 @@ def config_fields(read):
             read.fail(f"{key} is {given!r:.40} but feed_forward_proj {values['feed_forward_proj']!r} means "
                       f"{implied!r}; transformers' T5Config derives {key} from feed_forward_proj")
     values["dense_act_fn"] = activation  # hidden_act, read after this
+    # T5Config and MT5Config force it true, T5Config whatever config.json says (MT5Config first
+    # checks it is a boolean: config.py refuses other values, as there)
+    if values.get("model_type") == "t5" or isinstance(values.get("tie_word_embeddings"), bool):
+        values["tie_word_embeddings"] = True
     try:  # transformers reads no n_positions: an odd one is not refused, only not shown
         read.integer("max_position_embeddings")
     except ConfigError:
