@@ -62,9 +62,10 @@ def test_the_cases_cover_every_option():
     assert any(config.head_dim * config.num_attention_heads != config.hidden_size for config in configs.values())
     assert all(config.relative_attention_num_buckets != 32 and config.options["max_distance"] != 128
                for config in configs.values())
-    lengths = {int(n) for name in CASES for n in np.load(FAMILIES / name / "reference.npz")["attention_mask"].sum(axis=1)}
+    row_lengths = [np.load(FAMILIES / name / "reference.npz")["attention_mask"].sum(axis=1) for name in CASES]
+    lengths = {int(n) for rows in row_lengths for n in rows}
     assert {1, 17} <= lengths and max(lengths) > 300
-    assert any(len(set(np.load(FAMILIES / name / "reference.npz")["attention_mask"].sum(axis=1))) > 1 for name in CASES)
+    assert any(len(set(rows)) > 1 for rows in row_lengths)  # padded batches
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -294,31 +295,3 @@ def test_buckets_agree_with_transformers(num_buckets, max_distance):
     ours = numpy_model.relative_position_buckets(seq, num_buckets, max_distance)
     np.testing.assert_array_equal(ours, theirs.numpy())
 
-
-SENTENCES = ["A man is eating food.", "T5 reads long inputs through its buckets: " + "a b c d e f g " * 30,
-             "Über den Wolken.", "x"]
-
-
-def test_sentence_encoder_matches_sentence_transformers_live(minilm_dir, tmp_path):
-    """A random T5 encoder with all-MiniLM-L6-v2's tokenizer, modules.json and mean pooling
-    (GTR's and sentence-t5's Dense layer aside): SentenceEncoder.encode == sentence-transformers'."""
-    _live()
-    sentence_transformers = pytest.importorskip("sentence_transformers")
-    import json
-
-    case = next(c for c in make_modern_references.CASES if c["name"] == "t5_gated_gelu")
-    case = dict(case, config=dict(case["config"], vocab_size=30522))
-    folder = tmp_path / "t5"
-    make_modern_references.build_model(case).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "modules.json",
-                 "sentence_bert_config.json"):
-        shutil.copy(Path(minilm_dir) / name, folder / name)
-    (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": case["config"]["d_model"], "pooling_mode_mean_tokens": True}))
-    theirs = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
-    from transformer.sentence import SentenceEncoder
-
-    for backend in BACKENDS:
-        ours = SentenceEncoder.from_pretrained(folder, backend=backend).encode(SENTENCES)
-        assert np.abs(ours - theirs).max() <= TOLERANCE, backend
