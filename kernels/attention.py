@@ -38,8 +38,8 @@ How the core works (`_attend_head`), for one (sequence, head):
    in a smaller kernel), then per row: * scale, + position bias, + mask, exp(x - max) in
    place (`softmax.softmax_rows_inplace`, explicit 16-float vectors).
 3. context [24, head_dim] = P_block V through the micro-kernel again (V copied once into
-   contiguous rows), then each row is divided by its softmax sum: head_dim multiplies
-   instead of keys.
+   contiguous rows), summed over runs of KEY_RUN keys, then each row is divided by its
+   softmax sum: head_dim multiplies instead of keys.
 A row-at-a-time attention in plain Numba is slower than NumPy's batched matmul (a dot
 product per score cannot keep the vector units busy); the strips through the micro-kernel
 are what make it faster.
@@ -74,6 +74,11 @@ MASK_VALUE = np.finfo(np.float32).min
 _FLOPS_PER_CHUNK = 4e6
 QUERY_BLOCK = 4 * MR  # queries whose scores are computed together (scores: [24, keys]; 2 wide strips) ...
 SHORT_SEQUENCE = 48  # ... except that a sequence this short is one block (27 tokens: 12 + 12 + 3, not 24, then 3)
+# P V sums the keys in runs of this many, each run's float32 sum added to the context: one
+# running sum over hundreds of keys rounds every term into a large total, and with a
+# relative position bias (T5, MPNet) many keys share a weight, so the roundings add up
+# rather than cancel. Runs keep each sum short; a row of at most KEY_RUN keys is one run.
+KEY_RUN = 128
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,14 +233,16 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                             row[j] = MASK_VALUE
             row_scale = _ONE  # scaled already (x * 1 is x exactly)
         softmax_rows_inplace(scores, k_lo, n_pad, block, n_keys, row_scale, inverse_sums, 0)
-        # 3. context = exp-scores @ V, strip by strip, tile by tile; then / the softmax sums.
+        # 3. context = exp-scores @ V, strip by strip, tile by tile, KEY_RUN keys at a time
+        #    (each run's sum added to the last); then / the softmax sums.
         for s0 in range(0, block, tile_rows):
             for c0 in range(0, head_dim, tile_cols):
                 cols = min(tile_cols, head_dim - c0)
-                tile(scores, s0 * n_pad + k_lo, n_pad, min(tile_rows, block - s0),
-                     value_packed, k_lo * d_pad + c0, d_pad, n_keys,
-                     out, out_start + (i0 + s0) * out_stride + c0, out_stride,
-                     cols, False, wide, NR if cols > NR else 0, -1)
+                for j0 in range(0, n_keys, KEY_RUN):
+                    tile(scores, s0 * n_pad + k_lo + j0, n_pad, min(tile_rows, block - s0),
+                         value_packed, (k_lo + j0) * d_pad + c0, d_pad, min(KEY_RUN, n_keys - j0),
+                         out, out_start + (i0 + s0) * out_stride + c0, out_stride,
+                         cols, j0 > 0, wide, NR if cols > NR else 0, -1)
         for r in range(block):
             first = out_start + (i0 + r) * out_stride
             context_row = out[first:first + head_dim]

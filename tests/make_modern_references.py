@@ -1,4 +1,4 @@
-"""Write the committed ModernBERT, NomicBERT and Jina v3 references under tests/references/families/
+"""Write the committed ModernBERT, NomicBERT, Jina v3 and T5 references under tests/references/families/
 (needs torch + transformers: the test extra).
 
 Run from the repository root, in the venv with the test extras (`make setup-test`):
@@ -33,6 +33,7 @@ _TINY = dict(vocab_size=50, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_
              max_position_embeddings=64)
 _NOMIC = dict(vocab_size=50, pad_token_id=0, max_position_embeddings=64)
 _JINA = dict(vocab_size=50, pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=64)
+_T5 = dict(vocab_size=50, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 
 # `lengths`: each row's real tokens (padded to the longest); `hidden_states`: whether the
 # committed file keeps every layer's output and attention map (base models).
@@ -114,6 +115,31 @@ CASES = [
          lengths=[1030, 17], hidden_states=False,
          config=dict(_JINA, max_position_embeddings=2048, hidden_size=16, num_attention_heads=2,
                      num_hidden_layers=2, intermediate_size=32)),
+    # T5's encoder: heads of d_kv 12 (4 * 12 != d_model 32), 16 buckets reaching distance 20
+    # (rows of 17 see past it), ReLU (t5 v1.0, sentence-t5)
+    dict(model_type="t5", name="t5_relu_buckets", architecture="T5EncoderModel", lengths=[17, 9, 1],
+         hidden_states=True,
+         config=dict(_T5, d_model=32, num_heads=4, d_kv=12, num_layers=2, d_ff=48, feed_forward_proj="relu",
+                     relative_attention_num_buckets=16, relative_attention_max_distance=20)),
+    # gated-gelu (t5 v1.1, flan, GTR): gelu_new(wi_0) * wi_1; an odd bucket count, 10 buckets to 12
+    dict(model_type="t5", name="t5_gated_gelu", architecture="T5EncoderModel", lengths=[13, 6, 17],
+         hidden_states=True,
+         config=dict(_T5, d_model=24, num_heads=2, d_kv=16, num_layers=3, d_ff=40, feed_forward_proj="gated-gelu",
+                     relative_attention_num_buckets=11, relative_attention_max_distance=12, layer_norm_epsilon=1e-5)),
+    # mT5 with a gated SiLU, loaded from a full encoder-decoder checkpoint (its decoder skipped)
+    dict(model_type="mt5", name="mt5_gated_silu_full_checkpoint", architecture="MT5ForConditionalGeneration",
+         lengths=[11, 4], hidden_states=True,
+         config=dict(_T5, d_model=32, num_heads=2, d_kv=8, num_layers=2, num_decoder_layers=1, d_ff=40,
+                     feed_forward_proj="gated-silu", relative_attention_num_buckets=8,
+                     relative_attention_max_distance=16)),
+    dict(model_type="t5", name="t5_token_classification", architecture="T5ForTokenClassification", lengths=[15, 7],
+         hidden_states=False,
+         config=dict(_T5, d_model=32, num_heads=2, d_kv=16, num_layers=2, d_ff=48, num_labels=4,
+                     relative_attention_num_buckets=16, relative_attention_max_distance=32)),
+    # 330 tokens, far beyond max_distance 64: the last buckets shared by every long distance
+    dict(model_type="t5", name="t5_long_330", architecture="T5EncoderModel", lengths=[330, 17], hidden_states=False,
+         config=dict(_T5, d_model=16, num_heads=2, d_kv=8, num_layers=2, d_ff=32, feed_forward_proj="gated-gelu",
+                     relative_attention_num_buckets=24, relative_attention_max_distance=64)),
 ]
 
 
@@ -141,6 +167,12 @@ def build_model(case, seed=0):
                 fill = normal(parameter.shape, 0.1)
             else:  # linears [out, in] and the word table [rows, width]
                 fill = normal(parameter.shape, parameter.shape[1] ** -0.5)
+                if name.endswith("Attention.q.weight"):
+                    # T5 does not scale q . k by 1 / sqrt(d_kv): its init puts that factor into the
+                    # query weights. Without it the scores' spread grows as sqrt(d_kv) and the
+                    # softmax so amplifies rounding that fp32 transformers itself strays 1.6e-5
+                    # from a float64 run.
+                    fill = fill * model.config.d_kv ** -0.5
             parameter.copy_(fill)
     return model
 
@@ -168,9 +200,11 @@ def run_transformers(model, input_ids, attention_mask, token_type_ids):
     inputs = dict(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
     if model.config.model_type in ("nomic_bert", "jina_embeddings_v3"):
         inputs["token_type_ids"] = torch.from_numpy(token_type_ids)
+    # an encoder-decoder checkpoint (T5ForConditionalGeneration): what this package runs is its encoder
+    forward = model.get_encoder() if getattr(model, "decoder", None) is not None else model
     with torch.no_grad():
-        out = model(**inputs, output_hidden_states=True, output_attentions=True)
-        last = model.base_model(**inputs)
+        out = forward(**inputs, output_hidden_states=True, output_attentions=True)
+        last = forward(**inputs) if forward is not model else model.base_model(**inputs)
     result = {
         "last_hidden_state": last.last_hidden_state.numpy(),
         "hidden_states": np.stack([h.numpy() for h in out.hidden_states]),

@@ -191,7 +191,7 @@ SENTENCES = ["A man is eating food.", "ModernBERT reads long inputs: " + "a b c 
              "Über den Wolken.", "x"]
 
 
-@pytest.mark.parametrize("model_type", ["modernbert", "nomic_bert", "jina_embeddings_v3"])
+@pytest.mark.parametrize("model_type", ["modernbert", "nomic_bert", "jina_embeddings_v3", "t5"])
 def test_sentence_encoder_matches_sentence_transformers_live(model_type, minilm_dir, tmp_path):
     """A random model of the family with all-MiniLM-L6-v2's tokenizer, modules.json and mean
     pooling: SentenceEncoder.encode == sentence-transformers' encode."""
@@ -201,17 +201,18 @@ def test_sentence_encoder_matches_sentence_transformers_live(model_type, minilm_
     import shutil
 
     base_models = {"modernbert": "ModernBertModel", "nomic_bert": "NomicBertModel",
-                   "jina_embeddings_v3": "JinaEmbeddingsV3Model"}
+                   "jina_embeddings_v3": "JinaEmbeddingsV3Model", "t5": "T5EncoderModel"}
     case = next(c for c in make_modern_references.CASES if c["architecture"] == base_models[model_type])
     case = dict(case, config=dict(case["config"], vocab_size=30522, pad_token_id=0, max_position_embeddings=512))
     folder = tmp_path / model_type
-    make_modern_references.build_model(case).save_pretrained(folder)
+    model = make_modern_references.build_model(case)
+    model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "modules.json",
                  "sentence_bert_config.json"):
         shutil.copy(Path(minilm_dir) / name, folder / name)
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": case["config"]["hidden_size"], "pooling_mode_mean_tokens": True}))
+        {"word_embedding_dimension": model.config.hidden_size, "pooling_mode_mean_tokens": True}))
     theirs = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
     from transformer.sentence import SentenceEncoder
 

@@ -44,7 +44,9 @@ READ = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_att
         "global_attn_every_n_layers", "rope_parameters", "classifier_pooling", "head_dim",
         "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "activation_function", "layer_norm_epsilon",
         "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
-        "rms_norm_eps", "num_key_value_heads", "sliding_window")
+        "rms_norm_eps", "num_key_value_heads", "sliding_window",
+        "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "feed_forward_proj", "dense_act_fn", "is_gated_act",
+        "relative_attention_max_distance")
 # Keys only some families read. transformers' base config checks them for every model type
 # (a distilbert config with Gemma's `layer_types: [333]` is refused), but a family that never
 # reads one computes nothing from it: for the others, the key is left out of the comparison.
@@ -74,7 +76,9 @@ def _check_fields(config):
         assert type(value) is int and 1 <= value <= MAX_SIZE, (name, value)
     assert type(config.type_vocab_size) is int and 0 <= config.type_vocab_size <= MAX_SIZE
     assert config.type_vocab_size >= 1 or not config.recipe.embeddings.token_types
-    assert config.hidden_size % config.num_attention_heads == 0
+    # a family whose heads have their own width (T5's d_kv) needs no even split
+    assert config.hidden_size % config.num_attention_heads == 0 or \
+        not getattr(config.family_module, "HEADS_SPLIT_HIDDEN", True)
     assert config.hidden_act in SUPPORTED_ACTIVATIONS
     assert type(config.layer_norm_eps) is float and 0 < config.layer_norm_eps < 1
     assert config.pad_token_id is None or type(config.pad_token_id) is int
@@ -88,8 +92,8 @@ def _same_as_transformers(config, raw):
     nothing we compute; transformers may refuse them, or crash on them: a dtype of [[null]])."""
     family = FAMILIES[raw["model_type"]]
     read = {key: value for key, value in raw.items() if key in READ and family in READ_BY.get(key, {family})}
-    expected = _transformers_reading(json.dumps(read, sort_keys=True))
-    ours = {name: getattr(config, name) for name in expected}
+    expected = dict(_transformers_reading(json.dumps(read, sort_keys=True)))
+    ours = {name: config.options["gated"] if name == "is_gated_act" else getattr(config, name) for name in expected}
     assert ours == expected, f"{raw}: ours {ours} transformers {expected}"
     return "read, equal to transformers"
 
@@ -104,9 +108,17 @@ def _transformers_reading(read_json):
         raise AssertionError(f"transformers refuses {read} ({error}); we accepted it") from None
     family = FAMILIES[read["model_type"]]
     fields = {name: getattr(theirs, name) for name in (
-        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
-        "pad_token_id", "num_labels", "tie_word_embeddings")}
-    if family == "distilbert":
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "pad_token_id", "num_labels",
+        "tie_word_embeddings")}
+    if family != "t5":  # T5 has no position table (n_positions is only shown)
+        fields["max_position_embeddings"] = theirs.max_position_embeddings
+    if family == "t5":
+        fields["intermediate_size"], fields["hidden_act"] = theirs.d_ff, theirs.dense_act_fn
+        fields["layer_norm_eps"] = float(theirs.layer_norm_epsilon)
+        fields["head_dim"] = theirs.d_kv
+        fields["relative_attention_num_buckets"] = theirs.relative_attention_num_buckets
+        fields["is_gated_act"] = theirs.is_gated_act  # ours: config.options["gated"]
+    elif family == "distilbert":
         fields["intermediate_size"], fields["hidden_act"] = theirs.hidden_dim, theirs.activation
     elif family == "gpt2":
         fields["intermediate_size"] = theirs.n_inner if theirs.n_inner is not None else 4 * theirs.n_embd
@@ -121,7 +133,7 @@ def _transformers_reading(read_json):
         fields["intermediate_size"], fields["hidden_act"] = theirs.intermediate_size, theirs.hidden_act
     if family in ("llama", "qwen", "gemma3"):
         fields["layer_norm_eps"] = float(theirs.rms_norm_eps)
-    elif family not in ("distilbert", "gpt2", "modernbert"):
+    elif family not in ("distilbert", "gpt2", "modernbert", "t5"):
         fields["layer_norm_eps"] = float(theirs.layer_norm_eps)
     if family in ("bert", "roberta", "electra", "nomic_bert", "jina_embeddings_v3"):
         fields["type_vocab_size"] = theirs.type_vocab_size

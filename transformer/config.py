@@ -105,8 +105,9 @@ class EncoderConfig:
 
     @property
     def head_dim(self) -> int:
-        """Width of one attention head: hidden_size // num_attention_heads."""
-        return self.hidden_size // self.num_attention_heads
+        """Width of one attention head: hidden_size // num_attention_heads, or the family's own
+        (options["head_dim"]: Llama's head_dim, T5's d_kv)."""
+        return self.options.get("head_dim") or self.hidden_size // self.num_attention_heads
 
     # ----------------------------------------------------------------------------------
     @classmethod
@@ -213,7 +214,10 @@ class EncoderConfig:
         for name in positive:
             _integer(getattr(self, name), name)
         _integer(self.type_vocab_size, "type_vocab_size", smallest=0)
-        if self.hidden_size % self.num_attention_heads != 0:
+        # A family whose heads have a width of their own (T5's d_kv: HEADS_SPLIT_HIDDEN False)
+        # needs no split of hidden_size: its attention projects to heads * head_dim and back.
+        if self.hidden_size % self.num_attention_heads != 0 and \
+                getattr(self.family_module, "HEADS_SPLIT_HIDDEN", True):
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}: every head must get the same width"

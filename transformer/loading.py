@@ -695,6 +695,7 @@ def load_params(tensors, config) -> dict:
                     layer[part.name] = linear_params(tensors, config, f"layers.{i}.{part.name}", bias=part.bias)
         layers.append(layer)
     warn_unused_layers(tensors, config)
+    check_unexpected_tensors(tensors, config)
     params = {"embeddings": embeddings, "layers": layers}
     for table in recipe.tables():
         params[table] = find_tensor(tensors, config, table)
@@ -737,3 +738,24 @@ def warn_unused_layers(tensors, config):
         warnings.warn(f"the checkpoint has {max(layers) + 1} layers, config.json {config.num_hidden_layers}: "
                       f"{span} ({count} tensors) {'is' if len(unused) == 1 else 'are'} not used",
                       UserWarning, stacklevel=3)
+
+
+def check_unexpected_tensors(tensors, config):
+    """For a family whose module lists IGNORED_TENSORS (name prefixes it may skip: T5's decoder
+    and language-model head), CheckpointError naming the tensors that are neither skipped nor
+    named by its name table (any layer's, any spelling, any head's): such a file holds a part
+    of the model this package would silently leave out. Other families skip unknown tensors."""
+    ignored = getattr(config.family_module, "IGNORED_TENSORS", None)
+    if ignored is None:
+        return
+    layers = sorted(set(range(config.num_hidden_layers)) | set(checkpoint_layers(tensors, config)))
+    known = set(TIED_WORD_TABLE)
+    for key in config.family_module.NAMES:
+        for ours in ([key.replace("{i}", str(i)) for i in layers] if "{i}" in key else [key]):
+            known.update(checkpoint_names(config, ours))
+    unexpected = sorted(name for name in tensors if name not in known and not name.startswith(ignored))
+    if unexpected:
+        raise CheckpointError(
+            f"the checkpoint holds {len(unexpected)} tensor{'s' if len(unexpected) > 1 else ''} a {config.model_type} "
+            f"encoder does not have: {', '.join(map(repr, unexpected[:3]))}{' ...' if len(unexpected) > 3 else ''} "
+            f"(only {' and '.join(repr(prefix + '*') for prefix in ignored)} tensors are skipped)")

@@ -4,7 +4,7 @@ Read top to bottom, this file is the whole forward pass of an encoder:
 
     embed          word + token type + position vectors, LayerNorm (+ ELECTRA's projection)
     attention      each token mixes in the others, weighted by softmax(q . k / sqrt(d)); its
-                   positions a relative bias (MPNet) or rotated queries and keys (rotary:
+                   positions a relative bias (MPNet, T5) or rotated queries and keys (rotary:
                    ModernBERT), its keys all or a sliding window of them
     feed_forward   a two-layer MLP applied to every token on its own, plain or gated (GLU)
     encoder_layer  the layer's blocks in order, each a sublayer wrapped in a residual and norms
@@ -52,9 +52,9 @@ float32 arrays. Linear weights are stored [in, out] (transposed once at load fro
       "pooler": {"weight": [hidden, hidden], "bias": [hidden]}   or None (no pooler in the file)
     }
 
-plus one entry per model-level table the recipe names: MPNet's "relative_attention_bias"
-[relative_attention_num_buckets, num_attention_heads], shared by all layers; DeBERTa's
-"relative_embeddings" [2 * span, hidden] (and its "relative_layer_norm"), which every
+plus one entry per model-level table the recipe names: MPNet's and T5's
+"relative_attention_bias" [relative_attention_num_buckets, num_attention_heads], shared by
+all layers; DeBERTa's "relative_embeddings" [2 * span, hidden] (and its "relative_layer_norm"), which every
 layer projects through its key and query linears (`disentangled_bias`). A bias-free
 linear's "bias" is None.
 
@@ -297,7 +297,7 @@ def attention_mask_bias(attention_mask, queries=False):
 
 
 def relative_position_buckets(seq_len, num_buckets=32, max_distance=128):
-    """MPNet's (T5-style) bucket for each (query, key) pair. -> int64 [seq, seq].
+    """MPNet's and T5's bucket for each (query, key) pair. -> int64 [seq, seq].
 
     Half the buckets are for keys before the query, half for keys after. Within a half,
     distances below num_buckets/4 get a bucket each; longer ones share logarithmically wider
@@ -319,7 +319,8 @@ def relative_position_buckets(seq_len, num_buckets=32, max_distance=128):
 
 
 def relative_position_bias(table, seq_len, num_buckets=32, max_distance=128):
-    """MPNet's learned bias added to every layer's attention scores.
+    """MPNet's and T5's learned bias added to every layer's attention scores (T5 stores the
+    table in its first layer only; every layer reads it).
 
     table float32 [rows, heads] (rows >= num_buckets) -> float32 [1, heads, seq, seq].
     """

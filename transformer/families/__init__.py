@@ -13,6 +13,7 @@
     llama       Llama, Mistral (rotary, grouped-query attention, RMSNorm, SwiGLU)
     qwen        Qwen2, Qwen3 (Llama's decoder; Qwen3's per-head q/k norms)
     gemma3      Gemma 3 text, EmbeddingGemma (scaled embeddings, (1 + w) norms both sides)
+    t5          T5 and mT5 encoders (sentence-t5, GTR): relative position buckets, no score scaling
 
 A family module defines (see bert.py, the model for the others):
 
@@ -29,6 +30,10 @@ A family module defines (see bert.py, the model for the others):
     PREFIX                  what a task model puts before the base model's names ("bert.")
     MASKED_LM_ACTIVATION, CLASSIFIER_ACTIVATION   the task heads' activations (transformer.heads)
     PRETRAINING_HEAD        (optional) the head of XForPreTraining (default "masked_lm")
+    HEADS_SPLIT_HIDDEN      (optional) False: the heads' width is the family's own, so hidden_size
+                            need not divide by num_attention_heads (T5's d_kv; default True)
+    IGNORED_TENSORS         (optional) name prefixes of checkpoint tensors to skip (T5's decoder);
+                            with it, any other tensor the name table does not know is refused
 
 Adding a family: write its module, add it to FAMILY_MODULES below, and add what its recipe
 needs that a backend does not run yet (a new step kind in each backend); docs/architecture.md
@@ -36,13 +41,13 @@ walks through it.
 """
 
 from . import (bert, deberta_v2, distilbert, electra, gemma3, gpt2, jina_embeddings_v3, llama, modernbert, mpnet,
-               nomic_bert, qwen, roberta)
+               nomic_bert, qwen, roberta, t5)
 
 # The family name -> its module, in the order the loader tries their task-model prefixes.
 FAMILY_MODULES = {"bert": bert, "roberta": roberta, "distilbert": distilbert, "electra": electra, "mpnet": mpnet,
                   "modernbert": modernbert, "nomic_bert": nomic_bert,
                   "jina_embeddings_v3": jina_embeddings_v3, "deberta_v2": deberta_v2,
-                  "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3}
+                  "gpt2": gpt2, "llama": llama, "qwen": qwen, "gemma3": gemma3, "t5": t5}
 
 # config.json's model_type -> the family name.
 MODEL_TYPES = {model_type: name for name, module in FAMILY_MODULES.items() for model_type in module.MODEL_TYPES}
