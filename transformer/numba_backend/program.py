@@ -14,10 +14,13 @@ For BERT's layer (two post-norm blocks) the program is, per layer:
 
 A block's sublayer writes `stream + sublayer(x)` into the other stream buffer (a GEMM's output
 may not overlap its residual input), so the residual add is the last GEMM's epilogue; a
-pre-norm block first normalises the stream into NORMED. A gated MLP's gate and up weights are
+pre-norm block first normalises the stream into NORMED; a block with a norm on its sublayer's
+output (Gemma 3) writes the sublayer alone, then a NORM step adds RMSNorm of it to the
+stream. A gated MLP's gate and up weights are
 one stacked slot ("gate+up", in pairs of panels: gemm.pack_gated_weight) whose GEMM writes
 act(gate) * up into GATED; an attention step names its row of the rotary tables
-(`rotary_tables`, one per theta) and its window. What the kernels do not run yet is
+(`rotary_tables`, one per theta), its window, and its per-head query / key RMSNorms (Qwen3,
+Gemma 3: vector slots, run inside the attention kernel before the rotation). What the kernels do not run yet is
 refused by name (`check_recipe`): a new operation is a new step kind in kernels/program.py
 and a case in `compile_program`.
 """
