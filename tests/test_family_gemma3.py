@@ -4,6 +4,7 @@ query_pre_attn_scalar) against transformers: committed references and live."""
 
 import math
 
+import numpy as np
 import pytest
 
 from decoder_cases import (DECODERS, ROOT, check_every_layer, check_last_hidden_state, check_left_context_only,
@@ -54,6 +55,17 @@ def test_the_architecture_pages_gemma3_layer_is_what_numba_compiles():
     listing = describe(prepared.program, 0, [linear.name for linear in prepared.stack.layout.linears])
     page = (ROOT / "docs" / "architecture.md").read_text()
     assert "\n".join("    " + line for line in listing.splitlines()) in page
+
+
+def test_gemma3_fused_layers_and_kernel_by_kernel_give_the_same_bits(monkeypatch):
+    from transformer.numba_backend import forward
+
+    reference = np.load(DECODERS / "gemma3_text_local_global" / "reference.npz")
+    model = Encoder.from_pretrained(DECODERS / "gemma3_text_local_global", backend="numba")
+    fused = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    monkeypatch.setattr(forward, "FUSED_LAYERS", False)
+    stepwise = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    np.testing.assert_array_equal(fused, stepwise)
 
 
 def test_gemma3_recipe():

@@ -44,6 +44,17 @@ def test_qwen3_on_numba_equals_numpy_past_1024_tokens(tmp_path):
     check_numba_equals_numpy_long("qwen3_long_left_tied", tmp_path, padding="left")
 
 
+def test_qwen3_fused_layers_and_kernel_by_kernel_give_the_same_bits(monkeypatch):
+    from transformer.numba_backend import forward
+
+    reference = np.load(DECODERS / "qwen3_qk_norm_gqa" / "reference.npz")
+    model = Encoder.from_pretrained(DECODERS / "qwen3_qk_norm_gqa", backend="numba")
+    fused = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    monkeypatch.setattr(forward, "FUSED_LAYERS", False)
+    stepwise = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    np.testing.assert_array_equal(fused, stepwise)
+
+
 def test_qwen2_has_biases_on_query_key_value_only_and_windows_from_max_window_layers():
     recipe = EncoderConfig.from_file(DECODERS / "qwen2_biases_window_layers").recipe
     first, second = (layer.attention()[0] for layer in recipe.layers)
