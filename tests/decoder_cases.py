@@ -117,3 +117,16 @@ def check_numba_equals_numpy_long(name, tmp_path, lengths=(1100, 37), padding="r
     ours = Encoder.from_pretrained(folder, backend="numba")(ids, mask).last_hidden_state
     assert ours.dtype == np.float32
     assert worst_difference(ours, theirs, mask) <= TOLERANCE
+
+
+def check_fused_equals_stepwise(name, monkeypatch):
+    """The numba backend's layers in one compiled call give the bits of the same kernels called
+    one by one from Python (forward.FUSED_LAYERS False)."""
+    from transformer.numba_backend import forward
+
+    reference = np.load(DECODERS / name / "reference.npz")
+    model = Encoder.from_pretrained(DECODERS / name, backend="numba")
+    fused = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    monkeypatch.setattr(forward, "FUSED_LAYERS", False)
+    stepwise = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    np.testing.assert_array_equal(fused, stepwise)

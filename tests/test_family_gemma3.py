@@ -4,11 +4,11 @@ query_pre_attn_scalar) against transformers: committed references and live."""
 
 import math
 
-import numpy as np
 import pytest
 
-from decoder_cases import (DECODERS, ROOT, check_every_layer, check_last_hidden_state, check_left_context_only,
-                           check_live, check_numba_equals_numpy_long, committed, tool, with_hidden_states)
+from decoder_cases import (DECODERS, ROOT, check_every_layer, check_fused_equals_stepwise, check_last_hidden_state,
+                           check_left_context_only, check_live, check_numba_equals_numpy_long, committed, tool,
+                           with_hidden_states)
 from transformer.config import ConfigError, EncoderConfig
 from transformer.encoder import Encoder
 from transformer.recipe import BIDIRECTIONAL, CAUSAL, Mask
@@ -58,14 +58,7 @@ def test_the_architecture_pages_gemma3_layer_is_what_numba_compiles():
 
 
 def test_gemma3_fused_layers_and_kernel_by_kernel_give_the_same_bits(monkeypatch):
-    from transformer.numba_backend import forward
-
-    reference = np.load(DECODERS / "gemma3_text_local_global" / "reference.npz")
-    model = Encoder.from_pretrained(DECODERS / "gemma3_text_local_global", backend="numba")
-    fused = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
-    monkeypatch.setattr(forward, "FUSED_LAYERS", False)
-    stepwise = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
-    np.testing.assert_array_equal(fused, stepwise)
+    check_fused_equals_stepwise("gemma3_text_local_global", monkeypatch)
 
 
 def test_gemma3_recipe():

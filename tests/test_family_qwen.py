@@ -4,8 +4,9 @@ transformers: committed references (tests/decoder_cases.py) and live."""
 import numpy as np
 import pytest
 
-from decoder_cases import (DECODERS, check_every_layer, check_last_hidden_state, check_left_context_only,
-                           check_live, check_numba_equals_numpy_long, committed, tool, with_hidden_states)
+from decoder_cases import (DECODERS, check_every_layer, check_fused_equals_stepwise, check_last_hidden_state,
+                           check_left_context_only, check_live, check_numba_equals_numpy_long, committed, tool,
+                           with_hidden_states)
 from transformer.config import ConfigError, EncoderConfig
 from transformer.encoder import Encoder
 from transformer.recipe import CAUSAL, Mask
@@ -45,14 +46,7 @@ def test_qwen3_on_numba_equals_numpy_past_1024_tokens(tmp_path):
 
 
 def test_qwen3_fused_layers_and_kernel_by_kernel_give_the_same_bits(monkeypatch):
-    from transformer.numba_backend import forward
-
-    reference = np.load(DECODERS / "qwen3_qk_norm_gqa" / "reference.npz")
-    model = Encoder.from_pretrained(DECODERS / "qwen3_qk_norm_gqa", backend="numba")
-    fused = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
-    monkeypatch.setattr(forward, "FUSED_LAYERS", False)
-    stepwise = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
-    np.testing.assert_array_equal(fused, stepwise)
+    check_fused_equals_stepwise("qwen3_qk_norm_gqa", monkeypatch)
 
 
 def test_qwen2_has_biases_on_query_key_value_only_and_windows_from_max_window_layers():
