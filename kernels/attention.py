@@ -58,7 +58,7 @@ import numpy as np
 
 from ._jit import (PHASE_FINISHED, add_release, claim_back, claim_front, even_bounds, fetch_add, jit, parallel_chunks,
                    run_chunks, wait_until_at_least)
-from .layernorm import add_into
+from .layernorm import add_into, rms_normalize_row_inplace, sum_of_squares
 from . import disentangled, microkernel
 from .disentangled import add_position_scores, position_scores
 from .microkernel import MR, NR, WIDE_MR, tile
@@ -92,7 +92,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
                  out, out_start, out_stride,
                  key_t, value_packed, scores, inverse_sums, wide, window_half, causal,
                  key_cos, key_sin, key_positions, key_position0,
-                 position_key, position_query, table_start, table_ld, rows_of, position_scratch):
+                 position_key, position_query, table_start, table_ld, rows_of, position_scratch,
+                 key_norm, norm_eps, norm_offset):
     """context rows for one head of one sequence (all arrays 1-D float32, flat offsets).
 
     Query i is q[q_start + i * qkv_stride : + head_dim], key j and value j likewise from
@@ -119,6 +120,8 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
     head's projected tables position_key (c2p) and position_query (p2c) from table_start,
     rows table_ld floats long (an empty table: no such term); query i and key j are tokens
     i and j of one sequence. position_scratch: `disentangled.scratch_floats` floats.
+    key_norm float32 [head_dim] (empty: none): each key is RMS-normalised first (Qwen3, Gemma 3:
+    k / sqrt(mean(k^2) + norm_eps) * (norm_offset + key_norm)), then rotated, as it is copied.
     """
     n_pad = (n_k + NR - 1) // NR * NR
     has_mask = mask.shape[0] > 0
@@ -127,8 +130,20 @@ def _attend_head(q, q_start, k, k_start, v, v_start, qkv_stride, n_q, n_k, head_
 
     # 1. key_t[c, j] = K[j, c]: the keys become the 16-wide panels the micro-kernel reads.
     half = key_cos.shape[1] if key_cos.shape[0] > 0 else 0
+    key_normed = key_norm.shape[0] > 0
     for j in range(n_k):
         row = k_start + j * qkv_stride
+        if key_normed:  # normalised as rms_normalize_row_inplace does, then turned in key_t itself
+            inverse_rms = _ONE / np.sqrt(sum_of_squares(k[row:row + head_dim]) / np.float32(head_dim) + norm_eps)
+            for c in range(head_dim):
+                key_t[c * n_pad + j] = k[row + c] * inverse_rms * (norm_offset + key_norm[c])
+            if half > 0:
+                cos_row, sin_row = key_cos[key_positions[key_position0 + j]], key_sin[key_positions[key_position0 + j]]
+                for c in range(half):
+                    x1, x2 = key_t[c * n_pad + j], key_t[(c + half) * n_pad + j]
+                    key_t[c * n_pad + j] = x1 * cos_row[c] - x2 * sin_row[c]
+                    key_t[(c + half) * n_pad + j] = x2 * cos_row[c] + x1 * sin_row[c]
+            continue
         if half > 0:  # rotated as rotate_rows does: the same float32 operations, the same bits
             cos_row, sin_row = key_cos[key_positions[key_position0 + j]], key_sin[key_positions[key_position0 + j]]
             for c in range(half):
@@ -311,7 +326,8 @@ def rotate_rows(x, row0, stride, n, cos, sin, positions, position0):
 @jit
 def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale,
                   bias, bias_len, positions, out, max_len, scratch, wide, window_half, causal, rotary_cos, rotary_sin,
-                  rotary_positions, first_item, stop_item, position_key, position_query, table_ld, rows_of):
+                  rotary_positions, first_item, stop_item, position_key, position_query, table_ld, rows_of,
+                  query_norm, key_norm, norm_eps, norm_offset):
     """(sequence, head) items first_item..stop_item-1 (item = b * heads + h); scratch: float32
     [>= scratch_floats(max_len, head_dim)], this thread's own (plus the disentangled terms'
     when rows_of is not empty); wide: the micro-kernel's tiles;
@@ -322,7 +338,10 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head
     rotary_positions int64 [total tokens] (its slot in the padded row): they are in this
     thread's cache for the scores right after, and no other item reads them; its keys as
     `_attend_head` copies them (another item may read the same key head). position_key,
-    position_query: one layer's `disentangled.pack_tables` row (or empty), see _attend_head."""
+    position_query: one layer's `disentangled.pack_tables` row (or empty), see _attend_head.
+    query_norm, key_norm float32 [head_dim] (each empty: none): the per-head RMSNorms of the
+    queries and keys (Qwen3, Gemma 3), before the rotation: a query head is normalised in
+    place by the one item that reads it, a key head as `_attend_head` copies it."""
     key_t, value_packed, scores, inverse_sums = _split_scratch(scratch, max_len, head_dim)
     position_scratch = scratch[_scratch_layout(max_len, head_dim)[3]:]
     no_mask = scratch[:0]
@@ -346,6 +365,10 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head
             k0 = (num_heads + g) * head_dim
             v0 = (num_heads + kv_heads + g) * head_dim
         row0 = start * stride
+        if query_norm.shape[0] > 0:
+            for t in range(n):
+                first = row0 + q0 + t * stride
+                rms_normalize_row_inplace(qkv[first:first + head_dim], query_norm, norm_eps, norm_offset)
         if rotary:
             rotate_rows(qkv, row0 + q0, stride, n, rotary_cos, rotary_sin, rotary_positions, start)
         _attend_head(qkv, row0 + q0, qkv, row0 + k0, qkv, row0 + v0, stride, n, n, head_dim, scale,
@@ -354,14 +377,15 @@ def _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head
                      out, start * hidden + h * head_dim, hidden,
                      key_t, value_packed, scores, inverse_sums, wide, window_half, causal,
                      rotary_cos, rotary_sin, rotary_positions, start,
-                     position_key, position_query, h * head_dim * table_ld, table_ld, rows_of, position_scratch)
+                     position_key, position_query, h * head_dim * table_ld, table_ld, rows_of, position_scratch,
+                     key_norm, norm_eps, norm_offset)
 
 
 @jit
 def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale, bias, bias_len, positions,
                    out,
                    max_len, item_bounds, scratch, wide, window_half, causal, rotary_cos, rotary_sin, rotary_positions,
-                   position_key, position_query, table_ld, rows_of,
+                   position_key, position_query, table_ld, rows_of, query_norm, key_norm, norm_eps, norm_offset,
                    first_chunk, stop_chunk):
     """Chunks first_chunk..stop_chunk-1 of `_varlen_range`: chunk c is the items
     item_bounds[c]..item_bounds[c + 1] - 1, with scratch[c] (float32 [chunks, floats])."""
@@ -369,19 +393,20 @@ def _varlen_chunks(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, hea
         _varlen_range(qkv, hidden, head_major, cu_seqlens, num_heads, kv_heads, head_dim, scale, bias, bias_len,
                       positions, out,
                       max_len, scratch[c], wide, window_half, causal, rotary_cos, rotary_sin, rotary_positions,
-                      item_bounds[c], item_bounds[c + 1], position_key, position_query, table_ld, rows_of)
+                      item_bounds[c], item_bounds[c + 1], position_key, position_query, table_ld, rows_of,
+                      query_norm, key_norm, norm_eps, norm_offset)
 
 
 @jit
 def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_flat, width, cu_seqlens, num_heads,
                     kv_heads, head_dim, scale, position_bias, bias_len, positions, context_flat, max_len, scratch, wide,
                     window_half, causal, rotary_cos, rotary_sin, rotary_positions, position_key, position_query,
-                    table_ld, rows_of):
+                    table_ld, rows_of, query_norm, key_norm, norm_eps, norm_offset):
     """Attention as one phase of a program (kernels/program.py): context = attention(qkv) for
     every (sequence, head), qkv's columns head-major (VarlenPlan's head_major), then the wait
     for the other threads. counters[base:] are the phase's (see `_jit.PHASE_COUNTERS`);
     scratch: this thread's float32 [scratch_floats(max_len, head_dim)]; window_half, causal and the
-    rotary arguments: see `_varlen_range`.
+    rotary and norm arguments: see `_varlen_range`.
 
     head_ranges int64 [ranges + 1] (not empty): thread t owns heads head_ranges[t] ..
     head_ranges[t + 1] - 1, of every sequence: the heads whose q | k | v columns its own
@@ -401,7 +426,8 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, kv_heads, head_dim, scale, position_bias,
                           bias_len, positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos,
                           rotary_sin, rotary_positions, attention_bounds[run], attention_bounds[run + 1],
-                          position_key, position_query, table_ld, rows_of)
+                          position_key, position_query, table_ld, rows_of, query_norm, key_norm, norm_eps,
+                          norm_offset)
             add_release(counters, base + PHASE_FINISHED, 1)
         wait_until_at_least(counters, base + PHASE_FINISHED, n_runs)
         return
@@ -424,7 +450,8 @@ def attention_phase(counters, base, thread, attention_bounds, head_ranges, qkv_f
             item = (unit % batch) * num_heads + head  # _varlen_range's numbering: sequence major
             _varlen_range(qkv_flat, width, True, cu_seqlens, num_heads, kv_heads, head_dim, scale, position_bias,
                           bias_len, positions, context_flat, max_len, scratch, wide, window_half, causal, rotary_cos,
-                          rotary_sin, rotary_positions, item, item + 1, position_key, position_query, table_ld, rows_of)
+                          rotary_sin, rotary_positions, item, item + 1, position_key, position_query, table_ld, rows_of,
+                          query_norm, key_norm, norm_eps, norm_offset)
             add_release(counters, base + PHASE_FINISHED, 1)
     wait_until_at_least(counters, base + PHASE_FINISHED, num_heads * batch)
 
@@ -526,13 +553,16 @@ class VarlenPlan:
         self.item_bounds = np.array(balanced_bounds(costs, parallel_chunks(costs.sum(), _FLOPS_PER_CHUNK)),
                                     dtype=np.int64)  # [chunks + 1]
 
-    def __call__(self, qkv, out=None, window_half=None, rotary=None, causal=None, scale=None, position_tables=None):
+    def __call__(self, qkv, out=None, window_half=None, rotary=None, causal=None, scale=None, position_tables=None,
+                 head_norms=None):
         """qkv float32 [total, 3 * hidden], C-contiguous -> context [total, hidden] (into `out`).
         window_half, rotary, causal, scale: this call's instead of the plan's (a program's
         layers differ: ModernBERT's local and global layers), rotary as (cos, sin) float32
         [positions, half]. position_tables: (position_key, position_query, table_ld) of one
         layer for DeBERTa's terms (`disentangled.pack_tables` rows, each possibly empty), when
-        rows_of was given."""
+        rows_of was given. head_norms: (query_norm, key_norm, eps, offset), the per-head
+        RMSNorms of the queries and keys before the rotation (Qwen3, Gemma 3), each weight float32
+        [head_dim] or None; None: no norms."""
         shape = (self.total, self.hidden)
         if qkv.shape != (self.total, self.qkv_width) or qkv.dtype != np.float32 or not qkv.flags.c_contiguous:
             raise ValueError(f"attention_varlen: qkv must be a C-contiguous float32 array of shape "
@@ -551,13 +581,28 @@ class VarlenPlan:
                 raise ValueError("attention_varlen: this plan has disentangled positions (rows_of); pass the "
                                  "layer's position_tables")
             position_tables = (_NO_TABLE, _NO_TABLE, 0)
+        norm_args = (_NO_TABLE, _NO_TABLE, np.float32(0.0), np.float32(0.0))
+        if head_norms is not None:
+            query_norm, key_norm, eps, offset = head_norms
+            norm_args = tuple(_NO_TABLE if weight is None else _head_vector(name, weight, self.head_dim)
+                              for name, weight in (("query_norm", query_norm), ("key_norm", key_norm))) + \
+                (np.float32(eps), np.float32(offset))
         run_chunks(_varlen_chunks, range(chunks + 1), qkv.reshape(-1), self.hidden, self.head_major, self.cu_seqlens,
                    self.num_heads, self.kv_heads, self.head_dim, self.scale if scale is None else np.float32(scale), self.bias,
                    self.bias_len, self.positions, out.reshape(-1), self.max_len, self.item_bounds, scratch, self.wide,
                    self.window_half if window_half is None else window_half,
                    self.causal if causal is None else np.int64(bool(causal)),
-                   *(self.rotary if rotary is None else rotary), self.rotary_positions, *position_tables, self.rows_of)
+                   *(self.rotary if rotary is None else rotary), self.rotary_positions, *position_tables, self.rows_of,
+                   *norm_args)
         return out
+
+
+def _head_vector(name, weight, head_dim):
+    """A per-head norm's weight as the kernels take it: float32 [head_dim], C-contiguous."""
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    if weight.shape != (head_dim,):
+        raise ValueError(f"attention_varlen: {name} must be float32 [head_dim={head_dim}], got {weight.shape}")
+    return weight
 
 
 _NO_ROTARY = (np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
@@ -630,7 +675,8 @@ def _padded_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, ke
                          out, head0, head_dim,
                          key_t, value_packed, scores, inverse_sums, wide, no_window, no_causal,
                          no_rotary, no_rotary, positions, first_query,
-                         scratch[c, :0], scratch[c, :0], first_query, first_query, positions[:0], scratch[c, :0])
+                         scratch[c, :0], scratch[c, :0], first_query, first_query, positions[:0], scratch[c, :0],
+                         scratch[c, :0], scale - scale, scale - scale)
 
 
 def attention(query, key, value, mask_bias=None, position_bias=None, out=None):

@@ -3,6 +3,7 @@ and RMSNorm (Llama, Qwen, Gemma), the LayerNorm without the mean and the bias.
 
     out[i, :] = (v - mean(v)) / sqrt(var(v) + eps) * weight + bias,   v = x[i, :] (+ residual[i, :])
     out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * (offset + weight)     rms_norm
+    out[i, :] = residual[i, :] + rms_norm(x)[i, :]                            rms_norm_add
 
 Layouts: x, residual, out float32 [rows, d] C-contiguous; weight float32 [d]; bias float32
 [d], or None for a bias-free LayerNorm (passed to the kernels as an empty array).
@@ -68,14 +69,14 @@ def rms_normalize_row_inplace(row, weight, eps, offset):
     """row = RMSNorm(row) = row / sqrt(mean(row^2) + eps) * (offset + weight), written over the
     row (offset 0: Llama; 1: Gemma's (1 + w))."""
     d = row.shape[0]
-    squares = _sum_of_squares(row)
+    squares = sum_of_squares(row)
     inverse_rms = _ONE / np.sqrt(squares / np.float32(d) + eps)
     for j in range(d):
         row[j] = row[j] * inverse_rms * (offset + weight[j])
 
 
 @jit(fastmath={"reassoc", "nsz", "contract"})
-def _sum_of_squares(row):
+def sum_of_squares(row):
     """sum(row^2): one vectorized pass (a reordered float32 sum)."""
     squares = _F0
     for j in range(row.shape[0]):
@@ -133,6 +134,17 @@ def _rms_norm_range(x, weight, eps, offset, out, first, stop):
 
 
 @jit
+def _rms_norm_add_range(x, weight, eps, offset, residual, out, first, stop):
+    """Rows first..stop-1 of rms_norm_add (one thread's share); `out` may be `x`, not `residual`."""
+    in_place = data_address(out) == data_address(x)
+    for i in range(first, stop):
+        if not in_place:
+            copy_row(x[i], out[i])
+        rms_normalize_row_inplace(out[i], weight, eps, offset)
+        add_into(out[i], residual[i])
+
+
+@jit
 def _residual_layer_norm_range(x, residual, weight, bias, eps, out, first, stop):
     """Rows first..stop-1 of residual_layer_norm (one thread's share); `out` may be x or residual."""
     out_is_x = data_address(out) == data_address(x)
@@ -172,6 +184,40 @@ def rms_norm_phase(counters, base, bounds, x, weight, eps, offset, out):
         _rms_norm_range(x, weight, eps, offset, out, bounds[task], bounds[task + 1])
         add_release(counters, base + PHASE_FINISHED, 1)
     wait_until_at_least(counters, base + PHASE_FINISHED, n_tasks)
+
+
+@jit
+def rms_norm_add_phase(counters, base, bounds, x, weight, eps, offset, residual, out):
+    """rms_norm_add as one phase of a program, as `layer_norm_phase` (`out` may be `x`)."""
+    n_tasks = bounds.shape[0] - 1
+    while True:
+        task = fetch_add(counters, base, 1)
+        if task >= n_tasks:
+            break
+        _rms_norm_add_range(x, weight, eps, offset, residual, out, bounds[task], bounds[task + 1])
+        add_release(counters, base + PHASE_FINISHED, 1)
+    wait_until_at_least(counters, base + PHASE_FINISHED, n_tasks)
+
+
+def rms_norm_add(x, residual, weight, eps, offset=0.0, out=None):
+    """residual + RMSNorm(x): a sublayer's output normed, then added to the residual stream
+    (Gemma 3's post-attention and post-feed-forward norms). float32 [rows, d] twice -> [rows, d];
+    `out` may be `x` (not `residual`)."""
+    x, out = _check("rms_norm_add", x, weight, None, out)
+    residual = np.asarray(residual)
+    if residual.shape != x.shape or residual.dtype != np.float32 or not residual.flags.c_contiguous:
+        raise ValueError(f"rms_norm_add: residual must be a C-contiguous float32 array of shape {x.shape}, "
+                         f"got {residual.dtype} {residual.shape}")
+    if np.may_share_memory(out, residual):
+        raise ValueError("rms_norm_add: out must not overlap residual (x's row is normed where it will stay)")
+    return rms_norm_add_checked(x, weight, np.float32(eps), np.float32(offset), residual, out,
+                                layer_norm_bounds(*x.shape))
+
+
+def rms_norm_add_checked(x, weight, eps, offset, residual, out, bounds):
+    """`rms_norm_add` without the argument checks (as `layer_norm_checked`); eps, offset np.float32."""
+    run_chunks(_rms_norm_add_range, bounds, x, weight, eps, offset, residual, out)
+    return out
 
 
 def rms_norm(x, weight, eps, offset=0.0, out=None):

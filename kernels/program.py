@@ -13,6 +13,8 @@ program. Each step is a record (`kind`, `index` into its kind's table of records
     GEMM       target = act(source @ W + b) + residual          gemm.gemm_phase
     ATTENTION  target = attention(source) per (sequence, head)  attention.attention_phase
     NORM       target = LayerNorm(source) or RMSNorm(source)    layernorm.layer_norm_phase, rms_norm_phase
+               (+ residual: an RMSNorm of a sublayer's output       layernorm.rms_norm_add_phase
+               added to the stream, Gemma 3's post-norms)
     MLP        per block of <= ffn_rows rows:                   gemm.gemm_phase, twice a block
                  inner = act(source[block] @ W_up + b)
                  target[block] = inner @ W_down + b + residual[block]
@@ -31,7 +33,8 @@ product; EMPTY's [0, 0] where no MLP is gated).
 
 Attention may turn its queries and keys by rotary angles first (ATTENTION_STEP.rotary: a
 row of the plan's rotary tables, -1 none) and see only a sliding window of keys
-(window_half, -1 none): see attention._varlen_range.
+(window_half, -1 none): see attention._varlen_range. Before that it may RMS-normalise each
+head's query and key (query_norm / key_norm: vector slots, 0 none; Qwen3, Gemma 3).
 
 Weights (`Weights`), stacked over the layers, the layer first: panels[slot] float32
 [layers, panels, in, 16] (gemm.pack_weight's panels), biases[slot] [layers, out] (or
@@ -61,7 +64,8 @@ from ._jit import PHASE_COUNTERS, even_bounds, jit, numba, run_chunks
 from .activations import activation_name
 from .attention import attention_phase, balanced_bounds, scratch_floats
 from .gemm import NR, PackedWeight, gemm, gemm_gated, gemm_phase, plan_blocks, plan_records
-from .layernorm import layer_norm_bounds, layer_norm_checked, layer_norm_phase, rms_norm_checked, rms_norm_phase
+from .layernorm import (layer_norm_bounds, layer_norm_checked, layer_norm_phase, rms_norm_add_checked,
+                        rms_norm_add_phase, rms_norm_checked, rms_norm_phase)
 
 # Step kinds.
 GEMM, ATTENTION, NORM, MLP = range(4)
@@ -82,9 +86,11 @@ GEMM_STEP = np.dtype([("linear", np.int64), ("source", np.int64), ("target", np.
 ATTENTION_STEP = np.dtype([("source", np.int64), ("target", np.int64), ("num_heads", np.int64), ("kv_heads", np.int64),
                            ("head_dim", np.int64), ("scale", np.float32), ("position_bias", np.bool_),
                            ("window_half", np.int64), ("rotary", np.int64), ("causal", np.int64),
-                           ("table_ld", np.int64)], align=True)
+                           ("table_ld", np.int64), ("query_norm", np.int64), ("key_norm", np.int64),
+                           ("norm_eps", np.float32), ("norm_offset", np.float32)], align=True)
 NORM_STEP = np.dtype([("weight", np.int64), ("bias", np.int64), ("source", np.int64), ("target", np.int64),
-                      ("eps", np.float32), ("rms", np.int64), ("offset", np.float32)], align=True)
+                      ("eps", np.float32), ("rms", np.int64), ("offset", np.float32), ("residual", np.int64)],
+                     align=True)  # residual: EMPTY, or the stream an RMSNorm's output is added to
 MLP_STEP = np.dtype([("up", np.int64), ("down", np.int64), ("source", np.int64), ("inner", np.int64),
                      ("target", np.int64), ("residual", np.int64), ("activation", np.int64),
                      ("activation_row", np.int64), ("gated", np.int64)], align=True)
@@ -187,11 +193,15 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                                 flat_buffers[a.source], buffers[a.target].shape[1], cu_seqlens, a.num_heads,
                                 a.kv_heads, a.head_dim, a.scale, bias, bias_len, positions, flat_buffers[a.target],
                                 max_len, scratch, wide, a.window_half, a.causal, cos, sin, rotary_positions,
-                                position_keys[layer], position_queries[layer], a.table_ld, rows_of)
+                                position_keys[layer], position_queries[layer], a.table_ld, rows_of,
+                                vectors[a.query_norm][layer], vectors[a.key_norm][layer], a.norm_eps, a.norm_offset)
                 phase += 1
             elif step.kind == NORM:
                 n = norms[step.index]
-                if n.rms:
+                if n.residual != EMPTY:
+                    rms_norm_add_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
+                                       n.eps, n.offset, buffers[n.residual], buffers[n.target])
+                elif n.rms:
                     rms_norm_phase(layer_counters, base, norm_bounds, buffers[n.source], vectors[n.weight][layer],
                                    n.eps, n.offset, buffers[n.target])
                 else:
@@ -344,15 +354,21 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
                 a = program.attentions[index]
                 tables = None if a["rotary"] < 0 else (rotary[0][a["rotary"]], rotary[1][a["rotary"]])
                 position_tables = (weights.position_keys[layer], weights.position_queries[layer], int(a["table_ld"]))
+                norms = [weights.vectors[a[name]][layer] if a[name] else None for name in ("query_norm", "key_norm")]
                 attend(buffers[a["source"]], out=buffers[a["target"]], window_half=int(a["window_half"]),
                        rotary=tables, causal=bool(a["causal"]), scale=a["scale"],
-                       position_tables=position_tables if a["table_ld"] else None)
+                       position_tables=position_tables if a["table_ld"] else None,
+                       head_norms=(*norms, a["norm_eps"], a["norm_offset"]) if any(w is not None for w in norms)
+                       else None)
             elif kind == NORM:
                 n = program.norms[index]
                 source = buffers[n["source"]]
                 if norm_bounds is None:
                     norm_bounds = layer_norm_bounds(rows, source.shape[1])  # the thread split, once
-                if n["rms"]:
+                if n["residual"] != EMPTY:
+                    rms_norm_add_checked(source, weights.vectors[n["weight"]][layer], n["eps"], n["offset"],
+                                         buffers[n["residual"]], buffers[n["target"]], norm_bounds)
+                elif n["rms"]:
                     rms_norm_checked(source, weights.vectors[n["weight"]][layer], n["eps"], n["offset"],
                                      buffers[n["target"]], norm_bounds)
                 else:
@@ -420,7 +436,8 @@ def describe(program, layer=0, linear_names=None):
         elif kind == ATTENTION:
             a = program.attentions[index]
             side = "back" if a["causal"] else "either side"
-            extras = ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + (["causal"] if a["causal"] else []) + \
+            extras = (["q/k RMSNorm"] if a["query_norm"] or a["key_norm"] else []) + \
+                ([f"rotary[{a['rotary']}]"] if a["rotary"] >= 0 else []) + (["causal"] if a["causal"] else []) + \
                 ([f"window {a['window_half']} {side}"] if a["window_half"] >= 0 else [])
             source = "; ".join([buffer(a["source"]), ", ".join(extras)] if extras else [buffer(a["source"])])
             terms = "  (scores + c2p + p2c)" if a["table_ld"] else ""  # DeBERTa's disentangled terms
@@ -428,7 +445,8 @@ def describe(program, layer=0, linear_names=None):
         elif kind == NORM:
             n = program.norms[index]
             kind = "RMSNorm" if n["rms"] else "LayerNorm"
-            lines.append(f"{name} {buffer(n['target'])} = {kind}({buffer(n['source'])})")
+            residual = "" if n["residual"] == EMPTY else f"{buffer(n['residual'])} + "
+            lines.append(f"{name} {buffer(n['target'])} = {residual}{kind}({buffer(n['source'])})")
         else:
             m = program.mlps[index]
             act = activation_name(m["activation"])
@@ -437,5 +455,6 @@ def describe(program, layer=0, linear_names=None):
                         f"{weight(m['up'])}.up + b)"
             else:
                 inner = f"{act}({buffer(m['source'])} @ {weight(m['up'])} + b)"
-            lines.append(f"{name} {buffer(m['target'])} = {inner} @ {weight(m['down'])} + b + {buffer(m['residual'])}")
+            residual = "" if m["residual"] == EMPTY else f" + {buffer(m['residual'])}"
+            lines.append(f"{name} {buffer(m['target'])} = {inner} @ {weight(m['down'])} + b{residual}")
     return "\n".join(lines)

@@ -94,3 +94,39 @@ def check_left_context_only(name, backend, position=5):
     before, after = model(ids).last_hidden_state, model(changed).last_hidden_state
     np.testing.assert_array_equal(before[0, :position], after[0, :position])
     assert np.abs(before[0, position] - after[0, position]).max() > 0
+
+
+def check_numba_equals_numpy_long(name, tmp_path, lengths=(1100, 37), padding="right"):
+    """The committed case's checkpoint with a longer context (max_position_embeddings 2048),
+    a padded batch of `lengths` tokens: the numba backend within TOLERANCE of its NumPy twin
+    (the backend held to transformers on the committed references) over the real tokens."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(DECODERS / name, tmp_path / name)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, max_position_embeddings=2048)))
+    rng = np.random.default_rng(len(name))
+    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        span = slice(max(lengths) - length, None) if padding == "left" else slice(0, length)
+        ids[row, span] = rng.integers(1, config["vocab_size"], length)
+        mask[row, span] = 1
+    theirs = Encoder.from_pretrained(folder, backend="numpy")(ids, mask).last_hidden_state
+    ours = Encoder.from_pretrained(folder, backend="numba")(ids, mask).last_hidden_state
+    assert ours.dtype == np.float32
+    assert worst_difference(ours, theirs, mask) <= TOLERANCE
+
+
+def check_fused_equals_stepwise(name, monkeypatch):
+    """The numba backend's layers in one compiled call give the bits of the same kernels called
+    one by one from Python (forward.FUSED_LAYERS False)."""
+    from transformer.numba_backend import forward
+
+    reference = np.load(DECODERS / name / "reference.npz")
+    model = Encoder.from_pretrained(DECODERS / name, backend="numba")
+    fused = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    monkeypatch.setattr(forward, "FUSED_LAYERS", False)
+    stepwise = model(reference["input_ids"], reference["attention_mask"]).last_hidden_state
+    np.testing.assert_array_equal(fused, stepwise)

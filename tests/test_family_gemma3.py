@@ -6,13 +6,15 @@ import math
 
 import pytest
 
-from decoder_cases import (DECODERS, check_every_layer, check_last_hidden_state, check_left_context_only,
-                           check_live, committed, tool, with_hidden_states)
+from decoder_cases import (DECODERS, ROOT, check_every_layer, check_fused_equals_stepwise, check_last_hidden_state,
+                           check_left_context_only, check_live, check_numba_equals_numpy_long, committed, tool,
+                           with_hidden_states)
 from transformer.config import ConfigError, EncoderConfig
+from transformer.encoder import Encoder
 from transformer.recipe import BIDIRECTIONAL, CAUSAL, Mask
 
 CASES = committed("gemma3")
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "numba"]
 
 
 def test_committed_gemma3_cases_cover_both_variants_windows_and_lengths():
@@ -39,6 +41,24 @@ def test_gemma3_every_layer_matches_transformers(name, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_gemma3_token_sees_only_its_left_context(backend):
     check_left_context_only("gemma3_text_local_global", backend)
+
+
+@pytest.mark.parametrize("name, padding", [("gemma3_text_long_left", "left"), ("gemma3_text_bidirectional", "right")])
+def test_gemma3_on_numba_equals_numpy_past_1024_tokens(name, padding, tmp_path):
+    check_numba_equals_numpy_long(name, tmp_path, padding=padding)
+
+
+def test_the_architecture_pages_gemma3_layer_is_what_numba_compiles():
+    from transformer.kernels.program import describe
+
+    prepared = Encoder.from_pretrained(DECODERS / "gemma3_text_local_global", backend="numba")._weights
+    listing = describe(prepared.program, 0, [linear.name for linear in prepared.stack.layout.linears])
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    assert "\n".join("    " + line for line in listing.splitlines()) in page
+
+
+def test_gemma3_fused_layers_and_kernel_by_kernel_give_the_same_bits(monkeypatch):
+    check_fused_equals_stepwise("gemma3_text_local_global", monkeypatch)
 
 
 def test_gemma3_recipe():

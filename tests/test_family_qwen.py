@@ -4,15 +4,15 @@ transformers: committed references (tests/decoder_cases.py) and live."""
 import numpy as np
 import pytest
 
-from decoder_cases import (DECODERS, check_every_layer, check_last_hidden_state, check_left_context_only,
-                           check_live, committed, tool, with_hidden_states)
+from decoder_cases import (DECODERS, check_every_layer, check_fused_equals_stepwise, check_last_hidden_state,
+                           check_left_context_only, check_live, check_numba_equals_numpy_long, committed, tool,
+                           with_hidden_states)
 from transformer.config import ConfigError, EncoderConfig
 from transformer.encoder import Encoder
 from transformer.recipe import CAUSAL, Mask
 
 CASES = committed("qwen")
-BACKENDS = ["numpy"]
-NUMBA_CASES = committed("qwen2")  # Qwen3's per-head q/k norms: the numpy backend only, for now
+BACKENDS = ["numpy", "numba"]
 
 
 def test_committed_qwen_cases_cover_both_types_windows_and_lengths():
@@ -30,16 +30,6 @@ def test_qwen_last_hidden_state_matches_transformers(name, backend):
     check_last_hidden_state(name, backend)
 
 
-@pytest.mark.parametrize("name", NUMBA_CASES)
-def test_qwen2_on_numba_matches_transformers(name):
-    check_last_hidden_state(name, "numba")
-
-
-def test_qwen3_on_numba_is_refused_by_name():
-    with pytest.raises(NotImplementedError, match="the numba backend does not implement query/key norms"):
-        Encoder.from_pretrained(DECODERS / "qwen3_qk_norm_gqa", backend="numba")
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", with_hidden_states(CASES))
 def test_qwen_every_layer_matches_transformers(name, backend):
@@ -49,6 +39,14 @@ def test_qwen_every_layer_matches_transformers(name, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_qwen3_token_sees_only_its_left_context(backend):
     check_left_context_only("qwen3_qk_norm_gqa", backend)
+
+
+def test_qwen3_on_numba_equals_numpy_past_1024_tokens(tmp_path):
+    check_numba_equals_numpy_long("qwen3_long_left_tied", tmp_path, padding="left")
+
+
+def test_qwen3_fused_layers_and_kernel_by_kernel_give_the_same_bits(monkeypatch):
+    check_fused_equals_stepwise("qwen3_qk_norm_gqa", monkeypatch)
 
 
 def test_qwen2_has_biases_on_query_key_value_only_and_windows_from_max_window_layers():
@@ -80,4 +78,4 @@ def test_a_qwen_token_id_outside_the_vocabulary_is_refused():
 
 @pytest.mark.parametrize("name", CASES)
 def test_qwen_matches_transformers_live(name, tmp_path):
-    check_live(name, tmp_path, ("numpy", "numba") if name in NUMBA_CASES else BACKENDS)
+    check_live(name, tmp_path, BACKENDS)

@@ -183,7 +183,8 @@ def test_the_scratch_padding_read_by_the_micro_kernel_is_zeroed(length, head_dim
                               plan.bias,
                               plan.bias_len, plan.positions, out.reshape(-1), length, np.array([0, heads]), scratch,
                               plan.wide, plan.window_half, plan.causal, *plan.rotary, plan.rotary_positions,
-                              kernel._NO_TABLE, kernel._NO_TABLE, 0, kernel._NO_ROWS, 0, 1)
+                              kernel._NO_TABLE, kernel._NO_TABLE, 0, kernel._NO_ROWS, kernel._NO_TABLE, kernel._NO_TABLE,
+                              np.float32(0.0), np.float32(0.0), 0, 1)
         np.testing.assert_array_equal(out, expected)
         n_pad, d_pad = -(-length // 16) * 16, -(-head_dim // 16) * 16
         key_t = scratch[0, :head_dim * n_pad].reshape(head_dim, n_pad)

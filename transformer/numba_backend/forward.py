@@ -305,7 +305,8 @@ def embed(embeddings, config, input_ids, token_type_ids):
 
 def _embed_tokens(embeddings, config, ids, types, positions):
     """LayerNorm(word + token type + position) for a flat run of tokens -> [tokens, embedding_size]
-    (without the LayerNorm where the recipe has none: GPT-2's pre-norm layers normalise first)."""
+    (without the LayerNorm where the recipe has none: GPT-2's pre-norm layers normalise first;
+    Gemma's word vectors scaled instead)."""
     spec = config.recipe.embeddings
     if spec.norm is None:  # two gathers and an add: nothing to fuse
         hidden = embeddings["word"][ids]  # [tokens] -> [tokens, embedding_size]
@@ -313,6 +314,8 @@ def _embed_tokens(embeddings, config, ids, types, positions):
             hidden += embeddings["token_type"][types]
         if spec.positions is not None:
             hidden += embeddings["position"][positions]
+        if spec.scale is not None:  # Gemma: sqrt(hidden_size), rounded to float32 as the model's dtype
+            hidden *= np.float32(spec.scale)
         return hidden
     norm = embeddings[spec.norm.name]
     return embed_tokens(embeddings["word"], embeddings["token_type"] if spec.token_types else None,

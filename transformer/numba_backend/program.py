@@ -14,10 +14,13 @@ For BERT's layer (two post-norm blocks) the program is, per layer:
 
 A block's sublayer writes `stream + sublayer(x)` into the other stream buffer (a GEMM's output
 may not overlap its residual input), so the residual add is the last GEMM's epilogue; a
-pre-norm block first normalises the stream into NORMED. A gated MLP's gate and up weights are
+pre-norm block first normalises the stream into NORMED; a block with a norm on its sublayer's
+output (Gemma 3) writes the sublayer alone, then a NORM step adds RMSNorm of it to the
+stream. A gated MLP's gate and up weights are
 one stacked slot ("gate+up", in pairs of panels: gemm.pack_gated_weight) whose GEMM writes
 act(gate) * up into GATED; an attention step names its row of the rotary tables
-(`rotary_tables`, one per theta) and its window. What the kernels do not run yet is
+(`rotary_tables`, one per theta), its window, and its per-head query / key RMSNorms (Qwen3,
+Gemma 3: vector slots, run inside the attention kernel before the rotation). What the kernels do not run yet is
 refused by name (`check_recipe`): a new operation is a new step kind in kernels/program.py
 and a case in `compile_program`.
 """
@@ -47,8 +50,8 @@ def check_recipe(recipe):
         raise NotImplementedError(f"the numba backend does not implement {what} yet")
 
     embeddings = recipe.embeddings
-    if embeddings.scale is not None:
-        refuse("scaled embeddings")
+    if embeddings.scale is not None and (embeddings.norm is not None or embeddings.projection is not None):
+        refuse("scaled embeddings with an embedding norm or projection (only Gemma's: scaled, then the layers)")
     if embeddings.positions is not None and not isinstance(embeddings.positions, AbsolutePositions):
         refuse(f"embedding positions {embeddings.positions}")
     norms = [norm for layer in recipe.layers for norm in layer.norms()]
@@ -88,8 +91,10 @@ def check_recipe(recipe):
         if len(attention) != 1:
             refuse(f"a layer with {len(attention)} attention blocks")
         for block in layer.blocks:
-            if block.norm_after is not None:
-                refuse(f"a norm on a sublayer's output ({block.norm_after.name!r})")
+            if block.norm_after is not None and (block.norm_after.kind != "rms_norm" or
+                                                 block.norm_after_residual is not None):
+                refuse(f"a {block.norm_after.kind} on a sublayer's output ({block.norm_after.name!r}; only an "
+                       f"rms_norm, with no norm after the residual)")
             sublayer = block.sublayer
             if isinstance(sublayer, MLPSpec):
                 if sublayer.gate is not None and sublayer.gate.bias != sublayer.up.bias:
@@ -98,8 +103,10 @@ def check_recipe(recipe):
                 if sublayer.mask.causal and sublayer.positions is not None and \
                         not isinstance(sublayer.positions, Rotary):
                     refuse("a causal mask with a relative position bias")
-                if sublayer.norms():
-                    refuse("query/key norms")
+                head_norms = sublayer.norms()
+                if any(norm.kind != "rms_norm" or norm.size != sublayer.head_dim for norm in head_norms) or \
+                        len({(norm.eps, norm.offset) for norm in head_norms}) > 1:
+                    refuse("query/key norms other than head_dim-wide rms_norms of one eps and offset")
                 if not (sublayer.query.bias == sublayer.key.bias == sublayer.value.bias):
                     refuse("biases on some of the query, key and value linears only")
                 shape = (sublayer.num_heads, sublayer.head_dim)
@@ -419,10 +426,10 @@ def compile_program(recipe, layout):
         steps.append((kind, len(tables[kind])))
         tables[kind].append(record)
 
-    def norm_step(norm, source, target):
+    def norm_step(norm, source, target, residual=EMPTY):
         bias = layout.vector_slot(f"{norm.name}.bias") if norm.bias else 0  # 0: the empty vector, no bias
         add(NORM, (layout.vector_slot(f"{norm.name}.weight"), bias, source, target, np.float32(norm.eps),
-                   int(norm.kind == "rms_norm"), np.float32(norm.offset)))
+                   int(norm.kind == "rms_norm"), np.float32(norm.offset), residual))
 
     rotary = rotary_schemes(recipe)
 
@@ -434,6 +441,9 @@ def compile_program(recipe, layout):
                 norm_step(block.norm_before, stream, NORMED)
                 source = NORMED
             sublayer = block.sublayer
+            # A norm on the sublayer's output (Gemma 3): the sublayer writes `other` alone, then
+            # other = stream + RMSNorm(other); else the residual add is its last GEMM's epilogue.
+            residual = stream if block.norm_after is None else EMPTY
             if isinstance(sublayer, Attention):
                 add(GEMM, (layout.linear_slot("qkv"), source, QKV, EMPTY, activation_code(None), 0))
                 scale = sublayer.scale if sublayer.scale is not None else 1.0 / np.sqrt(sublayer.head_dim)
@@ -442,19 +452,26 @@ def compile_program(recipe, layout):
                 window = sublayer.mask.window
                 window_half = -1 if window is None else window - 1 if sublayer.mask.causal else window // 2
                 positions = sublayer.positions
+                head_norms = sublayer.norms()  # (check_recipe: one eps and offset)
+                norm_slots = [layout.vector_slot(f"{norm.name}.weight") if norm is not None else 0
+                              for norm in (sublayer.query_norm, sublayer.key_norm)]
                 ld = table_ld(positions.rows) if isinstance(positions, Disentangled) else 0
                 add(ATTENTION, (QKV, CONTEXT, sublayer.num_heads, sublayer.kv_heads, sublayer.head_dim, np.float32(scale),
                                 isinstance(positions, RelativeBuckets), window_half,
                                 rotary.index(positions) if isinstance(positions, Rotary) else -1,
-                                int(sublayer.mask.causal), ld))
-                add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, stream, activation_code(None), 0))
+                                int(sublayer.mask.causal), ld, *norm_slots,
+                                np.float32(head_norms[0].eps if head_norms else 0.0),
+                                np.float32(head_norms[0].offset if head_norms else 0.0)))
+                add(GEMM, (layout.linear_slot(sublayer.output.name), CONTEXT, other, residual, activation_code(None), 0))
             else:
                 code = kernel_activation(sublayer.activation)
                 up, gated = sublayer.up.name, EMPTY
                 if sublayer.gate is not None:  # a GLU: the paired gate + up slot, its product in GATED
                     up, gated = f"{sublayer.gate.name}+{sublayer.up.name}", GATED
                 add(MLP, (layout.linear_slot(up), layout.linear_slot(sublayer.down.name), source, INNER,
-                          other, stream, code, activation_row_address(code), gated))
+                          other, residual, code, activation_row_address(code), gated))
+            if block.norm_after is not None:
+                norm_step(block.norm_after, other, other, residual=stream)
             stream, other = other, stream
             if block.norm_after_residual is not None:
                 norm_step(block.norm_after_residual, stream, stream)
