@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from transformer.encoder import Encoder
 from transformer.pooling import last_token_pooling
 from transformer.sentence import SentenceEncoder
 
@@ -74,4 +73,3 @@ def test_the_cli_embeds_with_a_gguf_model(smollm2, smollm2_gguf, tmp_path):
                             env=dict(os.environ, TRANSFORMER_PACKED_CACHE="0"))
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.load(output), smollm2.encode(TEXTS[:2]))
-    assert isinstance(smollm2.encoder, Encoder)
