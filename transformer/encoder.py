@@ -120,11 +120,14 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path, backend=None) -> "Encoder":
-        """Load a model folder (config.json + model.safetensors or its shards) or a model name
-        that `transformer.store.resolve` knows (e.g. "all-MiniLM-L6-v2")."""
+        """Load a model folder (config.json + model.safetensors or its shards), a GGUF file
+        (llama.cpp's format: a decoder's config and weights in one file, dequantized to
+        float32), or a model name that `transformer.store.resolve` knows (e.g. "all-MiniLM-L6-v2")."""
         from transformer import store
 
         path = Path(store.resolve(name_or_path))
+        if path.suffix == ".gguf" and path.is_file():
+            return cls._load_gguf_file(path, backend)
         model_dir = model_folder(path, name_or_path)
         if path.is_file() and not path.name.endswith(".safetensors"):  # its config.json: the folder's checkpoint
             path = model_dir
@@ -172,6 +175,40 @@ class Encoder:
         if cache is not None:
             cache.save(encoder._weights)
         return encoder
+
+    @classmethod
+    def _load_gguf_file(cls, path, backend):
+        """An Encoder from a GGUF file (llama.cpp's format): its metadata read as config.json
+        (transformer.gguf.config_from_gguf), its tensors dequantized to float32 under
+        transformers' names (checkpoint_arrays). The numba backend's packed cache is keyed on
+        the GGUF file as on safetensors files: the weights are dequantized once."""
+        from transformer.gguf import checkpoint_arrays, config_from_gguf, read_gguf
+        from transformer.config import ConfigError
+
+        keep_big_arrays_out_of_the_heap()
+        for _ in range(LOAD_ATTEMPTS):  # as from_pretrained: again when the file changed meanwhile
+            before = digest.identity(os.stat(path))
+            backend_name, module = pick_backend(backend)
+            cache = module.find_packed_cache(path.parent, [path.name]) \
+                if hasattr(module, "find_packed_cache") else None
+            gguf = read_gguf(path)
+            raw = config_from_gguf(gguf)
+            try:
+                config = EncoderConfig.from_dict(raw)
+            except ConfigError as error:
+                raise ConfigError(f"{path}: {error}") from None
+            prepared = cache.load(config) if cache is not None else None
+            if prepared is not None:
+                encoder = cls(config, prepared.params, backend=backend_name, path=path, prepared=prepared)
+            else:
+                encoder = cls(config, load_params(checkpoint_arrays(gguf, raw), config), backend=backend_name,
+                              path=path)
+                if cache is not None:
+                    cache.save(encoder._weights)
+            if digest.identity(os.stat(path)) == before:
+                return encoder
+        raise CheckpointError(f"{path}: the file changed while it was being read, {LOAD_ATTEMPTS} times running; "
+                              f"load it again once it is written")
 
     def __getstate__(self):
         """Pickled by value (multiprocessing with spawn, joblib): the config, the weights in

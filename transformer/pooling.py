@@ -59,9 +59,12 @@ def weighted_mean_pooling(token_embeddings, attention_mask):
 
 
 def last_token_pooling(token_embeddings, attention_mask):
-    """The vector of each text's last real token (for causal models)."""
-    last = (attention_mask != 0).sum(axis=1) - 1  # [batch]: index of the last real token (right padding)
-    last = np.maximum(last, 0)
+    """The vector of each text's last real token (for causal models: the one token that has
+    seen the whole text), padded on the right or on the left; a row without tokens gives
+    its first vector."""
+    real = attention_mask != 0  # [batch, seq]
+    last = real.shape[1] - 1 - np.argmax(real[:, ::-1], axis=1)  # [batch]: the last real token's index
+    last = np.where(real.any(axis=1), last, 0)
     return token_embeddings[np.arange(len(last)), last].astype(np.float32)  # [batch, hidden]
 
 

@@ -70,7 +70,7 @@ class SentenceEncoder:
         self.truncate_dim = None if truncate_dim is None else self._check_truncate_dim(truncate_dim)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, backend=None, truncate_dim=None):
+    def from_pretrained(cls, name_or_path, backend=None, truncate_dim=None, pooling=None):
         """Load a sentence-transformers model folder or a known model name.
 
         name_or_path: "all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2", or a folder
@@ -79,14 +79,25 @@ class SentenceEncoder:
         truncate_dim: keep the first truncate_dim dimensions of every vector (Matryoshka
             models); None for what config_sentence_transformers.json says (else all).
 
+        pooling: the pooling mode(s) ("mean", "lasttoken", ...) instead of what the model's
+            Pooling module says.
+
         config_sentence_transformers.json gives `prompts`, `default_prompt_name`,
         `similarity_fn_name` and `truncate_dim` (see `read_model_config`).
+
+        A GGUF file (llama.cpp's format) is a decoder with its tokenizer and no sentence
+        modules: last-token pooling unless `pooling` says otherwise, no normalization.
         """
         from transformer.encoder import Encoder, model_folder
         from transformer.store import resolve
         from transformer.tokenizer import Tokenizer
 
-        path = model_folder(resolve(name_or_path), name_or_path)
+        resolved = Path(resolve(name_or_path))
+        if resolved.suffix == ".gguf" and resolved.is_file():
+            modes = _pooling_modes(pooling or "lasttoken")
+            return cls(Tokenizer.from_pretrained(resolved), Encoder.from_pretrained(resolved, backend), modes,
+                       path=resolved, truncate_dim=truncate_dim)
+        path = model_folder(resolved, name_or_path)
         files_at_load = file_identities(path)  # before anything is read: see `file_identities`
         modules = read_modules(path)
         settings = read_model_config(path)
@@ -99,7 +110,7 @@ class SentenceEncoder:
         model = cls(
             tokenizer=Tokenizer.from_pretrained(transformer_dir),
             encoder=encoder,
-            pooling_modes=modules["pooling"],
+            pooling_modes=_pooling_modes(pooling) if pooling else modules["pooling"],
             normalize=modules["normalize"],
             max_seq_length=modules["max_seq_length"] or _tokenizer_limit(transformer_dir),
             do_lower_case=modules["do_lower_case"],
@@ -373,6 +384,17 @@ def read_model_config(path):
                              f"{_show(truncate_dim)}")
     return {"prompts": prompts, "default_prompt_name": default_prompt_name,
             "similarity_fn_name": similarity_fn_name, "truncate_dim": truncate_dim}
+
+
+def _pooling_modes(value):
+    """from_pretrained's pooling: a mode or a list of modes -> [mode, ...], each one of
+    pooling.POOLING_FUNCTIONS."""
+    modes = [value] if isinstance(value, str) else list(value)
+    for mode in modes:
+        if mode not in pooling.POOLING_FUNCTIONS:
+            raise ValueError(f"pooling {mode!r} is not a pooling mode; expected one of "
+                             f"{', '.join(pooling.POOLING_FUNCTIONS)}")
+    return modes
 
 
 def read_modules(path):

@@ -191,12 +191,13 @@ def position_tables(params, recipe, stack):
     return tables
 
 
-def find_packed_cache(model_dir):
+def find_packed_cache(model_dir, files=None):
     """The packed cache of the checkpoint in model_dir (`packed_cache.PackedCache`), or None
-    when it is not to be cached."""
+    when it is not to be cached; files: the checkpoint's file names, when not the folder's
+    config.json and .safetensors files (a GGUF file)."""
     from .packed_cache import PackedCache  # it builds on this module
 
-    return PackedCache.find(model_dir)
+    return PackedCache.find(model_dir, files)
 
 
 def prepare(params, config):

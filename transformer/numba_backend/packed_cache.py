@@ -90,15 +90,17 @@ class PackedCache:
         self.identities = identities  # {file name: identity} as found by `find`
 
     @classmethod
-    def find(cls, model_dir):
+    def find(cls, model_dir, files=None):
         """The cache handle for model_dir, or None when it is not to be cached: switched off
         (TRANSFORMER_PACKED_CACHE=0), not a folder, a checkpoint under CACHE_MIN_BYTES, or a
-        system without the directory calls that make it safe."""
+        system without the directory calls that make it safe. files: the names of the files
+        in model_dir the model is made from (a GGUF file's name); default `checkpoint_files`."""
         if os.environ.get("TRANSFORMER_PACKED_CACHE", "1") == "0" or not _SAFE or not os.path.isdir(model_dir):
             return None
-        names = checkpoint_files(model_dir)
+        names = checkpoint_files(model_dir) if files is None else sorted(files)
         stats = {name: os.stat(os.path.join(model_dir, name)) for name in names}
-        if sum(stat.st_size for name, stat in stats.items() if name.endswith(".safetensors")) < CACHE_MIN_BYTES:
+        if sum(stat.st_size for name, stat in stats.items() if name.endswith((".safetensors", ".gguf"))) \
+                < CACHE_MIN_BYTES:
             return None
         return cls(os.fspath(model_dir), {name: digest.identity(stat) for name, stat in stats.items()})
 

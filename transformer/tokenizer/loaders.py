@@ -3,7 +3,9 @@
 * tokenizer.json: the full pipeline, as Rust `tokenizers` saves it;
 * vocab.txt (+ tokenizer_config.json): BERT WordPiece, built like transformers' BertTokenizer;
 * vocab.json + merges.txt (+ tokenizer_config.json): GPT-2 byte-level BPE, built like
-  transformers' GPT2Tokenizer.
+  transformers' GPT2Tokenizer;
+* a .gguf file: the tokenizer its metadata describes, built as transformers' GGUF converter
+  builds it (gguf.py).
 
 Every file is read through transformer.files (regular files only, bounded, strict JSON) and
 every field with the type the reference gives it (schema.py). Errors are ModelFileError (a
@@ -29,6 +31,10 @@ _RUST_WHITESPACE = "".join(sorted(code_point_set("WHITESPACE")))
 def load(path, cls):
     path = Path(path)
     if path.is_file():
+        if path.suffix == ".gguf":
+            from .gguf import from_gguf
+
+            return from_gguf(path, cls)
         if path.name == "vocab.txt" or path.suffix == ".txt" and path.name != "merges.txt":
             return from_bert_vocab(path, {}, cls)
         if path.name == "vocab.json" or path.name == "merges.txt":

@@ -57,7 +57,8 @@ class Tokenizer:
     # --- construction ---------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path):
-        """A model name ("all-MiniLM-L6-v2"), a model directory, or a tokenizer file.
+        """A model name ("all-MiniLM-L6-v2"), a model directory, or a tokenizer file (a
+        tokenizer.json, or a .gguf file: the tokenizer its metadata describes).
 
         In a directory: tokenizer.json, else vocab.txt (BERT WordPiece), else vocab.json +
         merges.txt (GPT-2 / RoBERTa byte-level BPE); tokenizer_config.json and
