@@ -2,7 +2,8 @@
 prompts, truncate_dim, similarity functions and quantized vectors, so the tests can check
 this package without torch.
 
-    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross] [sparse] [eval]   (default: all)
+    .venv/bin/python tools/make_retrieval_references.py [prompts] [exclude] [quantize] [cross] [sparse] [eval]
+    (default: all)
 
 The tests import the cases from here (`prompted_model_folder`, `PROMPT_CASES`, ...), so the
 live comparison and the committed file run the same inputs.
@@ -58,6 +59,41 @@ def prompted_model_folder(source, target):
             os.symlink(entry.resolve(), target / entry.name)
     (target / "config_sentence_transformers.json").write_text(json.dumps(PROMPTED_CONFIG), encoding="utf-8")
     return target
+
+
+# Pooling that leaves the prompt out (include_prompt: false), every mode at once (concatenated),
+# so one folder covers how each mode reads the mask.
+EXCLUDED_PROMPT_POOLING = {"pooling_mode": ["mean", "cls", "lasttoken", "max", "weightedmean", "mean_sqrt_len_tokens"],
+                           "include_prompt": False, "embedding_dimension": 384}
+EXCLUDED_PROMPT_CASES = [
+    ("default_prompt", {}),
+    ("prompt_name_query", {"prompt_name": "query"}),
+    ("prompt_text", {"prompt": "Represent this sentence for searching relevant passages: "}),
+    ("no_prompt", {"prompt": ""}),
+    ("long_text_cut", {"prompt_name": "passage", "texts": ["the end of a long text " * 80]}),
+]
+
+
+def prompt_excluded_folder(source, target):
+    """`prompted_model_folder` whose Pooling module is EXCLUDED_PROMPT_POOLING (in 1_Pooling)."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in Path(source).iterdir():
+        if entry.name not in ("config_sentence_transformers.json", "1_Pooling") and not entry.name.startswith("."):
+            os.symlink(entry.resolve(), target / entry.name)
+    (target / "config_sentence_transformers.json").write_text(json.dumps(PROMPTED_CONFIG), encoding="utf-8")
+    (target / "1_Pooling").mkdir()
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(EXCLUDED_PROMPT_POOLING), encoding="utf-8")
+    return target
+
+
+def excluded_prompt_references(model):
+    """{case: float32 [n, dim]} of a model from `prompt_excluded_folder` on EXCLUDED_PROMPT_CASES."""
+    found = {}
+    for name, options in EXCLUDED_PROMPT_CASES:
+        options = dict(options)
+        found[name] = model.encode(options.pop("texts", TEXTS), batch_size=4, **options)
+    return found
 
 
 # Cross-encoders without torch: all-MiniLM-L6-v2's encoder with a classifier drawn here.
@@ -210,12 +246,16 @@ def main():
     from transformer.store import weights_dir
 
     source = weights_dir() / "all-MiniLM-L6-v2"
-    only = sys.argv[1:] or ["prompts", "quantize", "cross", "sparse", "eval"]
+    only = sys.argv[1:] or ["prompts", "exclude", "quantize", "cross", "sparse", "eval"]
     with tempfile.TemporaryDirectory() as scratch:
         if "prompts" in only:
             folder = prompted_model_folder(source, Path(scratch) / "prompted")
             model = SentenceTransformer(str(folder), device="cpu")
             np.savez(REFERENCES / "retrieval_prompts.npz", **prompt_references(model))
+        if "exclude" in only:
+            folder = prompt_excluded_folder(source, Path(scratch) / "excluded")
+            model = SentenceTransformer(str(folder), device="cpu")
+            np.savez(REFERENCES / "retrieval_prompt_excluded.npz", **excluded_prompt_references(model))
         if "cross" in only:
             for labels in CROSS_LABELS:
                 folder = minilm_cross_encoder(source, Path(scratch) / f"cross{labels}", labels)

@@ -48,11 +48,15 @@ class SentenceEncoder:
 
     def __init__(self, tokenizer, encoder, pooling_modes=("mean",), normalize=False,
                  max_seq_length=None, do_lower_case=False, path=None, prompts=None, default_prompt_name=None,
-                 similarity_fn_name=None, truncate_dim=None):
+                 similarity_fn_name=None, truncate_dim=None, include_prompt=True, dense=()):
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.pooling_modes = list(pooling_modes)
         self.normalize = bool(normalize)
+        # False: the prompt's tokens go through the encoder (they give the text its context)
+        # but are left out of the pooling (Pooling's include_prompt, as instruction models use it).
+        self.include_prompt = bool(include_prompt)
+        self.dense = list(dense)  # DenseLayer steps after the pooling, in modules.json's order
         limit = encoder.config.max_sequence_length
         self.max_seq_length = min(max_seq_length or limit, limit)
         self.do_lower_case = bool(do_lower_case)
@@ -108,6 +112,8 @@ class SentenceEncoder:
             default_prompt_name=settings["default_prompt_name"],
             similarity_fn_name=settings["similarity_fn_name"],
             truncate_dim=truncate_dim if truncate_dim is not None else settings["truncate_dim"],
+            include_prompt=modules["include_prompt"],
+            dense=modules["dense"],
         )
         model.files_at_load = files_at_load
         return model
@@ -176,6 +182,12 @@ class SentenceEncoder:
             stride = self.max_seq_length // 8
         if long == "chunk":
             self._check_stride(stride)
+        prompt_length = 0
+        if prompt and not self.include_prompt:
+            if long == "chunk":
+                raise ValueError("long='chunk' with a prompt this model leaves out of its pooling (include_prompt: "
+                                 "false in its Pooling config) is not supported; use long='truncate'")
+            prompt_length = self.prompt_length(prompt)
         if prompt:
             texts = [prompt + text for text in texts]
         if self.do_lower_case:
@@ -193,7 +205,7 @@ class SentenceEncoder:
                 if long == "chunk":
                     vectors[indices] = self._embed_in_windows(batch_texts, stride, batch_size)
                 else:
-                    vectors[indices] = self._embed_truncated(batch_texts)
+                    vectors[indices] = self._embed_truncated(batch_texts, prompt_length)
                 progress.update(len(indices))
 
         broken = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
@@ -258,10 +270,25 @@ class SentenceEncoder:
                              f"{self.dimension} dimensions), got {truncate_dim!r}")
         return int(truncate_dim)
 
-    def _embed_truncated(self, texts):
-        """Pooled vectors [len(texts), dim] of texts cut at max_seq_length tokens."""
+    def prompt_length(self, prompt):
+        """The number of leading tokens a prompt takes in front of a text, as sentence-transformers
+        counts them for include_prompt=False: the prompt tokenized alone, its special tokens
+        included ([CLS] ...), less a special token closing it ([SEP], EOS) that a text would
+        follow instead."""
+        if self.do_lower_case:
+            prompt = prompt.lower()
+        batch = self.tokenizer([prompt], truncation=True, max_length=self.max_seq_length,
+                               return_special_tokens_mask=True)
+        length = len(batch["input_ids"][0])
+        if length and batch["special_tokens_mask"][0][-1]:
+            length -= 1
+        return length
+
+    def _embed_truncated(self, texts, prompt_length=0):
+        """Sentence vectors [len(texts), dim] of texts cut at max_seq_length tokens; the first
+        prompt_length tokens of each are left out of the pooling."""
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length)
-        return self._pooled(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return self._pooled(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], prompt_length)
 
     def _embed_in_windows(self, texts, stride, batch_size):
         """Pooled vectors [len(texts), dim]: for each text, the average of its overlapping
@@ -280,14 +307,28 @@ class SentenceEncoder:
         total = np.bincount(text_of_window, weights=weights, minlength=len(texts)).astype(np.float32)
         return summed / total[:, None]
 
-    def _pooled(self, input_ids, attention_mask, token_type_ids):
-        """Token ids [batch, seq] -> pooled sentence vectors [batch, dim] (not yet normalized)."""
+    def _pooled(self, input_ids, attention_mask, token_type_ids, prompt_length=0):
+        """Token ids [batch, seq] -> sentence vectors [batch, dim]: pooled, then through the
+        Dense modules (not yet normalized). The first prompt_length positions are seen by the
+        encoder but left out of the pooling."""
         # Windows sliced out of a bigger batch may share columns of padding only: drop those.
         used = attention_mask.any(axis=0)  # [seq]
         if not used.all():
             input_ids, attention_mask, token_type_ids = (a[:, used] for a in (input_ids, attention_mask, token_type_ids))
         hidden = self.encoder.last_hidden_state(input_ids, attention_mask, token_type_ids)  # [batch, seq, hidden]
-        return pooling.pool(hidden, attention_mask, self.pooling_modes)  # -> [batch, dim]
+        return self.pool(hidden, attention_mask, prompt_length)
+
+    def pool(self, hidden, attention_mask, prompt_length=0):
+        """The steps after the encoder: hidden [batch, seq, hidden] and attention_mask
+        [batch, seq] (right padding) -> [batch, dim], pooled by the model's modes (leaving the
+        first prompt_length positions out) and through its Dense modules; not normalized."""
+        if prompt_length:
+            attention_mask = attention_mask.copy()
+            attention_mask[:, :prompt_length] = 0  # the prompt's positions: not pooled
+        vectors = pooling.pool(hidden, attention_mask, self.pooling_modes)  # [batch, pooled dim]
+        for layer in self.dense:
+            vectors = layer(vectors)  # [batch, in_features] -> [batch, out_features]
+        return vectors
 
     def _check_stride(self, stride):
         room = self.max_seq_length - self.tokenizer.num_special_tokens_to_add(False)
@@ -378,8 +419,9 @@ def read_model_config(path):
 def read_modules(path):
     """A model folder's sentence-transformers files -> what they say, checked:
 
-        {"transformer": subfolder, "pooling": [modes], "normalize": bool,
-         "max_seq_length": int or None, "do_lower_case": bool}
+        {"transformer": subfolder, "pooling": [modes], "include_prompt": bool,
+         "dense": [DenseLayer], "normalize": bool, "max_seq_length": int or None,
+         "do_lower_case": bool}
 
     modules.json lists the steps, run in its order (as sentence-transformers runs them):
     a Transformer, then optionally Pooling (its modes in <path>/config.json), then optionally
@@ -394,7 +436,7 @@ def read_modules(path):
     path = Path(path)
     modules_file = path / "modules.json"
     listed = _read_json(modules_file, "module list", default=_ABSENT)
-    found = {"transformer": "", "pooling": ["mean"], "normalize": False}
+    found = {"transformer": "", "pooling": ["mean"], "include_prompt": True, "dense": [], "normalize": False}
     if listed is not _ABSENT:
         found.update(_modules_in_order(path, modules_file, listed))
     try:
@@ -415,7 +457,7 @@ def _modules_in_order(path, modules_file, listed):
     list is malformed, names a module this package does not run, or puts them out of order."""
     if not isinstance(listed, list):
         raise ModelFileError(f"{modules_file} must hold a list of modules, found {_show(listed)}")
-    found = {"transformer": None, "pooling": ["mean"], "normalize": False}
+    found = {"transformer": None, "pooling": ["mean"], "include_prompt": True, "dense": [], "normalize": False}
     last = -1
     for index, module in enumerate(listed):
         where = f"{modules_file}: module {index}"
@@ -454,6 +496,10 @@ def _modules_in_order(path, modules_file, listed):
                 found["pooling"] = pooling.pooling_modes_from_config(config)
             except ValueError as error:
                 raise ModelFileError(f"{pooling_file}: {error}") from None
+            found["include_prompt"] = config.get("include_prompt", True)
+            if not isinstance(found["include_prompt"], bool):
+                raise ModelFileError(f"{pooling_file}: include_prompt must be true or false, found "
+                                     f"{_show(found['include_prompt'])}")
         else:
             found["normalize"] = True
     if found["transformer"] is None:
