@@ -6,8 +6,8 @@
 
 The server tokenizes each request on its own, then `embed` runs the token ids of several
 requests as one padded batch. The steps are those of `SentenceEncoder.encode` (lower-casing
-when the model says so, truncation at max_seq_length, the encoder, the model's pooling, its
-Normalize), so a text's vector is the one `encode` gives it, whichever texts share its batch.
+when the model says so, truncation at max_seq_length, the encoder, the model's pooling and
+Dense modules, its Normalize), so a text's vector is the one `encode` gives it, whichever texts share its batch.
 """
 
 import numpy as np
@@ -84,7 +84,7 @@ class Engine:
             attention_mask[row, : len(ids)] = 1
         token_type_ids = np.zeros_like(input_ids)  # [batch, seq]: one segment per text
         hidden = self.model.encoder.last_hidden_state(input_ids, attention_mask, token_type_ids)  # [batch, seq, hidden]
-        vectors = pooling.pool(hidden, attention_mask, self.model.pooling_modes)  # [batch, dim]
+        vectors = self.model.pool(hidden, attention_mask)  # [batch, dim]: pooling, then any Dense modules
         if not np.isfinite(vectors).all():
             raise ValueError(f"the model {self.name} gave a vector that is not finite (NaN or inf)")
         return pooling.normalize(vectors) if self.model.normalize else vectors
