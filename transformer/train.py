@@ -432,13 +432,11 @@ class Trainer:
                             label_names=self.settings.label_names)
         else:
             save_sentence_model(self.model, self.params["encoder"], folder, overwrite=overwrite)
+        if self.params["classifier"] is not None:
+            save_classifier(self.params["classifier"], folder / CLASSIFIER_DIR, self.settings.label_names)
         state_dir = folder / "training_state"
         state_dir.mkdir(exist_ok=True)
         numbers, arrays = self.optimizer.state()
-        if self.params["classifier"] is not None:
-            # the classifier's weights ride with the optimizer state: a sentence-transformers
-            # folder has no place for a head of ours
-            arrays.update({f"classifier/{k}": v for k, v in leaves(self.params["classifier"])})
         from safetensors.numpy import save_file
 
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, state_dir / "optimizer.safetensors.tmp")
@@ -461,9 +459,7 @@ class Trainer:
         settings = Settings(**{**saved["settings"], "matryoshka_dims": tuple(saved["settings"]["matryoshka_dims"]),
                                "label_names": tuple(saved["settings"]["label_names"])})
         arrays = load_file(folder / "training_state" / "optimizer.safetensors")
-        classifier = None
-        if "classifier/weight" in arrays:
-            classifier = {"weight": arrays.pop("classifier/weight"), "bias": arrays.pop("classifier/bias")}
+        classifier = load_classifier(folder / CLASSIFIER_DIR) if (folder / CLASSIFIER_DIR).is_dir() else None
         model = SentenceEncoder.from_pretrained(folder, backend="numpy")
         trainer = cls(model, examples, settings, classifier=classifier)
         trainer.state = State(**saved["state"])
@@ -491,6 +487,54 @@ def new_classifier(features, num_labels, seed):
     bound = 1.0 / np.sqrt(features)
     return {"weight": rng.uniform(-bound, bound, (features, num_labels)).astype(np.float32),
             "bias": rng.uniform(-bound, bound, num_labels).astype(np.float32)}
+
+
+# The softmax loss's classifier: sentence-transformers keeps SoftmaxLoss's nn.Linear in the loss
+# and saves none of it. Ours is written beside the model, in the layout of sentence-transformers'
+# Dense module (config.json + model.safetensors with linear.weight [out, in], linear.bias), so
+# `sentence_transformers.sentence_transformer.modules.Dense.load(folder + "/classifier")` reads it. It is not in
+# modules.json: the folder still encodes sentence vectors, not logits.
+CLASSIFIER_DIR = "classifier"
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+def save_classifier(classifier, folder, label_names=()):
+    """Write {"weight": [features, labels], "bias": [labels]} to `folder` as a
+    sentence-transformers Dense module (logits = features @ weight + bias, no activation),
+    with labels.json naming the classes in id order when label_names are given."""
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    features, labels = classifier["weight"].shape
+    config = {"in_features": features, "out_features": labels, "bias": True, "activation_function": IDENTITY}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tensors = {"linear.weight": np.ascontiguousarray(classifier["weight"].T, dtype=np.float32),  # torch's [out, in]
+               "linear.bias": np.ascontiguousarray(classifier["bias"], dtype=np.float32)}
+    save_file(tensors, folder / "model.safetensors.tmp", metadata={"format": "pt"})
+    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+    if len(label_names) == labels:
+        (folder / "labels.json").write_text(json.dumps(list(label_names)) + "\n", encoding="utf-8")
+
+
+def load_classifier(folder):
+    """The classifier save_classifier wrote -> {"weight": [features, labels], "bias": [labels]}."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config.get("activation_function", IDENTITY) != IDENTITY:
+        raise ValueError(f"{folder / 'config.json'}: activation_function {config['activation_function']!r}; a "
+                         f"classifier of the softmax loss has none ({IDENTITY})")
+    tensors = load_file(folder / "model.safetensors")
+    expected = {"linear.weight": (config["out_features"], config["in_features"]),
+                "linear.bias": (config["out_features"],)}
+    for name, shape in expected.items():
+        if name not in tensors or tensors[name].shape != shape:
+            found = tensors[name].shape if name in tensors else "missing"
+            raise ValueError(f"{folder / 'model.safetensors'}: {name} is {found}, expected {shape}")
+    return {"weight": np.array(tensors["linear.weight"].T, dtype=np.float32),
+            "bias": np.array(tensors["linear.bias"], dtype=np.float32)}
 
 
 def no_decay_paths(config, params):
@@ -543,8 +587,9 @@ def save_sentence_model(model, params, folder, overwrite=False):
     if source.resolve() != folder.resolve():
         for item in source.rglob("*"):
             relative = item.relative_to(source)
-            if any(part.startswith(".") for part in relative.parts) or relative.parts[0] == "training_state":
-                continue  # caches and download records of the source, and its training state
+            if any(part.startswith(".") for part in relative.parts) or relative.parts[0] in ("training_state",
+                                                                                               CLASSIFIER_DIR):
+                continue  # caches and download records of the source, its training state and classifier
             if item.is_dir():
                 (folder / relative).mkdir(parents=True, exist_ok=True)
             elif not item.name.endswith(MODEL_FILES + (".tmp",)):
