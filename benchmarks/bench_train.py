@@ -6,7 +6,7 @@ backward, clipping at 1.0, AdamW. Texts are long enough that every one is cut at
 (max_seq_length), so each batch is [batch, tokens] exactly. Dropout off on both sides.
 
     .venv/bin/python benchmarks/bench_train.py --batch 32 --tokens 128 --steps 3
-        -> benchmarks/results/train_speed.{json,md}
+        -> benchmarks/results/train_speed-b32-t128.{json,md}
     .venv/bin/python benchmarks/bench_train.py --profile --batch 8 --tokens 64
         -> where one step's time goes (cProfile, by function), printed
 
@@ -161,7 +161,8 @@ def main():
     figures = {"batch": args.batch, "tokens": args.tokens, "steps": args.steps, "threads": args.threads,
                "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_speed.json").write_text(json.dumps(figures, indent=1))
+    stem = f"train_speed-b{args.batch}-t{args.tokens}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(figures, indent=1))
     by_side = {r["side"]: r for r in results}
     lines = [f"# Training speed: all-MiniLM-L6-v2, MNRL, batch {args.batch} pairs, {args.tokens} tokens, "
              f"{args.threads} threads", "",
@@ -174,7 +175,7 @@ def main():
                  if "torch" in by_side else "")
         lines.append(f"| {result['side']} | {result['steps_per_second']:.3f} | {1 / result['steps_per_second']:.2f} | "
                      f"{ratio} | {result['peak_mib']:.0f} |")
-    (RESULTS / "train_speed.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return None
 
