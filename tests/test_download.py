@@ -370,3 +370,14 @@ def test_verify_notices_a_file_rewritten_with_its_old_size_and_time(places, monk
     checkpoint.write_bytes(bytes(reversed(FILES["model.safetensors"])))  # same size
     os.utime(checkpoint, ns=(before.st_atime_ns, before.st_mtime_ns))  # `touch -r`: same time
     assert [problem.split(" has ")[0] for problem in store.verify(target, _entry([]))] == ["model.safetensors"]
+
+
+def test_an_archive_source_stores_the_wheel_itself(places, monkeypatch):
+    wheel = make_wheel(places / "wheels", "tiny-data", "1.0.0", {"tiny_data/a.txt": b"one", "tiny_data/b.txt": b"two"})
+    data = wheel.read_bytes()
+    entry = {"description": "a fake data set", "origin": "PyPI tiny-data 1.0.0",
+             "files": {wheel.name: {"size": len(data), "sha256": _sha(data)}},
+             "pypi": [{"requirements": ["tiny-data==1.0.0"], "archive": True}]}
+    use_manifest(monkeypatch, entry)
+    target = download("tiny-model")
+    assert (target / wheel.name).read_bytes() == data

@@ -15,7 +15,7 @@ from transformer import eval as evaluation
 from transformer.sentence import SentenceEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from make_retrieval_references import EVAL_SLICE  # noqa: E402
+from make_retrieval_references import EVAL_SLICE, eval_slices  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parent / "references"
 SAME_TO_4_DECIMALS = 5e-5
@@ -61,6 +61,62 @@ def test_the_data_sets_are_what_the_papers_describe():
         assert len(texts) == 1000 and labels.sum() == 500, source
 
 
+def test_the_newer_data_sets_are_what_their_sources_describe():
+    snippets, fresh = evaluation.rotten_tomatoes_data()
+    assert len(snippets) == 12808 and fresh.sum() == 7403 and all(snippets)
+    articles, topics = evaluation.bbc_data()
+    assert len(articles) == 2225 and np.bincount(topics).tolist() == [510, 386, 417, 511, 401]
+    assert articles[0].startswith("Ad sales boost Time Warner profit")
+    declarations = evaluation.udhr_data(("deu_1996",))
+    assert sorted(declarations["eng"]) == sorted(declarations["deu_1996"]) == list(range(1, 31))
+    assert declarations["eng"][1].startswith("All human beings are born free and equal in dignity and rights.")
+    assert declarations["deu_1996"][1].startswith("Alle Menschen sind frei und gleich an Würde und Rechten geboren.")
+
+
+def test_v_measure_is_one_for_the_classes_renumbered_and_zero_for_one_cluster():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    assert evaluation.v_measure(labels, np.array([5, 5, 3, 3, 9, 9])) == pytest.approx(1.0)
+    assert evaluation.v_measure(labels, np.zeros(6, dtype=int)) == pytest.approx(0.0)
+
+
+def test_v_measure_equals_scikit_learns():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    labels, clusters = rng.integers(0, 5, 300), rng.integers(0, 4, 300)
+    clusters[:150] = labels[:150]  # half agree
+    assert evaluation.v_measure(labels, clusters) == pytest.approx(metrics.v_measure_score(labels, clusters),
+                                                                   abs=1e-12)
+
+
+def test_kmeans_finds_separated_blobs():
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((4, 8)) * 10
+    labels = np.repeat(np.arange(4), 25)
+    points = centers[labels] + rng.standard_normal((100, 8))
+    assert evaluation.v_measure(labels, evaluation.kmeans(points, 4)) == pytest.approx(1.0)
+
+
+def test_the_newer_tasks_on_slices_match_sentence_transformers_vectors(minilm):
+    expected = json.loads((REFERENCES / "retrieval_eval.json").read_text(encoding="utf-8"))
+    found = eval_slices(lambda texts: minilm.encode(texts, batch_size=16))
+    for task, metrics in found.items():
+        for metric, value in metrics.items():
+            assert abs(value - expected[task][metric]) < SAME_TO_4_DECIMALS, f"{task} {metric}"
+
+
+def test_udhr_bitext_accuracy_agrees_with_sentence_transformers_translation_evaluator(minilm):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sentence_transformer.evaluation import TranslationEvaluator
+
+    declarations = evaluation.udhr_data(("fra",))
+    numbers = sorted(declarations["eng"])
+    evaluator = TranslationEvaluator([declarations["eng"][n] for n in numbers],
+                                     [declarations["fra"][n] for n in numbers], batch_size=16)
+    theirs = evaluator(sentence_transformers.SentenceTransformer(str(minilm.path), device="cpu"))
+    ours = evaluation.udhr_bitext(lambda texts: minilm.encode(texts, batch_size=16), ("fra",))
+    assert ours["accuracy@1"] == pytest.approx(theirs["src2trg_accuracy"], abs=SAME_TO_4_DECIMALS)
+
+
 def test_lee_similarity_matches_sentence_transformers_vectors_to_4_decimals(minilm):
     expected = json.loads((REFERENCES / "retrieval_eval.json").read_text(encoding="utf-8"))["lee-similarity"]
     ours = evaluation.evaluate(minilm, ["lee-similarity"], batch_size=16)["lee-similarity"]
@@ -103,7 +159,8 @@ def test_probe_accuracy_on_a_slice_matches_sentence_transformers_vectors(minilm)
 
 
 def test_an_unknown_task_is_refused_naming_the_tasks(minilm):
-    with pytest.raises(ValueError, match="unknown task 'sts-b'; the tasks are lee-similarity, uci-sentiment"):
+    with pytest.raises(ValueError, match="unknown task 'sts-b'; the tasks are lee-similarity, uci-sentiment, "
+                                         "rotten-tomatoes, bbc-news, udhr-bitext"):
         evaluation.evaluate(minilm, ["sts-b"])
 
 

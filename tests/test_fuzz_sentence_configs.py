@@ -39,7 +39,7 @@ SEEDS += [{**SEEDS[0], "1_Pooling/config.json": {"embedding_dimension": 384, "po
           for mode in ("cls", ["mean", "max"], "lasttoken")]
 KEYS = ("idx", "name", "path", "type", "pooling_mode", "pooling_mode_cls_token", "pooling_mode_mean_tokens",
         "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-        "pooling_mode_lasttoken", "max_seq_length", "do_lower_case", "model_max_length")
+        "pooling_mode_lasttoken", "include_prompt", "max_seq_length", "do_lower_case", "model_max_length")
 PATHS = ["", "1_Pooling", "./1_Pooling", "1_Pooling/", "1_Pooling/.", "2_Normalize", "x" * 300, "a/" * 2100, "/etc",
          "/tmp", "..", "../1_Pooling", "1_Pooling/..", "1_Pooling/../1_Pooling", "C:\\x", "C:x", "\\\\server\\share",
          "..\\x", "\ud800", "\udcff", "a\x00b", "modules.json", "1_Pooling/config.json", "nonexistent", "~", "$HOME"]
@@ -87,8 +87,9 @@ def _documented_pooling_difference(config, theirs):
     """Why we may refuse a pooling config sentence-transformers takes: its modes come out empty
     (it then makes zero-width vectors), a legacy flag is not true / false (it tests truthiness:
     "false" counts as true), no mode at all (it silently means mean), pooling_mode neither a
-    name nor a flat list of names (it iterates whatever it is: an object's keys, a nested list)."""
-    if theirs == []:
+    name nor a flat list of names (it iterates whatever it is: an object's keys, a nested list),
+    include_prompt not true / false (it tests truthiness)."""
+    if theirs == [] or not isinstance(config.get("include_prompt", True), bool):
         return True
     if "pooling_mode" in config:
         modes = config["pooling_mode"]
@@ -117,7 +118,9 @@ def _check(folder, files, outcomes):
     found, error = parse_guarded(lambda: read_modules(folder), ModelFileError, FILES)
     modules, pooling_config = _loads(files["modules.json"]), _loads(files["1_Pooling/config.json"])
     if found is not None:
-        assert set(found) == {"transformer", "pooling", "normalize", "max_seq_length", "do_lower_case"}
+        assert set(found) == {"transformer", "pooling", "include_prompt", "dense", "normalize", "max_seq_length",
+                              "do_lower_case"}
+        assert isinstance(found["include_prompt"], bool)
         assert isinstance(found["transformer"], str) and ".." not in found["transformer"].replace("\\", "/").split("/")
         assert found["pooling"] and all(mode in POOLING_FUNCTIONS for mode in found["pooling"])
         assert isinstance(found["normalize"], bool) and isinstance(found["do_lower_case"], bool)

@@ -18,10 +18,11 @@ from transformer.files import ModelFileError
 from transformer.sentence import SentenceEncoder, similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from make_retrieval_references import (PROMPT_CASES, SIMILARITY_FUNCTIONS, TEXTS,  # noqa: E402
-                                       prompted_model_folder)
+from make_retrieval_references import (EXCLUDED_PROMPT_CASES, PROMPT_CASES, SIMILARITY_FUNCTIONS,  # noqa: E402
+                                       TEXTS, prompt_excluded_folder, prompted_model_folder)
 
 REFERENCE = Path(__file__).resolve().parent / "references" / "retrieval_prompts.npz"
+EXCLUDED_REFERENCE = Path(__file__).resolve().parent / "references" / "retrieval_prompt_excluded.npz"
 MAX_ABS_DIFF = 1e-5
 
 
@@ -136,4 +137,72 @@ def test_a_malformed_model_config_is_refused_naming_the_field(minilm_dir, tmp_pa
     folder = prompted_model_folder(minilm_dir, tmp_path / "bad")
     (folder / "config_sentence_transformers.json").write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(ModelFileError, match="config_sentence_transformers.json: " + field):
+        SentenceEncoder.from_pretrained(folder)
+
+
+# --- include_prompt: false (the prompt's tokens left out of the pooling) ---------------------
+
+
+@pytest.fixture(scope="module")
+def excluded_dir(minilm_dir, tmp_path_factory):
+    return prompt_excluded_folder(minilm_dir, tmp_path_factory.mktemp("models") / "excluded")
+
+
+@pytest.fixture(scope="module")
+def excluding_model(excluded_dir):
+    return SentenceEncoder.from_pretrained(excluded_dir)
+
+
+def excluded_cases(model):
+    found = {}
+    for name, options in EXCLUDED_PROMPT_CASES:
+        options = dict(options)
+        found[name] = model.encode(options.pop("texts", TEXTS), batch_size=4, **options)
+    return found
+
+
+def test_the_pooling_config_says_the_prompt_is_excluded(excluding_model, model):
+    assert excluding_model.include_prompt is False and model.include_prompt is True
+
+
+def test_excluded_prompts_match_the_committed_reference(excluding_model):
+    with np.load(EXCLUDED_REFERENCE) as reference:
+        assert_matches(excluded_cases(excluding_model), dict(reference))
+
+
+def test_excluded_prompts_match_live_sentence_transformers(excluding_model, excluded_dir):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from make_retrieval_references import excluded_prompt_references
+
+    live = excluded_prompt_references(sentence_transformers.SentenceTransformer(str(excluded_dir), device="cpu"))
+    assert_matches(excluded_cases(excluding_model), live)
+
+
+def test_the_prompt_length_counts_cls_and_not_the_closing_sep(excluding_model):
+    # "query: " is [CLS] query : [SEP] alone; a text follows in place of the [SEP].
+    assert excluding_model.prompt_length("query: ") == 3
+
+
+def test_an_excluded_prompt_is_pooled_as_a_masked_prefix(excluding_model):
+    text = "A man is eating food."
+    batch = excluding_model.tokenizer(["query: " + text], padding=True)
+    hidden = excluding_model.encoder.last_hidden_state(batch["input_ids"], batch["attention_mask"],
+                                                       batch["token_type_ids"])  # [1, seq, 384]
+    mean = hidden[0, 3:].mean(axis=0)  # every token after [CLS] query :, the [SEP] included
+    found = excluding_model.encode(text, prompt_name="query", normalize=False)  # [6 * 384]
+    np.testing.assert_allclose(found[:384], mean, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(found[384:768], hidden[0, 3])  # cls: the first pooled token
+
+
+def test_chunking_with_an_excluded_prompt_is_refused(excluding_model):
+    with pytest.raises(ValueError, match="long='chunk' with a prompt this model leaves out of its pooling"):
+        excluding_model.encode(TEXTS, prompt_name="query", long="chunk")
+
+
+def test_a_non_boolean_include_prompt_is_refused_naming_the_file(minilm_dir, tmp_path):
+    folder = prompt_excluded_folder(minilm_dir, tmp_path / "bad")
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean", "include_prompt": "no"}),
+                                                     encoding="utf-8")
+    with pytest.raises(ModelFileError, match=r"1_Pooling/config.json: include_prompt must be true or false, "
+                                             r"found \"no\""):
         SentenceEncoder.from_pretrained(folder)

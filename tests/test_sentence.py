@@ -242,8 +242,8 @@ def test_pooling_settings_give_sentence_transformers_numbers(minilm_dir, tmp_pat
 def test_a_plain_hugging_face_folder_gets_mean_pooling(minilm_dir, tmp_path):
     folder = _variant(minilm_dir, tmp_path / "plain", modules=False)
     os.remove(folder / "sentence_bert_config.json")
-    assert read_modules(folder) == {"transformer": "", "pooling": ["mean"], "normalize": False,
-                                    "max_seq_length": None, "do_lower_case": False}
+    assert read_modules(folder) == {"transformer": "", "pooling": ["mean"], "include_prompt": True, "dense": [],
+                                    "normalize": False, "max_seq_length": None, "do_lower_case": False}
     ours = SentenceEncoder.from_pretrained(folder)
     assert ours.max_seq_length == 512  # tokenizer_config.json's model_max_length
     expected = _sentence_transformers_vectors(folder, TEXTS)
@@ -251,8 +251,8 @@ def test_a_plain_hugging_face_folder_gets_mean_pooling(minilm_dir, tmp_path):
 
 
 def test_an_unsupported_module_is_named(minilm_dir, tmp_path):
-    folder = _variant(minilm_dir, tmp_path / "dense", extra_module="sentence_transformers.models.Dense")
-    with pytest.raises(ValueError, match="lists a 'sentence_transformers.models.Dense' module"):
+    folder = _variant(minilm_dir, tmp_path / "lstm", extra_module="sentence_transformers.models.LSTM")
+    with pytest.raises(ValueError, match="lists a 'sentence_transformers.models.LSTM' module"):
         SentenceEncoder.from_pretrained(folder)
 
 
@@ -293,7 +293,8 @@ def _sentence_folder(folder, modules=MODULES, pooling_config=None, settings=None
 
 def test_read_modules_reads_the_three_files(tmp_path):
     assert read_modules(_sentence_folder(tmp_path)) == {
-        "transformer": "", "pooling": ["mean"], "normalize": True, "max_seq_length": 256, "do_lower_case": False}
+        "transformer": "", "pooling": ["mean"], "include_prompt": True, "dense": [], "normalize": True,
+        "max_seq_length": 256, "do_lower_case": False}
 
 
 @pytest.mark.parametrize("modules, message", [

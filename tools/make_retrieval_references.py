@@ -2,7 +2,8 @@
 prompts, truncate_dim, similarity functions and quantized vectors, so the tests can check
 this package without torch.
 
-    .venv/bin/python tools/make_retrieval_references.py [prompts] [quantize] [cross] [sparse] [eval]   (default: all)
+    .venv/bin/python tools/make_retrieval_references.py [prompts] [exclude] [dense] [quantize] [cross] [sparse] [eval]
+    (default: all)
 
 The tests import the cases from here (`prompted_model_folder`, `PROMPT_CASES`, ...), so the
 live comparison and the committed file run the same inputs.
@@ -58,6 +59,108 @@ def prompted_model_folder(source, target):
             os.symlink(entry.resolve(), target / entry.name)
     (target / "config_sentence_transformers.json").write_text(json.dumps(PROMPTED_CONFIG), encoding="utf-8")
     return target
+
+
+# Pooling that leaves the prompt out (include_prompt: false), every mode at once (concatenated),
+# so one folder covers how each mode reads the mask.
+EXCLUDED_PROMPT_POOLING = {"pooling_mode": ["mean", "cls", "lasttoken", "max", "weightedmean", "mean_sqrt_len_tokens"],
+                           "include_prompt": False, "embedding_dimension": 384}
+EXCLUDED_PROMPT_CASES = [
+    ("default_prompt", {}),
+    ("prompt_name_query", {"prompt_name": "query"}),
+    ("prompt_text", {"prompt": "Represent this sentence for searching relevant passages: "}),
+    ("no_prompt", {"prompt": ""}),
+    ("long_text_cut", {"prompt_name": "passage", "texts": ["the end of a long text " * 80]}),
+]
+
+
+def prompt_excluded_folder(source, target):
+    """`prompted_model_folder` whose Pooling module is EXCLUDED_PROMPT_POOLING (in 1_Pooling)."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in Path(source).iterdir():
+        if entry.name not in ("config_sentence_transformers.json", "1_Pooling") and not entry.name.startswith("."):
+            os.symlink(entry.resolve(), target / entry.name)
+    (target / "config_sentence_transformers.json").write_text(json.dumps(PROMPTED_CONFIG), encoding="utf-8")
+    (target / "1_Pooling").mkdir()
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(EXCLUDED_PROMPT_POOLING), encoding="utf-8")
+    return target
+
+
+def excluded_prompt_references(model):
+    """{case: float32 [n, dim]} of a model from `prompt_excluded_folder` on EXCLUDED_PROMPT_CASES."""
+    found = {}
+    for name, options in EXCLUDED_PROMPT_CASES:
+        options = dict(options)
+        found[name] = model.encode(options.pop("texts", TEXTS), batch_size=4, **options)
+    return found
+
+
+# Dense modules after the pooling, as sentence-t5 and EmbeddingGemma have them: (folder,
+# in_features, out_features, bias, activation class, use_residual).
+DENSE_LAYERS = [
+    ("2_Dense", 384, 256, True, "Tanh", False),
+    ("3_Dense", 256, 96, False, "Identity", False),
+    ("4_Dense", 96, 96, True, "GELU", True),
+]
+DENSE_TEXTS = TEXTS + ["the end of a long text " * 80]
+
+
+def dense_modules_json(layers=DENSE_LAYERS):
+    listed = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    for folder, *_ in layers:
+        listed.append({"idx": len(listed), "name": str(len(listed)), "path": folder,
+                       "type": "sentence_transformers.models.Dense"})
+    listed.append({"idx": len(listed), "name": str(len(listed)), "path": f"{len(listed)}_Normalize",
+                   "type": "sentence_transformers.models.Normalize"})
+    return listed
+
+
+def dense_model_folder(source, target, seed=0):
+    """all-MiniLM-L6-v2's files (linked) with Dense modules (DENSE_LAYERS) written here with
+    NumPy weights (std 1/sqrt(in_features)), for the torch-free test."""
+    from safetensors.numpy import save_file
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in Path(source).iterdir():
+        if entry.name != "modules.json" and not entry.name.startswith("."):
+            os.symlink(entry.resolve(), target / entry.name)
+    rng = np.random.default_rng(seed)
+    for folder, inputs, outputs, bias, activation, residual in DENSE_LAYERS:
+        (target / folder).mkdir()
+        tensors = {"linear.weight": (rng.standard_normal((outputs, inputs)) / np.sqrt(inputs)).astype(np.float32)}
+        if bias:
+            tensors["linear.bias"] = (0.1 * rng.standard_normal(outputs)).astype(np.float32)
+        save_file(tensors, str(target / folder / "model.safetensors"))
+        config = {"in_features": inputs, "out_features": outputs, "bias": bias,
+                  "activation_function": f"torch.nn.modules.{'linear' if activation == 'Identity' else 'activation'}"
+                                         f".{activation}"}
+        if residual:
+            config["use_residual"] = True
+        (target / folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (target / "modules.json").write_text(json.dumps(dense_modules_json()), encoding="utf-8")
+    return target
+
+
+def saved_dense_model(source, target, seed=0):
+    """The same modules built by sentence-transformers itself (torch's own initialization) and
+    saved with model.save: the folder a user of the library would have."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+
+    torch.manual_seed(seed)
+    modules = [Transformer(str(source), max_seq_length=256), Pooling(384, "mean")]
+    for _, inputs, outputs, bias, activation, residual in DENSE_LAYERS:
+        modules.append(Dense(inputs, outputs, bias=bias, activation_function=getattr(torch.nn, activation)(),
+                             use_residual=residual))
+    modules.append(Normalize())
+    model = SentenceTransformer(modules=modules, device="cpu")
+    model.save(str(target))
+    return model
 
 
 # Cross-encoders without torch: all-MiniLM-L6-v2's encoder with a classifier drawn here.
@@ -149,15 +252,38 @@ def dense_from(found, name, dimension):
 EVAL_SLICE = 300  # the first sentences of each UCI source the probe test runs on
 
 
+ROTTEN_TOMATOES_STEP = 40  # every 40th snippet: 321 of 12,808
+BBC_STEP = 20  # every 20th article: 112 of 2,225, all five topics
+UDHR_SLICE_LANGUAGES = ("deu_1996", "fra")
+
+
+def eval_slices(embed):
+    """The newer tasks on small slices, through transformer.eval's own code: {"rotten-tomatoes":
+    {"accuracy"}, "bbc-news": {"accuracy", "v_measure"}, "udhr-bitext": {"accuracy@1", "mrr"}}."""
+    from transformer import eval as evaluation
+
+    texts, labels = evaluation.rotten_tomatoes_data()
+    found = {"rotten-tomatoes": {"accuracy": evaluation.probe_accuracy(
+        embed(texts[::ROTTEN_TOMATOES_STEP]), labels[::ROTTEN_TOMATOES_STEP])}}
+    articles, topics = evaluation.bbc_data()
+    vectors = embed([evaluation.headline_and_lead(article) for article in articles[::BBC_STEP]])
+    topics = topics[::BBC_STEP]
+    found["bbc-news"] = {"accuracy": evaluation.probe_accuracy(vectors, topics),
+                         "v_measure": evaluation.v_measure(topics, evaluation.kmeans(evaluation.unit_rows(vectors), 5))}
+    found["udhr-bitext"] = evaluation.udhr_bitext(embed, UDHR_SLICE_LANGUAGES)
+    return found
+
+
 def eval_references(model):
     """With sentence-transformers' vectors (`model`), through transformer.eval's own code:
-    {source: 5-fold probe accuracy} on the first EVAL_SLICE sentences of each UCI source, and
-    "lee-similarity": {"pearson", "spearman"}."""
+    {source: 5-fold probe accuracy} on the first EVAL_SLICE sentences of each UCI source,
+    "lee-similarity": {"pearson", "spearman"}, and `eval_slices`."""
     from transformer.eval import lee_similarity, probe_accuracy, uci_data
 
     found = {source: probe_accuracy(model.encode(texts[:EVAL_SLICE], batch_size=16), labels[:EVAL_SLICE])
              for source, (texts, labels) in uci_data().items()}
     found["lee-similarity"] = lee_similarity(lambda texts: model.encode(texts, batch_size=16))
+    found.update(eval_slices(lambda texts: np.asarray(model.encode(texts, batch_size=16), dtype=np.float32)))
     return found
 
 
@@ -210,12 +336,20 @@ def main():
     from transformer.store import weights_dir
 
     source = weights_dir() / "all-MiniLM-L6-v2"
-    only = sys.argv[1:] or ["prompts", "quantize", "cross", "sparse", "eval"]
+    only = sys.argv[1:] or ["prompts", "exclude", "dense", "quantize", "cross", "sparse", "eval"]
     with tempfile.TemporaryDirectory() as scratch:
         if "prompts" in only:
             folder = prompted_model_folder(source, Path(scratch) / "prompted")
             model = SentenceTransformer(str(folder), device="cpu")
             np.savez(REFERENCES / "retrieval_prompts.npz", **prompt_references(model))
+        if "exclude" in only:
+            folder = prompt_excluded_folder(source, Path(scratch) / "excluded")
+            model = SentenceTransformer(str(folder), device="cpu")
+            np.savez(REFERENCES / "retrieval_prompt_excluded.npz", **excluded_prompt_references(model))
+        if "dense" in only:
+            folder = dense_model_folder(source, Path(scratch) / "dense")
+            model = SentenceTransformer(str(folder), device="cpu")
+            np.savez(REFERENCES / "retrieval_dense.npz", vectors=model.encode(DENSE_TEXTS, batch_size=4))
         if "cross" in only:
             for labels in CROSS_LABELS:
                 folder = minilm_cross_encoder(source, Path(scratch) / f"cross{labels}", labels)

@@ -14,6 +14,7 @@ import sys
 from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
 
 PRECISIONS = ("float32",)
+SERVE_KINDS = ("embed", "rerank", "sparse")
 
 
 def _count(low):
@@ -39,10 +40,16 @@ def _missing_extra(error, extra, what):
 def add_serve(subparsers, common):
     parser = subparsers.add_parser(
         "serve", help="an OpenAI-compatible embedding server (POST /v1/embeddings)",
-        description="Serve one sentence model over HTTP: POST /v1/embeddings (OpenAI's API), GET /v1/models, "
-                    "POST /tokenize, POST /similarity, GET /health, GET /metrics, GET /openapi.json. "
+        description="Serve one model over HTTP: a sentence model's POST /v1/embeddings (OpenAI's API), "
+                    "POST /tokenize, POST /similarity; a cross-encoder's POST /rerank; a SPLADE model's "
+                    "POST /embed_sparse; and GET /v1/models, GET /health, GET /metrics, GET /openapi.json. "
                     "Concurrent requests are batched together. Needs the 'serve' extra. See docs/serving.md.")
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"a model name or folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--kind", choices=SERVE_KINDS, default=None,
+                        help="embed: a sentence model (POST /v1/embeddings); rerank: a cross-encoder with one label "
+                             "(POST /rerank); sparse: a SPLADE masked-LM model (POST /embed_sparse). Default: read "
+                             "from the folder (a *ForSequenceClassification config: rerank; a SpladePooling module: "
+                             "sparse; else embed)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this "
                                                               "machine only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=_count(0), default=8000, help="the port (default: 8000; 0 picks a free one)")
@@ -70,14 +77,63 @@ def run_serve(args):
         raise _missing_extra(error, "serve", "transformer serve") from None
     from transformer.serve import serve
 
-    model = load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads))
-    if args.max_batch_tokens < model.max_seq_length:
+    kind = args.kind or served_kind(args.model)
+    model = load_served_model(args, kind)
+    limit = model.max_length if kind == "rerank" else model.max_seq_length
+    if args.max_batch_tokens < limit:
         raise CommandError(f"--max-batch-tokens {args.max_batch_tokens} is less than one text of "
-                           f"{model.max_seq_length} tokens (the model's limit); give at least {model.max_seq_length}")
+                           f"{limit} tokens (the model's limit); give at least {limit}")
     serve(model, args.model, host=args.host, port=args.port, threads=args.threads,
           max_batch_tokens=args.max_batch_tokens, max_queue=args.max_queue, api_key=args.api_key or None,
           log_level=args.log_level)
     return 0
+
+
+def served_kind(name_or_path):
+    """What `--model` is when --kind is not given: "sparse" when its modules.json lists a
+    SpladePooling, "rerank" when its config.json names a *ForSequenceClassification
+    architecture, else "embed"."""
+    import json
+
+    from transformer.encoder import model_folder
+    from transformer.store import resolve
+
+    folder = model_folder(resolve(name_or_path), name_or_path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        if any(isinstance(m, dict) and str(m.get("type", "")).endswith("SpladePooling") for m in modules):
+            return "sparse"
+    except (OSError, ValueError, TypeError):
+        pass  # no modules.json, or one the loader will report
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if any(str(name).endswith("ForSequenceClassification") for name in config.get("architectures") or []):
+            return "rerank"
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "embed"
+
+
+def load_served_model(args, kind):
+    """The model `transformer serve` runs for --kind: a SentenceEncoder, a CrossEncoder with one
+    label, or a SparseEncoder."""
+    if kind == "embed":
+        return load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads))
+    if args.threads is not None:
+        from transformer.threads import set_num_threads
+
+        set_num_threads(args.threads)
+    if kind == "rerank":
+        from transformer.cross_encoder import CrossEncoder
+
+        model = CrossEncoder.from_pretrained(args.model, backend=args.backend)
+        if model.num_labels != 1:
+            raise CommandError(f"--kind rerank needs a cross-encoder with one label (a relevance score); {args.model} "
+                               f"has {model.num_labels}")
+        return model
+    from transformer.sparse import SparseEncoder
+
+    return SparseEncoder.from_pretrained(args.model, backend=args.backend)
 
 
 # --- index ------------------------------------------------------------------------------------

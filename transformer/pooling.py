@@ -59,10 +59,16 @@ def weighted_mean_pooling(token_embeddings, attention_mask):
 
 
 def last_token_pooling(token_embeddings, attention_mask):
-    """The vector of each text's last real token (for causal models)."""
-    last = (attention_mask != 0).sum(axis=1) - 1  # [batch]: index of the last real token (right padding)
-    last = np.maximum(last, 0)
-    return token_embeddings[np.arange(len(last)), last].astype(np.float32)  # [batch, hidden]
+    """The vector of each text's last real token (for causal models); a zero vector for a row
+    with no real token (as sentence-transformers gives it)."""
+    is_token = attention_mask != 0  # [batch, seq]
+    seq = is_token.shape[1]
+    # The last position whose mask is set, whatever the padding side and whatever was masked
+    # before it (a prompt left out of the pooling).
+    last = seq - 1 - np.argmax(is_token[:, ::-1], axis=1)  # [batch]
+    found = is_token[np.arange(len(last)), last]  # [batch]: False for an all-zero row
+    vectors = token_embeddings[np.arange(len(last)), last].astype(np.float32)  # [batch, hidden]
+    return np.where(found[:, None], vectors, np.float32(0))
 
 
 def normalize(vectors, axis=-1):

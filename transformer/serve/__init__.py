@@ -22,14 +22,20 @@ docs/serving.md says why this stack and how each endpoint behaves.
 
 def serve(model, name, host="127.0.0.1", port=8000, threads=None, max_batch_tokens=16384, max_queue=1024,
           api_key=None, log_level="info"):
-    """Serve `model` (a SentenceEncoder) as `name` until SIGTERM or Ctrl-C, which stop taking
-    connections and answer the requests already in before the process exits."""
+    """Serve `model` as `name` until SIGTERM or Ctrl-C, which stop taking connections and
+    answer the requests already in before the process exits. model: a SentenceEncoder
+    (POST /v1/embeddings...), a CrossEncoder with one label (POST /rerank) or a
+    SparseEncoder (POST /embed_sparse)."""
     import uvicorn
 
+    from transformer.cross_encoder import CrossEncoder
     from transformer.serve.app import create_app
-    from transformer.serve.engine import Engine
+    from transformer.serve.engine import Engine, RerankEngine, SparseEngine
+    from transformer.sparse import SparseEncoder
 
-    app = create_app(Engine(model, name), max_batch_tokens=max_batch_tokens, max_queue=max_queue,
+    kind = RerankEngine if isinstance(model, CrossEncoder) else SparseEngine if isinstance(model, SparseEncoder) \
+        else Engine
+    app = create_app(kind(model, name), max_batch_tokens=max_batch_tokens, max_queue=max_queue,
                      threads=threads, api_key=api_key)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=60, access_log=False)

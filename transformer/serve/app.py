@@ -5,6 +5,12 @@
     GET  /v1/models       the one model this process serves
     POST /tokenize        {"input": "text" | ["text", ...], "add_special_tokens"} -> tokens
     POST /similarity      {"source_sentence": "text", "sentences": ["text", ...]} -> cosines
+    POST /rerank          (--kind rerank, a cross-encoder) {"query", "texts", "raw_scores",
+                          "return_text", "truncate"} -> [{"index", "score", "text"?}], best first,
+                          as text-embeddings-inference answers it
+    POST /embed_sparse    (--kind sparse, a SPLADE model) {"inputs": "text" | ["text", ...],
+                          "truncate"} -> [[{"index", "value"}, ...], ...]: each text's non-zero
+                          vocabulary weights, by index, as text-embeddings-inference answers it
     GET  /health          200 {"status": "ok"} once the model is loaded and warm
     GET  /metrics         Prometheus text (transformer.serve.metrics)
     GET  /openapi.json    the schema (and /docs, its page)
@@ -72,6 +78,30 @@ class SimilarityRequest(BaseModel):
     truncate: StrictBool = True
 
 
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: StrictStr = Field(description="The query every text is scored against.")
+    texts: List[StrictStr] = Field(description="The texts to score and rank.")
+    raw_scores: StrictBool = Field(False, description="The model's logits instead of its activation's scores "
+                                                      "(sigmoid for a one-label cross-encoder).")
+    return_text: StrictBool = Field(False, description="Put each text in its result.")
+    truncate: StrictBool = Field(False, description="Cut a pair longer than the model's limit (true, as "
+                                                    "sentence-transformers' CrossEncoder does) or refuse it (false, "
+                                                    "text-embeddings-inference's default).")
+    truncation_direction: Literal["Right", "right"] = Field(
+        "Right", description="Where a pair is cut: the longer text's end (the only direction here).")
+    model: Optional[StrictStr] = None
+
+
+class SparseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Union[StrictStr, List[StrictStr]] = Field(description="A text or a list of texts.")
+    truncate: StrictBool = Field(False, description="Cut a text longer than the model's limit (true) or refuse it "
+                                                    "(false, text-embeddings-inference's default).")
+    truncation_direction: Literal["Right", "right"] = Field("Right", description="Where a text is cut: its end.")
+    model: Optional[StrictStr] = None
+
+
 class ApiError(Exception):
     """An error answered as OpenAI's JSON error body."""
 
@@ -107,14 +137,23 @@ def describe_validation_error(errors):
         return f"{field} is not a field of this request", field
     if field == "input" and len(location) > 1 and location[1] in ("str", "list[str]", "list[int]", "list[list[int]]"):
         return f"input must be {INPUT_KINDS}", "input"
+    if field == "inputs" and len(location) > 1 and location[1] in ("str", "list[str]"):
+        return "inputs must be a string or a list of strings", "inputs"
     return f"{'.'.join(location)}: {error['msg']}", field
 
 
 # --- the app ------------------------------------------------------------------------------------
 
 
+# The endpoints each kind of model adds to /v1/models, /health and /metrics.
+KIND_ENDPOINTS = {"embed": ("POST /v1/embeddings", "POST /tokenize", "POST /similarity"),
+                  "rerank": ("POST /rerank",), "sparse": ("POST /embed_sparse",)}
+
+
 def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api_key=None):
-    """The FastAPI app serving `engine` (transformer.serve.engine.Engine)."""
+    """The FastAPI app serving `engine`: transformer.serve.engine's Engine (sentence vectors),
+    RerankEngine (a cross-encoder) or SparseEngine (SPLADE); its `kind` says which endpoints
+    the app has."""
     if max_batch_tokens < engine.max_tokens:
         raise ValueError(f"max_batch_tokens is {max_batch_tokens}, less than one text of {engine.max_tokens} tokens "
                          f"(the model's limit); give at least {engine.max_tokens}")
@@ -126,7 +165,7 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
             set_num_threads(threads)
 
     metrics = Metrics(queue_depth=lambda: batcher.admitted)
-    batcher = Batcher(engine.embed, max_batch_tokens, max_queue, thread_setup=thread_setup, on_batch=metrics.batch)
+    batcher = Batcher(engine.run, max_batch_tokens, max_queue, thread_setup=thread_setup, on_batch=metrics.batch)
     created = int(time.time())
     state = {"ready": False}
 
@@ -134,14 +173,16 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
     async def lifespan(app):
         batcher.start()
         # One forward pass before the first request: loads (or compiles) the kernels.
-        await batcher.embed(engine.tokenize(["warm up"], truncate=True))
+        await batcher.embed(engine.warm_up_input())
         state["ready"] = True
         yield
         state["ready"] = False
         await batcher.close()  # uvicorn has stopped taking requests and waited for the open ones
 
+    served = {"embed": "OpenAI-compatible sentence embeddings", "rerank": "Reranking with the cross-encoder",
+              "sparse": "Sparse (SPLADE) vectors"}[engine.kind]
     app = FastAPI(title="transformer embeddings", version="1", lifespan=lifespan,
-                  description=f"OpenAI-compatible sentence embeddings from {engine.name}.")
+                  description=f"{served} {engine.name}." if engine.kind != "embed" else f"{served} from {engine.name}.")
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request, error):
@@ -158,8 +199,8 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
         # chunked body (no Content-Length) cut off at the size limit is a 413.
         if isinstance(error.__cause__, BodyTooLarge):
             return body_too_large()
-        message = f"no such endpoint: {request.method} {request.url.path}" if error.status_code == 404 \
-            else str(error.detail)
+        message = (f"no such endpoint: {request.method} {request.url.path} (this server runs a {engine.kind} model: "
+                   f"{', '.join(KIND_ENDPOINTS[engine.kind])})") if error.status_code == 404 else str(error.detail)
         return error_response(error.status_code, message, headers=getattr(error, "headers", None))
 
     def check_model(name):
@@ -202,6 +243,83 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
         metrics.embedded(len(sequences), sum(map(len, sequences)))
         return vectors
 
+    def model_card():
+        card = {"id": engine.name, "object": "model", "created": created, "owned_by": "transformer",
+                "kind": engine.kind, "max_input_tokens": engine.max_tokens}
+        if engine.kind == "embed":
+            card["dimension"] = engine.dimension
+        return card
+
+    @app.get("/v1/models", summary="The model this server serves")
+    async def models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}", summary="One model, by name")
+    async def model(name: str):
+        check_model(name)
+        return model_card()
+
+    @app.get("/health", summary="200 once the model is loaded and warm; 503 while starting or stopping")
+    async def health():
+        if not state["ready"]:
+            return error_response(503, "not ready", code="not_ready", kind="server_error")
+        return {"status": "ok", "model": engine.name, "kind": engine.kind, "queue": batcher.admitted}
+
+    @app.get("/metrics", summary="Counters and histograms in the Prometheus text format",
+             response_class=PlainTextResponse)
+    async def prometheus():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    if engine.kind == "embed":
+        add_embedding_routes(app, engine, check_model, check_texts, token_ids, embed)
+    elif engine.kind == "rerank":
+        add_rerank_route(app, engine, check_model, check_texts, embed)
+    else:
+        add_sparse_route(app, engine, check_model, check_texts, embed)
+
+    known = {route.path for route in app.routes}
+    return Guard(app, metrics, known, api_key)
+
+
+def add_rerank_route(app, engine, check_model, check_texts, run):
+    """POST /rerank (text-embeddings-inference's request and answer)."""
+
+    @app.post("/rerank", summary="Score texts against a query with the cross-encoder; best first")
+    async def rerank(body: RerankRequest):
+        check_model(body.model)
+        if not body.query.strip():
+            raise ApiError(400, "query is an empty text", "query")
+        check_texts(body.texts, "texts")
+        try:
+            pairs = await asyncio.to_thread(engine.pairs, body.query, body.texts, body.truncate)
+        except InputError as error:
+            raise ApiError(400, str(error), error.param, "context_length_exceeded") from None
+        scores = engine.scores(await run(pairs), body.raw_scores)  # [n]
+        order = np.argsort(-scores, kind="stable")  # best first; ties keep the order sent
+        return JSONResponse([{"index": int(i), "score": float(scores[i]),
+                              **({"text": body.texts[i]} if body.return_text else {})} for i in order])
+
+
+def add_sparse_route(app, engine, check_model, check_texts, run):
+    """POST /embed_sparse (text-embeddings-inference's request and answer)."""
+
+    @app.post("/embed_sparse", summary="SPLADE weights of texts: each text's non-zero vocabulary entries")
+    async def embed_sparse(body: SparseRequest):
+        check_model(body.model)
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        check_texts(texts, "inputs")
+        try:
+            items = await asyncio.to_thread(engine.texts, texts, body.truncate)
+        except InputError as error:
+            raise ApiError(400, str(error), error.param, "context_length_exceeded") from None
+        weights = await run(items)  # [n, vocab]
+        return JSONResponse([[{"index": int(i), "value": float(row[i])} for i in np.flatnonzero(row)]
+                             for row in weights])
+
+
+def add_embedding_routes(app, engine, check_model, check_texts, token_ids, embed):
+    """POST /v1/embeddings, /tokenize and /similarity, for a sentence model."""
+
     @app.post("/v1/embeddings", summary="Embed texts or token ids (OpenAI's embeddings API)")
     async def embeddings(body: EmbeddingsRequest):
         check_model(body.model)
@@ -226,19 +344,6 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
             "model": engine.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
-
-    def model_card():
-        return {"id": engine.name, "object": "model", "created": created, "owned_by": "transformer",
-                "dimension": engine.dimension, "max_input_tokens": engine.max_tokens}
-
-    @app.get("/v1/models", summary="The model this server serves")
-    async def models():
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{name:path}", summary="One model, by name")
-    async def model(name: str):
-        check_model(name)
-        return model_card()
 
     @app.post("/tokenize", summary="Texts -> the model's tokens, ids and character offsets")
     async def tokenize(body: TokenizeRequest):
@@ -270,20 +375,6 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
         tokens = sum(map(len, sequences))
         return {"model": engine.name, "similarities": (vectors[1:] @ vectors[0]).tolist(),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-
-    @app.get("/health", summary="200 once the model is loaded and warm; 503 while starting or stopping")
-    async def health():
-        if not state["ready"]:
-            return error_response(503, "not ready", code="not_ready", kind="server_error")
-        return {"status": "ok", "model": engine.name, "queue": batcher.admitted}
-
-    @app.get("/metrics", summary="Counters and histograms in the Prometheus text format",
-             response_class=PlainTextResponse)
-    async def prometheus():
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    known = {route.path for route in app.routes}
-    return Guard(app, metrics, known, api_key)
 
 
 class BodyTooLarge(Exception):
