@@ -78,3 +78,18 @@ def test_score_reads_the_held_out_books_only(db):
     # and the stable sort ranks tied verses in reference order (5:4 second, 5:5 third)
     assert figures["across versions"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(4)) / 3)
     assert figures["cross-references"] == pytest.approx(1 / math.log2(3))  # 5:3 -> 5:5, ranked after 5:4
+
+
+# --- the Rotten Tomatoes sentiment recipe (benchmarks/recipe_sentiment.py) ----------------
+def test_sentiment_split_is_fixed_disjoint_and_one_line_per_text():
+    from benchmarks import recipe_sentiment
+
+    texts = [f"review {i}\twith a tab\nand a newline" for i in range(50)]
+    labels = np.arange(50) % 2
+    train_rows, test_rows = recipe_sentiment.split(texts, labels, train=20, test=10)
+    assert (train_rows, test_rows) == recipe_sentiment.split(texts, labels, train=20, test=10)
+    assert len(train_rows) == 20 and len(test_rows) == 10
+    assert not {text for text, _ in train_rows} & {text for text, _ in test_rows}
+    assert all("\t" not in text and "\n" not in text for text, _ in train_rows + test_rows)
+    number = int(train_rows[0][0].split()[1])
+    assert train_rows[0][1] == ("fresh" if number % 2 == 1 else "rotten")
