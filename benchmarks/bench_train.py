@@ -167,7 +167,8 @@ def main():
     lines = [f"# Training speed: all-MiniLM-L6-v2, MNRL, batch {args.batch} pairs, {args.tokens} tokens, "
              f"{args.threads} threads", "",
              f"Command: `.venv/bin/python benchmarks/bench_train.py --batch {args.batch} --tokens {args.tokens} "
-             f"--steps {args.steps} --threads {args.threads}` ({args.steps} timed steps per side after one "
+             f"--steps {args.steps} --threads {args.threads} --sides {args.sides}` ({args.steps} timed step(s) "
+             f"per side after one "
              f"warm-up step; a shared machine: one short run, not a distribution)", "",
              "| side | steps/s | s/step | vs torch | peak RSS MiB |", "|---|---:|---:|---:|---:|"]
     for result in results:
