@@ -3,6 +3,7 @@ whole-model gradients of each loss on every family's random checkpoint; AdamW an
 schedule against torch; saved folders that sentence-transformers and transformers load;
 resuming; the same loss curve as sentence-transformers' modules trained the same way."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -394,3 +395,31 @@ def test_masking_picks_only_real_tokens_and_labels_them():
     assert not (targets & special).any() and np.array_equal(labels[targets], ids[targets])
     assert np.array_equal(masked[~targets], ids[~targets])
     assert 0.05 < targets.sum() / (~special).sum() < 0.3 and (masked[targets] == 4).mean() > 0.5
+
+
+# --- the softmax loss's classifier, saved where sentence-transformers' Dense reads it -----
+@needs_minilm
+def test_softmax_classifier_saves_as_a_dense_module_and_resumes(tmp_path):
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    rows = [("What a wonderful film.", "pos"), ("Dull and far too long.", "neg"), ("I loved every minute.", "pos"),
+            ("A waste of an evening.", "neg")]
+    examples, names = train.label_ids([(text, None, label) for text, label in rows])
+    settings = train.Settings(loss="softmax", batch_size=4, lr=1e-4, num_labels=2, label_names=tuple(names))
+    trainer = train.Trainer(SentenceEncoder.from_pretrained(MINILM, backend="numpy"), examples, settings)
+    trainer.run(stop_after=1)
+    folder = tmp_path / "minilm-softmax"
+    trainer.save(folder)
+    texts = [text for text, _ in rows]
+    vectors = SentenceEncoder.from_pretrained(folder, backend="numpy").encode(texts)
+    classifier = trainer.params["classifier"]
+    ours = vectors @ classifier["weight"] + classifier["bias"]  # [4, 2] logits
+    dense = Dense.load(str(folder / "classifier"))
+    theirs = dense({"sentence_embedding": torch.tensor(vectors)})["sentence_embedding"].detach().numpy()
+    assert np.allclose(theirs, ours, atol=1e-6)
+    assert json.loads((folder / "classifier" / "labels.json").read_text()) == ["neg", "pos"]
+    st_model = st.SentenceTransformer(str(folder), device="cpu")
+    assert st_model.encode(texts, convert_to_numpy=True).shape == vectors.shape, "the folder still encodes vectors"
+    resumed = train.Trainer.resume(folder, examples)
+    assert np.array_equal(resumed.params["classifier"]["weight"], classifier["weight"])
+    assert np.array_equal(resumed.params["classifier"]["bias"], classifier["bias"])

@@ -27,7 +27,9 @@ plus a dict of the intermediates.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -76,9 +78,9 @@ def layer_norm_backward(d_out, x, weight, bias, eps):
     return d_x, {"weight": d_weight, "bias": d_bias}
 
 
-def norm_backward(d_out, spec, params, x):
+def norm_backward(d_out, spec, params, x, steps=None):
     """The backward of `model.norm`: the Norm `spec` with its parameters params[spec.name]."""
-    return layer_norm_backward(d_out, x, **params[spec.name], eps=spec.eps)
+    return (steps or NUMPY_STEPS).layer_norm_backward(d_out, x, **params[spec.name], eps=spec.eps)
 
 
 def softmax_backward(d_probabilities, probabilities):
@@ -261,32 +263,34 @@ def attention_backward(d_context, query, key, value, probabilities):
     return d_query, d_key, d_value, d_scores
 
 
-def self_attention_with_cache(layer, spec, hidden, mask_bias, position_bias=None):
+def self_attention_with_cache(layer, spec, hidden, mask_bias, position_bias=None, steps=None):
     """`model.self_attention`, plus its cache: -> (output [batch, seq, hidden], probabilities,
-    cache)."""
+    cache). steps: the building blocks (`NUMPY_STEPS`, the default, or `numba_steps()`)."""
+    steps = steps or NUMPY_STEPS
     heads = spec.num_heads
-    query = model.split_heads(model.linear(hidden, **layer[spec.query.name]), heads)  # -> [b, h, s, d]
-    key = model.split_heads(model.linear(hidden, **layer[spec.key.name]), heads)  # -> [b, h, s, d]
-    value = model.split_heads(model.linear(hidden, **layer[spec.value.name]), heads)  # -> [b, h, s, d]
-    context, probabilities = model.attention(query, key, value, mask_bias, position_bias)
+    query = model.split_heads(steps.linear(hidden, **layer[spec.query.name]), heads)  # -> [b, h, s, d]
+    key = model.split_heads(steps.linear(hidden, **layer[spec.key.name]), heads)  # -> [b, h, s, d]
+    value = model.split_heads(steps.linear(hidden, **layer[spec.value.name]), heads)  # -> [b, h, s, d]
+    context, probabilities = steps.attention(query, key, value, mask_bias, position_bias)
     merged = model.merge_heads(context)  # -> [batch, seq, hidden]
-    output = model.linear(merged, **layer[spec.output.name])  # -> [batch, seq, hidden]
+    output = steps.linear(merged, **layer[spec.output.name])  # -> [batch, seq, hidden]
     cache = dict(hidden=hidden, query=query, key=key, value=value, probabilities=probabilities, merged=merged)
     return output, probabilities, cache
 
 
-def self_attention_backward(d_output, layer, spec, cache):
+def self_attention_backward(d_output, layer, spec, cache, steps=None):
     """The backward of `model.self_attention`: d_output [batch, seq, hidden] -> (d_hidden
     [batch, seq, hidden], {linear name: its gradients}, d_scores [batch, heads, seq, seq])."""
+    steps = steps or NUMPY_STEPS
     grads = {}
-    d_merged, grads[spec.output.name] = linear_backward(d_output, cache["merged"], **layer[spec.output.name])
+    d_merged, grads[spec.output.name] = steps.linear_backward(d_output, cache["merged"], **layer[spec.output.name])
     d_context = model.split_heads(d_merged, spec.num_heads)  # [b, s, hidden] -> [b, h, s, d]
-    d_query, d_key, d_value, d_scores = attention_backward(
+    d_query, d_key, d_value, d_scores = steps.attention_backward(
         d_context, cache["query"], cache["key"], cache["value"], cache["probabilities"])
     d_hidden = np.zeros_like(cache["hidden"])
     # query, key and value all read the same hidden states: their gradients add up
     for linear_spec, d_heads in ((spec.query, d_query), (spec.key, d_key), (spec.value, d_value)):
-        d_x, grads[linear_spec.name] = linear_backward(
+        d_x, grads[linear_spec.name] = steps.linear_backward(
             model.merge_heads(d_heads), cache["hidden"], **layer[linear_spec.name])  # [b, h, s, d] -> [b, s, hidden]
         d_hidden += d_x
     return d_hidden, grads, d_scores
@@ -295,39 +299,103 @@ def self_attention_backward(d_output, layer, spec, cache):
 # ---------------------------------------------------------------------------------------
 # Feed-forward
 # ---------------------------------------------------------------------------------------
-def feed_forward_with_cache(layer, spec, hidden):
+def feed_forward_with_cache(layer, spec, hidden, steps=None):
     """`model.feed_forward`, plus its cache: -> (output [batch, seq, hidden], cache)."""
-    before = model.linear(hidden, **layer[spec.up.name])  # [b, s, hidden] -> [b, s, intermediate]
-    after = model.activation(spec.activation)(before)
-    output = model.linear(after, **layer[spec.down.name])  # [b, s, intermediate] -> [b, s, hidden]
+    steps = steps or NUMPY_STEPS
+    before = steps.linear(hidden, **layer[spec.up.name])  # [b, s, hidden] -> [b, s, intermediate]
+    after = steps.activation(spec.activation)(before)
+    output = steps.linear(after, **layer[spec.down.name])  # [b, s, intermediate] -> [b, s, hidden]
     return output, dict(hidden=hidden, before=before, after=after)
 
 
-def feed_forward_backward(d_output, layer, spec, cache):
+def feed_forward_backward(d_output, layer, spec, cache, steps=None):
     """The backward of `model.feed_forward`: d_output [batch, seq, hidden] -> (d_hidden
     [batch, seq, hidden], {linear name: its gradients})."""
+    steps = steps or NUMPY_STEPS
     grads = {}
     down, up = layer[spec.down.name], layer[spec.up.name]
-    d_after, grads[spec.down.name] = linear_backward(d_output, cache["after"], **down)  # -> [b, s, intermediate]
-    d_before = activation_backward(spec.activation)(d_after, cache["before"])
-    d_hidden, grads[spec.up.name] = linear_backward(d_before, cache["hidden"], **up)  # -> [b, s, hidden]
+    d_after, grads[spec.down.name] = steps.linear_backward(d_output, cache["after"], **down)  # -> [b, s, intermediate]
+    d_before = steps.activation_backward(spec.activation)(d_after, cache["before"])
+    d_hidden, grads[spec.up.name] = steps.linear_backward(d_before, cache["hidden"], **up)  # -> [b, s, hidden]
     return d_hidden, grads
+
+
+# ---------------------------------------------------------------------------------------
+# The building blocks the whole-model walk calls, and their fast twins
+# ---------------------------------------------------------------------------------------
+class Steps(NamedTuple):
+    """The functions the walk below calls for the heavy steps: this module's and model.py's
+    (NUMPY_STEPS), or the Numba kernels' twins of the same signatures (`numba_steps()`)."""
+
+    linear: Callable  # model.linear: x [..., in], weight, bias -> [..., out]
+    linear_backward: Callable  # linear_backward
+    layer_norm_backward: Callable  # layer_norm_backward
+    activation: Callable  # name -> the activation (model.activation)
+    activation_backward: Callable  # name -> its backward (activation_backward)
+    attention: Callable  # model.attention -> (context, probabilities)
+    attention_backward: Callable  # attention_backward
+
+
+NUMPY_STEPS = Steps(model.linear, linear_backward, layer_norm_backward, model.activation, activation_backward,
+                    model.attention, attention_backward)
+
+
+def numba_steps():
+    """Steps on the Numba kernels (`kernels/backward.py`): the linear layers' matrix products,
+    forward and backward, on the packed GEMM (each weight packed once, and its transpose
+    once: make new steps after the weights change, as `train.Trainer.step` does every step);
+    the activations and LayerNorm's, the GELUs' and softmax's backward fused. The attention's
+    per-head products stay NumPy's."""
+    from transformer.kernels import backward as fast
+
+    packs = fast.WeightPacks()
+
+    def fast_activation(name):
+        forward = model.activation(name)
+        return fast.activation(forward.__name__) or forward  # the kernels name it as model.py's function
+
+    def fast_activation_backward(name):
+        return fast.ACTIVATION_BACKWARDS.get(name) or activation_backward(name)
+
+    def fast_attention_backward(d_context, query, key, value, probabilities):
+        d_probabilities = d_context @ value.transpose(0, 1, 3, 2)  # [b, h, q, d] @ [b, h, d, k] -> [b, h, q, k]
+        d_value = probabilities.transpose(0, 1, 3, 2) @ d_context  # [b, h, k, q] @ [b, h, q, d] -> [b, h, k, d]
+        d_scores = fast.softmax_backward(d_probabilities, probabilities)  # [b, h, q, k]
+        d_scaled = d_scores * np.float32(1.0 / math.sqrt(query.shape[-1]))
+        d_query = d_scaled @ key  # [b, h, q, k] @ [b, h, k, d] -> [b, h, q, d]
+        d_key = d_scaled.transpose(0, 1, 3, 2) @ query  # [b, h, k, q] @ [b, h, q, d] -> [b, h, k, d]
+        return d_query, d_key, d_value, d_scores
+
+    return Steps(functools.partial(fast.linear, packs=packs), functools.partial(fast.linear_backward, packs=packs),
+                 fast.layer_norm_backward, fast_activation, fast_activation_backward, model.attention,
+                 fast_attention_backward)
+
+
+def steps_of(backend):
+    """"numpy" -> NUMPY_STEPS, "numba" -> numba_steps()."""
+    if backend == "numpy":
+        return NUMPY_STEPS
+    if backend == "numba":
+        return numba_steps()
+    raise ValueError(f"backend {backend!r} is not one of numpy, numba")
 
 
 # ---------------------------------------------------------------------------------------
 # One layer
 # ---------------------------------------------------------------------------------------
-def encoder_layer_with_cache(layer, layer_recipe, hidden, mask_bias, position_biases=None):
+def encoder_layer_with_cache(layer, layer_recipe, hidden, mask_bias, position_biases=None, steps=None):
     """`model.encoder_layer`, plus one cache per block: -> (hidden [batch, seq, hidden], caches)."""
+    steps = steps or NUMPY_STEPS
     caches = []
     for block in layer_recipe.blocks:
         block_input = hidden
         x = hidden if block.norm_before is None else model.norm(block.norm_before, layer, hidden)
         if isinstance(block.sublayer, Attention):
             position_bias = None if block.sublayer.positions is None else position_biases[block.sublayer.positions]
-            x, _, sublayer_cache = self_attention_with_cache(layer, block.sublayer, x, mask_bias, position_bias)
+            x, _, sublayer_cache = self_attention_with_cache(layer, block.sublayer, x, mask_bias, position_bias,
+                                                             steps)
         else:
-            x, sublayer_cache = feed_forward_with_cache(layer, block.sublayer, x)
+            x, sublayer_cache = feed_forward_with_cache(layer, block.sublayer, x, steps)
         hidden = x + hidden
         caches.append(dict(input=block_input, residual=hidden, sublayer=sublayer_cache))
         if block.norm_after_residual is not None:
@@ -345,7 +413,7 @@ def _add(grads, name, more):
             grads[name][key] = grads[name][key] + value
 
 
-def encoder_layer_backward(d_hidden, layer, layer_recipe, caches):
+def encoder_layer_backward(d_hidden, layer, layer_recipe, caches, steps=None):
     """The backward of `model.encoder_layer`: the blocks in reverse order, each
 
         d_residual = norm_after_residual_backward(d_hidden)    (post-norm: BERT)
@@ -355,24 +423,26 @@ def encoder_layer_backward(d_hidden, layer, layer_recipe, caches):
     d_hidden [batch, seq, hidden] -> (d_hidden [batch, seq, hidden], {param name: gradients},
     {position scheme: d_scores [batch, heads, seq, seq]} for the relative position bias).
     """
+    steps = steps or NUMPY_STEPS
     grads = {}
     d_scores_by_scheme = {}
     for block, cache in zip(reversed(layer_recipe.blocks), reversed(caches)):
         d_residual = d_hidden
         if block.norm_after_residual is not None:
-            d_residual, norm_grads = norm_backward(d_hidden, block.norm_after_residual, layer, cache["residual"])
+            d_residual, norm_grads = norm_backward(d_hidden, block.norm_after_residual, layer, cache["residual"],
+                                                   steps)
             _add(grads, block.norm_after_residual.name, norm_grads)
         if isinstance(block.sublayer, Attention):
             d_x, sublayer_grads, d_scores = self_attention_backward(
-                d_residual, layer, block.sublayer, cache["sublayer"])
+                d_residual, layer, block.sublayer, cache["sublayer"], steps)
             if block.sublayer.positions is not None:
                 d_scores_by_scheme[block.sublayer.positions] = d_scores
         else:
-            d_x, sublayer_grads = feed_forward_backward(d_residual, layer, block.sublayer, cache["sublayer"])
+            d_x, sublayer_grads = feed_forward_backward(d_residual, layer, block.sublayer, cache["sublayer"], steps)
         for name, linear_grads in sublayer_grads.items():
             _add(grads, name, linear_grads)
         if block.norm_before is not None:
-            d_x, norm_grads = norm_backward(d_x, block.norm_before, layer, cache["input"])
+            d_x, norm_grads = norm_backward(d_x, block.norm_before, layer, cache["input"], steps)
             _add(grads, block.norm_before.name, norm_grads)
         d_hidden = d_residual + d_x
     return d_hidden, grads, d_scores_by_scheme
@@ -381,11 +451,12 @@ def encoder_layer_backward(d_hidden, layer, layer_recipe, caches):
 # ---------------------------------------------------------------------------------------
 # The whole encoder
 # ---------------------------------------------------------------------------------------
-def encoder_forward_with_cache(params, config, input_ids, attention_mask=None, token_type_ids=None):
+def encoder_forward_with_cache(params, config, input_ids, attention_mask=None, token_type_ids=None, steps=None):
     """`model.encoder_forward`'s last hidden state, plus the cache `encoder_backward` reads.
 
     input_ids int64 [batch, seq]; attention_mask [batch, seq] of 1/0 (None: all 1);
-    token_type_ids (None: all 0). -> (last_hidden_state float32 [batch, seq, hidden], cache).
+    token_type_ids (None: all 0); steps: the building blocks, NUMPY_STEPS (None) or
+    `numba_steps()`. -> (last_hidden_state float32 [batch, seq, hidden], cache).
     """
     recipe = config.recipe
     check_recipe(recipe)
@@ -403,7 +474,7 @@ def encoder_forward_with_cache(params, config, input_ids, attention_mask=None, t
         for scheme in recipe.position_schemes()}
     layer_caches = []
     for layer_recipe, layer in zip(recipe.layers, params["layers"]):
-        hidden, caches = encoder_layer_with_cache(layer, layer_recipe, hidden, mask_bias, position_biases)
+        hidden, caches = encoder_layer_with_cache(layer, layer_recipe, hidden, mask_bias, position_biases, steps)
         layer_caches.append(caches)
     before_final_norm = hidden
     if recipe.final_norm is not None:
@@ -412,20 +483,22 @@ def encoder_forward_with_cache(params, config, input_ids, attention_mask=None, t
     return hidden, cache
 
 
-def encoder_backward(d_last_hidden_state, params, config, cache):
+def encoder_backward(d_last_hidden_state, params, config, cache, steps=None):
     """The backward of `model.encoder_forward`: the gradient of the loss with respect to the
     last hidden state, float32 [batch, seq, hidden] -> the gradient of every parameter, a tree
     shaped like `params` (the pooler's entry None: the encoder's output does not use it)."""
+    steps = steps or NUMPY_STEPS
     recipe = config.recipe
     grads = {name: None for name in params}
     d_hidden = d_last_hidden_state
     if recipe.final_norm is not None:
         d_hidden, grads[recipe.final_norm.name] = norm_backward(
-            d_hidden, recipe.final_norm, params, cache["before_final_norm"])
+            d_hidden, recipe.final_norm, params, cache["before_final_norm"], steps)
     d_scores_total = {}
     layer_grads = []
     for layer_recipe, layer, caches in reversed(list(zip(recipe.layers, params["layers"], cache["layers"]))):
-        d_hidden, grads_of_layer, d_scores_by_scheme = encoder_layer_backward(d_hidden, layer, layer_recipe, caches)
+        d_hidden, grads_of_layer, d_scores_by_scheme = encoder_layer_backward(d_hidden, layer, layer_recipe, caches,
+                                                                              steps)
         layer_grads.append(grads_of_layer)
         for scheme, d_scores in d_scores_by_scheme.items():
             # every layer adds the same position bias: its gradient is the sum over layers and batch

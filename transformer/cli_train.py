@@ -68,6 +68,9 @@ def add_train(subparsers, common):
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR when it exists")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    parser.add_argument("--backend", choices=("numba", "numpy"), default=None,
+                        help="numba (default): the matrix products and the heaviest backward steps on the Numba "
+                             "kernels; numpy: the readable NumPy backward alone (the same gradients to ~1e-6)")
     return parser
 
 
@@ -84,6 +87,8 @@ def run_train(args):
         trainer.examples = _relabel(trainer.settings, train.read_examples(args.data, trainer.settings.loss), args.data)
         if args.epochs is not None:
             trainer.settings.epochs = args.epochs
+        if args.backend is not None:
+            trainer.settings.backend = args.backend
     else:
         if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
             raise CommandError(f"the output folder {output} exists; pass --overwrite to replace it "
@@ -93,7 +98,8 @@ def run_train(args):
             loss=args.loss, epochs=1 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=args.lr,
             warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
             accumulation_steps=args.accumulation_steps, seed=args.seed, symmetric=args.symmetric,
-            matryoshka_dims=args.matryoshka_dims, num_labels=num_labels, label_names=label_names)
+            matryoshka_dims=args.matryoshka_dims, num_labels=num_labels, label_names=label_names,
+            backend=args.backend or "numba")
         try:
             settings.check()
         except ValueError as error:
@@ -165,18 +171,20 @@ def evaluate(trainer, examples):
     masked LM masks with a fixed seed, so epochs compare)."""
     import numpy as np
 
+    from transformer.backward import steps_of
     from transformer.train import head_loss_and_gradients, loss_and_gradients
 
     size = trainer.settings.batch_size
+    steps = steps_of(trainer.settings.backend)
     values = []
     for start in range(0, len(examples), size):
         batch = _batch(examples[start:start + size])
         if trainer.head is not None:
             value, _ = head_loss_and_gradients(trainer.model, trainer.params["encoder"], trainer.head,
-                                               trainer.settings, batch, np.random.default_rng(start))
+                                               trainer.settings, batch, np.random.default_rng(start), steps)
         else:
             value, _ = loss_and_gradients(trainer.model, trainer.params["encoder"], trainer.settings, batch,
-                                          trainer.params["classifier"])
+                                          trainer.params["classifier"], steps)
         values.append(value)
     return sum(values) / len(values)
 

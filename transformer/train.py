@@ -30,6 +30,7 @@ from transformer.model import linear
 from transformer.optim import AdamW, clip_by_global_norm, leaves, linear_schedule
 from transformer.recipe import Linear
 
+BACKENDS = ("numpy", "numba")
 LOSSES = ("mnrl", "cosent", "softmax", "cross-encoder", "mlm")
 HEAD_LOSSES = {"cross-encoder": "sequence_classification", "mlm": "masked_lm"}  # losses that train a task head
 MASKED_FRACTION = 0.15  # BERT's masking: 15% of the tokens, of those 80% [MASK], 10% random, 10% kept
@@ -47,13 +48,14 @@ def tokenize(model, texts):
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
-def embed_with_cache(model, params, texts):
+def embed_with_cache(model, params, texts, steps=None):
     """Sentence vectors of `texts` with `params` (model: a SentenceEncoder: tokenizer, pooling
-    modes, normalize) -> (vectors float32 [batch, dim], cache for embed_backward)."""
-    return vectors_with_cache(model, params, *tokenize(model, texts))
+    modes, normalize) -> (vectors float32 [batch, dim], cache for embed_backward). steps: the
+    building blocks (`backward.NUMPY_STEPS`, the default, or `backward.numba_steps()`)."""
+    return vectors_with_cache(model, params, *tokenize(model, texts), steps=steps)
 
 
-def vectors_with_cache(model, params, input_ids, attention_mask, token_type_ids):
+def vectors_with_cache(model, params, input_ids, attention_mask, token_type_ids, steps=None):
     """Token ids int64 [batch, seq] -> (sentence vectors float32 [batch, dim], cache): the
     encoder, the model's pooling modes side by side, and its Normalize when it has one."""
     if getattr(model, "dense", None):
@@ -61,13 +63,13 @@ def vectors_with_cache(model, params, input_ids, attention_mask, token_type_ids)
                                   f"supported: only the encoder, the pooling and Normalize are trained")
     config = model.encoder.config
     hidden, cache = backward.encoder_forward_with_cache(params, config, input_ids, attention_mask,
-                                                        token_type_ids)  # -> [batch, seq, hidden]
+                                                        token_type_ids, steps)  # -> [batch, seq, hidden]
     pooled = pooling.pool(hidden, attention_mask, model.pooling_modes)  # -> [batch, modes * hidden]
     vectors = pooling.normalize(pooled) if model.normalize else pooled
     return vectors, dict(encoder=cache, hidden=hidden, attention_mask=attention_mask, pooled=pooled)
 
 
-def embed_backward(model, params, d_vectors, cache):
+def embed_backward(model, params, d_vectors, cache, steps=None):
     """The gradient of every encoder parameter from d_vectors [batch, dim] (the loss's
     gradient with respect to the vectors embed_with_cache returned)."""
     d_pooled = backward.normalize_backward(d_vectors, cache["pooled"]) if model.normalize else d_vectors
@@ -79,7 +81,7 @@ def embed_backward(model, params, d_vectors, cache):
             raise NotImplementedError(f"training through {mode!r} pooling (trainable: "
                                       f"{', '.join(backward.POOLING_BACKWARDS)})")
         d_hidden += backward.POOLING_BACKWARDS[mode](d_pooled[:, index * width:(index + 1) * width], mask, hidden)
-    return backward.encoder_backward(d_hidden, params, model.encoder.config, cache["encoder"])
+    return backward.encoder_backward(d_hidden, params, model.encoder.config, cache["encoder"], steps)
 
 
 def add_trees(a, b):
@@ -91,6 +93,23 @@ def add_trees(a, b):
     if a is None:
         return b
     return a if b is None else a + b
+
+
+def add_into(total, more):
+    """total += more for two gradient trees, in place where total has an array (the word
+    table's gradient alone is tens of MB: no new tree per addition) -> total."""
+    if isinstance(total, dict):
+        for name in total:
+            total[name] = add_into(total[name], more[name])
+        return total
+    if isinstance(total, list):
+        total[:] = [add_into(x, y) for x, y in zip(total, more)]
+        return total
+    if total is None:
+        return more
+    if more is not None:
+        total += more
+    return total
 
 
 def scale_tree(tree, factor):
@@ -121,20 +140,20 @@ def sentence_loss(settings, labels, classifier):
     return loss
 
 
-def loss_and_gradients(model, params, settings, batch, classifier=None):
+def loss_and_gradients(model, params, settings, batch, classifier=None, steps=None):
     """One batch -> (loss, gradient tree {"encoder": ..., "classifier": ... or None}).
 
     batch: (texts_a, texts_b or None, labels or None): each text column is embedded on its
     own (padded to its own longest text), as sentence-transformers does; classifier: the
-    softmax loss's head."""
+    softmax loss's head; steps: the building blocks (None: NumPy's)."""
     texts_a, texts_b, labels = batch
     columns = [texts_a] if texts_b is None else [texts_a, texts_b]
-    embedded = [embed_with_cache(model, params, texts) for texts in columns]
+    embedded = [embed_with_cache(model, params, texts, steps) for texts in columns]
     value, d_vectors, *rest = sentence_loss(settings, labels, classifier)(*(vectors for vectors, _ in embedded))
     grads = None
     for d, (_, cache) in zip(d_vectors, embedded):
-        column_grads = embed_backward(model, params, d, cache)
-        grads = column_grads if grads is None else add_trees(grads, column_grads)
+        column_grads = embed_backward(model, params, d, cache, steps)
+        grads = column_grads if grads is None else add_into(grads, column_grads)  # both fresh arrays
     return value, {"encoder": grads, "classifier": rest[0] if rest else None, "head": None}
 
 
@@ -207,7 +226,7 @@ def mask_tokens(input_ids, special, mask_token_id, vocab_size, rng):
     return masked, labels
 
 
-def head_loss_and_gradients(model, params, head, settings, batch, rng):
+def head_loss_and_gradients(model, params, head, settings, batch, rng, steps=None):
     """One batch through the encoder and a task head -> (loss, {"encoder", "classifier": None,
     "head"} gradients).
 
@@ -229,7 +248,8 @@ def head_loss_and_gradients(model, params, head, settings, batch, rng):
                                   return_special_tokens_mask=True)["special_tokens_mask"].astype(bool)
         input_ids, labels = mask_tokens(input_ids, special | (attention_mask == 0), model.tokenizer.mask_token_id,
                                         config.vocab_size, rng)
-    hidden, cache = backward.encoder_forward_with_cache(params, config, input_ids, attention_mask, token_type_ids)
+    hidden, cache = backward.encoder_forward_with_cache(params, config, input_ids, attention_mask, token_type_ids,
+                                                        steps)
     if settings.loss == "cross-encoder":
         logits, head_cache = backward.sequence_classification_with_cache(head, params, hidden)  # [batch, labels]
         if logits.shape[1] == 1:
@@ -244,7 +264,7 @@ def head_loss_and_gradients(model, params, head, settings, batch, rng):
         loss, d_logits = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
         d_hidden, head_grads = backward.masked_lm_backward(d_logits.reshape(logits.shape), head, head_cache)
         pooler_grads = None
-    grads = backward.encoder_backward(d_hidden, params, config, cache)
+    grads = backward.encoder_backward(d_hidden, params, config, cache, steps)
     grads["pooler"] = pooler_grads
     if head.kind == "masked_lm" and config.tie_word_embeddings:
         # the decoder is the word table: its gradient goes there, and the optimizer skips the view
@@ -274,6 +294,7 @@ class Settings:
     matryoshka_dims: tuple = ()
     num_labels: int = 0
     label_names: tuple = ()  # the class names of softmax / cross-encoder labels, in id order
+    backend: str = "numpy"  # "numba": the matrix products and the heaviest element-wise steps on Numba kernels
 
     def check(self):
         """Raise ValueError naming the first setting out of its range."""
@@ -285,6 +306,8 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise ValueError("warmup_steps and weight_decay must be >= 0 and max_grad_norm > 0")
 
@@ -380,16 +403,17 @@ class Trainer:
         averaged). Returns (the mean loss, the learning rate used)."""
         settings = self.settings
         total_loss, grads = 0.0, None
+        steps = backward.steps_of(settings.backend)
         for index, batch in enumerate(batches):
             if self.head is not None:
                 rng = np.random.default_rng([settings.seed, self.state.step, index])  # the masking's draw
                 loss, batch_grads = head_loss_and_gradients(self.model, self.params["encoder"], self.head, settings,
-                                                            batch, rng)
+                                                            batch, rng, steps)
             else:
                 loss, batch_grads = loss_and_gradients(
-                    self.model, self.params["encoder"], settings, batch, self.params["classifier"])
+                    self.model, self.params["encoder"], settings, batch, self.params["classifier"], steps)
             total_loss += loss
-            grads = batch_grads if grads is None else add_trees(grads, batch_grads)
+            grads = batch_grads if grads is None else add_into(grads, batch_grads)
         if len(batches) > 1:
             grads = scale_tree(grads, 1.0 / len(batches))
         clip_by_global_norm(grads, settings.max_grad_norm)
@@ -411,13 +435,11 @@ class Trainer:
                             label_names=self.settings.label_names)
         else:
             save_sentence_model(self.model, self.params["encoder"], folder, overwrite=overwrite)
+        if self.params["classifier"] is not None:
+            save_classifier(self.params["classifier"], folder / CLASSIFIER_DIR, self.settings.label_names)
         state_dir = folder / "training_state"
         state_dir.mkdir(exist_ok=True)
         numbers, arrays = self.optimizer.state()
-        if self.params["classifier"] is not None:
-            # the classifier's weights ride with the optimizer state: a sentence-transformers
-            # folder has no place for a head of ours
-            arrays.update({f"classifier/{k}": v for k, v in leaves(self.params["classifier"])})
         from safetensors.numpy import save_file
 
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, state_dir / "optimizer.safetensors.tmp")
@@ -440,9 +462,7 @@ class Trainer:
         settings = Settings(**{**saved["settings"], "matryoshka_dims": tuple(saved["settings"]["matryoshka_dims"]),
                                "label_names": tuple(saved["settings"]["label_names"])})
         arrays = load_file(folder / "training_state" / "optimizer.safetensors")
-        classifier = None
-        if "classifier/weight" in arrays:
-            classifier = {"weight": arrays.pop("classifier/weight"), "bias": arrays.pop("classifier/bias")}
+        classifier = load_classifier(folder / CLASSIFIER_DIR) if (folder / CLASSIFIER_DIR).is_dir() else None
         model = SentenceEncoder.from_pretrained(folder, backend="numpy")
         trainer = cls(model, examples, settings, classifier=classifier)
         trainer.state = State(**saved["state"])
@@ -470,6 +490,54 @@ def new_classifier(features, num_labels, seed):
     bound = 1.0 / np.sqrt(features)
     return {"weight": rng.uniform(-bound, bound, (features, num_labels)).astype(np.float32),
             "bias": rng.uniform(-bound, bound, num_labels).astype(np.float32)}
+
+
+# The softmax loss's classifier: sentence-transformers keeps SoftmaxLoss's nn.Linear in the loss
+# and saves none of it. Ours is written beside the model, in the layout of sentence-transformers'
+# Dense module (config.json + model.safetensors with linear.weight [out, in], linear.bias), so
+# `sentence_transformers.sentence_transformer.modules.Dense.load(folder + "/classifier")` reads it. It is not in
+# modules.json: the folder still encodes sentence vectors, not logits.
+CLASSIFIER_DIR = "classifier"
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+def save_classifier(classifier, folder, label_names=()):
+    """Write {"weight": [features, labels], "bias": [labels]} to `folder` as a
+    sentence-transformers Dense module (logits = features @ weight + bias, no activation),
+    with labels.json naming the classes in id order when label_names are given."""
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    features, labels = classifier["weight"].shape
+    config = {"in_features": features, "out_features": labels, "bias": True, "activation_function": IDENTITY}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tensors = {"linear.weight": np.ascontiguousarray(classifier["weight"].T, dtype=np.float32),  # torch's [out, in]
+               "linear.bias": np.ascontiguousarray(classifier["bias"], dtype=np.float32)}
+    save_file(tensors, folder / "model.safetensors.tmp", metadata={"format": "pt"})
+    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+    if len(label_names) == labels:
+        (folder / "labels.json").write_text(json.dumps(list(label_names)) + "\n", encoding="utf-8")
+
+
+def load_classifier(folder):
+    """The classifier save_classifier wrote -> {"weight": [features, labels], "bias": [labels]}."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config.get("activation_function", IDENTITY) != IDENTITY:
+        raise ValueError(f"{folder / 'config.json'}: activation_function {config['activation_function']!r}; a "
+                         f"classifier of the softmax loss has none ({IDENTITY})")
+    tensors = load_file(folder / "model.safetensors")
+    expected = {"linear.weight": (config["out_features"], config["in_features"]),
+                "linear.bias": (config["out_features"],)}
+    for name, shape in expected.items():
+        if name not in tensors or tensors[name].shape != shape:
+            found = tensors[name].shape if name in tensors else "missing"
+            raise ValueError(f"{folder / 'model.safetensors'}: {name} is {found}, expected {shape}")
+    return {"weight": np.array(tensors["linear.weight"].T, dtype=np.float32),
+            "bias": np.array(tensors["linear.bias"], dtype=np.float32)}
 
 
 def no_decay_paths(config, params):
@@ -522,8 +590,9 @@ def save_sentence_model(model, params, folder, overwrite=False):
     if source.resolve() != folder.resolve():
         for item in source.rglob("*"):
             relative = item.relative_to(source)
-            if any(part.startswith(".") for part in relative.parts) or relative.parts[0] == "training_state":
-                continue  # caches and download records of the source, and its training state
+            if any(part.startswith(".") for part in relative.parts) or relative.parts[0] in ("training_state",
+                                                                                               CLASSIFIER_DIR):
+                continue  # caches and download records of the source, its training state and classifier
             if item.is_dir():
                 (folder / relative).mkdir(parents=True, exist_ok=True)
             elif not item.name.endswith(MODEL_FILES + (".tmp",)):
