@@ -34,7 +34,7 @@ def test_last_token_pooling_finds_the_last_real_token_on_either_side():
     left = np.array([[0, 0, 1, 1], [1, 1, 1, 1]])
     assert last_token_pooling(hidden, right).tolist() == [[2, 3], [14, 15]]
     assert last_token_pooling(hidden, left).tolist() == [[6, 7], [14, 15]]
-    assert last_token_pooling(hidden, np.zeros((2, 4))).tolist() == [[0, 1], [8, 9]]  # no tokens: the first
+    assert last_token_pooling(hidden, np.zeros((2, 4))).tolist() == [[0, 0], [0, 0]]  # no tokens: zeros, as ST gives
 
 
 def test_a_gguf_sentence_encoder_pools_the_last_token(smollm2, smollm2_gguf):
