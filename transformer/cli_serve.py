@@ -11,9 +11,7 @@ import argparse
 import os
 import sys
 
-from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
-
-PRECISIONS = ("float32",)
+from transformer.cli_common import DEFAULT_MODEL, CommandError, add_precision_option, load_sentence_encoder
 
 
 def _count(low):
@@ -46,8 +44,7 @@ def add_serve(subparsers, common):
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this "
                                                               "machine only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=_count(0), default=8000, help="the port (default: 8000; 0 picks a free one)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="the arithmetic of the forward pass (default and only one here: float32)")
+    add_precision_option(parser)
     parser.add_argument("--backend", choices=["numpy", "numba"], default=None,
                         help="numpy (the readable reference) or numba (fast; the default when available)")
     parser.add_argument("--threads", type=_count(1), default=None, metavar="N",
@@ -70,7 +67,8 @@ def run_serve(args):
         raise _missing_extra(error, "serve", "transformer serve") from None
     from transformer.serve import serve
 
-    model = load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads))
+    model = load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads,
+                                                     precision=args.precision))
     if args.max_batch_tokens < model.max_seq_length:
         raise CommandError(f"--max-batch-tokens {args.max_batch_tokens} is less than one text of "
                            f"{model.max_seq_length} tokens (the model's limit); give at least {model.max_seq_length}")
@@ -169,6 +167,8 @@ def run_embed_ray(args):
         raise CommandError(f"--input {args.input} does not exist")
     if args.long != "truncate":
         raise CommandError("--engine ray truncates long texts; --long chunk runs with the local engine only")
+    if args.precision != "fp32":
+        raise CommandError("--engine ray runs --precision fp32 only; --precision bf16 runs with the local engine")
     try:
         import pyarrow.parquet as parquet
         import ray

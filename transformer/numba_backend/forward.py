@@ -97,6 +97,10 @@ class PreparedEncoder:
 
     def __init__(self, params, config, stack=None):
         check_recipe(config.recipe)
+        if stack is None and any(part["weight"].dtype == np.uint16 for layer in params["layers"]
+                                 for part in layer.values() if isinstance(part, dict) and "weight" in part):
+            raise NotImplementedError("the numba backend runs precision='fp32' only so far; "
+                                      "use backend='numpy' for precision='bf16'")
         self.config = config
         self.stack = stack if stack is not None else LayerStack.pack(params["layers"], config.recipe)
         params["layers"] = UnpackedLayers(self.stack)
@@ -191,11 +195,13 @@ def position_tables(params, recipe, stack):
     return tables
 
 
-def find_packed_cache(model_dir):
-    """The packed cache of the checkpoint in model_dir (`packed_cache.PackedCache`), or None
-    when it is not to be cached."""
+def find_packed_cache(model_dir, precision="fp32"):
+    """The packed cache of the checkpoint in model_dir for `precision` ("fp32" / "bf16")
+    (`packed_cache.PackedCache`), or None when it is not to be cached."""
     from .packed_cache import PackedCache  # it builds on this module
 
+    if precision != "fp32":
+        return None
     return PackedCache.find(model_dir)
 
 
