@@ -133,7 +133,7 @@ def lane_mask(builder, cols, first_column, lanes):
     return builder.icmp_signed("<", lane_columns, cols_vector)
 
 
-def _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate, load, store):
+def store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate, load, store):
     """C[i, :] = values[i] (or C[i, :] += values[i] when `accumulate`) for the rows i < rows;
     values: two vectors of `lanes` floats per row."""
     intp = ldc.type
@@ -273,12 +273,12 @@ def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
     full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
     with builder.if_else(full_width) as (full, edge):
         with full:
-            _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
+            store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
                         load=lambda pointer, half: builder.load(pointer, align=4),
                         store=lambda value, pointer, half: builder.store(value, pointer, align=4))
         with edge:
             masks = [lane_mask(builder, cols, 0, lanes), lane_mask(builder, cols, lanes, lanes)]
-            _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
+            store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
                         load=lambda pointer, half: builder.call(masked_load, [pointer, align, masks[half], zero_vec]),
                         store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))
 

@@ -97,12 +97,10 @@ class PreparedEncoder:
 
     def __init__(self, params, config, stack=None):
         check_recipe(config.recipe)
-        if stack is None and any(part["weight"].dtype == np.uint16 for layer in params["layers"]
-                                 for part in layer.values() if isinstance(part, dict) and "weight" in part):
-            raise NotImplementedError("the numba backend runs precision='fp32' only so far; "
-                                      "use backend='numpy' for precision='bf16'")
         self.config = config
-        self.stack = stack if stack is not None else LayerStack.pack(params["layers"], config.recipe)
+        if stack is None:
+            stack = LayerStack.pack(params["layers"], config.recipe, precision_of(params["layers"]))
+        self.stack = stack
         params["layers"] = UnpackedLayers(self.stack)
         self.params = params
         projection = config.recipe.embeddings.projection
@@ -167,6 +165,14 @@ class PreparedEncoder:
         return plans
 
 
+def precision_of(layers):
+    """"bf16" when the layers' params hold bf16 weights (uint16 bits:
+    `transformer.encoder.bf16_layers`), else "fp32"."""
+    bf16 = any(part["weight"].dtype == np.uint16 for layer in layers
+               for part in layer.values() if isinstance(part, dict) and part.get("weight") is not None)
+    return "bf16" if bf16 else "fp32"
+
+
 def position_tables(params, recipe, stack):
     """{"position_keys", "position_queries"}: for DeBERTa's disentangled attention, the
     relative table (LayerNorm-ed when the recipe says) through each layer's key / query linears
@@ -200,9 +206,7 @@ def find_packed_cache(model_dir, precision="fp32"):
     (`packed_cache.PackedCache`), or None when it is not to be cached."""
     from .packed_cache import PackedCache  # it builds on this module
 
-    if precision != "fp32":
-        return None
-    return PackedCache.find(model_dir)
+    return PackedCache.find(model_dir, precision)
 
 
 def prepare(params, config):
