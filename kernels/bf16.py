@@ -49,14 +49,12 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import jit
-from .microkernel import L1_AHEAD, NR, WIDE_MR, declare, host_has_avx512, lane_mask, splat, store_tile
+from .microkernel import L1_AHEAD, NR, WIDE_MR, declare, host_has_avx512, store_accumulators
 
 TIER_NAMES = ("avx512_bf16", "storage", "amx")
 PAIR_ROW = 2 * NR  # uint16 elements in one pair-row of a panel: 16 columns x 2 rows of k
 
 _f32 = ir.FloatType()
-_i1 = ir.IntType(1)
-_i16 = ir.IntType(16)
 _i32 = ir.IntType(32)
 
 
@@ -371,22 +369,8 @@ def _emit_tile(context, builder, sig, args, tile_rows, wide, dot):
                     total = builder.call(fma, [a_low, b_operand[0], builder.load(slot)])
                     builder.store(builder.call(fma, [a_high, b_operand[1], total]), slot)
 
-    mask = ir.VectorType(_i1, lanes)
-    masked_load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
-    masked_store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
-    align = ir.Constant(_i32, 4)
-    values = [builder.load(slot) for slot in accumulators]
-    full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
-    with builder.if_else(full_width) as (full, edge):
-        with full:
-            store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
-                       load=lambda pointer, half: builder.load(pointer, align=4),
-                       store=lambda value, pointer, half: builder.store(value, pointer, align=4))
-        with edge:
-            masks = [lane_mask(builder, cols, 0, lanes), lane_mask(builder, cols, lanes, lanes)]
-            store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
-                       load=lambda pointer, half: builder.call(masked_load, [pointer, align, masks[half], zero_vec]),
-                       store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))
+    store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
+                       lanes, accumulate)
 
 
 def splat_int(builder, scalar, lanes):

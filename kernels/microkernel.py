@@ -133,7 +133,7 @@ def lane_mask(builder, cols, first_column, lanes):
     return builder.icmp_signed("<", lane_columns, cols_vector)
 
 
-def store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate, load, store):
+def _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate, load, store):
     """C[i, :] = values[i] (or C[i, :] += values[i] when `accumulate`) for the rows i < rows;
     values: two vectors of `lanes` floats per row."""
     intp = ldc.type
@@ -263,22 +263,31 @@ def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
                 slot = accumulators[2 * i + half]
                 builder.store(builder.call(fma, [a_broadcast, b_half, builder.load(slot)]), slot)
 
-    # Store the tile. A full-width tile uses plain vector loads and stores; an edge tile
-    # masked ones (vmaskmovps is slow on some CPUs, so only at the edges).
+    store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
+                       lanes, accumulate)
+
+
+def store_accumulators(builder, c_data, c_start, ldc, rows, cols, values, lanes, accumulate):
+    """Store a tile's accumulators (two vectors of `lanes` floats per row) into C's rows < rows
+    and columns < cols, or add them to C. A full-width tile uses plain vector loads and stores;
+    an edge tile masked ones (vmaskmovps is slow on some CPUs, so only at the edges)."""
+    module = builder.module
+    intp = ldc.type
+    vector = ir.VectorType(_f32, lanes)
+    zero_vec = ir.Constant(vector, [0.0] * lanes)
     mask = ir.VectorType(_i1, lanes)
     masked_load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
     masked_store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
     align = ir.Constant(_i32, 4)
-    values = [builder.load(slot) for slot in accumulators]
     full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
     with builder.if_else(full_width) as (full, edge):
         with full:
-            store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
+            _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
                         load=lambda pointer, half: builder.load(pointer, align=4),
                         store=lambda value, pointer, half: builder.store(value, pointer, align=4))
         with edge:
             masks = [lane_mask(builder, cols, 0, lanes), lane_mask(builder, cols, lanes, lanes)]
-            store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
+            _store_tile(builder, c_data, c_start, ldc, rows, values, lanes, accumulate,
                         load=lambda pointer, half: builder.call(masked_load, [pointer, align, masks[half], zero_vec]),
                         store=lambda value, pointer, half: builder.call(masked_store, [value, pointer, align, masks[half]]))
 

@@ -16,8 +16,6 @@ own float32 roundings, covered by adding |bias| + |residual| to the magnitude.
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import pytest
 from transformer import model as numpy_model
 from transformer.encoder import Encoder
 from transformer.kernels import bf16, gemm as gemm_module, microkernel
-from transformer.model import from_bf16, round_to_bf16, to_bf16
+from transformer.model import round_to_bf16, to_bf16
 
 FAMILIES = Path(__file__).parent / "references" / "families"
 DECODERS = Path(__file__).parent / "references" / "decoders"

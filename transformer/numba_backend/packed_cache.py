@@ -128,8 +128,7 @@ class PackedCache:
         if folder is None:
             return None
         try:
-            with _open_regular(folder, META) as meta_file:
-                meta = parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
+            meta = _read_meta(folder, name)
             made_from = meta["made_from"]
             files = made_from["files"]
             if (made_from["format"] != CACHE_FORMAT or made_from["layout"] != _layout()
@@ -430,6 +429,12 @@ def _remove_stale(root, precision="fp32"):
             _remove_cache_folder(root, name)
 
 
+def _read_meta(folder, name):
+    """The record (packed.meta) of the cache folder `name`, open as the descriptor `folder`."""
+    with _open_regular(folder, META) as meta_file:
+        return parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
+
+
 def _precision_of_folder(root, name):
     """The precision a cache folder's record names ("fp32" when it names none), or None when
     the record cannot be read."""
@@ -437,9 +442,7 @@ def _precision_of_folder(root, name):
     if folder is None:
         return None
     try:
-        with _open_regular(folder, META) as meta_file:
-            meta = parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
-        return meta["made_from"].get("precision", "fp32")
+        return _read_meta(folder, name)["made_from"].get("precision", "fp32")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     finally:
