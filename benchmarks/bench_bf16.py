@@ -208,11 +208,22 @@ def main():
                 entry["latency_ms"].setdefault(str(tokens), {})[system.name] = 1000 * float(np.median(times))
             print(f"  {name} batch-1 ~{tokens} tokens (ms): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in entry["latency_ms"][str(tokens)].items()), flush=True)
-    report["load_average_after"] = os.getloadavg()
-    print(f"load average after: {report['load_average_after']}")
-    Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.output}")
+        entry.update(load_average_after=os.getloadavg(), texts={"short": len(short_texts), "long": len(long_texts),
+                                                                "accuracy": len(everything)})
+        print(f"load average after {name}: {entry['load_average_after']}")
+        _save(args.output, report, name)
     return 0
+
+
+def _save(output, report, name):
+    """Write report's entry for model `name` into `output`, keeping the other models' entries
+    (each model may be measured by its own run)."""
+    path = Path(output)
+    saved = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    saved.update({key: value for key, value in report.items() if key != "models"})
+    saved["models"][name] = report["models"][name]
+    path.write_text(json.dumps(saved, indent=1) + "\n")
+    print(f"wrote {output} ({name})")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,10 @@ def test_bf16_encoder_pickles_as_bf16(minilm_dir):
 
 
 def test_cli_takes_precision(minilm_dir, capsys):
+    from transformer import cli_common
     from transformer.cli import main
+
+    assert cli_common.PRECISIONS == PRECISIONS
 
     assert main(["similarity", "a cat", "a dog", "--model", str(minilm_dir), "--backend", "numpy",
                  "--precision", "bf16"]) == 0

@@ -5,6 +5,8 @@ and neither from the other's functions, so the two have no import cycle."""
 import sys
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# transformer.encoder.PRECISIONS, spelled out here: building the parser imports no numpy.
+PRECISIONS = ("fp32", "bf16")
 
 
 class CommandError(Exception):
@@ -34,8 +36,6 @@ def precision_of(args):
 
 def add_precision_option(group):
     """--precision fp32|bf16 on a parser (or argument group) of a model-running command."""
-    from transformer.encoder import PRECISIONS
-
     group.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="the linears' arithmetic: fp32 (default: the reference's numbers) or bf16 "
                             "(bfloat16 weights and inputs, float32 sums; faster where the CPU has bf16 "
