@@ -53,6 +53,7 @@ from .microkernel import L1_AHEAD, NR, WIDE_MR, declare, host_has_avx512, store_
 
 TIER_NAMES = ("avx512_bf16", "storage", "amx")
 PAIR_ROW = 2 * NR  # uint16 elements in one pair-row of a panel: 16 columns x 2 rows of k
+STRIP_PAIRS = 384  # pairs in the deepest strip of x: gemm.K_BLOCK (768) floats of k
 
 _f32 = ir.FloatType()
 _i32 = ir.IntType(32)
@@ -72,7 +73,7 @@ class _BFloat(ir.Type):
         return hash("bfloat")
 
 
-def _cpu_flags():
+def cpu_flags():
     """The flags of /proc/cpuinfo's first processor (empty where there is no such file)."""
     try:
         with open("/proc/cpuinfo") as file:
@@ -100,7 +101,7 @@ def host_has_avx512_bf16():
     try:
         return bool(ll.get_host_cpu_features().get("avx512bf16", False))
     except RuntimeError:
-        return "avx512_bf16" in _cpu_flags()
+        return "avx512_bf16" in cpu_flags()
 
 
 def tiers():
@@ -223,10 +224,6 @@ def _strip_operand(x, row, k0, rows, depth, panels, strip):
         def operand(x, row, k0, rows, depth, panels, strip):
             return x, row * x.shape[1] + k0, x.shape[1]
     return operand
-
-
-# The deepest strip: gemm.K_BLOCK (768) floats of k, in pairs.
-STRIP_PAIRS = 384
 
 
 # ---------------------------------------------------------------------------------------

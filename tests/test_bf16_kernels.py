@@ -76,7 +76,7 @@ def test_tiers_say_what_this_cpu_runs_and_amx_is_not_built():
     tiers = bf16.tiers()
     assert set(tiers) == set(bf16.TIER_NAMES)
     assert tiers["storage"] is None and tiers["amx"] == "not built"
-    flags = bf16._cpu_flags()
+    flags = bf16.cpu_flags()
     if flags and not os.environ.get("NUMBA_CPU_NAME") and not os.environ.get("NUMBA_CPU_FEATURES"):
         assert (tiers["avx512_bf16"] is None) == ("avx512_bf16" in flags)
     assert bf16.TIER == ("avx512_bf16" if tiers["avx512_bf16"] is None else "storage") or \
@@ -236,3 +236,7 @@ def test_a_bf16_cache_record_is_not_read_for_fp32(tmp_path, monkeypatch):
     meta = json.loads((directory / ".transformer-packed" / name / "packed.meta").read_text())
     assert meta["made_from"]["precision"] == "bf16"
     assert packed_cache.PackedCache.find(directory).load(model.config) is None  # fp32 asks: not this one
+
+
+def test_a_strip_scratch_holds_the_deepest_k_block():
+    assert 2 * bf16.STRIP_PAIRS >= gemm_module.K_BLOCK
