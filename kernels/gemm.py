@@ -55,11 +55,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import microkernel
+from . import bf16, microkernel
 from ._jit import (PHASE_FINISHED, add_release, claim_back, claim_front, even_bounds, fetch_add, jit, numba, run_chunks,
                    wait_until_at_least)
 from .activations import activation_code, activation_row_address, call_activation_row
-from .microkernel import MR, NR, WIDE_MR, tile
+from .bf16 import any_tile, new_strip, pack_weight_bf16, strip_operand
+from .microkernel import MR, NR, WIDE_MR
 
 # Depth per pass over a tile: a strip of x (rows x K_BLOCK floats) stays in L1 while it meets
 # a sweep's panels, and the accumulators go back to C once per pass. Fewer, longer passes
@@ -98,13 +99,15 @@ class GemmPlan(NamedTuple):
     prefetch: bool  # row blocks ask for the weight panels they need next (see _gemm_block)
     wide: bool  # the micro-kernel's wide tiles (12 x 32), else narrow ones (6 x 16)
     owner_batch: int  # units a range's owner takes at a time (one sweep)
+    dot: bool  # bf16 panels: the avx512_bf16 tier's tile (vdpbf16ps), else the storage tier's
     bounds: tuple  # ranges + 1 unit indices: range r is units bounds[r] .. bounds[r + 1] - 1
 
 
 # A GemmPlan as the kernels read it: the same fields, `bounds` padded to MAX_RANGES + 1.
 GEMM_PLAN = np.dtype([("units", np.int64), ("block_rows", np.int64), ("unit_panels", np.int64),
                       ("k_block", np.int64), ("ranges", np.int64), ("prefetch", np.bool_), ("wide", np.bool_),
-                      ("owner_batch", np.int64), ("bounds", np.int64, (MAX_RANGES + 1,))], align=True)
+                      ("owner_batch", np.int64), ("dot", np.bool_), ("bounds", np.int64, (MAX_RANGES + 1,))],
+                     align=True)
 
 
 def plan_records(plans):
@@ -130,7 +133,9 @@ class PackedWeight:
     """A [K, N] weight cut into 16-column panels, made once at load by `pack_weight`.
 
     panels: float32 [ceil(N / 16), K, 16], panels[p, k, j] = weight[k, 16 p + j] (0 for
-    columns past N); in_features = K, out_features = N.
+    columns past N); or, packed for precision="bf16", uint16 [ceil(N / 16), ceil(K / 2), 32]:
+    the same panels in bfloat16 with the rows of k in interleaved pairs (`bf16.pack_weight_bf16`);
+    in_features = K, out_features = N.
     """
 
     __slots__ = ("panels", "in_features", "out_features")
@@ -149,13 +154,18 @@ class PackedWeight:
         return f"PackedWeight(in_features={self.in_features}, out_features={self.out_features})"
 
 
-def pack_weight(weight):
-    """Pack a float32 [K, N] weight (the layout of `x @ weight`) into 16-column panels.
+def pack_weight(weight, precision="fp32"):
+    """Pack a float32 [K, N] weight (the layout of `x @ weight`) into 16-column panels;
+    precision="bf16": into bf16 panels (`bf16.pack_weight_bf16`; the weight may be float32 or
+    its bf16 bits, uint16).
 
     >>> packed = pack_weight(np.ones((384, 1536), np.float32))
     >>> packed.panels.shape
     (96, 384, 16)
     """
+    if precision == "bf16":
+        panels = pack_weight_bf16(weight)
+        return PackedWeight(panels, *np.shape(weight))
     weight = np.asarray(weight)
     if weight.ndim != 2:
         raise ValueError(f"pack_weight: weight must be 2-D [in_features, out_features], got shape {weight.shape}")
@@ -234,11 +244,15 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
     k_block = plan.k_block
     prefetch = plan.prefetch
     wide = plan.wide
+    dot = plan.dot
     tile_rows = WIDE_MR if wide else MR
     tile_panels = 2 if wide else 1
     sweep_panels = WIDE_PANELS_PER_SWEEP if wide else PANELS_PER_SWEEP
     k = x.shape[1]
     n = out.shape[1]
+    # Elements per panel: K * 16 floats, or ceil(K / 2) pair-rows of 32 bf16.
+    panel_stride = panels.shape[1] * panels.shape[2]
+    strip = new_strip(x, panels)  # bf16 panels: the strips of x rounded to bf16 pairs
     # max(k, 1): with K = 0 one pass of depth 0 still writes the zeros and the epilogue.
     for k0 in range(0, max(k, 1), k_block):
         depth = min(k_block, k - k0)
@@ -249,15 +263,16 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
             sweep1 = min(panel1, sweep0 + sweep_panels)
             for tile_row in range(row0, row1, tile_rows):
                 rows = min(tile_rows, row1 - tile_row)
-                x_start = (x_row0 + tile_row) * k + k0  # A: x[x_row0 + tile_row:, k0:], row stride K
+                # A: x[x_row0 + tile_row:, k0:] (row stride K), or its rounding to bf16 pairs
+                a, a_start, lda = strip_operand(x, x_row0 + tile_row, k0, rows, depth, panels, strip)
                 out_row = out_row0 + tile_row
                 for panel in range(sweep0, sweep1, tile_panels):
                     col0 = panel * NR
-                    b_start = (panel * k + k0) * NR  # B: panels[panel, k0:, :]
+                    b_start = panel * panel_stride + k0 * NR  # B: panels[panel, k0:, :] (bf16: k0 / 2 pairs on)
                     c_start = out_row * n + col0  # C: out[out_row:, col0:]
                     cols = min(NR * min(tile_panels, sweep1 - panel), n - col0)
                     # A wide tile's second panel is K * 16 floats on; none past the block's last.
-                    b_second = k * NR if cols > NR else 0
+                    b_second = panel_stride if cols > NR else 0
                     # Weights coming from memory (a batch-1 text's layers do not fit in the
                     # cache): the first strip asks for the next panel(s) while on these, on
                     # past the block's end up to prefetch_limit (the thread's next block), so
@@ -266,9 +281,9 @@ def _gemm_block(x, x_row0, panels, bias, residual, activation_row, out, out_row0
                     ahead = -1
                     if prefetch and tile_row == row0 and panel + tile_panels < prefetch_limit:
                         ahead = panel + tile_panels
-                    prefetch_start = (ahead * k + k0) * NR if ahead >= 0 else -1
-                    tile(x, x_start, k, rows, panels, b_start, NR, depth, out, c_start, n, cols, k0 > 0, wide, b_second,
-                         prefetch_start)
+                    prefetch_start = ahead * panel_stride + k0 * NR if ahead >= 0 else -1
+                    any_tile(a, a_start, lda, rows, panels, b_start, NR, depth, out, c_start, n, cols, k0 > 0, wide,
+                             b_second, prefetch_start, dot)
                 if last_pass:  # the finished rows x 64 (128) columns, still in L1
                     sweep_col0 = sweep0 * NR
                     _epilogue(out, out_row, rows, sweep_col0, min(n, sweep1 * NR) - sweep_col0, bias, residual,
@@ -346,7 +361,7 @@ def _gemm_tasks(x, panels, bias, residual, activation_row, out, gated, plan, cou
 
 
 @functools.lru_cache(maxsize=4096)
-def plan_blocks(m, n_panels, k, threads, wide, pairs=False):
+def plan_blocks(m, n_panels, k, threads, wide, pairs=False, tier="fp32"):
     """How one GEMM is cut into blocks for `threads` threads, with the micro-kernel tiles of
     `wide` (microkernel.py: 12 rows x 2 panels, else 6 rows x 1 panel): a GemmPlan.
 
@@ -357,9 +372,11 @@ def plan_blocks(m, n_panels, k, threads, wide, pairs=False):
     PREFETCH_MAX_ROWS (wide: WIDE_PREFETCH_MAX_ROWS) rows prefetch the weights ahead. K goes
     in the fewest blocks of at most K_BLOCK, evenly. pairs: a gated GEMM's (`gemm_gated`):
     column units of whole pairs of panels (gate and up), so each block's epilogue has both.
+    tier: "fp32" (float32 panels), or bf16 panels' "storage" / "avx512_bf16" (`bf16.TIER`):
+    their K blocks hold whole pairs of k (an even depth), and avx512_bf16 needs wide tiles.
 
     >>> plan_blocks(128, 72, 384, 2, True)  # 128 x 1152: 36 units of 2 panels, 18 each
-    GemmPlan(units=36, block_rows=132, unit_panels=2, k_block=384, ranges=2, prefetch=True, wide=True, owner_batch=4, bounds=(0, 18, 36))
+    GemmPlan(units=36, block_rows=132, unit_panels=2, k_block=384, ranges=2, prefetch=True, wide=True, owner_batch=4, dot=False, bounds=(0, 18, 36))
     """
     tile_rows, tile_panels = (WIDE_MR, 2) if wide else (MR, 1)
     if pairs:
@@ -372,16 +389,21 @@ def plan_blocks(m, n_panels, k, threads, wide, pairs=False):
     rows_per_block = tile_rows * -(-tiles // n_row_blocks)
     n_k_blocks = max(1, -(-k // K_BLOCK))
     k_block = max(1, -(-k // n_k_blocks))
+    if tier != "fp32":
+        k_block += k_block % 2  # a pair of k never straddles two K blocks (K_BLOCK is even)
+    dot = tier == "avx512_bf16"
+    if dot and not wide:
+        raise ValueError("plan_blocks: the avx512_bf16 tier runs on wide tiles only")
     prefetch = rows_per_block <= (WIDE_PREFETCH_MAX_ROWS if wide else PREFETCH_MAX_ROWS)
     wide = bool(wide)
     if m == 0 or n_panels == 0:
-        return GemmPlan(0, rows_per_block, n_panels, k_block, 0, False, wide, 1, ())
+        return GemmPlan(0, rows_per_block, n_panels, k_block, 0, False, wide, 1, dot, ())
     if threads > 1 and n_row_blocks == 1:
         units = -(-n_panels // tile_panels)
         ranges = min(threads, MAX_RANGES)
         return GemmPlan(units, rows_per_block, tile_panels, k_block, ranges, prefetch, wide,
-                        sweep_panels // tile_panels, tuple(even_bounds(units, ranges)))
-    return GemmPlan(-(-m // rows_per_block), rows_per_block, n_panels, k_block, 0, prefetch, wide, 1, ())
+                        sweep_panels // tile_panels, dot, tuple(even_bounds(units, ranges)))
+    return GemmPlan(-(-m // rows_per_block), rows_per_block, n_panels, k_block, 0, prefetch, wide, 1, dot, ())
 
 
 # ---------------------------------------------------------------------------------------
@@ -428,6 +450,11 @@ def _check_inputs(x, k, n, bias, residual, out):
     return bias, residual, out
 
 
+def tier_of(panels):
+    """The tier that runs these panels: "fp32" for float32 ones, `bf16.TIER` for bf16 ones."""
+    return bf16.TIER if panels.dtype == np.uint16 else "fp32"
+
+
 def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     """out = activation(x @ weight + bias) + residual, with `packed = pack_weight(weight)`.
 
@@ -445,7 +472,7 @@ def gemm(x, packed, bias=None, residual=None, activation=None, out=None):
     activation_row = activation_row_address(activation_code(activation))
     m = x.shape[0]
     threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
-    plan = plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES)
+    plan = plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES, False, tier_of(packed.panels))
     if plan.units == 0:  # M = 0 or N = 0: nothing to compute
         return out
     counters = np.zeros(FINISHED + 1, dtype=np.int64)  # the blocks' claim counters (see gemm_run)
@@ -515,7 +542,7 @@ def gemm_gated(x, packed, bias=None, activation=None, inner=None, out=None):
     activation_row = activation_row_address(activation_code(activation))
     m = x.shape[0]
     threads = numba.get_num_threads() if 2.0 * m * n * k >= SERIAL_BELOW_FLOPS else 1
-    plan = plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES, True)
+    plan = plan_blocks(m, packed.panels.shape[0], k, threads, microkernel.WIDE_TILES, True, tier_of(packed.panels))
     if plan.units == 0:
         return out
     counters = np.zeros(FINISHED + 1, dtype=np.int64)

@@ -263,13 +263,22 @@ def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
                 slot = accumulators[2 * i + half]
                 builder.store(builder.call(fma, [a_broadcast, b_half, builder.load(slot)]), slot)
 
-    # Store the tile. A full-width tile uses plain vector loads and stores; an edge tile
-    # masked ones (vmaskmovps is slow on some CPUs, so only at the edges).
+    store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
+                       lanes, accumulate)
+
+
+def store_accumulators(builder, c_data, c_start, ldc, rows, cols, values, lanes, accumulate):
+    """Store a tile's accumulators (two vectors of `lanes` floats per row) into C's rows < rows
+    and columns < cols, or add them to C. A full-width tile uses plain vector loads and stores;
+    an edge tile masked ones (vmaskmovps is slow on some CPUs, so only at the edges)."""
+    module = builder.module
+    intp = ldc.type
+    vector = ir.VectorType(_f32, lanes)
+    zero_vec = ir.Constant(vector, [0.0] * lanes)
     mask = ir.VectorType(_i1, lanes)
     masked_load = declare(module, f"llvm.masked.load.v{lanes}f32.p0", vector, [ir.PointerType(vector), _i32, mask, vector])
     masked_store = declare(module, f"llvm.masked.store.v{lanes}f32.p0", ir.VoidType(), [vector, ir.PointerType(vector), _i32, mask])
     align = ir.Constant(_i32, 4)
-    values = [builder.load(slot) for slot in accumulators]
     full_width = builder.icmp_signed("==", cols, ir.Constant(intp, 2 * lanes))
     with builder.if_else(full_width) as (full, edge):
         with full:

@@ -37,7 +37,8 @@ row of the plan's rotary tables, -1 none) and see only a sliding window of keys
 head's query and key (query_norm / key_norm: vector slots, 0 none; Qwen3, Gemma 3).
 
 Weights (`Weights`), stacked over the layers, the layer first: panels[slot] float32
-[layers, panels, in, 16] (gemm.pack_weight's panels), biases[slot] [layers, out] (or
+[layers, panels, in, 16] (gemm.pack_weight's panels; for precision="bf16" every slot's are
+uint16 [layers, panels, in / 2, 32], bf16.pack_weight_bf16's, run by bf16.TIER), biases[slot] [layers, out] (or
 [layers, 0]: a bias-free linear), vectors[slot] [layers, d] (norm weights and biases).
 
 Why one call: at small batches a layer's work is small and its steps many. Called one by one
@@ -63,7 +64,7 @@ from . import microkernel
 from ._jit import PHASE_COUNTERS, even_bounds, jit, numba, run_chunks
 from .activations import activation_name
 from .attention import attention_phase, balanced_bounds, scratch_floats
-from .gemm import NR, PackedWeight, gemm, gemm_gated, gemm_phase, plan_blocks, plan_records
+from .gemm import NR, PackedWeight, gemm, gemm_gated, gemm_phase, plan_blocks, plan_records, tier_of
 from .layernorm import (layer_norm_bounds, layer_norm_checked, layer_norm_phase, rms_norm_add_checked,
                         rms_norm_add_phase, rms_norm_checked, rms_norm_phase)
 
@@ -275,10 +276,12 @@ class ProgramPlan:
         empty = plan_blocks(0, 0, 0, threads, wide)
         plans = [[empty] * 3 for _ in weights.panels]
         for slot, regimes in uses.items():
-            _, n_panels, k, _ = weights.panels[slot].shape  # [layers, panels, in, 16]
+            _, n_panels, rows_of_k, row_width = weights.panels[slot].shape  # [layers, panels, in, 16] (bf16: in / 2, 32)
+            k = rows_of_k * row_width // NR  # in (bf16: rounded up to even)
             for regime in regimes:
                 # No serial cut-off for small products here: the hand-off it avoids is not paid.
-                plans[slot][regime] = plan_blocks(regime_rows[regime], n_panels, k, threads, wide, slot in paired)
+                plans[slot][regime] = plan_blocks(regime_rows[regime], n_panels, k, threads, wide, slot in paired,
+                                                  tier_of(weights.panels[slot]))
         self.gemm_plans = plans  # [slot][regime] GemmPlans
         if len(program.attentions):
             if not attend.head_major:
@@ -394,7 +397,7 @@ def _gemm_step(weights, layer, slot, x, out, residual, activation):
     """out = act(x @ W + b) + residual with the weights of `slot` at `layer`, by `gemm.gemm`."""
     panels = weights.panels[slot][layer]  # [panels, in, 16]
     bias = weights.biases[slot][layer]
-    packed = PackedWeight(panels, panels.shape[1], out.shape[1])
+    packed = PackedWeight(panels, x.shape[1], out.shape[1])
     gemm(x, packed, bias if bias.size else None, residual if residual.size else None,
          activation=None if activation is None else activation_name(activation), out=out)
 
@@ -404,7 +407,7 @@ def _gated_step(weights, layer, slot, x, out, activation):
     by `gemm.gemm_gated`."""
     panels = weights.panels[slot][layer]  # [panels, in, 16]
     bias = weights.biases[slot][layer]
-    packed = PackedWeight(panels, panels.shape[1], panels.shape[0] * NR)
+    packed = PackedWeight(panels, x.shape[1], panels.shape[0] * NR)
     gemm_gated(x, packed, bias if bias.size else None, activation_name(activation), out.shape[1], out=out)
 
 

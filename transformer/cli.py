@@ -23,7 +23,7 @@ import stat
 import sys
 
 from transformer import cli_learning, cli_retrieval, cli_serve, cli_train
-from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
+from transformer.cli_common import DEFAULT_MODEL, CommandError, add_precision_option, load_sentence_encoder
 from transformer.files import ModelFileError, open_regular
 
 
@@ -59,6 +59,7 @@ def common_options():
                        help="threads for the math (default: all cores)")
     group.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                        help="texts per forward pass (default: 32)")
+    add_precision_option(group)
     return common
 
 

@@ -211,17 +211,20 @@ def add_fill_mask(subparsers, common):
     parser.add_argument("--backend", choices=["numpy", "numba"], default=None,
                         help="numpy (the readable reference) or numba (fast; the default when available)")
     parser.add_argument("--top-k", "-k", type=int, default=5, help="guesses per mask (default: 5)")
+    from transformer.cli_common import add_precision_option
+
+    add_precision_option(parser)
     return parser
 
 
 def run_fill_mask(args):
     from transformer import Encoder, Tokenizer
-    from transformer.cli_common import CommandError
+    from transformer.cli_common import CommandError, precision_of
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1, got {args.top_k}")
     text = " ".join(args.text)
-    model = Encoder.from_pretrained(args.model, backend=args.backend)
+    model = Encoder.from_pretrained(args.model, backend=args.backend, precision=precision_of(args))
     if model.head is None or model.head.kind != "masked_lm":
         raise CommandError(f"{args.model} has no masked-LM head (architectures: "
                            f"{list(model.config.architectures)}); try --model {FILL_MASK_MODEL}")

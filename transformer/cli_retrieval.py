@@ -27,6 +27,7 @@ def add_rerank(subparsers, common):
 def run_rerank(args):
     from transformer.cli import read_lines
     from transformer.cli_common import DEFAULT_MODEL, CommandError
+    from transformer.cli_common import precision_of
     from transformer.cross_encoder import CrossEncoder
 
     if args.model == DEFAULT_MODEL:  # the default model is a sentence encoder, never a cross-encoder
@@ -38,7 +39,7 @@ def run_rerank(args):
     if not lines:
         raise CommandError(f"{args.file} has no text (every line is empty)")
     _set_threads(args)
-    model = CrossEncoder.from_pretrained(args.model, backend=args.backend)
+    model = CrossEncoder.from_pretrained(args.model, backend=args.backend, precision=precision_of(args))
     query = " ".join(args.query)
     ranked = model.rank(query, [text for _, text in lines], top_k=args.top_k, batch_size=args.batch_size)
     print(f"Top {len(ranked)} of {len(lines)} lines in {args.file} for: {query}")

@@ -11,9 +11,8 @@ import argparse
 import os
 import sys
 
-from transformer.cli_common import DEFAULT_MODEL, CommandError, load_sentence_encoder
+from transformer.cli_common import DEFAULT_MODEL, CommandError, add_precision_option, load_sentence_encoder
 
-PRECISIONS = ("float32",)
 SERVE_KINDS = ("embed", "rerank", "sparse")
 
 
@@ -53,8 +52,7 @@ def add_serve(subparsers, common):
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this "
                                                               "machine only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=_count(0), default=8000, help="the port (default: 8000; 0 picks a free one)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="the arithmetic of the forward pass (default and only one here: float32)")
+    add_precision_option(parser)
     parser.add_argument("--backend", choices=["numpy", "numba"], default=None,
                         help="numpy (the readable reference) or numba (fast; the default when available)")
     parser.add_argument("--threads", type=_count(1), default=None, metavar="N",
@@ -118,7 +116,8 @@ def load_served_model(args, kind):
     """The model `transformer serve` runs for --kind: a SentenceEncoder, a CrossEncoder with one
     label, or a SparseEncoder."""
     if kind == "embed":
-        return load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads))
+        return load_sentence_encoder(argparse.Namespace(model=args.model, backend=args.backend, threads=args.threads,
+                                                        precision=args.precision))
     if args.threads is not None:
         from transformer.threads import set_num_threads
 
@@ -126,14 +125,14 @@ def load_served_model(args, kind):
     if kind == "rerank":
         from transformer.cross_encoder import CrossEncoder
 
-        model = CrossEncoder.from_pretrained(args.model, backend=args.backend)
+        model = CrossEncoder.from_pretrained(args.model, backend=args.backend, precision=args.precision)
         if model.num_labels != 1:
             raise CommandError(f"--kind rerank needs a cross-encoder with one label (a relevance score); {args.model} "
                                f"has {model.num_labels}")
         return model
     from transformer.sparse import SparseEncoder
 
-    return SparseEncoder.from_pretrained(args.model, backend=args.backend)
+    return SparseEncoder.from_pretrained(args.model, backend=args.backend, precision=args.precision)
 
 
 # --- index ------------------------------------------------------------------------------------
@@ -225,6 +224,8 @@ def run_embed_ray(args):
         raise CommandError(f"--input {args.input} does not exist")
     if args.long != "truncate":
         raise CommandError("--engine ray truncates long texts; --long chunk runs with the local engine only")
+    if args.precision != "fp32":
+        raise CommandError("--engine ray runs --precision fp32 only; --precision bf16 runs with the local engine")
     try:
         import pyarrow.parquet as parquet
         import ray

@@ -61,11 +61,12 @@ class CrossEncoder:
         self.path = path
 
     @classmethod
-    def from_pretrained(cls, name_or_path, backend=None, max_length=None):
+    def from_pretrained(cls, name_or_path, backend=None, max_length=None, precision="fp32"):
         """Load a sequence-classification model folder (or a name `transformer.store` knows).
 
         max_length: tokens per pair, longer pairs cut from the longer side ("longest_first");
         None: tokenizer_config.json's model_max_length, at most what the positions allow.
+        precision: "fp32" or "bf16" (`transformer.encoder.PRECISIONS`).
         ModelFileError when the checkpoint has no sequence-classification head.
         """
         import warnings
@@ -79,7 +80,7 @@ class CrossEncoder:
         with warnings.catch_warnings():
             # a base model without a head is reported below, as the error it is here
             warnings.filterwarnings("ignore", message=r".*holds no .* head tensors")
-            encoder = Encoder.from_pretrained(path, backend=backend)
+            encoder = Encoder.from_pretrained(path, backend=backend, precision=precision)
         if encoder.head is None or encoder.head.kind != "sequence_classification":
             found = f"a {encoder.head.kind} head" if encoder.head is not None else "no task head"
             raise ModelFileError(

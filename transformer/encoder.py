@@ -42,6 +42,9 @@ from transformer.loading import (CheckpointError, checkpoint_layers, keep_big_ar
                                  read_checkpoint, warn_unused_layers)
 
 BACKENDS = ("numpy", "numba")
+# The arithmetic of the layers' linears: "fp32", or "bf16" (weights and each linear's input
+# rounded to bfloat16, products summed in float32; everything else float32).
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -98,8 +101,12 @@ class Encoder:
     output_hidden_states=False, output_attentions=False)` -> EncoderOutput.
     """
 
-    def __init__(self, config: EncoderConfig, params: dict, head=None, backend=None, path=None, prepared=None):
+    def __init__(self, config: EncoderConfig, params: dict, head=None, backend=None, path=None, prepared=None,
+                 precision="fp32"):
         self.config = config
+        self.precision = check_precision(precision)
+        if precision == "bf16" and prepared is None:
+            params = dict(params, layers=bf16_layers(params["layers"], config.recipe))
         self.params = params
         self.head = head
         self.path = Path(path) if path is not None else None
@@ -119,15 +126,18 @@ class Encoder:
             self._head_linear = self._forward_module.head_linear(self._weights)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, backend=None) -> "Encoder":
+    def from_pretrained(cls, name_or_path, backend=None, precision="fp32") -> "Encoder":
         """Load a model folder (config.json + model.safetensors or its shards), a GGUF file
         (llama.cpp's format: a decoder's config and weights in one file, dequantized to
-        float32), or a model name that `transformer.store.resolve` knows (e.g. "all-MiniLM-L6-v2")."""
+        float32), or a model name that `transformer.store.resolve` knows (e.g. "all-MiniLM-L6-v2").
+        precision: "fp32" (the default: the reference's numbers) or "bf16" (see PRECISIONS)."""
         from transformer import store
+
+        check_precision(precision)
 
         path = Path(store.resolve(name_or_path))
         if path.suffix == ".gguf" and path.is_file():
-            return cls._load_gguf_file(path, backend)
+            return cls._load_gguf_file(path, backend, precision)
         model_dir = model_folder(path, name_or_path)
         if path.is_file() and not path.name.endswith(".safetensors"):  # its config.json: the folder's checkpoint
             path = model_dir
@@ -139,14 +149,14 @@ class Encoder:
         # changed from before the first read to after the last.
         for _ in range(LOAD_ATTEMPTS):
             before = _file_identities(model_dir, path)
-            encoder = cls._load(path, model_dir, backend)
+            encoder = cls._load(path, model_dir, backend, precision)
             if _file_identities(model_dir, path) == before:
                 return encoder
         raise CheckpointError(f"{path}: the checkpoint changed while it was being read, {LOAD_ATTEMPTS} times "
                               f"running; load it again once it is written")
 
     @classmethod
-    def _load(cls, path, model_dir, backend):
+    def _load(cls, path, model_dir, backend, precision="fp32"):
         """An Encoder from the checkpoint at `path` (a folder, or a .safetensors file) and the
         config.json of `model_dir`."""
         backend_name, module = pick_backend(backend)
@@ -156,7 +166,7 @@ class Encoder:
         # when the files are still the ones it found then.
         cache = None
         if path.is_dir() and hasattr(module, "find_packed_cache"):
-            cache = module.find_packed_cache(model_dir)
+            cache = module.find_packed_cache(model_dir, precision)
         config = EncoderConfig.from_file(model_dir / "config.json")
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         layers = checkpoint_layers(tensors, config)
@@ -168,16 +178,17 @@ class Encoder:
             warn_unused_layers(tensors, config)  # as load_params does on the other path
             params = prepared.params
             head = load_head(tensors, config, params)
-            return cls(config, params, head=head, backend=backend_name, path=model_dir, prepared=prepared)
+            return cls(config, params, head=head, backend=backend_name, path=model_dir, prepared=prepared,
+                       precision=precision)
         params = load_params(tensors, config)
         head = load_head(tensors, config, params)
-        encoder = cls(config, params, head=head, backend=backend_name, path=model_dir)
+        encoder = cls(config, params, head=head, backend=backend_name, path=model_dir, precision=precision)
         if cache is not None:
             cache.save(encoder._weights)
         return encoder
 
     @classmethod
-    def _load_gguf_file(cls, path, backend):
+    def _load_gguf_file(cls, path, backend, precision="fp32"):
         """An Encoder from a GGUF file (llama.cpp's format): its metadata read as config.json
         (transformer.gguf.config_from_gguf), its tensors dequantized to float32 under
         transformers' names (checkpoint_arrays). The numba backend's packed cache is keyed on
@@ -189,7 +200,7 @@ class Encoder:
         for _ in range(LOAD_ATTEMPTS):  # as from_pretrained: again when the file changed meanwhile
             before = digest.identity(os.stat(path))
             backend_name, module = pick_backend(backend)
-            cache = module.find_packed_cache(path.parent, [path.name]) \
+            cache = module.find_packed_cache(path.parent, precision, [path.name]) \
                 if hasattr(module, "find_packed_cache") else None
             gguf = read_gguf(path)
             raw = config_from_gguf(gguf)
@@ -199,10 +210,11 @@ class Encoder:
                 raise ConfigError(f"{path}: {error}") from None
             prepared = cache.load(config) if cache is not None else None
             if prepared is not None:
-                encoder = cls(config, prepared.params, backend=backend_name, path=path, prepared=prepared)
+                encoder = cls(config, prepared.params, backend=backend_name, path=path, prepared=prepared,
+                              precision=precision)
             else:
                 encoder = cls(config, load_params(checkpoint_arrays(gguf, raw), config), backend=backend_name,
-                              path=path)
+                              path=path, precision=precision)
                 if cache is not None:
                     cache.save(encoder._weights)
             if digest.identity(os.stat(path)) == before:
@@ -215,11 +227,11 @@ class Encoder:
         `transformer.model`'s layout, the head, the backend's name. The numba backend lays the
         weights out again when unpickled."""
         return {"config": self.config, "params": _plain(self.params), "head": self.head,
-                "backend": self.backend, "path": self.path}
+                "backend": self.backend, "path": self.path, "precision": self.precision}
 
     def __setstate__(self, state):
         self.__init__(state["config"], state["params"], head=state["head"], backend=state["backend"],
-                      path=state["path"])
+                      path=state["path"], precision=state.get("precision", "fp32"))
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  output_hidden_states=False, output_attentions=False) -> EncoderOutput:
@@ -278,8 +290,9 @@ class Encoder:
 
     def __repr__(self):
         head = f", head={self.head.kind}" if self.head is not None else ""
+        precision = f", precision={self.precision!r}" if self.precision != "fp32" else ""
         return (f"Encoder({self.config.model_type}, layers={self.config.num_hidden_layers}, "
-                f"hidden={self.config.hidden_size}, backend={self.backend!r}{head})")
+                f"hidden={self.config.hidden_size}, backend={self.backend!r}{precision}{head})")
 
 
 LOAD_ATTEMPTS = 3
@@ -324,3 +337,25 @@ def _plain(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return [_plain(part) for part in value]  # a list, or a prepared model's UnpackedLayers
+
+
+def check_precision(precision):
+    """precision, when it is one of PRECISIONS; else a clear ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(map(repr, PRECISIONS))}")
+    return precision
+
+
+def bf16_layers(layers, recipe):
+    """The layers' params with every linear weight of the recipe as bfloat16 bits (uint16
+    [in, out], `transformer.model.to_bf16`): a new list of new dicts; weights already uint16
+    stay as they are. Biases, norms and embeddings stay float32."""
+    converted = []
+    for layer, layer_recipe in zip(layers, recipe.layers):
+        layer = dict(layer)
+        for linear in layer_recipe.linears():
+            part = layer.get(linear.name)
+            if part is not None and part["weight"].dtype != np.uint16:
+                layer[linear.name] = dict(part, weight=numpy_model.to_bf16(part["weight"]))
+        converted.append(layer)
+    return converted

@@ -90,12 +90,43 @@ MASK_VALUE = np.finfo(np.float32).min
 # Building blocks
 # ---------------------------------------------------------------------------------------
 def linear(x, weight, bias):
-    """x @ weight + bias. x [..., in], weight [in, out], bias [out] or None -> [..., out]."""
+    """x @ weight + bias. x [..., in], weight [in, out], bias [out] or None -> [..., out].
+
+    A weight of dtype uint16 holds bfloat16 bits (a model loaded with precision="bf16", see
+    `to_bf16`): x is then rounded to bfloat16 too, and the products are summed in float32."""
     # One 2-D matrix product over all tokens: NumPy runs a 3-D @ 2-D product as one BLAS call
     # per batch row, about half as fast.
     flat = x.reshape(-1, x.shape[-1])  # [..., in] -> [tokens, in]
+    if weight.dtype == np.uint16:
+        # A bfloat16 times a bfloat16 fits float32's 24-bit significand: each product is exact.
+        flat, weight = round_to_bf16(flat), from_bf16(weight)
     out = flat @ weight if bias is None else flat @ weight + bias
     return out.reshape(*x.shape[:-1], weight.shape[1])  # -> [..., out]
+
+
+def round_to_bf16(x):
+    """float32 -> float32 rounded to bfloat16 (8 significant bits, float32's exponent range):
+    the nearest bfloat16, ties to even. [...] -> [...].
+
+    bfloat16 is the top 16 bits of a float32, so rounding adds just under half of the dropped
+    low 16 bits (0x7FFF, plus 1 when the kept part is odd: ties go to even), then clears them.
+    >>> round_to_bf16(np.float32([1.00390625, 1.01171875, 3.14159265]))  # 1 + 2^-8 is a tie
+    array([1.      , 1.015625, 3.140625], dtype=float32)
+    """
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    odd = (bits >> 16) & 1
+    rounded = ((bits + 0x7FFF + odd) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(x), np.float32(np.nan), rounded)  # a NaN's low bits could carry into its sign
+
+
+def to_bf16(x):
+    """float32 [...] -> uint16 [...]: the bits of the nearest bfloat16 (`round_to_bf16`)."""
+    return (round_to_bf16(x).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def from_bf16(bits):
+    """uint16 [...] of bfloat16 bits -> float32 [...], exactly (the bits become the top half)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def layer_norm(x, weight, bias, eps):

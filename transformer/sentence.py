@@ -84,12 +84,14 @@ class SentenceEncoder:
         self.truncate_dim = None if truncate_dim is None else self._check_truncate_dim(truncate_dim)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, backend=None, truncate_dim=None, pooling=None):
+    def from_pretrained(cls, name_or_path, backend=None, truncate_dim=None, pooling=None, precision="fp32"):
         """Load a sentence-transformers model folder or a known model name.
 
         name_or_path: "all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2", or a folder
         (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
         backend: "numpy", "numba", or None (numba when available).
+        precision: "fp32" (the default) or "bf16": the layers' linears on bfloat16 weights and
+            inputs, sums in float32 (`transformer.encoder.PRECISIONS`).
         truncate_dim: keep the first truncate_dim dimensions of every vector (Matryoshka
             models); None for what config_sentence_transformers.json says (else all).
 
@@ -109,7 +111,8 @@ class SentenceEncoder:
         resolved = Path(resolve(name_or_path))
         if resolved.suffix == ".gguf" and resolved.is_file():
             modes = _pooling_modes(pooling or "lasttoken")
-            return cls(Tokenizer.from_pretrained(resolved), Encoder.from_pretrained(resolved, backend), modes,
+            encoder = Encoder.from_pretrained(resolved, backend, precision)
+            return cls(Tokenizer.from_pretrained(resolved), encoder, modes,
                        path=resolved, truncate_dim=truncate_dim)
         path = model_folder(resolved, name_or_path)
         files_at_load = file_identities(path)  # before anything is read: see `file_identities`
@@ -120,7 +123,7 @@ class SentenceEncoder:
             # A sentence model runs the base encoder only: a task head named in config.json
             # (all-mpnet-base-v2 says MPNetForMaskedLM) and absent from the file is expected.
             warnings.filterwarnings("ignore", message=r".*holds no .* head tensors")
-            encoder = Encoder.from_pretrained(transformer_dir, backend=backend)
+            encoder = Encoder.from_pretrained(transformer_dir, backend=backend, precision=precision)
         model = cls(
             tokenizer=Tokenizer.from_pretrained(transformer_dir),
             encoder=encoder,

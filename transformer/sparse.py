@@ -88,8 +88,9 @@ class SparseEncoder:
         self.path = path
 
     @classmethod
-    def from_pretrained(cls, name_or_path, backend=None, max_active_dims=None):
+    def from_pretrained(cls, name_or_path, backend=None, max_active_dims=None, precision="fp32"):
         """Load a *ForMaskedLM folder (or a name `transformer.store` knows, e.g. "splade-tiny").
+        precision: "fp32" or "bf16" (`transformer.encoder.PRECISIONS`).
         ModelFileError when the checkpoint has no masked-LM head."""
         from transformer.encoder import Encoder, model_folder
         from transformer.store import resolve
@@ -97,7 +98,7 @@ class SparseEncoder:
 
         path = model_folder(resolve(name_or_path), name_or_path)
         pooling = read_splade_modules(path)
-        encoder = Encoder.from_pretrained(path / pooling["transformer"], backend=backend)
+        encoder = Encoder.from_pretrained(path / pooling["transformer"], backend=backend, precision=precision)
         if encoder.head is None or encoder.head.kind != "masked_lm":
             found = f"a {encoder.head.kind} head" if encoder.head is not None else "no task head"
             raise ModelFileError(f"{path} is not a SPLADE model: its checkpoint has {found} (config.json "

@@ -98,7 +98,9 @@ class PreparedEncoder:
     def __init__(self, params, config, stack=None):
         check_recipe(config.recipe)
         self.config = config
-        self.stack = stack if stack is not None else LayerStack.pack(params["layers"], config.recipe)
+        if stack is None:
+            stack = LayerStack.pack(params["layers"], config.recipe, precision_of(params["layers"]))
+        self.stack = stack
         params["layers"] = UnpackedLayers(self.stack)
         self.params = params
         projection = config.recipe.embeddings.projection
@@ -163,6 +165,14 @@ class PreparedEncoder:
         return plans
 
 
+def precision_of(layers):
+    """"bf16" when the layers' params hold bf16 weights (uint16 bits:
+    `transformer.encoder.bf16_layers`), else "fp32"."""
+    bf16 = any(part["weight"].dtype == np.uint16 for layer in layers
+               for part in layer.values() if isinstance(part, dict) and part.get("weight") is not None)
+    return "bf16" if bf16 else "fp32"
+
+
 def position_tables(params, recipe, stack):
     """{"position_keys", "position_queries"}: for DeBERTa's disentangled attention, the
     relative table (LayerNorm-ed when the recipe says) through each layer's key / query linears
@@ -191,13 +201,13 @@ def position_tables(params, recipe, stack):
     return tables
 
 
-def find_packed_cache(model_dir, files=None):
-    """The packed cache of the checkpoint in model_dir (`packed_cache.PackedCache`), or None
-    when it is not to be cached; files: the checkpoint's file names, when not the folder's
-    config.json and .safetensors files (a GGUF file)."""
+def find_packed_cache(model_dir, precision="fp32", files=None):
+    """The packed cache of the checkpoint in model_dir for `precision` ("fp32" / "bf16")
+    (`packed_cache.PackedCache`), or None when it is not to be cached; files: the checkpoint's
+    file names, when not the folder's config.json and .safetensors files (a GGUF file)."""
     from .packed_cache import PackedCache  # it builds on this module
 
-    return PackedCache.find(model_dir, files)
+    return PackedCache.find(model_dir, precision, files)
 
 
 def prepare(params, config):

@@ -1,6 +1,7 @@
 """The packed cache: a prepared model saved beside its checkpoint, read straight back.
 
     cache = PackedCache.find(model_dir)    # None: not cached (small, switched off, not a folder)
+    cache = PackedCache.find(model_dir, "bf16")   # the bf16 panels' cache (precision="bf16")
     prepared = cache.load(config)          # a PreparedEncoder, or None when no cache is valid
     cache.save(prepared)                   # after packing from the checkpoint
 
@@ -32,6 +33,10 @@ When a cache is read (docs/security.md says the same for users):
     names them, are ever deleted, one file at a time: never a tree, never through a link.
 Small checkpoints are not cached (packing them is quicker than reading a cache), nor is
 anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
+
+Each precision has its own cache folder: the record names the precision (none: "fp32"), the
+folder's name includes it for bf16, a cache is read only for the precision it was written
+for, and writing one replaces only the folders of its own precision.
 """
 
 import errno
@@ -85,13 +90,14 @@ def _layout():
 class PackedCache:
     """The packed cache of the checkpoint in one model folder (see the module docstring)."""
 
-    def __init__(self, model_dir, identities):
+    def __init__(self, model_dir, identities, precision="fp32"):
         self.model_dir = model_dir
         self.identities = identities  # {file name: identity} as found by `find`
+        self.precision = precision  # "fp32" or "bf16": the panels it reads and writes
 
     @classmethod
-    def find(cls, model_dir, files=None):
-        """The cache handle for model_dir, or None when it is not to be cached: switched off
+    def find(cls, model_dir, precision="fp32", files=None):
+        """The cache handle for model_dir at `precision`, or None when it is not to be cached: switched off
         (TRANSFORMER_PACKED_CACHE=0), not a folder, a checkpoint under CACHE_MIN_BYTES, or a
         system without the directory calls that make it safe. files: the names of the files
         in model_dir the model is made from (a GGUF file's name); default `checkpoint_files`."""
@@ -102,7 +108,7 @@ class PackedCache:
         if sum(stat.st_size for name, stat in stats.items() if name.endswith((".safetensors", ".gguf"))) \
                 < CACHE_MIN_BYTES:
             return None
-        return cls(os.fspath(model_dir), {name: digest.identity(stat) for name, stat in stats.items()})
+        return cls(os.fspath(model_dir), {name: digest.identity(stat) for name, stat in stats.items()}, precision)
 
     # --- reading ------------------------------------------------------------------------
     def load(self, config):
@@ -124,11 +130,11 @@ class PackedCache:
         if folder is None:
             return None
         try:
-            with _open_regular(folder, META) as meta_file:
-                meta = parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
+            meta = _read_meta(folder, name)
             made_from = meta["made_from"]
             files = made_from["files"]
             if (made_from["format"] != CACHE_FORMAT or made_from["layout"] != _layout()
+                    or made_from.get("precision", "fp32") != self.precision
                     or sorted(files) != sorted(self.identities)
                     or any(files[file]["identity"] != self.identities[file] for file in files)):
                 return None
@@ -154,16 +160,26 @@ class PackedCache:
         if any(memo[name]["identity"] != self.identities[name] for name in memo):
             return  # rewritten while it was loaded: what was packed may not be what was hashed
         layout = _layout()
-        key = digest.combined(digests, f"format {CACHE_FORMAT}", layout)[:24]
+        if prepared.stack.precision != self.precision:
+            raise ValueError(f"packed cache: a {prepared.stack.precision} model saved as {self.precision}")
+        parts = (f"format {CACHE_FORMAT}", layout) + ((f"precision {self.precision}",) if self.precision != "fp32" else ())
+        key = digest.combined(digests, *parts)[:24]
         arrays, out_features = _arrays_of(prepared)
         index, size = {}, 0
         for name, array in arrays.items():
-            if array.dtype != np.float32:
+            if array.dtype == np.uint16 and name.endswith(".panels"):
+                index[name] = {"offset": size, "shape": list(array.shape), "dtype": "uint16"}  # bf16 panels
+            elif array.dtype != np.float32:
                 raise TypeError(f"packed cache: {name} is {array.dtype}, expected float32")
-            index[name] = {"offset": size, "shape": list(array.shape)}
+            else:
+                index[name] = {"offset": size, "shape": list(array.shape)}
             size = aligned(size + array.nbytes)  # each array on a cache line
-        meta = {"made_from": {"format": CACHE_FORMAT, "layout": layout, "files": memo},
-                "stack": _stack_names(prepared.stack.layout), "out_features": out_features, "bytes": size,
+        made_from = {"format": CACHE_FORMAT, "layout": layout, "files": memo}
+        if self.precision != "fp32":
+            made_from["precision"] = self.precision
+        meta = {"made_from": made_from,
+                "stack": _stack_names(prepared.stack.layout), "out_features": out_features,
+                "in_features": prepared.stack.in_features, "bytes": size,
                 "arrays": index}
         try:
             root = _open_folder(self.model_dir, FOLDER, create=True)
@@ -173,7 +189,7 @@ class PackedCache:
             return
         temporary = f"tmp-{os.getpid()}-{key}"
         try:
-            _remove_stale(root)  # this one too: `load` found it wanting, or there is none
+            _remove_stale(root, self.precision)  # this one too: `load` found it wanting, or there is none
             os.mkdir(temporary, 0o755, dir_fd=root)
             folder = _open_folder(root, temporary)
             try:
@@ -225,26 +241,47 @@ def _write_arrays(file, arrays, index, size):
     file.truncate(size)
 
 
+def _dtype_of(entry):
+    """An entry's dtype: float32, or uint16 (bf16 panels, recorded as "dtype": "uint16")."""
+    dtype = entry.get("dtype", "float32")
+    if dtype not in ("float32", "uint16"):
+        raise ValueError(f"packed cache: an array of dtype {dtype!r}")
+    return np.dtype(dtype)
+
+
 def _array_in(data, entry, name):
-    """The float32 array `entry` ({"offset", "shape"}) describes, a view of the uint8 `data`."""
+    """The array `entry` ({"offset", "shape"}, and "dtype" when not float32) describes, a view
+    of the uint8 `data`."""
     shape = tuple(int(size) for size in entry["shape"])
     offset = int(entry["offset"])
+    dtype = _dtype_of(entry)
     if any(size < 0 for size in shape):
         raise ValueError(f"packed cache: {name} has a negative size")
-    nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
     if offset < 0 or offset % ALIGN or offset + nbytes > data.size:
         raise ValueError(f"packed cache: {name} lies outside {DATA}")
-    return data[offset:offset + nbytes].view(np.float32).reshape(shape)
+    return data[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def _float32_shape(entry):
+    """The shape of a float32 array of an entry's bytes (bf16 panels [..., 32] -> [..., 16]):
+    what the WeightArena hands out."""
+    shape = tuple(int(size) for size in entry["shape"])
+    if _dtype_of(entry) == np.uint16:
+        if not shape or shape[-1] % 2:
+            raise ValueError("packed cache: bf16 panels of an odd width")
+        shape = shape[:-1] + (shape[-1] // 2,)
+    return shape
 
 
 def _read_panels_into_arena(data_file, entries):
     """{name: float32 panels} read from packed.bin straight into one WeightArena (no mapping
     of the file, so its pages are not counted twice)."""
-    shapes = {name: tuple(int(size) for size in entry["shape"]) for name, entry in entries.items()}
+    shapes = {name: _float32_shape(entry) for name, entry in entries.items()}
     arena = WeightArena(WeightArena.bytes_for(shapes.values()))
     panels = {}
     for name, entry in entries.items():
-        panels[name] = arena.take(shapes[name])
+        panels[name] = arena.take(shapes[name]).view(_dtype_of(entry))
         buffer = panels[name].reshape(-1).view(np.uint8)
         data_file.seek(int(entry["offset"]))
         if data_file.readinto(buffer) != buffer.nbytes:
@@ -270,7 +307,7 @@ def _prepared_from(data_file, meta, config):
     entries = meta["arrays"]
     linears = [linear.name for linear in layout.linears]
     panel_names = [f"stack.{name}.panels" for name in linears]
-    big = WeightArena.bytes_for(tuple(entries[name]["shape"]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
+    big = WeightArena.bytes_for(_float32_shape(entries[name]) for name in panel_names) > ARENA_FROM_CACHE_MAX_BYTES
     arrays = {name: _array_in(data, entry, name) for name, entry in entries.items()
               if big or name not in panel_names}
     if not big:
@@ -304,7 +341,9 @@ def _prepared_from(data_file, meta, config):
                        panels={name: arrays[f"stack.{name}.panels"] for name in linears},
                        bias={name: arrays[f"stack.{name}.bias"] for name in linears},
                        vectors={name: arrays[f"stack.{name}"] for name in layout.vectors},
-                       out_features={name: int(meta["out_features"][name]) for name in linears})
+                       out_features={name: int(meta["out_features"][name]) for name in linears},
+                       in_features={name: int(meta["in_features"][name]) for name in linears} if "in_features" in meta
+                       else None)
     return PreparedEncoder(params, config, stack=stack)
 
 
@@ -378,16 +417,38 @@ def _remove_cache_folder(root, name):
         pass
 
 
-def _remove_stale(root):
-    """Remove every cache folder (an older checkpoint's is never read again; one that could
-    not be read is rewritten) and the leftovers of writers that died; a folder being written
-    by a live process is left alone."""
+def _remove_stale(root, precision="fp32"):
+    """Remove every cache folder of `precision` (an older checkpoint's is never read again; one
+    that could not be read is rewritten), and those whose record cannot be read, and the
+    leftovers of writers that died; a folder being written by a live process is left alone,
+    and so is another precision's cache."""
     for name in _entries(root, _KEY):
-        _remove_cache_folder(root, name)
+        if _precision_of_folder(root, name) in (precision, None):
+            _remove_cache_folder(root, name)
     for name in _entries(root, _TEMPORARY):
         pid = int(_TEMPORARY.match(name).group(1))
         if pid == os.getpid() or not _alive(pid):
             _remove_cache_folder(root, name)
+
+
+def _read_meta(folder, name):
+    """The record (packed.meta) of the cache folder `name`, open as the descriptor `folder`."""
+    with _open_regular(folder, META) as meta_file:
+        return parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
+
+
+def _precision_of_folder(root, name):
+    """The precision a cache folder's record names ("fp32" when it names none), or None when
+    the record cannot be read."""
+    folder = _open_folder(root, name)
+    if folder is None:
+        return None
+    try:
+        return _read_meta(folder, name)["made_from"].get("precision", "fp32")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    finally:
+        os.close(folder)
 
 
 def _alive(pid):

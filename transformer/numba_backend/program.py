@@ -36,6 +36,7 @@ from transformer import model as numpy_model
 from transformer.kernels.activations import activation_code, activation_row_address
 from transformer.kernels.arena import WeightArena
 from transformer.kernels.disentangled import table_ld
+from transformer.kernels.bf16 import unpack_weight_bf16
 from transformer.kernels.gemm import NR, pack_gated_weight, pack_weight, unpack_gated_weight
 from transformer.kernels.program import (ATTENDED, ATTENTION, ATTENTION_STEP, CONTEXT, EMPTY, GATED, GEMM, GEMM_STEP,
                                          HIDDEN, INNER, MLP, MLP_STEP, NORM, NORM_STEP, NORMED, QKV, STEP, Program,
@@ -233,7 +234,9 @@ def _prepared_linears(layout, layer):
     for linear in layout.linears:
         if linear.parts[0] not in layer:
             continue
-        parts = [layer[name] for name in linear.parts]
+        # bf16 weights (uint16 bits) widened exactly, so fusing them pads with float zeros
+        parts = [dict(layer[name], weight=numpy_model.from_bf16(layer[name]["weight"]))
+                 if layer[name]["weight"].dtype == np.uint16 else layer[name] for name in linear.parts]
         if linear.gated:
             linears[linear.name] = pack_gated_weight(parts[0]["weight"], parts[1]["weight"], parts[0]["bias"],
                                                      parts[1]["bias"])
@@ -260,10 +263,12 @@ class LayerStack:
     """Every layer's prepared weights, one array per slot with the layer first: the fused
     layers (`kernels.program`) run all the layers in one call on these.
 
-        panels[name]        float32 [layers, panels, in, 16]  the packed weight (gemm.pack_weight)
+        panels[name]        float32 [layers, panels, in, 16]  the packed weight (gemm.pack_weight);
+                            precision "bf16": uint16 [layers, panels, in / 2, 32] (bf16.pack_weight_bf16)
         bias[name]          float32 [layers, out], or [layers, 0] for a bias-free linear
         vectors[name]       float32 [layers, d]: "<norm>.weight" and "<norm>.bias"
         out_features[name]  the linear's width (the panels pad it to a multiple of 16)
+        in_features[name]   the linear's depth (bf16 panels pad it to even)
         layout              the StackLayout (which params each slot is made of)
         layer_layouts       each layer's own StackLayout (the slots it uses)
 
@@ -271,20 +276,30 @@ class LayerStack:
     packed cache; `layer_params(i)` re-derives layer i's params from them.
     """
 
-    def __init__(self, layout, layer_layouts, panels, bias, vectors, out_features):
+    def __init__(self, layout, layer_layouts, panels, bias, vectors, out_features, in_features=None):
         self.layout, self.layer_layouts = layout, layer_layouts
         self.panels, self.bias, self.vectors, self.out_features = panels, bias, vectors, out_features
+        # {name: the linear's in_features}: bf16 panels pad an odd one to even (None: read
+        # from the panels, [layers, panels, in, 16])
+        self.in_features = in_features or {name: array.shape[2] * (2 if array.dtype == np.uint16 else 1)
+                                           for name, array in panels.items()}
         self._weights = None
 
     def __len__(self):
         return len(next(iter(self.bias.values())))
 
+    @property
+    def precision(self):
+        """"bf16" when the panels are bf16 ones, else "fp32"."""
+        return "bf16" if next(iter(self.panels.values())).dtype == np.uint16 else "fp32"
+
     @classmethod
-    def pack(cls, layers, recipe):
+    def pack(cls, layers, recipe, precision="fp32"):
         """Pack a list of layer params (transformer.model's layout) layer by layer into one
         arena, setting each list entry to None once packed: memory holds one copy of the
         weights plus one layer, never two copies of them all. A slot's weights have one shape
-        in every layer that has it."""
+        in every layer that has it. precision "bf16": bf16 panels (the weights float32 or
+        already bf16 bits)."""
         layout, layer_layouts = stack_layout(recipe.layers), tuple(stack_layout([layer]) for layer in recipe.layers)
         count = len(layers)
         shapes, bias_sizes, vector_sizes = {}, {}, {}
@@ -294,16 +309,22 @@ class LayerStack:
                     shapes[linear.name], bias_sizes[linear.name] = _slot_shape(recipe.layers[i], linear)
             for name in layer_layout.vectors:
                 vector_sizes.setdefault(name, _norm_size(recipe.layers[i], name))
-        panel_shapes = {name: (count, -(-n // NR), k, NR) for name, (k, n) in shapes.items()}  # [layers, panels, in, 16]
+        if precision == "bf16":
+            # [layers, panels, ceil(in / 2), 32] uint16: the bytes of a float32 [..., ceil(in / 2), 16]
+            panel_shapes = {name: (count, -(-n // NR), -(-k // 2), NR) for name, (k, n) in shapes.items()}
+        else:
+            panel_shapes = {name: (count, -(-n // NR), k, NR) for name, (k, n) in shapes.items()}  # [layers, panels, in, 16]
         arena = WeightArena(WeightArena.bytes_for(panel_shapes[linear.name] for linear in layout.linears))
         panels = {linear.name: arena.take(panel_shapes[linear.name]) for linear in layout.linears}
+        if precision == "bf16":
+            panels = {name: array.view(np.uint16) for name, array in panels.items()}
         bias = {name: np.zeros((count, size), dtype=np.float32) for name, size in bias_sizes.items()}
         vectors = {name: np.zeros((count, size), dtype=np.float32) for name, size in vector_sizes.items()}
         for i in range(count):
             for name, (weight, b) in _prepared_linears(layer_layouts[i], layers[i]).items():
                 if weight.shape != shapes[name]:
                     raise ValueError(f"layer {i}'s {name} weight has shape {weight.shape}, expected {shapes[name]}")
-                panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32)).panels
+                panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32), precision).panels
                 if b is not None:
                     bias[name][i] = b
             for name, vector in _vectors(layer_layouts[i], layers[i]).items():
@@ -311,7 +332,8 @@ class LayerStack:
             if isinstance(layers, list):
                 layers[i] = None
         out_features = {name: n for name, (_, n) in shapes.items()}
-        return cls(layout, layer_layouts, panels, bias, vectors, out_features)
+        return cls(layout, layer_layouts, panels, bias, vectors, out_features,
+                   {name: k for name, (k, _) in shapes.items()})
 
     def weights(self):
         """The stack as the kernels' `Weights` tuple, in slot order (vectors: an empty [layers,
@@ -326,8 +348,11 @@ class LayerStack:
         return self._weights
 
     def unpacked_weight(self, name, i):
-        """Layer i's [in, out] weight of slot `name`, re-derived from the panels (a new array)."""
+        """Layer i's [in, out] weight of slot `name`, re-derived from the panels (a new array;
+        bf16 panels: uint16 bf16 bits)."""
         panels = self.panels[name][i]  # [panels, in, 16]
+        if panels.dtype == np.uint16:  # [panels, ceil(in / 2), 32]
+            return unpack_weight_bf16(panels, self.in_features[name], self.out_features[name])
         k = panels.shape[1]
         return panels.transpose(1, 0, 2).reshape(k, -1)[:, :self.out_features[name]]  # -> [in, 16 * panels] -> [in, out]
 
