@@ -295,3 +295,34 @@ def test_buckets_agree_with_transformers(num_buckets, max_distance):
     ours = numpy_model.relative_position_buckets(seq, num_buckets, max_distance)
     np.testing.assert_array_equal(ours, theirs.numpy())
 
+
+
+def test_a_sentence_t5_folder_encodes_as_sentence_transformers_live(minilm_dir, tmp_path):
+    """sentence-t5's shape, saved by sentence-transformers itself: a T5 encoder, mean pooling,
+    a Dense projection without bias or activation, Normalize (with all-MiniLM-L6-v2's
+    tokenizer: T5's SentencePiece file is not in the store)."""
+    _live()
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+    case = next(c for c in make_modern_references.CASES if c["name"] == "t5_relu_buckets")
+    case = dict(case, config=dict(case["config"], vocab_size=30522, pad_token_id=0))
+    encoder_dir = tmp_path / "t5"
+    make_modern_references.build_model(case).save_pretrained(encoder_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(Path(minilm_dir) / name, encoder_dir / name)
+    width = case["config"]["d_model"]
+    torch.manual_seed(0)
+    dense = Dense(width, width, bias=False, activation_function=torch.nn.Identity())
+    modules = [Transformer(str(encoder_dir), max_seq_length=128), Pooling(width, "mean"), dense, Normalize()]
+    theirs_model = sentence_transformers.SentenceTransformer(modules=modules, device="cpu")
+    theirs_model.save(str(tmp_path / "sentence-t5"))
+    sentences = ["A man is eating food.", "sentence-t5 projects the mean " * 12, "x"]
+    theirs = theirs_model.encode(sentences)
+    from transformer.sentence import SentenceEncoder
+
+    for backend in BACKENDS:
+        ours = SentenceEncoder.from_pretrained(tmp_path / "sentence-t5", backend=backend)
+        assert ours.normalize and ours.pooling_modes == ["mean"]
+        assert np.abs(ours.encode(sentences) - theirs).max() <= TOLERANCE, backend
