@@ -270,3 +270,17 @@ def test_format_attention_map_prints_a_row_per_token():
     text = format_attention_map(["[CLS]", "hi"], np.array([[0.75, 0.25], [0.5, 0.5]], dtype=np.float32))
     assert text.splitlines()[1].split() == ["[CLS]", "0.75", "0.25"]
     assert text.splitlines()[2].split() == ["hi", "0.50", "0.50"]
+
+
+def test_the_sense_contrast_runs_on_a_decoder(smollm2_gguf):
+    """`transformer context` on a decoder LLM (a GGUF): one row per layer, 30 of them, the
+    stage names in their own column past layer 9; the static rows cannot tell the senses
+    apart, some of the decoder's layers do."""
+    from transformer import Encoder, Tokenizer
+
+    decoder = Encoder.from_pretrained(smollm2_gguf, backend="numpy")
+    contrast = sense_contrast(SENSES["bank"], "bank", decoder, Tokenizer.from_pretrained(smollm2_gguf))
+    rows = [line for line in format_sense_contrast(contrast).splitlines() if line.startswith(("  static", "  layer"))]
+    assert [row.split()[0] for row in rows] == ["static"] + [f"layer{i}" for i in range(1, 31)]
+    assert len({row.index("(") for row in rows}) == 1  # every row's first cell starts in the same column
+    assert not contrast.apart()[0] and any(contrast.apart())

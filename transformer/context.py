@@ -287,10 +287,11 @@ def format_sense_contrast(contrast, decimals=3):
         kinds.append(("unrelated word", contrast.unrelated))
     width = 2 + max(len(cell(row)) for _, values in kinds for row in values)
     lines.append("cosine similarity of its vectors: mean (min..max) over the pairs")
-    lines.append("  stage  " + "".join(name.ljust(width) for name, _ in kinds) + "apart")
+    stage_width = max(7, max(len(name) + 1 for name in contrast.stages()))  # "layer12 ": past 9 layers
+    lines.append("  " + "stage".ljust(stage_width) + "".join(name.ljust(width) for name, _ in kinds) + "apart")
     for stage, name in enumerate(contrast.stages()):
         cells = "".join(cell(values[stage]).ljust(width) for _, values in kinds)
-        lines.append(f"  {name:<7}{cells}{'yes' if contrast.apart()[stage] else 'no'}")
+        lines.append(f"  {name:<{stage_width}}{cells}{'yes' if contrast.apart()[stage] else 'no'}")
     lines.append("apart: every same-sense pair is more alike than every other-sense pair.")
     return "\n".join(lines)
 
