@@ -133,6 +133,21 @@ TIER = select_tier()
 # Packing
 
 
+def to_bf16(x):
+    """float32 [...] -> uint16 [...]: the bits of the nearest bfloat16, ties to even; a NaN stays
+    a (quiet) NaN. The rounding of the NumPy twin, `transformer.model.to_bf16` (a kernel imports
+    nothing from the package: tests/test_bf16_kernels.py holds the two equal bit for bit).
+
+    bfloat16 is the top 16 bits of a float32: add just under half of the dropped low 16 bits
+    (0x7FFF, plus 1 when the kept part is odd), then keep the top half.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    odd = (bits >> 16) & 1
+    rounded = ((bits + 0x7FFF + odd) >> 16).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)  # a NaN's low bits could carry into its sign
+
+
 def pack_weight_bf16(weight):
     """A float32 [K, N] weight (or its bf16 bits, uint16 [K, N]) -> bf16 panels uint16
     [ceil(N / 16), ceil(K / 2), 32] (see the module docstring), weights rounded to nearest even.
@@ -140,8 +155,6 @@ def pack_weight_bf16(weight):
     >>> pack_weight_bf16(np.ones((5, 20), np.float32)).shape   # 2 panels, 3 pairs of k
     (2, 3, 32)
     """
-    from transformer.model import to_bf16  # the NumPy twin's rounding, so both round alike
-
     weight = np.asarray(weight)
     if weight.ndim != 2:
         raise ValueError(f"pack_weight_bf16: weight must be 2-D [in_features, out_features], got shape {weight.shape}")

@@ -240,3 +240,15 @@ def test_a_bf16_cache_record_is_not_read_for_fp32(tmp_path, monkeypatch):
 
 def test_a_strip_scratch_holds_the_deepest_k_block():
     assert 2 * bf16.STRIP_PAIRS >= gemm_module.K_BLOCK
+
+
+def test_the_kernels_rounding_is_the_numpy_twins_bit_for_bit():
+    """kernels/bf16.py packs weights with its own to_bf16 (a kernel imports nothing from the
+    package); it must round as transformer.model.to_bf16 does: every float32 bit pattern class
+    (normal, subnormal, ties, infinities, NaNs of either sign, the largest finite)."""
+    rng = np.random.default_rng(7)
+    patterns = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    special = np.float32([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.00390625, 1.01171875, 3.4028235e38,
+                          -3.4028235e38, 1e-45, -1e-40, 65504.0])
+    for values in (patterns, special):
+        np.testing.assert_array_equal(bf16.to_bf16(values), to_bf16(values))
