@@ -49,7 +49,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import jit
-from .microkernel import L1_AHEAD, NR, WIDE_MR, declare, host_has_avx512, store_accumulators
+from .microkernel import L1_AHEAD, NR, WIDE_MR, by_row_blocks, declare, host_has_avx512, store_accumulators
 
 TIER_NAMES = ("avx512_bf16", "storage", "amx")
 PAIR_ROW = 2 * NR  # uint16 elements in one pair-row of a panel: 16 columns x 2 rows of k
@@ -273,17 +273,10 @@ def _tile_codegen(row_blocks, wide):
 
     def codegen(context, builder, sig, args):
         rows, dot = args[3], args[15]
-        intp = rows.type
 
         def by_rows(blocks, use_dot):
-            if len(blocks) == 1:
-                _emit_tile(context, builder, sig, args, blocks[0], wide, use_dot)
-                return
-            with builder.if_else(builder.icmp_signed(">", rows, ir.Constant(intp, blocks[1]))) as (big, small):
-                with big:
-                    _emit_tile(context, builder, sig, args, blocks[0], wide, use_dot)
-                with small:
-                    by_rows(blocks[1:], use_dot)
+            by_row_blocks(builder, rows, blocks,
+                          lambda tile_rows: _emit_tile(context, builder, sig, args, tile_rows, wide, use_dot))
 
         # vdpbf16ps is emitted only for a CPU that has it: LLVM cannot select it for another.
         if wide and host_has_avx512_bf16():

@@ -183,26 +183,32 @@ def _tile_codegen(row_blocks, wide):
 
     def codegen(context, builder, sig, args):
         rows, prefetch_start = args[3], args[14]
-        intp = rows.type
 
-        def by_rows(blocks, prefetch):
-            if len(blocks) == 1:
-                _emit_tile(context, builder, sig, args, blocks[0], prefetch, wide)
-                return
-            with builder.if_else(builder.icmp_signed(">", rows, ir.Constant(intp, blocks[1]))) as (big, small):
-                with big:
-                    _emit_tile(context, builder, sig, args, blocks[0], prefetch, wide)
-                with small:
-                    by_rows(blocks[1:], prefetch)
+        def by_rows(prefetch):
+            by_row_blocks(builder, rows, row_blocks,
+                          lambda tile_rows: _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide))
 
-        with builder.if_else(builder.icmp_signed(">=", prefetch_start, ir.Constant(intp, 0))) as (ahead, plain):
+        with builder.if_else(builder.icmp_signed(">=", prefetch_start, ir.Constant(rows.type, 0))) as (ahead, plain):
             with ahead:
-                by_rows(row_blocks, True)
+                by_rows(True)
             with plain:
-                by_rows(row_blocks, False)
+                by_rows(False)
         return context.get_dummy_value()
 
     return codegen
+
+
+def by_row_blocks(builder, rows, blocks, emit):
+    """Emit `emit(block_rows)` for each register block of `blocks` (largest first), each under
+    the branch the call's `rows` takes: the smallest block that holds them."""
+    if len(blocks) == 1:
+        emit(blocks[0])
+        return
+    with builder.if_else(builder.icmp_signed(">", rows, ir.Constant(rows.type, blocks[1]))) as (big, small):
+        with big:
+            emit(blocks[0])
+        with small:
+            by_row_blocks(builder, rows, blocks[1:], emit)
 
 
 def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
