@@ -219,3 +219,16 @@ def test_sentence_encoder_matches_sentence_transformers_live(model_type, minilm_
     for backend in BACKENDS:
         ours = SentenceEncoder.from_pretrained(folder, backend=backend).encode(SENTENCES)
         assert np.abs(ours - theirs).max() <= TOLERANCE, backend
+
+
+def test_numba_rotary_tables_cut_from_longer_ones_are_the_same_bits():
+    from transformer.numba_backend.program import rotary_tables
+
+    model = Encoder.from_pretrained(FAMILIES / "modernbert_biases_masked_lm", backend="numba")
+    prepared, recipe = model._weights, model.config.recipe
+    for seq_len in (1, 300, 17, 1100, 5):  # longer, shorter, longer again, shorter
+        cos, sin = prepared.rotary(seq_len)
+        fresh_cos, fresh_sin = rotary_tables(recipe, seq_len)
+        assert cos.flags.c_contiguous and cos.dtype == np.float32 and cos.shape == fresh_cos.shape
+        np.testing.assert_array_equal(cos, fresh_cos)
+        np.testing.assert_array_equal(sin, fresh_sin)

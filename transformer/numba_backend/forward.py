@@ -110,6 +110,7 @@ class PreparedEncoder:
         self._weights = None
         self._program = None
         self._shapes = None
+        self._rotary = None  # (cos, sin) of the longest sequence so far, or False: no rotary scheme
         self._scratch = threading.local()  # per thread: {name: flat float32 buffer}
         self._plans = {}  # (lengths, threads, ...) -> (VarlenPlan, ProgramPlan or None), see group_plans
 
@@ -141,6 +142,20 @@ class PreparedEncoder:
             self._shapes = (attention, attention.num_heads * attention.head_dim, inner, gated, uses_normed,
                             recipe.position_schemes())
         return self._shapes
+
+    def rotary(self, seq_len):
+        """`program.rotary_tables(recipe, seq_len)`: (cos, sin) float32 [rotary schemes, seq_len,
+        half], or None. Cut from the longest tables made so far (each position's angles are
+        computed on their own, so a longer table's first rows are the same bits), so a call
+        does not redo the float64 cos / sin of every position, nor walk the recipe."""
+        if self._rotary is None:
+            self._rotary = rotary_tables(self.config.recipe, 1) or False
+        if self._rotary is False:
+            return None
+        cos, sin = self._rotary
+        if cos.shape[1] < seq_len:
+            cos, sin = self._rotary = rotary_tables(self.config.recipe, seq_len)
+        return np.ascontiguousarray(cos[:, :seq_len]), np.ascontiguousarray(sin[:, :seq_len])  # the kernels take C order
 
     def scratch(self, name, rows, cols):
         """A float32 [rows, cols] scratch buffer kept between calls (one set per thread, grown
@@ -409,7 +424,7 @@ def encoder_forward(prepared, config, input_ids, attention_mask=None, token_type
     position_bias = None
     slot_in_row = None
     disentangled = None  # DeBERTa's scheme: its table rows per distance go to each group's plan
-    rotary = rotary_tables(recipe, seq)  # None, or (cos, sin) [rotary schemes, seq, half]
+    rotary = prepared.rotary(seq)  # None, or (cos, sin) [rotary schemes, seq, half]
     if rotary is not None:
         slot_in_row = slots % seq  # [tokens]: each token's index in its padded row: its position
     for scheme in schemes:
