@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +46,14 @@ def free_port():
 
 
 def in_process_throughput(texts):
+    """-> (texts per second, CPU milliseconds per text) of encode(texts, batch_size=32)."""
     from transformer.sentence import SentenceEncoder
 
     model = SentenceEncoder.from_pretrained(MODEL)
     model.encode(texts[:64], batch_size=32)  # load the kernels
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     model.encode(texts, batch_size=32)
-    return len(texts) / (time.perf_counter() - started)
+    return len(texts) / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / len(texts)
 
 
 def start(command, port):
@@ -72,37 +74,94 @@ def start(command, port):
     raise SystemExit(f"{command} did not start within 300 s")
 
 
-async def load(port, texts, per_request, clients, seconds, max_requests):
-    """-> {"texts_per_second", "p50_ms", "p99_ms", "requests", "errors"}"""
-    import httpx2 as httpx
+def wire_requests(texts, per_request, port):
+    """Every request a client may send, as its bytes on the wire (an HTTP/1.1 keep-alive POST
+    of /v1/embeddings), made before the clock starts: request k carries the per_request texts
+    from (k * per_request) % span on."""
+    span = len(texts) - per_request
+    wire = []
+    for request in range(span):
+        first = (request * per_request) % span
+        body = json.dumps({"input": texts[first:first + per_request], "model": MODEL,
+                           "encoding_format": "float"}).encode()
+        wire.append(b"POST /v1/embeddings HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (port, len(body), body))
+    return wire
 
-    latencies, errors, answered = [], 0, 0
-    sent = 0
+
+def cpu_seconds(pid, thread=None):
+    """CPU seconds (user + system) of a process, or of one of its threads, from /proc."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def load(port, texts, per_request, clients, seconds, max_requests):
+    """CLIENTS keep-alive connections, each posting one request after another until the deadline
+    or max_requests; each answer is checked (status 200, per_request vectors in its JSON).
+    -> {"texts_per_second", "p50_ms", "p99_ms", "requests", "errors", "seconds", "client_cpu_seconds"}"""
+    wire = wire_requests(texts, per_request, port)
+    latencies, counts = [], {"sent": 0, "errors": 0, "answered": 0}
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits) as http:
-        async def client(number):
-            nonlocal sent, errors, answered
-            while time.perf_counter() < deadline and sent < max_requests:
-                start_at = (sent * per_request) % (len(texts) - per_request)
-                sent += 1
-                batch = texts[start_at:start_at + per_request]
+
+    async def client():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline and counts["sent"] < max_requests:
+                request = wire[counts["sent"] % len(wire)]
+                counts["sent"] += 1
                 began = time.perf_counter()
-                response = await http.post("/v1/embeddings", json={"input": batch, "model": MODEL,
-                                                                   "encoding_format": "float"})
-                if response.status_code != 200:
-                    errors += 1
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = next((int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                               if line.startswith(b"content-length:")), None)
+                if length is None:
+                    raise SystemExit(f"an answer without content-length: {head!r}")
+                body = await reader.readexactly(length)
+                if status != 200 or len(json.loads(body)["data"]) != per_request:
+                    counts["errors"] += 1
                     continue
                 latencies.append(time.perf_counter() - began)
-                answered += len(response.json()["data"])
+                counts["answered"] += per_request
+        finally:
+            writer.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client(number) for number in range(clients)))
-        elapsed = time.perf_counter() - started
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), seconds + 300)
+    elapsed = time.perf_counter() - started
     latencies = np.array(latencies) * 1000
-    return {"texts_per_second": answered / elapsed, "requests": len(latencies), "errors": errors,
+    return {"texts_per_second": counts["answered"] / elapsed, "requests": len(latencies), "errors": counts["errors"],
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "seconds": elapsed}
+            "seconds": elapsed, "texts": counts["answered"], "client_cpu_seconds": time.process_time() - cpu}
+
+
+def server_usage(pid, port, system):
+    """The server's CPU seconds so far: the whole process and its main thread (the event loop:
+    HTTP, JSON, validation); and for ours, the forward passes' count and seconds (GET /metrics)."""
+    usage = {"cpu": cpu_seconds(pid), "loop_cpu": cpu_seconds(pid, pid), "forward_seconds": 0.0, "batches": 0}
+    if system == "transformer":
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith("transformer_forward_seconds_sum "):
+                    usage["forward_seconds"] = float(line.split()[1])
+                elif line.startswith("transformer_forward_seconds_count "):
+                    usage["batches"] = int(line.split()[1])
+    return usage
+
+
+def account(run, before, after):
+    """Where the CPU went in a run, per text answered: the server's (its event loop's part of it),
+    the load generator's; the share of the run the model was busy, texts per forward pass."""
+    texts = max(run["texts"], 1)
+    run.update(server_cpu_ms_per_text=1000 * (after["cpu"] - before["cpu"]) / texts,
+               loop_cpu_ms_per_text=1000 * (after["loop_cpu"] - before["loop_cpu"]) / texts,
+               client_cpu_ms_per_text=1000 * run["client_cpu_seconds"] / texts,
+               client_cpu_share=run["client_cpu_seconds"] / (run["seconds"] * os.cpu_count()))
+    batches = after["batches"] - before["batches"]
+    if batches:
+        run.update(model_busy=(after["forward_seconds"] - before["forward_seconds"]) / run["seconds"],
+                   texts_per_batch=texts / batches)
 
 
 def peer_server(port):
@@ -144,9 +203,10 @@ def main():
     texts = corpus_texts(args.texts)
     results = {"model": MODEL, "clients": args.clients, "seconds": args.seconds, "max_requests": args.max_requests,
                "texts": len(texts), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "load_average_at_start": os.getloadavg()[0],
-               "in_process_texts_per_second": in_process_throughput(texts), "runs": []}
-    print(f"in-process encode: {results['in_process_texts_per_second']:.1f} texts/s", flush=True)
+               "load_average_at_start": os.getloadavg()[0], "runs": []}
+    results["in_process_texts_per_second"], results["in_process_cpu_ms_per_text"] = in_process_throughput(texts)
+    print(f"in-process encode: {results['in_process_texts_per_second']:.1f} texts/s, "
+          f"{results['in_process_cpu_ms_per_text']:.2f} CPU ms/text", flush=True)
     for system in args.systems:
         port = free_port()
         if system == "transformer":
@@ -159,31 +219,55 @@ def main():
         try:
             for per_request in args.per_request:
                 asyncio.run(load(port, texts, per_request, args.clients, 3, 200))  # warm up
+                before = server_usage(process.pid, port, system)
                 run = asyncio.run(load(port, texts, per_request, args.clients, args.seconds, args.max_requests))
+                account(run, before, server_usage(process.pid, port, system))
                 run.update(system=system, per_request=per_request,
                            vs_in_process=run["texts_per_second"] / results["in_process_texts_per_second"])
                 results["runs"].append(run)
                 print(f"{system:>22}  {per_request:>2} texts/request: {run['texts_per_second']:7.1f} texts/s "
                       f"({run['vs_in_process']:.0%} of in-process), p50 {run['p50_ms']:.0f} ms, "
-                      f"p99 {run['p99_ms']:.0f} ms, {run['requests']} requests, {run['errors']} errors", flush=True)
+                      f"p99 {run['p99_ms']:.0f} ms, {run['requests']} requests, {run['errors']} errors; CPU ms/text: "
+                      f"server {run['server_cpu_ms_per_text']:.2f} (event loop {run['loop_cpu_ms_per_text']:.2f}), "
+                      f"load generator {run['client_cpu_ms_per_text']:.2f}"
+                      + (f"; model busy {run['model_busy']:.0%}, {run['texts_per_batch']:.1f} texts/batch"
+                         if "model_busy" in run else ""), flush=True)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
     results["load_average_at_end"] = os.getloadavg()[0]
+    write_results(results, args)
+
+
+def write_results(results, args):
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# `transformer serve` under load ({MODEL})", "",
-             f"{args.clients} concurrent clients on loopback, {args.seconds:g} s per run (at most "
-             f"{args.max_requests} requests), {len(texts)} texts of benchmarks/data/corpus.txt; "
-             f"{results['machine']}, the load generator on the same cores; load average "
-             f"{results['load_average_at_start']:.1f} at the start, {results['load_average_at_end']:.1f} at the end. "
-             f"In-process `encode(batch_size=32)`: **{results['in_process_texts_per_second']:.1f} texts/s**.", "",
+             f"{args.clients} concurrent clients on loopback (keep-alive connections, each answer checked: status "
+             f"200 and its count of vectors), {args.seconds:g} s per run (at most {args.max_requests} requests), "
+             f"{results['texts']} texts of benchmarks/data/corpus.txt; {results['machine']}, the load generator on "
+             f"the same cores; load average {results['load_average_at_start']:.1f} at the start, "
+             f"{results['load_average_at_end']:.1f} at the end. In-process `encode(batch_size=32)`: "
+             f"**{results['in_process_texts_per_second']:.1f} texts/s**, "
+             f"{results['in_process_cpu_ms_per_text']:.2f} CPU ms per text.", "",
              "| server | texts / request | texts / s | vs in-process | p50 ms | p99 ms | requests | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in results["runs"]:
         lines.append(f"| {run['system']} | {run['per_request']} | {run['texts_per_second']:.1f} | "
                      f"{run['vs_in_process']:.0%} | {run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {run['requests']} | "
                      f"{run['errors']} |")
+    lines += ["", "Where the CPU went, in CPU milliseconds per text answered (in-process `encode`: "
+              f"{results['in_process_cpu_ms_per_text']:.2f}). The server's event loop (its main thread) does HTTP, "
+              "JSON and validation; the rest of the server is the forward pass and tokenization. Model busy: the "
+              "share of the run a forward pass was running.", "",
+              "| server | texts / request | server | of it, event loop | load generator | load generator's share "
+              "of the cores | model busy | texts / forward pass |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in results["runs"]:
+        busy = (f"{run['model_busy']:.0%} | {run['texts_per_batch']:.1f}" if "model_busy" in run else "- | -")
+        lines.append(f"| {run['system']} | {run['per_request']} | {run['server_cpu_ms_per_text']:.2f} | "
+                     f"{run['loop_cpu_ms_per_text']:.2f} | {run['client_cpu_ms_per_text']:.2f} | "
+                     f"{run['client_cpu_share']:.0%} | {busy} |")
     lines += ["", "Made by `.venv/bin/python benchmarks/bench_serve.py`."]
     (RESULTS / "serve.md").write_text("\n".join(lines) + "\n")
 

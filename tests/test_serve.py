@@ -364,3 +364,13 @@ def test_the_batcher_cuts_length_sorted_batches_within_the_token_budget():
     batches = batcher._batches(items)
     assert [[len(ids) for ids, _ in batch] for batch in batches] == [[50, 40], [30, 20, 10]]
     assert all(len(batch) * len(batch[0][0]) <= 100 for batch in batches)
+
+
+def test_float_vectors_are_written_with_the_exact_values_of_their_float32_numbers():
+    from transformer.serve.app import json_response
+
+    rng = np.random.default_rng(0)
+    scales = np.float32(10.0) ** rng.integers(-30, 4, size=(16, 384)).astype(np.float32)
+    vectors = rng.standard_normal((16, 384)).astype(np.float32) * scales  # [16, 384], tiny to large numbers
+    written = json.loads(json_response({"data": list(vectors.astype(np.float64))}).body)["data"]
+    assert written == vectors.tolist()  # each number parses to the float32 value, exactly, as json.dumps writes it
