@@ -42,6 +42,7 @@ from transformer.serve.metrics import Metrics
 
 MAX_INPUTS = 2048  # texts in one request, as OpenAI allows
 MAX_BODY_BYTES = 16 * 1024 * 1024
+INLINE_TOKENIZE_CHARACTERS = 2048  # a request's texts up to this size are tokenized on the event loop
 INPUT_KINDS = "a string, a list of strings, a list of token ids (integers), or a list of lists of token ids"
 
 
@@ -254,10 +255,14 @@ def create_app(engine, max_batch_tokens=16384, max_queue=1024, threads=None, api
                 raise ApiError(400, f"{param}[{index}] is an empty list of token ids", f"{param}[{index}]")
 
     async def token_ids(inputs, truncate, param="input"):
-        """A request's input -> [token ids] (texts tokenized off the event loop)."""
+        """A request's input -> [token ids]. Short texts are tokenized on the event loop, in
+        less time than a hand-off to a thread costs; longer ones on a thread, so that the loop
+        goes on answering meanwhile."""
         check_texts(inputs, param)
         try:
             if isinstance(inputs[0], str):
+                if sum(map(len, inputs)) <= INLINE_TOKENIZE_CHARACTERS:
+                    return engine.tokenize(inputs, truncate, param)
                 return await asyncio.to_thread(engine.tokenize, inputs, truncate, param)
             return engine.check_ids(inputs, truncate, param)
         except InputError as error:
