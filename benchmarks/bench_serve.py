@@ -147,6 +147,65 @@ def run_loop(coroutine):
     return uvloop.run(coroutine)
 
 
+def step_costs(texts):
+    """CPU microseconds of each step the server takes outside the model, in this process:
+    per vector written as JSON (json.dumps of Python floats, as before; orjson, as now), per
+    request body read (json.loads then pydantic, as FastAPI does; pydantic's
+    model_validate_json, as now), per text tokenized, and per request through the whole ASGI
+    app (routing, middleware, body, tokenizing, the batcher's hand-offs, the answer) with a
+    stand-in for the model that returns fixed vectors: what is left of the event loop's
+    CPU in a run is uvicorn's (HTTP, the sockets)."""
+    from transformer.sentence import SentenceEncoder
+    from transformer.serve.app import EmbeddingsRequest, create_app, json_response
+    from transformer.serve.engine import Engine
+
+    def cpu_us(function, repeat):
+        started = time.process_time()
+        for _ in range(repeat):
+            function()
+        return 1e6 * (time.process_time() - started) / repeat
+
+    class NoModel(Engine):
+        def run(self, sequences):  # [token ids] -> float32 [n, dim], the same rows each time
+            return np.full((len(sequences), self.dimension), 0.05, dtype=np.float32)
+
+    engine = NoModel(SentenceEncoder.from_pretrained(MODEL), MODEL)
+    vectors = np.random.default_rng(0).standard_normal((8, engine.dimension)).astype(np.float32)  # [8, dim]
+    one = json.dumps({"input": texts[:1], "model": MODEL}).encode()
+    costs = {
+        "json.dumps, per vector": cpu_us(lambda: json.dumps({"data": vectors.tolist()}), 200) / 8,
+        "orjson, per vector": cpu_us(lambda: json_response({"data": list(vectors.astype(np.float64))}), 2000) / 8,
+        "json.loads + pydantic, per request": cpu_us(lambda: EmbeddingsRequest.model_validate(json.loads(one)), 5000),
+        "model_validate_json, per request": cpu_us(lambda: EmbeddingsRequest.model_validate_json(one), 5000),
+        "tokenize, per text": cpu_us(lambda: [engine.tokenize([text], truncate=True) for text in texts[:200]], 3) / 200,
+    }
+    app = create_app(engine, max_batch_tokens=8192, max_queue=4096)
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "raw_path": b"/v1/embeddings",
+             "query_string": b"", "http_version": "1.1", "scheme": "http", "root_path": "",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(one)).encode())]}
+
+    async def requests(count, concurrent=32):
+        async def receive():
+            return {"type": "http.request", "body": one, "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start" and message["status"] != 200:
+                raise SystemExit(f"the app answered {message['status']}")
+
+        async def client(calls):
+            for _ in range(calls):
+                await app(dict(scope), receive, send)
+
+        async with app.app.router.lifespan_context(app.app):
+            started = time.process_time()
+            await asyncio.gather(*(client(count // concurrent) for _ in range(concurrent)))
+            return 1e6 * (time.process_time() - started) / (count // concurrent * concurrent)
+
+    costs["the app with no model, per 1-text request"] = run_loop(requests(3200))
+    return costs
+
+
 def server_usage(pid, port, system):
     """The server's CPU seconds so far: the whole process and its main thread (the event loop:
     HTTP, JSON, validation); and for ours, the forward passes' count and seconds (GET /metrics)."""
@@ -246,6 +305,9 @@ def main():
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
+    results["step_cpu_us"] = step_costs(texts)
+    for step, microseconds in results["step_cpu_us"].items():
+        print(f"{step}: {microseconds:.1f} CPU us", flush=True)
     results["load_average_at_end"] = os.getloadavg()[0]
     write_results(results, args)
 
@@ -279,6 +341,11 @@ def write_results(results, args):
         lines.append(f"| {run['system']} | {run['per_request']} | {run['server_cpu_ms_per_text']:.2f} | "
                      f"{run['loop_cpu_ms_per_text']:.2f} | {run['client_cpu_ms_per_text']:.2f} | "
                      f"{run['client_cpu_share']:.0%} | {busy} |")
+    lines += ["", "The steps outside the model, in CPU microseconds, measured in the benchmark's process after the "
+              "runs (`step_costs`; the app's figure is through the whole ASGI app, with a stand-in for the model: "
+              "what else the event loop spends in a run is uvicorn's HTTP and the sockets'):", "",
+              "| step | CPU us |", "|---|---:|"]
+    lines += [f"| {step} | {microseconds:.1f} |" for step, microseconds in results["step_cpu_us"].items()]
     lines += ["", "Made by `.venv/bin/python benchmarks/bench_serve.py`."]
     (RESULTS / "serve.md").write_text("\n".join(lines) + "\n")
 
