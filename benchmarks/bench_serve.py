@@ -2,15 +2,17 @@
 sentence-transformers behind a plain FastAPI endpoint (what users hand-roll).
 
     .venv/bin/pip install -e ".[bench]"
-    .venv/bin/python benchmarks/bench_serve.py            # ~3 minutes; writes benchmarks/results/serve.{json,md}
+    .venv/bin/python benchmarks/bench_serve.py            # ~4 minutes; writes benchmarks/results/serve.{json,md}
 
 For each server and each request size (texts per request): CLIENTS concurrent clients post
 texts from benchmarks/data/corpus.txt for SECONDS seconds or until MAX_REQUESTS requests,
 whichever comes first; throughput is texts answered per second, latency is per request
 (p50, p99). The in-process figure is `SentenceEncoder.encode(texts, batch_size=32)` on the
-same texts, in this process, before any server starts. Traffic goes to 127.0.0.1 only, and
-every loop is bounded. The load generator runs on the same two cores as the server: its
-share of the CPU is part of what the numbers show.
+same texts, in this process, measured right before each run. Traffic goes to 127.0.0.1 only,
+and every loop is bounded. The load generator runs on the same two cores as the server, so
+it is kept lean (keep-alive connections on asyncio streams, the requests' bytes made before
+the clock starts) while still checking every answer (status 200, its count of vectors); its
+CPU, the server's and the server's event loop's are reported per text answered.
 """
 
 import argparse
@@ -46,15 +48,25 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def in_process_throughput(texts):
-    """-> (texts per second, CPU milliseconds per text) of encode(texts, batch_size=32)."""
-    from transformer.sentence import SentenceEncoder
+class InProcess:
+    """`SentenceEncoder.encode(texts, batch_size=32)` in this process, the figure each server is
+    held to. Other jobs on the host change what the cores give from one minute to the next, so
+    each server run is cut into segments that alternate with in-process segments, and a ratio
+    is taken between the two sums."""
 
-    model = SentenceEncoder.from_pretrained(MODEL)
-    model.encode(texts[:64], batch_size=32)  # load the kernels
-    cpu, started = time.process_time(), time.perf_counter()
-    model.encode(texts, batch_size=32)
-    return len(texts) / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / len(texts)
+    def __init__(self, texts):
+        from transformer.sentence import SentenceEncoder
+
+        self.texts = texts
+        self.model = SentenceEncoder.from_pretrained(MODEL)
+        self.model.encode(texts[:64], batch_size=32)  # load the kernels
+
+    def measure(self, texts=None):
+        """-> (texts per second, CPU milliseconds per text) of encoding `texts` (default: all)"""
+        texts = self.texts if texts is None else texts
+        cpu, started = time.process_time(), time.perf_counter()
+        self.model.encode(texts, batch_size=32)
+        return len(texts) / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / len(texts)
 
 
 def start(command, port):
@@ -100,7 +112,7 @@ def cpu_seconds(pid, thread=None):
 async def load(port, texts, per_request, clients, seconds, max_requests):
     """CLIENTS keep-alive connections, each posting one request after another until the deadline
     or max_requests; each answer is checked (status 200, per_request vectors in its JSON).
-    -> {"texts_per_second", "p50_ms", "p99_ms", "requests", "errors", "seconds", "client_cpu_seconds"}"""
+    -> {"latencies" (seconds, one per answered request), "errors", "seconds", "texts", "client_cpu_seconds"}"""
     wire = wire_requests(texts, per_request, port)
     latencies, counts = [], {"sent": 0, "errors": 0, "answered": 0}
     deadline = time.perf_counter() + seconds
@@ -131,10 +143,19 @@ async def load(port, texts, per_request, clients, seconds, max_requests):
     cpu, started = time.process_time(), time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), seconds + 300)
     elapsed = time.perf_counter() - started
-    latencies = np.array(latencies) * 1000
-    return {"texts_per_second": counts["answered"] / elapsed, "requests": len(latencies), "errors": counts["errors"],
-            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "seconds": elapsed, "texts": counts["answered"], "client_cpu_seconds": time.process_time() - cpu}
+    return {"latencies": latencies, "errors": counts["errors"], "seconds": elapsed, "texts": counts["answered"],
+            "client_cpu_seconds": time.process_time() - cpu}
+
+
+def merged(segments):
+    """Load runs -> one: {"texts_per_second", "p50_ms", "p99_ms", "requests", "errors", "seconds",
+    "texts", "client_cpu_seconds"}"""
+    latencies = np.concatenate([segment["latencies"] for segment in segments]) * 1000
+    run = {key: sum(segment[key] for segment in segments) for key in ("errors", "seconds", "texts",
+                                                                       "client_cpu_seconds")}
+    run.update(texts_per_second=run["texts"] / run["seconds"], requests=len(latencies),
+               p50_ms=float(np.percentile(latencies, 50)), p99_ms=float(np.percentile(latencies, 99)))
+    return run
 
 
 def run_loop(coroutine):
@@ -262,6 +283,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-requests", type=int, default=20000)
     parser.add_argument("--texts", type=int, default=1024, help="texts of the corpus used")
+    parser.add_argument("--segments", type=int, default=4,
+                        help="each run is cut into this many segments, alternating with in-process ones")
     parser.add_argument("--per-request", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--systems", nargs="+", default=["transformer", "sentence-transformers"])
     parser.add_argument("--max-batch-tokens", type=int, default=8192, help="the server's token budget per batch")
@@ -274,7 +297,8 @@ def main():
     results = {"model": MODEL, "clients": args.clients, "seconds": args.seconds, "max_requests": args.max_requests,
                "texts": len(texts), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                "load_average_at_start": os.getloadavg()[0], "runs": []}
-    results["in_process_texts_per_second"], results["in_process_cpu_ms_per_text"] = in_process_throughput(texts)
+    in_process = InProcess(texts)
+    results["in_process_texts_per_second"], results["in_process_cpu_ms_per_text"] = in_process.measure()
     print(f"in-process encode: {results['in_process_texts_per_second']:.1f} texts/s, "
           f"{results['in_process_cpu_ms_per_text']:.2f} CPU ms/text", flush=True)
     for system in args.systems:
@@ -290,13 +314,20 @@ def main():
             for per_request in args.per_request:
                 run_loop(load(port, texts, per_request, args.clients, 3, 200))  # warm up
                 before = server_usage(process.pid, port, system)
-                run = run_loop(load(port, texts, per_request, args.clients, args.seconds, args.max_requests))
+                segments, beside_seconds = [], 0.0
+                for part in np.array_split(np.arange(len(texts)), args.segments):
+                    rate, _ = in_process.measure([texts[i] for i in part])  # the server idle meanwhile
+                    beside_seconds += len(part) / rate
+                    segments.append(run_loop(load(port, texts, per_request, args.clients, args.seconds / args.segments,
+                                                  args.max_requests // args.segments)))
+                beside = len(texts) / beside_seconds  # in-process texts/s over the segments between the server's
+                run = merged(segments)
                 account(run, before, server_usage(process.pid, port, system))
-                run.update(system=system, per_request=per_request,
-                           vs_in_process=run["texts_per_second"] / results["in_process_texts_per_second"])
+                run.update(system=system, per_request=per_request, in_process_texts_per_second=beside,
+                           vs_in_process=run["texts_per_second"] / beside)
                 results["runs"].append(run)
                 print(f"{system:>22}  {per_request:>2} texts/request: {run['texts_per_second']:7.1f} texts/s "
-                      f"({run['vs_in_process']:.0%} of in-process), p50 {run['p50_ms']:.0f} ms, "
+                      f"({run['vs_in_process']:.0%} of in-process's {beside:.1f} between), p50 {run['p50_ms']:.0f} ms, "
                       f"p99 {run['p99_ms']:.0f} ms, {run['requests']} requests, {run['errors']} errors; CPU ms/text: "
                       f"server {run['server_cpu_ms_per_text']:.2f} (event loop {run['loop_cpu_ms_per_text']:.2f}), "
                       f"load generator {run['client_cpu_ms_per_text']:.2f}"
@@ -320,14 +351,17 @@ def write_results(results, args):
              f"200 and its count of vectors), {args.seconds:g} s per run (at most {args.max_requests} requests), "
              f"{results['texts']} texts of benchmarks/data/corpus.txt; {results['machine']}, the load generator on "
              f"the same cores; load average {results['load_average_at_start']:.1f} at the start, "
-             f"{results['load_average_at_end']:.1f} at the end. In-process `encode(batch_size=32)`: "
-             f"**{results['in_process_texts_per_second']:.1f} texts/s**, "
-             f"{results['in_process_cpu_ms_per_text']:.2f} CPU ms per text.", "",
-             "| server | texts / request | texts / s | vs in-process | p50 ms | p99 ms | requests | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{results['load_average_at_end']:.1f} at the end. In-process `encode(batch_size=32)` on the same "
+             f"texts: **{results['in_process_texts_per_second']:.1f} texts/s** at the start, "
+             f"{results['in_process_cpu_ms_per_text']:.2f} CPU ms per text. Other jobs share the cores and what "
+             f"they leave changes by the minute, so each run is cut into {args.segments} segments that alternate "
+             f"with in-process `encode` of 1/{args.segments} of the texts each, and is held to that in-process figure.", "",
+             "| server | texts / request | texts / s | in-process between | vs in-process | p50 ms | p99 ms | "
+             "requests | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in results["runs"]:
         lines.append(f"| {run['system']} | {run['per_request']} | {run['texts_per_second']:.1f} | "
-                     f"{run['vs_in_process']:.0%} | {run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {run['requests']} | "
+                     f"{run['in_process_texts_per_second']:.1f} | {run['vs_in_process']:.0%} | {run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {run['requests']} | "
                      f"{run['errors']} |")
     lines += ["", "Where the CPU went, in CPU milliseconds per text answered (in-process `encode`: "
               f"{results['in_process_cpu_ms_per_text']:.2f}). The server's event loop (its main thread) does HTTP, "
