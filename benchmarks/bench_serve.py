@@ -374,7 +374,7 @@ def write_results(results, args):
         busy = (f"{run['model_busy']:.0%} | {run['texts_per_batch']:.1f}" if "model_busy" in run else "- | -")
         lines.append(f"| {run['system']} | {run['per_request']} | {run['server_cpu_ms_per_text']:.2f} | "
                      f"{run['loop_cpu_ms_per_text']:.2f} | {run['client_cpu_ms_per_text']:.2f} | "
-                     f"{run['client_cpu_share']:.0%} | {busy} |")
+                     f"{run['client_cpu_share']:.1%} | {busy} |")
     lines += ["", "The steps outside the model, in CPU microseconds, measured in the benchmark's process after the "
               "runs (`step_costs`; the app's figure is through the whole ASGI app, with a stand-in for the model: "
               "what else the event loop spends in a run is uvicorn's HTTP and the sockets'):", "",
