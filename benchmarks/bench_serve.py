@@ -355,14 +355,15 @@ def write_results(results, args):
              f"texts: **{results['in_process_texts_per_second']:.1f} texts/s** at the start, "
              f"{results['in_process_cpu_ms_per_text']:.2f} CPU ms per text. Other jobs share the cores and what "
              f"they leave changes by the minute, so each run is cut into {args.segments} segments that alternate "
-             f"with in-process `encode` of 1/{args.segments} of the texts each, and is held to that in-process figure.", "",
+             f"with in-process `encode` of 1/{args.segments} of the texts each, and is held to that in-process "
+             f"figure.", "",
              "| server | texts / request | texts / s | in-process between | vs in-process | p50 ms | p99 ms | "
              "requests | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in results["runs"]:
         lines.append(f"| {run['system']} | {run['per_request']} | {run['texts_per_second']:.1f} | "
-                     f"{run['in_process_texts_per_second']:.1f} | {run['vs_in_process']:.0%} | {run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {run['requests']} | "
-                     f"{run['errors']} |")
+                     f"{run['in_process_texts_per_second']:.1f} | {run['vs_in_process']:.0%} | {run['p50_ms']:.0f} | "
+                     f"{run['p99_ms']:.0f} | {run['requests']} | {run['errors']} |")
     lines += ["", "Where the CPU went, in CPU milliseconds per text answered (in-process `encode`: "
               f"{results['in_process_cpu_ms_per_text']:.2f}). The server's event loop (its main thread) does HTTP, "
               "JSON and validation; the rest of the server is the forward pass and tokenization. Model busy: the "

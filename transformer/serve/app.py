@@ -335,7 +335,7 @@ def add_rerank_route(app, engine, check_model, check_texts, run):
         scores = engine.scores(await run(pairs), body.raw_scores)  # [n]
         order = np.argsort(-scores, kind="stable")  # best first; ties keep the order sent
         return json_response([{"index": int(i), "score": float(scores[i]),
-                              **({"text": body.texts[i]} if body.return_text else {})} for i in order])
+                               **({"text": body.texts[i]} if body.return_text else {})} for i in order])
 
 
 def add_sparse_route(app, engine, check_model, check_texts, run):
@@ -352,7 +352,7 @@ def add_sparse_route(app, engine, check_model, check_texts, run):
             raise ApiError(400, str(error), error.param, "context_length_exceeded") from None
         weights = await run(items)  # [n, vocab]
         return json_response([[{"index": int(i), "value": float(row[i])} for i in np.flatnonzero(row)]
-                             for row in weights])
+                              for row in weights])
 
 
 def add_embedding_routes(app, engine, check_model, check_texts, token_ids, embed):
