@@ -364,3 +364,47 @@ def test_the_batcher_cuts_length_sorted_batches_within_the_token_budget():
     batches = batcher._batches(items)
     assert [[len(ids) for ids, _ in batch] for batch in batches] == [[50, 40], [30, 20, 10]]
     assert all(len(batch) * len(batch[0][0]) <= 100 for batch in batches)
+
+
+def test_float_vectors_are_written_with_the_exact_values_of_their_float32_numbers():
+    from transformer.serve.app import json_response
+
+    rng = np.random.default_rng(0)
+    scales = np.float32(10.0) ** rng.integers(-30, 4, size=(16, 384)).astype(np.float32)
+    vectors = rng.standard_normal((16, 384)).astype(np.float32) * scales  # [16, 384], tiny to large numbers
+    written = json.loads(json_response({"data": list(vectors.astype(np.float64))}).body)["data"]
+    assert written == vectors.tolist()  # each number parses to the float32 value, exactly, as json.dumps writes it
+
+
+def test_the_forward_thread_starts_the_next_batch_while_the_event_loop_is_busy():
+    import asyncio
+
+    from transformer.serve.batcher import Batcher
+
+    first_running, release, second_started = threading.Event(), threading.Event(), threading.Event()
+
+    def embed_batch(sequences):  # [token ids] -> [n, 2]: each row (first id, length)
+        if second_started.is_set() or first_running.is_set():
+            second_started.set()
+        else:
+            first_running.set()
+            release.wait(30)
+        return np.array([[ids[0], len(ids)] for ids in sequences], dtype=np.float32)
+
+    async def calls():
+        batcher = Batcher(embed_batch, max_batch_tokens=8, max_queue=100)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.embed([[1, 2, 3, 4, 5, 6]]))
+        assert await asyncio.to_thread(first_running.wait, 30)
+        second = asyncio.ensure_future(batcher.embed([[7, 8, 9], [10]]))
+        await asyncio.sleep(0)  # the second request joins the queue while the first batch runs
+        release.set()
+        # The event loop blocks here: the forward thread must take the next batch by itself.
+        assert second_started.wait(30)
+        results = await first, await second
+        await batcher.close()
+        return results
+
+    first, second = asyncio.run(calls())
+    np.testing.assert_array_equal(first, [[1, 6]])
+    np.testing.assert_array_equal(second, [[7, 3], [10, 1]])  # in the order sent, though batched longest first

@@ -70,6 +70,7 @@ def add_serve(subparsers, common):
 def run_serve(args):
     try:
         import fastapi  # noqa: F401
+        import orjson  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as error:
         raise _missing_extra(error, "serve", "transformer serve") from None
