@@ -140,6 +140,11 @@ CASES = [
     dict(model_type="t5", name="t5_long_330", architecture="T5EncoderModel", lengths=[330, 17], hidden_states=False,
          config=dict(_T5, d_model=16, num_heads=2, d_kv=8, num_layers=2, d_ff=32, feed_forward_proj="gated-gelu",
                      relative_attention_num_buckets=24, relative_attention_max_distance=64)),
+    # 1030 tokens, far beyond max_distance 256 and past 1024, beside rows of 17 and 1
+    dict(model_type="t5", name="t5_long_1030", architecture="T5EncoderModel", lengths=[1030, 17, 1],
+         hidden_states=False,
+         config=dict(_T5, d_model=16, num_heads=2, d_kv=8, num_layers=2, d_ff=32, feed_forward_proj="relu",
+                     relative_attention_num_buckets=20, relative_attention_max_distance=256)),
 ]
 
 
