@@ -39,8 +39,8 @@ What it writes:
         last_hidden_state_b (only the non-padding tokens, [tokens, hidden], to keep the file
         small) and pooler_output_b
 
-The tests that read these files (tests/test_families.py, tests/test_family_<family>.py,
-tests/decoder_cases.py) import this file for its cases, and their live tests rebuild the cases
+tests/test_families.py reads every encoder case's files; tests/test_family_<family>.py and
+tests/decoder_cases.py import this file for its cases too: their live tests rebuild the cases
 (LIVE_CASES adds larger shapes) and compare with transformers directly.
 """
 
