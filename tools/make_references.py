@@ -477,12 +477,12 @@ LIVE_CASES = [case for family in FAMILIES.values() for case in family.live]
 _FAMILY_OF = {case["model_type"]: family for family in FAMILIES.values() for case in family.cases + family.live}
 
 
-def family_of(case):
-    """The Family of a case (any dict with a `model_type` one of FAMILIES' cases has)."""
+def family_of(model_type):
+    """The Family of a model_type (config.json's) that one of FAMILIES' cases has."""
     try:
-        return _FAMILY_OF[case["model_type"]]
+        return _FAMILY_OF[model_type]
     except KeyError:
-        raise ValueError(f"model_type {case['model_type']!r} belongs to no family here; known: "
+        raise ValueError(f"model_type {model_type!r} belongs to no family here; known: "
                          f"{', '.join(sorted(_FAMILY_OF))}") from None
 
 
@@ -590,7 +590,7 @@ def build_model(case, seed=0):
     import torch
     import transformers
 
-    family = family_of(case)
+    family = family_of(case["model_type"])
     config = transformers.AutoConfig.for_model(case["model_type"], **case["config"])
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
@@ -626,9 +626,9 @@ def build_model(case, seed=0):
     return model
 
 
-def takes_token_types(model, case):
+def takes_token_types(model, model_type):
     """Whether transformers' forward of this (encoder) model reads token_type_ids."""
-    return not family_of(case).causal and "token_type_ids" in inspect.signature(model.forward).parameters
+    return not family_of(model_type).causal and "token_type_ids" in inspect.signature(model.forward).parameters
 
 
 def make_inputs(case, config, token_types, seed=0):
@@ -641,7 +641,7 @@ def make_inputs(case, config, token_types, seed=0):
     rng = np.random.default_rng(seed)
     lengths = case["lengths"]
     seq = max(lengths)
-    pad = 0 if family_of(case).causal else config.pad_token_id
+    pad = 0 if family_of(case["model_type"]).causal else config.pad_token_id
     real_ids = np.array([i for i in range(config.vocab_size) if i != pad])
     input_ids = np.full((len(lengths), seq), pad, dtype=np.int64)
     attention_mask = np.zeros((len(lengths), seq), dtype=np.int64)
@@ -656,7 +656,7 @@ def make_inputs(case, config, token_types, seed=0):
     return input_ids, attention_mask, token_type_ids
 
 
-def run_transformers(model, case, input_ids, attention_mask, token_type_ids):
+def run_transformers(model, model_type, input_ids, attention_mask, token_type_ids):
     """transformers' outputs for one batch, as float32 NumPy arrays.
 
     Encoders: last_hidden_state (after the final norm where there is one) and pooler_output
@@ -666,9 +666,9 @@ def run_transformers(model, case, input_ids, attention_mask, token_type_ids):
     import torch
 
     inputs = dict(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
-    if takes_token_types(model, case):
+    if takes_token_types(model, model_type):
         inputs["token_type_ids"] = torch.from_numpy(token_type_ids)
-    causal = family_of(case).causal
+    causal = family_of(model_type).causal
     if causal:
         model = getattr(model, model.base_model_prefix, model)
     forward = model.get_encoder() if getattr(model, "decoder", None) is not None else model
@@ -694,12 +694,12 @@ def write_case(case, directory, seed=0):
         shutil.rmtree(directory)
     model = build_model(case, seed)
     model.save_pretrained(directory)
-    token_types = takes_token_types(model, case)
+    token_types = takes_token_types(model, case["model_type"])
     input_ids, attention_mask, token_type_ids = make_inputs(case, model.config, token_types, seed)
     reference = dict(input_ids=input_ids, attention_mask=attention_mask)
-    if not family_of(case).causal:
+    if not family_of(case["model_type"]).causal:
         reference["token_type_ids"] = token_type_ids
-    reference.update(run_transformers(model, case, input_ids, attention_mask, token_type_ids))
+    reference.update(run_transformers(model, case["model_type"], input_ids, attention_mask, token_type_ids))
     return reference
 
 
@@ -713,7 +713,7 @@ def kept(case, reference):
 
 
 def case_directory(case):
-    return REFERENCES / family_of(case).folder / case["name"]
+    return REFERENCES / family_of(case["model_type"]).folder / case["name"]
 
 
 def write_reference(case, directory=None):
@@ -759,11 +759,10 @@ def load_real_model(model_dir):
 def real_reference(model_dir, max_batches=None):
     """transformers' outputs for SENTENCES on a real checkpoint, as the .npz dict."""
     model = load_real_model(model_dir)
-    case = dict(model_type=model.config.model_type)
     reference = {}
     all_texts = []
     for b, (texts, input_ids, attention_mask, token_type_ids) in enumerate(tokenize_batches(model_dir)[:max_batches]):
-        out = run_transformers(model, case, input_ids, attention_mask, token_type_ids)
+        out = run_transformers(model, model.config.model_type, input_ids, attention_mask, token_type_ids)
         reference[f"input_ids_{b}"] = input_ids
         reference[f"attention_mask_{b}"] = attention_mask
         reference[f"token_type_ids_{b}"] = token_type_ids
@@ -832,7 +831,7 @@ def check_case(case, scratch):
     from safetensors.numpy import load_file
 
     committed = case_directory(case)
-    label = f"{family_of(case).folder}/{case['name']}"
+    label = f"{family_of(case['model_type']).folder}/{case['name']}"
     if not (committed / "reference.npz").is_file():
         print(f"{label}: not committed")
         return False
@@ -879,7 +878,7 @@ def compare_case(case, model_dir, reference, backend="numpy"):
     real = reference["attention_mask"].astype(bool)
     diffs = {"last_hidden_state": float(np.abs(out.last_hidden_state - reference["last_hidden_state"])[real].max())}
     if "hidden_states" in reference:
-        layers = slice(None, -1) if family_of(case).causal else slice(None)
+        layers = slice(None, -1) if family_of(case["model_type"]).causal else slice(None)
         pairs = zip(out.hidden_states[layers], reference["hidden_states"][layers])
         diffs["hidden_states"] = max(float(np.abs(ours - theirs)[real].max()) for ours, theirs in pairs)
     if attentions:
@@ -926,7 +925,7 @@ def transformers_logit_error(case, reference, seed=0):
     model = build_model(case, seed).double()
     inputs = dict(input_ids=torch.from_numpy(reference["input_ids"]),
                   attention_mask=torch.from_numpy(reference["attention_mask"]))
-    if takes_token_types(model, case):
+    if takes_token_types(model, case["model_type"]):
         inputs["token_type_ids"] = torch.from_numpy(reference["token_type_ids"])
     with torch.no_grad():
         exact = model(**inputs).logits.numpy()
@@ -947,7 +946,7 @@ def report(chosen, real_models, backends):
             for backend in backends:
                 diffs = compare_case(case, Path(tmp) / case["name"], reference, backend)
                 line += f"  {backend}: " + " ".join(f"{k}={v:.1e}" for k, v in diffs.items())
-                family = next(name for name, f in FAMILIES.items() if f is family_of(case))
+                family = next(name for name, f in FAMILIES.items() if f is family_of(case["model_type"]))
                 states = max(v for k, v in diffs.items() if k != "logits")
                 previous = worst.get((family, backend), (0.0, 0.0, None))
                 logits = diffs.get("logits", previous[2])
@@ -955,7 +954,7 @@ def report(chosen, real_models, backends):
                                           logits if previous[2] is None else max(previous[2], logits))
             if scale > 1.0:
                 line += f"  (|hidden| up to {scale:.1f})"
-            if "logits" in reference and not family_of(case).causal:
+            if "logits" in reference and not family_of(case["model_type"]).causal:
                 line += f"  (transformers fp32 logits vs fp64: {transformers_logit_error(case, reference):.1e})"
             print(line, flush=True)
     print("\n| family | backend | hidden states, pooler, attentions | the same / max(1, max |hidden|) | logits |")
@@ -1051,7 +1050,7 @@ def main(argv=None):
         return 0 if ok else 1
     for case in chosen:
         write_reference(case)
-        print(f"wrote {family_of(case).folder}/{case['name']}", flush=True)
+        print(f"wrote {family_of(case['model_type']).folder}/{case['name']}", flush=True)
     for name in real_models:
         write_real_reference(name)
         print(f"wrote {name}.npz", flush=True)
