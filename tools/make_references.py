@@ -491,6 +491,7 @@ def cases(*families, live=False):
     chosen = [FAMILIES[name] for name in families] if families else list(FAMILIES.values())
     return [case for family in chosen for case in family.cases + (family.live if live else ())]
 
+
 # ---------------------------------------------------------------------------------------
 # The real checkpoints (weights/, fetched by `make test`)
 # ---------------------------------------------------------------------------------------
