@@ -1,7 +1,7 @@
 """Shared by tests/test_family_<decoder>.py: the committed decoder references and their checks.
 
 tests/references/decoders/<case>/ hold a tiny random checkpoint written by transformers and
-its fp32 eager hidden states (tools/make_decoder_references.py, which also lists the cases).
+its fp32 eager hidden states (tools/make_references.py, which also lists the cases).
 """
 
 import importlib.util
@@ -20,8 +20,8 @@ TOLERANCE = 1e-5
 
 
 def tool():
-    """tools/make_decoder_references.py as a module."""
-    spec = importlib.util.spec_from_file_location("make_decoder_references", ROOT / "tools" / "make_decoder_references.py")
+    """tools/make_references.py as a module."""
+    spec = importlib.util.spec_from_file_location("make_references", ROOT / "tools" / "make_references.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

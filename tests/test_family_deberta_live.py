@@ -64,7 +64,7 @@ def test_numba_backend_matches_transformers_on_larger_shapes(name, tmp_path):
 
 
 def test_committed_deberta_references_are_what_the_script_makes(tmp_path):
-    case = next(c for c in make_references.FAMILY_CASES if c["name"] == "deberta_v3_buckets")
+    case = next(c for c in make_references.CASES if c["name"] == "deberta_v3_buckets")
     committed = np.load(ROOT / "tests" / "references" / "families" / case["name"] / "reference.npz")
     fresh = make_references.write_case(case, tmp_path / case["name"])
     np.testing.assert_array_equal(fresh["input_ids"], committed["input_ids"])

@@ -1,7 +1,7 @@
 """GPT-2 (a decoder: causal attention, pre-norm, Conv1D weights) against transformers.
 
 tests/references/decoders/gpt2_*/ hold tiny random checkpoints written by transformers and
-its fp32 eager hidden states (tools/make_decoder_references.py): right and left padding,
+its fp32 eager hidden states (tools/make_references.py): right and left padding,
 1 to 307 tokens, both attention scalings. Both backends must agree with them to 1e-5 (the
 hidden values stay below 5 in magnitude, so 1e-5 is absolute and relative alike), and with
 transformers live where it is installed.

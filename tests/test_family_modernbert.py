@@ -1,7 +1,7 @@
 """ModernBERT against transformers' own outputs, on both backends.
 
 tests/references/families/modernbert_*/ hold tiny random checkpoints written by transformers
-and its fp32 eager outputs (tests/make_modern_references.py says how they were made): global
+and its fp32 eager outputs (tools/make_references.py says how they were made): global
 and sliding-window layers with the window smaller than the input, both rope thetas, GeGLU
 and SwiGLU, with and without biases, every head, padded batches, rows of 1, 17 and 1030
 tokens. Where torch is installed, the live tests rebuild every case and compare directly.
@@ -26,16 +26,16 @@ TOLERANCE = 1e-5
 
 
 def _load_maker():
-    spec = importlib.util.spec_from_file_location("make_modern_references", ROOT / "tests" / "make_modern_references.py")
+    spec = importlib.util.spec_from_file_location("make_references", ROOT / "tools" / "make_references.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-make_modern_references = _load_maker()
+make_references = _load_maker()
 
 
-assert_matches = make_modern_references.assert_matches
+assert_matches = make_references.assert_matches
 
 
 def test_the_cases_cover_every_head_and_option():
@@ -154,12 +154,12 @@ def _live():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", [c for c in make_modern_references.CASES
+@pytest.mark.parametrize("case", [c for c in make_references.CASES
                                   if c["model_type"] == "modernbert" and "long" not in c["name"]],
                          ids=lambda case: case["name"])
 def test_live_case_matches_transformers(case, backend, tmp_path):
     _live()
-    reference = make_modern_references.write_case(case, tmp_path / case["name"])
+    reference = make_references.write_case(case, tmp_path / case["name"])
     assert_matches(Encoder.from_pretrained(tmp_path / case["name"], backend=backend), reference)
 
 
@@ -202,10 +202,10 @@ def test_sentence_encoder_matches_sentence_transformers_live(model_type, minilm_
 
     base_models = {"modernbert": "ModernBertModel", "nomic_bert": "NomicBertModel",
                    "jina_embeddings_v3": "JinaEmbeddingsV3Model", "t5": "T5EncoderModel"}
-    case = next(c for c in make_modern_references.CASES if c["architecture"] == base_models[model_type])
+    case = next(c for c in make_references.CASES if c["architecture"] == base_models[model_type])
     case = dict(case, config=dict(case["config"], vocab_size=30522, pad_token_id=0, max_position_embeddings=512))
     folder = tmp_path / model_type
-    model = make_modern_references.build_model(case)
+    model = make_references.build_model(case)
     model.save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "modules.json",
                  "sentence_bert_config.json"):

@@ -3,7 +3,7 @@ against transformers' outputs, on both backends: BERT's post-norm layers with ro
 positions instead of a position table (`nomic_bert.rotary_post_norm_recipe`).
 
 tests/references/families/nomic_bert_*/ and jina_v3_*/ hold tiny random checkpoints written
-by transformers and its fp32 eager outputs (tests/make_modern_references.py says how they
+by transformers and its fp32 eager outputs (tools/make_references.py says how they
 were made): rotary positions with the default and a set theta, NomicBERT's SwiGLU / GeGLU
 without biases, Jina's plain MLP with biases, token types, every head (NomicBERT's pooler for
 sequence classification, Jina's RoBERTa heads), padded batches, rows of 1, 17 and 1030
@@ -28,13 +28,13 @@ BACKENDS = ("numpy", "numba")
 
 
 def _load_maker():
-    spec = importlib.util.spec_from_file_location("make_modern_references", ROOT / "tests" / "make_modern_references.py")
+    spec = importlib.util.spec_from_file_location("make_references", ROOT / "tools" / "make_references.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-make_modern_references = _load_maker()
+make_references = _load_maker()
 
 
 @pytest.mark.parametrize("prefix", PREFIXES.values())
@@ -51,7 +51,7 @@ def test_the_cases_cover_every_head_and_length(prefix):
 @pytest.mark.parametrize("name", CASES)
 def test_committed_case_matches_transformers(name, backend):
     reference = dict(np.load(FAMILIES / name / "reference.npz"))
-    make_modern_references.assert_matches(Encoder.from_pretrained(FAMILIES / name, backend=backend), reference)
+    make_references.assert_matches(Encoder.from_pretrained(FAMILIES / name, backend=backend), reference)
 
 
 @pytest.mark.parametrize("name, theta, biases, gated", [("nomic_bert_swiglu", 1000.0, False, True),
@@ -82,12 +82,12 @@ def test_unsupported_settings_are_refused_naming_them(model_type, setting, messa
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", [c for c in make_modern_references.CASES
+@pytest.mark.parametrize("case", [c for c in make_references.CASES
                                   if c["model_type"] in PREFIXES and "long" not in c["name"]],
                          ids=lambda case: case["name"])
 def test_live_case_matches_transformers(case, backend, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    reference = make_modern_references.write_case(case, tmp_path / case["name"])
-    make_modern_references.assert_matches(Encoder.from_pretrained(tmp_path / case["name"], backend=backend),
+    reference = make_references.write_case(case, tmp_path / case["name"])
+    make_references.assert_matches(Encoder.from_pretrained(tmp_path / case["name"], backend=backend),
                                           reference)
