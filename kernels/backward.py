@@ -22,7 +22,8 @@ polynomials, <= 2 ulp). Rows (elements) are split over the threads (`_jit.run_ch
 
 The two products of a linear layer's backward are ordinary GEMMs once one operand is laid out:
 d_x = d_y @ W^T packs W^T (the weight changes every optimizer step, so packing it per step is
-the price), d_W = x^T @ d_y copies x^T contiguous and packs d_y.
+the price), d_W = x^T @ d_y transposes the narrower of x and d_y (`transpose`, block by
+block) and packs the other.
 """
 
 import math
@@ -81,6 +82,44 @@ class WeightPacks:
         return found[1]
 
 
+_TRANSPOSE_BLOCK = 32  # a 32 x 32 block of floats (4 KiB) read and written while in L1
+
+
+@jit
+def _transpose_range(x, out, first, stop):
+    """out[c, r] = x[r, c] for the columns of x in blocks first..stop-1 of _TRANSPOSE_BLOCK."""
+    rows, cols = x.shape
+    for block in range(first, stop):
+        c0 = block * _TRANSPOSE_BLOCK
+        c1 = min(cols, c0 + _TRANSPOSE_BLOCK)
+        for r0 in range(0, rows, _TRANSPOSE_BLOCK):
+            r1 = min(rows, r0 + _TRANSPOSE_BLOCK)
+            for c in range(c0, c1):
+                out_row = out[c]
+                for r in range(r0, r1):
+                    out_row[r] = x[r, c]
+
+
+def transpose(x):
+    """x.T as a new C-contiguous array: float32 [rows, cols] -> [cols, rows], block by block
+    (NumPy's copy of a transposed view walks one of the two arrays a float per cache line)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((x.shape[1], x.shape[0]), dtype=np.float32)
+    blocks = -(-x.shape[1] // _TRANSPOSE_BLOCK)
+    run_chunks(_transpose_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, out)
+    return out
+
+
+def weight_gradient(x, d_out):
+    """x^T @ d_out for the weight's gradient of a linear layer: x [tokens, in], d_out [tokens,
+    out] (C-contiguous) -> float32 [in, out]. The GEMM reads its left operand along the
+    depth (tokens here), so one of the two is transposed: the narrower one, the other packed
+    as the right operand; (d_out^T @ x)^T when d_out is the narrower."""
+    if x.shape[1] <= d_out.shape[1]:
+        return gemm(transpose(x), pack_weight(d_out))  # [in, tokens] @ [tokens, out]
+    return transpose(gemm(transpose(d_out), pack_weight(x)))  # ([out, tokens] @ [tokens, in])^T
+
+
 def matmul(a, b, bias=None):
     """a [M, K] @ b [K, N] (+ bias [N]) on the packed GEMM -> float32 [M, N]. Either operand
     may be a transposed view: a is copied contiguous, b packed (`pack_weight` reads any strides)."""
@@ -102,7 +141,7 @@ def linear_backward(d_out, x, weight, bias, packs=None):
     flat_d = np.ascontiguousarray(d_out.reshape(-1, d_out.shape[-1]), dtype=np.float32)  # [..., out] -> [tokens, out]
     packed_transpose = pack_weight(weight.T) if packs is None else packs.packed(weight, transposed=True)
     d_x = gemm(flat_d, packed_transpose).reshape(x.shape)  # [tokens, out] @ [out, in] -> [..., in]
-    d_weight = matmul(flat_x.T, flat_d)  # [in, tokens] @ [tokens, out] -> [in, out]
+    d_weight = weight_gradient(np.ascontiguousarray(flat_x, dtype=np.float32), flat_d)  # [in, tokens] @ [tokens, out]
     d_bias = None if bias is None else flat_d.sum(axis=0)  # [tokens, out] -> [out]
     return d_x, {"weight": d_weight, "bias": d_bias}
 
