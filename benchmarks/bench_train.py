@@ -128,7 +128,18 @@ def profile(backend, batch, tokens, top=25):
     trainer.step([trainer.batch(range(batch, 2 * batch))])
     profiler.disable()
     print(f"one step, {backend}, batch {batch} x 2 columns, {tokens} tokens: {time.perf_counter() - started:.3f} s")
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(profiler)
+    print("The phases (cumulative seconds; forward and backward summed over both columns):")
+    stats.sort_stats("cumulative").print_stats(PHASES)
+    print("By each function's own time:")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+# The functions whose cumulative time splits a step into its phases (a regular expression).
+PHASES = ("(train.py.*(tokenize|embed_backward|loss_and_gradients))|encoder_forward_with_cache|encoder_backward|"
+          "self_attention_with_cache|self_attention_backward|feed_forward_with_cache|feed_forward_backward|"
+          "linear_backward|attention_backward|attention_forward|clip_by_global_norm|optim.py.*step|"
+          "embed_with_cache|table_backward|norm_backward|multiple_negatives")
 
 
 def main():
