@@ -32,7 +32,8 @@ import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .activations import activation_code, bias_activation, erf_f32, exp_f32, tanh_f32
-from .gemm import gemm, pack_weight
+from .gemm import PackedWeight, gemm, pack_weight
+from .microkernel import NR
 
 _F0 = np.float32(0.0)
 _HALF = np.float32(0.5)
@@ -77,7 +78,7 @@ class WeightPacks:
         key = (id(weight), transposed)
         found = self._packs.get(key)
         if found is None or found[0] is not weight:  # the weight itself is kept, so its id stays its own
-            found = (weight, pack_weight(weight.T if transposed else weight))
+            found = (weight, pack_panels(weight.T if transposed else weight))
             self._packs[key] = found
         return found[1]
 
@@ -110,14 +111,43 @@ def transpose(x):
     return out
 
 
+@jit
+def _pack_range(x, panels, first, stop):
+    """Panels first..stop-1: panels[p, k, j] = x[k, 16 p + j], zeros past x's last column."""
+    depth, n = x.shape
+    for p in range(first, stop):
+        c0 = p * NR
+        width = min(NR, n - c0)
+        panel = panels[p]
+        for k in range(depth):
+            out = panel[k]
+            for j in range(width):
+                out[j] = x[k, c0 + j]
+            for j in range(width, NR):
+                out[j] = _F0
+
+
+def pack_panels(x):
+    """`gemm.pack_weight(x)` for float32 [K, N] (any strides) in one pass over x, the panels
+    split over the threads: for operands packed once per use (activations, the gradients of
+    the outputs), where NumPy's padded copy and transposed copy cost as much as the product."""
+    if x.ndim != 2 or x.dtype != np.float32:
+        raise TypeError(f"pack_panels: x must be a float32 [K, N] array, got {x.dtype} {x.shape}")
+    depth, n = x.shape
+    n_panels = -(-n // NR)
+    panels = np.empty((n_panels, depth, NR), dtype=np.float32)  # [panels, K, 16]
+    run_chunks(_pack_range, even_bounds(n_panels, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, panels)
+    return PackedWeight(panels, depth, n)
+
+
 def weight_gradient(x, d_out):
     """x^T @ d_out for the weight's gradient of a linear layer: x [tokens, in], d_out [tokens,
     out] (C-contiguous) -> float32 [in, out]. The GEMM reads its left operand along the
     depth (tokens here), so one of the two is transposed: the narrower one, the other packed
     as the right operand; (d_out^T @ x)^T when d_out is the narrower."""
     if x.shape[1] <= d_out.shape[1]:
-        return gemm(transpose(x), pack_weight(d_out))  # [in, tokens] @ [tokens, out]
-    return transpose(gemm(transpose(d_out), pack_weight(x)))  # ([out, tokens] @ [tokens, in])^T
+        return gemm(transpose(x), pack_panels(d_out))  # [in, tokens] @ [tokens, out]
+    return transpose(gemm(transpose(d_out), pack_panels(x)))  # ([out, tokens] @ [tokens, in])^T
 
 
 def matmul(a, b, bias=None):

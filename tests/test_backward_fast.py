@@ -114,6 +114,16 @@ def test_transpose_kernel_equals_numpy_transpose(shape):
     assert out.flags.c_contiguous and out.dtype == np.float32 and np.array_equal(out, x.T)
 
 
+@pytest.mark.parametrize("shape, transposed", [((70, 40), False), ((3000, 100), False), ((40, 70), True)])
+def test_pack_panels_equals_pack_weight(shape, transposed):
+    from transformer.kernels.gemm import pack_weight
+
+    x = random(np.random.default_rng(12), shape)
+    x = x.T if transposed else x
+    ours, theirs = fast.pack_panels(x), pack_weight(x)
+    assert ours.shape == theirs.shape and np.array_equal(ours.panels, theirs.panels)
+
+
 @pytest.mark.parametrize("inputs, outputs", [(48, 40), (40, 48)])  # either operand the narrower
 def test_weight_gradient_equals_the_float64_product(inputs, outputs):
     rng = np.random.default_rng(9)
