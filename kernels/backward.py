@@ -111,20 +111,30 @@ def transpose(x):
     return out
 
 
+_PACK_ROWS = 64  # rows of x per block: 64 rows of a few KiB stay in L2 while every panel takes its slice
+
+
 @jit
 def _pack_range(x, panels, first, stop):
-    """Panels first..stop-1: panels[p, k, j] = x[k, 16 p + j], zeros past x's last column."""
+    """Blocks first..stop-1 of _PACK_ROWS rows: panels[p, k, j] = x[k, 16 p + j], zeros past
+    x's last column. Row block by row block, so that x is read once from memory and each
+    panel gets a contiguous run of rows (one page per panel, not one per row)."""
     depth, n = x.shape
-    for p in range(first, stop):
-        c0 = p * NR
-        width = min(NR, n - c0)
-        panel = panels[p]
-        for k in range(depth):
-            out = panel[k]
-            for j in range(width):
-                out[j] = x[k, c0 + j]
-            for j in range(width, NR):
-                out[j] = _F0
+    n_panels = panels.shape[0]
+    for block in range(first, stop):
+        k0 = block * _PACK_ROWS
+        k1 = min(depth, k0 + _PACK_ROWS)
+        for p in range(n_panels):
+            c0 = p * NR
+            width = min(NR, n - c0)
+            panel = panels[p]
+            for k in range(k0, k1):
+                out = panel[k]
+                row = x[k]
+                for j in range(width):
+                    out[j] = row[c0 + j]
+                for j in range(width, NR):
+                    out[j] = _F0
 
 
 def pack_panels(x):
@@ -136,7 +146,8 @@ def pack_panels(x):
     depth, n = x.shape
     n_panels = -(-n // NR)
     panels = np.empty((n_panels, depth, NR), dtype=np.float32)  # [panels, K, 16]
-    run_chunks(_pack_range, even_bounds(n_panels, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, panels)
+    blocks = -(-depth // _PACK_ROWS)
+    run_chunks(_pack_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, panels)
     return PackedWeight(panels, depth, n)
 
 
