@@ -1,5 +1,5 @@
-"""Attention for training: the forward that keeps its probabilities, and its backward, one
-(sequence, head) at a time on the GEMM micro-kernel, beside the loops they must equal.
+"""Attention for training, forward and backward, one (sequence, head) at a time on the GEMM
+micro-kernel, beside the loops they must equal.
 
     forward    scores = Q K^T * scale + position_bias + mask          [seq, keys]
                P      = softmax(scores)                               each row sums to 1
@@ -24,7 +24,7 @@ Layouts (float32):
     mask_bias                      [batch, 1, 1, seq] or [batch, seq]: 0 for a token, MASK_VALUE
                                    for padding (`model.attention_mask_bias`)
     position_bias                  None, [1, heads, seq, seq] (MPNet) or [batch, heads, seq, seq]
-    probabilities, d_scores        [batch, heads, seq, seq], C-contiguous
+    probabilities, d_scores        [batch, heads, seq, seq], only when asked for
     context, d_query, d_key, d_value   [batch, heads, seq, head_dim], transposed views of
                                    [batch, seq, heads, head_dim] arrays: `model.merge_heads` of
                                    one is a reshape, no copy
@@ -34,11 +34,16 @@ skipped (a row with no real key keeps them all: the reference's uniform weights)
 probability is exactly 0 in the reference too (exp of about -3.4e38), so their scores,
 dS, dK and dV are exactly 0: written as zeros, never computed.
 
+The probabilities are not kept between the forward and the backward: the backward computes
+them again from Q, K, the mask and the bias (flash attention's trade). Kept, they would be
+[batch, heads, seq, seq] per layer (25 MB for MiniLM at 32 x 128), written and read back from
+memory; recomputed, an item's P [seq, keys] lives in the cache while it is used, for the cost
+of Q K^T and a softmax, a small share of the backward's products.
+
 How an item (one head of one sequence) runs: the operands are copied once into the micro-
 kernel's layouts (K^T and V^T as 16-wide panels [head_dim, keys], K, Q and dC as rows of
 head_dim rounded up to 16, P^T and dS^T as rows), then every product is a run of register
-tiles (`microkernel.tile`, 12 x 32 with AVX-512, else 6 x 16), the scores written straight
-into the probabilities' rows. Long sums (over more than KEY_RUN keys or queries) go in runs,
+tiles (`microkernel.tile`, 12 x 32 with AVX-512, else 6 x 16). Long sums (over more than KEY_RUN keys or queries) go in runs,
 each run's sum added to the last, as the inference kernel does (kernels/attention.py).
 Items are spread over the threads in contiguous runs (`_jit.run_chunks`), each chunk with its
 own scratch.
@@ -116,45 +121,67 @@ def _copy_transposed(source, start, stride, rows, width, target, target_ld):
 
 
 # ---------------------------------------------------------------------------------------
-# The forward: scores, softmax, P V
+# The probabilities of one item, the forward and the backward
 # ---------------------------------------------------------------------------------------
 @jit
-def _forward_item(q, k, v, row0, ld, seq, head_dim, lo, hi, scale, mask, mask0, bias, bias0, probabilities, p0,
-                  context, key_t, value_rows, inverse_sums, wide):
-    """One item. Rows of q, k, v and context from row0, ld floats apart; the mask of key j at
-    mask[mask0 + j]; the bias of (i, j) at bias[bias0 + i * seq + j] (an empty bias: none);
-    the probabilities' row i at probabilities[p0 + i * seq:]; keys lo..hi-1 only."""
+def _probabilities(q, k, row0, ld, seq, head_dim, lo, hi, scale, mask, mask0, bias, bias0, key_t, scores,
+                   inverse_sums, wide):
+    """P of one item into scores [seq, n_pad] (row i from i * n_pad, column j for key lo + j).
+    Rows of q and k from row0, ld floats apart; the mask of key j at mask[mask0 + j]; the
+    bias of (i, j) at bias[bias0 + i * seq + j] (an empty bias: none); keys lo..hi-1."""
     n_k = hi - lo
-    n_pad, d_pad = _padded(n_k), _padded(head_dim)
+    n_pad = _padded(n_k)
     _copy_transposed(k, row0 + lo * ld, ld, n_k, head_dim, key_t, n_pad)  # K^T [head_dim, n_pad]
-    _copy_rows(v, row0 + lo * ld, ld, n_k, head_dim, value_rows, d_pad)  # V [n_k, d_pad]
-    # scores = Q K^T, straight into the probabilities' rows
-    _product(q, row0, ld, seq, key_t, 0, n_pad, head_dim, probabilities, p0 + lo, seq, n_k, wide)
+    _product(q, row0, ld, seq, key_t, 0, n_pad, head_dim, scores, 0, n_pad, n_k, wide)  # Q K^T
     has_bias = bias.shape[0] > 0
+    mask_row = mask[mask0 + lo:mask0 + hi]
     for i in range(seq):
-        first = p0 + i * seq
-        row = probabilities[first + lo:first + hi]
+        row = scores[i * n_pad:i * n_pad + n_k]
         for j in range(n_k):
             row[j] *= scale
         if has_bias:
             bias_row = bias[bias0 + i * seq + lo:bias0 + i * seq + hi]
             for j in range(n_k):
                 row[j] += bias_row[j]
-        mask_row = mask[mask0 + lo:mask0 + hi]
         for j in range(n_k):
             row[j] += mask_row[j]
-    softmax_rows_inplace(probabilities, p0 + lo, seq, seq, n_k, _ONE, inverse_sums, 0)  # exp(x - max), 1 / sums
+    softmax_rows_inplace(scores, 0, n_pad, seq, n_k, _ONE, inverse_sums, 0)  # exp(x - max), 1 / sums
     for i in range(seq):
-        first = p0 + i * seq
-        row = probabilities[first:first + seq]
-        for j in range(lo):
-            row[j] = _F0
-        for j in range(lo, hi):
+        row = scores[i * n_pad:i * n_pad + n_k]
+        for j in range(n_k):
             row[j] *= inverse_sums[i]
-        for j in range(hi, seq):
-            row[j] = _F0
-    # context = P V
-    _product(probabilities, p0 + lo, seq, seq, value_rows, 0, d_pad, n_k, context, row0, ld, head_dim, wide)
+
+
+@jit
+def _forward_item(q, k, v, row0, ld, seq, head_dim, lo, hi, scale, mask, mask0, bias, bias0, probabilities, p0,
+                  context, scratch, wide):
+    """One item: the context rows (like q's); the probabilities' row i at probabilities[p0 +
+    i * seq:] when probabilities is not empty. scratch: `_forward_scratch_floats` floats."""
+    n_k = hi - lo
+    n_pad, d_pad, s_pad = _padded(n_k), _padded(head_dim), _padded(seq)
+    key_t = scratch[:head_dim * n_pad]
+    at = head_dim * s_pad
+    scores = scratch[at:at + seq * n_pad]
+    at += seq * s_pad
+    value_rows = scratch[at:at + n_k * d_pad]
+    at += seq * d_pad
+    inverse_sums = scratch[at:at + seq]
+    _probabilities(q, k, row0, ld, seq, head_dim, lo, hi, scale, mask, mask0, bias, bias0, key_t, scores,
+                   inverse_sums, wide)
+    _copy_rows(v, row0 + lo * ld, ld, n_k, head_dim, value_rows, d_pad)  # V [n_k, d_pad]
+    _product(scores, 0, n_pad, seq, value_rows, 0, d_pad, n_k, context, row0, ld, head_dim, wide)  # P V
+    if probabilities.shape[0] > 0:
+        for i in range(seq):
+            out = probabilities[p0 + i * seq:p0 + (i + 1) * seq]
+            for j in range(seq):
+                out[j] = _F0
+            for j in range(n_k):
+                out[lo + j] = scores[i * n_pad + j]
+
+
+def _forward_scratch_floats(seq, head_dim):
+    s_pad, d_pad = _padded.py_func(seq), _padded.py_func(head_dim)
+    return head_dim * s_pad + seq * s_pad + seq * d_pad + seq
 
 
 @jit
@@ -163,48 +190,36 @@ def _forward_chunks(q, k, v, num_heads, seq, head_dim, scale, mask, key_first, k
     """Chunks first_chunk..stop_chunk-1 of the (batch, head) items, chunk c being items
     item_bounds[c]..item_bounds[c + 1] - 1 with scratch[c]."""
     ld = num_heads * head_dim
-    n_pad, d_pad = _padded(seq), _padded(head_dim)
     for c in range(first_chunk, stop_chunk):
-        own = scratch[c]
-        key_t = own[:head_dim * n_pad]
-        value_rows = own[head_dim * n_pad:head_dim * n_pad + seq * d_pad]
-        inverse_sums = own[head_dim * n_pad + seq * d_pad:head_dim * n_pad + seq * d_pad + seq]
         for item in range(item_bounds[c], item_bounds[c + 1]):
             b = item // num_heads
             h = item - b * num_heads
             _forward_item(q, k, v, b * seq * ld + h * head_dim, ld, seq, head_dim, key_first[b], key_stop[b], scale,
                           mask, b * seq, bias, b * bias_batch_stride + h * seq * seq, probabilities, item * seq * seq,
-                          context, key_t, value_rows, inverse_sums, wide)
+                          context, scratch[c], wide)
 
 
-def _forward_scratch_floats(seq, head_dim):
-    return head_dim * _padded.py_func(seq) + seq * _padded.py_func(head_dim) + seq
-
-
-# ---------------------------------------------------------------------------------------
-# The backward
-# ---------------------------------------------------------------------------------------
 @jit(fastmath={"reassoc", "nsz", "contract"})
-def _softmax_backward_rows(probabilities, p0, seq, lo, hi, d_probabilities, ld_d, scale, d_scores):
-    """Rows i < seq: d_scores row i (from p0 + i * seq) = p * (dP - sum(dP * p)), zero
-    outside keys lo..hi-1; d_probabilities row i (ld_d floats apart) becomes that * scale."""
+def _softmax_backward_rows(scores, n_pad, seq, lo, hi, d_probabilities, scale, d_scores, d0):
+    """Rows i < seq, P's row i at scores[i * n_pad:] and dP's at d_probabilities[i * n_pad:]:
+    dS = p * (dP - sum(dP * p)) into d_scores' row i (from d0 + i * seq, zero outside keys
+    lo..hi-1) when d_scores is not empty, and dS * scale into dP's row, in place."""
     n_k = hi - lo
+    has_scores = d_scores.shape[0] > 0
     for i in range(seq):
-        first = p0 + i * seq
-        p = probabilities[first + lo:first + hi]
-        d_p = d_probabilities[i * ld_d:i * ld_d + n_k]
+        p = scores[i * n_pad:i * n_pad + n_k]
+        d_p = d_probabilities[i * n_pad:i * n_pad + n_k]
         weighted = _F0
         for j in range(n_k):
             weighted += d_p[j] * p[j]
-        out = d_scores[first:first + seq]
-        for j in range(lo):
-            out[j] = _F0
+        if has_scores:
+            out = d_scores[d0 + i * seq:d0 + (i + 1) * seq]
+            for j in range(seq):
+                out[j] = _F0
+            for j in range(n_k):
+                out[lo + j] = p[j] * (d_p[j] - weighted)
         for j in range(n_k):
-            d_score = p[j] * (d_p[j] - weighted)
-            out[lo + j] = d_score
-            d_p[j] = d_score * scale
-        for j in range(hi, seq):
-            out[j] = _F0
+            d_p[j] = p[j] * (d_p[j] - weighted) * scale
 
 
 @jit
@@ -216,36 +231,44 @@ def _zero_rows(x, start, stride, rows, width):
 
 
 @jit
-def _backward_item(q, k, v, d_context, row0, ld, seq, head_dim, lo, hi, scale, probabilities, p0, d_scores,
-                   d_query, d_key, d_value, scratch, wide):
-    """One item, the layouts of `_forward_item`; d_scores like the probabilities, d_query,
-    d_key, d_value like q, k, v. scratch: `_backward_scratch_floats(seq, head_dim)` floats."""
+def _backward_item(q, k, v, d_context, row0, ld, seq, head_dim, lo, hi, scale, mask, mask0, bias, bias0, d_scores,
+                   d0, d_query, d_key, d_value, scratch, wide):
+    """One item, the layouts of `_forward_item`; P recomputed (`_probabilities`); d_scores
+    like the probabilities (empty: not wanted), d_query, d_key, d_value like q, k, v.
+    scratch: `_backward_scratch_floats(seq, head_dim)` floats."""
     n_k = hi - lo
     n_pad, d_pad, s_pad = _padded(n_k), _padded(head_dim), _padded(seq)
     # the scratch's parts (sizes for n_k <= seq)
-    value_t = scratch[:head_dim * n_pad]  # V^T [head_dim, n_pad]
+    key_t = scratch[:head_dim * n_pad]  # K^T, then V^T [head_dim, n_pad]
     at = head_dim * s_pad
+    scores = scratch[at:at + seq * n_pad]  # P [seq, n_pad]
+    at += seq * s_pad
+    d_probabilities = scratch[at:at + seq * n_pad]  # dP, then dS * scale [seq, n_pad]
+    at += seq * s_pad
+    transposed = scratch[at:at + n_k * s_pad]  # P^T, then dS^T [n_k, s_pad]
+    at += seq * s_pad
     key_rows = scratch[at:at + n_k * d_pad]  # K [n_k, d_pad]
     at += seq * d_pad
     query_rows = scratch[at:at + seq * d_pad]  # Q [seq, d_pad]
     at += seq * d_pad
     d_context_rows = scratch[at:at + seq * d_pad]  # dC [seq, d_pad]
     at += seq * d_pad
-    transposed = scratch[at:at + n_k * s_pad]  # P^T, then dS^T [n_k, s_pad]
-    at += seq * s_pad
-    d_probabilities = scratch[at:at + seq * n_pad]  # dP, then dS * scale [seq, n_pad]
+    inverse_sums = scratch[at:at + seq]
 
+    _probabilities(q, k, row0, ld, seq, head_dim, lo, hi, scale, mask, mask0, bias, bias0, key_t, scores,
+                   inverse_sums, wide)
     key0 = row0 + lo * ld
+    value_t = key_t  # K^T is spent
     _copy_transposed(v, key0, ld, n_k, head_dim, value_t, n_pad)
     _copy_rows(k, key0, ld, n_k, head_dim, key_rows, d_pad)
     _copy_rows(q, row0, ld, seq, head_dim, query_rows, d_pad)
     _copy_rows(d_context, row0, ld, seq, head_dim, d_context_rows, d_pad)
     # dV = P^T dC: keys lo..hi-1 (the others' probabilities are 0)
-    _copy_transposed(probabilities, p0 + lo, seq, seq, n_k, transposed, s_pad)  # P[:, lo:hi]^T [n_k, s_pad]
+    _copy_transposed(scores, 0, n_pad, seq, n_k, transposed, s_pad)  # P^T [n_k, s_pad]
     _product(transposed, 0, s_pad, n_k, d_context_rows, 0, d_pad, seq, d_value, key0, ld, head_dim, wide)
-    # dP = dC V^T, then dS in d_scores and dS * scale in place
+    # dP = dC V^T, then dS (into d_scores) and dS * scale in place
     _product(d_context, row0, ld, seq, value_t, 0, n_pad, head_dim, d_probabilities, 0, n_pad, n_k, wide)
-    _softmax_backward_rows(probabilities, p0, seq, lo, hi, d_probabilities, n_pad, scale, d_scores)
+    _softmax_backward_rows(scores, n_pad, seq, lo, hi, d_probabilities, scale, d_scores, d0)
     # dQ = (dS * scale) K ; dK = (dS * scale)^T Q
     _product(d_probabilities, 0, n_pad, seq, key_rows, 0, d_pad, n_k, d_query, row0, ld, head_dim, wide)
     _copy_transposed(d_probabilities, 0, n_pad, seq, n_k, transposed, s_pad)
@@ -259,20 +282,21 @@ def _backward_item(q, k, v, d_context, row0, ld, seq, head_dim, lo, hi, scale, p
 
 def _backward_scratch_floats(seq, head_dim):
     s_pad, d_pad = _padded.py_func(seq), _padded.py_func(head_dim)
-    return head_dim * s_pad + 3 * seq * d_pad + 2 * seq * s_pad
+    return head_dim * s_pad + 3 * seq * s_pad + 3 * seq * d_pad + seq
 
 
 @jit
-def _backward_chunks(q, k, v, d_context, num_heads, seq, head_dim, scale, key_first, key_stop, probabilities,
-                     d_scores, d_query, d_key, d_value, item_bounds, scratch, wide, first_chunk, stop_chunk):
+def _backward_chunks(q, k, v, d_context, num_heads, seq, head_dim, scale, mask, key_first, key_stop, bias,
+                     bias_batch_stride, d_scores, d_query, d_key, d_value, item_bounds, scratch, wide, first_chunk,
+                     stop_chunk):
     ld = num_heads * head_dim
     for c in range(first_chunk, stop_chunk):
         for item in range(item_bounds[c], item_bounds[c + 1]):
             b = item // num_heads
             h = item - b * num_heads
             _backward_item(q, k, v, d_context, b * seq * ld + h * head_dim, ld, seq, head_dim, key_first[b],
-                           key_stop[b], scale, probabilities, item * seq * seq, d_scores, d_query, d_key, d_value,
-                           scratch[c], wide)
+                           key_stop[b], scale, mask, b * seq, bias, b * bias_batch_stride + h * seq * seq, d_scores,
+                           item * seq * seq, d_query, d_key, d_value, scratch[c], wide)
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,66 +345,71 @@ def supports(mask_bias, position_bias, batch, seq):
                                      and np.shape(position_bias)[2:] == (seq, seq))
 
 
+def _bias_args(position_bias, batch, num_heads, seq):
+    """(flat float32 bias, the floats between two sequences' biases: 0 when shared)."""
+    if position_bias is None:
+        return np.zeros(0, np.float32), 0
+    if not supports(None, position_bias, batch, seq) or np.shape(position_bias)[1] != num_heads:
+        raise ValueError(f"attention: position_bias must be float32 [1 or {batch}, {num_heads}, {seq}, {seq}], "
+                         f"got {np.shape(position_bias)}")
+    stride = 0 if np.shape(position_bias)[0] == 1 else num_heads * seq * seq
+    return np.ascontiguousarray(position_bias, dtype=np.float32).reshape(-1), stride
+
+
 def _chunks(batch, num_heads, seq, head_dim):
     flops = 4.0 * batch * num_heads * seq * seq * head_dim
     return np.array(even_bounds(batch * num_heads, parallel_chunks(flops, _FLOPS_PER_CHUNK)), dtype=np.int64)
 
 
-def attention_forward(query, key, value, mask_bias=None, position_bias=None, wide=WIDE_TILES):
-    """The twin of `transformer.model.attention`: -> (context [batch, heads, seq, head_dim],
-    probabilities [batch, heads, seq, seq]), float32. Layouts: the module docstring."""
-    q, k, v = (_token_major(name, array) for name, array in (("query", query), ("key", key), ("value", value)))
-    if not query.shape == key.shape == value.shape:
-        raise ValueError(f"attention: query, key and value must have one shape [batch, heads, seq, head_dim], got "
-                         f"{query.shape}, {key.shape}, {value.shape}")
+def _check_heads(names_and_arrays):
+    shapes = [array.shape for _, array in names_and_arrays]
+    if len(set(shapes)) > 1:
+        names = ", ".join(name for name, _ in names_and_arrays)
+        raise ValueError(f"attention: {names} must have one shape [batch, heads, seq, head_dim], got "
+                         f"{', '.join(map(str, shapes))}")
+    return [_token_major(name, array) for name, array in names_and_arrays]
+
+
+def attention_forward(query, key, value, mask_bias=None, position_bias=None, probabilities=False, wide=WIDE_TILES):
+    """The twin of `transformer.model.attention` -> context float32 [batch, heads, seq,
+    head_dim], and with probabilities=True also the probabilities [batch, heads, seq, seq]
+    (the backward recomputes them: training keeps none). Layouts: the module docstring."""
+    q, k, v = _check_heads((("query", query), ("key", key), ("value", value)))
     batch, num_heads, seq, head_dim = query.shape
     first, stop, mask = key_ranges(mask_bias, batch, seq)
-    bias, bias_batch_stride = np.zeros(0, np.float32), 0
-    if position_bias is not None:
-        if not supports(None, position_bias, batch, seq) or np.shape(position_bias)[1] != num_heads:
-            raise ValueError(f"attention: position_bias must be float32 [1 or {batch}, {num_heads}, {seq}, {seq}], "
-                             f"got {np.shape(position_bias)}")
-        bias = np.ascontiguousarray(position_bias, dtype=np.float32).reshape(-1)
-        bias_batch_stride = 0 if np.shape(position_bias)[0] == 1 else num_heads * seq * seq
-    probabilities = np.empty((batch, num_heads, seq, seq), dtype=np.float32)
+    bias, bias_batch_stride = _bias_args(position_bias, batch, num_heads, seq)
+    kept = np.empty((batch, num_heads, seq, seq) if probabilities else (0,), dtype=np.float32)
     context = np.empty(q.shape, dtype=np.float32)
     item_bounds = _chunks(batch, num_heads, seq, head_dim)
     chunks = len(item_bounds) - 1
     scratch = np.empty((chunks, _forward_scratch_floats(seq, head_dim)), dtype=np.float32)
     run_chunks(_forward_chunks, range(chunks + 1), q, k, v, num_heads, seq, head_dim,
                np.float32(1.0 / math.sqrt(head_dim)), mask, first, stop, bias, bias_batch_stride,
-               probabilities.reshape(-1), context, item_bounds, scratch, bool(wide))
-    return _heads_view(context, query.shape), probabilities
+               kept.reshape(-1), context, item_bounds, scratch, bool(wide))
+    context = _heads_view(context, query.shape)
+    return (context, kept) if probabilities else context
 
 
-def attention_backward(d_context, query, key, value, probabilities, mask_bias=None, wide=WIDE_TILES):
-    """The twin of `transformer.backward.attention_backward`: -> (d_query, d_key, d_value
-    [batch, heads, seq, head_dim], d_scores [batch, heads, seq, seq]), float32.
-
-    mask_bias (optional): the forward's, to skip the padding keys; without it every key
-    whose probability is 0 in every row is still computed, to the same zeros."""
-    dc, q, k, v = (_token_major(name, array) for name, array in (
-        ("d_context", d_context), ("query", query), ("key", key), ("value", value)))
+def attention_backward(d_context, query, key, value, mask_bias=None, position_bias=None, d_scores=False,
+                       wide=WIDE_TILES):
+    """The twin of `transformer.backward.attention_backward`, from the forward's inputs (the
+    probabilities recomputed, item by item, in cache) -> (d_query, d_key, d_value [batch,
+    heads, seq, head_dim], d_scores [batch, heads, seq, seq] when d_scores=True, else None),
+    float32. d_scores: the gradient of what the position bias was added to."""
+    dc, q, k, v = _check_heads((("d_context", d_context), ("query", query), ("key", key), ("value", value)))
     batch, num_heads, seq, head_dim = query.shape
-    if not (d_context.shape == key.shape == value.shape == query.shape):
-        raise ValueError(f"attention_backward: d_context, query, key and value must have one shape, got "
-                         f"{d_context.shape}, {query.shape}, {key.shape}, {value.shape}")
-    if not (isinstance(probabilities, np.ndarray) and probabilities.dtype == np.float32
-            and probabilities.shape == (batch, num_heads, seq, seq)):
-        raise ValueError(f"attention_backward: probabilities must be float32 [{batch}, {num_heads}, {seq}, {seq}], "
-                         f"got {getattr(probabilities, 'dtype', None)} {np.shape(probabilities)}")
-    probabilities = np.ascontiguousarray(probabilities)
-    first, stop, _ = key_ranges(mask_bias, batch, seq)
-    d_scores = np.empty(probabilities.shape, dtype=np.float32)
+    first, stop, mask = key_ranges(mask_bias, batch, seq)
+    bias, bias_batch_stride = _bias_args(position_bias, batch, num_heads, seq)
+    scores_out = np.empty((batch, num_heads, seq, seq) if d_scores else (0,), dtype=np.float32)
     d_query, d_key, d_value = (np.empty(q.shape, dtype=np.float32) for _ in range(3))
     item_bounds = _chunks(batch, num_heads, seq, head_dim)
     chunks = len(item_bounds) - 1
     scratch = np.empty((chunks, _backward_scratch_floats(seq, head_dim)), dtype=np.float32)
     run_chunks(_backward_chunks, range(chunks + 1), q, k, v, dc, num_heads, seq, head_dim,
-               np.float32(1.0 / math.sqrt(head_dim)), first, stop, probabilities.reshape(-1), d_scores.reshape(-1),
-               d_query, d_key, d_value, item_bounds, scratch, bool(wide))
+               np.float32(1.0 / math.sqrt(head_dim)), mask, first, stop, bias, bias_batch_stride,
+               scores_out.reshape(-1), d_query, d_key, d_value, item_bounds, scratch, bool(wide))
     return (_heads_view(d_query, query.shape), _heads_view(d_key, query.shape), _heads_view(d_value, query.shape),
-            d_scores)
+            scores_out if d_scores else None)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Attention's forward-with-probabilities and backward kernels (kernels/attention_backward.py)
+"""Attention's forward and backward kernels for training (kernels/attention_backward.py)
 against their float64 loops, their NumPy twins (`model.attention`, `backward.attention_backward`)
 and torch autograd.
 
@@ -50,7 +50,8 @@ def problem(seed, seq=7, head_dim=8, heads=2, masks=tuple(MASKS.values()), bias=
 @pytest.mark.parametrize("bias", [None, "shared", "per_sequence"])
 def test_forward_kernel_equals_the_loop_and_the_numpy_twin(wide, bias):
     query, key, value, mask_bias, position_bias, _ = problem(0, bias=bias)
-    context, probabilities = kernels.attention_forward(query, key, value, mask_bias, position_bias, wide=wide)
+    context, probabilities = kernels.attention_forward(query, key, value, mask_bias, position_bias, probabilities=True,
+                                                       wide=wide)
     assert context.dtype == probabilities.dtype == np.float32
     loop_context, loop_probabilities = kernels.attention_forward_naive(query, key, value, mask_bias, position_bias)
     twin_context, twin_probabilities = model.attention(query, key, value, mask_bias, position_bias)
@@ -66,7 +67,8 @@ def test_forward_kernel_equals_the_loop_and_the_numpy_twin(wide, bias):
 def test_backward_kernel_equals_the_loop_and_the_numpy_twin(wide, bias):
     query, key, value, mask_bias, position_bias, d_context = problem(1, bias=bias)
     _, probabilities = model.attention(query, key, value, mask_bias, position_bias)
-    ours = kernels.attention_backward(d_context, query, key, value, probabilities, mask_bias, wide=wide)
+    ours = kernels.attention_backward(d_context, query, key, value, mask_bias, position_bias, d_scores=True,
+                                      wide=wide)
     loop = kernels.attention_backward_naive(d_context, query, key, value, probabilities)
     twin = backward.attention_backward(d_context, query, key, value, probabilities)
     for name, mine, looped, numpy_twin in zip(("d_query", "d_key", "d_value", "d_scores"), ours, loop, twin):
@@ -78,24 +80,24 @@ def test_backward_kernel_equals_the_loop_and_the_numpy_twin(wide, bias):
     assert not d_key[2, :, :2].any() and not d_scores[2, :, :, :2].any()
 
 
-def test_backward_kernel_without_the_mask_computes_the_padding_keys_to_zeros():
+def test_backward_kernel_gives_d_scores_only_when_asked():
     query, key, value, mask_bias, _, d_context = problem(2)
-    _, probabilities = model.attention(query, key, value, mask_bias)
-    skipped = kernels.attention_backward(d_context, query, key, value, probabilities, mask_bias)
-    computed = kernels.attention_backward(d_context, query, key, value, probabilities)
-    for a, b in zip(skipped, computed):
-        assert relative_error(a, b) <= TOLERANCE
+    with_scores = kernels.attention_backward(d_context, query, key, value, mask_bias, d_scores=True)
+    without = kernels.attention_backward(d_context, query, key, value, mask_bias)
+    assert without[3] is None and with_scores[3].shape == (4, 2, 7, 7)
+    for a, b in zip(with_scores[:3], without[:3]):
+        assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("seq, head_dim", [(150, 24), (40, 64)])  # runs of 128 keys, several tiles; a wide head
 def test_kernels_on_long_sequences_and_other_head_widths_equal_the_numpy_twins(seq, head_dim):
     masks = ([1] * seq, [1] * (seq - 11) + [0] * 11)
     query, key, value, mask_bias, _, d_context = problem(3, seq=seq, head_dim=head_dim, masks=masks)
-    context, probabilities = kernels.attention_forward(query, key, value, mask_bias)
+    context, probabilities = kernels.attention_forward(query, key, value, mask_bias, probabilities=True)
     twin_context, twin_probabilities = model.attention(query, key, value, mask_bias)
     assert relative_error(context, twin_context) <= TOLERANCE
     assert relative_error(probabilities, twin_probabilities) <= TOLERANCE
-    ours = kernels.attention_backward(d_context, query, key, value, twin_probabilities, mask_bias)
+    ours = kernels.attention_backward(d_context, query, key, value, mask_bias, d_scores=True)
     twin = backward.attention_backward(d_context, query, key, value, twin_probabilities)
     for name, mine, numpy_twin in zip(("d_query", "d_key", "d_value", "d_scores"), ours, twin):
         assert relative_error(mine, numpy_twin) <= TOLERANCE, name
@@ -103,7 +105,7 @@ def test_kernels_on_long_sequences_and_other_head_widths_equal_the_numpy_twins(s
 
 def test_context_merges_heads_without_a_copy():
     query, key, value, mask_bias, _, _ = problem(4)
-    context, _ = kernels.attention_forward(query, key, value, mask_bias)
+    context = kernels.attention_forward(query, key, value, mask_bias)
     assert model.merge_heads(context).base is not None and model.merge_heads(context).flags.c_contiguous
 
 
@@ -116,9 +118,9 @@ def test_forward_and_backward_match_torch_autograd():
     scores = tq @ tk.transpose(-1, -2) / math.sqrt(query.shape[-1]) + tbias + torch.tensor(mask_bias, dtype=torch.float64)
     t_context = torch.softmax(scores, dim=-1) @ tv
     t_context.backward(torch.tensor(np.asarray(d_context, np.float64)))
-    context, probabilities = kernels.attention_forward(query, key, value, mask_bias, position_bias)
-    d_query, d_key, d_value, d_scores = kernels.attention_backward(d_context, query, key, value, probabilities,
-                                                                   mask_bias)
+    context = kernels.attention_forward(query, key, value, mask_bias, position_bias)
+    d_query, d_key, d_value, d_scores = kernels.attention_backward(d_context, query, key, value, mask_bias,
+                                                                   position_bias, d_scores=True)
     checks = ((context, t_context.detach()), (d_query, tq.grad), (d_key, tk.grad), (d_value, tv.grad),
               (d_scores.sum(axis=0, keepdims=True), tbias.grad))
     for ours, theirs in checks:
@@ -131,6 +133,8 @@ def test_kernels_refuse_float64_and_a_per_query_bias_naming_the_argument():
         kernels.attention_forward(query.astype(np.float64), key, value, mask_bias)
     with pytest.raises(ValueError, match="position_bias must be float32"):
         kernels.attention_forward(query, key, value, mask_bias, np.zeros((2, 7, 7), np.float32))
-    with pytest.raises(ValueError, match="probabilities must be float32"):
-        kernels.attention_backward(query, query, key, value, np.zeros((4, 2, 7, 6), np.float32))
+    with pytest.raises(ValueError, match="d_context, query, key, value must have one shape"):
+        kernels.attention_backward(query[:, :1], query, key, value, mask_bias)
+    with pytest.raises(ValueError, match="mask_bias must be float32"):
+        kernels.attention_backward(query, query, key, value, np.zeros((4, 1, 1, 6), np.float32))
     assert not kernels.supports(np.zeros((4, 1, 7, 7), np.float32), None, 4, 7)  # a mask per query: NumPy's

@@ -245,15 +245,14 @@ def relative_position_bias_backward(d_bias, table, seq_len, num_buckets=32, max_
 # ---------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------
-def attention_backward(d_context, query, key, value, probabilities, mask_bias=None):
+def attention_backward(d_context, query, key, value, probabilities):
     """The backward of `model.attention`.
 
     d_context [batch, heads, seq, head_dim]; query, key, value as the forward got them;
     probabilities [batch, heads, seq_q, seq_k] from the forward. Returns (d_query, d_key,
     d_value, each [batch, heads, seq, head_dim], d_scores [batch, heads, seq_q, seq_k]: the
     gradient of what the position bias was added to). A padding key's probability is exactly 0,
-    so no gradient reaches it through the softmax: the mask has no gradient of its own, and
-    mask_bias is not needed here (the fast twin reads it to skip the padding keys' work).
+    so no gradient reaches it through the softmax: the mask has no gradient of its own.
     """
     head_dim = query.shape[-1]
     d_probabilities = d_context @ value.transpose(0, 1, 3, 2)  # [b, h, q, d] @ [b, h, d, k] -> [b, h, q, k]
@@ -276,8 +275,7 @@ def self_attention_with_cache(layer, spec, hidden, mask_bias, position_bias=None
     context, probabilities = steps.attention(query, key, value, mask_bias, position_bias)
     merged = model.merge_heads(context)  # -> [batch, seq, hidden]
     output = steps.linear(merged, **layer[spec.output.name])  # -> [batch, seq, hidden]
-    cache = dict(hidden=hidden, query=query, key=key, value=value, probabilities=probabilities, merged=merged,
-                 mask_bias=mask_bias)
+    cache = dict(hidden=hidden, query=query, key=key, value=value, probabilities=probabilities, merged=merged)
     return output, probabilities, cache
 
 
@@ -289,7 +287,7 @@ def self_attention_backward(d_output, layer, spec, cache, steps=None):
     d_merged, grads[spec.output.name] = steps.linear_backward(d_output, cache["merged"], **layer[spec.output.name])
     d_context = model.split_heads(d_merged, spec.num_heads)  # [b, s, hidden] -> [b, h, s, d]
     d_query, d_key, d_value, d_scores = steps.attention_backward(
-        d_context, cache["query"], cache["key"], cache["value"], cache["probabilities"], cache["mask_bias"])
+        d_context, cache["query"], cache["key"], cache["value"], cache["probabilities"])
     d_hidden = np.zeros_like(cache["hidden"])
     # query, key and value all read the same hidden states: their gradients add up
     for linear_spec, d_heads in ((spec.query, d_query), (spec.key, d_key), (spec.value, d_value)):
@@ -348,9 +346,10 @@ def numba_steps():
     """Steps on the Numba kernels (`kernels/backward.py`): the linear layers' matrix products,
     forward and backward, on the packed GEMM (each weight packed once, and its transpose
     once: make new steps after the weights change, as `train.Trainer.step` does every step);
-    LayerNorm forward and backward, the activations and the GELUs' backward fused; attention forward and backward
-    per (sequence, head) on the micro-kernel (`kernels/attention_backward.py`), skipping the
-    padding keys, for a key mask (a mask per query, causal or DeBERTa's, stays NumPy's)."""
+    LayerNorm forward and backward, the activations and the GELUs' backward fused; attention
+    forward and backward per (sequence, head) on the micro-kernel (`kernels/attention_backward.py`),
+    skipping the padding keys, for a key mask (a mask per query, causal or DeBERTa's, stays
+    NumPy's); its probabilities are not kept but computed again in the backward (`Recomputed`)."""
     from transformer.kernels import attention_backward as attention_kernels
     from transformer.kernels import backward as fast
     from transformer.kernels import layernorm as layer_norm_kernels
@@ -367,14 +366,17 @@ def numba_steps():
     def fast_attention(query, key, value, mask_bias, position_bias=None):
         batch, _, seq, _ = query.shape
         if attention_kernels.supports(mask_bias, position_bias, batch, seq):
-            return attention_kernels.attention_forward(query, key, value, mask_bias, position_bias)
+            context = attention_kernels.attention_forward(query, key, value, mask_bias, position_bias)
+            return context, Recomputed(mask_bias, position_bias)  # the backward computes P again
         return model.attention(query, key, value, mask_bias, position_bias)
 
-    def fast_attention_backward(d_context, query, key, value, probabilities, mask_bias=None):
-        batch, _, seq, _ = query.shape
-        if not attention_kernels.supports(mask_bias, None, batch, seq):
-            mask_bias = None  # a mask per query: every key computed (the padding ones to zeros)
-        return attention_kernels.attention_backward(d_context, query, key, value, probabilities, mask_bias)
+    def fast_attention_backward(d_context, query, key, value, probabilities):
+        if not isinstance(probabilities, Recomputed):
+            return attention_backward(d_context, query, key, value, probabilities)
+        # d_scores only for a position bias (the walker reads it for nothing else): else None
+        return attention_kernels.attention_backward(d_context, query, key, value, probabilities.mask_bias,
+                                                    probabilities.position_bias,
+                                                    d_scores=probabilities.position_bias is not None)
 
     def fast_norm(spec, params, x):
         if spec.kind != "layer_norm":
@@ -385,6 +387,14 @@ def numba_steps():
     return Steps(functools.partial(fast.linear, packs=packs), functools.partial(fast.linear_backward, packs=packs),
                  fast.layer_norm_backward, fast_activation, fast_activation_backward, fast_attention,
                  fast_attention_backward, fast_norm)
+
+
+class Recomputed(NamedTuple):
+    """What the fast attention step keeps in place of the probabilities: what its backward
+    computes them again from (with the query and key)."""
+
+    mask_bias: np.ndarray  # [batch, 1, 1, seq]
+    position_bias: np.ndarray | None  # [1 | batch, heads, seq, seq]
 
 
 def steps_of(backend):
