@@ -10,7 +10,8 @@ micro-kernel, beside the loops they must equal.
                dQ     = dS K * scale,   dK = dS^T Q * scale           [seq | keys, head_dim]
 
 The NumPy twins are `transformer.model.attention` and `transformer.backward.attention_backward`
-(they take and return the same arrays); `attention_forward_naive` and
+(the same arrays in and out, except that this backward takes the forward's mask and bias in
+place of its probabilities, see below); `attention_forward_naive` and
 `attention_backward_naive` here are the same math one element at a time, in float64.
 
 Layouts (float32):
@@ -43,10 +44,10 @@ of Q K^T and a softmax, a small share of the backward's products.
 How an item (one head of one sequence) runs: the operands are copied once into the micro-
 kernel's layouts (K^T and V^T as 16-wide panels [head_dim, keys], K, Q and dC as rows of
 head_dim rounded up to 16, P^T and dS^T as rows), then every product is a run of register
-tiles (`microkernel.tile`, 12 x 32 with AVX-512, else 6 x 16). Long sums (over more than KEY_RUN keys or queries) go in runs,
-each run's sum added to the last, as the inference kernel does (kernels/attention.py).
-Items are spread over the threads in contiguous runs (`_jit.run_chunks`), each chunk with its
-own scratch.
+tiles (`microkernel.tile`, 12 x 32 with AVX-512, else 6 x 16). Long sums (over more than
+KEY_RUN keys or queries) go in runs, each run's sum added to the last, as the inference
+kernel does (kernels/attention.py). Items are spread over the threads in contiguous runs
+(`_jit.run_chunks`), each chunk with its own scratch.
 """
 
 import math

@@ -115,7 +115,8 @@ def test_forward_and_backward_match_torch_autograd(torch_dtype):
     dtype = getattr(np, torch_dtype)
     # no row without a real key: float64 does not absorb a score into MASK_VALUE as float32 does
     query, key, value, mask_bias, position_bias, d_context = problem(5, bias="shared", masks=tuple(MASKS.values())[:3])
-    tq, tk, tv, tbias = (torch.tensor(np.asarray(x, dtype), requires_grad=True) for x in (query, key, value, position_bias))
+    tq, tk, tv, tbias = (torch.tensor(np.asarray(x, dtype), requires_grad=True)
+                         for x in (query, key, value, position_bias))
     scores = tq @ tk.transpose(-1, -2) / math.sqrt(query.shape[-1]) + tbias + torch.tensor(np.asarray(mask_bias, dtype))
     t_context = torch.softmax(scores, dim=-1) @ tv
     t_context.backward(torch.tensor(np.asarray(d_context, dtype)))
