@@ -27,6 +27,7 @@ block) and packs the other.
 """
 
 import math
+import threading
 
 import numpy as np
 
@@ -101,11 +102,13 @@ def _transpose_range(x, out, first, stop):
                     out_row[r] = x[r, c]
 
 
-def transpose(x):
+def transpose(x, reuse=None):
     """x.T as a new C-contiguous array: float32 [rows, cols] -> [cols, rows], block by block
-    (NumPy's copy of a transposed view walks one of the two arrays a float per cache line)."""
+    (NumPy's copy of a transposed view walks one of the two arrays a float per cache line).
+    reuse: a role name for a `_reusable` output (valid until the next call for that role)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((x.shape[1], x.shape[0]), dtype=np.float32)
+    shape = (x.shape[1], x.shape[0])
+    out = np.empty(shape, dtype=np.float32) if reuse is None else _reusable(reuse, shape)
     blocks = -(-x.shape[1] // _TRANSPOSE_BLOCK)
     run_chunks(_transpose_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, out)
     return out
@@ -115,39 +118,65 @@ _PACK_ROWS = 64  # rows of x per block: 64 rows of a few KiB stay in L2 while ev
 
 
 @jit
-def _pack_range(x, panels, first, stop):
-    """Blocks first..stop-1 of _PACK_ROWS rows: panels[p, k, j] = x[k, 16 p + j], zeros past
-    x's last column. Row block by row block, so that x is read once from memory and each
-    panel gets a contiguous run of rows (one page per panel, not one per row)."""
-    depth, n = x.shape
-    n_panels = panels.shape[0]
+def _pack_range(x, depth, n, panels, first, stop):
+    """Blocks first..stop-1 of _PACK_ROWS rows of x (flat float32 [depth * n]) into panels
+    (flat [panels * depth * 16]): panel p, row k, column j <- x[k * n + 16 p + j], zeros past
+    column n. Row block by row block, so that x is read once from memory and each panel gets
+    a contiguous run of rows (one page per panel, not one per row); flat indices and a fixed
+    16-float copy for whole panels, so the copies are plain vector loads and stores."""
+    n_panels = (n + NR - 1) // NR
     for block in range(first, stop):
         k0 = block * _PACK_ROWS
         k1 = min(depth, k0 + _PACK_ROWS)
         for p in range(n_panels):
             c0 = p * NR
-            width = min(NR, n - c0)
-            panel = panels[p]
-            for k in range(k0, k1):
-                out = panel[k]
-                row = x[k]
-                for j in range(width):
-                    out[j] = row[c0 + j]
-                for j in range(width, NR):
-                    out[j] = _F0
+            target = p * depth * NR
+            if c0 + NR <= n:
+                for k in range(k0, k1):
+                    source, out = k * n + c0, target + k * NR
+                    for j in range(NR):
+                        panels[out + j] = x[source + j]
+            else:
+                width = n - c0
+                for k in range(k0, k1):
+                    source, out = k * n + c0, target + k * NR
+                    for j in range(width):
+                        panels[out + j] = x[source + j]
+                    for j in range(width, NR):
+                        panels[out + j] = _F0
 
 
-def pack_panels(x):
-    """`gemm.pack_weight(x)` for float32 [K, N] (any strides) in one pass over x, the panels
-    split over the threads: for operands packed once per use (activations, the gradients of
-    the outputs), where NumPy's padded copy and transposed copy cost as much as the product."""
+_reused = threading.local()  # per thread: (role, shape) -> a float32 buffer kept between calls
+
+
+def _reusable(role, shape):
+    """A float32 array of `shape` for `role`, the same one on every call from this thread: for
+    temporaries of tens of MB that each training step needs again, since writing a fresh
+    array first costs a page fault per 4 KiB (the kernel zeroes each page), about as long as
+    the copy that fills it. Its contents are overwritten by the next call for the same role."""
+    buffers = getattr(_reused, "buffers", None)
+    if buffers is None:
+        buffers = _reused.buffers = {}
+    found = buffers.get((role, shape))
+    if found is None:
+        found = buffers[(role, shape)] = np.empty(shape, dtype=np.float32)
+    return found
+
+
+def pack_panels(x, reuse=None):
+    """`gemm.pack_weight(x)` for float32 [K, N] in one pass over x, the row blocks split over
+    the threads: for operands packed once per use (activations, the gradients of the
+    outputs), where NumPy's padded copy and transposed copy cost as much as the product.
+    reuse: a role name for `_reusable` panels (valid until the next call for that role)."""
     if x.ndim != 2 or x.dtype != np.float32:
         raise TypeError(f"pack_panels: x must be a float32 [K, N] array, got {x.dtype} {x.shape}")
+    x = np.ascontiguousarray(x)  # a transposed weight is copied first (weights are small)
     depth, n = x.shape
-    n_panels = -(-n // NR)
-    panels = np.empty((n_panels, depth, NR), dtype=np.float32)  # [panels, K, 16]
+    shape = (-(-n // NR), depth, NR)  # [panels, K, 16]
+    panels = np.empty(shape, dtype=np.float32) if reuse is None else _reusable(reuse, shape)
     blocks = -(-depth // _PACK_ROWS)
-    run_chunks(_pack_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, panels)
+    run_chunks(_pack_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x.reshape(-1),
+               depth, n, panels.reshape(-1))
     return PackedWeight(panels, depth, n)
 
 
@@ -157,8 +186,8 @@ def weight_gradient(x, d_out):
     depth (tokens here), so one of the two is transposed: the narrower one, the other packed
     as the right operand; (d_out^T @ x)^T when d_out is the narrower."""
     if x.shape[1] <= d_out.shape[1]:
-        return gemm(transpose(x), pack_panels(d_out))  # [in, tokens] @ [tokens, out]
-    return transpose(gemm(transpose(d_out), pack_panels(x)))  # ([out, tokens] @ [tokens, in])^T
+        return gemm(transpose(x, "left"), pack_panels(d_out, "right"))  # [in, tokens] @ [tokens, out]
+    return transpose(gemm(transpose(d_out, "left"), pack_panels(x, "right")))  # ([out, tokens] @ [tokens, in])^T
 
 
 def matmul(a, b, bias=None):

@@ -130,7 +130,10 @@ def test_weight_gradient_equals_the_float64_product(inputs, outputs):
     x, d_out = random(rng, (210, inputs)), random(rng, (210, outputs))
     d_weight = fast.weight_gradient(x, d_out)
     assert d_weight.shape == (inputs, outputs) and d_weight.dtype == np.float32
-    assert relative_error(d_weight, x.astype(np.float64).T @ d_out.astype(np.float64)) <= KERNEL_TOLERANCE
+    exact = x.astype(np.float64).T @ d_out.astype(np.float64)
+    assert relative_error(d_weight, exact) <= KERNEL_TOLERANCE
+    fast.weight_gradient(x[::-1].copy(), d_out)  # the same shapes again: its reused buffers overwritten
+    assert relative_error(d_weight, exact) <= KERNEL_TOLERANCE, "a result is never a reused buffer"
 
 
 @pytest.mark.parametrize("size", [13, 700_000])  # one thread, and elements split over the threads
