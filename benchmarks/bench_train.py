@@ -128,7 +128,18 @@ def profile(backend, batch, tokens, top=25):
     trainer.step([trainer.batch(range(batch, 2 * batch))])
     profiler.disable()
     print(f"one step, {backend}, batch {batch} x 2 columns, {tokens} tokens: {time.perf_counter() - started:.3f} s")
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(profiler)
+    print("The phases (cumulative seconds; forward and backward summed over both columns):")
+    stats.sort_stats("cumulative").print_stats(PHASES)
+    print("By each function's own time:")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+# The functions whose cumulative time splits a step into its phases (a regular expression).
+PHASES = ("(train.py.*(tokenize|embed_backward|loss_and_gradients))|encoder_forward_with_cache|encoder_backward|"
+          "self_attention_with_cache|self_attention_backward|feed_forward_with_cache|feed_forward_backward|"
+          "linear_backward|attention_backward|attention_forward|clip_by_global_norm|optim.py.*step|"
+          "embed_with_cache|table_backward|norm_backward|multiple_negatives")
 
 
 def main():
@@ -136,6 +147,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side (after one warm-up step)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every side, taking turns")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--profile", action="store_true", help="profile one step of --backend instead")
@@ -149,16 +161,28 @@ def main():
         return None
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads)}
-    results = []
-    for side in args.sides.split(","):
-        out = subprocess.run([sys.executable, __file__, "--side", side, "--batch", str(args.batch), "--tokens",
-                              str(args.tokens), "--steps", str(args.steps), "--threads", str(args.threads)],
-                             env=env, check=True, capture_output=True, text=True).stdout
-        result = json.loads(out.strip().splitlines()[-1])
-        result["steps_per_second"] = len(result["seconds"]) / sum(result["seconds"])
-        results.append(result)
-        print(f"{side:6s} {result['steps_per_second']:.3f} steps/s  peak {result['peak_mib']:.0f} MiB")
-    figures = {"batch": args.batch, "tokens": args.tokens, "steps": args.steps, "threads": args.threads,
+    results = {}
+    for _ in range(args.rounds):  # the sides take turns, so that a change in the host's load hits both
+        for side in args.sides.split(","):
+            load_before = os.getloadavg()[0]
+            out = subprocess.run([sys.executable, __file__, "--side", side, "--batch", str(args.batch), "--tokens",
+                                  str(args.tokens), "--steps", str(args.steps), "--threads", str(args.threads)],
+                                 env=env, check=True, capture_output=True, text=True).stdout
+            run = json.loads(out.strip().splitlines()[-1])
+            # the host is shared: the 1-minute load average before and after each run of this side
+            run["load_average"] = [[round(load_before, 2), round(os.getloadavg()[0], 2)]]
+            if side in results:
+                result = results[side]
+                result["seconds"] += run["seconds"]
+                result["peak_mib"] = max(result["peak_mib"], run["peak_mib"])
+                result["load_average"] += run["load_average"]
+            else:
+                results[side] = result = run
+            result["steps_per_second"] = len(result["seconds"]) / sum(result["seconds"])
+            print(f"{side:6s} {run['seconds']} s/step  peak {run['peak_mib']:.0f} MiB  load {run['load_average']}")
+    results = list(results.values())
+    figures = {"batch": args.batch, "tokens": args.tokens, "steps": args.steps, "rounds": args.rounds,
+               "threads": args.threads,
                "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"train_speed-b{args.batch}-t{args.tokens}"
@@ -167,15 +191,17 @@ def main():
     lines = [f"# Training speed: all-MiniLM-L6-v2, MNRL, batch {args.batch} pairs, {args.tokens} tokens, "
              f"{args.threads} threads", "",
              f"Command: `.venv/bin/python benchmarks/bench_train.py --batch {args.batch} --tokens {args.tokens} "
-             f"--steps {args.steps} --threads {args.threads} --sides {args.sides}` ({args.steps} timed step(s) "
-             f"per side after one "
-             f"warm-up step; a shared machine: one short run, not a distribution)", "",
-             "| side | steps/s | s/step | vs torch | peak RSS MiB |", "|---|---:|---:|---:|---:|"]
+             f"--steps {args.steps} --rounds {args.rounds} --threads {args.threads} --sides {args.sides}` "
+             f"({args.rounds} round(s), the sides taking turns, each with {args.steps} timed step(s) per side "
+             f"after one warm-up step; a shared machine: one short run, not a distribution)", "",
+             "| side | steps/s | s/step | vs torch | peak RSS MiB | 1-min load average before / after each run |",
+             "|---|---:|---:|---:|---:|---:|"]
     for result in results:
         ratio = (f"{result['steps_per_second'] / by_side['torch']['steps_per_second']:.2f}x"
                  if "torch" in by_side else "")
         lines.append(f"| {result['side']} | {result['steps_per_second']:.3f} | {1 / result['steps_per_second']:.2f} | "
-                     f"{ratio} | {result['peak_mib']:.0f} |")
+                     f"{ratio} | {result['peak_mib']:.0f} | "
+                     f"{', '.join(f'{a:.1f} / {b:.1f}' for a, b in result['load_average'])} |")
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return None

@@ -22,16 +22,19 @@ polynomials, <= 2 ulp). Rows (elements) are split over the threads (`_jit.run_ch
 
 The two products of a linear layer's backward are ordinary GEMMs once one operand is laid out:
 d_x = d_y @ W^T packs W^T (the weight changes every optimizer step, so packing it per step is
-the price), d_W = x^T @ d_y copies x^T contiguous and packs d_y.
+the price), d_W = x^T @ d_y transposes the narrower of x and d_y (`transpose`, block by
+block) and packs the other.
 """
 
 import math
+import threading
 
 import numpy as np
 
 from ._jit import even_bounds, jit, parallel_chunks, run_chunks
 from .activations import activation_code, bias_activation, erf_f32, exp_f32, tanh_f32
-from .gemm import gemm, pack_weight
+from .gemm import PackedWeight, gemm, pack_weight
+from .microkernel import NR
 
 _F0 = np.float32(0.0)
 _HALF = np.float32(0.5)
@@ -76,9 +79,115 @@ class WeightPacks:
         key = (id(weight), transposed)
         found = self._packs.get(key)
         if found is None or found[0] is not weight:  # the weight itself is kept, so its id stays its own
-            found = (weight, pack_weight(weight.T if transposed else weight))
+            found = (weight, pack_panels(weight.T if transposed else weight))
             self._packs[key] = found
         return found[1]
+
+
+_TRANSPOSE_BLOCK = 32  # a 32 x 32 block of floats (4 KiB) read and written while in L1
+
+
+@jit
+def _transpose_range(x, out, first, stop):
+    """out[c, r] = x[r, c] for the columns of x in blocks first..stop-1 of _TRANSPOSE_BLOCK."""
+    rows, cols = x.shape
+    for block in range(first, stop):
+        c0 = block * _TRANSPOSE_BLOCK
+        c1 = min(cols, c0 + _TRANSPOSE_BLOCK)
+        for r0 in range(0, rows, _TRANSPOSE_BLOCK):
+            r1 = min(rows, r0 + _TRANSPOSE_BLOCK)
+            for c in range(c0, c1):
+                out_row = out[c]
+                for r in range(r0, r1):
+                    out_row[r] = x[r, c]
+
+
+def transpose(x, reuse=None):
+    """x.T as a new C-contiguous array: float32 [rows, cols] -> [cols, rows], block by block
+    (NumPy's copy of a transposed view walks one of the two arrays a float per cache line).
+    reuse: a role name for a `_reusable` output (valid until the next call for that role)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    shape = (x.shape[1], x.shape[0])
+    out = np.empty(shape, dtype=np.float32) if reuse is None else _reusable(reuse, shape)
+    blocks = -(-x.shape[1] // _TRANSPOSE_BLOCK)
+    run_chunks(_transpose_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x, out)
+    return out
+
+
+_PACK_ROWS = 64  # rows of x per block: 64 rows of a few KiB stay in L2 while every panel takes its slice
+
+
+@jit
+def _pack_range(x, depth, n, panels, first, stop):
+    """Blocks first..stop-1 of _PACK_ROWS rows of x (flat float32 [depth * n]) into panels
+    (flat [panels * depth * 16]): panel p, row k, column j <- x[k * n + 16 p + j], zeros past
+    column n. Row block by row block, so that x is read once from memory and each panel gets
+    a contiguous run of rows (one page per panel, not one per row); flat indices and a fixed
+    16-float copy for whole panels, so the copies are plain vector loads and stores."""
+    n_panels = (n + NR - 1) // NR
+    for block in range(first, stop):
+        k0 = block * _PACK_ROWS
+        k1 = min(depth, k0 + _PACK_ROWS)
+        for p in range(n_panels):
+            c0 = p * NR
+            target = p * depth * NR
+            if c0 + NR <= n:
+                for k in range(k0, k1):
+                    source, out = k * n + c0, target + k * NR
+                    for j in range(NR):
+                        panels[out + j] = x[source + j]
+            else:
+                width = n - c0
+                for k in range(k0, k1):
+                    source, out = k * n + c0, target + k * NR
+                    for j in range(width):
+                        panels[out + j] = x[source + j]
+                    for j in range(width, NR):
+                        panels[out + j] = _F0
+
+
+_reused = threading.local()  # per thread: (role, shape) -> a float32 buffer kept between calls
+
+
+def _reusable(role, shape):
+    """A float32 array of `shape` for `role`, the same one on every call from this thread: for
+    temporaries of tens of MB that each training step needs again, since writing a fresh
+    array first costs a page fault per 4 KiB (the kernel zeroes each page), about as long as
+    the copy that fills it. Its contents are overwritten by the next call for the same role."""
+    buffers = getattr(_reused, "buffers", None)
+    if buffers is None:
+        buffers = _reused.buffers = {}
+    found = buffers.get((role, shape))
+    if found is None:
+        found = buffers[(role, shape)] = np.empty(shape, dtype=np.float32)
+    return found
+
+
+def pack_panels(x, reuse=None):
+    """`gemm.pack_weight(x)` for float32 [K, N] in one pass over x, the row blocks split over
+    the threads: for operands packed once per use (activations, the gradients of the
+    outputs), where NumPy's padded copy and transposed copy cost as much as the product.
+    reuse: a role name for `_reusable` panels (valid until the next call for that role)."""
+    if x.ndim != 2 or x.dtype != np.float32:
+        raise TypeError(f"pack_panels: x must be a float32 [K, N] array, got {x.dtype} {x.shape}")
+    x = np.ascontiguousarray(x)  # a transposed weight is copied first (weights are small)
+    depth, n = x.shape
+    shape = (-(-n // NR), depth, NR)  # [panels, K, 16]
+    panels = np.empty(shape, dtype=np.float32) if reuse is None else _reusable(reuse, shape)
+    blocks = -(-depth // _PACK_ROWS)
+    run_chunks(_pack_range, even_bounds(blocks, parallel_chunks(x.size, _ELEMENTS_PER_CHUNK * 4)), x.reshape(-1),
+               depth, n, panels.reshape(-1))
+    return PackedWeight(panels, depth, n)
+
+
+def weight_gradient(x, d_out):
+    """x^T @ d_out for the weight's gradient of a linear layer: x [tokens, in], d_out [tokens,
+    out] (C-contiguous) -> float32 [in, out]. The GEMM reads its left operand along the
+    depth (tokens here), so one of the two is transposed: the narrower one, the other packed
+    as the right operand; (d_out^T @ x)^T when d_out is the narrower."""
+    if x.shape[1] <= d_out.shape[1]:
+        return gemm(transpose(x, "left"), pack_panels(d_out, "right"))  # [in, tokens] @ [tokens, out]
+    return transpose(gemm(transpose(d_out, "left"), pack_panels(x, "right")))  # ([out, tokens] @ [tokens, in])^T
 
 
 def matmul(a, b, bias=None):
@@ -102,7 +211,7 @@ def linear_backward(d_out, x, weight, bias, packs=None):
     flat_d = np.ascontiguousarray(d_out.reshape(-1, d_out.shape[-1]), dtype=np.float32)  # [..., out] -> [tokens, out]
     packed_transpose = pack_weight(weight.T) if packs is None else packs.packed(weight, transposed=True)
     d_x = gemm(flat_d, packed_transpose).reshape(x.shape)  # [tokens, out] @ [out, in] -> [..., in]
-    d_weight = matmul(flat_x.T, flat_d)  # [in, tokens] @ [tokens, out] -> [in, out]
+    d_weight = weight_gradient(np.ascontiguousarray(flat_x, dtype=np.float32), flat_d)  # [in, tokens] @ [tokens, out]
     d_bias = None if bias is None else flat_d.sum(axis=0)  # [tokens, out] -> [out]
     return d_x, {"weight": d_weight, "bias": d_bias}
 

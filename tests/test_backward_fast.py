@@ -107,6 +107,65 @@ def test_linear_backward_on_the_gemm_equals_the_numpy_twin():
     assert np.array_equal(grads["bias"], numpy_grads["bias"])
 
 
+@pytest.mark.parametrize("shape", [(70, 40), (3000, 100)])  # one thread, and columns split over the threads
+def test_transpose_kernel_equals_numpy_transpose(shape):
+    x = random(np.random.default_rng(8), shape)
+    out = fast.transpose(x)
+    assert out.flags.c_contiguous and out.dtype == np.float32 and np.array_equal(out, x.T)
+
+
+@pytest.mark.parametrize("shape, transposed", [((70, 40), False), ((3000, 100), False), ((40, 70), True)])
+def test_pack_panels_equals_pack_weight(shape, transposed):
+    from transformer.kernels.gemm import pack_weight
+
+    x = random(np.random.default_rng(12), shape)
+    x = x.T if transposed else x
+    ours, theirs = fast.pack_panels(x), pack_weight(x)
+    assert ours.shape == theirs.shape and np.array_equal(ours.panels, theirs.panels)
+
+
+@pytest.mark.parametrize("inputs, outputs", [(48, 40), (40, 48)])  # either operand the narrower
+def test_weight_gradient_equals_the_float64_product(inputs, outputs):
+    rng = np.random.default_rng(9)
+    x, d_out = random(rng, (210, inputs)), random(rng, (210, outputs))
+    d_weight = fast.weight_gradient(x, d_out)
+    assert d_weight.shape == (inputs, outputs) and d_weight.dtype == np.float32
+    exact = x.astype(np.float64).T @ d_out.astype(np.float64)
+    assert relative_error(d_weight, exact) <= KERNEL_TOLERANCE
+    fast.weight_gradient(x[::-1].copy(), d_out)  # the same shapes again: its reused buffers overwritten
+    assert relative_error(d_weight, exact) <= KERNEL_TOLERANCE, "a result is never a reused buffer"
+
+
+@pytest.mark.parametrize("size", [13, 700_000])  # one thread, and elements split over the threads
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_fused_adamw_equals_the_loop_and_the_numpy_twin(size, weight_decay):
+    from transformer.kernels import optimizer
+
+    rng = np.random.default_rng(10)
+    param, grad = random(rng, (size,)), random(rng, (size,), 1e-3)
+    m, v = random(rng, (size,), 1e-3), np.abs(random(rng, (size,), 1e-6))
+    numbers = dict(lr=1e-3, weight_decay=weight_decay, beta1=0.9, beta2=0.999, eps=1e-8,
+                   bias_correction1=1 - 0.9 ** 3, bias_correction2_sqrt=np.sqrt(1 - 0.999 ** 3))
+    fused = [a.copy() for a in (param, m, v)]
+    optimizer.adamw_update(fused[0], grad, fused[1], fused[2], **numbers)
+    head = slice(0, 2000)  # the float64 loop is slow: a prefix
+    loop = optimizer.adamw_naive(param[head], grad[head], m[head], v[head], **numbers)
+    for ours, looped in zip(fused, loop):
+        assert ours.dtype == np.float32
+        assert relative_error(ours[head], looped) <= KERNEL_TOLERANCE
+    twin_params = {"w": param.copy()}
+    twin = optim.AdamW(weight_decay=weight_decay, step_count=2, moments={"w": (m.copy(), v.copy())})
+    twin.step(twin_params, {"w": grad}, 1e-3)
+    assert relative_error(fused[0], twin_params["w"]) <= 1e-7
+
+
+def test_fused_sum_of_squares_equals_numpy():
+    from transformer.kernels import optimizer
+
+    x = random(np.random.default_rng(11), (1000, 700))
+    assert optimizer.sum_of_squares(x) == pytest.approx(float(np.sum(x.astype(np.float64) ** 2)), rel=1e-12)
+
+
 def test_weight_packs_pack_each_weight_once_and_a_new_array_anew():
     rng = np.random.default_rng(6)
     weight = random(rng, (8, 20))

@@ -194,7 +194,8 @@ def test_whole_model_gradient_of_each_loss_matches_autograd(case, loss):
 
 
 # --- the optimizer ------------------------------------------------------------------------
-def test_adamw_with_schedule_and_clipping_matches_torch():
+@pytest.mark.parametrize("fused", [False, True])  # NumPy's passes, or the Numba kernel's one
+def test_adamw_with_schedule_and_clipping_matches_torch(fused):
     rng = np.random.default_rng(6)
     params = {"layer": {"weight": rng.standard_normal((4, 3)).astype(np.float32),
                         "bias": rng.standard_normal(3).astype(np.float32)}}
@@ -205,13 +206,13 @@ def test_adamw_with_schedule_and_clipping_matches_torch():
     optimizer = torch.optim.AdamW([{"params": [weight], "weight_decay": 0.01},
                                    {"params": [bias], "weight_decay": 0.0}], lr=1e-2)
     schedule = transformers.get_linear_schedule_with_warmup(optimizer, num_warmup_steps=2, num_training_steps=6)
-    ours = optim.AdamW(weight_decay=0.01)
+    ours = optim.AdamW(weight_decay=0.01, fused=fused)
     for step, grads in enumerate(gradients):
         weight.grad, bias.grad = torch.tensor(grads["layer"]["weight"]), torch.tensor(grads["layer"]["bias"])
         torch.nn.utils.clip_grad_norm_([weight, bias], 1.0)
         optimizer.step()
         schedule.step()
-        optim.clip_by_global_norm(grads, 1.0)
+        optim.clip_by_global_norm(grads, 1.0, fused=fused)
         ours.step(params, grads, optim.linear_schedule(step, 1e-2, 2, 6), no_decay={"layer/bias"})
     assert np.abs(params["layer"]["weight"] - weight.detach().numpy()).max() <= 1e-6
     assert np.abs(params["layer"]["bias"] - bias.detach().numpy()).max() <= 1e-6

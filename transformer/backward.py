@@ -177,8 +177,9 @@ def activation_backward(name):
 # ---------------------------------------------------------------------------------------
 # Embeddings
 # ---------------------------------------------------------------------------------------
-def embed_with_cache(embeddings, config, input_ids, token_type_ids):
+def embed_with_cache(embeddings, config, input_ids, token_type_ids, steps=None):
     """`model.embed`, plus what `embed_backward` needs: -> (hidden [batch, seq, hidden], cache)."""
+    steps = steps or NUMPY_STEPS
     spec = config.recipe.embeddings
     summed = embeddings["word"][input_ids]  # [batch, seq] -> [batch, seq, embedding_size]
     if spec.token_types:
@@ -187,7 +188,7 @@ def embed_with_cache(embeddings, config, input_ids, token_type_ids):
     if spec.positions is not None:
         positions = model.position_ids(config, input_ids)  # [batch, seq]
         summed = summed + embeddings["position"][positions]
-    normed = summed if spec.norm is None else model.norm(spec.norm, embeddings, summed)
+    normed = summed if spec.norm is None else steps.norm(spec.norm, embeddings, summed)
     hidden = normed
     if spec.projection is not None:
         hidden = model.linear(normed, **embeddings[spec.projection.name])  # -> [b, s, hidden]
@@ -205,7 +206,7 @@ def table_backward(d_rows, table, ids):
     return d_table
 
 
-def embed_backward(d_hidden, embeddings, config, cache):
+def embed_backward(d_hidden, embeddings, config, cache, steps=None):
     """The backward of `model.embed`: d_hidden [batch, seq, hidden] -> the gradient tree of
     params["embeddings"] (the token ids themselves have no gradient)."""
     spec = config.recipe.embeddings
@@ -216,7 +217,7 @@ def embed_backward(d_hidden, embeddings, config, cache):
             d_hidden, cache["normed"], **embeddings[spec.projection.name])  # -> [b, s, embedding_size]
     d_summed = d_normed
     if spec.norm is not None:
-        d_summed, grads[spec.norm.name] = norm_backward(d_normed, spec.norm, embeddings, cache["summed"])
+        d_summed, grads[spec.norm.name] = norm_backward(d_normed, spec.norm, embeddings, cache["summed"], steps)
     grads["word"] = table_backward(d_summed, embeddings["word"], cache["input_ids"])
     if spec.token_types:
         grads["token_type"] = table_backward(d_summed, embeddings["token_type"], cache["token_type_ids"])
@@ -334,19 +335,24 @@ class Steps(NamedTuple):
     activation_backward: Callable  # name -> its backward (activation_backward)
     attention: Callable  # model.attention -> (context, probabilities)
     attention_backward: Callable  # attention_backward
+    norm: Callable  # model.norm: a recipe Norm, params, x [..., d] -> [..., d]
 
 
 NUMPY_STEPS = Steps(model.linear, linear_backward, layer_norm_backward, model.activation, activation_backward,
-                    model.attention, attention_backward)
+                    model.attention, attention_backward, model.norm)
 
 
 def numba_steps():
     """Steps on the Numba kernels (`kernels/backward.py`): the linear layers' matrix products,
     forward and backward, on the packed GEMM (each weight packed once, and its transpose
     once: make new steps after the weights change, as `train.Trainer.step` does every step);
-    the activations and LayerNorm's, the GELUs' and softmax's backward fused. The attention's
-    per-head products stay NumPy's."""
+    LayerNorm forward and backward, the activations and the GELUs' backward fused; attention
+    forward and backward per (sequence, head) on the micro-kernel (`kernels/attention_backward.py`),
+    skipping the padding keys, for a key mask (a mask per query, causal or DeBERTa's, stays
+    NumPy's); its probabilities are not kept but computed again in the backward (`Recomputed`)."""
+    from transformer.kernels import attention_backward as attention_kernels
     from transformer.kernels import backward as fast
+    from transformer.kernels import layernorm as layer_norm_kernels
 
     packs = fast.WeightPacks()
 
@@ -357,18 +363,38 @@ def numba_steps():
     def fast_activation_backward(name):
         return fast.ACTIVATION_BACKWARDS.get(name) or activation_backward(name)
 
+    def fast_attention(query, key, value, mask_bias, position_bias=None):
+        batch, _, seq, _ = query.shape
+        if attention_kernels.supports(mask_bias, position_bias, batch, seq):
+            context = attention_kernels.attention_forward(query, key, value, mask_bias, position_bias)
+            return context, Recomputed(mask_bias, position_bias)  # the backward computes P again
+        return model.attention(query, key, value, mask_bias, position_bias)
+
     def fast_attention_backward(d_context, query, key, value, probabilities):
-        d_probabilities = d_context @ value.transpose(0, 1, 3, 2)  # [b, h, q, d] @ [b, h, d, k] -> [b, h, q, k]
-        d_value = probabilities.transpose(0, 1, 3, 2) @ d_context  # [b, h, k, q] @ [b, h, q, d] -> [b, h, k, d]
-        d_scores = fast.softmax_backward(d_probabilities, probabilities)  # [b, h, q, k]
-        d_scaled = d_scores * np.float32(1.0 / math.sqrt(query.shape[-1]))
-        d_query = d_scaled @ key  # [b, h, q, k] @ [b, h, k, d] -> [b, h, q, d]
-        d_key = d_scaled.transpose(0, 1, 3, 2) @ query  # [b, h, k, q] @ [b, h, q, d] -> [b, h, k, d]
-        return d_query, d_key, d_value, d_scores
+        if not isinstance(probabilities, Recomputed):
+            return attention_backward(d_context, query, key, value, probabilities)
+        # d_scores only for a position bias (the walker reads it for nothing else): else None
+        return attention_kernels.attention_backward(d_context, query, key, value, probabilities.mask_bias,
+                                                    probabilities.position_bias,
+                                                    d_scores=probabilities.position_bias is not None)
+
+    def fast_norm(spec, params, x):
+        if spec.kind != "layer_norm":
+            return model.norm(spec, params, x)
+        rows = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])  # [..., d] -> [tokens, d]
+        return layer_norm_kernels.layer_norm(rows, **params[spec.name], eps=spec.eps).reshape(x.shape)
 
     return Steps(functools.partial(fast.linear, packs=packs), functools.partial(fast.linear_backward, packs=packs),
-                 fast.layer_norm_backward, fast_activation, fast_activation_backward, model.attention,
-                 fast_attention_backward)
+                 fast.layer_norm_backward, fast_activation, fast_activation_backward, fast_attention,
+                 fast_attention_backward, fast_norm)
+
+
+class Recomputed(NamedTuple):
+    """What the fast attention step keeps in place of the probabilities: what its backward
+    computes them again from (with the query and key)."""
+
+    mask_bias: np.ndarray  # [batch, 1, 1, seq]
+    position_bias: np.ndarray | None  # [1 | batch, heads, seq, seq]
 
 
 def steps_of(backend):
@@ -389,7 +415,7 @@ def encoder_layer_with_cache(layer, layer_recipe, hidden, mask_bias, position_bi
     caches = []
     for block in layer_recipe.blocks:
         block_input = hidden
-        x = hidden if block.norm_before is None else model.norm(block.norm_before, layer, hidden)
+        x = hidden if block.norm_before is None else steps.norm(block.norm_before, layer, hidden)
         if isinstance(block.sublayer, Attention):
             position_bias = None if block.sublayer.positions is None else position_biases[block.sublayer.positions]
             x, _, sublayer_cache = self_attention_with_cache(layer, block.sublayer, x, mask_bias, position_bias,
@@ -399,7 +425,7 @@ def encoder_layer_with_cache(layer, layer_recipe, hidden, mask_bias, position_bi
         hidden = x + hidden
         caches.append(dict(input=block_input, residual=hidden, sublayer=sublayer_cache))
         if block.norm_after_residual is not None:
-            hidden = model.norm(block.norm_after_residual, layer, hidden)
+            hidden = steps.norm(block.norm_after_residual, layer, hidden)
     return hidden, caches
 
 
@@ -467,7 +493,7 @@ def encoder_forward_with_cache(params, config, input_ids, attention_mask=None, t
     if token_type_ids is None:
         token_type_ids = np.zeros((batch, seq), dtype=np.int64)
     hidden, embed_cache = embed_with_cache(params["embeddings"], config, input_ids,
-                                           np.asarray(token_type_ids, dtype=np.int64))  # -> [b, s, hidden]
+                                           np.asarray(token_type_ids, dtype=np.int64), steps)  # -> [b, s, hidden]
     mask_bias = model.attention_mask_bias(np.asarray(attention_mask))  # -> [batch, 1, 1, seq]
     position_biases = {
         scheme: model.relative_position_bias(params[scheme.table], seq, scheme.num_buckets, scheme.max_distance)
@@ -478,7 +504,7 @@ def encoder_forward_with_cache(params, config, input_ids, attention_mask=None, t
         layer_caches.append(caches)
     before_final_norm = hidden
     if recipe.final_norm is not None:
-        hidden = model.norm(recipe.final_norm, params, hidden)
+        hidden = (steps or NUMPY_STEPS).norm(recipe.final_norm, params, hidden)
     cache = dict(embeddings=embed_cache, layers=layer_caches, before_final_norm=before_final_norm, seq=seq)
     return hidden, cache
 
@@ -508,7 +534,7 @@ def encoder_backward(d_last_hidden_state, params, config, cache, steps=None):
     for scheme, d_bias in d_scores_total.items():
         grads[scheme.table] = relative_position_bias_backward(
             d_bias, params[scheme.table], cache["seq"], scheme.num_buckets, scheme.max_distance)
-    grads["embeddings"] = embed_backward(d_hidden, params["embeddings"], config, cache["embeddings"])
+    grads["embeddings"] = embed_backward(d_hidden, params["embeddings"], config, cache["embeddings"], steps)
     return grads
 
 

@@ -25,15 +25,20 @@ def leaves(tree, path=""):
         yield path, tree
 
 
-def global_norm(grads):
-    """The L2 norm of all gradients together, as one long vector."""
+def global_norm(grads, fused=False):
+    """The L2 norm of all gradients together, as one long vector. fused: the sums of squares
+    on the Numba kernel (`kernels/optimizer.py`: one pass, no float64 copy of each gradient)."""
+    if fused:
+        from transformer.kernels.optimizer import sum_of_squares
+
+        return float(np.sqrt(sum(sum_of_squares(g) for _, g in leaves(grads))))
     return float(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for _, g in leaves(grads))))
 
 
-def clip_by_global_norm(grads, max_norm):
+def clip_by_global_norm(grads, max_norm, fused=False):
     """Scale every gradient by max_norm / (norm + 1e-6) when the global norm is above max_norm
     (torch.nn.utils.clip_grad_norm_), in place. Returns the norm before clipping."""
-    norm = global_norm(grads)
+    norm = global_norm(grads, fused)
     factor = max_norm / (norm + 1e-6)
     if factor < 1.0:
         for _, grad in leaves(grads):
@@ -59,7 +64,8 @@ class AdamW:
         param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
     `no_decay`: paths (as `leaves` spells them) that get no weight decay: biases and norm
-    scales, as sentence-transformers and transformers' Trainer do.
+    scales, as sentence-transformers and transformers' Trainer do. `fused`: each weight's
+    update in one pass on the Numba kernel (`kernels/optimizer.py`), the same numbers.
     """
 
     weight_decay: float = 0.01
@@ -68,6 +74,7 @@ class AdamW:
     eps: float = 1e-8
     step_count: int = 0
     moments: dict | None = None  # path -> (m, v)
+    fused: bool = False
 
     def step(self, params, grads, lr, no_decay=frozenset()):
         """One update of every parameter with a gradient, in place."""
@@ -85,6 +92,13 @@ class AdamW:
             if path not in self.moments:
                 self.moments[path] = (np.zeros_like(param), np.zeros_like(param))
             m, v = self.moments[path]
+            if self.fused and param.flags.c_contiguous and grad.flags.c_contiguous:
+                from transformer.kernels.optimizer import adamw_update
+
+                decay = 0.0 if path in no_decay else self.weight_decay
+                adamw_update(param, np.ascontiguousarray(grad, dtype=np.float32), m, v, lr, decay, self.beta1,
+                             self.beta2, self.eps, bias_correction1, bias_correction2_sqrt)
+                continue
             if path not in no_decay and self.weight_decay:
                 param *= np.float32(1.0 - lr * self.weight_decay)
             m *= np.float32(self.beta1)

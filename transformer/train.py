@@ -348,7 +348,7 @@ class Trainer:
         if settings.loss == "softmax" and classifier is None:
             features = model.dimension * (3 if self.examples[0][1] is not None else 1)
             self.params["classifier"] = new_classifier(features, settings.num_labels, settings.seed)
-        self.optimizer = AdamW(weight_decay=settings.weight_decay)
+        self.optimizer = AdamW(weight_decay=settings.weight_decay, fused=settings.backend == "numba")
         self.state = State()
         self.no_decay = no_decay_paths(model.encoder.config, self.params)
 
@@ -416,7 +416,7 @@ class Trainer:
             grads = batch_grads if grads is None else add_into(grads, batch_grads)
         if len(batches) > 1:
             grads = scale_tree(grads, 1.0 / len(batches))
-        clip_by_global_norm(grads, settings.max_grad_norm)
+        clip_by_global_norm(grads, settings.max_grad_norm, fused=settings.backend == "numba")
         lr = linear_schedule(self.state.step, settings.lr, settings.warmup_steps, self.total_steps)
         self.optimizer.step(self.params, grads, lr, self.no_decay)
         self.state.step += 1
