@@ -33,6 +33,9 @@ Tiers (`TIER`, chosen once from the CPU's features; `tiers()` says which this CP
                  CPU; half the weight bytes of float32 (what batch-1 streams from memory).
     amx          not built: this project has no AMX machine to test tile code on.
 
+The tile sums in the float32 micro-kernel's order: chains of CHAIN products (CHAIN / 2
+pairs of k) from zero, each chain added into C (`microkernel.py`'s docstring says why).
+
 The tile's contract is the float32 micro-kernel's (`microkernel.py`) with these changes:
 a is the strip (uint32 pairs, lda in pairs), b the bf16 panels (uint16, ldb = 32 per pair
 row, b_start / b_second / prefetch_start in uint16 elements), depth in pairs, and `dot`
@@ -49,7 +52,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import jit
-from .microkernel import L1_AHEAD, NR, WIDE_MR, by_row_blocks, declare, host_has_avx512, store_accumulators
+from .microkernel import (CHAIN, L1_AHEAD, NR, WIDE_MR, by_row_blocks, chains, declare, host_has_avx512,
+                          store_accumulators)
 
 TIER_NAMES = ("avx512_bf16", "storage", "amx")
 PAIR_ROW = 2 * NR  # uint16 elements in one pair-row of a panel: 16 columns x 2 rows of k
@@ -341,8 +345,9 @@ def _emit_tile(context, builder, sig, args, tile_rows, wide, dot):
         return low, high
 
     accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(tile_rows * 2)]
-    with cgutils.for_range(builder, depth, intp=intp) as loop:
-        q = loop.index
+
+    def step(q):
+        """One pair of k: per accumulator one vdpbf16ps, or two multiply-adds."""
         b_row = builder.gep(b_row0, [builder.mul(q, ldb)])
         b_pairs = [builder.load(builder.bitcast(builder.gep(b_row, [offset]), int_vector.as_pointer()), align=4)
                    for offset in b_offsets]
@@ -372,8 +377,11 @@ def _emit_tile(context, builder, sig, args, tile_rows, wide, dot):
                     total = builder.call(fma, [a_low, b_operand[0], builder.load(slot)])
                     builder.store(builder.call(fma, [a_high, b_operand[1], total]), slot)
 
-    store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
-                       lanes, accumulate)
+    def flush(later_chain):
+        store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
+                           lanes, builder.or_(accumulate, later_chain))
+
+    chains(builder, depth, CHAIN // 2, accumulators, zero_vec, step, flush)  # CHAIN products: CHAIN / 2 pairs
 
 
 def splat_int(builder, scalar, lanes):

@@ -29,7 +29,9 @@ How the fast path works (llm.c / BLIS style):
    computed by a register-blocked micro-kernel of `microkernel.py`: 6 x 16 (12 AVX2
    accumulators) or, where the CPU has AVX-512, 12 x 32 over two panels (24 accumulators);
    a short last strip by a smaller register block (M = 16 = 6 + 6 + 4 or 12 + 4), so it
-   costs its rows of work, not a whole tile's.
+   costs its rows of work, not a whole tile's. Inside a pass the tile sums in chains of
+   `microkernel.CHAIN` (128) products, each added into C: the passes stay long for the
+   cache while the sums stay short for precision (microkernel.py, "The summation order").
 3. When a strip of rows x 64 (128) columns (one sweep) has seen its last K block, the
    epilogue runs on it while it is still in the L1 cache: + bias, activation, + residual.
    No separate pass over C. The activation is called through its row loop's C address
@@ -63,8 +65,8 @@ from .bf16 import any_tile, new_strip, pack_weight_bf16, strip_operand
 from .microkernel import MR, NR, WIDE_MR
 
 # Depth per pass over a tile: a strip of x (rows x K_BLOCK floats) stays in L1 while it meets
-# a sweep's panels, and the accumulators go back to C once per pass. Fewer, longer passes
-# win until the strip no longer fits; docs/performance.md has the measurements.
+# a sweep's panels. Fewer, longer passes win until the strip no longer fits (docs/performance.md
+# has the measurements); the precision of the sums is set by the micro-kernel's chains, not here.
 K_BLOCK = 768
 # Row blocks of up to 576 rows (96 narrow tiles of 6, 48 wide ones of 12). Each sweep's
 # panels come from L3 or memory for the block's first strip, which waits for them; the other

@@ -18,8 +18,22 @@ Two tile shapes, one per vector width, computing the same numbers:
 `WIDE_TILES` says which one the kernels use by default: wide where the CPU has AVX-512
 (`host_has_avx512`), narrow elsewhere. Both compile everywhere (LLVM splits a 512-bit vector
 into two 256-bit ones, or four 128-bit ones, on a CPU without it: correct, slower), so the
-tests hold the two equal bit for bit on any machine: each element of C is the same sum,
-fma(a[i, k], b[k, j], acc) for k = 0, 1, ..., depth - 1 from acc = 0, whatever the tile.
+tests hold the two equal bit for bit on any machine: each element of C is the same sum in the
+same order, whatever the tile.
+
+The summation order. k goes in chains of CHAIN (128) steps: each chain sums its products
+from zero in one run of fused multiply-adds, and is then added into C on its own:
+
+    s_r = 0;  s_r = fma(a[i, k], b[k, j], s_r)   for k = r CHAIN .. min((r + 1) CHAIN, depth) - 1
+    C[i, j] = s_0 (C[i, j] + s_0 when accumulating), then C[i, j] += s_r for r = 1, 2, ...
+
+Why chains: each multiply-add rounds at the size of its running sum, so the error of one chain
+over all of k grows with its length (the bound is depth units of roundoff times the sum of
+|products|), and sums of hundreds of products into large values (a decoder's residual stream
+reaches 24,000) lose several float32 units that way. Chains added to one another bound it by
+CHAIN + depth / CHAIN units instead (134 for depth 768), while a pass over a tile stays as
+deep as the cache blocking wants (gemm.K_BLOCK = 768: shorter passes re-walk the tiles). A
+chain's flush costs one load, add and store per accumulator per CHAIN steps of k.
 
 Layouts (all float32, indices are flat element offsets into each array's buffer, so any
 C-contiguous array works whatever its number of dimensions):
@@ -55,7 +69,7 @@ blocking, threads -- lives around it, in gemm.py and attention.py):
 
 Inside, the rows pick the smallest register block that holds them (narrow 6 or 4, wide 12, 8
 or 4 rows: a short last strip costs its rows of work), and prefetch_start picks the loop with
-or without the extra prefetches; each is the same chain of multiply-adds. The caller
+or without the extra prefetches; each sums in the same order. The caller
 guarantees the bounds (no checks inside: this is the hot loop). Inside a jitted loop, the
 GEMM's call for the tile at row i0, panel p, K block k0 reads (`tile` picks the width):
 
@@ -82,6 +96,10 @@ MR = 6  # rows of the narrow C tile: 6 x 2 accumulators + 2 B vectors + 1 broadc
 NR = 16  # columns of a packed weight panel (the narrow tile's width; a wide tile spans two)
 WIDE_MR = 12  # rows of the wide C tile: 12 x 2 accumulators + 2 B vectors + 1 broadcast = 27 of 32 zmm
 WIDE_NR = 2 * NR  # columns of the wide tile: two panels
+# Products summed in one chain of multiply-adds before it is added into C (the summation
+# order, in the module docstring): short enough that large sums keep their precision, long
+# enough that the chains' flushes into C cost next to nothing.
+CHAIN = 128
 
 _f32 = ir.FloatType()
 _i1 = ir.IntType(1)
@@ -250,8 +268,9 @@ def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
 
     # The 2 * tile_rows accumulators live in allocas that LLVM promotes to registers (mem2reg).
     accumulators = [cgutils.alloca_once_value(builder, zero_vec) for _ in range(tile_rows * 2)]
-    with cgutils.for_range(builder, depth, intp=intp) as loop:
-        k = loop.index
+
+    def step(k):
+        """One step of k: two B vectors, tile_rows broadcasts of A, 2 * tile_rows multiply-adds."""
         b_row = builder.gep(b_row0, [builder.mul(k, ldb)])
         b_halves = [builder.load(builder.bitcast(builder.gep(b_row, [offset]), vector.as_pointer()), align=4)
                     for offset in b_offsets]
@@ -269,8 +288,33 @@ def _emit_tile(context, builder, sig, args, tile_rows, prefetch, wide):
                 slot = accumulators[2 * i + half]
                 builder.store(builder.call(fma, [a_broadcast, b_half, builder.load(slot)]), slot)
 
-    store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
-                       lanes, accumulate)
+    def flush(later_chain):
+        store_accumulators(builder, c_data, c_start, ldc, rows, cols, [builder.load(slot) for slot in accumulators],
+                           lanes, builder.or_(accumulate, later_chain))
+
+    chains(builder, depth, CHAIN, accumulators, zero_vec, step, flush)
+
+
+def chains(builder, steps, chain, accumulators, zero, step, flush):
+    """A tile's loop over k = 0 .. steps - 1 in chains of `chain` steps (the last may be
+    shorter; steps = 0: one empty chain, so C is still written): each chain restarts the
+    accumulators from `zero`, emits `step(k)` per step of k, then `flush(later_chain)` adds
+    its sums into C (later_chain, an i1: false for the first chain, which writes C unless
+    the call accumulates)."""
+    intp = steps.type
+    one = ir.Constant(intp, 1)
+    length = ir.Constant(intp, chain)
+    count = builder.sdiv(builder.add(steps, ir.Constant(intp, chain - 1)), length)
+    count = builder.select(builder.icmp_signed("<", count, one), one, count)
+    with cgutils.for_range(builder, count, intp=intp) as chain_loop:
+        first = builder.mul(chain_loop.index, length)
+        stop = builder.add(first, length)
+        stop = builder.select(builder.icmp_signed(">", stop, steps), steps, stop)
+        for slot in accumulators:
+            builder.store(zero, slot)
+        with cgutils.for_range_slice(builder, first, stop, one, intp=intp) as (k, _):
+            step(k)
+        flush(builder.icmp_signed(">", chain_loop.index, ir.Constant(intp, 0)))
 
 
 def store_accumulators(builder, c_data, c_start, ldc, rows, cols, values, lanes, accumulate):

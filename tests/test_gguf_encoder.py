@@ -62,6 +62,24 @@ def test_the_packed_cache_is_keyed_on_the_gguf_file(tiny, monkeypatch):
     assert os.listdir(tiny.parent / packed_cache.FOLDER) != folders
 
 
+def test_two_gguf_files_in_one_folder_keep_a_packed_cache_each(tiny, monkeypatch):
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
+    other = decoder_gguf(tiny.parent / "other.gguf", "llama", np.random.default_rng(5), type_name="Q8_0")
+    first = {path: Encoder.from_pretrained(path, backend="numba")(IDS, MASK).last_hidden_state
+             for path in (tiny, other)}  # each dequantized, packed and cached in turn
+    assert len(os.listdir(tiny.parent / packed_cache.FOLDER)) == 2
+    import transformer.gguf
+
+    def no_dequantizing(*args, **kwargs):
+        raise AssertionError("a cached model dequantized its file again")
+
+    monkeypatch.setattr(transformer.gguf, "checkpoint_arrays", no_dequantizing)
+    for path in (tiny, other, tiny):  # the second load of each, and again after the other's
+        cached = Encoder.from_pretrained(path, backend="numba")(IDS, MASK).last_hidden_state
+        assert np.array_equal(cached, first[path])
+    assert not np.array_equal(first[tiny], first[other])
+
+
 def test_a_truncated_file_is_refused(tiny, tmp_path):
     cut = tmp_path / "cut.gguf"
     data = tiny.read_bytes()

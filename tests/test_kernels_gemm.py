@@ -107,6 +107,47 @@ def test_microkernel_computes_a_tile_with_edges_strides_and_accumulation(tile, t
         assert (c[untouched] == 7.0).all()
 
 
+def fma_float32(a, b, acc):
+    """float32 fma(a, b, acc), rounded once: a * b is exact in float64 (24 + 24 bits), and the
+    float64 sum rounds to a float32 tie where the exact one is not only in ~2^-29 of cases."""
+    return (a.astype(np.float64) * b + acc).astype(np.float32)
+
+
+def summed_in_chains(a, b, chain):
+    """A [rows, depth] @ B [depth, cols] in the micro-kernel's order (its docstring): chains of
+    `chain` products, each a run of float32 multiply-adds from 0, added into C one after another."""
+    c = np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
+    for first in range(0, a.shape[1], chain):
+        acc = np.zeros_like(c)
+        for k in range(first, min(first + chain, a.shape[1])):
+            acc = fma_float32(a[:, k:k + 1], b[k:k + 1, :], acc)  # [rows, 1] * [1, cols] + [rows, cols]
+        c = c + acc if first else acc
+    return c
+
+
+@pytest.mark.parametrize("tile, tile_rows, tile_cols", [(_narrow, 6, 16), (_wide, 12, 32)], ids=["narrow", "wide"])
+def test_microkernel_sums_in_chains_of_chain_products(tile, tile_rows, tile_cols):
+    # Large positive sums, where the order shows: one chain over all 300 products rounds
+    # differently from chains of 128 added together.
+    rng = np.random.default_rng(12)
+    depth = 2 * microkernel.CHAIN + 44
+    a = rng.uniform(0, 100, (tile_rows, depth)).astype(np.float32)
+    b = rng.uniform(0, 100, (depth, 48)).astype(np.float32)  # the second panel at b_second = 21
+    columns = np.r_[0:16, 21:37][:tile_cols]
+    c = np.empty((tile_rows, tile_cols), dtype=np.float32)
+    tile(a, 0, depth, tile_rows, b, 0, 48, depth, c, 0, tile_cols, tile_cols, False, -1)
+    expected = summed_in_chains(a, b[:, columns], microkernel.CHAIN)
+    np.testing.assert_array_equal(c, expected)
+    assert not np.array_equal(c, summed_in_chains(a, b[:, columns], depth))  # the order is what was tested
+    # accumulating: C + s_0 + s_1 + s_2, in that order
+    tile(a, 0, depth, tile_rows, b, 0, 48, depth, c, 0, tile_cols, tile_cols, True, -1)
+    accumulated = expected
+    for first in range(0, depth, microkernel.CHAIN):
+        accumulated = accumulated + summed_in_chains(a[:, first:first + microkernel.CHAIN],
+                                                     b[first:first + microkernel.CHAIN, columns], depth)
+    np.testing.assert_array_equal(c, accumulated)
+
+
 @pytest.fixture(params=[False, True], ids=["narrow", "wide"])
 def tiles(request, monkeypatch):
     """Run the test with the micro-kernel's narrow (6 x 16) and its wide (12 x 32) tiles."""
@@ -177,8 +218,8 @@ def test_gemm_matches_numpy_matmul(m, k, n, tiles):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("m, k, n", SHAPES + [(16, 384, 1152), (128, 384, 1536), (24, 769, 100), (25, 1536, 40)])
 def test_wide_and_narrow_tiles_give_the_same_bits(m, k, n, threads, monkeypatch):
-    # Every element is the same chain of fused multiply-adds over k in either tile shape
-    # (the same K blocks too), so the results are equal bit for bit: the AVX-512 kernels
+    # Every element is the same sum in the same order in either tile shape (the same K
+    # blocks, the same chains), so the results are equal bit for bit: the AVX-512 kernels
     # change no number the AVX2 ones give (and the parity figures hold on both).
     import transformer
 

@@ -37,6 +37,12 @@ anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
 Each precision has its own cache folder: the record names the precision (none: "fp32"), the
 folder's name includes it for bf16, a cache is read only for the precision it was written
 for, and writing one replaces only the folders of its own precision.
+
+Each checkpoint in a folder has its own cache folder too: two GGUF files side by side (or a
+GGUF beside a safetensors checkpoint) are two models, each cached under the key of its own
+files. Writing one's cache leaves the other's alone: a cache made from none of this one's
+files, all of them still present, is another model's. One that shares a file with this one
+(an older version of the same checkpoint), or whose files are gone, is replaced.
 """
 
 import errno
@@ -189,7 +195,7 @@ class PackedCache:
             return
         temporary = f"tmp-{os.getpid()}-{key}"
         try:
-            _remove_stale(root, self.precision)  # this one too: `load` found it wanting, or there is none
+            _remove_stale(root, self.precision, self.model_dir, self.identities)  # `load` found this one wanting
             os.mkdir(temporary, 0o755, dir_fd=root)
             folder = _open_folder(root, temporary)
             try:
@@ -417,14 +423,24 @@ def _remove_cache_folder(root, name):
         pass
 
 
-def _remove_stale(root, precision="fp32"):
-    """Remove every cache folder of `precision` (an older checkpoint's is never read again; one
-    that could not be read is rewritten), and those whose record cannot be read, and the
-    leftovers of writers that died; a folder being written by a live process is left alone,
-    and so is another precision's cache."""
+def _remove_stale(root, precision, model_dir, files):
+    """Remove the cache folders of `precision` made from this checkpoint's `files` (names) or
+    from files no longer all in model_dir (an older checkpoint's is never read again; one that
+    could not be read is rewritten), those whose record cannot be read, and the leftovers of
+    writers that died. Left alone: a folder being written by a live process, another
+    precision's cache, and another model's (made from none of `files`, all still present)."""
     for name in _entries(root, _KEY):
-        if _precision_of_folder(root, name) in (precision, None):
+        record = _record_of_folder(root, name)
+        if record is None:
             _remove_cache_folder(root, name)
+            continue
+        made_from = record["made_from"]
+        if made_from.get("precision", "fp32") != precision:
+            continue
+        theirs = set(made_from["files"])
+        if theirs.isdisjoint(files) and all(os.path.isfile(os.path.join(model_dir, file)) for file in theirs):
+            continue  # another model's cache, beside this one
+        _remove_cache_folder(root, name)
     for name in _entries(root, _TEMPORARY):
         pid = int(_TEMPORARY.match(name).group(1))
         if pid == os.getpid() or not _alive(pid):
@@ -437,14 +453,18 @@ def _read_meta(folder, name):
         return parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
 
 
-def _precision_of_folder(root, name):
-    """The precision a cache folder's record names ("fp32" when it names none), or None when
-    the record cannot be read."""
+def _record_of_folder(root, name):
+    """A cache folder's record (packed.meta), or None when it cannot be read or names no
+    precision and files the way this module writes them."""
     folder = _open_folder(root, name)
     if folder is None:
         return None
     try:
-        return _read_meta(folder, name)["made_from"].get("precision", "fp32")
+        meta = _read_meta(folder, name)
+        made_from = meta["made_from"]
+        if not isinstance(made_from.get("precision", "fp32"), str) or not isinstance(made_from["files"], dict):
+            return None
+        return meta
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     finally:
