@@ -1,13 +1,16 @@
 """precision="bf16": speed and accuracy against our fp32, torch bf16 and OpenVINO bf16.
 
     .venv/bin/python benchmarks/bench_bf16.py [--short 1000] [--long 100] [--rounds 2] [--accuracy-only]
+                                              [--no-peers] [--pure] [--models NAME ...]
 
 Every system is loaded in this one process and they take turns on the same texts (round after
 round; the best round counts), on 2 threads each:
 
     ours fp32               SentenceEncoder.from_pretrained(dir)
     ours bf16 <tier>        ... precision="bf16", for each bf16 tier this CPU runs
-                            (kernels/bf16.py: avx512_bf16, storage)
+                            (kernels/bf16.py: avx512_bf16, storage), under the bf16 policy
+                            (transformer.encoder.BF16_POLICY: the linears kept in float32);
+                            --pure adds the fastest tier with every linear in bf16
     torch bf16              sentence-transformers, model.to(torch.bfloat16) (oneDNN)
     openvino bf16           the PyTorch model converted by openvino.convert_model, compiled with
                             INFERENCE_PRECISION_HINT=bf16, Rust tokenizers, NumPy mean pooling
@@ -53,12 +56,19 @@ class Ours:
     """Ours; a bf16 tier is set before each of its turns (each encoder's plans, made on first
     use per batch shape, keep the tier they were made with)."""
 
-    def __init__(self, model_dir, precision, tier=None):
+    def __init__(self, model_dir, precision, tier=None, policy=None):
         from transformer import SentenceEncoder
+        from transformer import encoder as encoder_module
 
-        self.model = SentenceEncoder.from_pretrained(model_dir, precision=precision)
+        saved = encoder_module.BF16_POLICY
+        if policy is not None:  # another bf16 policy than the default, for a comparison
+            encoder_module.BF16_POLICY = policy
+        try:
+            self.model = SentenceEncoder.from_pretrained(model_dir, precision=precision)
+        finally:
+            encoder_module.BF16_POLICY = saved
         self.tier = tier
-        self.name = f"ours {precision}" + (f" {tier}" if tier else "")
+        self.name = f"ours {precision}" + (f" {tier}" if tier else "") + (f" [{policy.label}]" if policy else "")
 
     def encode(self, texts, batch_size=BATCH_SIZE):
         from transformer.kernels import bf16
@@ -141,6 +151,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--corpus", type=int, default=None, help="accuracy on the first N lines (default: all)")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--no-peers", action="store_true", help="ours only: no torch, no OpenVINO")
+    parser.add_argument("--pure", action="store_true",
+                        help="also ours bf16 with every linear in bf16 (no linear kept in float32: Bf16Policy())")
     parser.add_argument("--accuracy-only", action="store_true",
                         help="ours fp32 and bf16 (this CPU's tier) on the accuracy set only: no peers, no timing")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bf16.json"))
@@ -162,7 +175,11 @@ def main():
         systems = [Ours(model_dir, "fp32")] + [Ours(model_dir, "bf16", tier) for tier in runnable]
         if args.accuracy_only:
             systems = systems[:2]
-        for peer in () if args.accuracy_only else (TorchBf16, OpenVinoBf16):
+        if args.pure:
+            from transformer.encoder import Bf16Policy
+
+            systems.append(Ours(model_dir, "bf16", runnable[0], Bf16Policy()))
+        for peer in () if args.accuracy_only or args.no_peers else (TorchBf16, OpenVinoBf16):
             try:
                 systems.append(peer(model_dir))
             except Exception as error:  # a missing package: reported, not fatal
