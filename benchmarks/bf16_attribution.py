@@ -1,19 +1,19 @@
 """Where precision="bf16"'s error comes from: which linears, which layers, weights or inputs.
 
     .venv/bin/python benchmarks/bf16_attribution.py --model all-MiniLM-L6-v2 [--corpus N] [--long 100]
-                                                    [--worst 16] [--sample 300] [--full]
+        [--policies NAME ...] [--worst 8] [--sample 60] [--only VARIANT ...]
 
-Step 1 (the numba backend, fast): every text of the first --corpus lines of
+Step 1 (the numba backend): every text of the first --corpus lines of
 benchmarks/data/corpus.txt plus --long texts of 8 lines each (the set bench_bf16.py measures),
-pure bf16 (every linear's weights and inputs rounded) against fp32: the cosines, and the
---worst lowest texts. Step 2 (the NumPy reference, `transformer.model`, on those worst texts
-plus --sample others drawn at random): the bf16 rounding switched on for a part of the linears
-only -- by kind (qkv: query, key and value; attention_output; ffn_up, with a GLU's gate; ffn_down),
-by layer, weights or inputs alone -- and for each variant the min / median cosine to fp32 on
-the sample, on the worst texts, and the mean of 1 - cosine (what adds up: the squared errors).
---full also runs step 2's policy variants ("keep ... in fp32") on the whole set.
-Writes benchmarks/results/bf16_attribution.json (one entry per model).
-"""
+under each bf16 policy of POLICIES (every linear bf16, then one or two kinds of linear kept in
+float32; `transformer.encoder.Bf16Policy`) against fp32: min / median cosine and the mean of 1 -
+cosine, and the lowest texts with every linear bf16. Step 2 (skipped with --sample 0; the NumPy
+reference, `transformer.model`, on the --worst lowest texts plus --sample others drawn at
+random): the bf16 rounding switched on for a part of the linears only -- by kind (qkv: query,
+key and value; attention_output; ffn_up, with a GLU's gate; ffn_down), by layer, weights or
+inputs alone -- and for each variant the same figures on the sample and on the worst texts
+(the mean of 1 - cosine is what adds up: it grows as the squared error).
+Writes benchmarks/results/bf16_attribution.json (one entry per model), after every row."""
 
 import argparse
 import json
