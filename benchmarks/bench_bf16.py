@@ -1,13 +1,16 @@
 """precision="bf16": speed and accuracy against our fp32, torch bf16 and OpenVINO bf16.
 
-    .venv/bin/python benchmarks/bench_bf16.py [--short 1000] [--long 100] [--rounds 2]
+    .venv/bin/python benchmarks/bench_bf16.py [--short 1000] [--long 100] [--rounds 2] [--accuracy-only]
+                                              [--no-peers] [--pure] [--models NAME ...]
 
 Every system is loaded in this one process and they take turns on the same texts (round after
 round; the best round counts), on 2 threads each:
 
     ours fp32               SentenceEncoder.from_pretrained(dir)
     ours bf16 <tier>        ... precision="bf16", for each bf16 tier this CPU runs
-                            (kernels/bf16.py: avx512_bf16, storage)
+                            (kernels/bf16.py: avx512_bf16, storage), under the bf16 policy
+                            (transformer.encoder.BF16_POLICY: the linears kept in float32);
+                            --pure adds the fastest tier with every linear in bf16
     torch bf16              sentence-transformers, model.to(torch.bfloat16) (oneDNN)
     openvino bf16           the PyTorch model converted by openvino.convert_model, compiled with
                             INFERENCE_PRECISION_HINT=bf16, Rust tokenizers, NumPy mean pooling
@@ -53,12 +56,19 @@ class Ours:
     """Ours; a bf16 tier is set before each of its turns (each encoder's plans, made on first
     use per batch shape, keep the tier they were made with)."""
 
-    def __init__(self, model_dir, precision, tier=None):
+    def __init__(self, model_dir, precision, tier=None, policy=None):
         from transformer import SentenceEncoder
+        from transformer import encoder as encoder_module
 
-        self.model = SentenceEncoder.from_pretrained(model_dir, precision=precision)
+        saved = encoder_module.BF16_POLICY
+        if policy is not None:  # another bf16 policy than the default, for a comparison
+            encoder_module.BF16_POLICY = policy
+        try:
+            self.model = SentenceEncoder.from_pretrained(model_dir, precision=precision)
+        finally:
+            encoder_module.BF16_POLICY = saved
         self.tier = tier
-        self.name = f"ours {precision}" + (f" {tier}" if tier else "")
+        self.name = f"ours {precision}" + (f" {tier}" if tier else "") + (f" [{policy.label}]" if policy else "")
 
     def encode(self, texts, batch_size=BATCH_SIZE):
         from transformer.kernels import bf16
@@ -141,6 +151,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--corpus", type=int, default=None, help="accuracy on the first N lines (default: all)")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--no-peers", action="store_true", help="ours only: no torch, no OpenVINO")
+    parser.add_argument("--pure", action="store_true",
+                        help="also ours bf16 with every linear in bf16 (no linear kept in float32: Bf16Policy())")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="ours fp32 and bf16 (this CPU's tier) on the accuracy set only: no peers, no timing")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bf16.json"))
     args = parser.parse_args()
     import transformer
@@ -158,7 +173,13 @@ def main():
     for name in args.models:
         model_dir = ROOT / "weights" / name
         systems = [Ours(model_dir, "fp32")] + [Ours(model_dir, "bf16", tier) for tier in runnable]
-        for peer in (TorchBf16, OpenVinoBf16):
+        if args.accuracy_only:
+            systems = systems[:2]
+        if args.pure:
+            from transformer.encoder import Bf16Policy
+
+            systems.append(Ours(model_dir, "bf16", runnable[0], Bf16Policy()))
+        for peer in () if args.accuracy_only or args.no_peers else (TorchBf16, OpenVinoBf16):
             try:
                 systems.append(peer(model_dir))
             except Exception as error:  # a missing package: reported, not fatal
@@ -175,6 +196,10 @@ def main():
                                               "texts": limit(system, everything)}
             print(f"  {name} {system.name}: cosine to ours fp32 min {values.min():.6f} median "
                   f"{np.median(values):.6f}", flush=True)
+        if args.accuracy_only:
+            entry.update(texts={"accuracy": len(everything)}, bf16_policy=bf16_policy_label())
+            _save(args.output, report, name, keep=True)
+            continue
         # Speed: the systems take turns, round after round; the best round counts.
         for label, texts in (("short", short_texts), ("long", long_texts)):
             best = {}
@@ -209,17 +234,35 @@ def main():
             print(f"  {name} batch-1 ~{tokens} tokens (ms): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in entry["latency_ms"][str(tokens)].items()), flush=True)
         entry.update(load_average_after=os.getloadavg(), texts={"short": len(short_texts), "long": len(long_texts),
-                                                                "accuracy": len(everything)})
+                                                                "accuracy": len(everything)},
+                     bf16_policy=bf16_policy_label())
         print(f"load average after {name}: {entry['load_average_after']}")
         _save(args.output, report, name)
     return 0
 
 
-def _save(output, report, name):
+def bf16_policy_label():
+    from transformer.encoder import BF16_POLICY
+
+    return BF16_POLICY.label
+
+
+def _save(output, report, name, keep=False):
     """Write report's entry for model `name` into `output`, keeping the other models' entries
-    (each model may be measured by its own run)."""
+    (each model may be measured by its own run); keep: only our bf16 accuracy (and the
+    policy) are replaced, the timings and the peers' accuracy from an earlier run stay."""
     path = Path(output)
     saved = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    if keep and name in saved["models"]:
+        accuracy = saved["models"][name].setdefault("accuracy", {})
+        for system in [system for system in accuracy if system.startswith("ours bf16")]:
+            del accuracy[system]  # measured under another policy, or not this run
+        accuracy.update(report["models"][name]["accuracy"])
+        saved["models"][name]["bf16_policy"] = report["models"][name]["bf16_policy"]
+        saved["models"][name].setdefault("texts", {})["accuracy"] = report["models"][name]["texts"]["accuracy"]
+        path.write_text(json.dumps(saved, indent=1) + "\n")
+        print(f"wrote {output} ({name}: accuracy)")
+        return
     saved.update({key: value for key, value in report.items() if key != "models"})
     saved["models"][name] = report["models"][name]
     path.write_text(json.dumps(saved, indent=1) + "\n")

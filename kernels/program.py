@@ -37,9 +37,12 @@ row of the plan's rotary tables, -1 none) and see only a sliding window of keys
 head's query and key (query_norm / key_norm: vector slots, 0 none; Qwen3, Gemma 3).
 
 Weights (`Weights`), stacked over the layers, the layer first: panels[slot] float32
-[layers, panels, in, 16] (gemm.pack_weight's panels; for precision="bf16" every slot's are
-uint16 [layers, panels, in / 2, 32], bf16.pack_weight_bf16's, run by bf16.TIER), biases[slot] [layers, out] (or
-[layers, 0]: a bias-free linear), vectors[slot] [layers, d] (norm weights and biases).
+[layers, panels, in, 16] (gemm.pack_weight's panels; for precision="bf16" uint16 [layers,
+panels, in / 2, 32], bf16.pack_weight_bf16's, run by bf16.TIER), biases[slot] [layers, out] (or
+[layers, 0]: a bias-free linear), vectors[slot] [layers, d] (norm weights and biases),
+fp32_panels[slot]: the float32 panels of a slot a bf16 model keeps in float32 (its panels[slot]
+then empty, [layers, 0, 0, 32]), else empty ([layers, 0, 0, 16]); a step reads a slot's
+non-empty ones (`slot_panels`): one tuple of one dtype each, as a compiled loop indexes them.
 
 Why one call: at small batches a layer's work is small and its steps many. Called one by one
 from Python, a batch-1 forward pass is dozens of kernel calls, each a Python call, argument
@@ -125,6 +128,15 @@ class Weights(NamedTuple):
     vectors: tuple  # float32 [layers, d] each
     position_keys: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: DeBERTa's c2p tables, or [layers, 0]
     position_queries: np.ndarray  # float32 [layers, heads * head_dim * table_ld]: its p2c tables, or [layers, 0]
+    fp32_panels: tuple = ()  # float32 [layers, panels, in, 16] each, or [layers, 0, 0, 16]; () as panels
+
+
+def slot_panels(weights, slot):
+    """The panels a step reads for linear `slot`: its float32 ones where a bf16 model keeps the
+    slot in float32 (Weights.fp32_panels), else weights.panels[slot]."""
+    if weights.fp32_panels and weights.fp32_panels[slot].shape[1]:
+        return weights.fp32_panels[slot]
+    return weights.panels[slot]
 
 
 class GroupPlan(NamedTuple):
@@ -160,7 +172,7 @@ def layer_phases(program, layer, rows, ffn_rows):
 def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                 gemm_plans, attention_bounds, head_ranges, norm_bounds, cu_seqlens, position_bias, no_position_bias,
                 bias_len, positions, rotary_cos, rotary_sin, no_rotary, rotary_positions, max_len, ffn_rows, wide,
-                rows_of, panels, biases, vectors, position_keys, position_queries,
+                rows_of, panels, biases, vectors, position_keys, position_queries, fp32_panels,
                 buffers, flat_buffers, counters, first_layer, stop_layer, first_thread, stop_thread):
     """Every step of layers first_layer..stop_layer-1, layer after layer, as one of the threads
     taking part (first_thread: its index). A step ends when every thread is done with it, so
@@ -182,9 +194,14 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
             base = phase * PHASE_COUNTERS
             if step.kind == GEMM:
                 g = gemms[step.index]
-                gemm_phase(layer_counters, base, first_thread, gemm_plans[g.linear, ALL_ROWS], buffers[g.source],
-                           0, rows, panels[g.linear][layer], biases[g.linear][layer],
-                           buffers[g.residual], g.activation_row, buffers[g.target], 0, no_residual)
+                if fp32_panels[g.linear].shape[1]:  # a slot kept in float32 (Weights.fp32_panels)
+                    gemm_phase(layer_counters, base, first_thread, gemm_plans[g.linear, ALL_ROWS], buffers[g.source],
+                               0, rows, fp32_panels[g.linear][layer], biases[g.linear][layer],
+                               buffers[g.residual], g.activation_row, buffers[g.target], 0, no_residual)
+                else:
+                    gemm_phase(layer_counters, base, first_thread, gemm_plans[g.linear, ALL_ROWS], buffers[g.source],
+                               0, rows, panels[g.linear][layer], biases[g.linear][layer],
+                               buffers[g.residual], g.activation_row, buffers[g.target], 0, no_residual)
                 phase += 1
             elif step.kind == ATTENTION:
                 a = attentions[step.index]
@@ -215,15 +232,26 @@ def _run_layers(layer_steps, steps, gemms, attentions, norms, mlps,
                     buffers[m.residual]
                 gated = buffers[m.gated]  # a GLU's product (the down GEMM's input), or EMPTY
                 down_input = gated if m.gated != EMPTY else inner
+                up_fp32, down_fp32 = fp32_panels[m.up].shape[1] > 0, fp32_panels[m.down].shape[1] > 0
                 for block0 in range(0, rows, ffn_rows):
                     block_rows = min(ffn_rows, rows - block0)
                     regime = BLOCK if block_rows == ffn_rows else LAST_BLOCK
-                    gemm_phase(layer_counters, phase * PHASE_COUNTERS, first_thread, gemm_plans[m.up, regime],
-                               source, block0, block_rows, panels[m.up][layer], biases[m.up][layer],
-                               no_residual, m.activation_row, inner, 0, gated)
-                    gemm_phase(layer_counters, (phase + 1) * PHASE_COUNTERS, first_thread,
-                               gemm_plans[m.down, regime], down_input, 0, block_rows, panels[m.down][layer],
-                               biases[m.down][layer], residual, 0, target, block0, no_residual)
+                    if up_fp32:
+                        gemm_phase(layer_counters, phase * PHASE_COUNTERS, first_thread, gemm_plans[m.up, regime],
+                                   source, block0, block_rows, fp32_panels[m.up][layer], biases[m.up][layer],
+                                   no_residual, m.activation_row, inner, 0, gated)
+                    else:
+                        gemm_phase(layer_counters, phase * PHASE_COUNTERS, first_thread, gemm_plans[m.up, regime],
+                                   source, block0, block_rows, panels[m.up][layer], biases[m.up][layer],
+                                   no_residual, m.activation_row, inner, 0, gated)
+                    if down_fp32:
+                        gemm_phase(layer_counters, (phase + 1) * PHASE_COUNTERS, first_thread,
+                                   gemm_plans[m.down, regime], down_input, 0, block_rows, fp32_panels[m.down][layer],
+                                   biases[m.down][layer], residual, 0, target, block0, no_residual)
+                    else:
+                        gemm_phase(layer_counters, (phase + 1) * PHASE_COUNTERS, first_thread,
+                                   gemm_plans[m.down, regime], down_input, 0, block_rows, panels[m.down][layer],
+                                   biases[m.down][layer], residual, 0, target, block0, no_residual)
                     phase += 2
 
 
@@ -276,12 +304,13 @@ class ProgramPlan:
         empty = plan_blocks(0, 0, 0, threads, wide)
         plans = [[empty] * 3 for _ in weights.panels]
         for slot, regimes in uses.items():
-            _, n_panels, rows_of_k, row_width = weights.panels[slot].shape  # [layers, panels, in, 16] (bf16: in / 2, 32)
+            panels = slot_panels(weights, slot)
+            _, n_panels, rows_of_k, row_width = panels.shape  # [layers, panels, in, 16] (bf16: in / 2, 32)
             k = rows_of_k * row_width // NR  # in (bf16: rounded up to even)
             for regime in regimes:
                 # No serial cut-off for small products here: the hand-off it avoids is not paid.
                 plans[slot][regime] = plan_blocks(regime_rows[regime], n_panels, k, threads, wide, slot in paired,
-                                                  tier_of(weights.panels[slot]))
+                                                  tier_of(panels))
         self.gemm_plans = plans  # [slot][regime] GemmPlans
         if len(program.attentions):
             if not attend.head_major:
@@ -326,6 +355,9 @@ class ProgramPlan:
         flat = [_NO_FLAT] * len(buffers)
         for slot in self.flat_slots:
             flat[slot] = buffers[slot].reshape(-1)
+        if not weights.fp32_panels:  # no slot kept in float32: an empty one for every slot
+            empty = np.zeros((len(weights.biases[0]), 0, 0, NR), dtype=np.float32)
+            weights = weights._replace(fp32_panels=(empty,) * len(weights.panels))
         run_chunks(_run_layers, range(self.threads + 1), *program, *self.group, *weights, buffers, tuple(flat),
                    counters, first_layer, stop_layer)
 
@@ -395,7 +427,7 @@ def run_program_steps(program, weights, buffers, attend, ffn_rows, first_layer, 
 
 def _gemm_step(weights, layer, slot, x, out, residual, activation):
     """out = act(x @ W + b) + residual with the weights of `slot` at `layer`, by `gemm.gemm`."""
-    panels = weights.panels[slot][layer]  # [panels, in, 16]
+    panels = slot_panels(weights, slot)[layer]  # [panels, in, 16]
     bias = weights.biases[slot][layer]
     packed = PackedWeight(panels, x.shape[1], out.shape[1])
     gemm(x, packed, bias if bias.size else None, residual if residual.size else None,
@@ -405,7 +437,7 @@ def _gemm_step(weights, layer, slot, x, out, residual, activation):
 def _gated_step(weights, layer, slot, x, out, activation):
     """out = act(x @ W_gate + b) * (x @ W_up + b) with the paired weights of `slot` at `layer`,
     by `gemm.gemm_gated`."""
-    panels = weights.panels[slot][layer]  # [panels, in, 16]
+    panels = slot_panels(weights, slot)[layer]  # [panels, in, 16]
     bias = weights.biases[slot][layer]
     packed = PackedWeight(panels, x.shape[1], panels.shape[0] * NR)
     gemm_gated(x, packed, bias if bias.size else None, activation_name(activation), out.shape[1], out=out)

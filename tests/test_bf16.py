@@ -1,17 +1,18 @@
 """precision="bf16": the exact emulation (NumPy) and its plumbing through the loaders and the CLI.
 
-bf16 here means: every linear of the layers gets bfloat16 weights and bfloat16 inputs (each
-rounded to the nearest bfloat16, ties to even), and sums their products in float32; everything
-else (biases, activations, residuals, norms, softmax, embeddings) stays float32. The NumPy
-backend is that definition written out (`transformer.model.linear` on uint16 weights); every
-kernel tier is tested against it (tests/test_bf16_kernels.py).
+bf16 here means: every linear of the layers but the kinds the bf16 policy keeps in float32
+(`transformer.encoder.BF16_POLICY`) gets bfloat16 weights and bfloat16 inputs (each rounded to
+the nearest bfloat16, ties to even), and sums their products in float32; everything else
+(biases, activations, residuals, norms, softmax, embeddings) stays float32. The NumPy backend
+is that definition written out (`transformer.model.linear` on uint16 weights); every kernel
+tier is tested against it (tests/test_bf16_kernels.py).
 """
 
 import numpy as np
 import pytest
 
 from transformer import model as numpy_model
-from transformer.encoder import PRECISIONS, Encoder, bf16_layers
+from transformer.encoder import BF16_POLICY, LINEAR_KINDS, PRECISIONS, Bf16Policy, Encoder, bf16_layers, linear_kinds
 from transformer.model import from_bf16, round_to_bf16, to_bf16
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "bfloat16 keeps float32's exponent."]
@@ -67,7 +68,7 @@ def test_linear_on_bf16_weights_rounds_its_input_and_sums_in_float32():
 
 def test_bf16_layers_converts_only_the_linear_weights(minilm_dir):
     encoder = Encoder.from_pretrained(minilm_dir, backend="numpy")
-    layers = bf16_layers(encoder.params["layers"], encoder.config.recipe)
+    layers = bf16_layers(encoder.params["layers"], encoder.config.recipe, Bf16Policy())
     first = layers[0]
     for linear in encoder.config.recipe.layers[0].linears():
         assert first[linear.name]["weight"].dtype == np.uint16
@@ -75,6 +76,31 @@ def test_bf16_layers_converts_only_the_linear_weights(minilm_dir):
     norm = encoder.config.recipe.layers[0].norms()[0]
     assert first[norm.name]["weight"].dtype == np.float32
     assert encoder.params["layers"][0][linear.name]["weight"].dtype == np.float32  # the input is left alone
+
+
+def test_the_bf16_policy_keeps_its_kinds_of_linear_in_float32(minilm_dir):
+    encoder = Encoder.from_pretrained(minilm_dir, backend="numpy")
+    recipe = encoder.config.recipe
+    assert linear_kinds(recipe.layers[0]) == {"query": "qkv", "key": "qkv", "value": "qkv",
+                                              "attention_output": "attention_output", "intermediate": "ffn_up",
+                                              "output": "ffn_down"}
+    policy = Bf16Policy(fp32=("ffn_down", "attention_output"))
+    for layer, params in zip(recipe.layers, bf16_layers(encoder.params["layers"], recipe, policy)):
+        for name, kind in linear_kinds(layer).items():
+            assert params[name]["weight"].dtype == (np.float32 if kind in policy.fp32 else np.uint16), name
+    # The default: what Encoder(precision="bf16") converts.
+    model = Encoder.from_pretrained(minilm_dir, backend="numpy", precision="bf16")
+    for name, kind in linear_kinds(recipe.layers[0]).items():
+        assert model.params["layers"][0][name]["weight"].dtype == \
+            (np.float32 if kind in BF16_POLICY.fp32 else np.uint16), name
+
+
+def test_a_bf16_policy_names_known_kinds_and_labels_what_it_packs():
+    assert Bf16Policy().label == "bf16"
+    assert Bf16Policy(fp32=("ffn_down",)).label == "bf16-fp32-ffn_down"
+    assert set(BF16_POLICY.fp32) <= set(LINEAR_KINDS)
+    with pytest.raises(ValueError, match=r"unknown linear kind\(s\) \['ffn'\]; choose among qkv, attention_output"):
+        Bf16Policy(fp32=("ffn",))
 
 
 def test_unknown_precision_is_refused_by_name(minilm_dir):

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from transformer import model as numpy_model
-from transformer.encoder import Encoder
+from transformer import encoder as encoder_module
+from transformer.encoder import BF16_POLICY, Bf16Policy, Encoder
 from transformer.kernels import bf16, gemm as gemm_module, microkernel
 from transformer.model import round_to_bf16, to_bf16
 
@@ -160,6 +161,20 @@ def _token_cosines(a, b, mask):
 
 @pytest.mark.parametrize("case", CASES + ["decoders/llama_gqa_llama3_rope"])
 def test_fused_layers_in_bf16_match_the_emulation(case, monkeypatch):
+    _fused_layers_match_the_emulation(case, monkeypatch)
+
+
+@pytest.mark.parametrize("policy", [Bf16Policy(), Bf16Policy(fp32=("qkv", "ffn_up")),
+                                    Bf16Policy(fp32=("attention_output", "ffn_down"))], ids=lambda p: p.label)
+@pytest.mark.parametrize("case", ["bert_gelu", "nomic_bert_swiglu"])
+def test_fused_layers_match_the_emulation_under_every_bf16_policy(case, policy, monkeypatch):
+    """Any kinds of linear kept in float32 (a bf16 stack with float32 slots: Weights.fp32_panels),
+    or none (every slot bf16), plain and gated MLPs."""
+    monkeypatch.setattr(encoder_module, "BF16_POLICY", policy)
+    _fused_layers_match_the_emulation(case, monkeypatch)
+
+
+def _fused_layers_match_the_emulation(case, monkeypatch):
     monkeypatch.setenv("TRANSFORMER_PACKED_CACHE", "0")
     directory = DECODERS / case.split("/")[1] if case.startswith("decoders/") else FAMILIES / case
     reference = dict(np.load(directory / "reference.npz"))
@@ -173,11 +188,16 @@ def test_fused_layers_in_bf16_match_the_emulation(case, monkeypatch):
     assert ours.dtype == np.float32
     assert _token_cosines(ours, emulated, mask).min() >= 0.9999
     assert not np.array_equal(ours, fp32(*args).last_hidden_state)
-    # The layers' params re-derived from the bf16 panels are the bf16 weights themselves.
+    # The layers' params re-derived from the panels are the emulation's weights themselves:
+    # bf16 bits, and float32 for the kinds the policy keeps in float32.
+    kept = 0
     for ours_layer, slow_layer in zip(fast.params["layers"], slow.params["layers"]):
         for name, part in slow_layer.items():
-            if part.get("weight") is not None and part["weight"].dtype == np.uint16:
+            if part.get("weight") is not None and part["weight"].ndim == 2:
+                assert ours_layer[name]["weight"].dtype == part["weight"].dtype, name
                 assert np.array_equal(ours_layer[name]["weight"], part["weight"]), name
+                kept += part["weight"].dtype == np.float32
+    assert (kept > 0) == bool(encoder_module.BF16_POLICY.fp32)
 
 
 def test_storage_tier_runs_the_fused_layers_too(monkeypatch):
@@ -211,7 +231,7 @@ def test_packed_cache_is_kept_per_precision_and_never_read_as_the_other(tmp_path
     folders = _cache_folders(directory)
     assert len(folders) == 2 and fp32_folder in folders  # the fp32 one is kept
     config = fp32.config
-    read_bf16 = packed_cache.PackedCache.find(directory, "bf16").load(config)
+    read_bf16 = packed_cache.PackedCache.find(directory, BF16_POLICY.label).load(config)
     read_fp32 = packed_cache.PackedCache.find(directory).load(config)
     assert read_bf16.stack.precision == "bf16" and read_fp32.stack.precision == "fp32"
     # Loaded again, each precision reads its own cache back, to the same bits.
@@ -234,8 +254,33 @@ def test_a_bf16_cache_record_is_not_read_for_fp32(tmp_path, monkeypatch):
     model = Encoder.from_pretrained(directory, backend="numba", precision="bf16")
     [name] = _cache_folders(directory)
     meta = json.loads((directory / ".transformer-packed" / name / "packed.meta").read_text())
-    assert meta["made_from"]["precision"] == "bf16"
+    assert meta["made_from"]["precision"] == BF16_POLICY.label
     assert packed_cache.PackedCache.find(directory).load(model.config) is None  # fp32 asks: not this one
+
+
+def test_a_bf16_cache_is_not_read_under_another_bf16_policy(tmp_path, monkeypatch):
+    """The policy decides which panels are bf16: a cache packed under one is rebuilt (and
+    replaced) under another, never read."""
+    from transformer.numba_backend import packed_cache
+
+    monkeypatch.setattr(packed_cache, "CACHE_MIN_BYTES", 0)
+    directory = tmp_path / "bert_gelu"
+    shutil.copytree(FAMILIES / "bert_gelu", directory)
+    ids = dict(np.load(directory / "reference.npz"))["input_ids"]
+    monkeypatch.setattr(encoder_module, "BF16_POLICY", Bf16Policy())
+    pure = Encoder.from_pretrained(directory, backend="numba", precision="bf16")
+    [pure_folder] = _cache_folders(directory)
+    monkeypatch.setattr(encoder_module, "BF16_POLICY", Bf16Policy(fp32=("ffn_down",)))
+    assert packed_cache.PackedCache.find(directory, "bf16-fp32-ffn_down").load(pure.config) is None
+    mixed = Encoder.from_pretrained(directory, backend="numba", precision="bf16")
+    [mixed_folder] = _cache_folders(directory)  # the other policy's cache replaced
+    assert mixed_folder != pure_folder
+    assert mixed._weights.stack.panels["output"].dtype == np.float32
+    assert mixed._weights.stack.panels["intermediate"].dtype == np.uint16
+    again = Encoder.from_pretrained(directory, backend="numba", precision="bf16")  # read back
+    assert again._weights.stack.panels["output"].dtype == np.float32
+    assert np.array_equal(again(ids).last_hidden_state, mixed(ids).last_hidden_state)
+    assert not np.array_equal(mixed(ids).last_hidden_state, pure(ids).last_hidden_state)
 
 
 def test_a_strip_scratch_holds_the_deepest_k_block():

@@ -43,8 +43,39 @@ from transformer.loading import (CheckpointError, checkpoint_layers, keep_big_ar
 
 BACKENDS = ("numpy", "numba")
 # The arithmetic of the layers' linears: "fp32", or "bf16" (weights and each linear's input
-# rounded to bfloat16, products summed in float32; everything else float32).
+# rounded to bfloat16, products summed in float32, except the kinds BF16_POLICY keeps in
+# float32; everything else float32).
 PRECISIONS = ("fp32", "bf16")
+# The kinds of a layer's linears, by their place in the recipe (every family's): "qkv" the
+# attention's query, key and value (and DeBERTa's position projections), "attention_output"
+# its output, "ffn_up" the MLP's up (and a GLU's gate), "ffn_down" the MLP's down.
+LINEAR_KINDS = ("qkv", "attention_output", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class Bf16Policy:
+    """Which kinds of linears (LINEAR_KINDS) precision="bf16" keeps in float32: their weights
+    stay float32 and their inputs are not rounded. Both backends read it from the params:
+    a linear's weight is uint16 bfloat16 bits (bf16) or float32 (fp32)."""
+
+    fp32: tuple = ()
+
+    def __post_init__(self):
+        unknown = [kind for kind in self.fp32 if kind not in LINEAR_KINDS]
+        if unknown:
+            raise ValueError(f"Bf16Policy: unknown linear kind(s) {unknown}; choose among {', '.join(LINEAR_KINDS)}")
+
+    @property
+    def label(self):
+        """"bf16", or "bf16-fp32-<kinds>": the precision's name where what is packed depends
+        on it (the packed cache's key)."""
+        return "bf16" if not self.fp32 else "bf16-fp32-" + "-".join(sorted(self.fp32))
+
+
+# precision="bf16"'s policy: the attention's output projection in float32, the smallest
+# linear of a layer (hidden x hidden) and the cheapest one that lifts all-mpnet-base-v2's
+# worst text over issue 21's bar (docs/performance.md#bf16 has the measurements).
+BF16_POLICY = Bf16Policy(fp32=("attention_output",))
 
 
 @dataclass
@@ -166,7 +197,7 @@ class Encoder:
         # when the files are still the ones it found then.
         cache = None
         if path.is_dir() and hasattr(module, "find_packed_cache"):
-            cache = module.find_packed_cache(model_dir, precision)
+            cache = module.find_packed_cache(model_dir, packed_precision(precision))
         config = EncoderConfig.from_file(model_dir / "config.json")
         tensors = read_checkpoint(path)  # the headers only: tensors are read when looked up
         layers = checkpoint_layers(tensors, config)
@@ -200,7 +231,7 @@ class Encoder:
         for _ in range(LOAD_ATTEMPTS):  # as from_pretrained: again when the file changed meanwhile
             before = digest.identity(os.stat(path))
             backend_name, module = pick_backend(backend)
-            cache = module.find_packed_cache(path.parent, precision, [path.name]) \
+            cache = module.find_packed_cache(path.parent, packed_precision(precision), [path.name]) \
                 if hasattr(module, "find_packed_cache") else None
             gguf = read_gguf(path)
             raw = config_from_gguf(gguf)
@@ -346,16 +377,42 @@ def check_precision(precision):
     return precision
 
 
-def bf16_layers(layers, recipe):
+def packed_precision(precision):
+    """The name of what `precision` packs: "fp32", or BF16_POLICY's label for "bf16" (a packed
+    cache written under one policy is never read under another)."""
+    return BF16_POLICY.label if precision == "bf16" else precision
+
+
+def linear_kinds(layer_recipe):
+    """{linear name: its kind (LINEAR_KINDS)} for one recipe Layer."""
+    from transformer.recipe import Attention
+
+    kinds = {}
+    for block in layer_recipe.blocks:
+        sublayer = block.sublayer
+        if isinstance(sublayer, Attention):
+            for linear in sublayer.linears():
+                kinds[linear.name] = "qkv"
+            kinds[sublayer.output.name] = "attention_output"
+        else:
+            for linear in sublayer.linears():
+                kinds[linear.name] = "ffn_up"
+            kinds[sublayer.down.name] = "ffn_down"
+    return kinds
+
+
+def bf16_layers(layers, recipe, policy=None):
     """The layers' params with every linear weight of the recipe as bfloat16 bits (uint16
-    [in, out], `transformer.model.to_bf16`): a new list of new dicts; weights already uint16
-    stay as they are. Biases, norms and embeddings stay float32."""
+    [in, out], `transformer.model.to_bf16`) but those of the kinds `policy` (default
+    BF16_POLICY) keeps in float32: a new list of new dicts; weights already uint16 stay as
+    they are. Biases, norms and embeddings stay float32."""
+    policy = BF16_POLICY if policy is None else policy
     converted = []
     for layer, layer_recipe in zip(layers, recipe.layers):
         layer = dict(layer)
-        for linear in layer_recipe.linears():
-            part = layer.get(linear.name)
-            if part is not None and part["weight"].dtype != np.uint16:
-                layer[linear.name] = dict(part, weight=numpy_model.to_bf16(part["weight"]))
+        for name, kind in linear_kinds(layer_recipe).items():
+            part = layer.get(name)
+            if part is not None and part["weight"].dtype != np.uint16 and kind not in policy.fp32:
+                layer[name] = dict(part, weight=numpy_model.to_bf16(part["weight"]))
         converted.append(layer)
     return converted

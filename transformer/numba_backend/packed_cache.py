@@ -34,9 +34,11 @@ When a cache is read (docs/security.md says the same for users):
 Small checkpoints are not cached (packing them is quicker than reading a cache), nor is
 anything when TRANSFORMER_PACKED_CACHE=0 or the folder is not writable.
 
-Each precision has its own cache folder: the record names the precision (none: "fp32"), the
-folder's name includes it for bf16, a cache is read only for the precision it was written
-for, and writing one replaces only the folders of its own precision.
+Each precision has its own cache folder: the record names the precision (none: "fp32"; for
+bf16, the label of the bf16 policy that chose which linears stay float32, e.g.
+"bf16-fp32-ffn_down"), the folder's name includes it for bf16, a cache is read only for the
+precision it was written for, and writing one replaces only the folders of its own precision
+(a bf16 one: those of any bf16 policy).
 
 Each checkpoint in a folder has its own cache folder too: two GGUF files side by side (or a
 GGUF beside a safetensors checkpoint) are two models, each cached under the key of its own
@@ -166,7 +168,7 @@ class PackedCache:
         if any(memo[name]["identity"] != self.identities[name] for name in memo):
             return  # rewritten while it was loaded: what was packed may not be what was hashed
         layout = _layout()
-        if prepared.stack.precision != self.precision:
+        if prepared.stack.precision != _base(self.precision):
             raise ValueError(f"packed cache: a {prepared.stack.precision} model saved as {self.precision}")
         parts = (f"format {CACHE_FORMAT}", layout) + ((f"precision {self.precision}",) if self.precision != "fp32" else ())
         key = digest.combined(digests, *parts)[:24]
@@ -435,7 +437,7 @@ def _remove_stale(root, precision, model_dir, files):
             _remove_cache_folder(root, name)
             continue
         made_from = record["made_from"]
-        if made_from.get("precision", "fp32") != precision:
+        if _base(made_from.get("precision", "fp32")) != _base(precision):  # any bf16 policy's is bf16's
             continue
         theirs = set(made_from["files"])
         if theirs.isdisjoint(files) and all(os.path.isfile(os.path.join(model_dir, file)) for file in theirs):
@@ -451,6 +453,12 @@ def _read_meta(folder, name):
     """The record (packed.meta) of the cache folder `name`, open as the descriptor `folder`."""
     with _open_regular(folder, META) as meta_file:
         return parse_json(meta_file.read(1 << 24), f"{FOLDER}/{name}/{META}")
+
+
+def _base(precision):
+    """"fp32" or "bf16": a precision without its bf16 policy ("bf16-fp32-ffn_down" ->
+    "bf16", `transformer.encoder.Bf16Policy.label`)."""
+    return precision.split("-", 1)[0]
 
 
 def _record_of_folder(root, name):

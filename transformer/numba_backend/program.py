@@ -264,7 +264,8 @@ class LayerStack:
     layers (`kernels.program`) run all the layers in one call on these.
 
         panels[name]        float32 [layers, panels, in, 16]  the packed weight (gemm.pack_weight);
-                            precision "bf16": uint16 [layers, panels, in / 2, 32] (bf16.pack_weight_bf16)
+                            precision "bf16": uint16 [layers, panels, in / 2, 32] (bf16.pack_weight_bf16),
+                            but float32 for a linear the bf16 policy keeps in float32
         bias[name]          float32 [layers, out], or [layers, 0] for a bias-free linear
         vectors[name]       float32 [layers, d]: "<norm>.weight" and "<norm>.bias"
         out_features[name]  the linear's width (the panels pad it to a multiple of 16)
@@ -290,8 +291,9 @@ class LayerStack:
 
     @property
     def precision(self):
-        """"bf16" when the panels are bf16 ones, else "fp32"."""
-        return "bf16" if next(iter(self.panels.values())).dtype == np.uint16 else "fp32"
+        """"bf16" when some slots' panels are bf16 ones (the others: linears the bf16 policy
+        keeps in float32), else "fp32"."""
+        return "bf16" if any(array.dtype == np.uint16 for array in self.panels.values()) else "fp32"
 
     @classmethod
     def pack(cls, layers, recipe, precision="fp32"):
@@ -309,22 +311,25 @@ class LayerStack:
                     shapes[linear.name], bias_sizes[linear.name] = _slot_shape(recipe.layers[i], linear)
             for name in layer_layout.vectors:
                 vector_sizes.setdefault(name, _norm_size(recipe.layers[i], name))
-        if precision == "bf16":
-            # [layers, panels, ceil(in / 2), 32] uint16: the bytes of a float32 [..., ceil(in / 2), 16]
-            panel_shapes = {name: (count, -(-n // NR), -(-k // 2), NR) for name, (k, n) in shapes.items()}
-        else:
-            panel_shapes = {name: (count, -(-n // NR), k, NR) for name, (k, n) in shapes.items()}  # [layers, panels, in, 16]
+        precisions = _slot_precisions(layer_layouts, layers, precision)
+        panel_shapes = {}
+        for name, (k, n) in shapes.items():
+            if precisions.get(name) == "bf16":
+                # [layers, panels, ceil(in / 2), 32] uint16: the bytes of a float32 [..., ceil(in / 2), 16]
+                panel_shapes[name] = (count, -(-n // NR), -(-k // 2), NR)
+            else:
+                panel_shapes[name] = (count, -(-n // NR), k, NR)  # [layers, panels, in, 16]
         arena = WeightArena(WeightArena.bytes_for(panel_shapes[linear.name] for linear in layout.linears))
         panels = {linear.name: arena.take(panel_shapes[linear.name]) for linear in layout.linears}
-        if precision == "bf16":
-            panels = {name: array.view(np.uint16) for name, array in panels.items()}
+        panels = {name: array.view(np.uint16) if precisions.get(name) == "bf16" else array
+                  for name, array in panels.items()}
         bias = {name: np.zeros((count, size), dtype=np.float32) for name, size in bias_sizes.items()}
         vectors = {name: np.zeros((count, size), dtype=np.float32) for name, size in vector_sizes.items()}
         for i in range(count):
             for name, (weight, b) in _prepared_linears(layer_layouts[i], layers[i]).items():
                 if weight.shape != shapes[name]:
                     raise ValueError(f"layer {i}'s {name} weight has shape {weight.shape}, expected {shapes[name]}")
-                panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32), precision).panels
+                panels[name][i] = pack_weight(np.ascontiguousarray(weight, dtype=np.float32), precisions[name]).panels
                 if b is not None:
                     bias[name][i] = b
             for name, vector in _vectors(layer_layouts[i], layers[i]).items():
@@ -337,14 +342,22 @@ class LayerStack:
 
     def weights(self):
         """The stack as the kernels' `Weights` tuple, in slot order (vectors: an empty [layers,
-        0] first, for "no vector")."""
+        0] first, for "no vector"). A bf16 stack's float32 slots (the linears its policy keeps
+        in float32) go in fp32_panels, an empty uint16 placeholder in panels: each tuple holds
+        one dtype."""
         if self._weights is None:
             names = [linear.name for linear in self.layout.linears]
             empty = np.zeros((len(self), 0), dtype=np.float32)
-            self._weights = Weights(panels=tuple(self.panels[name] for name in names),
-                                    biases=tuple(self.bias[name] for name in names),
+            panels, fp32_panels = tuple(self.panels[name] for name in names), ()
+            if self.precision == "bf16" and any(array.dtype == np.float32 for array in panels):
+                no_bf16 = np.zeros((len(self), 0, 0, 2 * NR), dtype=np.uint16)
+                no_fp32 = np.zeros((len(self), 0, 0, NR), dtype=np.float32)
+                fp32_panels = tuple(array if array.dtype == np.float32 else no_fp32 for array in panels)
+                panels = tuple(no_bf16 if array.dtype == np.float32 else array for array in panels)
+            self._weights = Weights(panels=panels, biases=tuple(self.bias[name] for name in names),
                                     vectors=(empty, *(self.vectors[name] for name in self.layout.vectors)),
-                                    position_keys=empty, position_queries=empty)  # forward.py adds DeBERTa's
+                                    position_keys=empty, position_queries=empty,  # forward.py adds DeBERTa's
+                                    fp32_panels=fp32_panels)
         return self._weights
 
     def unpacked_weight(self, name, i):
@@ -380,6 +393,23 @@ class LayerStack:
             norm, part = name.rsplit(".", 1)
             layer.setdefault(norm, {})[part] = self.vectors[name][i]
         return layer
+
+
+def _slot_precisions(layer_layouts, layers, precision):
+    """{slot name: "fp32" or "bf16"}: precision "bf16" packs a slot in bf16 when its weights are
+    bf16 bits (uint16: `transformer.encoder.bf16_layers`), in float32 when they are float32 (a
+    linear the bf16 policy keeps in float32); "fp32" packs every slot in float32."""
+    precisions = {}
+    for layer_layout, layer in zip(layer_layouts, layers):
+        for linear in layer_layout.linears:
+            part = layer.get(linear.parts[0])
+            if part is None:
+                continue
+            slot = "bf16" if precision == "bf16" and part["weight"].dtype == np.uint16 else "fp32"
+            if precisions.setdefault(linear.name, slot) != slot:
+                raise ValueError(f"the {linear.name!r} weights are bf16 in some layers and float32 in others: "
+                                 f"a stacked slot has one precision")
+    return precisions
 
 
 def _slot_shape(layer_recipe, linear):
