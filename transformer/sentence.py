@@ -91,7 +91,8 @@ class SentenceEncoder:
         (resolved by `transformer.store.resolve`: path, weights/, Hugging Face cache, download).
         backend: "numpy", "numba", or None (numba when available).
         precision: "fp32" (the default) or "bf16": the layers' linears on bfloat16 weights and
-            inputs, sums in float32 (`transformer.encoder.PRECISIONS`).
+            inputs, sums in float32, but those `transformer.encoder.BF16_POLICY` keeps in float32
+            (`transformer.encoder.PRECISIONS`).
         truncate_dim: keep the first truncate_dim dimensions of every vector (Matryoshka
             models); None for what config_sentence_transformers.json says (else all).
 
